@@ -1,0 +1,56 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <vector>
+
+#include "base/file.h"
+#include "base/guest_memory.h"
+#include "base/syscall.h"
+
+namespace moss {
+namespace {
+
+TEST(GuestMemory, AccessInsideRegionSucceeds) {
+  std::vector<uint8_t> a(4096), b(4096);
+  GuestMemory mem({{0, a.size(), a.data()}, {0x100000, b.size(), b.data()}});
+  ASSERT_TRUE(mem.write_obj<uint32_t>(0x100ffc, 0xdeadbeef).ok());
+  auto v = mem.read_obj<uint32_t>(0x100ffc);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, 0xdeadbeefu);
+  EXPECT_EQ(mem.total_size(), 8192u);
+}
+
+TEST(GuestMemory, AccessOutsideOrStraddlingIsRejected) {
+  std::vector<uint8_t> a(4096);
+  GuestMemory mem({{0x1000, a.size(), a.data()}});
+  EXPECT_FALSE(mem.slice(0, 1).ok());
+  EXPECT_FALSE(mem.slice(0x1ffe, 4).ok());           // Runs past the end.
+  EXPECT_FALSE(mem.slice(0x2000, 1).ok());
+  EXPECT_FALSE(mem.slice(~0ull - 1, 4).ok());        // Overflowing range.
+  EXPECT_TRUE(mem.slice(0x1000, 4096).ok());
+}
+
+TEST(Syscall, ErrorNamesTheCallAndErrno) {
+  auto r = MOSS_SYS(::open("/nonexistent/x", O_RDONLY));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("open(\"/nonexistent/x\", O_RDONLY) failed"), std::string::npos)
+      << r.error().message;
+  EXPECT_EQ(r.error().err, ENOENT);
+}
+
+TEST(File, ReadFdFullyRefusesOversizedFiles) {
+  int fd = memfd_create("t", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  UniqueFd owned(fd);
+  ASSERT_TRUE(write_all(fd, "hello", 5).ok());
+  auto ok = read_fd_fully(fd, 5, "the file");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->size(), 5u);
+  auto big = read_fd_fully(fd, 4, "the file");
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.error().message.find("too large"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moss

@@ -1,0 +1,101 @@
+#include "broker/cli.h"
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace moss::cli {
+
+std::string usage() {
+  return "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
+         "                [--stats FILE] [-- CMD ARGS...]\n"
+         "       moss --help | --version\n"
+         "\n"
+         "moss run boots a VM and runs CMD in it (default: a shell on the console); it exits with\n"
+         "CMD's status. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n";
+}
+
+Result<uint64_t> parse_size(const std::string& text) {
+  if (text.empty() || text[0] < '0' || text[0] > '9') return make_error("'" + text + "' is not a size (try 512M or 2G)");
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long n = std::strtoull(text.c_str(), &end, 10);
+  if (errno == ERANGE) return make_error("the size '" + text + "' is too large");
+  std::string suffix(end);
+  unsigned shift;
+  if (suffix.empty() || suffix == "M" || suffix == "m" || suffix == "MiB") shift = 20;
+  else if (suffix == "K" || suffix == "k" || suffix == "KiB") shift = 10;
+  else if (suffix == "G" || suffix == "g" || suffix == "GiB") shift = 30;
+  else return make_error("'" + text + "' is not a size (try 512M or 2G)");
+  if (n > (~0ull >> shift)) return make_error("the size '" + text + "' is too large");
+  return static_cast<uint64_t>(n) << shift;
+}
+
+namespace {
+
+Result<uint32_t> parse_cpus(const std::string& text) {
+  errno = 0;
+  char* end = nullptr;
+  long long n = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno == ERANGE) return make_error("--cpus needs a number, not '" + text + "'");
+  if (n < 1) return make_error("--cpus must be at least 1");
+  if (n > 4096) return make_error("--cpus " + text + " is more vCPUs than any KVM host allows");
+  return static_cast<uint32_t>(n);
+}
+
+Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
+  RunOptions o;
+  for (; i < args.size(); i++) {
+    const std::string& a = args[i];
+    if (a == "--") {
+      o.has_command = true;
+      o.command.assign(args.begin() + static_cast<long>(i) + 1, args.end());
+      if (o.command.empty()) return make_error("'--' must be followed by the command to run in the guest");
+      break;
+    }
+    auto value = [&](const char* name) -> Result<std::string> {
+      if (i + 1 >= args.size()) return make_error(std::string(name) + " needs a value");
+      return args[++i];
+    };
+    if (a == "--kernel") {
+      MOSS_TRY(o.kernel, value("--kernel"));
+    } else if (a == "--initrd") {
+      MOSS_TRY(o.initrd, value("--initrd"));
+      if (o.initrd == "none") {
+        o.no_initrd = true;
+        o.initrd.clear();
+      }
+    } else if (a == "--append") {
+      MOSS_TRY(o.append, value("--append"));
+    } else if (a == "--mem") {
+      MOSS_TRY(std::string v, value("--mem"));
+      MOSS_TRY(o.mem_bytes, parse_size(v));
+    } else if (a == "--cpus") {
+      MOSS_TRY(std::string v, value("--cpus"));
+      MOSS_TRY(o.cpus, parse_cpus(v));
+    } else if (a == "--stats") {
+      MOSS_TRY(o.stats_file, value("--stats"));
+    } else {
+      return make_error("unknown option '" + a + "' for moss run (see moss --help)");
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+Result<Command> parse(const std::vector<std::string>& args) {
+  Command c;
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") return c;
+  if (args[0] == "--version") {
+    c.verb = Command::Verb::kVersion;
+    return c;
+  }
+  if (args[0] == "run") {
+    c.verb = Command::Verb::kRun;
+    MOSS_TRY(c.run, parse_run(args, 1));
+    return c;
+  }
+  return make_error("unknown command '" + args[0] + "' (this version has: run; see moss --help)");
+}
+
+}  // namespace moss::cli

@@ -1,0 +1,36 @@
+// Command-line parsing for `moss`. Pure: argv in, a Command or a one-sentence usage error out.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace moss::cli {
+
+struct RunOptions {
+  std::string kernel;        // Empty: the default kernel found at build time.
+  std::string initrd;        // Empty: the default initramfs (only with the default kernel).
+  bool no_initrd = false;    // --initrd none
+  std::string append;        // Extra kernel command line.
+  uint64_t mem_bytes = 512ull << 20;
+  uint32_t cpus = 1;
+  std::string stats_file;    // --stats FILE: JSON figures for bench/.
+  bool has_command = false;  // "--" was given.
+  std::vector<std::string> command;
+};
+
+struct Command {
+  enum class Verb { kRun, kHelp, kVersion };
+  Verb verb = Verb::kHelp;
+  RunOptions run;
+};
+
+Result<Command> parse(const std::vector<std::string>& args);
+// "512M", "2G", "1024" (MiB, like QEMU's -m), "65536K".
+Result<uint64_t> parse_size(const std::string& text);
+std::string usage();
+
+}  // namespace moss::cli

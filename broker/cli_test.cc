@@ -1,0 +1,55 @@
+#include "broker/cli.h"
+
+#include <gtest/gtest.h>
+
+namespace moss::cli {
+namespace {
+
+TEST(ParseSize, AcceptsSuffixesAndDefaultsToMiB) {
+  EXPECT_EQ(*parse_size("512M"), 512ull << 20);
+  EXPECT_EQ(*parse_size("2G"), 2ull << 30);
+  EXPECT_EQ(*parse_size("1024"), 1ull << 30);
+  EXPECT_EQ(*parse_size("65536K"), 64ull << 20);
+}
+
+TEST(ParseSize, RejectsGarbageAndOverflow) {
+  EXPECT_FALSE(parse_size("").ok());
+  EXPECT_FALSE(parse_size("lots").ok());
+  EXPECT_FALSE(parse_size("12Q").ok());
+  EXPECT_FALSE(parse_size("-1M").ok());
+  EXPECT_FALSE(parse_size("99999999999999999999G").ok());
+  EXPECT_FALSE(parse_size("17179869184G").ok());
+}
+
+TEST(Parse, RunWithOptionsAndCommand) {
+  auto c = parse({"run", "--kernel", "K", "--initrd", "I", "--mem", "1G", "--cpus", "2", "--append", "x=1", "--",
+                  "sh", "-c", "exit 7"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->verb, Command::Verb::kRun);
+  EXPECT_EQ(c->run.kernel, "K");
+  EXPECT_EQ(c->run.initrd, "I");
+  EXPECT_EQ(c->run.mem_bytes, 1ull << 30);
+  EXPECT_EQ(c->run.cpus, 2u);
+  EXPECT_EQ(c->run.append, "x=1");
+  EXPECT_TRUE(c->run.has_command);
+  EXPECT_EQ(c->run.command, (std::vector<std::string>{"sh", "-c", "exit 7"}));
+}
+
+TEST(Parse, InitrdNoneDisablesTheDefault) {
+  auto c = parse({"run", "--initrd", "none"});
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->run.no_initrd);
+}
+
+TEST(Parse, BadInputGetsOneSentence) {
+  EXPECT_EQ(parse({"run", "--cpus", "0"}).error().message, "--cpus must be at least 1");
+  EXPECT_NE(parse({"run", "--cpus", "two"}).error().message.find("needs a number"), std::string::npos);
+  EXPECT_NE(parse({"run", "--cpus", "100000"}).error().message.find("more vCPUs"), std::string::npos);
+  EXPECT_NE(parse({"run", "--mem"}).error().message.find("needs a value"), std::string::npos);
+  EXPECT_NE(parse({"run", "--bogus"}).error().message.find("unknown option"), std::string::npos);
+  EXPECT_NE(parse({"run", "--"}).error().message.find("must be followed"), std::string::npos);
+  EXPECT_NE(parse({"frobnicate"}).error().message.find("unknown command"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moss::cli

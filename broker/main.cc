@@ -1,0 +1,33 @@
+// moss: the broker. One per VM; it parses no guest bytes. See docs/ARCHITECTURE.md.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "base/log.h"
+#include "broker/cli.h"
+#include "broker/run.h"
+
+#ifndef MOSS_VERSION
+#define MOSS_VERSION "0.1.0"
+#endif
+
+int main(int argc, char** argv) {
+  moss::log_init("moss");
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto cmd = moss::cli::parse(args);
+  if (!cmd) {
+    std::fprintf(stderr, "moss: %s\n", cmd.error().message.c_str());
+    return moss::kExitUsage;
+  }
+  switch (cmd->verb) {
+    case moss::cli::Command::Verb::kHelp:
+      std::fputs(moss::cli::usage().c_str(), stdout);
+      return 0;
+    case moss::cli::Command::Verb::kVersion:
+      std::printf("moss %s\n", MOSS_VERSION);
+      return 0;
+    case moss::cli::Command::Verb::kRun:
+      return moss::run_vm(cmd->run);
+  }
+  return moss::kExitUsage;
+}

@@ -1,0 +1,420 @@
+#include "broker/run.h"
+
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include <kj/exception.h>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "base/syscall.h"
+#include "broker/host.h"
+#include "broker/launcher.h"
+#include "moss-init/cmdline.h"
+#include "ipc/channel.h"
+#include "ipc/vcpu.capnp.h"
+#include "vcpu/bzimage.h"
+#include "vcpu/kvm.h"
+
+#ifndef MOSS_DEFAULT_KERNEL
+#define MOSS_DEFAULT_KERNEL ""
+#endif
+#ifndef MOSS_DEFAULT_INITRD
+#define MOSS_DEFAULT_INITRD ""
+#endif
+
+namespace moss {
+namespace {
+
+constexpr uint64_t kMaxKernelBytes = 256ull << 20;
+constexpr int kStopGraceSeconds = 5;
+// The console is the guest's only output until the exec agent exists; `quiet` keeps kernel
+// chatter off it, reboot=k makes a reboot an i8042 pulse we see, panic=-1 reboots at once.
+constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Result<UniqueFd> open_input(const std::string& path, const char* what) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return make_error(std::string("cannot read the ") + what + " " + path + ": " + strerror(errno) +
+                      (errno == ENOENT ? std::string(" (check the path)") : std::string()), errno);
+  }
+  return UniqueFd(fd);
+}
+
+// Everything the broker decided and opened before the vcpu process starts.
+struct Prepared {
+  UniqueFd kvm, kernel, initrd;
+  std::string cmdline;
+};
+
+Result<Prepared> prepare(const cli::RunOptions& o) {
+  Prepared p;
+  std::string kernel_path = o.kernel.empty() ? MOSS_DEFAULT_KERNEL : o.kernel;
+  if (kernel_path.empty()) {
+    return make_error("no default kernel was found when moss was built; install linux-image-amd64 and rebuild, or pass --kernel FILE");
+  }
+  std::string initrd_path = o.initrd;
+  if (initrd_path.empty() && !o.no_initrd && o.kernel.empty()) initrd_path = MOSS_DEFAULT_INITRD;
+
+  MOSS_TRY(p.kernel, open_input(kernel_path, "kernel"));
+  MOSS_TRY(auto image, read_fd_fully(p.kernel.get(), kMaxKernelBytes, "the kernel " + kernel_path));
+  auto kernel = boot::parse_bzimage(image);
+  if (!kernel) return make_error(kernel_path + ": " + kernel.error().message);
+  uint64_t initrd_size = 0;
+  if (!initrd_path.empty()) {
+    MOSS_TRY(p.initrd, open_input(initrd_path, "initrd"));
+    struct stat st;
+    if (fstat(p.initrd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      return make_error("the initrd " + initrd_path + " is not a regular file");
+    }
+    char probe;
+    if (pread(p.initrd.get(), &probe, 1, 0) < 0) {
+      return make_error("cannot read the initrd " + initrd_path + ": " + strerror(errno), errno);
+    }
+    initrd_size = static_cast<uint64_t>(st.st_size);
+  }
+
+  p.cmdline = kBaseCmdline;
+  if (!o.append.empty()) p.cmdline += " " + o.append;
+  if (o.has_command) p.cmdline += " " + guest::encode_cmdline(o.command);
+  MOSS_CHECK(boot::plan_boot(*kernel, o.mem_bytes, initrd_size, p.cmdline.size()));
+
+  auto meminfo = read_text_file("/proc/meminfo");
+  uint64_t host_mem = meminfo ? host::mem_total_from_meminfo(*meminfo) : 0;
+  if (host_mem && o.mem_bytes > host_mem) {
+    return make_error("--mem " + std::to_string(o.mem_bytes >> 20) + " MiB is more than this host's " +
+                      std::to_string(host_mem >> 20) + " MiB of memory");
+  }
+
+  MOSS_TRY(p.kvm, host::open_kvm(host::kvm_path()));
+  MOSS_CHECK(kvm_check_api(p.kvm.get()));
+  int max_vcpus = kvm_check_extension(p.kvm.get(), KVM_CAP_MAX_VCPUS);
+  if (max_vcpus <= 0) max_vcpus = kvm_check_extension(p.kvm.get(), KVM_CAP_NR_VCPUS);
+  if (max_vcpus <= 0) max_vcpus = 4;  // KVM's documented minimum when neither cap answers.
+  if (max_vcpus > 254) max_vcpus = 254;  // xAPIC ids, with one left for the IOAPIC.
+  if (o.cpus > static_cast<uint32_t>(max_vcpus)) {
+    return make_error("--cpus " + std::to_string(o.cpus) + " is more than this host's KVM allows (at most " +
+                      std::to_string(max_vcpus) + ")");
+  }
+  if (kernel->is_linux && host::is_pvm(host::sysfs_root())) {
+    return make_error("this host's KVM is PVM (kvm_pvm), which emulates guest kernel code and cannot run an unmodified "
+                      "Linux guest; run moss on a host with hardware virtualization, or inside the nested test host "
+                      "(tests/nested/run-in-nested-host.sh)");
+  }
+  return p;
+}
+
+std::string self_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+// Supervises one vcpu process from a libevent loop.
+class Session {
+ public:
+  Session(const cli::RunOptions& o, pid_t pid, UniqueFd ctl, uint64_t spawn_ns)
+      : options_(o), pid_(pid), ctl_(std::move(ctl)), spawn_ns_(spawn_ns) {}
+
+  int run();
+
+ private:
+  static void on_control(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->read_control(); }
+  static void on_signal(evutil_socket_t sig, short, void* self) { static_cast<Session*>(self)->handle_signal(sig); }
+  static void on_stdin(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->read_stdin(); }
+  static void on_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->kill_child("did not stop in time"); }
+
+  void read_control();
+  bool handle_packet(ipc::Packet& packet);
+  void handle_signal(int sig);
+  void read_stdin();
+  void kill_child(const char* why);
+  void send_stop();
+  int finish();
+  void write_stats(const rusage& child);
+
+  const cli::RunOptions& options_;
+  pid_t pid_;
+  UniqueFd ctl_;
+  uint64_t spawn_ns_;
+  uint64_t first_run_ns_ = 0, first_exit_ns_ = 0;
+  event_base* base_ = nullptr;
+  event* ctl_ev_ = nullptr;
+  event* stdin_ev_ = nullptr;
+  event* grace_ev_ = nullptr;
+  int stop_signal_ = 0;
+  bool have_exit_ = false;
+  bool child_reaped_ = false;
+  int wait_status_ = 0;
+  rusage child_usage_{};
+  ipc::ExitInfo::Reason exit_reason_ = ipc::ExitInfo::Reason::ERROR;
+  int32_t exit_status_ = 0;
+  std::string exit_message_;
+  std::string protocol_error_;
+};
+
+void Session::read_control() {
+  for (;;) {
+    auto packet = ipc::receive_message(ctl_.get());
+    if (!packet) {
+      if (packet.error().err == EAGAIN) return;
+      protocol_error_ = packet.error().message;
+    } else if (*packet && handle_packet(**packet)) {
+      continue;
+    }
+    // EOF or a bad message: stop listening; the child's exit (SIGCHLD) finishes the session.
+    event_del(ctl_ev_);
+    if (!protocol_error_.empty()) kill_child("sent a malformed control message");
+    return;
+  }
+}
+
+bool Session::handle_packet(ipc::Packet& packet) {
+  bool ok = true;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto msg = packet.root<ipc::VcpuToBroker>();
+    if (msg.getVersion() != ipc::PROTOCOL_VERSION) {
+      protocol_error_ = "the vcpu process speaks control protocol version " + std::to_string(msg.getVersion());
+      ok = false;
+      return;
+    }
+    switch (msg.which()) {
+      case ipc::VcpuToBroker::CONSOLE: {
+        auto data = msg.getConsole();
+        auto r = write_all(STDOUT_FILENO, data.begin(), data.size());
+        if (!r) LOG_WARN("cannot write the guest console to stdout: %s", r.error().message.c_str());
+        break;
+      }
+      case ipc::VcpuToBroker::STARTED:
+        first_run_ns_ = msg.getStarted().getFirstRunNs();
+        break;
+      case ipc::VcpuToBroker::EXITED: {
+        auto x = msg.getExited();
+        have_exit_ = true;
+        exit_reason_ = x.getReason();
+        exit_status_ = x.getStatus();
+        exit_message_ = x.getMessage().cStr();
+        first_exit_ns_ = x.getFirstExitNs();
+        break;
+      }
+    }
+  })) {
+    protocol_error_ = std::string("a control message from the vcpu process is malformed: ") + e->getDescription().cStr();
+    ok = false;
+  }
+  return ok;
+}
+
+void Session::send_stop() {
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
+  msg.setVersion(ipc::PROTOCOL_VERSION);
+  msg.setStop();
+  if (!ipc::send_message(ctl_.get(), mb)) kill_child("could not be asked to stop");
+  timeval grace{kStopGraceSeconds, 0};
+  evtimer_add(grace_ev_, &grace);
+}
+
+void Session::kill_child(const char* why) {
+  if (child_reaped_) return;
+  LOG_WARN("the vcpu process (pid %d) %s; killing it", pid_, why);
+  kill(pid_, SIGKILL);
+}
+
+void Session::handle_signal(int sig) {
+  if (sig == SIGCHLD) {
+    int status;
+    rusage ru{};
+    pid_t r = wait4(pid_, &status, WNOHANG, &ru);
+    if (r != pid_) return;
+    child_reaped_ = true;
+    wait_status_ = status;
+    child_usage_ = ru;
+    read_control();  // Whatever the child sent before it exited (its exit report).
+    event_base_loopbreak(base_);
+    return;
+  }
+  if (stop_signal_ == 0) {
+    stop_signal_ = sig;
+    send_stop();
+  } else {
+    kill_child("was asked twice to stop");
+  }
+}
+
+void Session::read_stdin() {
+  char buf[4096];
+  ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+  if (n <= 0) {
+    if (n < 0 && errno == EINTR) return;
+    event_del(stdin_ev_);  // EOF: the UART has no way to say it; the guest just sees no more input.
+    return;
+  }
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
+  msg.setVersion(ipc::PROTOCOL_VERSION);
+  msg.setConsoleInput(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(buf), static_cast<size_t>(n)));
+  (void)ipc::send_message(ctl_.get(), mb);
+}
+
+int Session::run() {
+  base_ = event_base_new();
+  MOSS_ASSERT(base_ != nullptr);
+  int flags = fcntl(ctl_.get(), F_GETFL);
+  fcntl(ctl_.get(), F_SETFL, flags | O_NONBLOCK);
+  ctl_ev_ = event_new(base_, ctl_.get(), EV_READ | EV_PERSIST, on_control, this);
+  event_add(ctl_ev_, nullptr);
+  grace_ev_ = evtimer_new(base_, on_grace, this);
+  event* sigs[] = {evsignal_new(base_, SIGCHLD, on_signal, this), evsignal_new(base_, SIGINT, on_signal, this),
+                   evsignal_new(base_, SIGTERM, on_signal, this), evsignal_new(base_, SIGHUP, on_signal, this)};
+  for (event* e : sigs) evsignal_add(e, nullptr);
+  // run_vm() blocked these before the fork so that none is lost; libevent owns them now.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, s);
+  sigprocmask(SIG_UNBLOCK, &handled, nullptr);
+  // Console input comes from a terminal only: until the exec agent exists, a command's stdin
+  // is the guest console, and piped data would arrive there as typed text.
+  if (isatty(STDIN_FILENO)) {
+    stdin_ev_ = event_new(base_, STDIN_FILENO, EV_READ | EV_PERSIST, on_stdin, this);
+    event_add(stdin_ev_, nullptr);
+  }
+  // The child may have exited before the SIGCHLD handler was installed.
+  handle_signal(SIGCHLD);
+  if (!child_reaped_) event_base_dispatch(base_);
+  for (event* e : sigs) event_free(e);
+  if (stdin_ev_) event_free(stdin_ev_);
+  event_free(grace_ev_);
+  event_free(ctl_ev_);
+  event_base_free(base_);
+  return finish();
+}
+
+int Session::finish() {
+  if (!options_.stats_file.empty()) write_stats(child_usage_);
+  using R = ipc::ExitInfo::Reason;
+  if (!protocol_error_.empty()) {
+    std::fprintf(stderr, "moss: %s\n", protocol_error_.c_str());
+    return kExitFailure;
+  }
+  if (!have_exit_) {
+    std::fprintf(stderr, "moss: the vcpu process (pid %d) %s before the VM ended; the VM is gone\n", pid_,
+                 describe_wait_status(wait_status_).c_str());
+    return kExitFailure;
+  }
+  switch (exit_reason_) {
+    case R::GUEST_STATUS:
+      return exit_status_ & 0xff;
+    case R::STOPPED:
+      std::fprintf(stderr, "moss: the VM was stopped (%s)\n", stop_signal_ ? sigabbrev_np(stop_signal_) : "by request");
+      return stop_signal_ ? 128 + stop_signal_ : kExitFailure;
+    case R::RESET:
+    case R::POWER_OFF:
+      if (options_.has_command) {
+        std::fprintf(stderr, "moss: %s before the command reported its exit status\n", exit_message_.c_str());
+        return kExitFailure;
+      }
+      return 0;
+    case R::ERROR:
+      std::fprintf(stderr, "moss: the VM failed: %s\n", exit_message_.c_str());
+      return kExitFailure;
+  }
+  return kExitFailure;
+}
+
+void Session::write_stats(const rusage& child) {
+  rusage self{};
+  getrusage(RUSAGE_SELF, &self);
+  auto cpu_ms = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000.0 + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1000.0;
+  };
+  std::string tmp = options_.stats_file + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f) {
+    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+    return;
+  }
+  std::fprintf(f,
+               "{\"spawn_ns\": %llu, \"first_run_ns\": %llu, \"first_exit_ns\": %llu,\n"
+               " \"broker_maxrss_kib\": %ld, \"broker_cpu_ms\": %.3f,\n"
+               " \"vcpu_maxrss_kib\": %ld, \"vcpu_cpu_ms\": %.3f}\n",
+               static_cast<unsigned long long>(spawn_ns_), static_cast<unsigned long long>(first_run_ns_),
+               static_cast<unsigned long long>(first_exit_ns_), self.ru_maxrss, cpu_ms(self), child.ru_maxrss,
+               cpu_ms(child));
+  std::fclose(f);
+  if (rename(tmp.c_str(), options_.stats_file.c_str()) != 0) unlink(tmp.c_str());
+}
+
+}  // namespace
+
+int run_vm(const cli::RunOptions& options) {
+  auto prepared = prepare(options);
+  if (!prepared) {
+    std::fprintf(stderr, "moss: %s\n", prepared.error().message.c_str());
+    return kExitFailure;
+  }
+  Prepared& p = *prepared;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    std::fprintf(stderr, "moss: cannot create the control channel: %s\n", strerror(errno));
+    return kExitFailure;
+  }
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  // Block the signals the session handles so none is lost between fork and the event loop.
+  sigset_t block;
+  sigemptyset(&block);
+  for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&block, s);
+  sigprocmask(SIG_BLOCK, &block, nullptr);
+
+  ChildSpec spec;
+  spec.path = self_dir() + "/moss-vcpu";
+  spec.argv = {"moss-vcpu", "--control-fd", "3"};
+  spec.fds = {theirs.get(), p.kvm.get(), p.kernel.get()};
+  if (p.initrd) spec.fds.push_back(p.initrd.get());
+  uint64_t spawn_ns = now_ns();
+  auto pid = spawn_child(spec);
+  if (!pid) {
+    std::fprintf(stderr, "moss: cannot start the vcpu process: %s\n", pid.error().message.c_str());
+    return kExitFailure;
+  }
+  theirs.reset();
+  p.kvm.reset();  // The broker itself never touches the VM.
+
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
+  msg.setVersion(ipc::PROTOCOL_VERSION);
+  auto start = msg.initStart();
+  start.setMemBytes(options.mem_bytes);
+  start.setCpus(options.cpus);
+  start.setCmdline(p.cmdline);
+  start.setKvmFd(4);
+  start.setKernelFd(5);
+  start.setInitrdFd(p.initrd ? 6 : -1);
+  if (auto r = ipc::send_message(ours.get(), mb); !r) {
+    LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
+  }
+  Session session(options, *pid, std::move(ours), spawn_ns);
+  return session.run();
+}
+
+}  // namespace moss

@@ -1,0 +1,15 @@
+// `moss run`: validate the request, open every resource the VM needs, start the vcpu process
+// and supervise it until the guest ends. Returns moss's exit status.
+#pragma once
+
+#include "broker/cli.h"
+
+namespace moss {
+
+// Exit statuses of moss itself (a guest command's own status passes through unchanged).
+constexpr int kExitUsage = 2;      // Bad command line or bad input file.
+constexpr int kExitFailure = 125;  // moss could not run the VM, or the VM failed.
+
+int run_vm(const cli::RunOptions& options);
+
+}  // namespace moss

@@ -1,0 +1,404 @@
+// moss-init: PID 1 of the moss guest (see guest/README.md).
+//
+// Mounts the pseudo file systems, loads the kernel modules listed in
+// /lib/modules/moss-modules.list, prints "moss-init: ready", then runs the
+// program given by moss.argv on the kernel command line (or /bin/sh), reports
+// its status ("moss-init: exit N" on the console, then a 32-bit outl of N to
+// the moss exit port 0x5f0) and powers the machine off.
+//
+// Deliberately C-style: no iostreams/stdio, to keep the static binary small.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <sys/io.h>
+#endif
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cmdline.h"
+
+extern char** environ;
+
+namespace {
+
+using moss::guest::GuestCommand;
+
+constexpr const char kModulesList[] = "/lib/modules/moss-modules.list";
+constexpr int kStatusCannotExec = 127;  // program could not be started
+constexpr int kStatusInitError = 125;   // bad moss.* parameters, fork failed
+
+// ---------------------------------------------------------------- output --
+
+void write_all(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+// One console line, built without stdio and written with a single write().
+class Line {
+ public:
+  Line() { *this << "moss-init: "; }
+  Line& operator<<(std::string_view s) {
+    size_t room = sizeof(buf_) - 1 - n_;  // keep one byte for '\n'
+    size_t k = s.size() < room ? s.size() : room;
+    memcpy(buf_ + n_, s.data(), k);
+    n_ += k;
+    return *this;
+  }
+  Line& operator<<(const char* s) { return *this << std::string_view(s); }
+  Line& operator<<(const std::string& s) { return *this << std::string_view(s); }
+  Line& operator<<(long v) {
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    unsigned long u = v < 0 ? 0UL - static_cast<unsigned long>(v)
+                            : static_cast<unsigned long>(v);
+    do {
+      tmp[--i] = static_cast<char>('0' + u % 10);
+      u /= 10;
+    } while (u != 0);
+    if (v < 0) tmp[--i] = '-';
+    return *this << std::string_view(tmp + i, sizeof(tmp) - i);
+  }
+  Line& operator<<(int v) { return *this << static_cast<long>(v); }
+  void emit(int fd = STDERR_FILENO) {
+    buf_[n_++] = '\n';
+    write_all(fd, buf_, n_);
+    n_ = 0;
+  }
+
+ private:
+  char buf_[1024];
+  size_t n_ = 0;
+};
+
+std::string_view err_str(int err) { return strerror(err); }
+
+void warn_errno(std::string_view what, std::string_view arg, int err) {
+  Line l;
+  l << "warning: " << what;
+  if (!arg.empty()) l << " " << arg;
+  l << ": " << err_str(err);
+  l.emit();
+}
+
+// ------------------------------------------------------------ file helpers --
+
+bool read_file(const char* path, std::string* out) {
+  out->clear();
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[4096];
+  for (;;) {
+    ssize_t r = read(fd, buf, sizeof(buf));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(fd);
+      errno = e;
+      return false;
+    }
+    if (r == 0) break;
+    out->append(buf, static_cast<size_t>(r));
+  }
+  close(fd);
+  return true;
+}
+
+// ------------------------------------------------------------------ setup --
+
+// Makes sure fds 0-2 are open on the console (the kernel opens /dev/console
+// for init only if the initramfs has that node).
+void ensure_console() {
+  bool ok = true;
+  for (int fd = 0; fd <= 2; ++fd) ok = ok && fcntl(fd, F_GETFD) != -1;
+  if (ok) return;
+  int fd = open("/dev/console", O_RDWR | O_NOCTTY);
+  if (fd < 0) return;  // nowhere to report anything
+  for (int i = 0; i <= 2; ++i)
+    if (fcntl(i, F_GETFD) == -1) dup2(fd, i);
+  if (fd > 2) close(fd);
+}
+
+struct MountSpec {
+  const char* source;
+  const char* target;
+  const char* type;
+  unsigned long flags;
+  const char* data;
+};
+
+void mount_filesystems() {
+  static const MountSpec kMounts[] = {
+      {"proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr},
+      {"sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr},
+      {"devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"},
+      {"devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+       "gid=5,mode=0620,ptmxmode=0666"},
+      {"tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"},
+      {"tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"},
+      {"tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"},
+  };
+  for (const MountSpec& m : kMounts) {
+    if (mkdir(m.target, 0755) != 0 && errno != EEXIST)
+      warn_errno("mkdir", m.target, errno);
+    if (mount(m.source, m.target, m.type, m.flags, m.data) != 0 &&
+        errno != EBUSY)
+      warn_errno("mount", m.target, errno);
+  }
+  static const char* const kLinks[][2] = {
+      {"/proc/self/fd", "/dev/fd"},
+      {"/proc/self/fd/0", "/dev/stdin"},
+      {"/proc/self/fd/1", "/dev/stdout"},
+      {"/proc/self/fd/2", "/dev/stderr"},
+  };
+  for (const auto& link : kLinks) symlink(link[0], link[1]);  // best effort
+}
+
+void loopback_up() {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  memcpy(ifr.ifr_name, "lo", 3);
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) warn_errno("ifup", "lo", errno);
+  }
+  close(s);
+}
+
+void load_modules() {
+  std::string list;
+  if (!read_file(kModulesList, &list)) {
+    if (errno != ENOENT) warn_errno("read", kModulesList, errno);
+    return;
+  }
+  struct utsname uts;
+  std::string base = "/lib/modules/";
+  if (uname(&uts) == 0) base += uts.release;
+  base += '/';
+
+  // Relative entries are under /lib/modules/<running kernel>/. If that is
+  // missing the initramfs was built for another kernel (or one with
+  // everything built in): say so once instead of once per module.
+  struct stat st;
+  bool have_base = stat(base.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  bool warned = false;
+
+  std::string_view rest = list;
+  std::string path;
+  while (!rest.empty()) {
+    size_t nl = rest.find('\n');
+    std::string_view line = rest.substr(0, nl);
+    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t'))
+      line.remove_prefix(1);
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\t' ||
+                             line.back() == '\r'))
+      line.remove_suffix(1);
+    if (line.empty() || line.front() == '#') continue;
+    if (line.front() == '/') {
+      path.assign(line);
+    } else {
+      if (!have_base) {
+        if (!warned)
+          (Line() << "warning: no " << base << ", modules not loaded").emit();
+        warned = true;
+        continue;
+      }
+      path = base;
+      path.append(line);
+    }
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      warn_errno("module", path, errno);
+      continue;
+    }
+    if (syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST)
+      warn_errno("module", path, errno);
+    close(fd);
+  }
+}
+
+// The device behind /dev/console (last word of
+// /sys/class/tty/console/active), e.g. "/dev/ttyS0"; empty if unknown.
+// Opening it rather than /dev/console lets the child get a controlling tty
+// (job control, ^C).
+std::string console_device() {
+  std::string active;
+  if (!read_file("/sys/class/tty/console/active", &active)) return {};
+  while (!active.empty() && (active.back() == '\n' || active.back() == ' '))
+    active.pop_back();
+  size_t sp = active.rfind(' ');
+  std::string name = sp == std::string::npos ? active : active.substr(sp + 1);
+  if (name.empty()) return {};
+  std::string dev = "/dev/" + name;
+  if (access(dev.c_str(), R_OK | W_OK) != 0) return {};
+  return dev;
+}
+
+// ------------------------------------------------------------------ child --
+
+std::vector<std::string> build_env(const std::vector<std::string>& extra) {
+  std::vector<std::string> env = {
+      "PATH=/bin:/sbin:/usr/bin:/usr/sbin",
+      "HOME=/root",
+      "TERM=linux",
+  };
+  for (const std::string& kv : extra) {
+    std::string_view key(kv.data(), kv.find('=') + 1);  // includes '='
+    bool replaced = false;
+    for (std::string& e : env) {
+      if (std::string_view(e).substr(0, key.size()) == key) {
+        e = kv;
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) env.push_back(kv);
+  }
+  return env;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  out.reserve(v.size() + 1);
+  for (std::string& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// Runs in the forked child; never returns.
+[[noreturn]] void exec_child(const GuestCommand& cmd, const std::string& tty) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
+
+  // New session with the console as controlling terminal.
+  setsid();
+  int tfd = tty.empty() ? -1 : open(tty.c_str(), O_RDWR | O_NOCTTY);
+  if (tfd >= 0) {
+    for (int i = 0; i <= 2; ++i) dup2(tfd, i);
+    if (tfd > 2) close(tfd);
+  }
+  ioctl(STDIN_FILENO, TIOCSCTTY, 1);  // best effort
+
+  std::string cwd = cmd.cwd.empty() ? "/" : cmd.cwd;
+  if (chdir(cwd.c_str()) != 0) {
+    int e = errno;
+    (Line() << "cannot chdir to " << cwd << ": " << err_str(e)).emit();
+    _exit(kStatusCannotExec);
+  }
+
+  std::vector<std::string> env = build_env(cmd.env);
+  std::vector<char*> envp = c_strings(env);
+  std::vector<std::string> args = cmd.argv;
+  std::vector<char*> argv = c_strings(args);
+  environ = envp.data();  // execvp searches PATH from environ
+  execvp(argv[0], argv.data());
+  int e = errno;
+  (Line() << "cannot execute " << cmd.argv[0] << ": " << err_str(e)).emit();
+  _exit(kStatusCannotExec);
+}
+
+// Starts the command and waits for it, reaping every other child that dies
+// meanwhile (we are PID 1, orphans are re-parented to us).
+int run(const GuestCommand& cmd) {
+  std::string tty = console_device();
+  pid_t child = fork();
+  if (child < 0) {
+    warn_errno("fork", "", errno);
+    return kStatusInitError;
+  }
+  if (child == 0) exec_child(cmd, tty);
+  for (;;) {
+    int st = 0;
+    pid_t p = waitpid(-1, &st, 0);
+    if (p < 0) {
+      if (errno == EINTR) continue;
+      warn_errno("waitpid", "", errno);
+      return kStatusInitError;
+    }
+    if (p != child) continue;  // reaped an orphan
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  }
+}
+
+// ------------------------------------------------------------------- exit --
+
+[[noreturn]] void report_and_power_off(int status) {
+  (Line() << "exit " << status).emit(STDOUT_FILENO);
+  // Let the UART actually transmit the output before the VMM stops the VM.
+  tcdrain(STDOUT_FILENO);
+  sync();
+#if defined(__x86_64__) || defined(__i386__)
+  if (ioperm(moss::guest::kExitPort, 4, 1) == 0) {
+    outl(static_cast<unsigned>(status), moss::guest::kExitPort);
+  } else {
+    warn_errno("ioperm", "", errno);
+  }
+#endif
+  // Still running: no exit port (e.g. plain QEMU). Power off instead.
+  sync();
+  reboot(RB_POWER_OFF);
+  reboot(RB_AUTOBOOT);
+  for (;;) pause();  // PID 1 must never exit (kernel panic)
+}
+
+}  // namespace
+
+int main() {
+  if (getpid() != 1) {
+    (Line() << "must run as PID 1").emit();
+    return 1;
+  }
+  umask(022);
+  mount_filesystems();
+  ensure_console();
+  reboot(RB_DISABLE_CAD);  // Ctrl-Alt-Del sends SIGINT to us (ignored)
+  if (sethostname("moss", 4) != 0) warn_errno("sethostname", "", errno);
+  loopback_up();
+  load_modules();
+
+  (Line() << "ready").emit(STDOUT_FILENO);
+
+  GuestCommand cmd;
+  std::string cmdline;
+  if (!read_file("/proc/cmdline", &cmdline)) {
+    warn_errno("read", "/proc/cmdline", errno);
+  } else {
+    moss::guest::ParseResult r = moss::guest::parse_cmdline(cmdline);
+    if (!r.ok) {
+      (Line() << "bad kernel command line: " << r.error).emit();
+      report_and_power_off(kStatusInitError);
+    }
+    cmd = std::move(r.command);
+  }
+  if (!cmd.has_argv) cmd.argv = {"/bin/sh"};
+  report_and_power_off(run(cmd));
+}

@@ -1,0 +1,124 @@
+#!/bin/bash
+# Build the outer initramfs of the nested KVM test host (see README.md here).
+#
+#   build-outer-initramfs.sh OUT.cpio.gz
+#
+# Contents: busybox-static as /bin/busybox, /init (outer-init.sh, run by busybox sh),
+# and the kernel modules the nested host needs (kvm-amd, virtio-pci, virtio-console,
+# 9p; tun if present) with all their dependencies, taken from modules.dep.
+#
+# The kernel is the newest /boot/vmlinuz-* that has a matching /lib/modules/ dir, or
+# the one named by $KVER. The archive is reproducible (sorted, fixed mtimes and owners,
+# gzip -n). It is cached: a manifest of the inputs (paths, sizes, mtimes) is kept in
+# OUT.manifest, and if OUT exists with the same manifest nothing is done.
+set -eu
+
+die() { echo "build-outer-initramfs: $*" >&2; exit 1; }
+
+[ $# -eq 1 ] || die "usage: $0 OUT.cpio.gz"
+OUT=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+INIT_SRC=$HERE/outer-init.sh
+
+# ---- pick the kernel -------------------------------------------------------------
+newest_kver() {
+    local v best=
+    for v in $(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V); do
+        [ -f "/lib/modules/$v/modules.dep" ] && best=$v
+    done
+    [ -n "$best" ] || die "no /boot/vmlinuz-* with a matching /lib/modules/*/modules.dep"
+    echo "$best"
+}
+KVER=${KVER:-$(newest_kver)}
+MODDIR=/lib/modules/$KVER
+[ -f "$MODDIR/modules.dep" ] || die "$MODDIR/modules.dep not found"
+
+BUSYBOX=$(command -v busybox) || die "busybox not found (apt-get install busybox-static)"
+BUSYBOX=$(readlink -f "$BUSYBOX")
+file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
+    die "$BUSYBOX is not statically linked (apt-get install busybox-static)"
+
+# ---- resolve modules ---------------------------------------------------------------
+# Targets: "required|optional NAME [module args]". modules.dep lists, for each module,
+# the transitive closure of its dependencies, in an order that loads correctly when read
+# from the end (modprobe does that), so: reversed deps first, then the module itself.
+TARGETS='required kvm-amd nested=1
+required virtio_pci
+required virtio_console
+required 9pnet_virtio
+required 9p
+optional tun'
+
+# The modules.dep path (relative to MODDIR) of module NAME ("-" and "_" are equivalent).
+mod_path() {
+    local re
+    re=$(printf '%s' "$1" | sed 's/[-_]/[-_]/g')
+    grep -E "^([^:]*/)?${re}\.ko(\.xz|\.zst|\.gz)?:" "$MODDIR/modules.dep" | head -n1 | cut -d: -f1
+}
+mod_deps() { grep -E "^$1:" "$MODDIR/modules.dep" | head -n1 | cut -d: -f2; }
+
+LIST=          # lines "required|optional FILE.ko [args]", in load order
+SEEN=' '
+add_mod() {    # add_mod NEED PATH [ARGS...]
+    local need=$1 path=$2; shift 2
+    case $SEEN in *" $path "*) return 0 ;; esac
+    SEEN="$SEEN$path "
+    LIST="$LIST$need $path${*:+ $*}
+"
+}
+while read -r need name args; do
+    path=$(mod_path "$name")
+    if [ -z "$path" ]; then
+        [ "$need" = optional ] && continue
+        die "module $name not found in $MODDIR/modules.dep"
+    fi
+    deps=$(mod_deps "$path")
+    for dep in $(printf '%s\n' $deps | tac); do add_mod "$need" "$dep"; done
+    # shellcheck disable=SC2086  # args are module parameters, split on purpose
+    add_mod "$need" "$path" $args
+done <<EOF
+$TARGETS
+EOF
+
+# ---- cache check -------------------------------------------------------------------
+INPUTS=("$HERE/$(basename "$0")" "$INIT_SRC" "$BUSYBOX" "/boot/vmlinuz-$KVER" "$MODDIR/modules.dep")
+for p in $(printf '%s' "$LIST" | awk '{print $2}'); do INPUTS+=("$MODDIR/$p"); done
+MANIFEST="kver $KVER
+$(printf '%s' "$LIST")
+$(stat -L -c '%n %s %Y' "${INPUTS[@]}")"
+if [ -f "$OUT" ] && [ -f "$OUT.manifest" ] && [ "$(cat "$OUT.manifest")" = "$MANIFEST" ]; then
+    exit 0
+fi
+
+# ---- stage and pack ----------------------------------------------------------------
+STAGE=$(mktemp -d "${TMPDIR:-/tmp}/outer-initramfs.XXXXXX")
+trap 'rm -rf "$STAGE"' EXIT
+mkdir -p "$STAGE"/{bin,dev,proc,sys,host,modules}
+cp "$BUSYBOX" "$STAGE/bin/busybox"
+ln -s busybox "$STAGE/bin/sh"
+install -m 0755 "$INIT_SRC" "$STAGE/init"
+# The kernel hands /init its console only if /dev/console exists in the initramfs.
+# (Needs root; if it fails, /init reopens the console itself after mounting devtmpfs.)
+mknod -m 0600 "$STAGE/dev/console" c 5 1 2>/dev/null || true
+
+# Modules are stored flat as /modules/NAME.ko, decompressed (busybox insmod wants .ko).
+: >"$STAGE/modules.list"
+printf '%s' "$LIST" | while read -r need path args; do
+    base=$(basename "$path"); base=${base%.xz}; base=${base%.zst}; base=${base%.gz}
+    case $path in
+        *.xz)  xz -dc "$MODDIR/$path" ;;
+        *.zst) zstd -qdc "$MODDIR/$path" ;;
+        *.gz)  gzip -dc "$MODDIR/$path" ;;
+        *)     cat "$MODDIR/$path" ;;
+    esac >"$STAGE/modules/$base"
+    echo "$need $base${args:+ $args}" >>"$STAGE/modules.list"
+done
+echo "$KVER" >"$STAGE/kver"
+
+mkdir -p "$(dirname "$OUT")"
+find "$STAGE" -exec touch -h -d @0 {} +
+(cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort |
+    cpio --quiet --reproducible -o -H newc -R 0:0) | gzip -n -6 >"$OUT.tmp.$$"
+mv -f "$OUT.tmp.$$" "$OUT"
+printf '%s\n' "$MANIFEST" >"$OUT.manifest"
+echo "build-outer-initramfs: built $OUT for kernel $KVER" >&2

@@ -1,0 +1,157 @@
+#include "vcpu/kvm.h"
+
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cstring>
+#include <memory>
+
+#include "base/syscall.h"
+
+namespace moss {
+
+Result<void> kvm_check_api(int kvm_fd) {
+  MOSS_TRY(int version, MOSS_SYS(ioctl(kvm_fd, KVM_GET_API_VERSION, 0)));
+  if (version != KVM_API_VERSION) {
+    return make_error("this kernel's KVM API version is " + std::to_string(version) + ", moss needs " +
+                      std::to_string(KVM_API_VERSION));
+  }
+  return {};
+}
+
+int kvm_check_extension(int fd, long cap) {
+  int r = ioctl(fd, KVM_CHECK_EXTENSION, cap);
+  return r < 0 ? 0 : r;
+}
+
+Result<std::vector<kvm_cpuid_entry2>> kvm_supported_cpuid(int kvm_fd) {
+  for (uint32_t n = 128; n <= 4096; n *= 2) {
+    size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
+    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
+    c->nent = n;
+    if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+      return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    }
+    if (errno != E2BIG) return make_error(std::string("ioctl(KVM_GET_SUPPORTED_CPUID) failed: ") + strerror(errno), errno);
+  }
+  return make_error("KVM reports an implausible number of CPUID leaves");
+}
+
+KvmVcpu::KvmVcpu(KvmVcpu&& o) noexcept
+    : fd_(std::move(o.fd_)), run_(std::exchange(o.run_, nullptr)), run_size_(o.run_size_), index_(o.index_) {}
+
+KvmVcpu::~KvmVcpu() {
+  if (run_) munmap(run_, run_size_);
+}
+
+Result<void> KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+  size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
+  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
+  c->nent = static_cast<uint32_t>(entries.size());
+  std::memcpy(c->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_CPUID2, c)));
+  return {};
+}
+
+Result<void> KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
+  size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
+  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
+  m->nmsrs = static_cast<uint32_t>(msrs.size());
+  std::memcpy(m->entries, msrs.data(), msrs.size() * sizeof(kvm_msr_entry));
+  MOSS_TRY(int n, MOSS_SYS(ioctl(fd(), KVM_SET_MSRS, m)));
+  if (static_cast<size_t>(n) != msrs.size()) {
+    char buf2[96];
+    std::snprintf(buf2, sizeof buf2, "KVM refused MSR 0x%x", msrs[static_cast<size_t>(n)].index);
+    return make_error(buf2);
+  }
+  return {};
+}
+
+Result<void> KvmVcpu::set_regs(const kvm_regs& regs) {
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_REGS, &regs)));
+  return {};
+}
+
+Result<kvm_sregs> KvmVcpu::get_sregs() {
+  kvm_sregs s;
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_SREGS, &s)));
+  return s;
+}
+
+Result<void> KvmVcpu::set_sregs(const kvm_sregs& sregs) {
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_SREGS, &sregs)));
+  return {};
+}
+
+Result<void> KvmVcpu::set_fpu(const kvm_fpu& fpu) {
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_FPU, &fpu)));
+  return {};
+}
+
+Result<void> KvmVcpu::setup_lapic_lints() {
+  constexpr size_t kLvtLint0 = 0x350, kLvtLint1 = 0x360;
+  constexpr uint32_t kDeliveryExtInt = 7 << 8, kDeliveryNmi = 4 << 8, kDeliveryMask = 7 << 8;
+  kvm_lapic_state lapic;
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_LAPIC, &lapic)));
+  auto patch = [&](size_t off, uint32_t mode) {
+    uint32_t v;
+    std::memcpy(&v, lapic.regs + off, 4);
+    v = (v & ~kDeliveryMask) | mode;
+    std::memcpy(lapic.regs + off, &v, 4);
+  };
+  patch(kLvtLint0, kDeliveryExtInt);
+  patch(kLvtLint1, kDeliveryNmi);
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_LAPIC, &lapic)));
+  return {};
+}
+
+Result<KvmVm> KvmVm::create(int kvm_fd) {
+  MOSS_CHECK(kvm_check_api(kvm_fd));
+  MOSS_TRY(int fd, MOSS_SYS(ioctl(kvm_fd, KVM_CREATE_VM, 0)));
+  return KvmVm(kvm_fd, UniqueFd(fd));
+}
+
+Result<void> KvmVm::set_memory(uint32_t slot, uint64_t gpa, uint64_t size, void* host) {
+  kvm_userspace_memory_region r{};
+  r.slot = slot;
+  r.guest_phys_addr = gpa;
+  r.memory_size = size;
+  r.userspace_addr = reinterpret_cast<uint64_t>(host);
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_USER_MEMORY_REGION, &r)));
+  return {};
+}
+
+Result<void> KvmVm::create_platform() {
+  // Three pages just below the BIOS area at 4 GiB - 256 KiB, inside the MMIO hole, for
+  // Intel's real-mode TSS and identity map; unused on AMD.
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_TSS_ADDR, 0xfffbd000ul)));
+  uint64_t identity = 0xfffbc000;
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_IDENTITY_MAP_ADDR, &identity)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_CREATE_IRQCHIP, 0)));
+  kvm_pit_config pit{};
+  pit.flags = KVM_PIT_SPEAKER_DUMMY;
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_CREATE_PIT2, &pit)));
+  return {};
+}
+
+Result<KvmVcpu> KvmVm::create_vcpu(uint32_t index) {
+  MOSS_TRY(int mmap_size, MOSS_SYS(ioctl(kvm_fd_, KVM_GET_VCPU_MMAP_SIZE, 0)));
+  MOSS_TRY(int vfd, MOSS_SYS(ioctl(fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(index))));
+  UniqueFd owned(vfd);
+  void* run = mmap(nullptr, static_cast<size_t>(mmap_size), PROT_READ | PROT_WRITE, MAP_SHARED, vfd, 0);
+  if (run == MAP_FAILED) return make_error(std::string("mmap of the vCPU run area failed: ") + strerror(errno), errno);
+  return KvmVcpu(std::move(owned), static_cast<kvm_run*>(run), static_cast<size_t>(mmap_size), index);
+}
+
+Result<void> KvmVm::irq_line(uint32_t irq, bool level) {
+  kvm_irq_level l{};
+  l.irq = irq;
+  l.level = level ? 1 : 0;
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_IRQ_LINE, &l)));
+  return {};
+}
+
+}  // namespace moss

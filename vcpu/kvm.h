@@ -1,0 +1,64 @@
+// Thin RAII wrappers over the KVM ioctl API. Every failure is an Error naming the ioctl.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/result.h"
+
+namespace moss {
+
+// A system /dev/kvm fd, checked for API version 12.
+Result<void> kvm_check_api(int kvm_fd);
+int kvm_check_extension(int fd, long cap);  // 0 when absent.
+Result<std::vector<kvm_cpuid_entry2>> kvm_supported_cpuid(int kvm_fd);
+
+class KvmVcpu {
+ public:
+  KvmVcpu(UniqueFd fd, kvm_run* run, size_t run_size, uint32_t index)
+      : fd_(std::move(fd)), run_(run), run_size_(run_size), index_(index) {}
+  KvmVcpu(KvmVcpu&& o) noexcept;
+  KvmVcpu& operator=(KvmVcpu&&) = delete;
+  ~KvmVcpu();
+
+  int fd() const { return fd_.get(); }
+  kvm_run* run() const { return run_; }
+  uint32_t index() const { return index_; }
+
+  Result<void> set_cpuid(const std::vector<kvm_cpuid_entry2>& entries);
+  Result<void> set_msrs(const std::vector<kvm_msr_entry>& msrs);
+  Result<void> set_regs(const kvm_regs& regs);
+  Result<kvm_sregs> get_sregs();
+  Result<void> set_sregs(const kvm_sregs& sregs);
+  Result<void> set_fpu(const kvm_fpu& fpu);
+  // LINT0 = ExtINT and LINT1 = NMI, as firmware leaves them for a PC.
+  Result<void> setup_lapic_lints();
+
+ private:
+  UniqueFd fd_;
+  kvm_run* run_;
+  size_t run_size_;
+  uint32_t index_;
+};
+
+class KvmVm {
+ public:
+  static Result<KvmVm> create(int kvm_fd);
+
+  int fd() const { return fd_.get(); }
+  Result<void> set_memory(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+  // The in-kernel IOAPIC, PIC pair and PIT, and the x86 TSS/identity-map pages they need.
+  Result<void> create_platform();
+  Result<KvmVcpu> create_vcpu(uint32_t index);
+  Result<void> irq_line(uint32_t irq, bool level);
+
+ private:
+  KvmVm(int kvm_fd, UniqueFd fd) : kvm_fd_(kvm_fd), fd_(std::move(fd)) {}
+  int kvm_fd_;
+  UniqueFd fd_;
+};
+
+}  // namespace moss

@@ -1,0 +1,276 @@
+#include "vcpu/machine.h"
+
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <cinttypes>
+#include <cstring>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "base/syscall.h"
+#include "vcpu/bzimage.h"
+#include "vcpu/mptable.h"
+#include "vcpu/x86.h"
+
+namespace moss {
+namespace {
+
+constexpr uint64_t kMaxKernelBytes = 256ull << 20;
+constexpr uint64_t kMaxInitrdBytes = 2ull << 30;
+constexpr uint32_t kUartIrq = 4;
+constexpr int kKickSignal = SIGUSR1;
+
+void kick_handler(int) {}  // Only there to make KVM_RUN return EINTR.
+
+std::string hex(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "0x%" PRIx64, v);
+  return b;
+}
+
+}  // namespace
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, ConsoleFn console) {
+  std::unique_ptr<Machine> m(new Machine());
+  m->config_ = config;
+  m->console_ = std::move(console);
+  MOSS_TRY(KvmVm vm, KvmVm::create(config.kvm_fd));
+  m->vm_ = std::make_unique<KvmVm>(std::move(vm));
+  MOSS_CHECK(m->vm_->create_platform());
+
+  // Guest RAM: one memfd (later shared with device workers), low part below the PCI hole and
+  // the rest above 4 GiB, mapped contiguously in our address space.
+  auto map = boot::memory_map(config.mem_bytes);
+  MOSS_TRY(int mfd, MOSS_SYS(memfd_create("moss-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
+  m->memfd_.reset(mfd);
+  MOSS_CHECK(MOSS_SYS(ftruncate(mfd, static_cast<off_t>(config.mem_bytes))));
+  void* ram = mmap(nullptr, config.mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, mfd, 0);
+  if (ram == MAP_FAILED) return make_error(std::string("cannot map guest memory: ") + strerror(errno), errno);
+  m->ram_ = ram;
+  m->ram_size_ = config.mem_bytes;
+  auto* base = static_cast<uint8_t*>(ram);
+  std::vector<GuestRegion> regions{{0, map.low_bytes, base}};
+  MOSS_CHECK(m->vm_->set_memory(0, 0, map.low_bytes, base));
+  if (map.high_bytes) {
+    regions.push_back({boot::kHighRamStart, map.high_bytes, base + map.low_bytes});
+    MOSS_CHECK(m->vm_->set_memory(1, boot::kHighRamStart, map.high_bytes, base + map.low_bytes));
+  }
+  m->memory_ = GuestMemory(std::move(regions));
+
+  Machine* self = m.get();
+  m->uart_ = std::make_unique<Uart>([self](uint8_t b) { self->console_(b); },
+                                    [self](bool level) {
+                                      auto r = self->vm_->irq_line(kUartIrq, level);
+                                      if (!r) LOG_ERROR("%s", r.error().message.c_str());
+                                    });
+
+  MOSS_TRY(auto supported, kvm_supported_cpuid(config.kvm_fd));
+  for (uint32_t i = 0; i < config.cpus; i++) {
+    MOSS_TRY(KvmVcpu v, m->vm_->create_vcpu(i));
+    MOSS_CHECK(v.set_cpuid(x86::cpuid_for_vcpu(supported, i, config.cpus)));
+    MOSS_CHECK(v.set_msrs(x86::boot_msrs()));
+    MOSS_CHECK(v.setup_lapic_lints());
+    m->vcpus_.push_back(std::move(v));
+  }
+  MOSS_CHECK(m->load_kernel(config));
+  return m;
+}
+
+Result<void> Machine::load_kernel(const MachineConfig& config) {
+  MOSS_TRY(auto image, read_fd_fully(config.kernel_fd, kMaxKernelBytes, "the kernel"));
+  MOSS_TRY(auto kernel, boot::parse_bzimage(image));
+  uint64_t initrd_size = 0;
+  std::vector<uint8_t> initrd;
+  if (config.initrd_fd >= 0) {
+    MOSS_TRY(initrd, read_fd_fully(config.initrd_fd, kMaxInitrdBytes, "the initrd"));
+    initrd_size = initrd.size();
+  }
+  MOSS_TRY(auto plan, boot::plan_boot(kernel, config.mem_bytes, initrd_size, config.cmdline.size()));
+  MOSS_CHECK(memory_.write(boot::kKernelGpa, std::span<const uint8_t>(image).subspan(kernel.kernel_offset)));
+  if (initrd_size) MOSS_CHECK(memory_.write(plan.initrd_gpa, initrd));
+  std::vector<uint8_t> cmdline(config.cmdline.begin(), config.cmdline.end());
+  cmdline.push_back(0);
+  MOSS_CHECK(memory_.write(boot::kCmdlineGpa, cmdline));
+  MOSS_CHECK(memory_.write(boot::kBootParamsGpa, boot::build_boot_params(kernel, plan)));
+  MOSS_CHECK(memory_.write(boot::kMpTableGpa, boot::build_mptable(boot::kMpTableGpa, config.cpus)));
+  MOSS_CHECK(x86::write_long_mode_tables(memory_));
+  MOSS_CHECK(x86::setup_boot_vcpu(vcpus_[0], plan.entry64, boot::kBootParamsGpa));
+  LOG_INFO("loaded %s kernel (%u bytes, protocol %x), initrd %" PRIu64 " bytes at %s, entry %s",
+           kernel.is_linux ? "Linux" : "non-Linux", kernel.kernel_size, kernel.protocol, initrd_size,
+           hex(plan.initrd_gpa).c_str(), hex(plan.entry64).c_str());
+  return {};
+}
+
+Machine::~Machine() {
+  if (!threads_.empty()) {
+    request_stop({MachineExit::Reason::kStopped, 0, "shutting down"});
+    join();
+  }
+  if (ram_) munmap(ram_, ram_size_);
+}
+
+Result<void> Machine::start(int done_fd) {
+  done_fd_ = done_fd;
+  struct sigaction sa{};
+  sa.sa_handler = kick_handler;  // No SA_RESTART: KVM_RUN must return EINTR.
+  sigemptyset(&sa.sa_mask);
+  MOSS_CHECK(MOSS_SYS(sigaction(kKickSignal, &sa, nullptr)));
+  first_run_ns_ = monotonic_ns();
+  for (size_t i = 0; i < vcpus_.size(); i++) threads_.emplace_back([this, i] { vcpu_loop(i); });
+  return {};
+}
+
+void Machine::request_stop(MachineExit exit) {
+  {
+    std::lock_guard<std::mutex> lock(exit_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    exit_ = std::move(exit);
+  }
+  stop_flag_.store(true);
+  // immediate_exit makes a KVM_RUN that has not started yet return at once; the signal
+  // interrupts one that is already running.
+  for (auto& v : vcpus_) v.run()->immediate_exit = 1;
+  for (auto& t : threads_) {
+    if (t.joinable() && t.get_id() != std::this_thread::get_id()) pthread_kill(t.native_handle(), kKickSignal);
+  }
+  uint64_t one = 1;
+  if (done_fd_ >= 0 && write(done_fd_, &one, sizeof one) < 0) LOG_ERROR("cannot signal the end of the VM");
+}
+
+MachineExit Machine::join() {
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  std::lock_guard<std::mutex> lock(exit_mu_);
+  return exit_;
+}
+
+void Machine::console_input(const uint8_t* data, size_t len) {
+  std::lock_guard<std::mutex> lock(uart_mu_);
+  uart_->push_input(std::span<const uint8_t>(data, len));
+}
+
+void Machine::vcpu_loop(size_t i) {
+  KvmVcpu& vcpu = vcpus_[i];
+  kvm_run* run = vcpu.run();
+  using R = MachineExit::Reason;
+  while (!stop_flag_.load()) {
+    if (ioctl(vcpu.fd(), KVM_RUN, 0) < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;  // A kick; the loop condition decides.
+      request_stop({R::kError, 0, std::string("KVM_RUN failed on vCPU ") + std::to_string(i) + ": " + strerror(errno)});
+      return;
+    }
+    if (i == 0 && first_exit_ns_.load() == 0) first_exit_ns_.store(monotonic_ns());
+    switch (run->exit_reason) {
+      case KVM_EXIT_IO:
+        handle_pio(run);
+        break;
+      case KVM_EXIT_MMIO:
+        handle_mmio(run);
+        break;
+      case KVM_EXIT_INTR:
+        break;
+      case KVM_EXIT_HLT:  // Only without an in-kernel LAPIC; treat a halted CPU as power-off.
+        request_stop({R::kPowerOff, 0, "the guest halted"});
+        break;
+      case KVM_EXIT_SHUTDOWN:
+        request_stop({R::kReset, 0, "the guest reset itself (triple fault)"});
+        break;
+      case KVM_EXIT_SYSTEM_EVENT:
+        if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) {
+          request_stop({R::kPowerOff, 0, "the guest powered off"});
+        } else if (run->system_event.type == KVM_SYSTEM_EVENT_RESET) {
+          request_stop({R::kReset, 0, "the guest reset itself"});
+        } else {
+          request_stop({R::kError, 0, "the guest crashed (KVM system event " + std::to_string(run->system_event.type) + ")"});
+        }
+        break;
+      case KVM_EXIT_FAIL_ENTRY:
+        request_stop({R::kError, 0, "KVM could not enter the guest on vCPU " + std::to_string(i) + " (hardware reason " +
+                                        hex(run->fail_entry.hardware_entry_failure_reason) + ")"});
+        break;
+      case KVM_EXIT_INTERNAL_ERROR:
+        request_stop({R::kError, 0, "KVM internal error on vCPU " + std::to_string(i) + " (suberror " +
+                                        std::to_string(run->internal.suberror) +
+                                        (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? ": instruction emulation failed)" : ")")});
+        break;
+      default:
+        request_stop({R::kError, 0, "unexpected KVM exit reason " + std::to_string(run->exit_reason) + " on vCPU " + std::to_string(i)});
+        break;
+    }
+  }
+}
+
+void Machine::handle_pio(kvm_run* run) {
+  auto* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
+  const uint8_t size = run->io.size;
+  for (uint32_t n = 0; n < run->io.count; n++, data += size) {
+    if (run->io.direction == KVM_EXIT_IO_OUT) {
+      uint32_t v = 0;
+      std::memcpy(&v, data, size);
+      pio_out(run->io.port, size, v);
+    } else {
+      uint32_t v = pio_in(run->io.port, size);
+      std::memcpy(data, &v, size);
+    }
+  }
+}
+
+void Machine::handle_mmio(kvm_run* run) {
+  // Nothing of ours is memory-mapped yet: reads see an empty bus, writes are dropped.
+  if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof run->mmio.data);
+  LOG_DEBUG("unclaimed MMIO %s at %s", run->mmio.is_write ? "write" : "read", hex(run->mmio.phys_addr).c_str());
+}
+
+uint32_t Machine::pio_in(uint16_t port, uint8_t size) {
+  if (port >= 0x3f8 && port <= 0x3ff) {
+    std::lock_guard<std::mutex> lock(uart_mu_);
+    return uart_->read(static_cast<uint8_t>(port - 0x3f8));
+  }
+  switch (port) {
+    case 0x60:  // i8042 data: nothing buffered.
+    case 0x64:  // i8042 status: output and input buffers empty.
+      return 0;
+    case 0x71:  // CMOS data: the RTC reads as zero; Linux takes wall time from kvm-clock.
+      return 0;
+    default:
+      return size == 4 ? 0xffffffffu : (1u << (size * 8)) - 1;  // An empty ISA/PCI bus.
+  }
+}
+
+void Machine::pio_out(uint16_t port, uint8_t size, uint32_t value) {
+  using R = MachineExit::Reason;
+  if (port >= 0x3f8 && port <= 0x3ff) {
+    std::lock_guard<std::mutex> lock(uart_mu_);
+    uart_->write(static_cast<uint8_t>(port - 0x3f8), static_cast<uint8_t>(value));
+    return;
+  }
+  switch (port) {
+    case kExitPort:
+      request_stop({R::kGuestStatus, static_cast<int32_t>(value), "the guest reported status " + std::to_string(value)});
+      return;
+    case 0x64:  // i8042 command 0xfe: pulse the CPU reset line (Linux reboot=k).
+      if (value == 0xfe) request_stop({R::kReset, 0, "the guest reset itself (i8042)"});
+      return;
+    case 0x92:  // System control port A, bit 0: fast reset.
+      if (value & 1) request_stop({R::kReset, 0, "the guest reset itself (port 0x92)"});
+      return;
+    default:
+      (void)size;
+      return;  // Port 0x80 (POST delay), the CMOS index 0x70, and everything unclaimed.
+  }
+}
+
+}  // namespace moss

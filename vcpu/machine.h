@@ -1,0 +1,94 @@
+// The virtual machine inside the vcpu process: guest RAM (one memfd), the KVM VM with its
+// in-kernel irqchip and PIT, the platform devices that trap to us (8250 UART, i8042, the
+// moss exit port), and one thread per vCPU running the exit loop.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/guest_memory.h"
+#include "base/result.h"
+#include "vcpu/kvm.h"
+#include "vcpu/uart.h"
+
+namespace moss {
+
+// I/O port a guest writes its exit status to (32 bits, or fewer): the VM ends with it.
+// moss-init reports the guest command's status here; freestanding test guests report results.
+constexpr uint16_t kExitPort = 0x5f0;
+
+struct MachineConfig {
+  uint64_t mem_bytes = 0;
+  uint32_t cpus = 1;
+  std::string cmdline;
+  int kvm_fd = -1;
+  int kernel_fd = -1;
+  int initrd_fd = -1;  // -1: no initrd.
+};
+
+struct MachineExit {
+  enum class Reason { kGuestStatus, kReset, kPowerOff, kStopped, kError };
+  Reason reason = Reason::kError;
+  int32_t status = 0;
+  std::string message;
+};
+
+class Machine {
+ public:
+  using ConsoleFn = std::function<void(uint8_t)>;
+
+  // Builds the VM and loads the kernel. `console` receives every byte the guest writes to the
+  // UART (called from vCPU threads, under the UART's lock).
+  static Result<std::unique_ptr<Machine>> create(const MachineConfig& config, ConsoleFn console);
+  ~Machine();
+
+  // Starts the vCPU threads. `done_fd` (an eventfd) is signalled when the VM has ended.
+  Result<void> start(int done_fd);
+  // Asks every vCPU to leave KVM_RUN; the first reason recorded wins.
+  void request_stop(MachineExit exit);
+  // Joins the vCPU threads and returns why the VM ended. Call after done_fd fired.
+  MachineExit join();
+  void console_input(const uint8_t* data, size_t len);
+  uint64_t first_run_ns() const { return first_run_ns_; }
+  uint64_t first_exit_ns() const { return first_exit_ns_.load(); }
+
+ private:
+  Machine() = default;
+  Result<void> load_kernel(const MachineConfig& config);
+  void vcpu_loop(size_t i);
+  void handle_pio(kvm_run* run);
+  void handle_mmio(kvm_run* run);
+  uint32_t pio_in(uint16_t port, uint8_t size);
+  void pio_out(uint16_t port, uint8_t size, uint32_t value);
+
+  MachineConfig config_;
+  ConsoleFn console_;
+  void* ram_ = nullptr;
+  uint64_t ram_size_ = 0;  // Bytes mapped at ram_ (low and high RAM, contiguously).
+  UniqueFd memfd_;
+  GuestMemory memory_;
+  std::unique_ptr<KvmVm> vm_;
+  std::vector<KvmVcpu> vcpus_;
+  std::vector<std::thread> threads_;
+  std::mutex uart_mu_;
+  std::unique_ptr<Uart> uart_;
+  int done_fd_ = -1;
+  std::mutex exit_mu_;
+  bool stopping_ = false;
+  std::atomic<bool> stop_flag_{false};
+  MachineExit exit_;
+  uint64_t first_run_ns_ = 0;
+  std::atomic<uint64_t> first_exit_ns_{0};
+};
+
+uint64_t monotonic_ns();
+
+}  // namespace moss

@@ -1,0 +1,201 @@
+// moss-vcpu: the process that owns /dev/kvm and guest RAM for one VM.
+//
+// Started by the broker with the control socket and the resources it opened for us as
+// inherited fds. It never opens host files itself. Protocol: ipc/vcpu.capnp.
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include <kj/exception.h>
+
+#include "base/log.h"
+#include "base/syscall.h"
+#include "ipc/channel.h"
+#include "ipc/vcpu.capnp.h"
+#include "vcpu/machine.h"
+
+namespace moss {
+namespace {
+
+// Collects guest console bytes from vCPU threads; the control loop sends them in batches.
+class ConsoleBuffer {
+ public:
+  explicit ConsoleBuffer(int event_fd) : event_fd_(event_fd) {}
+  void put(uint8_t b) {
+    std::lock_guard<std::mutex> lock(mu_);
+    bool was_empty = buf_.empty();
+    buf_.push_back(static_cast<char>(b));
+    if (was_empty) {
+      uint64_t one = 1;
+      if (write(event_fd_, &one, sizeof one) < 0) LOG_ERROR("cannot wake the console sender");
+    }
+  }
+  std::string take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(buf_, {});
+  }
+
+ private:
+  int event_fd_;
+  std::mutex mu_;
+  std::string buf_;
+};
+
+Result<void> send_console(int fd, const std::string& bytes) {
+  constexpr size_t kChunk = 32 * 1024;
+  for (size_t off = 0; off < bytes.size(); off += kChunk) {
+    capnp::MallocMessageBuilder mb;
+    auto msg = mb.initRoot<ipc::VcpuToBroker>();
+    msg.setVersion(ipc::PROTOCOL_VERSION);
+    size_t n = std::min(kChunk, bytes.size() - off);
+    msg.setConsole(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(bytes.data() + off), n));
+    MOSS_CHECK(ipc::send_message(fd, mb));
+  }
+  return {};
+}
+
+Result<void> send_exit(int fd, const MachineExit& e, uint64_t first_exit_ns) {
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<ipc::VcpuToBroker>();
+  msg.setVersion(ipc::PROTOCOL_VERSION);
+  auto x = msg.initExited();
+  using R = MachineExit::Reason;
+  switch (e.reason) {
+    case R::kGuestStatus: x.setReason(ipc::ExitInfo::Reason::GUEST_STATUS); break;
+    case R::kReset: x.setReason(ipc::ExitInfo::Reason::RESET); break;
+    case R::kPowerOff: x.setReason(ipc::ExitInfo::Reason::POWER_OFF); break;
+    case R::kStopped: x.setReason(ipc::ExitInfo::Reason::STOPPED); break;
+    case R::kError: x.setReason(ipc::ExitInfo::Reason::ERROR); break;
+  }
+  x.setStatus(e.status);
+  x.setMessage(e.message);
+  x.setFirstExitNs(first_exit_ns);
+  return ipc::send_message(fd, mb);
+}
+
+Result<MachineConfig> read_start(int ctl) {
+  MOSS_TRY(auto packet, ipc::receive_message(ctl));
+  if (!packet) return make_error("the broker closed the control channel before starting the VM");
+  MachineConfig c;
+  bool ok = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto msg = packet->root<ipc::BrokerToVcpu>();
+    if (msg.getVersion() != ipc::PROTOCOL_VERSION || !msg.isStart()) return;
+    auto s = msg.getStart();
+    c.mem_bytes = s.getMemBytes();
+    c.cpus = s.getCpus();
+    c.cmdline = s.getCmdline().cStr();
+    c.kvm_fd = s.getKvmFd();
+    c.kernel_fd = s.getKernelFd();
+    c.initrd_fd = s.getInitrdFd();
+    ok = true;
+  })) {
+    return make_error(std::string("the start message is malformed: ") + e->getDescription().cStr());
+  }
+  if (!ok) return make_error("the first control message is not a start message of this version");
+  return c;
+}
+
+int run(int ctl) {
+  auto config = read_start(ctl);
+  if (!config) {
+    LOG_ERROR("%s", config.error().message.c_str());
+    return 1;
+  }
+  int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int done = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (ev < 0 || done < 0) {
+    LOG_ERROR("eventfd failed: %s", strerror(errno));
+    return 1;
+  }
+  UniqueFd ev_owned(ev), done_owned(done);
+  ConsoleBuffer console(ev);
+  auto machine = Machine::create(*config, [&console](uint8_t b) { console.put(b); });
+  if (!machine) {
+    MachineExit e{MachineExit::Reason::kError, 0, machine.error().message};
+    (void)send_exit(ctl, e, 0);
+    return 1;
+  }
+  Machine& m = **machine;
+  {
+    capnp::MallocMessageBuilder mb;
+    auto msg = mb.initRoot<ipc::VcpuToBroker>();
+    msg.setVersion(ipc::PROTOCOL_VERSION);
+    auto started = msg.initStarted();
+    auto r = m.start(done);
+    if (!r) {
+      (void)send_exit(ctl, {MachineExit::Reason::kError, 0, r.error().message}, 0);
+      return 1;
+    }
+    started.setFirstRunNs(m.first_run_ns());
+    (void)ipc::send_message(ctl, mb);
+  }
+  bool control_open = true;
+  for (;;) {
+    pollfd fds[3] = {{ev, POLLIN, 0}, {done, POLLIN, 0}, {control_open ? ctl : -1, POLLIN, 0}};
+    if (poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      m.request_stop({MachineExit::Reason::kError, 0, std::string("poll failed: ") + strerror(errno)});
+      break;
+    }
+    if (fds[0].revents) {
+      uint64_t v;
+      (void)!read(ev, &v, sizeof v);
+      auto r = send_console(ctl, console.take());
+      if (!r) m.request_stop({MachineExit::Reason::kError, 0, "lost the broker: " + r.error().message});
+    }
+    if (fds[1].revents) break;
+    if (fds[2].revents) {
+      auto packet = ipc::receive_message(ctl);
+      if (!packet || !*packet) {
+        // The broker is gone: nobody is left to report to; end the VM.
+        control_open = false;
+        m.request_stop({MachineExit::Reason::kStopped, 0, "the broker closed the control channel"});
+        continue;
+      }
+      bool stop = false, bad = false;
+      std::string input;
+      KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+        auto msg = (*packet)->root<ipc::BrokerToVcpu>();
+        if (msg.isStop()) stop = true;
+        else if (msg.isConsoleInput()) input.assign(reinterpret_cast<const char*>(msg.getConsoleInput().begin()), msg.getConsoleInput().size());
+        else bad = true;
+      })) {
+        bad = true;
+      }
+      if (bad) m.request_stop({MachineExit::Reason::kError, 0, "the broker sent an unexpected control message"});
+      if (stop) m.request_stop({MachineExit::Reason::kStopped, 0, "stopped by request"});
+      if (!input.empty()) m.console_input(reinterpret_cast<const uint8_t*>(input.data()), input.size());
+    }
+  }
+  MachineExit e = m.join();
+  (void)send_console(ctl, console.take());
+  (void)send_exit(ctl, e, m.first_exit_ns());
+  return e.reason == MachineExit::Reason::kError ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace moss
+
+int main(int argc, char** argv) {
+  moss::log_init("moss-vcpu");
+  // Die with the broker: a VM must never outlive its supervisor.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1) return 1;  // The broker died before PR_SET_PDEATHSIG took effect.
+  int ctl = -1;
+  for (int i = 1; i + 1 < argc; i++) {
+    if (!std::strcmp(argv[i], "--control-fd")) ctl = std::atoi(argv[i + 1]);
+  }
+  if (ctl < 0) {
+    std::fprintf(stderr, "moss-vcpu: this program is started by moss; it needs --control-fd N\n");
+    return 2;
+  }
+  return moss::run(ctl);
+}
