@@ -69,6 +69,7 @@ fi
 # are equivalent. Missing ones (built in, or not built) are skipped silently.
 default_modules=(
   virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+  virtio_mmio
   virtio_blk
   failover net_failover virtio_net
   vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport

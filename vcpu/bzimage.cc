@@ -48,7 +48,7 @@ constexpr size_t kE820Max = 128;
 }  // namespace
 
 Result<BzImage> parse_bzimage(std::span<const uint8_t> image) {
-  if (image.size() < 0x1000) return make_error("the kernel image is too small to be a bzImage");
+  if (image.size() < 0x400) return make_error("the kernel image is too small to be a bzImage");
   if (load<uint16_t>(image, kBootFlag) != 0xaa55 || load<uint32_t>(image, kHeaderMagic) != 0x53726448) {
     return make_error("the kernel image is not a Linux bzImage (no boot sector signature or \"HdrS\" header)");
   }

@@ -74,7 +74,7 @@ TEST(ParseBzImage, RejectsOldProtocolAndMissing64BitEntry) {
 }
 
 TEST(ParseBzImage, RejectsSetupLargerThanTheFile) {
-  auto img = fake_bzimage(0x1000);
+  auto img = fake_bzimage(0x1000);  // setup_sects 200 would need 100 KiB.
   img[0x1f1] = 200;
   EXPECT_FALSE(parse_bzimage(img).ok());
 }

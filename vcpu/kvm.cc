@@ -4,7 +4,6 @@
 #include <sys/mman.h>
 
 #include <cstring>
-#include <memory>
 
 #include "base/syscall.h"
 
@@ -25,13 +24,14 @@ int kvm_check_extension(int fd, long cap) {
 }
 
 Result<std::vector<kvm_cpuid_entry2>> kvm_supported_cpuid(int kvm_fd) {
-  for (uint32_t n = 128; n <= 4096; n *= 2) {
-    size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
-    std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
-    c->nent = n;
-    if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-      return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+  for (uint32_t n = 64; n <= 4096; n *= 2) {
+    std::vector<uint8_t> buf(sizeof(KvmCpuid2Header) + n * sizeof(kvm_cpuid_entry2));
+    auto* hdr = reinterpret_cast<KvmCpuid2Header*>(buf.data());
+    hdr->nent = n;
+    if (ioctl(kvm_fd, kKvmGetSupportedCpuid, buf.data()) == 0) {
+      std::vector<kvm_cpuid_entry2> out(hdr->nent);
+      std::memcpy(out.data(), buf.data() + sizeof(KvmCpuid2Header), out.size() * sizeof(kvm_cpuid_entry2));
+      return out;
     }
     if (errno != E2BIG) return make_error(std::string("ioctl(KVM_GET_SUPPORTED_CPUID) failed: ") + strerror(errno), errno);
   }
@@ -46,26 +46,22 @@ KvmVcpu::~KvmVcpu() {
 }
 
 Result<void> KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-  size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
-  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
-  c->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(c->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_CPUID2, c)));
+  std::vector<uint8_t> buf(sizeof(KvmCpuid2Header) + entries.size() * sizeof(kvm_cpuid_entry2));
+  reinterpret_cast<KvmCpuid2Header*>(buf.data())->nent = static_cast<uint32_t>(entries.size());
+  std::memcpy(buf.data() + sizeof(KvmCpuid2Header), entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), kKvmSetCpuid2, buf.data())));
   return {};
 }
 
 Result<void> KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
-  size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
-  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
-  m->nmsrs = static_cast<uint32_t>(msrs.size());
-  std::memcpy(m->entries, msrs.data(), msrs.size() * sizeof(kvm_msr_entry));
-  MOSS_TRY(int n, MOSS_SYS(ioctl(fd(), KVM_SET_MSRS, m)));
+  std::vector<uint8_t> buf(sizeof(KvmMsrsHeader) + msrs.size() * sizeof(kvm_msr_entry));
+  reinterpret_cast<KvmMsrsHeader*>(buf.data())->nmsrs = static_cast<uint32_t>(msrs.size());
+  std::memcpy(buf.data() + sizeof(KvmMsrsHeader), msrs.data(), msrs.size() * sizeof(kvm_msr_entry));
+  MOSS_TRY(int n, MOSS_SYS(ioctl(fd(), kKvmSetMsrs, buf.data())));
   if (static_cast<size_t>(n) != msrs.size()) {
-    char buf2[96];
-    std::snprintf(buf2, sizeof buf2, "KVM refused MSR 0x%x", msrs[static_cast<size_t>(n)].index);
-    return make_error(buf2);
+    char text[64];
+    std::snprintf(text, sizeof text, "KVM refused MSR 0x%x", msrs[static_cast<size_t>(n)].index);
+    return make_error(text);
   }
   return {};
 }

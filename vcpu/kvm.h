@@ -11,6 +11,20 @@
 
 namespace moss {
 
+// In C++, <linux/kvm.h>'s __DECLARE_FLEX_ARRAY puts an empty struct before the flexible
+// array, so sizeof(kvm_cpuid2) and sizeof(kvm_msrs) differ from the kernel's C sizes and the
+// _IOW numbers built from them are ones the kernel rejects (EINVAL). These use C's layout.
+struct KvmCpuid2Header {
+  uint32_t nent, padding;
+};
+struct KvmMsrsHeader {
+  uint32_t nmsrs, pad;
+};
+static_assert(sizeof(KvmCpuid2Header) == 8 && sizeof(KvmMsrsHeader) == 8);
+inline constexpr unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, KvmCpuid2Header);
+inline constexpr unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, KvmCpuid2Header);
+inline constexpr unsigned long kKvmSetMsrs = _IOW(KVMIO, 0x89, KvmMsrsHeader);
+
 // A system /dev/kvm fd, checked for API version 12.
 Result<void> kvm_check_api(int kvm_fd);
 int kvm_check_extension(int fd, long cap);  // 0 when absent.

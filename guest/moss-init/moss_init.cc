@@ -202,11 +202,12 @@ void load_modules() {
   base += '/';
 
   // Relative entries are under /lib/modules/<running kernel>/. If that is
-  // missing the initramfs was built for another kernel (or one with
-  // everything built in): say so once instead of once per module.
+  // missing the initramfs was built for another kernel: say so once instead
+  // of once per module, and not at all if the kernel has no module support
+  // (everything built in, e.g. the moss-minimal kernel).
   struct stat st;
   bool have_base = stat(base.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-  bool warned = false;
+  bool warned = access("/proc/modules", F_OK) != 0;
 
   std::string_view rest = list;
   std::string path;

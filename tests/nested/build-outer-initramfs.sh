@@ -22,8 +22,8 @@ INIT_SRC=$HERE/outer-init.sh
 
 # ---- pick the kernel -------------------------------------------------------------
 newest_kver() {
-    local v best=
-    for v in $(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V); do
+    local f v best=''
+    for v in $(for f in /boot/vmlinuz-*; do echo "${f#/boot/vmlinuz-}"; done | sort -V); do
         [ -f "/lib/modules/$v/modules.dep" ] && best=$v
     done
     [ -n "$best" ] || die "no /boot/vmlinuz-* with a matching /lib/modules/*/modules.dep"
@@ -49,36 +49,35 @@ required 9pnet_virtio
 required 9p
 optional tun'
 
-# The modules.dep path (relative to MODDIR) of module NAME ("-" and "_" are equivalent).
-mod_path() {
-    local re
-    re=$(printf '%s' "$1" | sed 's/[-_]/[-_]/g')
-    grep -E "^([^:]*/)?${re}\.ko(\.xz|\.zst|\.gz)?:" "$MODDIR/modules.dep" | head -n1 | cut -d: -f1
-}
-mod_deps() { grep -E "^$1:" "$MODDIR/modules.dep" | head -n1 | cut -d: -f2; }
-
-LIST=          # lines "required|optional FILE.ko [args]", in load order
-SEEN=' '
-add_mod() {    # add_mod NEED PATH [ARGS...]
-    local need=$1 path=$2; shift 2
-    case $SEEN in *" $path "*) return 0 ;; esac
-    SEEN="$SEEN$path "
-    LIST="$LIST$need $path${*:+ $*}
+# One pass over modules.dep prints LIST: lines "required|optional PATH [args]" in load
+# order ("-" and "_" in module names are equivalent, as for modprobe).
+LIST=$(awk -v targets="$TARGETS" '
+    function key(s) { sub(/.*\//, "", s); sub(/\.ko(\.xz|\.zst|\.gz)?$/, "", s); gsub(/-/, "_", s); return s }
+    function add(need, p, args) {
+        if (p in seen) return
+        seen[p] = 1
+        print need " " p (args != "" ? " " args : "")
+    }
+    { i = index($0, ":"); p = substr($0, 1, i - 1); path[key(p)] = p; deps[p] = substr($0, i + 1) }
+    END {
+        nt = split(targets, t, "\n")
+        for (i = 1; i <= nt; i++) {
+            nw = split(t[i], w, " ")
+            args = ""
+            for (j = 3; j <= nw; j++) args = args (j > 3 ? " " : "") w[j]
+            k = key(w[2])
+            if (!(k in path)) {
+                if (w[1] == "optional") continue
+                print "missing module " w[2] > "/dev/stderr"; exit 1
+            }
+            p = path[k]
+            nd = split(deps[p], d, " ")
+            for (j = nd; j >= 1; j--) add(w[1], d[j], "")
+            add(w[1], p, args)
+        }
+    }' "$MODDIR/modules.dep") || die "cannot resolve the modules in $MODDIR/modules.dep"
+LIST="$LIST
 "
-}
-while read -r need name args; do
-    path=$(mod_path "$name")
-    if [ -z "$path" ]; then
-        [ "$need" = optional ] && continue
-        die "module $name not found in $MODDIR/modules.dep"
-    fi
-    deps=$(mod_deps "$path")
-    for dep in $(printf '%s\n' $deps | tac); do add_mod "$need" "$dep"; done
-    # shellcheck disable=SC2086  # args are module parameters, split on purpose
-    add_mod "$need" "$path" $args
-done <<EOF
-$TARGETS
-EOF
 
 # ---- cache check -------------------------------------------------------------------
 INPUTS=("$HERE/$(basename "$0")" "$INIT_SRC" "$BUSYBOX" "/boot/vmlinuz-$KVER" "$MODDIR/modules.dep")

@@ -28,7 +28,7 @@ err() { echo "$PROG: $*" >&2; }
 die() { err "$*"; exit 125; }
 
 # ---- options -----------------------------------------------------------------------
-MEM=4096 CPUS=2 TIMEOUT=1200 WORKDIR= VERBOSE=0
+MEM=4096 CPUS=2 TIMEOUT=1200 WORKDIR='' VERBOSE=0
 ENVS=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -62,6 +62,7 @@ KERNEL=/boot/vmlinuz-$KVER
 # Decompressing the bzImage takes ~3 s under TCG. A kernel built with CONFIG_PVH can
 # instead be booted as the uncompressed ELF vmlinux (qemu uses the PVH entry point), so
 # extract that once into the cache, the way the kernel's scripts/extract-vmlinux does.
+# MOSS_NESTED_NO_PVH=1 boots the bzImage instead.
 extract_vmlinux() {   # extract_vmlinux BZIMAGE OUT: first compressed payload that is ELF
     local m off
     for m in 'xz -dc|\xfd7zXZ\x00' 'zstd -qdc|\x28\xb5\x2f\xfd' 'gzip -dc|\x1f\x8b\x08\x00'; do
@@ -77,7 +78,7 @@ extract_vmlinux() {   # extract_vmlinux BZIMAGE OUT: first compressed payload th
     return 1
 }
 VMLINUX=$CACHE/vmlinux-$KVER
-if [ -z "${NOPVH:-}" ] && grep -qx 'CONFIG_PVH=y' "/boot/config-$KVER" 2>/dev/null; then
+if [ -z "${MOSS_NESTED_NO_PVH:-}" ] && grep -qx 'CONFIG_PVH=y' "/boot/config-$KVER" 2>/dev/null; then
     if [ -s "$VMLINUX" ] && [ "$VMLINUX" -nt "$KERNEL" ]; then
         KERNEL=$VMLINUX
     elif extract_vmlinux "$KERNEL" "$VMLINUX"; then
@@ -88,9 +89,10 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (a
 
 # ---- per-run dirs ------------------------------------------------------------------
 # RUN holds the logs and captured streams; RUN/ctl is shared into the guest (tag ctl).
-RUN= TPID= TAILS=() OWN_WORKDIR=
+RUN='' TPID='' TAILS=() OWN_WORKDIR=''
+# shellcheck disable=SC2317  # (invoked by the EXIT trap)
 cleanup() {
-    local qpid= i
+    local qpid='' i
     trap - EXIT INT TERM
     # Stop qemu: through timeout(1), which forwards the signal, and directly by pid.
     [ -z "$TPID" ] || kill -TERM "$TPID" 2>/dev/null || true
@@ -137,11 +139,11 @@ q() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
 
 # ---- qemu --------------------------------------------------------------------------
 c() { printf '%s' "${1//,/,,}"; }   # escape a path for a qemu option list
-if [ "$VERBOSE" = 1 ]; then
-    APPEND='console=ttyS0 panic=-1 reboot=t'
-else
-    APPEND='console=ttyS0 quiet loglevel=0 panic=-1 reboot=t'
-fi
+# loglevel=1, not 0: a panic raises the console log level only if it is not 0, and we
+# want the panic on the console log. mitigations=off: this is a throwaway test box.
+APPEND='console=ttyS0 panic=-1 reboot=t mitigations=off'
+[ "$VERBOSE" = 1 ] || APPEND="$APPEND quiet loglevel=1"
+# shellcheck disable=SC2054  # commas are qemu's
 QEMU=(qemu-system-x86_64 -nodefaults -no-user-config
     -accel tcg,thread=multi -cpu max -M q35 -smp "$CPUS" -m "$MEM"
     -nic none -display none -monitor none -no-reboot -pidfile "$RUN/qemu.pid"
@@ -176,7 +178,7 @@ fi
 
 QRC=0
 wait "$TPID" || QRC=$?
-TPID=
+TPID=''
 wait "${TAILS[@]}" 2>/dev/null || true
 TAILS=()
 
@@ -192,7 +194,7 @@ esac
 if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then
     err "the nested host timed out after $TIMEOUT s (see --timeout)."
 elif grep -q 'Kernel panic' "$RUN/console.log"; then
-    err "the nested host's kernel panicked before the command's exit status was reported."
+    err "the nested host's kernel panicked before the command's exit status was reported ($(grep -m1 -o 'Kernel panic.*' "$RUN/console.log" | tr -d '\r'))."
 elif grep -q '^nested-init:' "$RUN/console.log"; then
     err "the nested host's init failed: $(sed -n 's/^nested-init: //p' "$RUN/console.log" | tr -d '\r' | head -n1)."
 elif [ "$QRC" != 0 ]; then

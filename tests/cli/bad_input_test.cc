@@ -1,0 +1,90 @@
+// Bad input to `moss run`: each case gets one clear sentence on stderr and a non-zero exit,
+// before any VM exists. Runs on any host (no KVM needed).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/support/subprocess.h"
+
+namespace moss::test {
+namespace {
+
+using std::chrono::seconds;
+
+std::string moss() { return build_dir() + "/moss"; }
+std::string guest(const std::string& name) { return build_dir() + "/tests/guests/" + name + ".bzImage"; }
+
+class BadInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("moss-bad-input-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string file(const std::string& name, const std::string& content) {
+    auto p = dir_ / name;
+    std::ofstream(p) << content;
+    return p.string();
+  }
+  // One line on stderr, starting "moss: ", containing `needle`.
+  void expect_one_sentence(const Outcome& o, int code, const std::string& needle) {
+    EXPECT_EQ(o.exit_code, code) << o.err;
+    EXPECT_NE(o.err.find(needle), std::string::npos) << o.err;
+    EXPECT_EQ(o.err.rfind("moss: ", 0), 0u) << o.err;
+    EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+    EXPECT_TRUE(o.out.empty()) << o.out;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(BadInput, MissingKernel) {
+  auto o = run({moss(), "run", "--kernel", (dir_ / "nope").string()});
+  expect_one_sentence(o, 125, "cannot read the kernel " + (dir_ / "nope").string() + ": No such file or directory");
+}
+
+TEST_F(BadInput, KernelThatIsNotABzImage) {
+  auto k = file("kernel.txt", std::string(8192, 'x'));
+  auto o = run({moss(), "run", "--kernel", k});
+  expect_one_sentence(o, 125, "is not a Linux bzImage");
+}
+
+TEST_F(BadInput, UnreadableInitrd) {
+  auto o = run({moss(), "run", "--kernel", guest("serial"), "--initrd", (dir_ / "missing.cpio").string()});
+  expect_one_sentence(o, 125, "cannot read the initrd");
+  auto o2 = run({moss(), "run", "--kernel", guest("serial"), "--initrd", dir_.string()});
+  expect_one_sentence(o2, 125, "is not a regular file");
+}
+
+TEST_F(BadInput, MemoryTooSmallForTheKernel) {
+  auto o = run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--mem", "8M"});
+  expect_one_sentence(o, 125, "--mem 8 MiB is too small for this kernel; use at least");
+}
+
+TEST_F(BadInput, MemoryLargerThanTheHost) {
+  auto o = run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--mem", "100000G"});
+  expect_one_sentence(o, 125, "of memory");
+  EXPECT_NE(o.err.find("is more than this host's"), std::string::npos);
+}
+
+TEST_F(BadInput, ZeroVcpus) {
+  auto o = run({moss(), "run", "--cpus", "0"});
+  expect_one_sentence(o, 2, "--cpus must be at least 1");
+}
+
+TEST_F(BadInput, NoKvmDeviceSaysHowToCheck) {
+  auto o = run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--mem", "64M"}, seconds(30),
+               {{"MOSS_KVM_DEVICE", (dir_ / "kvm").string()}});
+  expect_one_sentence(o, 125, "does not exist: this host offers no KVM");
+  EXPECT_NE(o.err.find("ls -l /dev/kvm"), std::string::npos);
+}
+
+TEST_F(BadInput, UnknownOptionAndCommand) {
+  expect_one_sentence(run({moss(), "run", "--frobnicate"}), 2, "unknown option '--frobnicate'");
+  expect_one_sentence(run({moss(), "launch"}), 2, "unknown command 'launch'");
+}
+
+}  // namespace
+}  // namespace moss::test

@@ -1,0 +1,157 @@
+/* Shared pieces of the freestanding test guests (GNU as, Intel syntax, via the C preprocessor).
+ *
+ * They run on any KVM, including PVM where guest kernel code is emulated, so they use only
+ * simple instructions: no int3, xrstor, popcnt or cmpxchg16b.
+ *
+ * Contract with the VMM: entered per the 64-bit Linux boot protocol (long mode, flat
+ * segments 0x10/0x18, identity paging, RSI = boot_params); results go to the serial port
+ * 0x3f8, and the final status to the moss exit port 0x5f0 (32-bit out). */
+.intel_syntax noprefix
+
+#define EXIT_PORT 0x5f0
+#define COM1 0x3f8
+#define STACK_TOP 0x1f0000
+
+/* The setup block. REALMODE_CODE runs only under firmware loaders (QEMU's -kernel): it
+   receives control in real mode at the jump at 0x200. */
+.macro BZIMAGE_HEADER
+  .section .setup, "ax"
+  .code16
+setup_start:
+  .org 0x1f1
+  .byte 1              /* setup_sects: one 512-byte sector after the boot sector. */
+  .word 0              /* root_flags */
+  .long 0              /* syssize */
+  .word 0, 0, 0        /* ram_size, vid_mode, root_dev */
+  .word 0xaa55         /* boot_flag */
+  .byte 0xeb, realmode_entry - setup_start - 0x202  /* jump over the header */
+  .ascii "HdrS"
+  .word 0x020f         /* boot protocol 2.15 */
+  .long 0              /* realmode_swtch */
+  .word 0              /* start_sys_seg */
+  .word 0              /* kernel_version: none, this is not Linux */
+  .byte 0              /* type_of_loader */
+  .byte 1              /* loadflags: LOADED_HIGH */
+  .word 0              /* setup_move_size */
+  .long 0x100000       /* code32_start */
+  .long 0, 0           /* ramdisk_image, ramdisk_size */
+  .long 0              /* bootsect_kludge */
+  .word 0              /* heap_end_ptr */
+  .byte 0, 0           /* ext_loader_ver, ext_loader_type */
+  .long 0              /* cmd_line_ptr */
+  .long 0x7fffffff     /* initrd_addr_max */
+  .long 0x200000       /* kernel_alignment */
+  .byte 0, 0           /* relocatable_kernel, min_alignment */
+  .word 1              /* xloadflags: XLF_KERNEL_64 */
+  .long 255            /* cmdline_size */
+  .long 0              /* hardware_subarch */
+  .quad 0              /* hardware_subarch_data */
+  .long 0, 0           /* payload_offset, payload_length */
+  .quad 0              /* setup_data */
+  .quad 0x100000       /* pref_address */
+  .long 0x100000       /* init_size */
+  .long 0              /* handover_offset */
+  .long 0              /* kernel_info_offset */
+realmode_entry:
+  /* Under a firmware loader: report "first instruction" to QEMU's isa-debug-exit and stop. */
+  mov al, 0
+  out 0xf4, al
+1: hlt
+  jmp 1b
+  .org 0x400
+.endm
+
+/* The kernel section: 32-bit code32_start (unused by moss) and the 64-bit entry at +0x200,
+   which sets a stack, keeps boot_params in r15 and calls guest_main. */
+.macro KERNEL_ENTRY
+  .section .kernel, "ax"
+  .code32
+entry32:
+  hlt
+  jmp entry32
+  .org 0x200
+  .code64
+  .globl entry64
+entry64:
+  mov r15, rsi
+  mov rsp, STACK_TOP
+  call guest_main
+  /* guest_main returns its status in eax. */
+  mov dx, EXIT_PORT
+  out dx, eax
+hang:
+  cli
+  hlt
+  jmp hang
+
+/* putc: al = byte. Polls LSR.THRE like a firmware console. Preserves registers. */
+putc:
+  push rdx
+  push rax
+  mov dx, COM1 + 5
+2: in al, dx
+  test al, 0x20
+  jz 2b
+  pop rax
+  mov dx, COM1
+  out dx, al
+  pop rdx
+  ret
+
+/* puts: rdi = NUL-terminated string. */
+puts:
+  push rax
+  push rdi
+3: mov al, [rdi]
+  test al, al
+  jz 4f
+  call putc
+  inc rdi
+  jmp 3b
+4: pop rdi
+  pop rax
+  ret
+
+/* puthex: rax = value, printed as 16 hex digits. */
+puthex:
+  push rax
+  push rbx
+  push rcx
+  mov rbx, rax
+  mov ecx, 16
+5: rol rbx, 4
+  mov al, bl
+  and al, 0xf
+  add al, '0'
+  cmp al, '9'
+  jbe 6f
+  add al, 'a' - '0' - 10
+6: call putc
+  dec ecx
+  jnz 5b
+  pop rcx
+  pop rbx
+  pop rax
+  ret
+.endm
+
+/* PUTS "text": prints a literal string (escapes such as \n allowed). Preserves registers. */
+.macro PUTS text
+  push rdi
+  lea rdi, [rip + .Lstr\@]
+  call puts
+  pop rdi
+  jmp .Lend\@
+.Lstr\@: .asciz "\text"
+.Lend\@:
+.endm
+
+/* FAIL_IF cond, status: returns `status` from guest_main when the flags say `cond`. */
+.macro FAIL_IF cond, status
+  j\cond .Lfail\@
+  jmp .Lok\@
+.Lfail\@:
+  mov eax, \status
+  ret
+.Lok\@:
+.endm

@@ -1,0 +1,205 @@
+// Tests that run real VMs in moss. They need /dev/kvm: FreestandingGuest.* and VmProcess.*
+// run on any KVM (PVM included); LinuxGuest.* need KVM that can run Linux (hardware
+// virtualization, or the nested test host: see tests/kvm/run-kvm-test.sh).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "tests/support/subprocess.h"
+
+namespace moss::test {
+namespace {
+
+using std::chrono::seconds;
+
+std::string moss() { return build_dir() + "/moss"; }
+std::string guest(const std::string& name) { return build_dir() + "/tests/guests/" + name + ".bzImage"; }
+
+void require_kvm() {
+  if (access("/dev/kvm", R_OK | W_OK) != 0) {
+    GTEST_SKIP() << "SKIP: /dev/kvm is not available on this host (" << strerror(errno)
+                 << "); run this test through tests/kvm/run-kvm-test.sh, which uses the nested test host";
+  }
+}
+
+Outcome run_guest(const std::string& name, std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {moss(), "run", "--kernel", guest(name), "--initrd", "none", "--mem", "64M"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return run(argv, seconds(60));
+}
+
+std::string describe(const Outcome& o) {
+  return "exit " + std::to_string(o.exit_code) + (o.timed_out ? " (timed out)" : "") + "\n--- stdout:\n" + o.out +
+         "\n--- stderr:\n" + o.err;
+}
+
+TEST(FreestandingGuest, SerialOutputReachesStdout) {
+  require_kvm();
+  auto o = run_guest("serial");
+  EXPECT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_NE(o.out.find("moss-test-guest: serial ok\n"), std::string::npos) << describe(o);
+}
+
+TEST(FreestandingGuest, I8042ResetEndsTheVmCleanly) {
+  require_kvm();
+  auto o = run_guest("reset");
+  EXPECT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_NE(o.out.find("resetting"), std::string::npos) << describe(o);
+  EXPECT_EQ(o.out.find("did not happen"), std::string::npos) << describe(o);
+  // With a command expected, a reset before any status is an error that says so.
+  auto with_cmd = run_guest("reset", {"--", "true"});
+  EXPECT_EQ(with_cmd.exit_code, 125) << describe(with_cmd);
+  EXPECT_NE(with_cmd.err.find("reset itself (i8042) before the command reported its exit status"), std::string::npos)
+      << describe(with_cmd);
+}
+
+TEST(FreestandingGuest, E820MapDescribesGuestMemory) {
+  require_kvm();
+  auto o = run_guest("e820");
+  ASSERT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_NE(o.out.find("e820 0000000000000000 000000000009fc00 0000000000000001\n"
+                       "e820 000000000009fc00 0000000000000400 0000000000000002\n"
+                       "e820 00000000000f0000 0000000000010000 0000000000000002\n"
+                       "e820 0000000000100000 0000000003f00000 0000000000000001\n"),
+            std::string::npos)
+      << describe(o);
+  EXPECT_NE(o.out.find("top of RAM is backed"), std::string::npos) << describe(o);
+}
+
+TEST(FreestandingGuest, E820MapSplitsMemoryAroundThePciHole) {
+  require_kvm();
+  auto o = run({moss(), "run", "--kernel", guest("e820"), "--initrd", "none", "--mem", "3328M"}, seconds(60));
+  ASSERT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_NE(o.out.find("e820 0000000000100000 00000000bff00000 0000000000000001\n"
+                       "e820 0000000100000000 0000000010000000 0000000000000001\n"),
+            std::string::npos)
+      << describe(o);
+}
+
+TEST(FreestandingGuest, LongModeEntryFollowsTheBootProtocol) {
+  require_kvm();
+  auto o = run_guest("longmode", {"--append", "moss.test=longmode"});
+  EXPECT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_NE(o.out.find("long mode ok"), std::string::npos) << describe(o);
+  EXPECT_NE(o.out.find("moss.test=longmode"), std::string::npos) << describe(o);
+}
+
+TEST(FreestandingGuest, SecondVcpuStartsBySipi) {
+  require_kvm();
+  auto o = run_guest("smp", {"--cpus", "2"});
+  EXPECT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_NE(o.out.find("mptable cpus 0000000000000002"), std::string::npos) << describe(o);
+  EXPECT_NE(o.out.find("second vCPU started"), std::string::npos) << describe(o);
+}
+
+TEST(FreestandingGuest, SmpCheckFailsWithOneVcpu) {
+  require_kvm();
+  // The same guest with one vCPU: the SIPI reaches nobody, and the guest's status says so.
+  auto o = run_guest("smp", {"--cpus", "1"});
+  EXPECT_EQ(o.exit_code, 22) << describe(o);
+  EXPECT_NE(o.out.find("mptable cpus 0000000000000001"), std::string::npos) << describe(o);
+}
+
+TEST(FreestandingGuest, TooManyVcpusIsRefused) {
+  require_kvm();
+  auto o = run_guest("serial", {"--cpus", "4000"});
+  EXPECT_EQ(o.exit_code, 125) << describe(o);
+  EXPECT_NE(o.err.find("is more than this host's KVM allows"), std::string::npos) << describe(o);
+}
+
+// Starts the spin guest and returns once it runs; the vcpu process is moss's only child.
+pid_t start_spinning(Process& p) {
+  EXPECT_TRUE(p.wait_for_output("spinning", seconds(60))) << p.out();
+  auto kids = children_of(p.pid());
+  EXPECT_EQ(kids.size(), 1u);
+  return kids.empty() ? -1 : kids[0];
+}
+
+TEST(VmProcess, VcpuRunsInItsOwnProcess) {
+  require_kvm();
+  Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});
+  pid_t vcpu = start_spinning(p);
+  ASSERT_GT(vcpu, 0);
+  std::string exe = std::filesystem::read_symlink("/proc/" + std::to_string(vcpu) + "/exe").string();
+  EXPECT_NE(exe.find("moss-vcpu"), std::string::npos) << exe;
+  kill(p.pid(), SIGTERM);
+  auto o = p.wait(seconds(10));
+  EXPECT_EQ(o.exit_code, 128 + SIGTERM) << describe(o);
+}
+
+TEST(VmProcess, KilledVcpuProcessIsNamedAndMossFails) {
+  require_kvm();
+  Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});
+  pid_t vcpu = start_spinning(p);
+  ASSERT_GT(vcpu, 0);
+  ASSERT_EQ(kill(vcpu, SIGKILL), 0);
+  auto o = p.wait(seconds(10));
+  EXPECT_EQ(o.exit_code, 125) << describe(o);
+  EXPECT_NE(o.err.find("the vcpu process (pid " + std::to_string(vcpu) + ") was killed by signal 9 (SIGKILL)"),
+            std::string::npos)
+      << describe(o);
+  EXPECT_FALSE(process_exists(vcpu));
+}
+
+TEST(VmProcess, CtrlCStopsTheVmAndLeavesNoProcess) {
+  require_kvm();
+  Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});
+  pid_t vcpu = start_spinning(p);
+  ASSERT_GT(vcpu, 0);
+  // What a terminal's Ctrl-C does: SIGINT to the foreground process group (moss's).
+  kill(-p.pid(), SIGINT);
+  auto o = p.wait(seconds(10));
+  EXPECT_EQ(o.exit_code, 130) << describe(o);
+  EXPECT_NE(o.err.find("the VM was stopped (INT)"), std::string::npos) << describe(o);
+  EXPECT_FALSE(process_exists(vcpu));
+}
+
+TEST(VmProcess, BrokerDeathTakesTheVcpuProcessWithIt) {
+  require_kvm();
+  Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});
+  pid_t vcpu = start_spinning(p);
+  ASSERT_GT(vcpu, 0);
+  kill(p.pid(), SIGKILL);
+  p.wait(seconds(10));
+  for (int i = 0; i < 100 && process_exists(vcpu); i++) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(process_exists(vcpu)) << "the vcpu process outlived the broker";
+}
+
+// ---- Linux guests: the default Debian kernel with moss-init.
+
+TEST(LinuxGuest, RefusedOnPvmWithOneSentence) {
+  require_kvm();
+  auto fake = std::filesystem::temp_directory_path() / ("moss-fake-sysfs-" + std::to_string(getpid()));
+  std::filesystem::create_directories(fake / "module/kvm_pvm");
+  auto o = run({moss(), "run", "--", "true"}, seconds(30), {{"MOSS_SYSFS_ROOT", fake.string()}});
+  std::filesystem::remove_all(fake);
+  EXPECT_EQ(o.exit_code, 125) << describe(o);
+  EXPECT_NE(o.err.find("this host's KVM is PVM (kvm_pvm), which emulates guest kernel code and cannot run an "
+                       "unmodified Linux guest"),
+            std::string::npos)
+      << describe(o);
+}
+
+TEST(LinuxGuest, RunsACommandAndReturnsItsStatus) {
+  require_kvm();
+  auto o = run({moss(), "run", "--", "sh", "-c", "echo guest says \"$((6 * 7))\"; exit 7"}, seconds(300));
+  EXPECT_EQ(o.exit_code, 7) << describe(o);
+  EXPECT_NE(o.out.find("moss-init: ready"), std::string::npos) << describe(o);
+  EXPECT_NE(o.out.find("guest says 42"), std::string::npos) << describe(o);
+}
+
+TEST(LinuxGuest, TwoVcpusAreBothOnline) {
+  require_kvm();
+  auto o = run({moss(), "run", "--cpus", "2", "--", "sh", "-c",
+                "echo online=$(cat /sys/devices/system/cpu/online) nproc=$(nproc)"},
+               seconds(300));
+  EXPECT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_NE(o.out.find("online=0-1 nproc=2"), std::string::npos) << describe(o);
+}
+
+}  // namespace
+}  // namespace moss::test

@@ -1,0 +1,133 @@
+#include "tests/support/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace moss::test {
+
+Process::Process(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) {
+  int o[2], e[2];
+  if (pipe2(o, O_CLOEXEC) != 0 || pipe2(e, O_CLOEXEC) != 0) std::abort();
+  start_ = std::chrono::steady_clock::now();
+  pid_ = fork();
+  if (pid_ == 0) {
+    setpgid(0, 0);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    dup2(o[1], 1);
+    dup2(e[1], 2);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(o[1]);
+  close(e[1]);
+  out_fd_ = o[0];
+  err_fd_ = e[0];
+}
+
+Process::~Process() {
+  if (pid_ > 0) {
+    kill(-pid_, SIGKILL);
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (out_fd_ >= 0) close(out_fd_);
+  if (err_fd_ >= 0) close(err_fd_);
+}
+
+void Process::pump(int timeout_ms) {
+  pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+  if (poll(fds, 2, timeout_ms) <= 0) return;
+  char buf[65536];
+  for (int i = 0; i < 2; i++) {
+    if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
+    ssize_t n = read(fds[i].fd, buf, sizeof buf);
+    if (n > 0) (i == 0 ? out_ : err_).append(buf, static_cast<size_t>(n));
+    if (n == 0) {
+      close(fds[i].fd);
+      (i == 0 ? out_fd_ : err_fd_) = -1;
+    }
+  }
+}
+
+bool Process::wait_for_output(const std::string& needle, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (out_.find(needle) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > deadline || out_fd_ < 0) return false;
+    pump(100);
+  }
+  return true;
+}
+
+Outcome Process::wait(std::chrono::seconds timeout) {
+  Outcome r;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  for (;;) {
+    pid_t w = waitpid(pid_, &status, WNOHANG);
+    if (w == pid_) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      r.timed_out = true;
+      kill(-pid_, SIGKILL);
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+      break;
+    }
+    if (out_fd_ >= 0 || err_fd_ >= 0) {
+      pump(50);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  pid_ = -1;
+  while (out_fd_ >= 0 || err_fd_ >= 0) pump(200);  // Drain; the writers are gone.
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = out_;
+  r.err = err_;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  return r;
+}
+
+Outcome run(const std::vector<std::string>& argv, std::chrono::seconds timeout,
+            const std::map<std::string, std::string>& env) {
+  Process p(argv, env);
+  return p.wait(timeout);
+}
+
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  pid_t c;
+  while (f >> c) out.push_back(c);
+  return out;
+}
+
+bool process_exists(pid_t pid) {
+  // A zombie still "exists" for kill(); look at its state instead.
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  if (!f) return false;
+  std::string line;
+  std::getline(f, line);
+  auto close_paren = line.rfind(')');
+  return close_paren != std::string::npos && close_paren + 2 < line.size() && line[close_paren + 2] != 'Z';
+}
+
+std::string build_dir() {
+  const char* d = std::getenv("MOSS_BUILD_DIR");
+  return d ? d : ".";
+}
+
+}  // namespace moss::test

@@ -1,0 +1,49 @@
+// Running moss as a user would, from tests: argv in; exit status, stdout and stderr out.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moss::test {
+
+struct Outcome {
+  int exit_code = -1;  // Exit status, or 128+signal like a shell.
+  bool timed_out = false;
+  std::string out, err;
+  double seconds = 0;
+};
+
+// A started process with its stdout/stderr captured in the background.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {});
+  ~Process();  // Kills the process group if still running.
+  pid_t pid() const { return pid_; }
+  // Waits until `needle` appears on stdout, or the timeout passes. Returns whether it did.
+  bool wait_for_output(const std::string& needle, std::chrono::seconds timeout);
+  Outcome wait(std::chrono::seconds timeout);
+  const std::string& out() const { return out_; }
+
+ private:
+  void pump(int timeout_ms);
+  pid_t pid_ = -1;
+  int out_fd_ = -1, err_fd_ = -1;
+  std::string out_, err_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+Outcome run(const std::vector<std::string>& argv, std::chrono::seconds timeout = std::chrono::seconds(120),
+            const std::map<std::string, std::string>& env = {});
+
+// Direct children of `pid`, from /proc.
+std::vector<pid_t> children_of(pid_t pid);
+bool process_exists(pid_t pid);
+
+// Paths of the build tree, from the environment CTest sets (MOSS_BUILD_DIR).
+std::string build_dir();
+
+}  // namespace moss::test
