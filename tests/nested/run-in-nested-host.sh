@@ -6,6 +6,8 @@
 #   run-in-nested-host.sh [--mem MB] [--cpus N] [--timeout SEC] [--workdir DIR]
 #                         [--env NAME=VALUE]... [--verbose] -- CMD [ARGS...]
 #
+# Defaults: --mem 4096 --cpus 2 --timeout 1200 (0: none). --verbose shows the kernel's
+# console on stderr.
 # Inside, CMD runs as root, chrooted into the host's root (shared read-only over 9p),
 # with cwd = the caller's cwd when that exists inside (else /). /tmp is a fresh tmpfs,
 # /dev (with /dev/kvm), /proc and /sys are mounted. DIR (default: a fresh temporary dir,
@@ -20,9 +22,9 @@ set -eu
 PROG=run-in-nested-host
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-usage() {
-    sed -n '6,7s/^#  *//p' "$0" >&2
-    exit 125
+usage() {   # usage [EXIT-STATUS]
+    sed -n '6,10s/^# \{0,1\}//p' "$0" >&2
+    exit "${1:-125}"
 }
 err() { echo "$PROG: $*" >&2; }
 die() { err "$*"; exit 125; }
@@ -39,13 +41,13 @@ while [ $# -gt 0 ]; do
         --env)      [ $# -ge 2 ] || usage; ENVS+=("$2"); shift 2 ;;
         --verbose|-v) VERBOSE=1; shift ;;
         --)         shift; break ;;
-        -h|--help)  usage ;;
+        -h|--help)  usage 0 ;;
         *)          err "unknown option: $1"; usage ;;
     esac
 done
 [ $# -gt 0 ] || usage
 for n in "$MEM" "$CPUS" "$TIMEOUT"; do
-    case $n in ''|*[!0-9]*) die "--mem, --cpus and --timeout take positive integers" ;; esac
+    case $n in ''|*[!0-9]*) die "--mem, --cpus and --timeout take integers" ;; esac
 done
 for e in ${ENVS[@]+"${ENVS[@]}"}; do
     [[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env wants NAME=VALUE, not: $e"
