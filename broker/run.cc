@@ -42,7 +42,8 @@ constexpr uint64_t kMaxKernelBytes = 256ull << 20;
 constexpr int kStopGraceSeconds = 5;
 // The console is the guest's only output until the exec agent exists; `quiet` keeps kernel
 // chatter off it, reboot=k makes a reboot an i8042 pulse we see, panic=-1 reboots at once.
-constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
+// There is no ACPI (the MP table describes the CPUs) and no PCI bus yet.
+constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet acpi=off pci=off";
 
 uint64_t now_ns() {
   timespec ts;

@@ -240,9 +240,14 @@ uint32_t Machine::pio_in(uint16_t port, uint8_t size) {
     return uart_->read(static_cast<uint8_t>(port - 0x3f8));
   }
   switch (port) {
-    case 0x60:  // i8042 data: nothing buffered.
-    case 0x64:  // i8042 status: output and input buffers empty.
-      return 0;
+    case I8042::kDataPort: {
+      std::lock_guard<std::mutex> lock(i8042_mu_);
+      return i8042_.read_data();
+    }
+    case I8042::kCommandPort: {
+      std::lock_guard<std::mutex> lock(i8042_mu_);
+      return i8042_.read_status();
+    }
     case 0x71:  // CMOS data: the RTC reads as zero; Linux takes wall time from kvm-clock.
       return 0;
     default:
@@ -261,9 +266,20 @@ void Machine::pio_out(uint16_t port, uint8_t size, uint32_t value) {
     case kExitPort:
       request_stop({R::kGuestStatus, static_cast<int32_t>(value), "the guest reported status " + std::to_string(value)});
       return;
-    case 0x64:  // i8042 command 0xfe: pulse the CPU reset line (Linux reboot=k).
-      if (value == 0xfe) request_stop({R::kReset, 0, "the guest reset itself (i8042)"});
+    case I8042::kDataPort: {
+      std::lock_guard<std::mutex> lock(i8042_mu_);
+      i8042_.write_data(static_cast<uint8_t>(value));
       return;
+    }
+    case I8042::kCommandPort: {
+      bool reset;
+      {
+        std::lock_guard<std::mutex> lock(i8042_mu_);
+        reset = i8042_.write_command(static_cast<uint8_t>(value));
+      }
+      if (reset) request_stop({R::kReset, 0, "the guest reset itself (i8042)"});  // Linux reboot=k.
+      return;
+    }
     case 0x92:  // System control port A, bit 0: fast reset.
       if (value & 1) request_stop({R::kReset, 0, "the guest reset itself (port 0x92)"});
       return;

@@ -16,6 +16,7 @@
 #include "base/fd.h"
 #include "base/guest_memory.h"
 #include "base/result.h"
+#include "vcpu/i8042.h"
 #include "vcpu/kvm.h"
 #include "vcpu/uart.h"
 
@@ -80,6 +81,8 @@ class Machine {
   std::vector<std::thread> threads_;
   std::mutex uart_mu_;
   std::unique_ptr<Uart> uart_;
+  std::mutex i8042_mu_;
+  I8042 i8042_;
   int done_fd_ = -1;
   std::mutex exit_mu_;
   bool stopping_ = false;
