@@ -39,17 +39,29 @@ TEST(Syscall, ErrorNamesTheCallAndErrno) {
   EXPECT_EQ(r.error().err, ENOENT);
 }
 
-TEST(File, ReadFdFullyRefusesOversizedFiles) {
+TEST(File, HeadAndExactReadsRespectTheFileSize) {
   int fd = memfd_create("t", MFD_CLOEXEC);
   ASSERT_GE(fd, 0);
   UniqueFd owned(fd);
   ASSERT_TRUE(write_all(fd, "hello", 5).ok());
-  auto ok = read_fd_fully(fd, 5, "the file");
-  ASSERT_TRUE(ok.ok());
-  EXPECT_EQ(ok->size(), 5u);
-  auto big = read_fd_fully(fd, 4, "the file");
-  ASSERT_FALSE(big.ok());
-  EXPECT_NE(big.error().message.find("too large"), std::string::npos);
+  auto head = read_file_head(fd, 3, "the file");
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(std::string(head->begin(), head->end()), "hel");
+  EXPECT_EQ(read_file_head(fd, 100, "the file")->size(), 5u);
+  uint8_t buf[4];
+  ASSERT_TRUE(pread_exact(fd, 1, buf, "the file").ok());
+  EXPECT_EQ(buf[3], 'o');
+  auto past = pread_exact(fd, 2, buf, "the file");
+  ASSERT_FALSE(past.ok());
+  EXPECT_NE(past.error().message.find("the file ended early"), std::string::npos);
+}
+
+TEST(File, NonRegularFilesAreRefused) {
+  int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  UniqueFd owned(fd);
+  auto r = regular_file_size(fd, "the initrd");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "the initrd is not a regular file");
 }
 
 }  // namespace

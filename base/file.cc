@@ -8,20 +8,27 @@
 
 namespace moss {
 
-Result<std::vector<uint8_t>> read_fd_fully(int fd, uint64_t max_bytes, const std::string& what) {
+Result<uint64_t> regular_file_size(int fd, const std::string& what) {
   struct stat st;
   MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
   if (!S_ISREG(st.st_mode)) return make_error(what + " is not a regular file");
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    return make_error(what + " is too large (" + std::to_string(st.st_size) + " bytes)");
-  }
-  std::vector<uint8_t> buf(static_cast<size_t>(st.st_size));
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Result<void> pread_exact(int fd, uint64_t offset, std::span<uint8_t> out, const std::string& what) {
   size_t done = 0;
-  while (done < buf.size()) {
-    MOSS_TRY(ssize_t n, MOSS_SYS(pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(done))));
-    if (n == 0) return make_error(what + " shrank while being read");
+  while (done < out.size()) {
+    MOSS_TRY(ssize_t n, MOSS_SYS(pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done))));
+    if (n == 0) return make_error(what + " ended early (was it changed while being read?)");
     done += static_cast<size_t>(n);
   }
+  return {};
+}
+
+Result<std::vector<uint8_t>> read_file_head(int fd, uint64_t max_bytes, const std::string& what) {
+  MOSS_TRY(uint64_t size, regular_file_size(fd, what));
+  std::vector<uint8_t> buf(static_cast<size_t>(size < max_bytes ? size : max_bytes));
+  MOSS_CHECK(pread_exact(fd, 0, buf, what));
   return buf;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -10,8 +11,12 @@
 
 namespace moss {
 
-// Reads the whole of an open file (from offset 0, with pread) into memory, up to max_bytes.
-Result<std::vector<uint8_t>> read_fd_fully(int fd, uint64_t max_bytes, const std::string& what);
+// The size of an open regular file; `what` names it in errors ("the kernel /boot/x").
+Result<uint64_t> regular_file_size(int fd, const std::string& what);
+// Fills `out` from `offset` with pread, or fails if the file ends first.
+Result<void> pread_exact(int fd, uint64_t offset, std::span<uint8_t> out, const std::string& what);
+// The first min(file size, max_bytes) bytes of an open regular file.
+Result<std::vector<uint8_t>> read_file_head(int fd, uint64_t max_bytes, const std::string& what);
 Result<std::string> read_text_file(const std::string& path);
 Result<void> write_all(int fd, const void* data, size_t len);
 

@@ -20,6 +20,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
+#include "broker/defaults.h"
 #include "broker/host.h"
 #include "broker/launcher.h"
 #include "moss-init/cmdline.h"
@@ -38,12 +39,7 @@
 namespace moss {
 namespace {
 
-constexpr uint64_t kMaxKernelBytes = 256ull << 20;
 constexpr int kStopGraceSeconds = 5;
-// The console is the guest's only output until the exec agent exists; `quiet` keeps kernel
-// chatter off it, reboot=k makes a reboot an i8042 pulse we see, panic=-1 reboots at once.
-// There is no ACPI (the MP table describes the CPUs) and no PCI bus yet.
-constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet acpi=off pci=off";
 
 uint64_t now_ns() {
   timespec ts;
@@ -76,21 +72,16 @@ Result<Prepared> prepare(const cli::RunOptions& o) {
   if (initrd_path.empty() && !o.no_initrd && o.kernel.empty()) initrd_path = MOSS_DEFAULT_INITRD;
 
   MOSS_TRY(p.kernel, open_input(kernel_path, "kernel"));
-  MOSS_TRY(auto image, read_fd_fully(p.kernel.get(), kMaxKernelBytes, "the kernel " + kernel_path));
-  auto kernel = boot::parse_bzimage(image);
+  MOSS_TRY(uint64_t kernel_size, regular_file_size(p.kernel.get(), "the kernel " + kernel_path));
+  MOSS_TRY(auto head, read_file_head(p.kernel.get(), boot::kMaxSetupBytes, "the kernel " + kernel_path));
+  auto kernel = boot::parse_bzimage(head, kernel_size);
   if (!kernel) return make_error(kernel_path + ": " + kernel.error().message);
   uint64_t initrd_size = 0;
   if (!initrd_path.empty()) {
     MOSS_TRY(p.initrd, open_input(initrd_path, "initrd"));
-    struct stat st;
-    if (fstat(p.initrd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-      return make_error("the initrd " + initrd_path + " is not a regular file");
-    }
-    char probe;
-    if (pread(p.initrd.get(), &probe, 1, 0) < 0) {
-      return make_error("cannot read the initrd " + initrd_path + ": " + strerror(errno), errno);
-    }
-    initrd_size = static_cast<uint64_t>(st.st_size);
+    MOSS_TRY(initrd_size, regular_file_size(p.initrd.get(), "the initrd " + initrd_path));
+    uint8_t probe[1];
+    if (initrd_size) MOSS_CHECK(pread_exact(p.initrd.get(), 0, probe, "the initrd " + initrd_path));
   }
 
   p.cmdline = kBaseCmdline;

@@ -47,8 +47,9 @@ constexpr size_t kE820Max = 128;
 
 }  // namespace
 
-Result<BzImage> parse_bzimage(std::span<const uint8_t> image) {
-  if (image.size() < 0x400) return make_error("the kernel image is too small to be a bzImage");
+Result<BzImage> parse_bzimage(std::span<const uint8_t> image, uint64_t file_size) {
+  if (image.size() < 0x400 || file_size < image.size()) return make_error("the kernel image is too small to be a bzImage");
+  if (file_size > kMaxKernelFileBytes) return make_error("the kernel image is larger than 256 MiB");
   if (load<uint16_t>(image, kBootFlag) != 0xaa55 || load<uint32_t>(image, kHeaderMagic) != 0x53726448) {
     return make_error("the kernel image is not a Linux bzImage (no boot sector signature or \"HdrS\" header)");
   }
@@ -64,9 +65,10 @@ Result<BzImage> parse_bzimage(std::span<const uint8_t> image) {
   uint32_t sects = image[kSetupSects];
   if (sects == 0) sects = 4;  // Boot protocol: 0 means 4.
   k.setup_bytes = (sects + 1) * 512;
-  if (k.setup_bytes >= image.size()) return make_error("the kernel image is truncated (setup code runs past its end)");
+  if (k.setup_bytes >= file_size) return make_error("the kernel image is truncated (setup code runs past its end)");
+  if (k.setup_bytes > image.size()) return make_error("the kernel image's setup code was not read whole");
   k.kernel_offset = k.setup_bytes;
-  k.kernel_size = static_cast<uint32_t>(image.size() - k.setup_bytes);
+  k.kernel_size = static_cast<uint32_t>(file_size - k.setup_bytes);
   k.init_size = load<uint32_t>(image, kInitSize);
   if (k.init_size < k.kernel_size) k.init_size = k.kernel_size;
   k.initrd_addr_max = load<uint32_t>(image, kInitrdAddrMax);

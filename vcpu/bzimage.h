@@ -27,9 +27,16 @@ struct BzImage {
   std::vector<uint8_t> setup_header;  // Bytes 0x1f1.. of the image, copied into boot_params.
 };
 
-// Parses and validates the header. Requires boot protocol >= 2.12 and a kernel with a 64-bit
-// entry point (XLF_KERNEL_64), loadable high.
-Result<BzImage> parse_bzimage(std::span<const uint8_t> image);
+// The most of a bzImage's head that parse_bzimage reads: the setup code (at most 1 + 255
+// sectors), which holds the header and the version string.
+constexpr size_t kMaxSetupBytes = 256 * 512;
+constexpr uint64_t kMaxKernelFileBytes = 256ull << 20;
+
+// Parses and validates the header, given the first bytes of the file (at least its setup
+// code; kMaxSetupBytes is always enough) and the file's size. Requires boot protocol >= 2.12
+// and a kernel with a 64-bit entry point (XLF_KERNEL_64), loadable high.
+Result<BzImage> parse_bzimage(std::span<const uint8_t> head, uint64_t file_size);
+inline Result<BzImage> parse_bzimage(std::span<const uint8_t> image) { return parse_bzimage(image, image.size()); }
 
 struct E820Entry {
   uint64_t addr;

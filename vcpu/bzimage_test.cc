@@ -73,6 +73,14 @@ TEST(ParseBzImage, RejectsOldProtocolAndMissing64BitEntry) {
   EXPECT_NE(parse_bzimage(img).error().message.find("zImage"), std::string::npos);
 }
 
+TEST(ParseBzImage, ReadsOnlyTheHeadOfALargeFile) {
+  auto img = fake_bzimage();
+  auto k = parse_bzimage(std::span<const uint8_t>(img).first(2048), 10 << 20);
+  ASSERT_TRUE(k.ok()) << k.error().message;
+  EXPECT_EQ(k->kernel_size, (10u << 20) - 1024);
+  EXPECT_FALSE(parse_bzimage(std::span<const uint8_t>(img).first(2048), 300ull << 20).ok());
+}
+
 TEST(ParseBzImage, RejectsSetupLargerThanTheFile) {
   auto img = fake_bzimage(0x1000);  // setup_sects 200 would need 100 KiB.
   img[0x1f1] = 200;

@@ -19,8 +19,6 @@
 namespace moss {
 namespace {
 
-constexpr uint64_t kMaxKernelBytes = 256ull << 20;
-constexpr uint64_t kMaxInitrdBytes = 2ull << 30;
 constexpr uint32_t kUartIrq = 4;
 constexpr int kKickSignal = SIGUSR1;
 
@@ -87,17 +85,21 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
 }
 
 Result<void> Machine::load_kernel(const MachineConfig& config) {
-  MOSS_TRY(auto image, read_fd_fully(config.kernel_fd, kMaxKernelBytes, "the kernel"));
-  MOSS_TRY(auto kernel, boot::parse_bzimage(image));
+  // The kernel and initrd are read straight into guest memory: no second copy in our heap.
+  MOSS_TRY(uint64_t kernel_file_size, regular_file_size(config.kernel_fd, "the kernel"));
+  MOSS_TRY(auto head, read_file_head(config.kernel_fd, boot::kMaxSetupBytes, "the kernel"));
+  MOSS_TRY(auto kernel, boot::parse_bzimage(head, kernel_file_size));
   uint64_t initrd_size = 0;
-  std::vector<uint8_t> initrd;
   if (config.initrd_fd >= 0) {
-    MOSS_TRY(initrd, read_fd_fully(config.initrd_fd, kMaxInitrdBytes, "the initrd"));
-    initrd_size = initrd.size();
+    MOSS_TRY(initrd_size, regular_file_size(config.initrd_fd, "the initrd"));
   }
   MOSS_TRY(auto plan, boot::plan_boot(kernel, config.mem_bytes, initrd_size, config.cmdline.size()));
-  MOSS_CHECK(memory_.write(boot::kKernelGpa, std::span<const uint8_t>(image).subspan(kernel.kernel_offset)));
-  if (initrd_size) MOSS_CHECK(memory_.write(plan.initrd_gpa, initrd));
+  MOSS_TRY(auto kernel_dst, memory_.slice(boot::kKernelGpa, kernel.kernel_size));
+  MOSS_CHECK(pread_exact(config.kernel_fd, kernel.kernel_offset, kernel_dst, "the kernel"));
+  if (initrd_size) {
+    MOSS_TRY(auto initrd_dst, memory_.slice(plan.initrd_gpa, initrd_size));
+    MOSS_CHECK(pread_exact(config.initrd_fd, 0, initrd_dst, "the initrd"));
+  }
   std::vector<uint8_t> cmdline(config.cmdline.begin(), config.cmdline.end());
   cmdline.push_back(0);
   MOSS_CHECK(memory_.write(boot::kCmdlineGpa, cmdline));

@@ -1,0 +1,32 @@
+#!/bin/bash
+# Runs bench/startup_bench where Linux guests can run: directly on hardware KVM, otherwise in
+# the nested test host (the results file says which). Writes BUILD/bench/startup-results.md
+# and checks that every row has figures for moss and for QEMU.
+# Usage: run-startup-bench.sh BUILD_DIR KERNEL INITRD
+set -u
+build=$1 kernel=$2 initrd=$3
+here=$(dirname "$(readlink -f "$0")")
+. "$here/../tests/kvm/kvm-mode.sh"
+outdir=$build/bench/results
+mkdir -p "$outdir"
+out=$outdir/startup-results.md
+rm -f "$out"
+mode=$(kvm_mode)
+if [ "$mode" = hw ]; then
+  where="directly on this host (hardware KVM)"
+  "$build/startup_bench" --build "$build" --kernel "$kernel" --initrd "$initrd" --out "$out" --where "$where" || exit 1
+else
+  where="inside the nested test host (QEMU TCG with nested SVM; this host's KVM is '$mode'), so absolute times are far above hardware and only the ratios carry over"
+  "$here/../tests/nested/run-in-nested-host.sh" --workdir "$outdir" --timeout 1500 -- \
+    "$build/startup_bench" --build "$build" --kernel "$kernel" --initrd "$initrd" --out "$out" --where "$where" || exit 1
+fi
+# Every row must carry numbers (not n/a) where the peer has one.
+fail=0
+for row in "exec -> guest's first instruction" "exec -> VMM exit" "CPU time" "moss-init: ready" \
+           "peak RSS, broker" "peak RSS, vcpu" "peak RSS, all"; do
+  line=$(grep -F "$row" "$out" || true)
+  if [ -z "$line" ]; then echo "missing row: $row"; fail=1; continue; fi
+  moss_cell=$(cut -d'|' -f3 <<<"$line")
+  [[ $moss_cell =~ [0-9] ]] || { echo "no moss figure in: $line"; fail=1; }
+done
+exit $fail

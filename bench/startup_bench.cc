@@ -1,0 +1,233 @@
+// Start-up benchmark: moss beside QEMU+KVM, same kernel, same initramfs, same host, same run.
+//
+// Rows (each the median of N runs):
+//   first-instruction: exec of the VMM -> the guest's first instruction. The guest is
+//     tests/guests/firstinsn.bzImage, whose first instruction ends the VM. For moss the
+//     instant comes from the vcpu process (CLOCK_MONOTONIC at the boot vCPU's first exit);
+//     for QEMU only the process end is observable (its first instruction is an isa-debug-exit
+//     write), so both also get "exec -> VMM exit". CPU ms = user+sys of the VMM and all its
+//     children over the whole run.
+//   boot-to-init: exec -> "moss-init: ready" on the console, Debian's kernel + moss's
+//     initramfs, 1 vCPU, 512 MiB.
+//   peak RSS: per process (moss broker, moss vcpu; qemu) during that Linux boot.
+//
+// Usage: startup_bench --build DIR --kernel K --initrd I --out FILE [--runs N] [--where TEXT]
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "broker/defaults.h"
+#include "moss-init/cmdline.h"
+
+namespace {
+
+double now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+struct Run {
+  int status = -1;
+  double start_ms = 0;
+  double exit_ms = 0;     // exec -> process end.
+  double marker_ms = -1;  // exec -> marker on stdout, or -1.
+  double cpu_ms = 0;
+  long maxrss_kib = 0;    // Largest single process among the VMM and its reaped children.
+  std::string out;
+};
+
+// Runs argv with stdout captured; notes when `marker` first appears, and kills the process
+// then if `kill_at_marker` (QEMU cannot be told to exit by moss-init's exit port).
+Run run(const std::vector<std::string>& argv, const std::string& marker, bool kill_at_marker = false,
+        int timeout_s = 300) {
+  Run r;
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) std::abort();
+  r.start_ms = now_ms();
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(p[1], 1);
+    dup2(devnull, 2);
+    std::vector<char*> a;
+    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+    a.push_back(nullptr);
+    execvp(a[0], a.data());
+    _exit(127);
+  }
+  close(p[1]);
+  char buf[65536];
+  for (;;) {
+    pollfd pf{p[0], POLLIN, 0};
+    int n = poll(&pf, 1, 1000);
+    if (now_ms() - r.start_ms > timeout_s * 1000.0) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (n <= 0) continue;
+    ssize_t got = read(p[0], buf, sizeof buf);
+    if (got <= 0) break;
+    r.out.append(buf, static_cast<size_t>(got));
+    if (r.marker_ms < 0 && !marker.empty() && r.out.find(marker) != std::string::npos) {
+      r.marker_ms = now_ms() - r.start_ms;
+      if (kill_at_marker) kill(pid, SIGKILL);
+    }
+  }
+  close(p[0]);
+  int status;
+  rusage ru{};
+  wait4(pid, &status, 0, &ru);
+  r.exit_ms = now_ms() - r.start_ms;
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+  r.maxrss_kib = ru.ru_maxrss;
+  return r;
+}
+
+std::map<std::string, double> read_stats(const std::string& path) {
+  std::map<std::string, double> m;
+  std::ifstream f(path);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  for (char& c : text) {
+    if (c == '{' || c == '}' || c == ',' || c == ':' || c == '"') c = ' ';
+  }
+  std::istringstream in(text);
+  std::string key;
+  double v;
+  while (in >> key >> v) m[key] = v;
+  return m;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::string fmt(double v, const char* unit) {
+  if (v < 0) return "n/a";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.1f %s", v, unit);
+  return b;
+}
+
+std::string ratio(double a, double b) {
+  if (a <= 0 || b <= 0) return "n/a";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2fx", a / b);
+  return buf;
+}
+
+[[noreturn]] void fail(const std::string& why, const Run& r) {
+  std::fprintf(stderr, "startup_bench: %s (status %d)\n--- output:\n%s\n", why.c_str(), r.status, r.out.c_str());
+  std::exit(1);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string build, kernel, initrd, out, where = "this host";
+  int runs = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--build") build = v;
+    else if (k == "--kernel") kernel = v;
+    else if (k == "--initrd") initrd = v;
+    else if (k == "--out") out = v;
+    else if (k == "--runs") runs = std::atoi(v.c_str());
+    else if (k == "--where") where = v;
+  }
+  if (build.empty() || kernel.empty() || initrd.empty() || out.empty() || runs < 1) {
+    std::fprintf(stderr, "usage: startup_bench --build DIR --kernel K --initrd I --out FILE [--runs N] [--where TEXT]\n");
+    return 2;
+  }
+  const std::string moss = build + "/moss";
+  const std::string firstinsn = build + "/tests/guests/firstinsn.bzImage";
+  const std::string stats = "/tmp/moss-bench-stats.json";
+  // The same kernel command line for both VMMs: moss's base line plus the command.
+  const std::string cmdline = std::string(moss::kBaseCmdline) + " " + moss::guest::encode_cmdline({"true"});
+  const std::vector<std::string> qemu_base = {"qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-M",
+                                              "microvm", "-nodefaults", "-no-user-config", "-nographic",
+                                              "-no-reboot", "-smp", "1"};
+
+  std::vector<double> m_first, m_exit, m_cpu, q_exit, q_cpu;
+  for (int i = 0; i < runs; i++) {
+    Run r = run({moss, "run", "--kernel", firstinsn, "--initrd", "none", "--mem", "64M", "--stats", stats}, "");
+    if (r.status != 0) fail("moss did not run the first-instruction guest", r);
+    auto s = read_stats(stats);
+    // Both clocks are CLOCK_MONOTONIC on the same host.
+    m_first.push_back(s["first_exit_ns"] / 1e6 - r.start_ms);
+    m_exit.push_back(r.exit_ms);
+    m_cpu.push_back(r.cpu_ms);
+    auto q = qemu_base;
+    for (const char* a : {"-m", "64M", "-kernel"}) q.push_back(a);
+    q.push_back(firstinsn);
+    for (const char* a : {"-device", "isa-debug-exit,iobase=0xf4,iosize=1"}) q.push_back(a);
+    Run qr = run(q, "");
+    if (qr.status != 1) fail("QEMU did not run the first-instruction guest (isa-debug-exit status 1 expected)", qr);
+    q_exit.push_back(qr.exit_ms);
+    q_cpu.push_back(qr.cpu_ms);
+  }
+
+  std::vector<double> m_boot, q_boot, m_broker_rss, m_vcpu_rss, q_rss;
+  for (int i = 0; i < runs; i++) {
+    Run r = run({moss, "run", "--kernel", kernel, "--initrd", initrd, "--stats", stats, "--", "true"},
+                std::string(moss::guest::kReadyMarker));
+    if (r.status != 0 || r.marker_ms < 0) fail("moss did not boot Linux to moss-init", r);
+    auto s = read_stats(stats);
+    m_boot.push_back(r.marker_ms);
+    m_broker_rss.push_back(s["broker_maxrss_kib"] / 1024);
+    m_vcpu_rss.push_back(s["vcpu_maxrss_kib"] / 1024);
+    auto q = qemu_base;
+    for (const char* a : {"-m", "512M", "-serial", "stdio", "-kernel"}) q.push_back(a);
+    q.push_back(kernel);
+    q.push_back("-initrd");
+    q.push_back(initrd);
+    q.push_back("-append");
+    q.push_back(cmdline);
+    Run qr = run(q, std::string(moss::guest::kReadyMarker), true);
+    if (qr.marker_ms < 0) fail("QEMU did not boot Linux to moss-init", qr);
+    q_boot.push_back(qr.marker_ms);
+    q_rss.push_back(qr.maxrss_kib / 1024.0);
+  }
+
+  std::ofstream f(out + ".tmp");
+  f << "# moss start-up beside QEMU+KVM\n\n"
+    << "Measured " << where << ", " << runs << " runs each, medians. QEMU: `qemu-system-x86_64 -accel kvm -cpu host "
+    << "-M microvm`, same guest images. Lower is better; ratio = moss / QEMU.\n\n"
+    << "| figure | moss | QEMU | ratio |\n|---|---|---|---|\n"
+    << "| exec -> guest's first instruction, wall | " << fmt(median(m_first), "ms") << " | n/a (not observable) | n/a |\n"
+    << "| exec -> VMM exit, first-instruction guest, wall | " << fmt(median(m_exit), "ms") << " | "
+    << fmt(median(q_exit), "ms") << " | " << ratio(median(m_exit), median(q_exit)) << " |\n"
+    << "| CPU time, first-instruction guest (all processes) | " << fmt(median(m_cpu), "ms") << " | "
+    << fmt(median(q_cpu), "ms") << " | " << ratio(median(m_cpu), median(q_cpu)) << " |\n"
+    << "| exec -> `moss-init: ready`, Linux 1 vCPU 512 MiB, wall | " << fmt(median(m_boot), "ms") << " | "
+    << fmt(median(q_boot), "ms") << " | " << ratio(median(m_boot), median(q_boot)) << " |\n"
+    << "| peak RSS, broker process (Linux boot) | " << fmt(median(m_broker_rss), "MiB") << " | - | - |\n"
+    << "| peak RSS, vcpu process (Linux boot) | " << fmt(median(m_vcpu_rss), "MiB") << " | "
+    << fmt(median(q_rss), "MiB") << " (qemu) | " << ratio(median(m_vcpu_rss), median(q_rss)) << " |\n"
+    << "| peak RSS, all VMM processes (Linux boot) | " << fmt(median(m_broker_rss) + median(m_vcpu_rss), "MiB")
+    << " | " << fmt(median(q_rss), "MiB") << " | " << ratio(median(m_broker_rss) + median(m_vcpu_rss), median(q_rss))
+    << " |\n";
+  f.close();
+  std::rename((out + ".tmp").c_str(), out.c_str());
+  std::ifstream back(out);
+  std::fputs(std::string((std::istreambuf_iterator<char>(back)), std::istreambuf_iterator<char>()).c_str(), stdout);
+  return 0;
+}
