@@ -3,15 +3,7 @@
    real-mode setup code, which writes to isa-debug-exit (port 0xf4). */
 #include "guest.h"
 BZIMAGE_HEADER
-  .section .kernel, "ax"
-  .code32
-entry32:
-  hlt
-  jmp entry32
-  .org 0x200
-  .code64
-  .globl entry64
-entry64:
+KERNEL_START
   mov dx, EXIT_PORT
   xor eax, eax
   out dx, eax

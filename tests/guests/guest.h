@@ -61,9 +61,8 @@ realmode_entry:
   .org 0x400
 .endm
 
-/* The kernel section: 32-bit code32_start (unused by moss) and the 64-bit entry at +0x200,
-   which sets a stack, keeps boot_params in r15 and calls guest_main. */
-.macro KERNEL_ENTRY
+/* The kernel section up to the 64-bit entry at +0x200: code32_start (unused by moss) halts. */
+.macro KERNEL_START
   .section .kernel, "ax"
   .code32
 entry32:
@@ -73,6 +72,12 @@ entry32:
   .code64
   .globl entry64
 entry64:
+.endm
+
+/* KERNEL_START plus the usual 64-bit entry: set a stack, keep boot_params in r15, call
+   guest_main and write its status (eax) to the exit port; and the serial helpers. */
+.macro KERNEL_ENTRY
+  KERNEL_START
   mov r15, rsi
   mov rsp, STACK_TOP
   call guest_main
