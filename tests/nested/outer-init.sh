@@ -5,6 +5,7 @@
 #   9p tag hostroot  the host's / (read-only)        -> /host
 #   9p tag ctl       per-run control dir (rw)        -> /host/tmp/.moss-nested
 #                      workdir: host path of the work dir (one line)
+#                      expose:  host dirs under /tmp to show at the same path (one a line)
 #                      cmd.sh:  the command to run, as a sh script
 #                      exit:    written here: the command's exit status
 #   9p tag work      per-run work dir (rw)           -> /host/<same path as on the host>
@@ -60,11 +61,24 @@ mount -t 9p -o "$P9,ro,cache=loose" hostroot /host || die "cannot mount the host
 mount -o rbind /dev /host/dev
 mount -t proc proc /host/proc
 mount -o rbind /sys /host/sys
+# /tmp is a fresh tmpfs, but the host's /tmp stays reachable at /hosttmp so that trees the
+# caller lives in there (a CI clone in /tmp/x, say) can be shown again below.
+mkdir -p /hosttmp
+mount --bind /host/tmp /hosttmp
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp
 
 CTL=/host/tmp/.moss-nested
 mkdir -p $CTL
 mount -t 9p -o "$P9,cache=none" ctl $CTL || die "cannot mount the control share"
+# ctl/expose: host directories under /tmp to show at the same path (read-only), one a line.
+if [ -f $CTL/expose ]; then
+    while read -r dir; do
+        case $dir in /tmp/?*) ;; *) continue ;; esac
+        [ -d "/hosttmp${dir#/tmp}" ] || continue
+        mkdir -p "/host$dir" && mount --bind "/hosttmp${dir#/tmp}" "/host$dir" ||
+            die "cannot show $dir inside"
+    done <$CTL/expose
+fi
 read -r WORKDIR <$CTL/workdir || die "no workdir in the control share"
 # cache=mmap: direct reads/writes, but shared writable mmap works too.
 mkdir -p "/host$WORKDIR" 2>/dev/null

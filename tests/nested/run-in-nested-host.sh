@@ -128,6 +128,21 @@ case $WORKDIR in
 esac
 printf '%s\n' "$WORKDIR" >"$RUN/ctl/workdir"
 
+# /tmp is a fresh tmpfs inside. Trees the caller works in that live under the host's /tmp
+# (a CI clone in /tmp/x, a build dir) are shown at the same path: the /tmp child holding
+# the caller's cwd, this repository, and each dir in MOSS_NESTED_EXPOSE (colon-separated).
+tmp_child() {
+    local p
+    p=$(cd "$1" 2>/dev/null && pwd -P) || return 0
+    case $p in /tmp/*) p=${p#/tmp/}; printf '/tmp/%s\n' "${p%%/*}" ;; esac
+}
+{
+    tmp_child "$PWD"
+    tmp_child "$HERE/../.."
+    IFS=: read -r -a extra <<<"${MOSS_NESTED_EXPOSE:-}"
+    for d in ${extra[@]+"${extra[@]}"}; do tmp_child "$d"; done
+} | sort -u >"$RUN/ctl/expose"
+
 # The command, as a sh script with every word single-quoted ('\'' for a quote).
 q() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
 {
