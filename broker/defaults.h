@@ -6,7 +6,8 @@ namespace moss {
 
 // The console is the guest's only output until the exec agent exists; `quiet` keeps kernel
 // chatter off it, reboot=k makes a reboot an i8042 pulse we see, panic=-1 reboots at once.
-// There is no ACPI (the MP table describes the CPUs) and no PCI bus yet.
-inline constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet acpi=off pci=off";
+// ACPI (hardware-reduced) describes the CPUs, the UART and the i8042 and powers the VM off;
+// there is no PCI bus yet.
+inline constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet pci=off";
 
 }  // namespace moss

@@ -4,7 +4,8 @@
 
 namespace moss {
 namespace {
-constexpr uint8_t kStatusOutputFull = 0x01, kStatusSystemFlag = 0x04, kStatusCommand = 0x08;
+// Status bit 4 set means the keyboard is not inhibited (no keylock), which Linux checks.
+constexpr uint8_t kStatusOutputFull = 0x01, kStatusSystemFlag = 0x04, kStatusCommand = 0x08, kStatusUnlocked = 0x10;
 constexpr uint8_t kCmdReadCommandByte = 0x20, kCmdWriteCommandByte = 0x60;
 constexpr uint8_t kCmdDisableAux = 0xa7, kCmdEnableAux = 0xa8, kCmdTestAux = 0xa9;
 constexpr uint8_t kCmdSelfTest = 0xaa, kCmdTestKeyboard = 0xab;
@@ -22,7 +23,7 @@ uint8_t I8042::read_data() {
 }
 
 uint8_t I8042::read_status() const {
-  return static_cast<uint8_t>(kStatusSystemFlag | (pending_command_ ? kStatusCommand : 0) |
+  return static_cast<uint8_t>(kStatusSystemFlag | kStatusUnlocked | (pending_command_ ? kStatusCommand : 0) |
                               (output_.empty() ? 0 : kStatusOutputFull));
 }
 

@@ -8,6 +8,7 @@ namespace {
 TEST(I8042, CommandByteRoundTripsThroughTheOutputBuffer) {
   I8042 kbd;
   EXPECT_EQ(kbd.read_status() & 1, 0);
+  EXPECT_EQ(kbd.read_status() & 0x10, 0x10);  // Not keylocked.
   EXPECT_FALSE(kbd.write_command(0x20));
   EXPECT_EQ(kbd.read_status() & 1, 1);
   EXPECT_EQ(kbd.read_data(), 0x45);

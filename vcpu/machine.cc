@@ -12,6 +12,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
+#include "vcpu/acpi.h"
 #include "vcpu/bzimage.h"
 #include "vcpu/mptable.h"
 #include "vcpu/x86.h"
@@ -105,6 +106,7 @@ Result<void> Machine::load_kernel(const MachineConfig& config) {
   MOSS_CHECK(memory_.write(boot::kCmdlineGpa, cmdline));
   MOSS_CHECK(memory_.write(boot::kBootParamsGpa, boot::build_boot_params(kernel, plan)));
   MOSS_CHECK(memory_.write(boot::kMpTableGpa, boot::build_mptable(boot::kMpTableGpa, config.cpus)));
+  MOSS_CHECK(memory_.write(boot::kAcpiGpa, boot::build_acpi_tables(boot::kAcpiGpa, config.cpus)));
   MOSS_CHECK(x86::write_long_mode_tables(memory_));
   MOSS_CHECK(x86::setup_boot_vcpu(vcpus_[0], plan.entry64, boot::kBootParamsGpa));
   LOG_INFO("loaded %s kernel (%u bytes, protocol %x), initrd %" PRIu64 " bytes at %s, entry %s",
@@ -252,6 +254,8 @@ uint32_t Machine::pio_in(uint16_t port, uint8_t size) {
     }
     case 0x71:  // CMOS data: the RTC reads as zero; Linux takes wall time from kvm-clock.
       return 0;
+    case boot::kAcpiSleepStatusPort:  // WAK_STS clear: the VM never sleeps, so never wakes.
+      return 0;
     default:
       return size == 4 ? 0xffffffffu : (1u << (size * 8)) - 1;  // An empty ISA/PCI bus.
   }
@@ -282,6 +286,11 @@ void Machine::pio_out(uint16_t port, uint8_t size, uint32_t value) {
       if (reset) request_stop({R::kReset, 0, "the guest reset itself (i8042)"});  // Linux reboot=k.
       return;
     }
+    case boot::kAcpiSleepControlPort:  // ACPI (hardware-reduced) sleep control: S5 is power-off.
+      if (boot::decode_sleep_control_write(static_cast<uint8_t>(value))) {
+        request_stop({R::kPowerOff, 0, "the guest powered off (ACPI S5)"});
+      }
+      return;
     case 0x92:  // System control port A, bit 0: fast reset.
       if (value & 1) request_stop({R::kReset, 0, "the guest reset itself (port 0x92)"});
       return;

@@ -13,7 +13,8 @@ if [ "${1:-}" = --inside ]; then
   echo "nested test host: $(uname -r), /dev/kvm: $(ls -l /dev/kvm 2>&1)"
   for name in "$@"; do
     start=$(date +%s.%N)
-    "$build/kvm_test" --gtest_filter="$name" >"$results/$name.log" 2>&1
+    # A test that outlives its own time-outs is killed; its status is then 137.
+    timeout -s KILL 400 "$build/kvm_test" --gtest_filter="$name" >"$results/$name.log" 2>&1
     echo $? >"$results/$name.rc"
     printf '%-60s rc=%s %.1fs\n' "$name" "$(cat "$results/$name.rc")" "$(echo "$(date +%s.%N) - $start" | bc)"
   done
@@ -37,10 +38,18 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
   exit 0
 fi
 echo "this host's KVM is '$(kvm_mode)': running ${#todo[@]} KVM tests in the nested test host"
-"$here/../nested/run-in-nested-host.sh" --workdir "$results" --timeout 2400 -- \
-  "$here/kvm-batch.sh" --inside "$build" "$results" "${todo[@]}"
-rc=$?
-if [ $rc -ne 0 ]; then
-  echo "the nested test host failed (status $rc)"
-  exit $rc
-fi
+# The nested host itself (QEMU TCG emulating SVM) has been seen to freeze as a whole, rarely,
+# on a loaded machine. That is the test bed failing, not a test: boot a fresh one once for
+# the tests that got no result. A test that fails inside is never retried.
+for attempt in 1 2; do
+  "$here/../nested/run-in-nested-host.sh" --workdir "$results" --timeout 1200 -- \
+    "$here/kvm-batch.sh" --inside "$build" "$results" "${todo[@]}"
+  rc=$?
+  [ $rc -eq 0 ] && exit 0
+  left=()
+  for name in "${todo[@]}"; do [ -f "$results/$name.rc" ] || left+=("$name"); done
+  echo "the nested test host failed (status $rc) with ${#left[@]} tests not run"
+  [ ${#left[@]} -gt 0 ] && [ $attempt -eq 1 ] || exit $rc
+  todo=("${left[@]}")
+  echo "booting a fresh nested test host for: ${todo[*]}"
+done

@@ -104,6 +104,21 @@ TEST(FreestandingGuest, SmpCheckFailsWithOneVcpu) {
   EXPECT_NE(o.out.find("mptable cpus 0000000000000001"), std::string::npos) << describe(o);
 }
 
+TEST(FreestandingGuest, AcpiS5WritePowersTheVmOff) {
+  require_kvm();
+  auto o = run_guest("poweroff");
+  EXPECT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_NE(o.out.find("RSDP at 00000000000f0000"), std::string::npos) << describe(o);
+  EXPECT_NE(o.out.find("sleep control port 0000000000000600"), std::string::npos) << describe(o);
+  EXPECT_EQ(o.out.find("did not power off"), std::string::npos) << describe(o);
+  // With a command expected, powering off before any status is an error that says so.
+  auto with_cmd = run_guest("poweroff", {"--", "true"});
+  EXPECT_EQ(with_cmd.exit_code, 125) << describe(with_cmd);
+  EXPECT_NE(with_cmd.err.find("the guest powered off (ACPI S5) before the command reported its exit status"),
+            std::string::npos)
+      << describe(with_cmd);
+}
+
 TEST(FreestandingGuest, TooManyVcpusIsRefused) {
   require_kvm();
   auto o = run_guest("serial", {"--cpus", "4000"});
@@ -190,6 +205,17 @@ TEST(LinuxGuest, RunsACommandAndReturnsItsStatus) {
   EXPECT_EQ(o.exit_code, 7) << describe(o);
   EXPECT_NE(o.out.find("moss-init: ready"), std::string::npos) << describe(o);
   EXPECT_NE(o.out.find("guest says 42"), std::string::npos) << describe(o);
+}
+
+TEST(LinuxGuest, PoweroffEndsTheVmThroughAcpi) {
+  require_kvm();
+  // busybox poweroff -f: reboot(RB_POWER_OFF) at once, so the VM ends before moss-init reports
+  // a status; the message names the ACPI S5 write (not a halt, a reset or a panic).
+  auto o = run({moss(), "run", "--", "poweroff", "-f"}, seconds(300));
+  EXPECT_EQ(o.exit_code, 125) << describe(o);
+  EXPECT_NE(o.err.find("the guest powered off (ACPI S5) before the command reported its exit status"),
+            std::string::npos)
+      << describe(o);
 }
 
 TEST(LinuxGuest, TwoVcpusAreBothOnline) {
