@@ -130,17 +130,18 @@ Result<void> Machine::start(int done_fd) {
   sigemptyset(&sa.sa_mask);
   MOSS_CHECK(MOSS_SYS(sigaction(kKickSignal, &sa, nullptr)));
   first_run_ns_ = monotonic_ns();
+  // Under exit_mu_: a vCPU that stops the VM at once must not walk threads_ while it grows.
+  std::lock_guard<std::mutex> lock(exit_mu_);
+  threads_.reserve(vcpus_.size());
   for (size_t i = 0; i < vcpus_.size(); i++) threads_.emplace_back([this, i] { vcpu_loop(i); });
   return {};
 }
 
 void Machine::request_stop(MachineExit exit) {
-  {
-    std::lock_guard<std::mutex> lock(exit_mu_);
-    if (stopping_) return;
-    stopping_ = true;
-    exit_ = std::move(exit);
-  }
+  std::lock_guard<std::mutex> lock(exit_mu_);
+  if (stopping_) return;
+  stopping_ = true;
+  exit_ = std::move(exit);
   stop_flag_.store(true);
   // immediate_exit makes a KVM_RUN that has not started yet return at once; the signal
   // interrupts one that is already running.
