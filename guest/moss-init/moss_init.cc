@@ -292,21 +292,23 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
   return out;
 }
 
-// Runs in the forked child; never returns.
-[[noreturn]] void exec_child(const GuestCommand& cmd, const std::string& tty) {
+// Runs in the forked child; never returns. `tfd` is the console, already the controlling
+// terminal of PID 1's session: the child becomes its foreground process group.
+[[noreturn]] void exec_child(const GuestCommand& cmd, int tfd) {
+  sigset_t ttou;
+  sigemptyset(&ttou);
+  sigaddset(&ttou, SIGTTOU);
+  sigprocmask(SIG_BLOCK, &ttou, nullptr);  // tcsetpgrp from a background group raises it.
+  setpgid(0, 0);
+  if (tfd >= 0) {
+    tcsetpgrp(tfd, getpid());
+    for (int i = 0; i <= 2; ++i) dup2(tfd, i);
+    if (tfd > 2) close(tfd);
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
-
-  // New session with the console as controlling terminal.
-  setsid();
-  int tfd = tty.empty() ? -1 : open(tty.c_str(), O_RDWR | O_NOCTTY);
-  if (tfd >= 0) {
-    for (int i = 0; i <= 2; ++i) dup2(tfd, i);
-    if (tfd > 2) close(tfd);
-  }
-  ioctl(STDIN_FILENO, TIOCSCTTY, 1);  // best effort
 
   std::string cwd = cmd.cwd.empty() ? "/" : cmd.cwd;
   if (chdir(cwd.c_str()) != 0) {
@@ -329,13 +331,25 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
 // Starts the command and waits for it, reaping every other child that dies
 // meanwhile (we are PID 1, orphans are re-parented to us).
 int run(const GuestCommand& cmd) {
+  // PID 1 leads the session that owns the console, and the command runs as its foreground
+  // process group (job control and ^C work). The command must not lead the session: when a
+  // session leader exits, Linux hangs up its (non-pty) terminal and throws away output
+  // still queued for the UART, cutting off the end of what the command printed.
   std::string tty = console_device();
+  int tfd = tty.empty() ? -1 : open(tty.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (tfd >= 0) {
+    setsid();
+    ioctl(tfd, TIOCSCTTY, 1);  // best effort
+    signal(SIGTTOU, SIG_IGN);  // PID 1 hands the terminal back and forth.
+  }
   pid_t child = fork();
   if (child < 0) {
     warn_errno("fork", "", errno);
     return kStatusInitError;
   }
-  if (child == 0) exec_child(cmd, tty);
+  if (child == 0) exec_child(cmd, tfd);
+  setpgid(child, child);  // Also done by the child: whichever runs first wins the race.
+  if (tfd >= 0) tcsetpgrp(tfd, child);
   for (;;) {
     int st = 0;
     pid_t p = waitpid(-1, &st, 0);
@@ -345,6 +359,10 @@ int run(const GuestCommand& cmd) {
       return kStatusInitError;
     }
     if (p != child) continue;  // reaped an orphan
+    if (tfd >= 0) {
+      tcsetpgrp(tfd, getpgrp());
+      close(tfd);
+    }
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
   }

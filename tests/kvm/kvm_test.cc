@@ -201,10 +201,13 @@ TEST(LinuxGuest, RefusedOnPvmWithOneSentence) {
 
 TEST(LinuxGuest, RunsACommandAndReturnsItsStatus) {
   require_kvm();
-  auto o = run({moss(), "run", "--", "sh", "-c", "echo guest says \"$((6 * 7))\"; exit 7"}, seconds(300));
+  // Output right up to the command's exit must arrive: a burst, then a last line.
+  auto o = run({moss(), "run", "--", "sh", "-c", "echo guest says \"$((6 * 7))\"; seq 1 500; echo the last line; exit 7"},
+               seconds(300));
   EXPECT_EQ(o.exit_code, 7) << describe(o);
   EXPECT_NE(o.out.find("moss-init: ready"), std::string::npos) << describe(o);
   EXPECT_NE(o.out.find("guest says 42"), std::string::npos) << describe(o);
+  EXPECT_NE(o.out.find("499\r\n500\r\nthe last line\r\nmoss-init: exit 7"), std::string::npos) << describe(o);
 }
 
 TEST(LinuxGuest, PoweroffEndsTheVmThroughAcpi) {
