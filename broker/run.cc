@@ -40,6 +40,7 @@ namespace moss {
 namespace {
 
 constexpr int kStopGraceSeconds = 5;
+constexpr int kExitGraceSeconds = 5;
 
 uint64_t now_ns() {
   timespec ts;
@@ -135,12 +136,14 @@ class Session {
   static void on_signal(evutil_socket_t sig, short, void* self) { static_cast<Session*>(self)->handle_signal(sig); }
   static void on_stdin(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->read_stdin(); }
   static void on_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->kill_child("did not stop in time"); }
+  static void on_exit_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->child_lingers(); }
 
   void read_control();
   bool handle_packet(ipc::Packet& packet);
   void handle_signal(int sig);
   void read_stdin();
   void kill_child(const char* why);
+  void child_lingers();
   void send_stop();
   int finish();
   void write_stats(const rusage& child);
@@ -154,6 +157,8 @@ class Session {
   event* ctl_ev_ = nullptr;
   event* stdin_ev_ = nullptr;
   event* grace_ev_ = nullptr;
+  event* exit_grace_ev_ = nullptr;
+  int lingering_ = 0;  // How many times the exit grace period ran out.
   int stop_signal_ = 0;
   bool have_exit_ = false;
   bool child_reaped_ = false;
@@ -202,6 +207,12 @@ bool Session::handle_packet(ipc::Packet& packet) {
         break;
       case ipc::VcpuToBroker::EXITED: {
         auto x = msg.getExited();
+        if (!have_exit_) {
+          // The VM has ended; the process should be gone in a moment. If it is not (a
+          // kernel that never finishes tearing the VM down), do not hang the user on it.
+          timeval grace{kExitGraceSeconds, 0};
+          evtimer_add(exit_grace_ev_, &grace);
+        }
         have_exit_ = true;
         exit_reason_ = x.getReason();
         exit_status_ = x.getStatus();
@@ -231,6 +242,19 @@ void Session::kill_child(const char* why) {
   if (child_reaped_) return;
   LOG_WARN("the vcpu process (pid %d) %s; killing it", pid_, why);
   kill(pid_, SIGKILL);
+}
+
+void Session::child_lingers() {
+  if (child_reaped_) return;
+  if (lingering_++ == 0) {
+    kill_child("did not exit after the VM ended");
+    timeval grace{kExitGraceSeconds, 0};
+    evtimer_add(exit_grace_ev_, &grace);
+    return;
+  }
+  // SIGKILL did not reap it either: it is stuck in the kernel. The guest's result is known.
+  LOG_WARN("the vcpu process (pid %d) is stuck in the kernel after the VM ended; leaving it", pid_);
+  event_base_loopbreak(base_);
 }
 
 void Session::handle_signal(int sig) {
@@ -277,6 +301,7 @@ int Session::run() {
   ctl_ev_ = event_new(base_, ctl_.get(), EV_READ | EV_PERSIST, on_control, this);
   event_add(ctl_ev_, nullptr);
   grace_ev_ = evtimer_new(base_, on_grace, this);
+  exit_grace_ev_ = evtimer_new(base_, on_exit_grace, this);
   event* sigs[] = {evsignal_new(base_, SIGCHLD, on_signal, this), evsignal_new(base_, SIGINT, on_signal, this),
                    evsignal_new(base_, SIGTERM, on_signal, this), evsignal_new(base_, SIGHUP, on_signal, this)};
   for (event* e : sigs) evsignal_add(e, nullptr);
@@ -297,6 +322,7 @@ int Session::run() {
   for (event* e : sigs) event_free(e);
   if (stdin_ev_) event_free(stdin_ev_);
   event_free(grace_ev_);
+  event_free(exit_grace_ev_);
   event_free(ctl_ev_);
   event_base_free(base_);
   return finish();

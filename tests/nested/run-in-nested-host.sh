@@ -194,6 +194,20 @@ if [ "$VERBOSE" = 1 ]; then
 fi
 
 QRC=0
+# Once the init has written the exit status the host should power off at once; if it has
+# not 20 s later (a wedged kernel), stop qemu: the result is already known.
+exit_seen=''
+while kill -0 "$TPID" 2>/dev/null; do
+    if [ -s "$RUN/ctl/exit" ]; then
+        [ -n "$exit_seen" ] || exit_seen=$SECONDS
+        if [ $((SECONDS - exit_seen)) -ge 20 ]; then
+            err "the nested host did not power off after the command ended; stopping it."
+            kill "$TPID" 2>/dev/null || true
+            break
+        fi
+    fi
+    sleep 0.2
+done
 wait "$TPID" || QRC=$?
 TPID=''
 wait "${TAILS[@]}" 2>/dev/null || true
