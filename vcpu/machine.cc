@@ -120,6 +120,10 @@ Machine::~Machine() {
     request_stop({MachineExit::Reason::kStopped, 0, "shutting down"});
     join();
   }
+  // The VM goes before the memory its slots point at: KVM then never has to invalidate
+  // mappings of a live VM while it is being torn down.
+  vcpus_.clear();
+  vm_.reset();
   if (ram_) munmap(ram_, ram_size_);
 }
 
