@@ -14,7 +14,7 @@ if [ "${1:-}" = --inside ]; then
   for name in "$@"; do
     start=$(date +%s.%N)
     # A test that outlives its own time-outs is killed; its status is then 137.
-    timeout -s KILL 400 "$build/kvm_test" --gtest_filter="$name" >"$results/$name.log" 2>&1
+    timeout -s KILL 360 "$build/kvm_test" --gtest_filter="$name" >"$results/$name.log" 2>&1
     echo $? >"$results/$name.rc"
     printf '%-60s rc=%s %.1fs\n' "$name" "$(cat "$results/$name.rc")" "$(echo "$(date +%s.%N) - $start" | bc)"
   done
@@ -42,7 +42,7 @@ echo "this host's KVM is '$(kvm_mode)': running ${#todo[@]} KVM tests in the nes
 # on a loaded machine. That is the test bed failing, not a test: boot a fresh one once for
 # the tests that got no result. A test that fails inside is never retried.
 for attempt in 1 2; do
-  "$here/../nested/run-in-nested-host.sh" --workdir "$results" --timeout 1200 -- \
+  "$here/../nested/run-in-nested-host.sh" --workdir "$results" --timeout 600 -- \
     "$here/kvm-batch.sh" --inside "$build" "$results" "${todo[@]}"
   rc=$?
   [ $rc -eq 0 ] && exit 0

@@ -30,7 +30,8 @@ err() { echo "$PROG: $*" >&2; }
 die() { err "$*"; exit 125; }
 
 # ---- options -----------------------------------------------------------------------
-MEM=4096 CPUS=2 TIMEOUT=1200 WORKDIR='' VERBOSE=0
+# MOSS_NESTED_TIMEOUT sets the default --timeout (for callers that cannot pass options).
+MEM=4096 CPUS=2 TIMEOUT=${MOSS_NESTED_TIMEOUT:-1200} WORKDIR='' VERBOSE=0
 ENVS=()
 while [ $# -gt 0 ]; do
     case $1 in
