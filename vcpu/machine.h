@@ -16,6 +16,7 @@
 #include "base/fd.h"
 #include "base/guest_memory.h"
 #include "base/result.h"
+#include "moss-init/cmdline.h"
 #include "vcpu/i8042.h"
 #include "vcpu/kvm.h"
 #include "vcpu/uart.h"
@@ -24,7 +25,8 @@ namespace moss {
 
 // I/O port a guest writes its exit status to (32 bits, or fewer): the VM ends with it.
 // moss-init reports the guest command's status here; freestanding test guests report results.
-constexpr uint16_t kExitPort = 0x5f0;
+// The number is part of the host/guest contract in guest/moss-init/cmdline.h.
+constexpr uint16_t kExitPort = guest::kExitPort;
 
 struct MachineConfig {
   uint64_t mem_bytes = 0;
