@@ -7,11 +7,16 @@ namespace moss::cli {
 
 std::string usage() {
   return "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
-         "                [--stats FILE] [-- CMD ARGS...]\n"
+         "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--stats FILE] [-- CMD ARGS...]\n"
+         "       moss device blk --socket-path SOCKET --disk PATH [--readonly] | --print-capabilities\n"
          "       moss --help | --version\n"
          "\n"
          "moss run boots a VM and runs CMD in it (default: a shell on the console); it exits with\n"
-         "CMD's status. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n";
+         "CMD's status. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n"
+         "Each --disk (a file or block device, served by its own moss-blk worker) and each\n"
+         "--vhost-user-blk (a running vhost-user-blk backend) is a virtio-blk disk, /dev/vda first.\n"
+         "moss device blk runs the block-device worker on its own, as a vhost-user backend for\n"
+         "QEMU, crosvm or another moss.\n";
 }
 
 Result<uint64_t> parse_size(const std::string& text) {
@@ -28,6 +33,21 @@ Result<uint64_t> parse_size(const std::string& text) {
   else return make_error("'" + text + "' is not a size (try 512M or 2G)");
   if (n > (~0ull >> shift)) return make_error("the size '" + text + "' is too large");
   return static_cast<uint64_t>(n) << shift;
+}
+
+Result<Disk> parse_disk(const std::string& text) {
+  Disk d;
+  d.path = text;
+  for (const char* suffix : {",ro", ",readonly"}) {
+    std::string s(suffix);
+    if (d.path.size() >= s.size() && d.path.compare(d.path.size() - s.size(), s.size(), s) == 0) {
+      d.path.resize(d.path.size() - s.size());
+      d.readonly = true;
+      break;
+    }
+  }
+  if (d.path.empty()) return make_error("--disk needs a file or block device path");
+  return d;
 }
 
 namespace {
@@ -72,6 +92,14 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
     } else if (a == "--cpus") {
       MOSS_TRY(std::string v, value("--cpus"));
       MOSS_TRY(o.cpus, parse_cpus(v));
+    } else if (a == "--disk") {
+      MOSS_TRY(std::string v, value("--disk"));
+      MOSS_TRY(Disk d, parse_disk(v));
+      o.disks.push_back(d);
+    } else if (a == "--vhost-user-blk") {
+      MOSS_TRY(std::string v, value("--vhost-user-blk"));
+      if (v.empty()) return make_error("--vhost-user-blk needs the backend's socket path");
+      o.disks.push_back(Disk{v, false, true});
     } else if (a == "--stats") {
       MOSS_TRY(o.stats_file, value("--stats"));
     } else {
@@ -95,7 +123,15 @@ Result<Command> parse(const std::vector<std::string>& args) {
     MOSS_TRY(c.run, parse_run(args, 1));
     return c;
   }
-  return make_error("unknown command '" + args[0] + "' (this version has: run; see moss --help)");
+  if (args[0] == "device") {
+    if (args.size() < 2) return make_error("moss device needs a device kind (this version has: blk)");
+    if (args[1] != "blk") return make_error("unknown device kind '" + args[1] + "' (this version has: blk)");
+    c.verb = Command::Verb::kDevice;
+    c.device = args[1];
+    c.device_args.assign(args.begin() + 2, args.end());
+    return c;
+  }
+  return make_error("unknown command '" + args[0] + "' (this version has: run, device; see moss --help)");
 }
 
 }  // namespace moss::cli

@@ -10,6 +10,14 @@
 
 namespace moss::cli {
 
+// A virtio-blk disk: a file or block device served by a moss-blk worker the broker starts,
+// or an already running vhost-user-blk backend (e.g. qemu-storage-daemon) at a socket.
+struct Disk {
+  std::string path;          // Image file, or the backend's socket with vhost_user.
+  bool readonly = false;
+  bool vhost_user = false;
+};
+
 struct RunOptions {
   std::string kernel;        // Empty: the default kernel found at build time.
   std::string initrd;        // Empty: the default initramfs (only with the default kernel).
@@ -18,19 +26,25 @@ struct RunOptions {
   uint64_t mem_bytes = 512ull << 20;
   uint32_t cpus = 1;
   std::string stats_file;    // --stats FILE: JSON figures for bench/.
+  std::vector<Disk> disks;   // In guest order: /dev/vda first.
   bool has_command = false;  // "--" was given.
   std::vector<std::string> command;
 };
 
 struct Command {
-  enum class Verb { kRun, kHelp, kVersion };
+  enum class Verb { kRun, kDevice, kHelp, kVersion };
   Verb verb = Verb::kHelp;
   RunOptions run;
+  // moss device KIND ARGS...: run a device worker standalone (its own program parses ARGS).
+  std::string device;
+  std::vector<std::string> device_args;
 };
 
 Result<Command> parse(const std::vector<std::string>& args);
 // "512M", "2G", "1024" (MiB, like QEMU's -m), "65536K".
 Result<uint64_t> parse_size(const std::string& text);
+// "PATH" or "PATH,ro" (--disk).
+Result<Disk> parse_disk(const std::string& text);
 std::string usage();
 
 }  // namespace moss::cli

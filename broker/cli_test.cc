@@ -51,5 +51,35 @@ TEST(Parse, BadInputGetsOneSentence) {
   EXPECT_NE(parse({"frobnicate"}).error().message.find("unknown command"), std::string::npos);
 }
 
+TEST(Parse, DisksKeepTheirOrderAndReadOnlyFlag) {
+  auto c = parse({"run", "--disk", "a.img", "--vhost-user-blk", "/run/qsd.sock", "--disk", "/dev/sdb,ro"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_EQ(c->run.disks.size(), 3u);
+  EXPECT_EQ(c->run.disks[0].path, "a.img");
+  EXPECT_FALSE(c->run.disks[0].readonly);
+  EXPECT_FALSE(c->run.disks[0].vhost_user);
+  EXPECT_EQ(c->run.disks[1].path, "/run/qsd.sock");
+  EXPECT_TRUE(c->run.disks[1].vhost_user);
+  EXPECT_EQ(c->run.disks[2].path, "/dev/sdb");
+  EXPECT_TRUE(c->run.disks[2].readonly);
+}
+
+TEST(Parse, BadDisksAreRefused) {
+  EXPECT_FALSE(parse({"run", "--disk"}).ok());
+  EXPECT_FALSE(parse({"run", "--disk", ",ro"}).ok());
+  EXPECT_FALSE(parse({"run", "--disk", ""}).ok());
+  EXPECT_FALSE(parse({"run", "--vhost-user-blk", ""}).ok());
+}
+
+TEST(Parse, DeviceHandsTheRestToTheWorker) {
+  auto c = parse({"device", "blk", "--socket-path", "s", "--disk", "d"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->verb, Command::Verb::kDevice);
+  EXPECT_EQ(c->device, "blk");
+  EXPECT_EQ(c->device_args, (std::vector<std::string>{"--socket-path", "s", "--disk", "d"}));
+  EXPECT_FALSE(parse({"device"}).ok());
+  EXPECT_FALSE(parse({"device", "gpu"}).ok());
+}
+
 }  // namespace
 }  // namespace moss::cli

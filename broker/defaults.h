@@ -6,8 +6,8 @@ namespace moss {
 
 // The console is the guest's only output until the exec agent exists; `quiet` keeps kernel
 // chatter off it, reboot=k makes a reboot an i8042 pulse we see, panic=-1 reboots at once.
-// ACPI (hardware-reduced) describes the CPUs, the UART and the i8042 and powers the VM off;
-// there is no PCI bus yet.
-inline constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet pci=off";
+// ACPI (hardware-reduced) describes the CPUs, the UART, the i8042 and the PCI host bridge
+// that virtio disks sit behind, and powers the VM off.
+inline constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
 
 }  // namespace moss

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
       return 0;
     case moss::cli::Command::Verb::kRun:
       return moss::run_vm(cmd->run);
+    case moss::cli::Command::Verb::kDevice:
+      return moss::exec_device(cmd->device, cmd->device_args);
   }
   return moss::kExitUsage;
 }

@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,7 +62,52 @@ Result<UniqueFd> open_input(const std::string& path, const char* what) {
 struct Prepared {
   UniqueFd kvm, kernel, initrd;
   std::string cmdline;
+  // One per disk, in order: the vcpu's end of the vhost-user connection. For --disk the
+  // other end goes to a moss-blk worker; for --vhost-user-blk it is the backend's socket.
+  std::vector<UniqueFd> disk_sockets;
+  std::vector<UniqueFd> worker_sockets;  // By disk; invalid for --vhost-user-blk.
 };
+
+Result<UniqueFd> connect_unix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return make_error("the socket path " + path + " is too long");
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  MOSS_TRY(int fd, MOSS_SYS(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  UniqueFd sock(fd);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return make_error("cannot connect to the vhost-user backend at " + path + ": " + strerror(errno), errno);
+  }
+  return sock;
+}
+
+Result<void> prepare_disks(const cli::RunOptions& o, Prepared& p) {
+  for (const auto& d : o.disks) {
+    if (d.vhost_user) {
+      MOSS_TRY(UniqueFd sock, connect_unix(d.path));
+      p.disk_sockets.push_back(std::move(sock));
+      p.worker_sockets.emplace_back();
+      continue;
+    }
+    // The worker opens the disk itself; check here so that a typo is one clear error.
+    int fd = open(d.path.c_str(), (d.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0) {
+      return make_error("cannot open the disk " + d.path + (d.readonly ? " for reading: " : " for reading and writing: ") +
+                        strerror(errno), errno);
+    }
+    UniqueFd disk(fd);
+    struct stat st;
+    MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+      return make_error("the disk " + d.path + " is neither a regular file nor a block device");
+    }
+    int sv[2];
+    MOSS_CHECK(MOSS_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
+    p.disk_sockets.emplace_back(sv[0]);
+    p.worker_sockets.emplace_back(sv[1]);
+  }
+  return {};
+}
 
 Result<Prepared> prepare(const cli::RunOptions& o) {
   Prepared p;
@@ -96,6 +143,7 @@ Result<Prepared> prepare(const cli::RunOptions& o) {
                       std::to_string(host_mem >> 20) + " MiB of memory");
   }
 
+  MOSS_CHECK(prepare_disks(o, p));
   MOSS_TRY(p.kvm, host::open_kvm(host::kvm_path()));
   MOSS_CHECK(kvm_check_api(p.kvm.get()));
   int max_vcpus = kvm_check_extension(p.kvm.get(), KVM_CAP_MAX_VCPUS);
@@ -122,11 +170,18 @@ std::string self_dir() {
   return path.substr(0, path.rfind('/'));
 }
 
-// Supervises one vcpu process from a libevent loop.
+// A device worker the broker started for this VM.
+struct Worker {
+  pid_t pid = -1;
+  std::string what;  // "the blk worker for disk.img"
+  bool reaped = false;
+};
+
+// Supervises one vcpu process, and the device workers, from a libevent loop.
 class Session {
  public:
-  Session(const cli::RunOptions& o, pid_t pid, UniqueFd ctl, uint64_t spawn_ns)
-      : options_(o), pid_(pid), ctl_(std::move(ctl)), spawn_ns_(spawn_ns) {}
+  Session(const cli::RunOptions& o, pid_t pid, UniqueFd ctl, uint64_t spawn_ns, std::vector<Worker> workers)
+      : options_(o), pid_(pid), ctl_(std::move(ctl)), spawn_ns_(spawn_ns), workers_(std::move(workers)) {}
 
   int run();
 
@@ -146,11 +201,15 @@ class Session {
   void send_stop();
   int finish();
   void write_stats(const rusage& child);
+  void reap_workers();
+  void stop_workers();
 
   const cli::RunOptions& options_;
   pid_t pid_;
   UniqueFd ctl_;
   uint64_t spawn_ns_;
+  std::vector<Worker> workers_;
+  std::string worker_failure_;  // A worker that died while the VM ran.
   uint64_t first_run_ns_ = 0, first_exit_ns_ = 0;
   event_base* base_ = nullptr;
   event* ctl_ev_ = nullptr;
@@ -256,8 +315,44 @@ void Session::child_lingers() {
   event_base_loopbreak(base_);
 }
 
+void Session::reap_workers() {
+  for (auto& w : workers_) {
+    if (w.reaped) continue;
+    int status;
+    if (waitpid(w.pid, &status, WNOHANG) != w.pid) continue;
+    w.reaped = true;
+    if (!have_exit_ && !child_reaped_ && worker_failure_.empty()) {
+      // The guest's disk is gone: its I/O would hang forever. End the VM now.
+      worker_failure_ = w.what + " (pid " + std::to_string(w.pid) + ") " + describe_wait_status(status) +
+                        " while the VM was running";
+      kill_child("lost a device worker");
+    }
+  }
+}
+
+void Session::stop_workers() {
+  // The vcpu process is gone, so each worker's connection closed and it is exiting; give it
+  // a moment, then make sure.
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 100; i++) {
+      reap_workers();
+      bool all = true;
+      for (const auto& w : workers_) all = all && w.reaped;
+      if (all) return;
+      usleep(10000);
+    }
+    for (const auto& w : workers_) {
+      if (!w.reaped) kill(w.pid, round == 0 ? SIGTERM : SIGKILL);
+    }
+  }
+  for (const auto& w : workers_) {
+    if (!w.reaped) LOG_WARN("%s (pid %d) did not exit", w.what.c_str(), w.pid);
+  }
+}
+
 void Session::handle_signal(int sig) {
   if (sig == SIGCHLD) {
+    reap_workers();
     int status;
     rusage ru{};
     pid_t r = wait4(pid_, &status, WNOHANG, &ru);
@@ -324,6 +419,7 @@ int Session::run() {
   event_free(exit_grace_ev_);
   event_free(ctl_ev_);
   event_base_free(base_);
+  stop_workers();
   return finish();
 }
 
@@ -332,6 +428,10 @@ int Session::finish() {
   using R = ipc::ExitInfo::Reason;
   if (!protocol_error_.empty()) {
     std::fprintf(stderr, "moss: %s\n", protocol_error_.c_str());
+    return kExitFailure;
+  }
+  if (!worker_failure_.empty()) {
+    std::fprintf(stderr, "moss: %s; the VM was stopped\n", worker_failure_.c_str());
     return kExitFailure;
   }
   if (!have_exit_) {
@@ -403,18 +503,53 @@ int run_vm(const cli::RunOptions& options) {
   for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&block, s);
   sigprocmask(SIG_BLOCK, &block, nullptr);
 
+  // Device workers first: each gets its end of the vhost-user connection as fd 3.
+  std::vector<Worker> workers;
+  auto stop_started = [&] {
+    for (auto& w : workers) {
+      kill(w.pid, SIGKILL);
+      waitpid(w.pid, nullptr, 0);
+    }
+  };
+  for (size_t i = 0; i < options.disks.size(); i++) {
+    const auto& d = options.disks[i];
+    if (d.vhost_user) continue;
+    ChildSpec w;
+    w.path = self_dir() + "/moss-blk";
+    w.argv = {"moss-blk", "--fd", "3", "--disk", d.path};
+    if (d.readonly) w.argv.push_back("--readonly");
+    w.argv.push_back("--num-queues");
+    w.argv.push_back(std::to_string(options.cpus));
+    w.fds = {p.worker_sockets[i].get()};
+    auto wpid = spawn_child(w);
+    if (!wpid) {
+      stop_started();
+      std::fprintf(stderr, "moss: cannot start the blk worker for %s: %s\n", d.path.c_str(), wpid.error().message.c_str());
+      return kExitFailure;
+    }
+    workers.push_back({*wpid, "the blk worker for " + d.path, false});
+    p.worker_sockets[i].reset();
+  }
+
   ChildSpec spec;
   spec.path = self_dir() + "/moss-vcpu";
   spec.argv = {"moss-vcpu", "--control-fd", "3"};
   spec.fds = {theirs.get(), p.kvm.get(), p.kernel.get()};
   if (p.initrd) spec.fds.push_back(p.initrd.get());
+  std::vector<int32_t> disk_fds;
+  for (const auto& s : p.disk_sockets) {
+    disk_fds.push_back(static_cast<int32_t>(3 + spec.fds.size()));
+    spec.fds.push_back(s.get());
+  }
   uint64_t spawn_ns = now_ns();
   auto pid = spawn_child(spec);
   if (!pid) {
+    stop_started();
     std::fprintf(stderr, "moss: cannot start the vcpu process: %s\n", pid.error().message.c_str());
     return kExitFailure;
   }
   theirs.reset();
+  p.disk_sockets.clear();
   p.kvm.reset();  // The broker itself never touches the VM.
 
   capnp::MallocMessageBuilder mb;
@@ -427,11 +562,25 @@ int run_vm(const cli::RunOptions& options) {
   start.setKvmFd(4);
   start.setKernelFd(5);
   start.setInitrdFd(p.initrd ? 6 : -1);
+  auto fds = start.initVhostUserBlkFds(static_cast<unsigned>(disk_fds.size()));
+  for (unsigned i = 0; i < disk_fds.size(); i++) fds.set(i, disk_fds[i]);
   if (auto r = ipc::send_message(ours.get(), mb); !r) {
     LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
   }
-  Session session(options, *pid, std::move(ours), spawn_ns);
+  Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers));
   return session.run();
+}
+
+int exec_device(const std::string& kind, const std::vector<std::string>& args) {
+  std::string path = self_dir() + "/moss-" + kind;
+  std::vector<std::string> argv{"moss-" + kind};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  execv(path.c_str(), cargv.data());
+  std::fprintf(stderr, "moss: cannot run the %s worker %s: %s\n", kind.c_str(), path.c_str(), strerror(errno));
+  return kExitFailure;
 }
 
 }  // namespace moss

@@ -2,6 +2,9 @@
 // and supervise it until the guest ends. Returns moss's exit status.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "broker/cli.h"
 
 namespace moss {
@@ -11,5 +14,8 @@ constexpr int kExitUsage = 2;      // Bad command line or bad input file.
 constexpr int kExitFailure = 125;  // moss could not run the VM, or the VM failed.
 
 int run_vm(const cli::RunOptions& options);
+// `moss device KIND ARGS...`: execs the worker program moss-KIND beside moss; returns only
+// on failure.
+int exec_device(const std::string& kind, const std::vector<std::string>& args);
 
 }  // namespace moss

@@ -17,6 +17,9 @@ struct MachineConfig {
   kvmFd @3 :Int32;
   kernelFd @4 :Int32;
   initrdFd @5 :Int32;
+  # Connected vhost-user sockets of block-device workers (inherited fds), one virtio-pci
+  # disk each, in guest order (/dev/vda first).
+  vhostUserBlkFds @6 :List(Int32);
 }
 
 struct ExitInfo {

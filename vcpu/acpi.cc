@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "base/result.h"
+#include "vcpu/bzimage.h"
 #include "vcpu/i8042.h"
 #include "vcpu/mptable.h"
 
@@ -157,7 +158,27 @@ Aml isa_irq(uint8_t irq) {  // 6.4.2.1 IRQ Descriptor with its flags byte: edge,
   uint16_t mask = static_cast<uint16_t>(1u << irq);
   return {0x23, static_cast<uint8_t>(mask), static_cast<uint8_t>(mask >> 8), 0x01};
 }
-Aml end_tag() { return {0x79, 0x00}; }  // 6.4.2.9; checksum 0 means "treat as valid".
+Aml end_tag() { return {0x79, 0x00}; }
+
+// 6.4.3.5.3 Word and 6.4.3.5.2 DWord Address Space Descriptors, as a resource producer with
+// fixed minimum and maximum (a bridge window). `type`: 0 memory, 1 I/O, 2 bus numbers.
+constexpr uint8_t kAddrMemory = 0, kAddrBus = 2;
+constexpr uint8_t kProducerMinMaxFixed = 0x0c;
+Aml word_address(uint8_t type, uint16_t min, uint16_t max) {
+  Aml d{0x88, 0x0d, 0x00, type, kProducerMinMaxFixed, 0x00};
+  for (uint16_t v : {uint16_t{0}, min, max, uint16_t{0}, static_cast<uint16_t>(max - min + 1)}) {
+    d.push_back(static_cast<uint8_t>(v));
+    d.push_back(static_cast<uint8_t>(v >> 8));
+  }
+  return d;
+}
+Aml dword_memory(uint32_t min, uint32_t max) {  // Read-write, non-cacheable.
+  Aml d{0x87, 0x17, 0x00, kAddrMemory, kProducerMinMaxFixed, 0x01};
+  for (uint32_t v : {0u, min, max, 0u, max - min + 1}) {
+    for (int i = 0; i < 4; i++) d.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  return d;
+}  // 6.4.2.9; checksum 0 means "treat as valid".
 
 // Name(_CRS, ResourceTemplate() {...}): a Buffer of the descriptors plus the end tag.
 Aml crs(const Aml& descriptors) {
@@ -186,7 +207,12 @@ std::vector<uint8_t> build_dsdt() {
   Aml com1 = device("COM1", "PNP0501", cat({io_port(kCom1Port, 8), isa_irq(kCom1Irq)}));
   Aml ps2k = device("PS2K", "PNP0303",
                     cat({io_port(I8042::kDataPort, 1), io_port(I8042::kCommandPort, 1), isa_irq(kI8042Irq)}));
-  t.bytes(with_pkg({kScopeOp}, cat({root_name("_SB_"), com1, ps2k})));
+  // The PCI host bridge (configuration mechanism #1 at 0xcf8): bus 0 and the memory window
+  // where moss places BARs, from the start of the PCI hole to the IOAPIC.
+  Aml pci0 = device("PCI0", "PNP0A03",
+                    cat({word_address(kAddrBus, 0, 0), io_port(0xcf8, 8),
+                         dword_memory(static_cast<uint32_t>(kPciHoleStart), static_cast<uint32_t>(kIoapicGpa - 1))}));
+  t.bytes(with_pkg({kScopeOp}, cat({root_name("_SB_"), com1, ps2k, pci0})));
   t.bytes(s5_object());
   return finish_sdt(std::move(t));
 }

@@ -1,8 +1,11 @@
 #include "vcpu/acpi.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -194,9 +197,9 @@ TEST(Acpi, DsdtDefinesS5AsSleepType5InHandCheckedAml) {
 TEST(Acpi, DsdtDescribesTheUartAndI8042WithTheirIsaInterrupts) {
   auto t = build(1);
   auto dsdt = t.table(t.layout.dsdt);
-  // Scope(\_SB_) opens the body: 93 bytes of contents need a two-byte PkgLength of 95:
-  // lead byte 0x40 | (95 & 0xf), then 95 >> 4.
-  const std::vector<uint8_t> scope = {0x10, 0x4f, 0x05, 0x5c, '_', 'S', 'B', '_'};
+  // Scope(\_SB_) opens the body: 172 bytes of contents (COM1 40, PS2K 48, PCI0 79, the
+  // name 5) need a two-byte PkgLength of 174: lead byte 0x40 | (174 & 0xf), then 174 >> 4.
+  const std::vector<uint8_t> scope = {0x10, 0x4e, 0x0a, 0x5c, '_', 'S', 'B', '_'};
   EXPECT_TRUE(std::equal(scope.begin(), scope.end(), dsdt.begin() + 36));
   // Device(COM1) { Name(_HID, EisaId("PNP0501")) Name(_CRS, ResourceTemplate() {
   //   IO(Decode16, 0x3f8, 0x3f8, 1, 8) IRQ(Edge, ActiveHigh, Exclusive) {4} }) }
@@ -215,6 +218,59 @@ TEST(Acpi, DsdtDescribesTheUartAndI8042WithTheirIsaInterrupts) {
                                          0x64, 0x00, 0x01, 0x01, 0x23, 0x02, 0x00, 0x01, 0x79, 0x00};
   EXPECT_TRUE(contains(dsdt, ps2k_id));
   EXPECT_TRUE(contains(dsdt, ps2k_crs));
+}
+
+TEST(Acpi, DsdtDescribesThePciHostBridgeAndItsWindows) {
+  auto t = build(1);
+  auto dsdt = t.table(t.layout.dsdt);
+  // Device(PCI0) { Name(_HID, EisaId("PNP0A03")) Name(_CRS, ResourceTemplate() {
+  //   WordBusNumber(ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0, 0, 0, 1)
+  //   IO(Decode16, 0xcf8, 0xcf8, 1, 8)
+  //   DWordMemory(ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,
+  //               0, 0xc0000000, 0xfebfffff, 0, 0x3ec00000) }) }
+  const std::vector<uint8_t> pci0 = {
+      0x5b, 0x82, 0x4d, 0x04, 'P', 'C', 'I', '0',                // DeviceOp, PkgLength 75 + 2.
+      0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03,    // EISA id PNP0A03.
+      0x08, '_', 'C', 'R', 'S', 0x11, 0x37, 0x0a, 0x34,          // Buffer, PkgLength 55, 52 bytes.
+      0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00,                        // Word address space: bus numbers,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,  // 0..0, length 1.
+      0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08,            // I/O 0xcf8, 8 ports.
+      0x87, 0x17, 0x00, 0x00, 0x0c, 0x01,                        // DWord memory, read-write:
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0,            // granularity 0, min 0xc0000000,
+      0xff, 0xff, 0xbf, 0xfe, 0x00, 0x00, 0x00, 0x00,            // max 0xfebfffff, translation 0,
+      0x00, 0x00, 0xc0, 0x3e,                                    // length 0x3ec00000.
+      0x79, 0x00};
+  EXPECT_TRUE(contains(dsdt, pci0));
+}
+
+// An independent AML implementation reads our DSDT back: ACPICA's disassembler (iasl -d),
+// the interpreter Linux itself uses.
+TEST(Acpi, AcpicaDisassemblesTheDsdtIntoTheDevicesWeMeant) {
+  if (std::system("command -v iasl >/dev/null 2>&1") != 0) GTEST_SKIP() << "SKIP: iasl (acpica-tools) is not installed";
+  auto t = build(2);
+  auto dsdt = t.table(t.layout.dsdt);
+  char dir[] = "/tmp/moss-acpi-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string aml = std::string(dir) + "/dsdt.aml", dsl = std::string(dir) + "/dsdt.dsl";
+  FILE* f = std::fopen(aml.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(std::fwrite(dsdt.data(), 1, dsdt.size(), f), dsdt.size());
+  std::fclose(f);
+  ASSERT_EQ(std::system(("iasl -d " + aml + " >/dev/null 2>&1").c_str()), 0);
+  std::string text;
+  if (FILE* in = std::fopen(dsl.c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, in)) > 0) text.append(buf, n);
+    std::fclose(in);
+  }
+  EXPECT_EQ(std::system(("rm -rf " + std::string(dir)).c_str()), 0);
+  for (const char* want : {"Device (COM1)", "EisaId (\"PNP0501\")", "Device (PS2K)", "Device (PCI0)",
+                           "EisaId (\"PNP0A03\")", "WordBusNumber (ResourceProducer, MinFixed, MaxFixed",
+                           "IO (Decode16,", "0x0CF8,", "DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,",
+                           "0xC0000000,", "0xFEBFFFFF,", "Name (\\_S5, Package (0x04)"}) {
+    EXPECT_NE(text.find(want), std::string::npos) << "missing " << want << " in:\n" << text;
+  }
 }
 
 TEST(Acpi, EverythingFitsTheReservedBiosArea) {

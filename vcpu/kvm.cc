@@ -150,4 +150,63 @@ Result<void> KvmVm::irq_line(uint32_t irq, bool level) {
   return {};
 }
 
+Result<void> KvmVm::set_msi_routes(const std::vector<MsiRoute>& msi) {
+  // KVM's own default table (kvm_setup_default_irq_routing): GSIs 0-15 go to both 8259s and
+  // the IOAPIC, 16-23 to the IOAPIC only.
+  std::vector<kvm_irq_routing_entry> entries;
+  for (uint32_t gsi = 0; gsi < 24; gsi++) {
+    if (gsi < 16) {
+      kvm_irq_routing_entry pic{};
+      pic.gsi = gsi;
+      pic.type = KVM_IRQ_ROUTING_IRQCHIP;
+      pic.u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+      pic.u.irqchip.pin = gsi % 8;
+      entries.push_back(pic);
+    }
+    kvm_irq_routing_entry io{};
+    io.gsi = gsi;
+    io.type = KVM_IRQ_ROUTING_IRQCHIP;
+    io.u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+    io.u.irqchip.pin = gsi;
+    entries.push_back(io);
+  }
+  for (const auto& m : msi) {
+    MOSS_ASSERT(m.gsi >= 24);
+    kvm_irq_routing_entry e{};
+    e.gsi = m.gsi;
+    e.type = KVM_IRQ_ROUTING_MSI;
+    e.u.msi.address_lo = static_cast<uint32_t>(m.address);
+    e.u.msi.address_hi = static_cast<uint32_t>(m.address >> 32);
+    e.u.msi.data = m.data;
+    entries.push_back(e);
+  }
+  // struct kvm_irq_routing ends in a flexible array: build it in a byte buffer. Its header
+  // (nr, flags) is 8 bytes in C and C++ alike; the ioctl number uses that size.
+  std::vector<uint8_t> buf(8 + entries.size() * sizeof(kvm_irq_routing_entry));
+  uint32_t header[2] = {static_cast<uint32_t>(entries.size()), 0};
+  std::memcpy(buf.data(), header, sizeof header);
+  std::memcpy(buf.data() + 8, entries.data(), entries.size() * sizeof(kvm_irq_routing_entry));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), kKvmSetGsiRouting, buf.data())));
+  return {};
+}
+
+Result<void> KvmVm::irqfd(int event_fd, uint32_t gsi, bool assign) {
+  kvm_irqfd r{};
+  r.fd = static_cast<uint32_t>(event_fd);
+  r.gsi = gsi;
+  r.flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN;
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_IRQFD, &r)));
+  return {};
+}
+
+Result<void> KvmVm::ioeventfd(int event_fd, uint64_t gpa, uint32_t len, bool assign) {
+  kvm_ioeventfd r{};
+  r.addr = gpa;
+  r.len = len;
+  r.fd = event_fd;
+  r.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN;
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_IOEVENTFD, &r)));
+  return {};
+}
+
 }  // namespace moss

@@ -24,6 +24,10 @@ static_assert(sizeof(KvmCpuid2Header) == 8 && sizeof(KvmMsrsHeader) == 8);
 inline constexpr unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, KvmCpuid2Header);
 inline constexpr unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, KvmCpuid2Header);
 inline constexpr unsigned long kKvmSetMsrs = _IOW(KVMIO, 0x89, KvmMsrsHeader);
+struct KvmIrqRoutingHeader {
+  uint32_t nr, flags;
+};
+inline constexpr unsigned long kKvmSetGsiRouting = _IOW(KVMIO, 0x6a, KvmIrqRoutingHeader);
 
 // A system /dev/kvm fd, checked for API version 12.
 Result<void> kvm_check_api(int kvm_fd);
@@ -68,6 +72,21 @@ class KvmVm {
   Result<void> create_platform();
   Result<KvmVcpu> create_vcpu(uint32_t index);
   Result<void> irq_line(uint32_t irq, bool level);
+
+  // The whole GSI routing table: the default ISA/IOAPIC routes KVM_CREATE_IRQCHIP set up
+  // (replacing the table drops them, so they are always included) plus one MSI route per
+  // entry of `msi` (gsi, address, data).
+  struct MsiRoute {
+    uint32_t gsi;
+    uint64_t address;
+    uint32_t data;
+  };
+  Result<void> set_msi_routes(const std::vector<MsiRoute>& msi);
+  // Raise `gsi` whenever `event_fd` is signalled (assign), or stop doing so.
+  Result<void> irqfd(int event_fd, uint32_t gsi, bool assign);
+  // Signal `event_fd` on any guest write to [gpa, gpa+len) instead of exiting; len 0 means
+  // a write of any size at gpa (KVM_CAP_IOEVENTFD_ANY_LENGTH).
+  Result<void> ioeventfd(int event_fd, uint64_t gpa, uint32_t len, bool assign);
 
  private:
   KvmVm(int kvm_fd, UniqueFd fd) : kvm_fd_(kvm_fd), fd_(std::move(fd)) {}

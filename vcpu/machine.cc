@@ -1,7 +1,9 @@
 #include "vcpu/machine.h"
 
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -53,6 +55,9 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
   MOSS_TRY(int mfd, MOSS_SYS(memfd_create("moss-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
   m->memfd_.reset(mfd);
   MOSS_CHECK(MOSS_SYS(ftruncate(mfd, static_cast<off_t>(config.mem_bytes))));
+  // Device workers map this file: sealed, its size can never change under them (a shrink
+  // would turn their accesses into SIGBUS).
+  MOSS_CHECK(MOSS_SYS(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
   void* ram = mmap(nullptr, config.mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, mfd, 0);
   if (ram == MAP_FAILED) return make_error(std::string("cannot map guest memory: ") + strerror(errno), errno);
   m->ram_ = ram;
@@ -81,8 +86,91 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
     MOSS_CHECK(v.setup_lapic_lints());
     m->vcpus_.push_back(std::move(v));
   }
+  m->ioeventfd_any_length_ = kvm_check_extension(m->vm_->fd(), KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
+  for (int fd : config.vhost_user_blk_fds) MOSS_CHECK(m->add_vhost_user_device(fd, VhostUserDevice::kBlockDeviceId));
   MOSS_CHECK(m->load_kernel(config));
   return m;
+}
+
+Result<void> Machine::add_vhost_user_device(int sock_fd, uint16_t device_id) {
+  UniqueFd sock(sock_fd);
+  size_t index = virtio_.size();
+  if (index >= 31) return make_error("too many PCI devices (at most 31)");
+  // A backend that stops answering must not hang the vCPU that asked it something.
+  timeval timeout{10, 0};
+  MOSS_CHECK(MOSS_SYS(setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout)));
+  std::vector<SharedRegion> shared;
+  auto* base = static_cast<uint8_t*>(ram_);
+  for (const auto& r : memory_.regions()) {
+    shared.push_back({r.gpa, r.size, r.host, memfd_.get(), static_cast<uint64_t>(r.host - base)});
+  }
+  auto backend = VhostUserDevice::connect(std::move(sock), device_id, shared, static_cast<uint16_t>(config_.cpus));
+  if (!backend) {
+    return make_error("disk " + std::to_string(index + 1) + ": " + backend.error().message);
+  }
+  VirtioDevice d;
+  d.backend = std::move(*backend);
+  d.transport = std::make_unique<virtio_pci::Transport>(d.backend->info(), *d.backend,
+                                                         boot::kPciHoleStart + index * virtio_pci::kBarSize);
+  d.gsi_base = 24 + static_cast<uint32_t>(index) * virtio_pci::kMaxQueues;
+  d.routes.resize(d.transport->num_queues());
+  pci_bus_.add(d.transport->config_space());
+  virtio_.push_back(std::move(d));
+  LOG_INFO("virtio-blk on vhost-user: %u queue(s), BAR at %s", virtio_.back().transport->num_queues(),
+           hex(boot::kPciHoleStart + index * virtio_pci::kBarSize).c_str());
+  return {};
+}
+
+Result<void> Machine::apply_msi_routes() {
+  std::vector<KvmVm::MsiRoute> routes;
+  for (const auto& d : virtio_) {
+    for (size_t q = 0; q < d.routes.size(); q++) {
+      if (d.routes[q]) routes.push_back({d.gsi_base + static_cast<uint32_t>(q), d.routes[q]->address, d.routes[q]->data});
+    }
+  }
+  return vm_->set_msi_routes(routes);
+}
+
+void Machine::sync_device(size_t index) {
+  VirtioDevice& d = virtio_[index];
+  if (d.synced == d.transport->generation()) return;
+  auto result = [&]() -> Result<void> {
+    // Kicks: one ioeventfd per queue on its notify address, wherever the BAR is now.
+    auto bar = d.transport->bar();
+    if (bar != d.ioevent_bar) {
+      uint32_t len = ioeventfd_any_length_ ? 0 : 2;  // Linux notifies with 16-bit writes.
+      for (uint16_t q = 0; q < d.transport->num_queues(); q++) {
+        uint64_t off = virtio_pci::kNotifyOffset + q * virtio_pci::kNotifyMultiplier;
+        if (d.ioevent_bar) MOSS_CHECK(vm_->ioeventfd(d.backend->kick_fd(q), *d.ioevent_bar + off, len, false));
+      }
+      d.ioevent_bar.reset();
+      if (bar) {
+        for (uint16_t q = 0; q < d.transport->num_queues(); q++) {
+          MOSS_CHECK(vm_->ioeventfd(d.backend->kick_fd(q), *bar + virtio_pci::kNotifyOffset + q * virtio_pci::kNotifyMultiplier, len, true));
+        }
+        d.ioevent_bar = bar;
+      }
+    }
+    // Interrupts: queue q's call eventfd is an irqfd on its own GSI while the transport gives
+    // it an MSI message; the route changes in place. A masked queue's signals stay counted in
+    // the eventfd, and KVM delivers them when the irqfd is assigned again.
+    std::vector<uint16_t> add, drop;
+    bool routes_changed = false;
+    for (uint16_t q = 0; q < d.transport->num_queues(); q++) {
+      auto want = d.transport->queue_interrupt(q);
+      if (want == d.routes[q]) continue;
+      if (!want) drop.push_back(q);
+      else if (!d.routes[q]) add.push_back(q);
+      routes_changed = true;
+    }
+    for (uint16_t q : drop) MOSS_CHECK(vm_->irqfd(d.backend->call_fd(q), d.gsi_base + q, false));
+    for (uint16_t q = 0; q < d.transport->num_queues(); q++) d.routes[q] = d.transport->queue_interrupt(q);
+    if (routes_changed) MOSS_CHECK(apply_msi_routes());
+    for (uint16_t q : add) MOSS_CHECK(vm_->irqfd(d.backend->call_fd(q), d.gsi_base + q, true));
+    return {};
+  }();
+  d.synced = d.transport->generation();
+  if (!result) d.transport->fail("KVM refused an interrupt or notification route: " + result.error().message);
 }
 
 Result<void> Machine::load_kernel(const MachineConfig& config) {
@@ -238,12 +326,43 @@ void Machine::handle_pio(kvm_run* run) {
 }
 
 void Machine::handle_mmio(kvm_run* run) {
-  // Nothing of ours is memory-mapped yet: reads see an empty bus, writes are dropped.
+  const uint64_t addr = run->mmio.phys_addr;
+  const uint32_t len = run->mmio.len;
+  {
+    std::lock_guard<std::mutex> lock(pci_mu_);
+    for (size_t i = 0; i < virtio_.size(); i++) {
+      auto& t = *virtio_[i].transport;
+      auto bar = t.bar();
+      if (!bar || addr < *bar || addr - *bar >= virtio_pci::kBarSize || len > 8) continue;
+      uint64_t off = addr - *bar;
+      if (run->mmio.is_write) {
+        uint64_t v = 0;
+        std::memcpy(&v, run->mmio.data, len);
+        if (auto q = virtio_pci::Transport::notify_queue(off, t.num_queues())) {
+          // A notify the ioeventfd did not catch (an unusual width): kick by hand.
+          uint64_t one = 1;
+          if (write(virtio_[i].backend->kick_fd(*q), &one, sizeof one) < 0) LOG_ERROR("cannot kick queue %u", *q);
+        } else {
+          t.write(off, len, v);
+        }
+      } else {
+        uint64_t v = t.read(off, len);
+        std::memcpy(run->mmio.data, &v, len);
+      }
+      sync_device(i);
+      return;
+    }
+  }
+  // Unclaimed: reads see an empty bus, writes are dropped.
   if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof run->mmio.data);
-  LOG_DEBUG("unclaimed MMIO %s at %s", run->mmio.is_write ? "write" : "read", hex(run->mmio.phys_addr).c_str());
+  LOG_DEBUG("unclaimed MMIO %s at %s", run->mmio.is_write ? "write" : "read", hex(addr).c_str());
 }
 
 uint32_t Machine::pio_in(uint16_t port, uint8_t size) {
+  if (port >= pci::kConfigAddressPort && port < pci::kConfigDataPort + 4) {
+    std::lock_guard<std::mutex> lock(pci_mu_);
+    return pci_bus_.io_read(port, size);
+  }
   if (port >= 0x3f8 && port <= 0x3ff) {
     std::lock_guard<std::mutex> lock(uart_mu_);
     return uart_->read(static_cast<uint8_t>(port - 0x3f8));
@@ -268,6 +387,18 @@ uint32_t Machine::pio_in(uint16_t port, uint8_t size) {
 
 void Machine::pio_out(uint16_t port, uint8_t size, uint32_t value) {
   using R = MachineExit::Reason;
+  if (port >= pci::kConfigAddressPort && port < pci::kConfigDataPort + 4) {
+    std::lock_guard<std::mutex> lock(pci_mu_);
+    pci_bus_.io_write(port, size, value);
+    if (port >= pci::kConfigDataPort) {
+      // A config write may move a BAR or switch MSI-X: let every transport look.
+      for (size_t i = 0; i < virtio_.size(); i++) {
+        virtio_[i].transport->config_written();
+        sync_device(i);
+      }
+    }
+    return;
+  }
   if (port >= 0x3f8 && port <= 0x3ff) {
     std::lock_guard<std::mutex> lock(uart_mu_);
     uart_->write(static_cast<uint8_t>(port - 0x3f8), static_cast<uint8_t>(value));

@@ -8,7 +8,9 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,7 +21,10 @@
 #include "moss-init/cmdline.h"
 #include "vcpu/i8042.h"
 #include "vcpu/kvm.h"
+#include "vcpu/pci.h"
 #include "vcpu/uart.h"
+#include "vcpu/vhost_user_device.h"
+#include "vcpu/virtio_pci.h"
 
 namespace moss {
 
@@ -35,6 +40,9 @@ struct MachineConfig {
   int kvm_fd = -1;
   int kernel_fd = -1;
   int initrd_fd = -1;  // -1: no initrd.
+  // Connected vhost-user sockets of block-device backends, one virtio-pci disk each, in
+  // order (the first is /dev/vda).
+  std::vector<int> vhost_user_blk_fds;
 };
 
 struct MachineExit {
@@ -66,9 +74,14 @@ class Machine {
  private:
   Machine() = default;
   Result<void> load_kernel(const MachineConfig& config);
+  Result<void> add_vhost_user_device(int sock_fd, uint16_t device_id);
+  // Brings KVM's ioeventfds, irqfds and MSI routes in line with what a device's transport
+  // wants now (after the guest touched its config space or BAR). Holds pci_mu_.
+  void sync_device(size_t index);
   void vcpu_loop(size_t i);
   void handle_pio(kvm_run* run);
   void handle_mmio(kvm_run* run);
+  Result<void> apply_msi_routes();
   uint32_t pio_in(uint16_t port, uint8_t size);
   void pio_out(uint16_t port, uint8_t size, uint32_t value);
 
@@ -85,6 +98,21 @@ class Machine {
   std::unique_ptr<Uart> uart_;
   std::mutex i8042_mu_;
   I8042 i8042_;
+
+  // PCI: the bus, and virtio devices whose data path runs in other processes. The vCPU that
+  // traps a config or BAR access works on them under pci_mu_.
+  struct VirtioDevice {
+    std::unique_ptr<VhostUserDevice> backend;
+    std::unique_ptr<virtio_pci::Transport> transport;
+    uint32_t gsi_base = 0;                    // Queue q raises GSI gsi_base + q.
+    uint64_t synced = ~0ull;                  // transport->generation() last synced.
+    std::optional<uint64_t> ioevent_bar;      // Where the kick ioeventfds are registered.
+    std::vector<std::optional<virtio_pci::MsiMessage>> routes;  // By queue: irqfd and route live.
+  };
+  std::mutex pci_mu_;
+  pci::Bus pci_bus_;
+  std::vector<VirtioDevice> virtio_;
+  bool ioeventfd_any_length_ = false;
   int done_fd_ = -1;
   std::mutex exit_mu_;
   bool stopping_ = false;
