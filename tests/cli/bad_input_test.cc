@@ -86,5 +86,18 @@ TEST_F(BadInput, UnknownOptionAndCommand) {
   expect_one_sentence(run({moss(), "launch"}), 2, "unknown command 'launch'");
 }
 
+TEST_F(BadInput, DisksThatCannotBeUsed) {
+  auto missing = (dir_ / "nope.img").string();
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--disk", missing}), 125,
+                      "cannot open the disk " + missing + " for reading and writing: No such file or directory");
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--disk", dir_.string() + ",ro"}),
+                      125, "the disk " + dir_.string() + " is neither a regular file nor a block device");
+  auto sock = (dir_ / "nobody.sock").string();
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--vhost-user-blk", sock}), 125,
+                      "cannot connect to the vhost-user backend at " + sock);
+  expect_one_sentence(run({moss(), "run", "--disk"}), 2, "--disk needs a value");
+  expect_one_sentence(run({moss(), "device", "tape"}), 2, "unknown device kind 'tape'");
+}
+
 }  // namespace
 }  // namespace moss::test
