@@ -12,8 +12,10 @@
 #define COM1 0x3f8
 #define STACK_TOP 0x1f0000
 
-/* The setup block. REALMODE_CODE runs only under firmware loaders (QEMU's -kernel): it
-   receives control in real mode at the jump at 0x200. */
+/* The setup block. Its real-mode code runs only under firmware loaders (QEMU's -kernel): it
+   receives control in real mode at the jump at 0x200. By default it reports "first
+   instruction" and stops; a guest that defines GUEST_FIRMWARE_ENTRY before including this
+   file instead enters long mode itself (see KERNEL_START) and runs as it would under moss. */
 .macro BZIMAGE_HEADER
   .section .setup, "ax"
   .code16
@@ -53,21 +55,117 @@ setup_start:
   .long 0              /* handover_offset */
   .long 0              /* kernel_info_offset */
 realmode_entry:
+#ifdef GUEST_FIRMWARE_ENTRY
+  /* Entered at setup_seg+0x20:0 (the jump at offset 0x200) with interrupts possibly on. Go
+     to 32-bit protected mode and on to entry32, which enters long mode like moss would have;
+     ESI = the setup block's linear address (boot_params, per the 32-bit boot protocol). */
+  cli
+  cld
+  mov ax, cs
+  sub ax, 0x20
+  mov ds, ax                /* DS:label = the label's place in the setup block */
+  movzx esi, ax
+  shl esi, 4
+  in al, 0x92               /* A20 on (fast gate); bit 0 would reset the machine */
+  or al, 2
+  and al, 0xfe
+  out 0x92, al
+  .byte 0x66                /* lgdt with a 32-bit base: the GDT lives in the kernel at 1 MiB */
+  lgdt [boot_gdt_ptr]
+  mov eax, cr0
+  or al, 1                  /* PE */
+  mov cr0, eax
+  mov ax, 0x18              /* flat data segments, as the 32-bit boot protocol has them */
+  mov ds, ax
+  mov es, ax
+  mov ss, ax
+  .byte 0x66, 0xea          /* jmp far 0x08:entry32, 32-bit offset */
+  .long entry32
+  .word 0x08
+boot_gdt_ptr:
+  .word boot_gdt_end - boot_gdt - 1
+  .long boot_gdt
+#else
   /* Under a firmware loader: report "first instruction" to QEMU's isa-debug-exit and stop. */
   mov al, 0
   out 0xf4, al
 1: hlt
   jmp 1b
+#endif
   .org 0x400
 .endm
 
-/* The kernel section up to the 64-bit entry at +0x200: code32_start (unused by moss) halts. */
+/* The kernel section up to the 64-bit entry at +0x200: code32_start (unused by moss) halts,
+   or with GUEST_FIRMWARE_ENTRY enters long mode the way moss would have set it up: flat
+   segments 0x10 (64-bit code) and 0x18 (data), identity paging of the first 4 GiB with
+   2 MiB pages (tables at 0x1000-0x6fff), then entry64 with RSI = boot_params. */
 .macro KERNEL_START
   .section .kernel, "ax"
   .code32
 entry32:
+#ifdef GUEST_FIRMWARE_ENTRY
+  lgdt [boot_gdt_ptr32]
+  .byte 0xea                /* jmp far 0x08:1f: our own 32-bit code segment */
+  .long 1f
+  .word 0x08
+1: mov eax, 0x18
+  mov ds, eax
+  mov es, eax
+  mov ss, eax
+  mov edi, 0x1000           /* clear the PML4 and the PDPT */
+  xor eax, eax
+  mov ecx, 0x2000 / 4
+  rep stosd
+  mov dword ptr [0x1000], 0x2003            /* PML4[0] -> PDPT; present, writable */
+  mov dword ptr [0x2000], 0x3003            /* PDPT[0..3] -> four page directories */
+  mov dword ptr [0x2008], 0x4003
+  mov dword ptr [0x2010], 0x5003
+  mov dword ptr [0x2018], 0x6003
+  mov edi, 0x3000
+  mov eax, 0x83             /* present, writable, 2 MiB page */
+  mov ecx, 2048
+2: mov [edi], eax
+  mov dword ptr [edi + 4], 0
+  add eax, 0x200000
+  add edi, 8
+  dec ecx
+  jnz 2b
+  mov eax, cr4
+  or eax, 0x20              /* PAE */
+  mov cr4, eax
+  mov eax, 0x1000
+  mov cr3, eax
+  mov ecx, 0xc0000080       /* EFER.LME */
+  rdmsr
+  or eax, 0x100
+  wrmsr
+  mov eax, cr0
+  or eax, 0x80000001        /* PG | PE */
+  mov cr0, eax
+  .byte 0xea                /* jmp far 0x10:3f: long mode */
+  .long 3f
+  .word 0x10
+  .code64
+3: mov eax, 0x18
+  mov ds, eax
+  mov es, eax
+  mov ss, eax
+  mov esi, esi              /* boot_params, zero-extended */
+  jmp entry64
+  .balign 8
+boot_gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff  /* 0x08: 32-bit code */
+  .quad 0x00af9a000000ffff  /* 0x10: 64-bit code */
+  .quad 0x00cf92000000ffff  /* 0x18: data */
+boot_gdt_end:
+boot_gdt_ptr32:
+  .word boot_gdt_end - boot_gdt - 1
+  .long boot_gdt
+#else
   hlt
   jmp entry32
+#endif
   .org 0x200
   .code64
   .globl entry64
