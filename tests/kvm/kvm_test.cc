@@ -307,8 +307,11 @@ TEST(LinuxGuest, QemuStorageDaemonServesTheDisk) {
   std::string a_sum = sha256(a), sock = (s.dir / "qsd.sock").string();
   Process qsd({"qemu-storage-daemon", "--blockdev", "driver=file,node-name=f,filename=" + a, "--export",
                "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=" + sock + ",writable=on"});
-  for (int i = 0; i < 100 && access(sock.c_str(), F_OK) != 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_EQ(access(sock.c_str(), F_OK), 0) << "qemu-storage-daemon did not create its socket";
+  for (int i = 0; i < 600 && access(sock.c_str(), F_OK) != 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (access(sock.c_str(), F_OK) != 0) {
+    kill(qsd.pid(), SIGTERM);
+    FAIL() << "qemu-storage-daemon did not create its socket in 30 s: " << describe(qsd.wait(seconds(10)));
+  }
   auto o = run({moss(), "run", "--vhost-user-blk", sock, "--", "sh", "-c",
                 "sha256sum /dev/vda; echo moss-was-here | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null "
                 "&& echo written"},

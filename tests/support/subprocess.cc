@@ -29,7 +29,7 @@ Process::Process(const std::vector<std::string>& argv, const std::map<std::strin
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    execv(args[0], args.data());
+    execvp(args[0], args.data());  // PATH lookup for bare names (sh, qemu-storage-daemon).
     _exit(127);
   }
   close(o[1]);
