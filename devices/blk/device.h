@@ -1,0 +1,143 @@
+// The virtio-blk device (virtio 1.2, 5.2) as a vhost-user DeviceInterface: rings in, disk I/O
+// through the Engine out of order, used elements and interrupts back.
+//
+// One BlkDevice serves one frontend connection (one Backend); the Disk and the Engine outlive
+// it and serve the next. Everything runs on the worker's thread: the Backend calls the
+// DeviceInterface methods, the event loop calls on_kick() when a ring's kick eventfd fired
+// (the loop has read it) and on_io_ready() when the engine's completion fd did.
+//
+// Guest input is trusted for nothing: chains go through walk_chain and parse_request, and a
+// request the guest got wrong is answered with VIRTIO_BLK_S_IOERR or UNSUPP in its status
+// byte. A chain with no status byte, a ring index that runs away or a head offered twice
+// breaks the queue: it stops being processed and its error eventfd is signalled, until the
+// driver resets the device.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "devices/blk/disk.h"
+#include "devices/blk/engine.h"
+#include "devices/blk/inflight.h"
+#include "devices/blk/request.h"
+#include "devices/blk/state.h"
+#include "devices/virtio/queue.h"
+#include "vhost-user/backend.h"
+
+namespace moss::blk {
+
+// Virtio feature bits (virtio 1.2, 5.2.3 and 6).
+namespace feature {
+constexpr int kSizeMax = 1;
+constexpr int kSegMax = 2;
+constexpr int kRo = 5;
+constexpr int kBlkSize = 6;
+constexpr int kFlush = 9;
+constexpr int kTopology = 10;
+constexpr int kMq = 12;
+constexpr int kDiscard = 13;
+constexpr int kWriteZeroes = 14;
+constexpr int kIndirectDesc = 28;
+constexpr int kEventIdx = 29;
+constexpr int kVersion1 = 32;
+}  // namespace feature
+
+struct DeviceOptions {
+  uint32_t num_queues = 1;  // 1..256; the driver may use fewer.
+  std::string serial;       // GET_ID; empty: the disk's default. At most 20 bytes.
+};
+
+// Limits the device announces. Linux builds requests of at most seg_max segments of at most
+// size_max bytes, so one request stays within the engine's default bounce budget (64 MiB).
+constexpr uint32_t kMaxQueueSize = 1024;
+constexpr uint32_t kMaxSegments = 254;     // seg_max
+constexpr uint32_t kMaxSegmentBytes = 256 * 1024;  // size_max
+constexpr size_t kConfigSize = 96;  // struct virtio_blk_config up to and including zoned.
+
+// The config space the guest sees (virtio 1.2, 5.2.4). Pure.
+std::array<uint8_t, kConfigSize> config_space(const DiskInfo& disk, uint32_t num_queues);
+
+class BlkDevice final : public vhost_user::DeviceInterface {
+ public:
+  // `disk` and `engine` outlive the device; options.num_queues is 1..256.
+  BlkDevice(const Disk& disk, Engine& engine, DeviceOptions options);
+  ~BlkDevice() override;
+  BlkDevice(const BlkDevice&) = delete;
+  BlkDevice& operator=(const BlkDevice&) = delete;
+
+  // The Backend this device serves (for guest memory and the inflight buffer). Call once,
+  // before the Backend handles a message.
+  void attach(const vhost_user::Backend& backend) { backend_ = &backend; }
+
+  void on_kick(uint32_t queue);
+  void on_io_ready();
+
+  // DeviceInterface.
+  uint64_t features() const override;
+  uint64_t protocol_features() const override;
+  uint32_t num_queues() const override { return static_cast<uint32_t>(queues_.size()); }
+  uint32_t max_queue_size() const override { return kMaxQueueSize; }
+  Result<void> set_features(uint64_t acked) override;
+  Result<std::vector<uint8_t>> get_config(uint32_t offset, uint32_t size) override;
+  Result<void> set_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags) override;
+  Result<void> on_queue_started(uint32_t index, const vhost_user::Vring& vring) override;
+  uint16_t on_queue_stopped(uint32_t index) override;
+  void on_queue_enabled(uint32_t index, bool enabled) override;
+  void on_memory_changing() override;
+  void reset() override;
+  Result<void> save_state(UniqueFd fd) override;
+  Result<void> load_state(UniqueFd fd) override;
+
+ private:
+  struct Slot {
+    bool busy = false;
+    uint32_t pending = 0;    // Engine operations not yet finished.
+    uint8_t status = kOk;
+    uint32_t used_len = 0;   // Bytes written into the chain, status byte included.
+    std::span<uint8_t> status_byte;
+  };
+  struct QueueState {
+    const vhost_user::Vring* vring = nullptr;  // Non-null while started.
+    virtio::QueueConfig config;
+    std::optional<virtio::Queue> queue;
+    std::optional<InflightTracker> inflight;
+    const uint8_t* inflight_base = nullptr;  // The buffer mapping the tracker was made for.
+    std::vector<uint16_t> resubmit;  // Heads a previous backend left in flight.
+    std::vector<Slot> slots;         // By head.
+    uint32_t in_flight = 0;
+    bool broken = false;
+    bool stale = false;   // Guest memory was remapped: rebuild `queue` before touching it.
+    bool notify = false;  // Used elements pushed since the last interrupt decision.
+  };
+
+  DiskGeometry geometry() const;
+  bool write_through() const { return !(acked_ & (uint64_t{1} << feature::kFlush)); }
+  void process(uint32_t q);
+  bool refresh(uint32_t q);
+  void start_request(uint32_t q, uint16_t head);
+  void complete(uint32_t q, uint16_t head);
+  void on_done(Engine::Tag tag, int res);
+  void signal_used();
+  void drain(uint32_t q);
+  void break_queue(uint32_t q, const std::string& why);
+  InflightTracker* tracker(uint32_t q);
+
+  const Disk& disk_;
+  Engine& engine_;
+  const std::string serial_;
+  const std::array<uint8_t, kConfigSize> config_;
+  const vhost_user::Backend* backend_ = nullptr;
+  uint64_t acked_ = 0;
+  std::vector<QueueState> queues_;
+  // Where each ring stood when it last stopped: what save_state records.
+  std::vector<QueuePosition> positions_;
+  // From load_state: what the frontend's features and ring positions must match.
+  std::optional<uint64_t> expected_features_;
+  std::vector<QueuePosition> expected_positions_;
+};
+
+}  // namespace moss::blk

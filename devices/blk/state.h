@@ -1,0 +1,55 @@
+// The virtio-blk worker's saved state (vhost-user DEVICE_STATE; a spore's per-device blob):
+// a small versioned binary format and its pure decoder.
+//
+// What a resumed device needs beyond what the frontend re-sends: the features the driver
+// accepted, where each ring stood (next available index, used index), and the configuration
+// the guest saw, so a worker started on a different disk or with other options refuses the
+// state instead of showing the guest a changed device. Nothing is in flight when state is
+// saved (rings are stopped, so I/O was drained).
+//
+// Layout, version 1, little-endian:
+//   0  char[8] "MOSSBLK\0"    8  u32 version     12 u32 total length in bytes
+//   16 u64 acked features     24 u64 capacity in 512-byte sectors
+//   32 u16 num_queues (1-256) 34 u8 flags (bit 0 read-only)   35 u8 serial length (0-20)
+//   36 u8[20] serial, zero-padded                              56 u64 reserved (0)
+//   64 num_queues x { u8 flags (bit 0: the ring was started), u8 0, u16 next_avail,
+//                     u16 used_idx, u16 0 }
+// The decoder checks every field, the exact length and that reserved bytes are zero.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace moss::blk {
+
+struct QueuePosition {
+  bool valid = false;  // The ring had been started (and then stopped) when state was saved.
+  uint16_t next_avail = 0;
+  uint16_t used_idx = 0;
+  bool operator==(const QueuePosition&) const = default;
+};
+
+struct SavedState {
+  static constexpr uint32_t kVersion = 1;
+  static constexpr size_t kHeaderBytes = 64;
+  static constexpr size_t kQueueBytes = 8;
+  static constexpr size_t kMaxBytes = kHeaderBytes + kQueueBytes * 256;
+
+  uint64_t acked_features = 0;
+  uint64_t capacity_sectors = 0;
+  bool read_only = false;
+  std::string serial;                 // At most 20 bytes.
+  std::vector<QueuePosition> queues;  // 1..256 entries.
+  bool operator==(const SavedState&) const = default;
+};
+
+// The wire bytes; `s` must be well formed (1-256 queues, a serial of at most 20 bytes).
+std::vector<uint8_t> encode_state(const SavedState& s);
+// Pure: validates everything; an Error says what is wrong in one sentence.
+Result<SavedState> decode_state(std::span<const uint8_t> bytes);
+
+}  // namespace moss::blk
