@@ -1,5 +1,7 @@
 #include "broker/cli.h"
 
+#include "broker/control.h"
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -7,7 +9,9 @@ namespace moss::cli {
 
 std::string usage() {
   return "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
-         "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--stats FILE] [-- CMD ARGS...]\n"
+         "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--name NAME] [--stats FILE]\n"
+         "                [-- CMD ARGS...]\n"
+         "       moss ls | moss stats NAME | moss stop NAME\n"
          "       moss device blk --socket-path SOCKET --disk PATH [--readonly] | --print-capabilities\n"
          "       moss --help | --version\n"
          "\n"
@@ -15,6 +19,9 @@ std::string usage() {
          "CMD's status. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n"
          "Each --disk (a file or block device, served by its own moss-blk worker) and each\n"
          "--vhost-user-blk (a running vhost-user-blk backend) is a virtio-blk disk, /dev/vda first.\n"
+         "--name gives the VM a control socket in the runtime directory ($MOSS_RUNTIME_DIR, else\n"
+         "$XDG_RUNTIME_DIR/moss): moss ls lists named VMs, moss stats prints one's figures as\n"
+         "JSON, moss stop stops it in order and waits until it has ended.\n"
          "moss device blk runs the block-device worker on its own, as a vhost-user backend for\n"
          "QEMU, crosvm or another moss.\n";
 }
@@ -100,6 +107,9 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
       MOSS_TRY(std::string v, value("--vhost-user-blk"));
       if (v.empty()) return make_error("--vhost-user-blk needs the backend's socket path");
       o.disks.push_back(Disk{v, false, true});
+    } else if (a == "--name") {
+      MOSS_TRY(o.name, value("--name"));
+      MOSS_CHECK(control::check_name(o.name));
     } else if (a == "--stats") {
       MOSS_TRY(o.stats_file, value("--stats"));
     } else {
@@ -123,6 +133,17 @@ Result<Command> parse(const std::vector<std::string>& args) {
     MOSS_TRY(c.run, parse_run(args, 1));
     return c;
   }
+  if (args[0] == "ls" || args[0] == "list") {
+    if (args.size() > 1) return make_error("moss ls takes no arguments");
+    c.verb = Command::Verb::kList;
+    return c;
+  }
+  if (args[0] == "stats" || args[0] == "stop") {
+    if (args.size() != 2) return make_error("moss " + args[0] + " needs exactly one VM name");
+    c.verb = args[0] == "stats" ? Command::Verb::kStats : Command::Verb::kStop;
+    c.vm_name = args[1];
+    return c;
+  }
   if (args[0] == "device") {
     if (args.size() < 2) return make_error("moss device needs a device kind (this version has: blk)");
     if (args[1] != "blk") return make_error("unknown device kind '" + args[1] + "' (this version has: blk)");
@@ -131,7 +152,7 @@ Result<Command> parse(const std::vector<std::string>& args) {
     c.device_args.assign(args.begin() + 2, args.end());
     return c;
   }
-  return make_error("unknown command '" + args[0] + "' (this version has: run, device; see moss --help)");
+  return make_error("unknown command '" + args[0] + "' (this version has: run, ls, stats, stop, device; see moss --help)");
 }
 
 }  // namespace moss::cli

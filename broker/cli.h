@@ -27,17 +27,19 @@ struct RunOptions {
   uint32_t cpus = 1;
   std::string stats_file;    // --stats FILE: JSON figures for bench/.
   std::vector<Disk> disks;   // In guest order: /dev/vda first.
+  std::string name;          // --name N: a control socket so that moss ls/stats/stop find it.
   bool has_command = false;  // "--" was given.
   std::vector<std::string> command;
 };
 
 struct Command {
-  enum class Verb { kRun, kDevice, kHelp, kVersion };
+  enum class Verb { kRun, kDevice, kList, kStats, kStop, kHelp, kVersion };
   Verb verb = Verb::kHelp;
   RunOptions run;
   // moss device KIND ARGS...: run a device worker standalone (its own program parses ARGS).
   std::string device;
   std::vector<std::string> device_args;
+  std::string vm_name;  // moss stats NAME, moss stop NAME
 };
 
 Result<Command> parse(const std::vector<std::string>& args);

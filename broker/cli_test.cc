@@ -71,6 +71,22 @@ TEST(Parse, BadDisksAreRefused) {
   EXPECT_FALSE(parse({"run", "--vhost-user-blk", ""}).ok());
 }
 
+TEST(Parse, NamedVmsAndTheirVerbs) {
+  auto r = parse({"run", "--name", "web-1", "--", "true"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->run.name, "web-1");
+  EXPECT_EQ(parse({"ls"})->verb, Command::Verb::kList);
+  auto st = parse({"stats", "web-1"});
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->verb, Command::Verb::kStats);
+  EXPECT_EQ(st->vm_name, "web-1");
+  EXPECT_EQ(parse({"stop", "web-1"})->verb, Command::Verb::kStop);
+  EXPECT_FALSE(parse({"stop"}).ok());
+  EXPECT_FALSE(parse({"stats", "a", "b"}).ok());
+  EXPECT_FALSE(parse({"ls", "x"}).ok());
+  EXPECT_FALSE(parse({"run", "--name", ""}).ok());
+}
+
 TEST(Parse, DeviceHandsTheRestToTheWorker) {
   auto c = parse({"device", "blk", "--socket-path", "s", "--disk", "d"});
   ASSERT_TRUE(c.ok()) << c.error().message;

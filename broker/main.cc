@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
       return moss::run_vm(cmd->run);
     case moss::cli::Command::Verb::kDevice:
       return moss::exec_device(cmd->device, cmd->device_args);
+    case moss::cli::Command::Verb::kList:
+    case moss::cli::Command::Verb::kStats:
+    case moss::cli::Command::Verb::kStop:
+      return moss::control_command(*cmd);
   }
   return moss::kExitUsage;
 }

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <kj/exception.h>
@@ -21,6 +22,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
+#include "broker/control.h"
 #include "broker/defaults.h"
 #include "broker/host.h"
 #include "broker/launcher.h"
@@ -180,8 +182,10 @@ struct Worker {
 // Supervises one vcpu process, and the device workers, from a libevent loop.
 class Session {
  public:
-  Session(const cli::RunOptions& o, pid_t pid, UniqueFd ctl, uint64_t spawn_ns, std::vector<Worker> workers)
-      : options_(o), pid_(pid), ctl_(std::move(ctl)), spawn_ns_(spawn_ns), workers_(std::move(workers)) {}
+  Session(const cli::RunOptions& o, pid_t pid, UniqueFd ctl, uint64_t spawn_ns, std::vector<Worker> workers,
+          std::optional<control::Endpoint> endpoint)
+      : options_(o), pid_(pid), ctl_(std::move(ctl)), spawn_ns_(spawn_ns), workers_(std::move(workers)),
+        endpoint_(std::move(endpoint)) {}
 
   int run();
 
@@ -191,6 +195,9 @@ class Session {
   static void on_stdin(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->read_stdin(); }
   static void on_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->kill_child("did not stop in time"); }
   static void on_exit_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->child_lingers(); }
+  static void on_control_client(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->accept_client(); }
+  void accept_client();
+  control::VmStats stats() const;
 
   void read_control();
   bool handle_packet(ipc::Packet& packet);
@@ -210,6 +217,9 @@ class Session {
   uint64_t spawn_ns_;
   std::vector<Worker> workers_;
   std::string worker_failure_;  // A worker that died while the VM ran.
+  std::optional<control::Endpoint> endpoint_;  // --name: the control socket.
+  event* client_ev_ = nullptr;
+  bool stop_requested_ = false;  // moss stop NAME.
   uint64_t first_run_ns_ = 0, first_exit_ns_ = 0;
   event_base* base_ = nullptr;
   event* ctl_ev_ = nullptr;
@@ -315,6 +325,36 @@ void Session::child_lingers() {
   event_base_loopbreak(base_);
 }
 
+control::VmStats Session::stats() const {
+  control::VmStats s;
+  s.name = options_.name;
+  s.state = stop_signal_ || stop_requested_ || have_exit_ ? "stopping" : "running";
+  s.uptime_ms = (now_ns() - spawn_ns_) / 1000000;
+  s.cpus = options_.cpus;
+  s.mem_bytes = options_.mem_bytes;
+  s.processes.push_back(control::process_stats("broker", getpid()));
+  s.processes.push_back(control::process_stats("vcpu", pid_));
+  for (const auto& w : workers_) {
+    if (!w.reaped) s.processes.push_back(control::process_stats(w.what.substr(4), w.pid));  // Drop "the ".
+  }
+  for (const auto& d : options_.disks) s.disks.push_back(d.path + (d.readonly ? ",ro" : ""));
+  return s;
+}
+
+void Session::accept_client() {
+  for (;;) {
+    int conn = accept4(endpoint_->listen_fd(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (conn < 0) return;  // EAGAIN: all served.
+    UniqueFd owned(conn);
+    control::serve_connection(conn, {[this] { return stats(); },
+                                     [this] {
+                                       if (stop_requested_ || stop_signal_) return;
+                                       stop_requested_ = true;
+                                       send_stop();
+                                     }});
+  }
+}
+
 void Session::reap_workers() {
   for (auto& w : workers_) {
     if (w.reaped) continue;
@@ -410,16 +450,22 @@ int Session::run() {
     stdin_ev_ = event_new(base_, STDIN_FILENO, EV_READ | EV_PERSIST, on_stdin, this);
     event_add(stdin_ev_, nullptr);
   }
+  if (endpoint_) {
+    client_ev_ = event_new(base_, endpoint_->listen_fd(), EV_READ | EV_PERSIST, on_control_client, this);
+    event_add(client_ev_, nullptr);
+  }
   // The child may have exited before the SIGCHLD handler was installed.
   handle_signal(SIGCHLD);
   if (!child_reaped_) event_base_dispatch(base_);
   for (event* e : sigs) event_free(e);
   if (stdin_ev_) event_free(stdin_ev_);
+  if (client_ev_) event_free(client_ev_);
   event_free(grace_ev_);
   event_free(exit_grace_ev_);
   event_free(ctl_ev_);
   event_base_free(base_);
   stop_workers();
+  endpoint_.reset();  // The name is free again only once every process of the VM is gone.
   return finish();
 }
 
@@ -443,6 +489,10 @@ int Session::finish() {
     case R::GUEST_STATUS:
       return exit_status_ & 0xff;
     case R::STOPPED:
+      if (stop_requested_ && !stop_signal_) {
+        std::fprintf(stderr, "moss: the VM was stopped (moss stop %s)\n", options_.name.c_str());
+        return 128 + SIGTERM;  // As if it had been sent SIGTERM, which is what moss stop means.
+      }
       std::fprintf(stderr, "moss: the VM was stopped (%s)\n", stop_signal_ ? sigabbrev_np(stop_signal_) : "by request");
       return stop_signal_ ? 128 + stop_signal_ : kExitFailure;
     case R::RESET:
@@ -491,6 +541,16 @@ int run_vm(const cli::RunOptions& options) {
     return kExitFailure;
   }
   Prepared& p = *prepared;
+  std::optional<control::Endpoint> endpoint;
+  if (!options.name.empty()) {
+    auto e = control::Endpoint::claim(control::runtime_dir(), options.name);
+    if (!e) {
+      std::fprintf(stderr, "moss: %s\n", e.error().message.c_str());
+      return kExitFailure;
+    }
+    if (e->removed_stale()) LOG_INFO("removed the control socket a crashed run named %s left behind", options.name.c_str());
+    endpoint = std::move(*e);
+  }
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     std::fprintf(stderr, "moss: cannot create the control channel: %s\n", strerror(errno));
@@ -567,8 +627,41 @@ int run_vm(const cli::RunOptions& options) {
   if (auto r = ipc::send_message(ours.get(), mb); !r) {
     LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
   }
-  Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers));
+  Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers), std::move(endpoint));
   return session.run();
+}
+
+int control_command(const cli::Command& command) {
+  std::string dir = control::runtime_dir();
+  using V = cli::Command::Verb;
+  if (command.verb == V::kList) {
+    std::string out = control::table_header();
+    for (const auto& name : control::running_names(dir)) {
+      auto s = control::query_stats(dir, name);
+      if (s) out += control::table_row(*s);  // One that ended meanwhile is just not listed.
+    }
+    std::fputs(out.c_str(), stdout);
+    return 0;
+  }
+  if (auto r = control::check_name(command.vm_name); !r) {
+    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+    return kExitUsage;
+  }
+  if (command.verb == V::kStats) {
+    auto s = control::query_stats(dir, command.vm_name);
+    if (!s) {
+      std::fprintf(stderr, "moss: %s\n", s.error().message.c_str());
+      return 1;
+    }
+    std::fputs(control::to_json(*s).c_str(), stdout);
+    return 0;
+  }
+  auto r = control::request_stop(dir, command.vm_name, kStopGraceSeconds * 2 + kExitGraceSeconds * 2);
+  if (!r) {
+    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  return 0;
 }
 
 int exec_device(const std::string& kind, const std::vector<std::string>& args) {

@@ -17,5 +17,7 @@ int run_vm(const cli::RunOptions& options);
 // `moss device KIND ARGS...`: execs the worker program moss-KIND beside moss; returns only
 // on failure.
 int exec_device(const std::string& kind, const std::vector<std::string>& args);
+// `moss ls`, `moss stats NAME`, `moss stop NAME`.
+int control_command(const cli::Command& command);
 
 }  // namespace moss

@@ -86,6 +86,15 @@ TEST_F(BadInput, UnknownOptionAndCommand) {
   expect_one_sentence(run({moss(), "launch"}), 2, "unknown command 'launch'");
 }
 
+TEST_F(BadInput, VmNamesThatAreNotPathSafe) {
+  expect_one_sentence(run({moss(), "run", "--name", "../etc", "--", "true"}), 2,
+                      "'../etc' is not a valid VM name: use 1-64 letters, digits, '.', '_' or '-'");
+  expect_one_sentence(run({moss(), "stop", "a/b"}), 2, "'a/b' is not a valid VM name");
+  auto o = run({moss(), "stats", "nobody-here"}, seconds(10), {{"MOSS_RUNTIME_DIR", dir_.string()}});
+  EXPECT_EQ(o.exit_code, 1);
+  EXPECT_EQ(o.err, "moss: no VM named nobody-here is running\n");
+}
+
 TEST_F(BadInput, DisksThatCannotBeUsed) {
   auto missing = (dir_ / "nope.img").string();
   expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--disk", missing}), 125,

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "tests/support/subprocess.h"
@@ -182,6 +183,38 @@ TEST(VmProcess, BrokerDeathTakesTheVcpuProcessWithIt) {
   p.wait(seconds(10));
   for (int i = 0; i < 100 && process_exists(vcpu); i++) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_FALSE(process_exists(vcpu)) << "the vcpu process outlived the broker";
+}
+
+TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
+  require_kvm();
+  auto rt = std::filesystem::temp_directory_path() / ("moss-rt-" + std::to_string(getpid()));
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt.string()}};
+  Process p({moss(), "run", "--name", "spin-1", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"}, env);
+  pid_t vcpu = start_spinning(p);
+  ASSERT_GT(vcpu, 0);
+  auto ls = run({moss(), "ls"}, seconds(10), env);
+  EXPECT_EQ(ls.exit_code, 0) << describe(ls);
+  EXPECT_NE(ls.out.find("spin-1               running"), std::string::npos) << describe(ls);
+  auto st = run({moss(), "stats", "spin-1"}, seconds(10), env);
+  EXPECT_EQ(st.exit_code, 0) << describe(st);
+  EXPECT_NE(st.out.find("\"role\": \"vcpu\", \"pid\": " + std::to_string(vcpu)), std::string::npos) << describe(st);
+  EXPECT_NE(st.out.find("\"mem_bytes\": 67108864"), std::string::npos) << describe(st);
+  // The name is taken while it runs; a bad name is refused before anything starts.
+  auto dup = run({moss(), "run", "--name", "spin-1", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"},
+                 seconds(30), env);
+  EXPECT_EQ(dup.exit_code, 125) << describe(dup);
+  EXPECT_NE(dup.err.find("a VM named spin-1 is already running"), std::string::npos) << describe(dup);
+  auto stop = run({moss(), "stop", "spin-1"}, seconds(30), env);
+  EXPECT_EQ(stop.exit_code, 0) << describe(stop);
+  auto o = p.wait(seconds(10));
+  EXPECT_EQ(o.exit_code, 128 + SIGTERM) << describe(o);
+  EXPECT_NE(o.err.find("the VM was stopped (moss stop spin-1)"), std::string::npos) << describe(o);
+  EXPECT_FALSE(process_exists(vcpu));
+  EXPECT_FALSE(std::filesystem::exists(rt / "spin-1.sock"));
+  auto gone = run({moss(), "stats", "spin-1"}, seconds(10), env);
+  EXPECT_EQ(gone.exit_code, 1) << describe(gone);
+  EXPECT_NE(gone.err.find("no VM named spin-1 is running"), std::string::npos) << describe(gone);
+  std::filesystem::remove_all(rt);
 }
 
 // ---- Linux guests: the default Debian kernel with moss-init.

@@ -1,0 +1,303 @@
+#include "broker/control.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include <kj/exception.h>
+
+#include "base/file.h"
+#include "base/syscall.h"
+#include "ipc/channel.h"
+#include "ipc/control.capnp.h"
+
+namespace moss::control {
+namespace {
+
+constexpr size_t kMaxNameLength = 64;
+constexpr int kIoTimeoutSeconds = 2;
+
+Result<UniqueFd> connect_to(const std::string& dir, const std::string& name) {
+  MOSS_CHECK(check_name(name));
+  std::string path = dir + "/" + name + ".sock";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return make_error("the control socket path " + path + " is too long");
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  MOSS_TRY(int fd, MOSS_SYS(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)));
+  UniqueFd sock(fd);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return make_error("no VM named " + name + " is running", errno);
+  }
+  timeval tv{kIoTimeoutSeconds, 0};
+  MOSS_CHECK(MOSS_SYS(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  return sock;
+}
+
+Result<std::unique_ptr<ipc::Packet>> transact(const std::string& dir, const std::string& name, bool stop) {
+  MOSS_TRY(UniqueFd sock, connect_to(dir, name));
+  capnp::MallocMessageBuilder mb;
+  auto req = mb.initRoot<ipc::ControlRequest>();
+  req.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
+  if (stop) req.setStop();
+  else req.setStats();
+  MOSS_CHECK(ipc::send_message(sock.get(), mb));
+  MOSS_TRY(auto reply, ipc::receive_message(sock.get()));
+  if (!reply) return make_error("the VM named " + name + " closed its control socket without answering");
+  return reply;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\u%04x", c);
+      out += b;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+bool same_file(int fd, const std::string& path) {
+  struct stat a, b;
+  return fstat(fd, &a) == 0 && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+}  // namespace
+
+Result<void> check_name(const std::string& name) {
+  auto ok_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  };
+  bool valid = !name.empty() && name.size() <= kMaxNameLength && ok_char(name[0]) && name[0] != '.' &&
+               name[0] != '_' && name[0] != '-' && std::all_of(name.begin(), name.end(), ok_char);
+  if (!valid) {
+    return make_error("'" + name + "' is not a valid VM name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+  }
+  return {};
+}
+
+std::string runtime_dir() {
+  if (const char* d = std::getenv("MOSS_RUNTIME_DIR"); d && *d) return d;
+  if (const char* d = std::getenv("XDG_RUNTIME_DIR"); d && *d) return std::string(d) + "/moss";
+  if (geteuid() == 0) return "/run/moss";
+  return "/tmp/moss-" + std::to_string(geteuid());
+}
+
+Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name) {
+  MOSS_CHECK(check_name(name));
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return make_error("cannot create the runtime directory " + dir + ": " + strerror(errno), errno);
+  }
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return make_error("the runtime directory " + dir + " is not a directory");
+  if (st.st_uid != geteuid()) return make_error("the runtime directory " + dir + " belongs to another user");
+  Endpoint e;
+  e.name_ = name;
+  e.lock_path_ = dir + "/" + name + ".lock";
+  e.sock_path_ = dir + "/" + name + ".sock";
+  for (int attempt = 0;; attempt++) {
+    MOSS_TRY(int fd, MOSS_SYS(open(e.lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)));
+    UniqueFd lock(fd);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) return make_error("a VM named " + name + " is already running (see moss ls)");
+      return make_error("cannot lock " + e.lock_path_ + ": " + strerror(errno), errno);
+    }
+    // The previous owner may have unlinked the file between our open and our flock: then the
+    // lock we hold is on a file nobody else will find. Try again on the current one.
+    if (!same_file(fd, e.lock_path_)) {
+      if (attempt > 10) return make_error("cannot take the lock " + e.lock_path_ + ": it keeps being replaced");
+      continue;
+    }
+    e.lock_ = std::move(lock);
+    break;
+  }
+  // We hold the name: any socket left is from a run that crashed.
+  if (unlink(e.sock_path_.c_str()) == 0) e.removed_stale_ = true;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (e.sock_path_.size() >= sizeof addr.sun_path) return make_error("the control socket path " + e.sock_path_ + " is too long");
+  std::memcpy(addr.sun_path, e.sock_path_.c_str(), e.sock_path_.size());
+  MOSS_TRY(int s, MOSS_SYS(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)));
+  e.listen_.reset(s);
+  MOSS_CHECK(MOSS_SYS(bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr)));
+  MOSS_CHECK(MOSS_SYS(listen(s, 8)));
+  return e;
+}
+
+Endpoint::~Endpoint() {
+  if (!lock_) return;  // Moved from.
+  listen_.reset();
+  unlink(sock_path_.c_str());
+  if (same_file(lock_.get(), lock_path_)) unlink(lock_path_.c_str());
+  lock_.reset();  // Releases the lock last: until now the name was ours.
+}
+
+std::vector<std::string> running_names(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return names;
+  while (dirent* ent = readdir(d)) {
+    std::string f = ent->d_name;
+    if (f.size() <= 5 || f.compare(f.size() - 5, 5, ".lock") != 0) continue;
+    std::string name = f.substr(0, f.size() - 5);
+    if (!check_name(name)) continue;
+    int fd = open((dir + "/" + f).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    // The lock is held (we cannot take it): the VM is running.
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) names.push_back(name);
+    close(fd);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+ProcessStats process_stats(const std::string& role, int pid) {
+  ProcessStats p{role, pid, 0, 0};
+  if (auto status = read_text_file("/proc/" + std::to_string(pid) + "/status")) {
+    auto at = status->find("\nVmRSS:");
+    if (at != std::string::npos) p.rss_kib = std::strtoull(status->c_str() + at + 7, nullptr, 10);
+  }
+  if (auto stat = read_text_file("/proc/" + std::to_string(pid) + "/stat")) {
+    // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
+    auto close = stat->rfind(')');
+    if (close != std::string::npos) {
+      const char* q = stat->c_str() + close + 2;
+      unsigned long long utime = 0, stime = 0;
+      if (std::sscanf(q, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) == 2) {
+        long hz = sysconf(_SC_CLK_TCK);
+        p.cpu_ms = (utime + stime) * 1000 / static_cast<unsigned long long>(hz > 0 ? hz : 100);
+      }
+    }
+  }
+  return p;
+}
+
+std::string to_json(const VmStats& s) {
+  std::string out = "{\"name\": " + json_string(s.name) + ", \"state\": " + json_string(s.state) +
+                    ", \"uptime_ms\": " + std::to_string(s.uptime_ms) + ", \"cpus\": " + std::to_string(s.cpus) +
+                    ", \"mem_bytes\": " + std::to_string(s.mem_bytes) + ",\n \"processes\": [";
+  for (size_t i = 0; i < s.processes.size(); i++) {
+    const auto& p = s.processes[i];
+    out += std::string(i ? ",\n  " : "\n  ") + "{\"role\": " + json_string(p.role) + ", \"pid\": " + std::to_string(p.pid) +
+           ", \"rss_kib\": " + std::to_string(p.rss_kib) + ", \"cpu_ms\": " + std::to_string(p.cpu_ms) + "}";
+  }
+  out += "],\n \"disks\": [";
+  for (size_t i = 0; i < s.disks.size(); i++) out += std::string(i ? ", " : "") + json_string(s.disks[i]);
+  return out + "]}\n";
+}
+
+std::string table_header() { return "NAME                 STATE     UPTIME   CPUS  MEMORY   RSS(ALL)  DISKS\n"; }
+
+std::string table_row(const VmStats& s) {
+  uint64_t rss = 0;
+  for (const auto& p : s.processes) rss += p.rss_kib;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%-20s %-9s %6llus  %4u  %5lluM  %7lluM  %zu\n", s.name.c_str(), s.state.c_str(),
+                static_cast<unsigned long long>(s.uptime_ms / 1000), s.cpus,
+                static_cast<unsigned long long>(s.mem_bytes >> 20), static_cast<unsigned long long>(rss >> 10),
+                s.disks.size());
+  return buf;
+}
+
+void serve_connection(int conn, const Handlers& handlers) {
+  timeval tv{kIoTimeoutSeconds, 0};
+  setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  auto packet = ipc::receive_message(conn);
+  capnp::MallocMessageBuilder mb;
+  auto reply = mb.initRoot<ipc::ControlReply>();
+  reply.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
+  if (!packet || !*packet) return;  // Gone, or garbage at the framing level: nothing to answer.
+  bool stop = false, stats = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto req = (*packet)->root<ipc::ControlRequest>();
+    if (req.getVersion() != ipc::CONTROL_PROTOCOL_VERSION) return;
+    stop = req.isStop();
+    stats = req.isStats();
+  })) {
+    (void)e;
+  }
+  if (stats) {
+    VmStats s = handlers.stats();
+    auto out = reply.initStats();
+    out.setName(s.name);
+    out.setState(s.state);
+    out.setUptimeMs(s.uptime_ms);
+    out.setCpus(s.cpus);
+    out.setMemBytes(s.mem_bytes);
+    auto procs = out.initProcesses(static_cast<unsigned>(s.processes.size()));
+    for (unsigned i = 0; i < s.processes.size(); i++) {
+      procs[i].setRole(s.processes[i].role);
+      procs[i].setPid(s.processes[i].pid);
+      procs[i].setRssKib(s.processes[i].rss_kib);
+      procs[i].setCpuMs(s.processes[i].cpu_ms);
+    }
+    auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
+    for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
+  } else if (stop) {
+    reply.setStopping();
+  } else {
+    reply.setError("this broker does not understand the request (control protocol version " +
+                   std::to_string(ipc::CONTROL_PROTOCOL_VERSION) + ")");
+  }
+  (void)ipc::send_message(conn, mb);
+  if (stop) handlers.stop();
+}
+
+Result<VmStats> query_stats(const std::string& dir, const std::string& name) {
+  MOSS_TRY(auto packet, transact(dir, name, false));
+  VmStats s;
+  std::string error;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto r = packet->root<ipc::ControlReply>();
+    if (r.getVersion() != ipc::CONTROL_PROTOCOL_VERSION || !r.isStats()) {
+      error = r.isError() ? std::string(r.getError().cStr()) : "the VM's broker answered with something else than its stats";
+      return;
+    }
+    auto in = r.getStats();
+    s.name = in.getName().cStr();
+    s.state = in.getState().cStr();
+    s.uptime_ms = in.getUptimeMs();
+    s.cpus = in.getCpus();
+    s.mem_bytes = in.getMemBytes();
+    for (auto p : in.getProcesses()) s.processes.push_back({p.getRole().cStr(), p.getPid(), p.getRssKib(), p.getCpuMs()});
+    for (auto d : in.getDisks()) s.disks.push_back(d.cStr());
+  })) {
+    error = std::string("the VM's broker sent a malformed reply: ") + e->getDescription().cStr();
+  }
+  if (!error.empty()) return make_error(error);
+  return s;
+}
+
+Result<void> request_stop(const std::string& dir, const std::string& name, int wait_seconds) {
+  MOSS_TRY(auto packet, transact(dir, name, true));
+  bool ok = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { ok = packet->root<ipc::ControlReply>().isStopping(); })) { (void)e; }
+  if (!ok) return make_error("the VM named " + name + " did not accept the stop request");
+  for (int i = 0; i < wait_seconds * 20; i++) {
+    auto names = running_names(dir);
+    if (std::find(names.begin(), names.end(), name) == names.end()) return {};
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return make_error("the VM named " + name + " is still stopping after " + std::to_string(wait_seconds) + " s");
+}
+
+}  // namespace moss::control

@@ -1,0 +1,83 @@
+// Named VMs: the per-VM control socket behind `moss run --name N`, and the client side of
+// `moss ls`, `moss stats N` and `moss stop N`.
+//
+// Each named VM holds, in the runtime directory, N.lock (flock'ed for the VM's lifetime: the
+// one source of truth for "N is running") and N.sock (a SOCK_SEQPACKET listener speaking
+// ipc/control.capnp). A crashed run leaves both files behind with no lock held; the next
+// claim of the name notices and removes them. Claims cannot race: the lock is taken before
+// anything else, and a lock file unlinked by its previous owner is detected and retried.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/result.h"
+
+namespace moss::control {
+
+// 1-64 characters: letters, digits, '.', '_' and '-', starting with a letter or digit (so a
+// name is always one safe path component).
+Result<void> check_name(const std::string& name);
+
+// $MOSS_RUNTIME_DIR, else $XDG_RUNTIME_DIR/moss, else /run/moss for root, else
+// /tmp/moss-UID.
+std::string runtime_dir();
+
+class Endpoint {
+ public:
+  // Takes the name in `dir` (created 0700 if missing) and listens on its socket.
+  static Result<Endpoint> claim(const std::string& dir, const std::string& name);
+  Endpoint(Endpoint&&) = default;
+  Endpoint& operator=(Endpoint&&) = default;
+  ~Endpoint();  // Removes the socket and lock file (if still ours), then releases the lock.
+
+  int listen_fd() const { return listen_.get(); }
+  const std::string& name() const { return name_; }
+  bool removed_stale() const { return removed_stale_; }
+
+ private:
+  Endpoint() = default;
+  std::string name_, sock_path_, lock_path_;
+  UniqueFd lock_, listen_;
+  bool removed_stale_ = false;
+};
+
+// Names whose lock is held right now, sorted.
+std::vector<std::string> running_names(const std::string& dir);
+
+struct ProcessStats {
+  std::string role;  // "broker", "vcpu", "blk worker for disk.img"
+  int pid = 0;
+  uint64_t rss_kib = 0, cpu_ms = 0;
+};
+struct VmStats {
+  std::string name, state;  // state: "running" or "stopping"
+  uint64_t uptime_ms = 0;
+  uint32_t cpus = 0;
+  uint64_t mem_bytes = 0;
+  std::vector<ProcessStats> processes;
+  std::vector<std::string> disks;
+};
+
+// Resident set and CPU time of a live process, from /proc (zeros if it is gone).
+ProcessStats process_stats(const std::string& role, int pid);
+std::string to_json(const VmStats& s);
+std::string table_header();
+std::string table_row(const VmStats& s);
+
+// The broker's side: answers the one request on an accepted connection.
+struct Handlers {
+  std::function<VmStats()> stats;
+  std::function<void()> stop;
+};
+void serve_connection(int conn, const Handlers& handlers);
+
+// The client's side: one request on a fresh connection to N's socket.
+Result<VmStats> query_stats(const std::string& dir, const std::string& name);
+// Asks N to stop, then waits (up to `wait_seconds`) until it has ended.
+Result<void> request_stop(const std::string& dir, const std::string& name, int wait_seconds);
+
+}  // namespace moss::control

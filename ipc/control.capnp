@@ -1,0 +1,45 @@
+# The per-VM control socket (`moss run --name N`): `moss ls`, `moss stats N` and `moss stop N`
+# talk to the broker that runs the VM.
+#
+# Transport: SOCK_SEQPACKET Unix socket in the runtime directory, one Cap'n Proto message per
+# packet (ipc/channel.h), one request and one reply per connection. Only processes of the
+# broker's own user can connect (the directory is 0700).
+@0xc7f2f45777afcfd9;
+
+$import "/capnp/c++.capnp".namespace("moss::ipc");
+
+const controlProtocolVersion :UInt32 = 1;
+
+struct ControlRequest {
+  version @0 :UInt32;
+  union {
+    stats @1 :Void;
+    stop @2 :Void;      # As SIGTERM to the broker: the VM is stopped in order.
+  }
+}
+
+struct ProcessStats {
+  role @0 :Text;        # "broker", "vcpu", "blk worker for disk.img"
+  pid @1 :Int32;
+  rssKib @2 :UInt64;    # Resident set now.
+  cpuMs @3 :UInt64;     # User + system CPU time so far.
+}
+
+struct VmStats {
+  name @0 :Text;
+  uptimeMs @1 :UInt64;
+  cpus @2 :UInt32;
+  memBytes @3 :UInt64;
+  state @4 :Text;       # "running" or "stopping"
+  processes @5 :List(ProcessStats);
+  disks @6 :List(Text);
+}
+
+struct ControlReply {
+  version @0 :UInt32;
+  union {
+    stats @1 :VmStats;
+    stopping @2 :Void;
+    error @3 :Text;
+  }
+}
