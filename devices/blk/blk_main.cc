@@ -1,0 +1,71 @@
+// moss-blk's program logic, a library function so that `moss device blk` can run it too.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "base/log.h"
+#include "devices/blk/cli.h"
+#include "devices/blk/disk.h"
+#include "devices/blk/worker.h"
+
+namespace moss::blk {
+namespace {
+
+int fail(int status, const std::string& message) {
+  std::fprintf(stderr, "moss-blk: %s\n", message.c_str());
+  return status;
+}
+
+}  // namespace
+
+int blk_main(int argc, char** argv) {
+  log_init("moss-blk");
+  std::vector<const char*> args(argv + (argc > 0 ? 1 : 0), argv + argc);
+  auto parsed = parse_cli(args);
+  if (!parsed.ok()) return fail(2, parsed.error().message + " (see moss-blk --help)");
+  const CliOptions& o = *parsed;
+  if (o.mode == CliOptions::Mode::kHelp) {
+    std::fputs(usage_text().c_str(), stdout);
+    return 0;
+  }
+  if (o.mode == CliOptions::Mode::kPrintCapabilities) {
+    std::fputs(capabilities_json().c_str(), stdout);
+    return 0;
+  }
+  // A frontend that goes away mid-reply must be an error value, not a signal.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  UniqueFd sock;
+  if (o.fd >= 0) {
+    struct stat st;
+    if (::fstat(o.fd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+      return fail(1, "--fd " + std::to_string(o.fd) + " is not an open socket");
+    }
+    sock.reset(o.fd);
+    ::fcntl(o.fd, F_SETFD, FD_CLOEXEC);
+  }
+  // TODO(security): sandbox here (namespaces, seccomp): the disk and socket are open, and
+  // nothing after this point needs a path or a privilege. No seccomp policy yet.
+  auto disk = Disk::open(o.disk, o.read_only);
+  if (!disk.ok()) return fail(1, disk.error().message);
+  auto worker = Worker::create(*disk, DeviceOptions{o.num_queues, o.serial});
+  if (!worker.ok()) return fail(1, worker.error().message);
+  if (auto r = (*worker)->stop_on_signals(); !r.ok()) return fail(1, r.error().message);
+
+  if (!o.socket_path.empty()) {
+    auto listener = listen_unix(o.socket_path);
+    if (!listener.ok()) return fail(1, listener.error().message);
+    SocketPathGuard guard(o.socket_path);
+    auto r = (*worker)->serve_listener(listener->get());
+    if (!r.ok()) return fail(1, r.error().message);
+    return 0;
+  }
+  auto r = (*worker)->serve_connection(std::move(sock));
+  if (!r.ok()) return fail(1, "dropped the frontend: " + r.error().message);
+  return 0;
+}
+
+}  // namespace moss::blk

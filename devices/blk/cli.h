@@ -1,0 +1,37 @@
+// moss-blk's command line (also `moss device blk ...`), following the vhost-user spec's
+// "Backend program conventions": --socket-path or --fd, --print-capabilities, and for
+// vhost-user-blk --blk-file and --read-only (accepted as aliases of --disk and --readonly).
+// Pure: argv in, options or a one-sentence usage error out.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "base/result.h"
+
+namespace moss::blk {
+
+struct CliOptions {
+  enum class Mode { kServe, kPrintCapabilities, kHelp };
+  Mode mode = Mode::kServe;
+  std::string socket_path;  // Exactly one of socket_path and fd (>= 0) in kServe.
+  int fd = -1;
+  std::string disk;
+  bool read_only = false;
+  uint32_t num_queues = 1;
+  std::string serial;  // Empty: derived from the disk.
+};
+
+// `args` excludes the program name. Accepts "--opt value" and "--opt=value".
+Result<CliOptions> parse_cli(std::span<const char* const> args);
+
+std::string usage_text();
+// The --print-capabilities JSON (docs/interop/vhost-user.json, VHostUserBackendCapabilities).
+std::string capabilities_json();
+
+// The moss-blk program: parses argv, opens the disk, serves until the frontend (--fd) or a
+// signal ends it. Returns the exit status: 0, 1 (could not run) or 2 (bad usage).
+int blk_main(int argc, char** argv);
+
+}  // namespace moss::blk
