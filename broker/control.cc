@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include <kj/exception.h>
@@ -45,7 +46,8 @@ Result<UniqueFd> connect_to(const std::string& dir, const std::string& name) {
   return sock;
 }
 
-Result<std::unique_ptr<ipc::Packet>> transact(const std::string& dir, const std::string& name, bool stop) {
+// One request, and the raw bytes of the reply packet.
+Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string& name, bool stop) {
   MOSS_TRY(UniqueFd sock, connect_to(dir, name));
   capnp::MallocMessageBuilder mb;
   auto req = mb.initRoot<ipc::ControlRequest>();
@@ -53,9 +55,16 @@ Result<std::unique_ptr<ipc::Packet>> transact(const std::string& dir, const std:
   if (stop) req.setStop();
   else req.setStats();
   MOSS_CHECK(ipc::send_message(sock.get(), mb));
-  MOSS_TRY(auto reply, ipc::receive_message(sock.get()));
-  if (!reply) return make_error("the VM named " + name + " closed its control socket without answering");
-  return reply;
+  std::vector<uint8_t> buf(ipc::kMaxPacketBytes + 1);
+  ssize_t n;
+  do {
+    n = recv(sock.get(), buf.data(), buf.size(), MSG_TRUNC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return make_error("the VM named " + name + " did not answer: " + strerror(errno), errno);
+  if (n == 0) return make_error("the VM named " + name + " closed its control socket without answering");
+  if (static_cast<size_t>(n) > ipc::kMaxPacketBytes) return make_error("the VM named " + name + " sent an oversized reply");
+  buf.resize(static_cast<size_t>(n));
+  return buf;
 }
 
 std::string json_string(const std::string& s) {
@@ -221,20 +230,14 @@ void serve_connection(int conn, const Handlers& handlers) {
   timeval tv{kIoTimeoutSeconds, 0};
   setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  auto packet = ipc::receive_message(conn);
+  std::vector<uint8_t> buf(ipc::kMaxPacketBytes + 1);
+  ssize_t n = recv(conn, buf.data(), buf.size(), MSG_TRUNC);
+  if (n <= 0 || static_cast<size_t>(n) > ipc::kMaxPacketBytes) return;  // Gone, or not one of ours.
+  auto request = decode_request(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
   capnp::MallocMessageBuilder mb;
   auto reply = mb.initRoot<ipc::ControlReply>();
   reply.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
-  if (!packet || !*packet) return;  // Gone, or garbage at the framing level: nothing to answer.
-  bool stop = false, stats = false;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-    auto req = (*packet)->root<ipc::ControlRequest>();
-    if (req.getVersion() != ipc::CONTROL_PROTOCOL_VERSION) return;
-    stop = req.isStop();
-    stats = req.isStats();
-  })) {
-    (void)e;
-  }
+  bool stop = request && *request, stats = request && !*request;
   if (stats) {
     VmStats s = handlers.stats();
     auto out = reply.initStats();
@@ -255,15 +258,32 @@ void serve_connection(int conn, const Handlers& handlers) {
   } else if (stop) {
     reply.setStopping();
   } else {
-    reply.setError("this broker does not understand the request (control protocol version " +
-                   std::to_string(ipc::CONTROL_PROTOCOL_VERSION) + ")");
+    reply.setError(request.error().message);
   }
   (void)ipc::send_message(conn, mb);
   if (stop) handlers.stop();
 }
 
-Result<VmStats> query_stats(const std::string& dir, const std::string& name) {
-  MOSS_TRY(auto packet, transact(dir, name, false));
+Result<bool> decode_request(std::span<const uint8_t> bytes) {
+  MOSS_TRY(auto packet, ipc::decode_packet(bytes));
+  std::optional<bool> stop;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto req = packet->root<ipc::ControlRequest>();
+    if (req.getVersion() != ipc::CONTROL_PROTOCOL_VERSION) return;
+    if (req.isStop()) stop = true;
+    else if (req.isStats()) stop = false;
+  })) {
+    (void)e;
+  }
+  if (!stop) {
+    return make_error("this broker does not understand the request (control protocol version " +
+                      std::to_string(ipc::CONTROL_PROTOCOL_VERSION) + ")");
+  }
+  return *stop;
+}
+
+Result<VmStats> decode_stats_reply(std::span<const uint8_t> bytes) {
+  MOSS_TRY(auto packet, ipc::decode_packet(bytes));
   VmStats s;
   std::string error;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
@@ -287,10 +307,17 @@ Result<VmStats> query_stats(const std::string& dir, const std::string& name) {
   return s;
 }
 
+Result<VmStats> query_stats(const std::string& dir, const std::string& name) {
+  MOSS_TRY(auto bytes, transact(dir, name, false));
+  return decode_stats_reply(bytes);
+}
+
 Result<void> request_stop(const std::string& dir, const std::string& name, int wait_seconds) {
-  MOSS_TRY(auto packet, transact(dir, name, true));
+  MOSS_TRY(auto bytes, transact(dir, name, true));
   bool ok = false;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { ok = packet->root<ipc::ControlReply>().isStopping(); })) { (void)e; }
+  if (auto packet = ipc::decode_packet(bytes)) {
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { ok = (*packet)->root<ipc::ControlReply>().isStopping(); })) { (void)e; }
+  }
   if (!ok) return make_error("the VM named " + name + " did not accept the stop request");
   for (int i = 0; i < wait_seconds * 20; i++) {
     auto names = running_names(dir);

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,11 @@ ProcessStats process_stats(const std::string& role, int pid);
 std::string to_json(const VmStats& s);
 std::string table_header();
 std::string table_row(const VmStats& s);
+
+// Pure decoders of what a peer sends (fuzzed in fuzz/fuzz_broker_peers.cc): a request as the
+// broker reads it (true: stop, false: stats), and a stats reply as `moss stats` reads it.
+Result<bool> decode_request(std::span<const uint8_t> packet);
+Result<VmStats> decode_stats_reply(std::span<const uint8_t> packet);
 
 // The broker's side: answers the one request on an accepted connection.
 struct Handlers {
