@@ -1,0 +1,51 @@
+#!/bin/bash
+# Runs bench/blk/blk_bench on this host (no KVM needed) and checks that the results file has
+# every row with figures for moss-blk, qemu-storage-daemon and fio, and for both null backends.
+# Writes BUILD/bench/results/blk-results.md. Skips (77) in a sanitizer build, or when
+# qemu-storage-daemon or fio is missing (.ci/setup installs both).
+# Usage: run-blk-bench.sh BUILD_DIR [extra blk_bench arguments]
+set -u
+build=$1
+shift
+if grep -qE '^MOSS_(SANITIZE|FUZZ):BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  echo "SKIPPED: $build is a sanitizer build; the blk bench only runs in a Release build"
+  exit 77
+fi
+for tool in qemu-storage-daemon fio; do
+  if ! command -v $tool >/dev/null; then
+    echo "SKIPPED: $tool is not installed, so the blk bench has no peer to compare with (run .ci/setup)"
+    exit 77
+  fi
+done
+outdir=$build/bench/results
+mkdir -p "$outdir"
+out=$outdir/blk-results.md
+rm -f "$out"
+dir=${MOSS_BENCH_DIR:-/var/tmp}
+"$build/blk_bench" --out "$out" --dir "$dir" --where "directly on this host (no VM: the harness is the guest)" "$@" || exit 1
+cat "$out"
+
+# Every row must carry a number in each measured column (the ratio columns follow from them).
+fail=0
+check() {  # check SECTION_TITLE COLUMN_NUMBERS...
+  local section=$1
+  shift
+  local rows
+  rows=$(awk -v s="## $section" '$0 == s {on=1; next} /^## / {on=0} on && /^\| [0-9A-Za-z]/ && !/^\| workload/' "$out")
+  [ -n "$rows" ] || { echo "missing section: $section"; fail=1; return; }
+  [ "$(wc -l <<<"$rows")" -eq 8 ] || { echo "section $section does not have 8 rows"; fail=1; }
+  while IFS= read -r line; do
+    for col in "$@"; do
+      cell=$(cut -d'|' -f$((col + 1)) <<<"$line")
+      [[ $cell =~ [0-9] ]] || { echo "no figure in column $col of: $line"; fail=1; }
+    done
+  done <<<"$rows"
+}
+check "Throughput" 4 5 6 7
+check "Backend CPU time per GiB moved (s/GiB)" 3 4 5 6
+check "Transport only: null backends" 3 4
+if grep -q "^## Rows that failed" "$out"; then
+  echo "some rows failed (see the end of $out)"
+  fail=1
+fi
+exit $fail
