@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <cinttypes>
 #include <cstring>
 
 #include "base/file.h"
@@ -100,9 +99,8 @@ uint64_t BlkDevice::protocol_features() const {
 }
 
 Result<void> BlkDevice::set_features(uint64_t acked) {
-  if (!(acked & fbit(feature::kVersion1))) {
-    return make_error("the driver did not accept VIRTIO_F_VERSION_1; moss-blk has no legacy interface");
-  }
+  // A legacy driver (no VERSION_1) is served too: on x86 its rings and requests are the same
+  // bytes, and the parser takes any descriptor layout.
   if (expected_features_ && acked != *expected_features_) {
     return make_error("the driver's features differ from those in the saved state being restored");
   }
@@ -370,6 +368,7 @@ void BlkDevice::on_done(Engine::Tag tag, int res) {
 
 void BlkDevice::complete(uint32_t q, uint16_t head) {
   QueueState& qs = queues_[q];
+  MOSS_ASSERT(!qs.stale);  // Memory changes drain first, so nothing completes on a stale ring.
   Slot& s = qs.slots[head];
   // On failure only the status byte counts as written (len may understate, never overstate).
   if (s.status != kOk) s.used_len = 1;
