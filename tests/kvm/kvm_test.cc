@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <thread>
 
 #include "tests/support/subprocess.h"
@@ -363,6 +364,91 @@ TEST(LinuxGuest, ReadOnlyDiskRefusesWrites) {
   EXPECT_EQ(o.exit_code, 0) << describe(o);
   EXPECT_NE(o.out.find("1\r\nrefused"), std::string::npos) << describe(o);
   EXPECT_EQ(sha256(a), before);
+}
+
+// Supervision mid-I/O: the guest writes block i (4 KiB holding "block i") with a flush, then
+// prints "flushed i", over and over. Killing a process of the VM ends moss at once with a
+// sentence naming it, leaves no process or socket, and every block reported flushed is on disk.
+struct MidIo {
+  Scratch s;
+  std::string img, rt;
+  std::unique_ptr<Process> p;
+  pid_t vcpu = -1, worker = -1;
+  MidIo() {
+    img = s.image("io.img", 8 << 20, 9);
+    rt = (s.dir / "rt").string();
+    p = std::make_unique<Process>(
+        std::vector<std::string>{moss(), "run", "--name", "io", "--disk", img, "--", "sh", "-c",
+                                 "i=1; while true; do printf 'block %-10d' $i | dd of=/dev/vda bs=4096 seek=$i "
+                                 "conv=sync,fsync 2>/dev/null; echo flushed $i; i=$((i+1)); done"},
+        std::map<std::string, std::string>{{"MOSS_RUNTIME_DIR", rt}});
+    EXPECT_TRUE(p->wait_for_output("flushed 3\r\n", seconds(300))) << p->out();
+    for (pid_t kid : children_of(p->pid())) {
+      std::string exe = std::filesystem::read_symlink("/proc/" + std::to_string(kid) + "/exe").string();
+      if (exe.find("moss-vcpu") != std::string::npos) vcpu = kid;
+      if (exe.find("moss-blk") != std::string::npos) worker = kid;
+    }
+  }
+  // Every block the guest said was flushed holds its text.
+  void check_flushed(const std::string& out) {
+    size_t last = 0;
+    for (size_t at = out.find("flushed "); at != std::string::npos; at = out.find("flushed ", at + 1)) {
+      last = std::max<size_t>(last, std::strtoul(out.c_str() + at + 8, nullptr, 10));
+    }
+    ASSERT_GE(last, 3u);
+    int fd = open(img.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    for (size_t i = 1; i <= last; i++) {
+      char buf[17] = {};
+      ASSERT_EQ(pread(fd, buf, 16, static_cast<off_t>(i * 4096)), 16);
+      char want[32];
+      std::snprintf(want, sizeof want, "block %-10zu", i);
+      EXPECT_EQ(std::string(buf, 16), std::string(want, 16)) << "block " << i << " of " << last;
+    }
+    close(fd);
+  }
+};
+
+TEST(Supervision, KilledDiskWorkerEndsTheVmAndFlushedWritesSurvive) {
+  require_kvm();
+  MidIo m;
+  ASSERT_GT(m.worker, 0);
+  ASSERT_GT(m.vcpu, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(m.worker, SIGKILL), 0);
+  auto o = m.p->wait(seconds(30));
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("moss exited %.3f s after its disk worker was killed\n", took);
+  EXPECT_LT(took, 5.0) << "a hang, not a slow machine: the nested host measures about 1 s";
+  EXPECT_EQ(o.exit_code, 125) << describe(o);
+  EXPECT_NE(o.err.find("the blk worker for " + m.img + " (pid " + std::to_string(m.worker) +
+                       ") was killed by signal 9 (SIGKILL) while the VM was running"),
+            std::string::npos)
+      << describe(o);
+  EXPECT_FALSE(process_exists(m.vcpu));
+  EXPECT_FALSE(process_exists(m.worker));
+  EXPECT_FALSE(std::filesystem::exists(m.rt + "/io.sock"));
+  m.check_flushed(o.out);
+}
+
+TEST(Supervision, KilledVcpuProcessTakesTheWorkerAndFlushedWritesSurvive) {
+  require_kvm();
+  MidIo m;
+  ASSERT_GT(m.worker, 0);
+  ASSERT_GT(m.vcpu, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(m.vcpu, SIGKILL), 0);
+  auto o = m.p->wait(seconds(30));
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("moss exited %.3f s after its vcpu process was killed\n", took);
+  EXPECT_LT(took, 5.0) << "a hang, not a slow machine: the nested host measures about 0.5 s";
+  EXPECT_EQ(o.exit_code, 125) << describe(o);
+  EXPECT_NE(o.err.find("the vcpu process (pid " + std::to_string(m.vcpu) + ") was killed by signal 9 (SIGKILL)"),
+            std::string::npos)
+      << describe(o);
+  EXPECT_FALSE(process_exists(m.worker));
+  EXPECT_FALSE(std::filesystem::exists(m.rt + "/io.sock"));
+  m.check_flushed(o.out);
 }
 
 // Interop, moss as the frontend: qemu-storage-daemon's vhost-user-blk export as the disk.
