@@ -365,7 +365,9 @@ void Session::reap_workers() {
       // The guest's disk is gone: its I/O would hang forever. End the VM now.
       worker_failure_ = w.what + " (pid " + std::to_string(w.pid) + ") " + describe_wait_status(status) +
                         " while the VM was running";
-      kill_child("lost a device worker");
+      // Stop the VM in order (its vCPUs leave KVM_RUN, the vcpu process exits and the other
+      // workers see their connections close), with the usual SIGKILL after the grace period.
+      if (!stop_signal_ && !stop_requested_) send_stop();
     }
   }
 }
