@@ -20,6 +20,8 @@ struct MachineConfig {
   # Connected vhost-user sockets of block-device workers (inherited fds), one virtio-pci
   # disk each, in guest order (/dev/vda first).
   vhostUserBlkFds @6 :List(Int32);
+  # The connected vhost-user socket of the VM's vsock worker (inherited fd), -1 for none.
+  vhostUserVsockFd @7 :Int32 = -1;
 }
 
 struct ExitInfo {

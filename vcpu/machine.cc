@@ -88,6 +88,9 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
   }
   m->ioeventfd_any_length_ = kvm_check_extension(m->vm_->fd(), KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
   for (int fd : config.vhost_user_blk_fds) MOSS_CHECK(m->add_vhost_user_device(fd, VhostUserDevice::kBlockDeviceId));
+  if (config.vhost_user_vsock_fd >= 0) {
+    MOSS_CHECK(m->add_vhost_user_device(config.vhost_user_vsock_fd, VhostUserDevice::kSocketDeviceId));
+  }
   MOSS_CHECK(m->load_kernel(config));
   return m;
 }
@@ -106,7 +109,8 @@ Result<void> Machine::add_vhost_user_device(int sock_fd, uint16_t device_id) {
   }
   auto backend = VhostUserDevice::connect(std::move(sock), device_id, shared, static_cast<uint16_t>(config_.cpus));
   if (!backend) {
-    return make_error("disk " + std::to_string(index + 1) + ": " + backend.error().message);
+    return make_error((device_id == VhostUserDevice::kBlockDeviceId ? "disk " + std::to_string(index + 1) : std::string("vsock")) +
+                      ": " + backend.error().message);
   }
   VirtioDevice d;
   d.backend = std::move(*backend);
@@ -116,7 +120,8 @@ Result<void> Machine::add_vhost_user_device(int sock_fd, uint16_t device_id) {
   d.routes.resize(d.transport->num_queues());
   pci_bus_.add(d.transport->config_space());
   virtio_.push_back(std::move(d));
-  LOG_INFO("virtio-blk on vhost-user: %u queue(s), BAR at %s", virtio_.back().transport->num_queues(),
+  LOG_INFO("virtio %s on vhost-user: %u queue(s), BAR at %s", device_id == VhostUserDevice::kBlockDeviceId ? "blk" : "vsock",
+           virtio_.back().transport->num_queues(),
            hex(boot::kPciHoleStart + index * virtio_pci::kBarSize).c_str());
   return {};
 }

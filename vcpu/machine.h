@@ -43,6 +43,8 @@ struct MachineConfig {
   // Connected vhost-user sockets of block-device backends, one virtio-pci disk each, in
   // order (the first is /dev/vda).
   std::vector<int> vhost_user_blk_fds;
+  // A connected vhost-user socket of a vsock backend, or -1 for none.
+  int vhost_user_vsock_fd = -1;
 };
 
 struct MachineExit {

@@ -96,6 +96,7 @@ Result<MachineConfig> read_start(int ctl) {
     c.kernel_fd = s.getKernelFd();
     c.initrd_fd = s.getInitrdFd();
     for (int32_t fd : s.getVhostUserBlkFds()) c.vhost_user_blk_fds.push_back(fd);
+    c.vhost_user_vsock_fd = s.getVhostUserVsockFd();
     ok = true;
   })) {
     return make_error(std::string("the start message is malformed: ") + e->getDescription().cStr());

@@ -13,19 +13,32 @@ namespace {
 using vhost_user::bit;
 namespace pf = vhost_user::protocol_feature;
 
-// struct virtio_blk_config up to write_zeroes_may_unmap and its padding (virtio 1.2, 5.2.4):
-// what QEMU's vhost-user-blk frontend asks for too, so backends written for it answer.
-constexpr uint32_t kBlkConfigSize = 60;
 constexpr uint32_t kBlkNumQueuesOffset = 34;
 constexpr int kBlkFeatureMq = 12;
-constexpr uint32_t kPciClassStorageScsi = 0x010000;  // What QEMU's virtio-blk-pci reports.
+
+// What differs between the device kinds we front.
+struct Kind {
+  uint16_t device_id;
+  uint32_t pci_class;    // As QEMU's virtio-*-pci report it.
+  uint32_t config_size;  // What QEMU's vhost-user frontends ask GET_CONFIG for, so backends
+                         // written for QEMU answer.
+  uint16_t fixed_queues; // 0: one per vCPU, up to what the backend offers (MQ).
+};
+// Block: struct virtio_blk_config up to write_zeroes_may_unmap and its padding (5.2.4).
+// Socket: le64 guest_cid (5.10.4); rx, tx and event queues.
+constexpr Kind kKinds[] = {{VhostUserDevice::kBlockDeviceId, 0x010000, 60, 0},
+                           {VhostUserDevice::kSocketDeviceId, 0x078000, 8, 3}};
 
 }  // namespace
 
 Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock, uint16_t device_id,
                                                                   std::span<const SharedRegion> memory,
                                                                   uint16_t max_queues) {
-  if (device_id != kBlockDeviceId) return make_error("only vhost-user block devices are supported");
+  const Kind* kind = nullptr;
+  for (const auto& k : kKinds) {
+    if (k.device_id == device_id) kind = &k;
+  }
+  if (!kind) return make_error("vhost-user devices of virtio type " + std::to_string(device_id) + " are not supported");
   if (memory.empty() || memory.size() > vhost_user::kMaxMemTableRegions) {
     return make_error("guest memory must be 1 to 8 regions to share it over vhost-user");
   }
@@ -48,8 +61,14 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
     MOSS_TRY(queues, fe.get_queue_num());
     if (queues == 0) return make_error("the vhost-user backend reports zero queues");
   }
-  uint16_t nq = static_cast<uint16_t>(std::min<uint64_t>({queues, max_queues, virtio_pci::kMaxQueues}));
-  if (!(features & bit(kBlkFeatureMq))) nq = 1;
+  uint16_t nq;
+  if (kind->fixed_queues) {
+    if (queues < kind->fixed_queues) return make_error("the vhost-user backend offers too few queues");
+    nq = kind->fixed_queues;
+  } else {
+    nq = static_cast<uint16_t>(std::min<uint64_t>({queues, max_queues, virtio_pci::kMaxQueues}));
+    if (!(features & bit(kBlkFeatureMq))) nq = 1;
+  }
 
   std::vector<vhost_user::MemoryRegion> regions;
   std::vector<int> fds;
@@ -60,13 +79,13 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
   MOSS_CHECK(fe.set_mem_table(regions, fds));
 
   d->info_.device_id = device_id;
-  d->info_.pci_class = kPciClassStorageScsi;
+  d->info_.pci_class = kind->pci_class;
   d->info_.features = features & ~bit(vhost_user::kFeatureProtocolFeatures);
   d->info_.num_queues = nq;
   d->info_.max_queue_size = 256;
-  d->info_.config_size = kBlkConfigSize;
+  d->info_.config_size = kind->config_size;
   // Read the configuration once now: a backend that cannot answer fails here, before boot.
-  uint8_t probe[kBlkConfigSize];
+  std::vector<uint8_t> probe(kind->config_size);
   MOSS_CHECK(d->read_config(0, probe));
   for (uint16_t q = 0; q < nq; q++) {
     MOSS_TRY(int k, MOSS_SYS(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
@@ -81,7 +100,7 @@ Result<void> VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> da
   MOSS_TRY(auto cfg, fe_.get_config(0, info_.config_size));
   if (cfg.size() != info_.config_size) return make_error("the backend answered GET_CONFIG with the wrong size");
   // The driver sees the queue count this VM uses, which may be fewer than the backend has.
-  if (info_.features & bit(kBlkFeatureMq)) {
+  if (info_.device_id == kBlockDeviceId && (info_.features & bit(kBlkFeatureMq))) {
     cfg[kBlkNumQueuesOffset] = static_cast<uint8_t>(info_.num_queues);
     cfg[kBlkNumQueuesOffset + 1] = static_cast<uint8_t>(info_.num_queues >> 8);
   }

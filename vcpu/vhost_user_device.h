@@ -35,9 +35,11 @@ struct SharedRegion {
 class VhostUserDevice final : public virtio_pci::VirtioBackend {
  public:
   static constexpr uint16_t kBlockDeviceId = 2;
+  static constexpr uint16_t kSocketDeviceId = 19;  // virtio-vsock
 
   // Connects over `sock` (already connected) to a backend of virtio device `device_id`
-  // (only block so far) and offers it `memory`. At most `max_queues` queues are used.
+  // (block or socket) and offers it `memory`. A block device uses one queue per vCPU, up to
+  // `max_queues` and what the backend has; a socket device its three.
   static Result<std::unique_ptr<VhostUserDevice>> connect(UniqueFd sock, uint16_t device_id,
                                                           std::span<const SharedRegion> memory,
                                                           uint16_t max_queues);
