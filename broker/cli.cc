@@ -11,7 +11,7 @@ std::string usage() {
   return "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
          "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--name NAME] [--stats FILE]\n"
          "                [-- CMD ARGS...]\n"
-         "       moss ls | moss stats NAME | moss stop NAME\n"
+         "       moss ls | moss stats NAME | moss stop NAME | moss pause NAME | moss resume NAME\n"
          "       moss device blk --socket-path SOCKET --disk PATH [--readonly] | --print-capabilities\n"
          "       moss --help | --version\n"
          "\n"
@@ -21,7 +21,8 @@ std::string usage() {
          "--vhost-user-blk (a running vhost-user-blk backend) is a virtio-blk disk, /dev/vda first.\n"
          "--name gives the VM a control socket in the runtime directory ($MOSS_RUNTIME_DIR, else\n"
          "$XDG_RUNTIME_DIR/moss): moss ls lists named VMs, moss stats prints one's figures as\n"
-         "JSON, moss stop stops it in order and waits until it has ended.\n"
+         "JSON, moss stop stops it in order and waits until it has ended, moss pause parks its\n"
+         "vCPUs (the guest's clock and devices keep running) until moss resume.\n"
          "moss device blk runs the block-device worker on its own, as a vhost-user backend for\n"
          "QEMU, crosvm or another moss.\n";
 }
@@ -138,9 +139,12 @@ Result<Command> parse(const std::vector<std::string>& args) {
     c.verb = Command::Verb::kList;
     return c;
   }
-  if (args[0] == "stats" || args[0] == "stop") {
+  if (args[0] == "stats" || args[0] == "stop" || args[0] == "pause" || args[0] == "resume") {
     if (args.size() != 2) return make_error("moss " + args[0] + " needs exactly one VM name");
-    c.verb = args[0] == "stats" ? Command::Verb::kStats : Command::Verb::kStop;
+    c.verb = args[0] == "stats"   ? Command::Verb::kStats
+             : args[0] == "stop"  ? Command::Verb::kStop
+             : args[0] == "pause" ? Command::Verb::kPause
+                                  : Command::Verb::kResume;
     c.vm_name = args[1];
     return c;
   }
@@ -152,7 +156,7 @@ Result<Command> parse(const std::vector<std::string>& args) {
     c.device_args.assign(args.begin() + 2, args.end());
     return c;
   }
-  return make_error("unknown command '" + args[0] + "' (this version has: run, ls, stats, stop, device; see moss --help)");
+  return make_error("unknown command '" + args[0] + "' (this version has: run, ls, stats, stop, pause, resume, device; see moss --help)");
 }
 
 }  // namespace moss::cli

@@ -33,13 +33,13 @@ struct RunOptions {
 };
 
 struct Command {
-  enum class Verb { kRun, kDevice, kList, kStats, kStop, kHelp, kVersion };
+  enum class Verb { kRun, kDevice, kList, kStats, kStop, kPause, kResume, kHelp, kVersion };
   Verb verb = Verb::kHelp;
   RunOptions run;
   // moss device KIND ARGS...: run a device worker standalone (its own program parses ARGS).
   std::string device;
   std::vector<std::string> device_args;
-  std::string vm_name;  // moss stats NAME, moss stop NAME
+  std::string vm_name;  // moss stats|stop|pause|resume NAME
 };
 
 Result<Command> parse(const std::vector<std::string>& args);

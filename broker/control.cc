@@ -41,19 +41,23 @@ Result<UniqueFd> connect_to(const std::string& dir, const std::string& name) {
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     return make_error("no VM named " + name + " is running", errno);
   }
-  timeval tv{kIoTimeoutSeconds, 0};
+  timeval tv{kIoTimeoutSeconds + 5, 0};  // A pause waits for every vCPU (up to 5 s).
   MOSS_CHECK(MOSS_SYS(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
   return sock;
 }
 
 // One request, and the raw bytes of the reply packet.
-Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string& name, bool stop) {
+Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string& name, Verb verb) {
   MOSS_TRY(UniqueFd sock, connect_to(dir, name));
   capnp::MallocMessageBuilder mb;
   auto req = mb.initRoot<ipc::ControlRequest>();
   req.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
-  if (stop) req.setStop();
-  else req.setStats();
+  switch (verb) {
+    case Verb::kStats: req.setStats(); break;
+    case Verb::kStop: req.setStop(); break;
+    case Verb::kPause: req.setPause(); break;
+    case Verb::kResume: req.setResume(); break;
+  }
   MOSS_CHECK(ipc::send_message(sock.get(), mb));
   std::vector<uint8_t> buf(ipc::kMaxPacketBytes + 1);
   ssize_t n;
@@ -226,7 +230,8 @@ std::string table_row(const VmStats& s) {
   return buf;
 }
 
-void serve_connection(int conn, const Handlers& handlers) {
+void serve_connection(UniqueFd conn_owned, const Handlers& handlers) {
+  int conn = conn_owned.get();
   timeval tv{kIoTimeoutSeconds, 0};
   setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -234,11 +239,16 @@ void serve_connection(int conn, const Handlers& handlers) {
   ssize_t n = recv(conn, buf.data(), buf.size(), MSG_TRUNC);
   if (n <= 0 || static_cast<size_t>(n) > ipc::kMaxPacketBytes) return;  // Gone, or not one of ours.
   auto request = decode_request(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
+  if (request && (*request == Verb::kPause || *request == Verb::kResume)) {
+    handlers.deferred(std::move(conn_owned), *request);
+    return;
+  }
   capnp::MallocMessageBuilder mb;
   auto reply = mb.initRoot<ipc::ControlReply>();
   reply.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
-  bool stop = request && *request, stats = request && !*request;
-  if (stats) {
+  if (!request) {
+    reply.setError(request.error().message);
+  } else if (*request == Verb::kStats) {
     VmStats s = handlers.stats();
     auto out = reply.initStats();
     out.setName(s.name);
@@ -255,31 +265,44 @@ void serve_connection(int conn, const Handlers& handlers) {
     }
     auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
     for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
-  } else if (stop) {
-    reply.setStopping();
   } else {
-    reply.setError(request.error().message);
+    reply.setStopping();
   }
   (void)ipc::send_message(conn, mb);
-  if (stop) handlers.stop();
+  if (request && *request == Verb::kStop) handlers.stop();
 }
 
-Result<bool> decode_request(std::span<const uint8_t> bytes) {
+void answer_deferred(int conn, Verb verb, const Result<void>& outcome) {
+  capnp::MallocMessageBuilder mb;
+  auto reply = mb.initRoot<ipc::ControlReply>();
+  reply.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
+  if (!outcome) reply.setError(outcome.error().message);
+  else if (verb == Verb::kPause) reply.setPaused();
+  else reply.setResumed();
+  (void)ipc::send_message(conn, mb);
+}
+
+Result<Verb> decode_request(std::span<const uint8_t> bytes) {
   MOSS_TRY(auto packet, ipc::decode_packet(bytes));
-  std::optional<bool> stop;
+  std::optional<Verb> verb;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
     auto req = packet->root<ipc::ControlRequest>();
     if (req.getVersion() != ipc::CONTROL_PROTOCOL_VERSION) return;
-    if (req.isStop()) stop = true;
-    else if (req.isStats()) stop = false;
+    switch (req.which()) {
+      case ipc::ControlRequest::STATS: verb = Verb::kStats; break;
+      case ipc::ControlRequest::STOP: verb = Verb::kStop; break;
+      case ipc::ControlRequest::PAUSE: verb = Verb::kPause; break;
+      case ipc::ControlRequest::RESUME: verb = Verb::kResume; break;
+      default: break;
+    }
   })) {
     (void)e;
   }
-  if (!stop) {
+  if (!verb) {
     return make_error("this broker does not understand the request (control protocol version " +
                       std::to_string(ipc::CONTROL_PROTOCOL_VERSION) + ")");
   }
-  return *stop;
+  return *verb;
 }
 
 Result<VmStats> decode_stats_reply(std::span<const uint8_t> bytes) {
@@ -308,12 +331,12 @@ Result<VmStats> decode_stats_reply(std::span<const uint8_t> bytes) {
 }
 
 Result<VmStats> query_stats(const std::string& dir, const std::string& name) {
-  MOSS_TRY(auto bytes, transact(dir, name, false));
+  MOSS_TRY(auto bytes, transact(dir, name, Verb::kStats));
   return decode_stats_reply(bytes);
 }
 
 Result<void> request_stop(const std::string& dir, const std::string& name, int wait_seconds) {
-  MOSS_TRY(auto bytes, transact(dir, name, true));
+  MOSS_TRY(auto bytes, transact(dir, name, Verb::kStop));
   bool ok = false;
   if (auto packet = ipc::decode_packet(bytes)) {
     KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { ok = (*packet)->root<ipc::ControlReply>().isStopping(); })) { (void)e; }
@@ -325,6 +348,23 @@ Result<void> request_stop(const std::string& dir, const std::string& name, int w
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return make_error("the VM named " + name + " is still stopping after " + std::to_string(wait_seconds) + " s");
+}
+
+Result<void> request_pause(const std::string& dir, const std::string& name, bool pause) {
+  MOSS_TRY(auto bytes, transact(dir, name, pause ? Verb::kPause : Verb::kResume));
+  MOSS_TRY(auto packet, ipc::decode_packet(bytes));
+  std::string error;
+  bool ok = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto r = packet->root<ipc::ControlReply>();
+    if (r.isError()) error = r.getError().cStr();
+    ok = pause ? r.isPaused() : r.isResumed();
+  })) {
+    (void)e;
+  }
+  if (!error.empty()) return make_error("the VM named " + name + " could not " + (pause ? "pause" : "resume") + ": " + error);
+  if (!ok) return make_error("the VM named " + name + " answered something else");
+  return {};
 }
 
 }  // namespace moss::control

@@ -69,21 +69,30 @@ std::string to_json(const VmStats& s);
 std::string table_header();
 std::string table_row(const VmStats& s);
 
+enum class Verb { kStats, kStop, kPause, kResume };
+
 // Pure decoders of what a peer sends (fuzzed in fuzz/fuzz_broker_peers.cc): a request as the
-// broker reads it (true: stop, false: stats), and a stats reply as `moss stats` reads it.
-Result<bool> decode_request(std::span<const uint8_t> packet);
+// broker reads it, and a stats reply as `moss stats` reads it.
+Result<Verb> decode_request(std::span<const uint8_t> packet);
 Result<VmStats> decode_stats_reply(std::span<const uint8_t> packet);
 
-// The broker's side: answers the one request on an accepted connection.
+// The broker's side: the one request on an accepted connection. stats and stop are answered
+// at once; pause and resume are handed to `deferred` with the connection, which answers
+// with answer_deferred() once the vcpu process has.
 struct Handlers {
   std::function<VmStats()> stats;
   std::function<void()> stop;
+  std::function<void(UniqueFd conn, Verb verb)> deferred;
 };
-void serve_connection(int conn, const Handlers& handlers);
+void serve_connection(UniqueFd conn, const Handlers& handlers);
+// Answers a deferred pause/resume: done, or the sentence why not.
+void answer_deferred(int conn, Verb verb, const Result<void>& outcome);
 
 // The client's side: one request on a fresh connection to N's socket.
 Result<VmStats> query_stats(const std::string& dir, const std::string& name);
 // Asks N to stop, then waits (up to `wait_seconds`) until it has ended.
 Result<void> request_stop(const std::string& dir, const std::string& name, int wait_seconds);
+// Pauses or resumes N's vCPUs; returns once they are.
+Result<void> request_pause(const std::string& dir, const std::string& name, bool pause);
 
 }  // namespace moss::control

@@ -92,15 +92,17 @@ TEST_F(ControlTest, StatsAndStopRoundTrip) {
                s.disks = {"/tmp/a \"quoted\".img"};
                return s;
              },
-             [&] { stopped = true; }};
+             [&] { stopped = true; },
+             [](UniqueFd conn, Verb v) { answer_deferred(conn.get(), v, {}); }};
   std::thread server([&] {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 4; i++) {
       int conn;
       while ((conn = accept4(e->listen_fd(), nullptr, nullptr, SOCK_CLOEXEC)) < 0) std::this_thread::yield();
-      serve_connection(conn, h);
-      close(conn);
+      serve_connection(UniqueFd(conn), h);
     }
   });
+  EXPECT_TRUE(request_pause(dir(), "rt", true).ok());
+  EXPECT_TRUE(request_pause(dir(), "rt", false).ok());
   auto s = query_stats(dir(), "rt");
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(s->cpus, 2u);

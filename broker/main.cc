@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
     case moss::cli::Command::Verb::kList:
     case moss::cli::Command::Verb::kStats:
     case moss::cli::Command::Verb::kStop:
+    case moss::cli::Command::Verb::kPause:
+    case moss::cli::Command::Verb::kResume:
       return moss::control_command(*cmd);
   }
   return moss::kExitUsage;

@@ -220,6 +220,16 @@ class Session {
   std::optional<control::Endpoint> endpoint_;  // --name: the control socket.
   event* client_ev_ = nullptr;
   bool stop_requested_ = false;  // moss stop NAME.
+  bool paused_ = false;          // moss pause NAME (answered by the vcpu process).
+  // moss pause/resume clients waiting for the vcpu process's answer, in request order (the
+  // vcpu process answers in order).
+  struct Waiting {
+    UniqueFd conn;
+    control::Verb verb;
+  };
+  std::vector<Waiting> waiting_;
+  void forward_pause(UniqueFd conn, control::Verb verb);
+  void answer_waiting(const Result<void>& outcome);
   uint64_t first_run_ns_ = 0, first_exit_ns_ = 0;
   event_base* base_ = nullptr;
   event* ctl_ev_ = nullptr;
@@ -272,6 +282,22 @@ bool Session::handle_packet(ipc::Packet& packet) {
       }
       case ipc::VcpuToBroker::STARTED:
         first_run_ns_ = msg.getStarted().getFirstRunNs();
+        break;
+      case ipc::VcpuToBroker::PAUSED:
+        paused_ = true;
+        answer_waiting({});
+        break;
+      case ipc::VcpuToBroker::RESUMED:
+        paused_ = false;
+        answer_waiting({});
+        break;
+      case ipc::VcpuToBroker::REFUSED:
+        answer_waiting(make_error(msg.getRefused().cStr()));
+        break;
+      case ipc::VcpuToBroker::CPU_STATE:
+      case ipc::VcpuToBroker::RESTORED:
+        protocol_error_ = "the vcpu process sent CPU state nobody asked for";
+        ok = false;
         break;
       case ipc::VcpuToBroker::EXITED: {
         auto x = msg.getExited();
@@ -328,7 +354,7 @@ void Session::child_lingers() {
 control::VmStats Session::stats() const {
   control::VmStats s;
   s.name = options_.name;
-  s.state = stop_signal_ || stop_requested_ || have_exit_ ? "stopping" : "running";
+  s.state = stop_signal_ || stop_requested_ || have_exit_ ? "stopping" : paused_ ? "paused" : "running";
   s.uptime_ms = (now_ns() - spawn_ns_) / 1000000;
   s.cpus = options_.cpus;
   s.mem_bytes = options_.mem_bytes;
@@ -345,14 +371,37 @@ void Session::accept_client() {
   for (;;) {
     int conn = accept4(endpoint_->listen_fd(), nullptr, nullptr, SOCK_CLOEXEC);
     if (conn < 0) return;  // EAGAIN: all served.
-    UniqueFd owned(conn);
-    control::serve_connection(conn, {[this] { return stats(); },
-                                     [this] {
-                                       if (stop_requested_ || stop_signal_) return;
-                                       stop_requested_ = true;
-                                       send_stop();
-                                     }});
+    control::serve_connection(UniqueFd(conn), {[this] { return stats(); },
+                                               [this] {
+                                                 if (stop_requested_ || stop_signal_) return;
+                                                 stop_requested_ = true;
+                                                 send_stop();
+                                               },
+                                               [this](UniqueFd c, control::Verb v) { forward_pause(std::move(c), v); }});
   }
+}
+
+void Session::forward_pause(UniqueFd conn, control::Verb verb) {
+  if (have_exit_ || stop_signal_ || stop_requested_) {
+    control::answer_deferred(conn.get(), verb, make_error("the VM is stopping"));
+    return;
+  }
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
+  msg.setVersion(ipc::PROTOCOL_VERSION);
+  if (verb == control::Verb::kPause) msg.setPause();
+  else msg.setResume();
+  if (auto r = ipc::send_message(ctl_.get(), mb); !r) {
+    control::answer_deferred(conn.get(), verb, r.error());
+    return;
+  }
+  waiting_.push_back({std::move(conn), verb});
+}
+
+void Session::answer_waiting(const Result<void>& outcome) {
+  if (waiting_.empty()) return;
+  control::answer_deferred(waiting_.front().conn.get(), waiting_.front().verb, outcome);
+  waiting_.erase(waiting_.begin());
 }
 
 void Session::reap_workers() {
@@ -656,6 +705,14 @@ int control_command(const cli::Command& command) {
       return 1;
     }
     std::fputs(control::to_json(*s).c_str(), stdout);
+    return 0;
+  }
+  if (command.verb == V::kPause || command.verb == V::kResume) {
+    auto r = control::request_pause(dir, command.vm_name, command.verb == V::kPause);
+    if (!r) {
+      std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+      return 1;
+    }
     return 0;
   }
   auto r = control::request_stop(dir, command.vm_name, kStopGraceSeconds * 2 + kExitGraceSeconds * 2);

@@ -18,6 +18,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     switch (msg.which()) {
       case moss::ipc::VcpuToBroker::CONSOLE: (void)msg.getConsole().size(); break;
       case moss::ipc::VcpuToBroker::STARTED: (void)msg.getStarted().getFirstRunNs(); break;
+      case moss::ipc::VcpuToBroker::REFUSED: (void)msg.getRefused().size(); break;
+      case moss::ipc::VcpuToBroker::PAUSED:
+      case moss::ipc::VcpuToBroker::RESUMED:
+      case moss::ipc::VcpuToBroker::CPU_STATE:
+      case moss::ipc::VcpuToBroker::RESTORED:
+        break;
       case moss::ipc::VcpuToBroker::EXITED: {
         auto x = msg.getExited();
         (void)x.getReason();

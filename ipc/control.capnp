@@ -15,6 +15,8 @@ struct ControlRequest {
   union {
     stats @1 :Void;
     stop @2 :Void;      # As SIGTERM to the broker: the VM is stopped in order.
+    pause @3 :Void;     # Every vCPU parked outside KVM_RUN; answered once they are.
+    resume @4 :Void;
   }
 }
 
@@ -41,5 +43,7 @@ struct ControlReply {
     stats @1 :VmStats;
     stopping @2 :Void;
     error @3 :Text;
+    paused @4 :Void;
+    resumed @5 :Void;
   }
 }

@@ -44,8 +44,26 @@ struct BrokerToVcpu {
     start @0 :MachineConfig;   # Exactly once, first.
     stop @1 :Void;             # Orderly shutdown; answered by `exited`.
     consoleInput @2 :Data;     # Bytes typed at the terminal, for the UART.
+    pause @4 :Void;            # Park every vCPU outside KVM_RUN; answered by `paused`.
+    resume @5 :Void;           # Answered by `resumed`.
+    saveCpuState @6 :Void;     # Only while paused; answered by `cpuState`.
+    restoreCpuState @7 :List(CpuState);  # Only while paused; answered by `restored`.
   }
   version @3 :UInt32;
+}
+
+# One vCPU as KVM holds it: the kernel's own structures, byte for byte (same host
+# architecture on both sides of a save and restore). Sizes are checked on restore.
+struct CpuState {
+  regs @0 :Data;        # struct kvm_regs
+  sregs @1 :Data;       # struct kvm_sregs
+  xsave @2 :Data;       # struct kvm_xsave (4096 bytes)
+  xcrs @3 :Data;        # struct kvm_xcrs
+  lapic @4 :Data;       # struct kvm_lapic_state
+  msrs @5 :Data;        # struct kvm_msr_entry[]
+  mpState @6 :UInt32;
+  events @7 :Data;      # struct kvm_vcpu_events
+  debugregs @8 :Data;   # struct kvm_debugregs
 }
 
 struct VcpuToBroker {
@@ -53,6 +71,11 @@ struct VcpuToBroker {
     started @0 :Started;
     console @1 :Data;          # Guest serial output, in order.
     exited @2 :ExitInfo;       # Last message; the process exits right after.
+    paused @4 :Void;
+    resumed @5 :Void;
+    cpuState @6 :List(CpuState);
+    restored @7 :Void;
+    refused @8 :Text;          # A pause/resume/save/restore request failed; one sentence.
   }
   version @3 :UInt32;
 }

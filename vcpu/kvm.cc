@@ -209,4 +209,55 @@ Result<void> KvmVm::ioeventfd(int event_fd, uint64_t gpa, uint32_t len, bool ass
   return {};
 }
 
+Result<std::vector<uint32_t>> kvm_msr_index_list(int kvm_fd) {
+  KvmMsrListHeader probe{0};
+  if (ioctl(kvm_fd, kKvmGetMsrIndexList, &probe) < 0 && errno != E2BIG) {
+    return make_error(std::string("KVM_GET_MSR_INDEX_LIST failed: ") + strerror(errno), errno);
+  }
+  std::vector<uint32_t> buf(1 + probe.nmsrs);
+  buf[0] = probe.nmsrs;
+  MOSS_CHECK(MOSS_SYS(ioctl(kvm_fd, kKvmGetMsrIndexList, buf.data())));
+  return std::vector<uint32_t>(buf.begin() + 1, buf.begin() + 1 + buf[0]);
+}
+
+Result<VcpuState> KvmVcpu::save_state(const std::vector<uint32_t>& msr_indices) {
+  VcpuState s;
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_REGS, &s.regs)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_SREGS, &s.sregs)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), kKvmGetXsave, &s.xsave)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_XCRS, &s.xcrs)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_LAPIC, &s.lapic)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_MP_STATE, &s.mp_state)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_VCPU_EVENTS, &s.events)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_DEBUGREGS, &s.debugregs)));
+  // KVM_GET_MSRS stops at the first MSR it cannot read; leave that one out and go on.
+  std::vector<uint32_t> want = msr_indices;
+  for (;;) {
+    std::vector<uint8_t> buf(sizeof(KvmMsrsHeader) + want.size() * sizeof(kvm_msr_entry));
+    reinterpret_cast<KvmMsrsHeader*>(buf.data())->nmsrs = static_cast<uint32_t>(want.size());
+    auto* entries = reinterpret_cast<kvm_msr_entry*>(buf.data() + sizeof(KvmMsrsHeader));
+    for (size_t i = 0; i < want.size(); i++) entries[i] = kvm_msr_entry{want[i], 0, 0};
+    MOSS_TRY(int n, MOSS_SYS(ioctl(fd(), kKvmGetMsrs, buf.data())));
+    s.msrs.insert(s.msrs.end(), entries, entries + n);
+    if (static_cast<size_t>(n) >= want.size()) break;
+    want.erase(want.begin(), want.begin() + n + 1);
+  }
+  return s;
+}
+
+Result<void> KvmVcpu::restore_state(const VcpuState& s) {
+  // Special registers first (modes and control registers), then the rest; the LAPIC before
+  // the events that may name a pending interrupt; MP state last of all.
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_SREGS, &s.sregs)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_REGS, &s.regs)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), kKvmSetXsave, &s.xsave)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_XCRS, &s.xcrs)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_LAPIC, &s.lapic)));
+  MOSS_CHECK(set_msrs(s.msrs));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_VCPU_EVENTS, &s.events)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_DEBUGREGS, &s.debugregs)));
+  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_MP_STATE, &s.mp_state)));
+  return {};
+}
+
 }  // namespace moss

@@ -28,11 +28,37 @@ struct KvmIrqRoutingHeader {
   uint32_t nr, flags;
 };
 inline constexpr unsigned long kKvmSetGsiRouting = _IOW(KVMIO, 0x6a, KvmIrqRoutingHeader);
+struct KvmMsrListHeader {
+  uint32_t nmsrs;
+};
+struct KvmXsaveRegion {
+  uint32_t region[1024];
+};
+inline constexpr unsigned long kKvmGetMsrIndexList = _IOWR(KVMIO, 0x02, KvmMsrListHeader);
+inline constexpr unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, KvmMsrsHeader);
+inline constexpr unsigned long kKvmGetXsave = _IOR(KVMIO, 0xa4, KvmXsaveRegion);
+inline constexpr unsigned long kKvmSetXsave = _IOW(KVMIO, 0xa5, KvmXsaveRegion);
+
+// Everything KVM holds for one vCPU, as the kernel's own structures (same host
+// architecture on both ends of a save and restore).
+struct VcpuState {
+  kvm_regs regs{};
+  kvm_sregs sregs{};
+  KvmXsaveRegion xsave{};
+  kvm_xcrs xcrs{};
+  kvm_lapic_state lapic{};
+  std::vector<kvm_msr_entry> msrs;
+  kvm_mp_state mp_state{};
+  kvm_vcpu_events events{};
+  kvm_debugregs debugregs{};
+};
 
 // A system /dev/kvm fd, checked for API version 12.
 Result<void> kvm_check_api(int kvm_fd);
 int kvm_check_extension(int fd, long cap);  // 0 when absent.
 Result<std::vector<kvm_cpuid_entry2>> kvm_supported_cpuid(int kvm_fd);
+// The MSRs KVM can save and restore (KVM_GET_MSR_INDEX_LIST).
+Result<std::vector<uint32_t>> kvm_msr_index_list(int kvm_fd);
 
 class KvmVcpu {
  public:
@@ -54,6 +80,10 @@ class KvmVcpu {
   Result<void> set_fpu(const kvm_fpu& fpu);
   // LINT0 = ExtINT and LINT1 = NMI, as firmware leaves them for a PC.
   Result<void> setup_lapic_lints();
+  // Only while the vCPU is outside KVM_RUN. `msr_indices`: what to save (MSRs KVM lists but
+  // cannot read for this vCPU are left out).
+  Result<VcpuState> save_state(const std::vector<uint32_t>& msr_indices);
+  Result<void> restore_state(const VcpuState& state);
 
  private:
   UniqueFd fd_;

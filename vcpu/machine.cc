@@ -79,6 +79,7 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
                                     });
 
   MOSS_TRY(auto supported, kvm_supported_cpuid(config.kvm_fd));
+  MOSS_TRY(m->msr_indices_, kvm_msr_index_list(config.kvm_fd));
   for (uint32_t i = 0; i < config.cpus; i++) {
     MOSS_TRY(KvmVcpu v, m->vm_->create_vcpu(i));
     MOSS_CHECK(v.set_cpuid(x86::cpuid_for_vcpu(supported, i, config.cpus)));
@@ -269,6 +270,10 @@ void Machine::vcpu_loop(size_t i) {
   kvm_run* run = vcpu.run();
   using R = MachineExit::Reason;
   while (!stop_flag_.load()) {
+    if (pause_flag_.load()) {
+      park(i);
+      continue;
+    }
     if (ioctl(vcpu.fd(), KVM_RUN, 0) < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;  // A kick; the loop condition decides.
       request_stop({R::kError, 0, std::string("KVM_RUN failed on vCPU ") + std::to_string(i) + ": " + strerror(errno)});
@@ -313,6 +318,60 @@ void Machine::vcpu_loop(size_t i) {
         break;
     }
   }
+}
+
+void Machine::park(size_t i) {
+  std::unique_lock<std::mutex> lock(park_mu_);
+  parked_++;
+  park_cv_.notify_all();
+  park_cv_.wait(lock, [&] { return !pause_flag_.load() || stop_flag_.load(); });
+  parked_--;
+  if (!stop_flag_.load()) vcpus_[i].run()->immediate_exit = 0;
+}
+
+Result<void> Machine::pause() {
+  if (threads_.empty()) return make_error("the VM is not running");
+  {
+    std::lock_guard<std::mutex> lock(exit_mu_);
+    if (stopping_) return make_error("the VM is ending");
+    pause_flag_.store(true);
+    // As in request_stop: immediate_exit for a vCPU about to enter KVM_RUN, the signal for
+    // one inside it.
+    for (auto& v : vcpus_) v.run()->immediate_exit = 1;
+    for (auto& t : threads_) pthread_kill(t.native_handle(), kKickSignal);
+  }
+  std::unique_lock<std::mutex> lock(park_mu_);
+  bool all = park_cv_.wait_for(lock, std::chrono::seconds(5),
+                               [&] { return parked_ == vcpus_.size() || stop_flag_.load(); });
+  if (stop_flag_.load()) return make_error("the VM ended while pausing");
+  if (!all) return make_error("a vCPU did not leave KVM_RUN within 5 s");
+  return {};
+}
+
+void Machine::resume() {
+  std::lock_guard<std::mutex> lock(park_mu_);
+  pause_flag_.store(false);
+  park_cv_.notify_all();
+}
+
+Result<std::vector<VcpuState>> Machine::save_cpus() {
+  if (!pause_flag_.load()) return make_error("the VM must be paused to save its vCPUs");
+  std::vector<VcpuState> out;
+  for (auto& v : vcpus_) {
+    MOSS_TRY(auto s, v.save_state(msr_indices_));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<void> Machine::restore_cpus(const std::vector<VcpuState>& states) {
+  if (!pause_flag_.load()) return make_error("the VM must be paused to restore its vCPUs");
+  if (states.size() != vcpus_.size()) {
+    return make_error("the saved state has " + std::to_string(states.size()) + " vCPUs, this VM " +
+                      std::to_string(vcpus_.size()));
+  }
+  for (size_t i = 0; i < states.size(); i++) MOSS_CHECK(vcpus_[i].restore_state(states[i]));
+  return {};
 }
 
 void Machine::handle_pio(kvm_run* run) {

@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -70,6 +71,14 @@ class Machine {
   // Joins the vCPU threads and returns why the VM ended. Call after done_fd fired.
   MachineExit join();
   void console_input(const uint8_t* data, size_t len);
+
+  // Parks every vCPU outside KVM_RUN (returns once all are parked), and lets them go again.
+  // While paused the vCPUs' state can be saved and restored.
+  Result<void> pause();
+  void resume();
+  bool paused() const { return pause_flag_.load(); }
+  Result<std::vector<VcpuState>> save_cpus();
+  Result<void> restore_cpus(const std::vector<VcpuState>& states);
   uint64_t first_run_ns() const { return first_run_ns_; }
   uint64_t first_exit_ns() const { return first_exit_ns_.load(); }
 
@@ -81,6 +90,7 @@ class Machine {
   // wants now (after the guest touched its config space or BAR). Holds pci_mu_.
   void sync_device(size_t index);
   void vcpu_loop(size_t i);
+  void park(size_t i);
   void handle_pio(kvm_run* run);
   void handle_mmio(kvm_run* run);
   Result<void> apply_msi_routes();
@@ -122,6 +132,12 @@ class Machine {
   MachineExit exit_;
   uint64_t first_run_ns_ = 0;
   std::atomic<uint64_t> first_exit_ns_{0};
+
+  std::vector<uint32_t> msr_indices_;  // What save_cpus() saves.
+  std::atomic<bool> pause_flag_{false};
+  std::mutex park_mu_;
+  std::condition_variable park_cv_;
+  size_t parked_ = 0;
 };
 
 uint64_t monotonic_ns();

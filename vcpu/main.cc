@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -19,6 +20,7 @@
 #include "base/syscall.h"
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
+#include "vcpu/cpu_state_codec.h"
 #include "vcpu/machine.h"
 
 namespace moss {
@@ -78,6 +80,17 @@ Result<void> send_exit(int fd, const MachineExit& e, uint64_t first_exit_ns) {
   x.setMessage(e.message);
   x.setFirstExitNs(first_exit_ns);
   return ipc::send_message(fd, mb);
+}
+
+// Replies to a pause/resume/save/restore request: `fill` sets the answer, or an Error
+// becomes a `refused` sentence.
+void reply(int ctl, const Result<void>& r, const std::function<void(ipc::VcpuToBroker::Builder)>& fill) {
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<ipc::VcpuToBroker>();
+  msg.setVersion(ipc::PROTOCOL_VERSION);
+  if (r) fill(msg);
+  else msg.setRefused(r.error().message);
+  (void)ipc::send_message(ctl, mb);
 }
 
 Result<MachineConfig> read_start(int ctl) {
@@ -166,9 +179,43 @@ int run(int ctl) {
       std::string input;
       KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
         auto msg = (*packet)->root<ipc::BrokerToVcpu>();
-        if (msg.isStop()) stop = true;
-        else if (msg.isConsoleInput()) input.assign(reinterpret_cast<const char*>(msg.getConsoleInput().begin()), msg.getConsoleInput().size());
-        else bad = true;
+        switch (msg.which()) {
+          case ipc::BrokerToVcpu::STOP: stop = true; break;
+          case ipc::BrokerToVcpu::CONSOLE_INPUT:
+            input.assign(reinterpret_cast<const char*>(msg.getConsoleInput().begin()), msg.getConsoleInput().size());
+            break;
+          case ipc::BrokerToVcpu::PAUSE:
+            reply(ctl, m.pause(), [](auto r) { r.setPaused(); });
+            break;
+          case ipc::BrokerToVcpu::RESUME:
+            m.resume();
+            reply(ctl, {}, [](auto r) { r.setResumed(); });
+            break;
+          case ipc::BrokerToVcpu::SAVE_CPU_STATE: {
+            auto states = m.save_cpus();
+            reply(ctl, states ? Result<void>() : Result<void>(states.error()), [&](auto r) {
+              auto list = r.initCpuState(static_cast<unsigned>(states->size()));
+              for (unsigned i = 0; i < states->size(); i++) encode_cpu_state((*states)[i], list[i]);
+            });
+            break;
+          }
+          case ipc::BrokerToVcpu::RESTORE_CPU_STATE: {
+            std::vector<VcpuState> states;
+            Result<void> r;
+            for (auto s : msg.getRestoreCpuState()) {
+              auto d = decode_cpu_state(s);
+              if (!d) {
+                r = d.error();
+                break;
+              }
+              states.push_back(std::move(*d));
+            }
+            if (r) r = m.restore_cpus(states);
+            reply(ctl, r, [](auto x) { x.setRestored(); });
+            break;
+          }
+          default: bad = true; break;
+        }
       })) {
         bad = true;
       }

@@ -2,15 +2,21 @@
 // run on any KVM (PVM included); LinuxGuest.* need KVM that can run Linux (hardware
 // virtualization, or the nested test host: see tests/kvm/run-kvm-test.sh).
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <thread>
 
+#include "ipc/channel.h"
+#include "ipc/vcpu.capnp.h"
 #include "tests/support/subprocess.h"
 
 namespace moss::test {
@@ -216,6 +222,157 @@ TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   EXPECT_EQ(gone.exit_code, 1) << describe(gone);
   EXPECT_NE(gone.err.find("no VM named spin-1 is running"), std::string::npos) << describe(gone);
   std::filesystem::remove_all(rt);
+}
+
+TEST(VmProcess, PauseParksTheVcpusAndResumeLetsThemGo) {
+  require_kvm();
+  auto rt = std::filesystem::temp_directory_path() / ("moss-rt-p-" + std::to_string(getpid()));
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt.string()}};
+  Process p({moss(), "run", "--name", "count", "--kernel", guest("counter"), "--initrd", "none", "--mem", "64M"}, env);
+  ASSERT_TRUE(p.wait_for_output("tick 0000000000000003", seconds(60))) << p.out();
+  auto pause = run({moss(), "pause", "count"}, seconds(20), env);
+  EXPECT_EQ(pause.exit_code, 0) << describe(pause);
+  auto st = run({moss(), "stats", "count"}, seconds(10), env);
+  EXPECT_NE(st.out.find("\"state\": \"paused\""), std::string::npos) << describe(st);
+  // Console bytes already written may still arrive; after that, nothing while paused.
+  p.wait_for_output("never printed", seconds(1));
+  size_t before = p.out().size();
+  p.wait_for_output("never printed", seconds(2));
+  EXPECT_EQ(p.out().size(), before) << "the guest ran while paused: " << p.out().substr(before);
+  auto resume = run({moss(), "resume", "count"}, seconds(20), env);
+  EXPECT_EQ(resume.exit_code, 0) << describe(resume);
+  size_t ticks_then = std::count(p.out().begin(), p.out().end(), '\n');
+  char want[64];
+  std::snprintf(want, sizeof want, "tick %016zx", ticks_then + 2);
+  EXPECT_TRUE(p.wait_for_output(want, seconds(60))) << "no tick after resume: " << p.out();
+  EXPECT_EQ(run({moss(), "stop", "count"}, seconds(30), env).exit_code, 0);
+  p.wait(seconds(10));
+  std::filesystem::remove_all(rt);
+}
+
+// ---- The vcpu process's control interface (ipc/vcpu.capnp), driven directly as the broker
+// would: pause, save the CPU state, run on, pause, restore it, resume.
+
+class VcpuDriver {
+ public:
+  explicit VcpuDriver(const std::string& kernel) {
+    int sv[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    ctl_ = sv[0];
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    int k = open(kernel.c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(kvm, 0);
+    EXPECT_GE(k, 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      int hi[3] = {fcntl(sv[1], F_DUPFD, 10), fcntl(kvm, F_DUPFD, 10), fcntl(k, F_DUPFD, 10)};
+      for (int i = 0; i < 3; i++) dup2(hi[i], 3 + i);
+      std::string path = build_dir() + "/moss-vcpu";
+      execl(path.c_str(), "moss-vcpu", "--control-fd", "3", nullptr);
+      _exit(127);
+    }
+    close(sv[1]);
+    close(kvm);
+    close(k);
+    capnp::MallocMessageBuilder mb;
+    auto msg = mb.initRoot<ipc::BrokerToVcpu>();
+    msg.setVersion(ipc::PROTOCOL_VERSION);
+    auto start = msg.initStart();
+    start.setMemBytes(64ull << 20);
+    start.setCpus(1);
+    start.setCmdline("");
+    start.setKvmFd(4);
+    start.setKernelFd(5);
+    start.setInitrdFd(-1);
+    EXPECT_TRUE(ipc::send_message(ctl_, mb).ok());
+  }
+  ~VcpuDriver() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    close(ctl_);
+  }
+  // Sends a request built by `fill`; returns the next reply that is not console output.
+  std::unique_ptr<ipc::Packet> call(const std::function<void(ipc::BrokerToVcpu::Builder)>& fill) {
+    capnp::MallocMessageBuilder mb;
+    auto msg = mb.initRoot<ipc::BrokerToVcpu>();
+    msg.setVersion(ipc::PROTOCOL_VERSION);
+    fill(msg);
+    EXPECT_TRUE(ipc::send_message(ctl_, mb).ok());
+    return next_reply(seconds(30));
+  }
+  std::unique_ptr<ipc::Packet> next_reply(seconds timeout) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd p{ctl_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      auto packet = ipc::receive_message(ctl_);
+      if (!packet || !*packet) return nullptr;
+      auto msg = (*packet)->root<ipc::VcpuToBroker>();
+      if (msg.isConsole()) {
+        console_.append(reinterpret_cast<const char*>(msg.getConsole().begin()), msg.getConsole().size());
+        continue;
+      }
+      if (msg.isStarted()) continue;
+      return std::move(*packet);
+    }
+    return nullptr;
+  }
+  // Reads console output until `needle` appears at or after byte `from`.
+  bool wait_console(const std::string& needle, seconds timeout, size_t from = 0) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (console_.find(needle, from) == std::string::npos && std::chrono::steady_clock::now() < end) {
+      if (auto r = next_reply(seconds(1))) {
+        ADD_FAILURE() << "unexpected message while waiting for console output";
+        return false;
+      }
+    }
+    return console_.find(needle, from) != std::string::npos;
+  }
+  const std::string& console() const { return console_; }
+
+ private:
+  int ctl_ = -1;
+  pid_t pid_ = -1;
+  std::string console_;
+};
+
+TEST(VcpuControl, RestoredCpuStateTakesTheGuestBackToWhereItWasSaved) {
+  require_kvm();
+  VcpuDriver d(guest("counter"));
+  ASSERT_TRUE(d.wait_console("tick 0000000000000003\n", seconds(60))) << d.console();
+  auto paused = d.call([](auto m) { m.setPause(); });
+  ASSERT_TRUE(paused && paused->root<ipc::VcpuToBroker>().isPaused());
+  auto saved = d.call([](auto m) { m.setSaveCpuState(); });
+  ASSERT_TRUE(saved);
+  auto saved_msg = saved->root<ipc::VcpuToBroker>();
+  ASSERT_TRUE(saved_msg.isCpuState()) << (saved_msg.isRefused() ? saved_msg.getRefused().cStr() : "");
+  ASSERT_EQ(saved_msg.getCpuState().size(), 1u);
+  EXPECT_GT(saved_msg.getCpuState()[0].getMsrs().size(), 0u);
+  // The count at the save point is the last tick printed: the guest is parked after a line.
+  d.next_reply(seconds(1));  // Let the console catch up.
+  size_t saved_ticks = std::count(d.console().begin(), d.console().end(), '\n');
+  ASSERT_TRUE(d.call([](auto m) { m.setResume(); })->root<ipc::VcpuToBroker>().isResumed());
+  char later[64];
+  std::snprintf(later, sizeof later, "tick %016zx\n", saved_ticks + 3);
+  ASSERT_TRUE(d.wait_console(later, seconds(60))) << d.console();
+  ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+  // A state of the wrong shape is refused and changes nothing.
+  auto bad = d.call([](auto m) { m.initRestoreCpuState(1)[0].setRegs(kj::heapArray<capnp::byte>(3)); });
+  ASSERT_TRUE(bad && bad->root<ipc::VcpuToBroker>().isRefused());
+  EXPECT_NE(std::string(bad->root<ipc::VcpuToBroker>().getRefused().cStr()).find("the saved general registers is 3 bytes"),
+            std::string::npos);
+  auto restored = d.call([&](auto m) { m.setRestoreCpuState(saved_msg.getCpuState()); });
+  ASSERT_TRUE(restored);
+  auto r = restored->root<ipc::VcpuToBroker>();
+  ASSERT_TRUE(r.isRestored()) << (r.isRefused() ? r.getRefused().cStr() : "");
+  size_t mark = d.console().size();
+  ASSERT_TRUE(d.call([](auto m) { m.setResume(); })->root<ipc::VcpuToBroker>().isResumed());
+  // The count goes back: the tick after the save point is printed a second time.
+  char again[64];
+  std::snprintf(again, sizeof again, "tick %016zx\n", saved_ticks + 1);
+  EXPECT_TRUE(d.wait_console(again, seconds(60), mark)) << d.console().substr(mark);
+  auto stop = d.call([](auto m) { m.setStop(); });
+  ASSERT_TRUE(stop && stop->root<ipc::VcpuToBroker>().isExited());
 }
 
 // ---- Linux guests: the default Debian kernel with moss-init.
