@@ -1,6 +1,7 @@
 // moss-blk's program logic, a library function so that `moss device blk` can run it too.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -47,6 +48,16 @@ int blk_main(int argc, char** argv) {
     sock.reset(o.fd);
     ::fcntl(o.fd, F_SETFD, FD_CLOEXEC);
   }
+  UniqueFd control;
+  if (o.control_fd >= 0) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(o.control_fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET) {
+      return fail(1, "--control-fd " + std::to_string(o.control_fd) + " is not an open SOCK_SEQPACKET socket");
+    }
+    control.reset(o.control_fd);
+    ::fcntl(o.control_fd, F_SETFD, FD_CLOEXEC);
+  }
   // TODO(security): sandbox here (namespaces, seccomp): the disk and socket are open, and
   // nothing after this point needs a path or a privilege. No seccomp policy yet.
   auto disk = Disk::open(o.disk, o.read_only);
@@ -54,6 +65,9 @@ int blk_main(int argc, char** argv) {
   auto worker = Worker::create(*disk, DeviceOptions{o.num_queues, o.serial});
   if (!worker.ok()) return fail(1, worker.error().message);
   if (auto r = (*worker)->stop_on_signals(); !r.ok()) return fail(1, r.error().message);
+  if (control.valid()) {
+    if (auto r = (*worker)->watch_control(std::move(control), o.disk); !r.ok()) return fail(1, r.error().message);
+  }
 
   if (!o.socket_path.empty()) {
     auto listener = listen_unix(o.socket_path);

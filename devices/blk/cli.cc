@@ -62,6 +62,11 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
       if (!n) return usage_error("--fd needs a file descriptor number, not '" + v + "'");
       o.fd = static_cast<int>(*n);
       have_fd = true;
+    } else if (name == "--control-fd") {
+      MOSS_TRY(std::string v, take());
+      auto n = parse_number(v, 0, 1 << 30);
+      if (!n) return usage_error("--control-fd needs a file descriptor number, not '" + v + "'");
+      o.control_fd = static_cast<int>(*n);
     } else if (name == "--disk" || name == "--blk-file") {
       MOSS_TRY(o.disk, take());
       if (o.disk.empty()) return usage_error(name + " needs a non-empty path");
@@ -87,12 +92,13 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
     return usage_error(have_fd ? "give --socket-path or --fd, not both" : "give --socket-path PATH or --fd N");
   }
   if (o.disk.empty()) return usage_error("give the disk image or block device with --disk FILE");
+  if (o.control_fd >= 0 && o.control_fd == o.fd) return usage_error("--control-fd and --fd must be different sockets");
   return o;
 }
 
 std::string usage_text() {
   return "usage: moss-blk (--socket-path PATH | --fd N) --disk FILE [--readonly] [--num-queues N]\n"
-         "                [--serial ID]\n"
+         "                [--serial ID] [--control-fd N]\n"
          "       moss-blk --print-capabilities\n"
          "\n"
          "A virtio-blk vhost-user backend for a raw image file or block device.\n"
@@ -105,6 +111,9 @@ std::string usage_text() {
          "  --num-queues N        request queues to offer, 1 to 256 (default 1)\n"
          "  --serial ID           the disk's serial (GET_ID), up to 20 characters (default:\n"
          "                        derived from the file's device and inode)\n"
+         "  --control-fd N        answer the broker's control requests (ipc/worker.capnp) on the\n"
+         "                        SOCK_SEQPACKET socket N; its shutdown request, or closing it,\n"
+         "                        ends moss-blk\n"
          "  --print-capabilities  print the vhost-user capabilities as JSON and exit\n"
          "\n"
          "SIGTERM or SIGINT ends it with status 0. MOSS_LOG=info|debug logs more.\n";

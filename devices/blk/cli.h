@@ -17,6 +17,7 @@ struct CliOptions {
   Mode mode = Mode::kServe;
   std::string socket_path;  // Exactly one of socket_path and fd (>= 0) in kServe.
   int fd = -1;
+  int control_fd = -1;  // The broker's control socket (SOCK_SEQPACKET); -1: none.
   std::string disk;
   bool read_only = false;
   uint32_t num_queues = 1;
@@ -30,8 +31,9 @@ std::string usage_text();
 // The --print-capabilities JSON (docs/interop/vhost-user.json, VHostUserBackendCapabilities).
 std::string capabilities_json();
 
-// The moss-blk program: parses argv, opens the disk, serves until the frontend (--fd) or a
-// signal ends it. Returns the exit status: 0, 1 (could not run) or 2 (bad usage).
+// The moss-blk program: parses argv, opens the disk, serves until the frontend (--fd), a
+// signal, or the broker (--control-fd: shutdown, or closing the socket) ends it. Returns the
+// exit status: 0, 1 (could not run) or 2 (bad usage).
 int blk_main(int argc, char** argv);
 
 }  // namespace moss::blk

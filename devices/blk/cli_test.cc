@@ -39,6 +39,19 @@ TEST(BlkCli, ConventionSpellingsWithEquals) {
   EXPECT_TRUE(r->serial.empty());
 }
 
+TEST(BlkCli, ControlFdIsOptional) {
+  auto r = parse({"--fd", "3", "--disk", "/img", "--control-fd", "4"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->control_fd, 4);
+  auto s = parse({"--socket-path", "/s", "--disk", "/img", "--control-fd=9"});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->control_fd, 9);
+  auto none = parse({"--fd", "3", "--disk", "/img"});
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->control_fd, -1);
+  EXPECT_NE(usage_text().find("--control-fd N"), std::string::npos);
+}
+
 TEST(BlkCli, PrintCapabilitiesNeedsNothingElse) {
   auto r = parse({"--print-capabilities"});
   ASSERT_TRUE(r.ok());
@@ -67,6 +80,8 @@ TEST(BlkCli, BadUsageIsOneSentence) {
   expect_usage_error({"--fd", "3", "--disk", "/i", "--frobnicate"}, "unknown option '--frobnicate'");
   expect_usage_error({"--fd", "3", "/img"}, "unexpected argument '/img'");
   expect_usage_error({"--socket-path=", "--disk", "/i"}, "non-empty path");
+  expect_usage_error({"--fd", "3", "--disk", "/i", "--control-fd", "x"}, "--control-fd needs a file descriptor number");
+  expect_usage_error({"--fd", "3", "--disk", "/i", "--control-fd", "3"}, "--control-fd and --fd must be different");
 }
 
 }  // namespace

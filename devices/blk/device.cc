@@ -67,6 +67,27 @@ std::array<uint8_t, kConfigSize> config_space(const DiskInfo& disk, uint32_t num
   return c;
 }
 
+Result<void> check_state_fits(const SavedState& s, const DiskInfo& disk, const std::string& serial,
+                              uint32_t num_queues) {
+  auto differs = [](const std::string& what) { return make_error("the saved state is for a disk with another " + what); };
+  if (s.capacity_sectors != disk.capacity_sectors) return differs("capacity");
+  if (s.read_only != disk.read_only) return differs("read-only setting");
+  if (s.serial != serial) return differs("serial");
+  if (s.queues.size() != num_queues) return differs("number of queues");
+  return {};
+}
+
+Counters& Counters::operator+=(const Counters& o) {
+  read_requests += o.read_requests;
+  write_requests += o.write_requests;
+  flush_requests += o.flush_requests;
+  other_requests += o.other_requests;
+  bytes_read += o.bytes_read;
+  bytes_written += o.bytes_written;
+  errors += o.errors;
+  return *this;
+}
+
 BlkDevice::BlkDevice(const Disk& disk, Engine& engine, DeviceOptions options)
     : disk_(disk),
       engine_(engine),
@@ -248,7 +269,8 @@ InflightTracker* BlkDevice::tracker(uint32_t q) {
 
 void BlkDevice::process(uint32_t q) {
   QueueState& qs = queues_[q];
-  if (qs.broken || !qs.vring->enabled || !refresh(q)) return;
+  // Quiesced: the kick that brought us here is dropped; set_quiesced(false) looks again.
+  if (quiesced_ || qs.broken || !qs.vring->enabled || !refresh(q)) return;
   // Requests a previous backend left in flight go first, in the order it took them.
   std::vector<uint16_t> resubmit;
   resubmit.swap(qs.resubmit);
@@ -297,7 +319,9 @@ void BlkDevice::start_request(uint32_t q, uint16_t head) {
 
   Slot& s = qs.slots[head];
   MOSS_ASSERT(!s.busy);
-  s = Slot{true, 0, kOk, 1, {}};
+  s = Slot{};
+  s.busy = true;
+  s.used_len = 1;
   ++qs.in_flight;
   if (p.error) {
     LOG_DEBUG("queue %u head %u: %s", q, head, p.error->message.c_str());
@@ -307,6 +331,12 @@ void BlkDevice::start_request(uint32_t q, uint16_t head) {
   }
   Request& r = *p.request;
   s.status_byte = r.status;
+  switch (r.type) {
+    case Type::kIn: s.kind = Kind::kRead; s.bytes = r.data_bytes; break;
+    case Type::kOut: s.kind = Kind::kWrite; s.bytes = r.data_bytes; break;
+    case Type::kFlush: s.kind = Kind::kFlush; break;
+    default: s.kind = Kind::kOther; break;
+  }
   const Engine::Tag tag = make_tag(q, head);
   const uint64_t offset = r.sector * kSectorSize;  // parse_request checked the range.
   switch (r.type) {
@@ -373,6 +403,7 @@ void BlkDevice::complete(uint32_t q, uint16_t head) {
   // On failure only the status byte counts as written (len may understate, never overstate).
   if (s.status != kOk) s.used_len = 1;
   s.status_byte[0] = s.status;
+  count(s);
   InflightTracker* t = tracker(q);
   if (t != nullptr) t->before_push(head);
   auto pushed = qs.queue->push_used(head, s.used_len);
@@ -385,6 +416,22 @@ void BlkDevice::complete(uint32_t q, uint16_t head) {
   }
   if (t != nullptr) t->after_push(head, qs.queue->used_idx());
   qs.notify = true;
+}
+
+void BlkDevice::count(const Slot& s) {
+  switch (s.kind) {
+    case Kind::kRead:
+      ++counters_.read_requests;
+      if (s.status == kOk) counters_.bytes_read += s.bytes;
+      break;
+    case Kind::kWrite:
+      ++counters_.write_requests;
+      if (s.status == kOk) counters_.bytes_written += s.bytes;
+      break;
+    case Kind::kFlush: ++counters_.flush_requests; break;
+    case Kind::kOther: ++counters_.other_requests; break;
+  }
+  if (s.status != kOk) ++counters_.errors;
 }
 
 void BlkDevice::signal_used() {
@@ -413,16 +460,81 @@ void BlkDevice::break_queue(uint32_t q, const std::string& why) {
   signal_fd(qs.vring->err);
 }
 
-// ---- State ----
+// ---- Quiescing and state ----
 
-Result<void> BlkDevice::save_state(UniqueFd fd) {
+void BlkDevice::set_quiesced(bool quiesced) {
+  if (quiesced_ == quiesced) return;
+  quiesced_ = quiesced;
+  if (quiesced) return;
+  for (uint32_t q = 0; q < queues_.size(); q++) {
+    if (queues_[q].vring != nullptr) process(q);
+  }
+}
+
+uint32_t BlkDevice::in_flight() const {
+  uint32_t n = 0;
+  for (const auto& q : queues_) n += q.in_flight;
+  return n;
+}
+
+SavedState BlkDevice::state() const {
+  MOSS_ASSERT(in_flight() == 0);
   SavedState s;
-  s.acked_features = acked_;
+  s.acked_features = acked_ != 0 ? acked_ : expected_features_.value_or(0);
   s.capacity_sectors = disk_.info().capacity_sectors;
   s.read_only = disk_.info().read_only;
   s.serial = serial_;
   s.queues = positions_;
-  std::vector<uint8_t> bytes = encode_state(s);
+  for (uint32_t q = 0; q < queues_.size(); q++) {
+    const QueueState& qs = queues_[q];
+    if (qs.vring != nullptr) s.queues[q] = QueuePosition{true, qs.queue->last_avail_idx(), qs.queue->used_idx()};
+  }
+  return s;
+}
+
+Result<void> BlkDevice::restore(const SavedState& s) {
+  MOSS_ASSERT(in_flight() == 0);
+  MOSS_CHECK(check_state_fits(s, disk_.info(), serial_, num_queues()));
+  if (acked_ != 0 && acked_ != s.acked_features) {
+    return make_error("the driver's features differ from those in the saved state");
+  }
+  // Check every running ring before changing any.
+  for (uint32_t q = 0; q < queues_.size(); q++) {
+    const QueueState& qs = queues_[q];
+    if (qs.vring == nullptr) continue;
+    const QueuePosition& want = s.queues[q];
+    const std::string name = "queue " + std::to_string(q);
+    if (!want.valid) return make_error(name + " runs, but it had not been started when the state was saved");
+    if (want.used_idx != qs.queue->used_idx()) {
+      return make_error(name + "'s used index is " + std::to_string(qs.queue->used_idx()) +
+                        " in guest memory but " + std::to_string(want.used_idx) + " in the saved state");
+    }
+    // Requests the saved device had taken and not returned must be ones this worker will
+    // resubmit (from the inflight buffer); any other would be lost.
+    uint16_t taken = static_cast<uint16_t>(want.next_avail - want.used_idx);
+    if (taken > qs.config.size || taken != qs.resubmit.size()) {
+      return make_error("the saved state has " + std::to_string(taken) + " requests of " + name +
+                        " taken and not returned, but this worker has " + std::to_string(qs.resubmit.size()) +
+                        " to resubmit");
+    }
+  }
+  expected_features_ = s.acked_features;
+  expected_positions_.assign(queues_.size(), QueuePosition{});
+  for (uint32_t q = 0; q < queues_.size(); q++) {
+    QueueState& qs = queues_[q];
+    if (qs.vring != nullptr) {
+      qs.queue->set_last_avail_idx(s.queues[q].next_avail);
+      positions_[q] = QueuePosition{};
+    } else {
+      expected_positions_[q] = s.queues[q];
+      positions_[q] = s.queues[q];
+    }
+  }
+  return {};
+}
+
+Result<void> BlkDevice::save_state(UniqueFd fd) {
+  std::vector<uint8_t> bytes = encode_state(state());
   return write_all(fd.get(), bytes.data(), bytes.size());
 }
 
@@ -439,11 +551,7 @@ Result<void> BlkDevice::load_state(UniqueFd fd) {
     if (bytes.size() > SavedState::kMaxBytes) return make_error("the saved virtio-blk state is larger than any valid one");
   }
   MOSS_TRY(SavedState s, decode_state(bytes));
-  auto differs = [](const std::string& what) { return make_error("the saved state is for a disk with another " + what); };
-  if (s.capacity_sectors != disk_.info().capacity_sectors) return differs("capacity");
-  if (s.read_only != disk_.info().read_only) return differs("read-only setting");
-  if (s.serial != serial_) return differs("serial");
-  if (s.queues.size() != queues_.size()) return differs("number of queues");
+  MOSS_CHECK(check_state_fits(s, disk_.info(), serial_, num_queues()));
   if (acked_ != 0 && acked_ != s.acked_features) {
     return make_error("the driver's features differ from those in the saved state");
   }

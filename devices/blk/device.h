@@ -11,6 +11,11 @@
 // byte. A chain with no status byte, a ring index that runs away or a head offered twice
 // breaks the queue: it stops being processed and its error eventfd is signalled, until the
 // driver resets the device.
+//
+// Quiescing (the broker's control channel, worker.h): while quiesced the device takes no chain
+// from any ring (kicks are consumed and forgotten; resuming re-reads every available ring), and
+// the requests already taken go on to complete and be returned to the guest. Once in_flight()
+// is 0 the device's whole state is state(), and restore() can replace it.
 #pragma once
 
 #include <array>
@@ -61,6 +66,24 @@ constexpr size_t kConfigSize = 96;  // struct virtio_blk_config up to and includ
 // The config space the guest sees (virtio 1.2, 5.2.4). Pure.
 std::array<uint8_t, kConfigSize> config_space(const DiskInfo& disk, uint32_t num_queues);
 
+// Whether a saved state was taken of this disk as this worker shows it (capacity, read-only
+// flag, serial, queue count); an Error names what differs. Pure.
+Result<void> check_state_fits(const SavedState& s, const DiskInfo& disk, const std::string& serial,
+                              uint32_t num_queues);
+
+// Requests the device has returned to the guest, by kind (the broker's `stats`).
+struct Counters {
+  uint64_t read_requests = 0;
+  uint64_t write_requests = 0;
+  uint64_t flush_requests = 0;
+  uint64_t other_requests = 0;  // GET_ID, DISCARD, WRITE_ZEROES, and requests that did not parse.
+  uint64_t bytes_read = 0;      // Of requests that succeeded.
+  uint64_t bytes_written = 0;
+  uint64_t errors = 0;          // Requests answered with a status other than OK.
+  Counters& operator+=(const Counters& o);
+  bool operator==(const Counters&) const = default;
+};
+
 class BlkDevice final : public vhost_user::DeviceInterface {
  public:
   // `disk` and `engine` outlive the device; options.num_queues is 1..256.
@@ -75,6 +98,27 @@ class BlkDevice final : public vhost_user::DeviceInterface {
 
   void on_kick(uint32_t queue);
   void on_io_ready();
+
+  // Quiesced: take nothing new from any ring. Clearing it processes every running ring, so
+  // buffers the driver offered meanwhile are seen although their kicks were dropped.
+  void set_quiesced(bool quiesced);
+  bool quiesced() const { return quiesced_; }
+  // Requests taken from the rings and not yet returned.
+  uint32_t in_flight() const;
+  const Counters& counters() const { return counters_; }
+  const std::string& serial() const { return serial_; }
+
+  // The device's state as save_state() writes it: the driver's features (or those a restore
+  // expects), and per ring where it stands now if it runs, or where it stopped. Needs
+  // in_flight() == 0 (quiesced and drained, or every ring stopped).
+  SavedState state() const;
+  // Replaces the device's state with `s`, or refuses (an Error naming the inconsistency) and
+  // changes nothing. `s` must fit the disk (check_state_fits) and agree with what the frontend
+  // already set: the driver's features, and for each running ring its used index in guest
+  // memory and the requests taken but not returned (only those a previous worker left for
+  // resubmission). A running ring then continues from the saved available index; a ring that
+  // starts later must start where `s` says (as after load_state). Needs in_flight() == 0.
+  Result<void> restore(const SavedState& s);
 
   // DeviceInterface.
   uint64_t features() const override;
@@ -93,8 +137,11 @@ class BlkDevice final : public vhost_user::DeviceInterface {
   Result<void> load_state(UniqueFd fd) override;
 
  private:
+  enum class Kind : uint8_t { kRead, kWrite, kFlush, kOther };
   struct Slot {
     bool busy = false;
+    Kind kind = Kind::kOther;
+    uint64_t bytes = 0;      // Data bytes of a read or write (counted if it succeeds).
     uint32_t pending = 0;    // Engine operations not yet finished.
     uint8_t status = kOk;
     uint32_t used_len = 0;   // Bytes written into the chain, status byte included.
@@ -124,6 +171,7 @@ class BlkDevice final : public vhost_user::DeviceInterface {
   void signal_used();
   void drain(uint32_t q);
   void break_queue(uint32_t q, const std::string& why);
+  void count(const Slot& s);
   InflightTracker* tracker(uint32_t q);
 
   const Disk& disk_;
@@ -138,6 +186,8 @@ class BlkDevice final : public vhost_user::DeviceInterface {
   // From load_state: what the frontend's features and ring positions must match.
   std::optional<uint64_t> expected_features_;
   std::vector<QueuePosition> expected_positions_;
+  bool quiesced_ = false;
+  Counters counters_;
 };
 
 }  // namespace moss::blk

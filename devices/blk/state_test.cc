@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 namespace moss::blk {
@@ -33,51 +37,93 @@ TEST(BlkState, RoundTripsEveryField) {
   EXPECT_EQ(*d, s);
 }
 
-TEST(BlkState, RefusesEveryMalformedField) {
+// A named blob and what decode_state must say: accept it (empty needle) or refuse it with a
+// sentence containing `needle`. Also the seeds of fuzz/corpus/fuzz_blk_state (named as here).
+struct Case {
+  std::string name;
+  std::vector<uint8_t> bytes;
+  std::string needle;
+};
+
+std::vector<Case> cases() {
   const auto good = encode_state(sample());
-  expect_refused({}, "shorter than its header");
-  expect_refused(std::vector<uint8_t>(good.begin(), good.begin() + 63), "shorter than its header");
-  auto b = good;
-  b[0] = 'X';
-  expect_refused(b, "magic");
-  b = good;
-  b[8] = 2;
-  expect_refused(b, "has version 2");
-  b = good;
-  b.push_back(0);
-  expect_refused(b, "says it is 88 bytes but 89 arrived");
-  b = good;
-  b.pop_back();
-  expect_refused(b, "says it is 88 bytes but 87 arrived");
-  b = good;
-  b[32] = 0;
-  expect_refused(b, "has 0 queues");
-  b = good;
-  b[32] = 4;  // Length field and size still say 3 queues.
-  expect_refused(b, "wrong length for 4 queues");
-  b = good;
-  b[34] = 2;
-  expect_refused(b, "unknown flags");
-  b = good;
-  b[35] = 21;
-  expect_refused(b, "serial longer than 20");
-  b = good;
-  b[36 + 19] = 'x';  // Past the 14-byte serial: padding.
-  expect_refused(b, "reserved");
-  b = good;
-  b[60] = 1;
-  expect_refused(b, "reserved");
-  b = good;
-  b[64 + 8 + 1] = 1;  // Queue 1's reserved byte.
-  expect_refused(b, "queue 1");
-  b = good;
-  b[64 + 8 + 2] = 5;  // Queue 1 was never started yet has a position.
-  expect_refused(b, "never started");
-  b = good;
-  b[64 + 4] = 0;  // Queue 0: used 0, avail 17 is fine ...
-  b[64 + 2] = 0;
-  b[64 + 3] = 0x90;  // ... but avail 0x9000 is more than a ring ahead of used 0.
-  expect_refused(b, "more requests taken than a ring can hold");
+  std::vector<Case> out;
+  auto add = [&](std::string name, std::string needle, auto change) {
+    auto b = good;
+    change(b);
+    out.push_back({std::move(name), std::move(b), std::move(needle)});
+  };
+  // Valid states.
+  out.push_back({"valid-three-queues", good, ""});
+  SavedState one;
+  one.acked_features = (uint64_t{1} << 32) | (1 << 29) | (1 << 28) | (1 << 9) | (1 << 13) | (1 << 14);
+  one.capacity_sectors = 16384;
+  one.serial = "moss0123456789abcdef";
+  one.queues = {{true, 40, 40}};
+  out.push_back({"valid-one-queue", encode_state(one), ""});
+  SavedState fresh;
+  fresh.capacity_sectors = 1;
+  fresh.queues.assign(4, QueuePosition{});
+  out.push_back({"valid-never-started", encode_state(fresh), ""});
+  SavedState largest;
+  largest.queues.assign(256, QueuePosition{true, 1, 1});
+  out.push_back({"valid-256-queues", encode_state(largest), ""});
+  // Malformed ones.
+  out.push_back({"empty", {}, "shorter than its header"});
+  out.push_back({"short-header", std::vector<uint8_t>(good.begin(), good.begin() + 63), "shorter than its header"});
+  add("bad-magic", "magic", [](auto& b) { b[0] = 'X'; });
+  add("version-2", "has version 2", [](auto& b) { b[8] = 2; });
+  add("one-byte-long", "says it is 88 bytes but 89 arrived", [](auto& b) { b.push_back(0); });
+  add("one-byte-short", "says it is 88 bytes but 87 arrived", [](auto& b) { b.pop_back(); });
+  add("zero-queues", "has 0 queues", [](auto& b) { b[32] = 0; });
+  // The length field and the size still say 3 queues.
+  add("queue-count-mismatch", "wrong length for 4 queues", [](auto& b) { b[32] = 4; });
+  add("unknown-flags", "unknown flags", [](auto& b) { b[34] = 2; });
+  add("serial-too-long", "serial longer than 20", [](auto& b) { b[35] = 21; });
+  add("serial-padding", "reserved", [](auto& b) { b[36 + 19] = 'x'; });  // Past the 14-byte serial.
+  add("reserved-header", "reserved", [](auto& b) { b[60] = 1; });
+  add("queue-reserved", "queue 1", [](auto& b) { b[64 + 8 + 1] = 1; });
+  // Queue 1 was never started yet has a position.
+  add("never-started-position", "never started", [](auto& b) { b[64 + 8 + 2] = 5; });
+  // Queue 0: used 0, avail 0x9000, more than a ring ahead.
+  add("avail-too-far-ahead", "more requests taken than a ring can hold", [](auto& b) {
+    b[64 + 4] = 0;
+    b[64 + 2] = 0;
+    b[64 + 3] = 0x90;
+  });
+  return out;
+}
+
+TEST(BlkState, RefusesEveryMalformedField) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(c.name);
+    if (c.needle.empty()) {
+      auto d = decode_state(c.bytes);
+      ASSERT_TRUE(d.ok()) << d.error().message;
+      EXPECT_EQ(encode_state(*d), c.bytes);
+    } else {
+      expect_refused(c.bytes, c.needle);
+    }
+  }
+}
+
+// Every case above is a seed of the fuzz target (fuzz/fuzz_blk_state.cc), byte for byte.
+// Regenerate after changing the cases or the format: MOSS_WRITE_BLK_STATE_SEEDS=1 blk_state_test
+TEST(BlkState, FuzzSeedsAreTheCasesAbove) {
+  const std::string dir = std::string(MOSS_SOURCE_DIR) + "/fuzz/corpus/fuzz_blk_state/";
+  const bool write = std::getenv("MOSS_WRITE_BLK_STATE_SEEDS") != nullptr;
+  for (const Case& c : cases()) {
+    const std::string path = dir + c.name;
+    if (write) {
+      std::filesystem::create_directories(dir);
+      std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(c.bytes.data()),
+                                                  static_cast<std::streamsize>(c.bytes.size()));
+    }
+    std::ifstream in(path, std::ios::binary);
+    ASSERT_TRUE(in.good()) << path << " is missing; run with MOSS_WRITE_BLK_STATE_SEEDS=1 to write it";
+    std::vector<uint8_t> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(got, c.bytes) << path << " differs from the case; run with MOSS_WRITE_BLK_STATE_SEEDS=1";
+  }
 }
 
 TEST(BlkState, AcceptsTheLargestDevice) {

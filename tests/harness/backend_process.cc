@@ -20,7 +20,16 @@
 namespace moss::harness {
 namespace {
 
-constexpr int kPassedFd = 3;  // Where moss-blk gets its connected socket with pass_fd.
+constexpr int kPassedFd = 3;   // Where moss-blk gets its connected socket with pass_fd.
+constexpr int kControlFd = 4;  // And its control socket with `control` (the broker's choice too).
+// The child's copies are moved above the fds they are dup2'd to, so neither dup2 can
+// overwrite the other's source.
+constexpr int kFirstSpareFd = 10;
+
+Result<UniqueFd> spare_copy(UniqueFd fd) {
+  MOSS_TRY(int raw, MOSS_SYS(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kFirstSpareFd)));
+  return UniqueFd(raw);
+}
 
 std::string self_dir() {
   std::error_code ec;
@@ -83,17 +92,24 @@ Result<std::unique_ptr<BackendProcess>> BackendProcess::start(const BackendOptio
   std::unique_ptr<BackendProcess> p(new BackendProcess(o, std::move(dir)));
 
   std::vector<std::string> args;
-  UniqueFd child_end;
+  UniqueFd child_end, child_control;
   if (o.kind == BackendKind::kMossBlk) {
     args = {moss_blk_path(), "--disk", o.disk};
     if (o.pass_fd) {
       int sv[2];
       MOSS_CHECK(MOSS_SYS(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
       p->connection_.reset(sv[0]);
-      child_end.reset(sv[1]);
+      MOSS_TRY(child_end, spare_copy(UniqueFd(sv[1])));
       args.insert(args.end(), {"--fd", std::to_string(kPassedFd)});
     } else {
       args.insert(args.end(), {"--socket-path", p->socket_});
+    }
+    if (o.control) {
+      int cv[2];
+      MOSS_CHECK(MOSS_SYS(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cv)));
+      p->control_.reset(cv[0]);
+      MOSS_TRY(child_control, spare_copy(UniqueFd(cv[1])));
+      args.insert(args.end(), {"--control-fd", std::to_string(kControlFd)});
     }
     if (o.readonly) args.push_back("--readonly");
     if (o.num_queues != 1) args.insert(args.end(), {"--num-queues", std::to_string(o.num_queues)});
@@ -131,10 +147,12 @@ Result<std::unique_ptr<BackendProcess>> BackendProcess::start(const BackendOptio
     ::dup2(log.get(), 1);
     ::dup2(log.get(), 2);
     if (child_end.valid()) ::dup2(child_end.get(), kPassedFd);  // dup2 clears FD_CLOEXEC.
+    if (child_control.valid()) ::dup2(child_control.get(), kControlFd);
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
   p->pid_ = pid;
+  child_control.reset();  // The child's copy only: a closed control socket means shutdown.
 
   if (child_end.valid()) return p;  // Connected already.
   auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -30,6 +30,7 @@ struct BackendOptions {
   bool io_uring = false;       // qsd only: aio=io_uring instead of its thread pool.
   uint64_t null_bytes = 0;     // qsd only: export a null-co device of this size instead.
   bool pass_fd = false;        // moss-blk only: serve one connected socket passed as --fd.
+  bool control = false;        // moss-blk only: a SOCK_SEQPACKET control socket as --control-fd, as the broker gives.
   std::vector<std::string> extra_args;
 };
 
@@ -63,6 +64,9 @@ class BackendProcess {
   const std::string& socket_path() const { return socket_; }
   // With pass_fd: our end of the connected socket the backend serves (Guest::adopt it).
   UniqueFd take_connection() { return std::move(connection_); }
+  // With control: our end of the worker's control socket (ipc/worker.capnp; worker::call).
+  int control_fd() const { return control_.get(); }
+  void close_control() { control_.reset(); }
   const BackendOptions& options() const { return options_; }
   // Running, not a zombie. Reaps the process if it has exited (exit_status() says how).
   bool alive();
@@ -90,6 +94,7 @@ class BackendProcess {
   TempDir dir_;
   std::string socket_, log_path_;
   UniqueFd connection_;
+  UniqueFd control_;
   pid_t pid_ = -1;
   std::optional<int> status_;
 };

@@ -1,0 +1,335 @@
+// Issue 4, acceptance 4: quiesce -> save -> restore -> resume of the blk worker through its
+// control interface (ipc/worker.capnp), with I/O in flight, loses no request and duplicates
+// none. moss-blk runs as its own process with a SOCK_SEQPACKET control socket on fd 4, as the
+// broker starts it; the test drives it with the broker's own client (worker::call) and plays
+// the guest through the driver harness (a memfd as guest RAM, our virtqueue code as driver).
+//
+// The state moves into a fresh moss-blk process: the harness reconnects its frontend to the
+// new worker with the same memory, rings and inflight buffer, as a VMM would after restoring.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "broker/worker_control.h"
+#include "devices/blk/state.h"
+#include "tests/harness/backend_process.h"
+#include "tests/harness/blk_driver.h"
+#include "tests/harness/guest.h"
+#include "tests/harness/malformed.h"
+
+namespace moss::harness {
+namespace {
+
+using namespace std::chrono_literals;
+using worker::Request;
+
+constexpr uint64_t kSector = 512;
+constexpr uint64_t kImageBytes = 8ull << 20;
+constexpr uint32_t kBytes = 64 << 10;            // Per request.
+constexpr uint64_t kSectorsPer = kBytes / kSector;
+constexpr uint64_t kReadArea = 8192;             // Reads come from the second half (4 MiB on), never written.
+
+std::vector<uint8_t> pattern(uint64_t seed, size_t n) {
+  std::vector<uint8_t> out(n);
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    out[i] = static_cast<uint8_t>(x);
+  }
+  return out;
+}
+
+std::vector<uint8_t> file_bytes(const std::string& path, uint64_t offset, size_t n) {
+  std::vector<uint8_t> out(n);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << path;
+  if (fd < 0) return {};
+  EXPECT_EQ(::pread(fd, out.data(), n, static_cast<off_t>(offset)), static_cast<ssize_t>(n));
+  ::close(fd);
+  return out;
+}
+
+void note(const std::string& key, const std::string& text) {
+  std::cout << "[   NOTE   ] " << text << std::endl;
+  ::testing::Test::RecordProperty(key, text);
+}
+
+// One moss-blk process with a control socket, on an image of its own (shared by a second
+// worker when a test moves state across processes).
+class WorkerControl : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = BackendProcess::unavailable(BackendKind::kMossBlk)) {
+#ifdef MOSS_EXPECT_BLK_WORKER
+      FAIL() << "moss-blk is part of this build but " << *why;
+#endif
+      GTEST_SKIP() << "moss-blk is not available: " << *why;
+    }
+    auto dir = TempDir::create();
+    ASSERT_TRUE(dir.ok()) << dir.error().message;
+    dir_.emplace(std::move(*dir));
+    image_ = dir_->path() + "/disk.img";
+    int fd = ::open(image_.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    original_ = pattern(0xd15c, kImageBytes);
+    ASSERT_EQ(::pwrite(fd, original_.data(), original_.size(), 0), static_cast<ssize_t>(original_.size()));
+    ::close(fd);
+  }
+
+  std::unique_ptr<BackendProcess> start_worker() {
+    BackendOptions o;
+    o.disk = image_;
+    o.control = true;
+    auto b = BackendProcess::start(o);
+    EXPECT_TRUE(b.ok()) << b.error().message;
+    return b.ok() ? std::move(*b) : nullptr;
+  }
+
+  // A reply of the expected kind; anything else (an error reply, no reply) fails the test.
+  static worker::Reply call_ok(BackendProcess& b, Request r, std::span<const uint8_t> state = {}) {
+    auto reply = worker::call(b.control_fd(), r, state, 5000);
+    EXPECT_TRUE(reply.ok()) << reply.error().message << "\nmoss-blk log:\n" << b.log();
+    return reply.ok() ? std::move(*reply) : worker::Reply{};
+  }
+  // Refused with an error reply whose sentence contains `needle`.
+  static void call_refused(BackendProcess& b, Request r, const std::string& needle, std::span<const uint8_t> state = {}) {
+    auto reply = worker::call(b.control_fd(), r, state, 5000);
+    ASSERT_FALSE(reply.ok()) << "the worker accepted what it should refuse (" << needle << ")";
+    EXPECT_NE(reply.error().message.find("the worker refused: "), std::string::npos) << reply.error().message;
+    EXPECT_NE(reply.error().message.find(needle), std::string::npos) << reply.error().message;
+  }
+
+  static int wait_exit(BackendProcess& b, std::chrono::milliseconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (b.alive() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    if (b.alive()) return -1;
+    return *b.exit_status();
+  }
+
+  static bool exited_zero(int status) { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+  std::optional<TempDir> dir_;
+  std::string image_;
+  std::vector<uint8_t> original_;
+};
+
+// A request of the test: a write of a unique tag to its own sectors, or a read of a range
+// nobody writes.
+struct Op {
+  bool write = true;
+  uint64_t sector = 0;
+  std::vector<uint8_t> tag;
+};
+
+TEST_F(WorkerControl, QuiesceSaveRestoreResumeLosesNothing) {
+  constexpr uint32_t kFirst = 40;   // In flight when the worker is quiesced.
+  constexpr uint32_t kSecond = 16;  // Offered and kicked while it is quiesced.
+  auto a = start_worker();
+  ASSERT_TRUE(a);
+  auto g = Guest::connect(a->socket_path(), {.memory_bytes = 32ull << 20});
+  ASSERT_TRUE(g.ok()) << g.error().message << "\n" << a->log();
+  Guest& guest = **g;
+  ASSERT_TRUE(guest.has_inflight());
+  auto dr = BlkDriver::create(guest, {.depth = kFirst + kSecond, .max_bytes = kBytes});
+  ASSERT_TRUE(dr.ok()) << dr.error().message;
+  BlkDriver& d = *dr;
+  auto used = [&] { return used_idx(guest.memory(), guest.queue(0).config()); };
+
+  call_refused(*a, Request::kSaveState, "the device is not quiesced");
+
+  std::vector<Op> ops(kFirst + kSecond);
+  for (uint32_t i = 0; i < ops.size(); ++i) {
+    // Every fifth of the first batch reads; the rest write a tag no other request writes.
+    ops[i].write = i >= kFirst || i % 5 != 4;
+    ops[i].sector = ops[i].write ? i * kSectorsPer : kReadArea + i * kSectorsPer;
+    if (ops[i].write) ops[i].tag = pattern(0x7a90 + i, kBytes);
+  }
+  auto submit = [&](uint32_t i) {
+    if (ops[i].write) {
+      std::memcpy(d.buffer(i).data(), ops[i].tag.data(), kBytes);
+    } else {
+      std::memset(d.buffer(i).data(), 0xee, kBytes);
+    }
+    auto r = d.submit(i, {ops[i].write ? blk::Type::kOut : blk::Type::kIn, ops[i].sector, kBytes, {}});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  };
+  std::vector<int> completions(ops.size(), 0);
+  auto take = [&](const std::vector<Completion>& done) {
+    for (const Completion& c : done) {
+      ASSERT_LT(c.slot, ops.size());
+      ++completions[c.slot];
+      EXPECT_EQ(c.status, blk::kOk) << "request " << c.slot;
+      if (!ops[c.slot].write) {
+        auto got = d.buffer(c.slot).first(kBytes);
+        EXPECT_TRUE(std::equal(got.begin(), got.end(), original_.begin() + ops[c.slot].sector * kSector))
+            << "read " << c.slot << " returned the wrong bytes";
+      }
+    }
+  };
+
+  // ---- 40 requests in flight, then quiesce ----
+  for (uint32_t i = 0; i < kFirst; ++i) submit(i);
+  ASSERT_TRUE(d.kick().ok());
+  // Quiesce once the worker has taken all of them (each is used or in its inflight area).
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  uint32_t taken = 0, outstanding = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    uint32_t u = used(), listed = guest.inflight(0)->in_flight;
+    taken = u + listed;
+    outstanding = kFirst - u;
+    if (taken >= kFirst) break;
+  }
+  ASSERT_GE(taken, kFirst) << "the worker did not take the requests";
+  call_ok(*a, Request::kQuiesce);
+  note("in_flight_at_quiesce", std::to_string(outstanding) + " of " + std::to_string(kFirst) +
+                                   " requests were still in flight when quiesce was sent");
+  worker::Reply st = call_ok(*a, Request::kStats);
+  EXPECT_EQ(st.stats.in_flight, 0u);
+  EXPECT_TRUE(st.stats.quiesced);
+  // Every request is back in the used ring, each once (the driver refuses a head it does not
+  // have outstanding), and the worker lists none in flight.
+  EXPECT_EQ(used(), kFirst);
+  EXPECT_EQ(guest.inflight(0)->in_flight, 0u);
+  {
+    auto done = d.reap(kFirst);
+    ASSERT_TRUE(done.ok()) << done.error().message;
+    take(*done);
+  }
+  EXPECT_EQ(d.in_flight(), 0u);
+  for (uint32_t i = 0; i < kFirst; ++i) EXPECT_EQ(completions[i], 1) << "request " << i;
+  EXPECT_EQ(st.stats.write_requests, 32u);
+  EXPECT_EQ(st.stats.read_requests, 8u);
+  EXPECT_EQ(st.stats.bytes_written, 32ull * kBytes);
+  EXPECT_EQ(st.stats.bytes_read, 8ull * kBytes);
+
+  // ---- More offered and kicked while quiesced: none is taken ----
+  for (uint32_t i = kFirst; i < ops.size(); ++i) submit(i);
+  ASSERT_TRUE(guest.kick(0).ok());
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(used(), kFirst) << "a quiesced worker completed a request";
+  EXPECT_EQ(guest.inflight(0)->in_flight, 0u) << "a quiesced worker took a request";
+  EXPECT_EQ(call_ok(*a, Request::kStats).stats.in_flight, 0u);
+
+  // ---- Save, and move to a fresh worker process ----
+  std::vector<uint8_t> saved = call_ok(*a, Request::kSaveState).state;
+  auto decoded = blk::decode_state(saved);
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message;
+  ASSERT_EQ(decoded->queues.size(), 1u);
+  EXPECT_EQ(decoded->queues[0], (blk::QueuePosition{true, kFirst, kFirst}));
+  EXPECT_EQ(decoded->acked_features, guest.acked_features());
+  EXPECT_EQ(decoded->capacity_sectors, kImageBytes / kSector);
+  EXPECT_EQ(call_ok(*a, Request::kShutdown).kind, worker::Reply::Kind::kShuttingDown);
+  int status = wait_exit(*a, 5s);
+  EXPECT_TRUE(exited_zero(status)) << "moss-blk " << a->describe() << "\n" << a->log();
+  EXPECT_EQ(used(), kFirst) << "the first worker completed requests offered while it was quiesced";
+
+  auto b = start_worker();
+  ASSERT_TRUE(b);
+  call_ok(*b, Request::kQuiesce);  // Before any frontend: its rings must not run on their own.
+  call_ok(*b, Request::kRestoreState, saved);
+  EXPECT_EQ(call_ok(*b, Request::kSaveState).state, saved);
+  auto rc = guest.reconnect(b->socket_path());
+  ASSERT_TRUE(rc.ok()) << rc.error().message << "\n" << b->log();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(used(), kFirst) << "the restored worker ran before it was resumed";
+  call_ok(*b, Request::kResume);
+
+  // ---- Everything completes, exactly once ----
+  while (d.in_flight() > 0) {
+    auto done = d.reap(1);
+    ASSERT_TRUE(done.ok()) << done.error().message << " with " << d.in_flight() << " in flight\n" << b->log();
+    take(*done);
+  }
+  EXPECT_EQ(used(), ops.size()) << "the used ring holds more or fewer elements than requests made";
+  for (uint32_t i = 0; i < ops.size(); ++i) EXPECT_EQ(completions[i], 1) << "request " << i;
+  auto f = d.flush();
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(*f, blk::kOk);
+  for (uint32_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].write) {
+      EXPECT_EQ(file_bytes(image_, ops[i].sector * kSector, kBytes), ops[i].tag) << "write " << i;
+    }
+  }
+  worker::Reply bs = call_ok(*b, Request::kStats);
+  EXPECT_EQ(bs.stats.write_requests, kSecond);
+  EXPECT_EQ(bs.stats.flush_requests, 1u);
+  EXPECT_FALSE(bs.stats.quiesced);
+  EXPECT_EQ(call_ok(*b, Request::kShutdown).kind, worker::Reply::Kind::kShuttingDown);
+  EXPECT_TRUE(exited_zero(wait_exit(*b, 5s))) << "moss-blk " << b->describe() << "\n" << b->log();
+}
+
+TEST_F(WorkerControl, RefusedStatesChangeNothingAndTheWorkerServesOn) {
+  auto w = start_worker();
+  ASSERT_TRUE(w);
+  worker::Reply desc = call_ok(*w, Request::kDescribe);
+  EXPECT_EQ(desc.description.kind, "blk");
+  EXPECT_EQ(desc.description.disk, image_);
+  EXPECT_EQ(desc.description.capacity_bytes, kImageBytes);
+  EXPECT_EQ(desc.description.num_queues, 1u);
+  EXPECT_FALSE(desc.description.read_only);
+
+  auto g = Guest::connect(w->socket_path());
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  auto d = BlkDriver::create(**g, {});
+  ASSERT_TRUE(d.ok());
+  std::vector<uint8_t> buf(4096);
+  ASSERT_EQ(*d->read(0, buf), blk::kOk);
+
+  call_refused(*w, Request::kSaveState, "the device is not quiesced");
+  call_ok(*w, Request::kQuiesce);
+  std::vector<uint8_t> saved = call_ok(*w, Request::kSaveState).state;
+  call_ok(*w, Request::kResume);
+  call_refused(*w, Request::kRestoreState, "the device is not quiesced", saved);
+
+  call_ok(*w, Request::kQuiesce);
+  auto s = blk::decode_state(saved);
+  ASSERT_TRUE(s.ok());
+  blk::SavedState bigger = *s;
+  bigger.capacity_sectors += 8;
+  std::vector<uint8_t> garbage(saved.size(), 0x5a);
+  std::vector<uint8_t> truncated(saved.begin(), saved.begin() + saved.size() / 2);
+  call_refused(*w, Request::kRestoreState, "MOSSBLK magic", garbage);
+  call_refused(*w, Request::kRestoreState, "shorter than its header", truncated);
+  call_refused(*w, Request::kRestoreState, "another capacity", blk::encode_state(bigger));
+  call_refused(*w, Request::kRestoreState, "is 0 bytes", {});
+  EXPECT_EQ(call_ok(*w, Request::kSaveState).state, saved) << "a refused restore changed the state";
+  call_ok(*w, Request::kResume);
+
+  auto data = pattern(5, 4096);
+  ASSERT_EQ(*d->write(16, data), blk::kOk);
+  ASSERT_EQ(*d->flush(), blk::kOk);
+  EXPECT_EQ(file_bytes(image_, 16 * kSector, 4096), data);
+  EXPECT_TRUE(w->alive());
+  worker::Reply st = call_ok(*w, Request::kStats);
+  EXPECT_EQ(st.stats.read_requests, 1u);
+  EXPECT_EQ(st.stats.write_requests, 1u);
+  EXPECT_EQ(st.stats.flush_requests, 1u);
+  EXPECT_EQ(st.stats.errors, 0u);
+}
+
+TEST_F(WorkerControl, ABrokerThatClosesTheControlSocketEndsTheWorkerWithStatusZero) {
+  auto w = start_worker();
+  ASSERT_TRUE(w);
+  auto g = Guest::connect(w->socket_path());
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  auto d = BlkDriver::create(**g, {});
+  ASSERT_TRUE(d.ok());
+  auto data = pattern(6, 4096);
+  ASSERT_EQ(*d->write(8, data), blk::kOk);
+  w->close_control();
+  EXPECT_TRUE(exited_zero(wait_exit(*w, 5s))) << "moss-blk " << w->describe() << "\n" << w->log();
+  EXPECT_EQ(file_bytes(image_, 8 * kSector, 4096), data);
+}
+
+}  // namespace
+}  // namespace moss::harness
