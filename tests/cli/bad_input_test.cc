@@ -95,6 +95,17 @@ TEST_F(BadInput, VmNamesThatAreNotPathSafe) {
   EXPECT_EQ(o.err, "moss: no VM named nobody-here is running\n");
 }
 
+TEST_F(BadInput, DeviceWorkersRunThroughMoss) {
+  auto caps = run({moss(), "device", "blk", "--print-capabilities"});
+  EXPECT_EQ(caps.exit_code, 0) << caps.err;
+  EXPECT_NE(caps.out.find("\"type\": \"block\""), std::string::npos) << caps.out;
+  auto bad = run({moss(), "device", "blk", "--disk", (dir_ / "missing.img").string(), "--socket-path",
+                  (dir_ / "s.sock").string()});
+  EXPECT_EQ(bad.exit_code, 1) << bad.err;
+  EXPECT_EQ(bad.err.rfind("moss-blk: ", 0), 0u) << bad.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "s.sock"));
+}
+
 TEST_F(BadInput, DisksThatCannotBeUsed) {
   auto missing = (dir_ / "nope.img").string();
   expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--disk", missing}), 125,
