@@ -1,0 +1,188 @@
+// The moss-vsock binary as a user, a VMM or the broker runs it: exit statuses and messages,
+// --print-capabilities, signals, the life cycle of both socket paths, and --fd. Each test
+// execs $MOSS_BUILD_DIR/moss-vsock.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "devices/vsock/cli.h"
+#include "tests/support/subprocess.h"
+#include "vhost-user/frontend.h"
+
+namespace moss::vsock {
+namespace {
+
+using std::chrono::seconds;
+
+std::string moss_vsock() { return moss::test::build_dir() + "/moss-vsock"; }
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+UniqueFd connect_to(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
+  return s;
+}
+
+bool listening(const std::string& path) { return connect_to(path).valid(); }
+
+void wait_listening(const std::string& path) {
+  for (int i = 0; i < 400 && !listening(path); i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(listening(path)) << "moss-vsock does not listen on " << path;
+}
+
+// One line, starting with the program name: what a user sees for a mistake.
+void expect_one_sentence(const std::string& err) {
+  EXPECT_EQ(err.rfind("moss-vsock: ", 0), 0u) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/moss-vsock-bin-XXXXXX";
+    EXPECT_NE(::mkdtemp(tmpl), nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(VsockBinary, PrintCapabilitiesIsTheVhostUserJson) {
+  auto r = moss::test::run({moss_vsock(), "--print-capabilities"}, seconds(10));
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, capabilities_json());
+  EXPECT_EQ(r.err, "");
+  auto h = moss::test::run({moss_vsock(), "--help"}, seconds(10));
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_NE(h.out.find("usage: moss-vsock"), std::string::npos);
+}
+
+TEST(VsockBinary, BadCommandLineExitsTwo) {
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+           {}, {"--fd", "3", "--uds-path", "/tmp/x"}, {"--fd", "3", "--guest-cid", "1", "--uds-path", "/tmp/x"}, {"--bogus"}}) {
+    args.insert(args.begin(), moss_vsock());
+    auto r = moss::test::run(args, seconds(10));
+    EXPECT_EQ(r.exit_code, 2) << args.size();
+    expect_one_sentence(r.err);
+    EXPECT_EQ(r.out, "");
+  }
+}
+
+TEST(VsockBinary, UnusableSocketPathsExitOne) {
+  TempDir dir;
+  std::string file = dir.path() + "/plain";
+  std::fclose(std::fopen(file.c_str(), "w"));
+  auto r = moss::test::run({moss_vsock(), "--socket-path", dir.path() + "/s", "--guest-cid", "3", "--uds-path", file}, seconds(10));
+  EXPECT_EQ(r.exit_code, 1);
+  expect_one_sentence(r.err);
+  EXPECT_NE(r.err.find(file), std::string::npos) << r.err;
+  auto fd = moss::test::run({moss_vsock(), "--fd", "77", "--guest-cid", "3", "--uds-path", dir.path() + "/u"}, seconds(10));
+  EXPECT_EQ(fd.exit_code, 1);
+  EXPECT_NE(fd.err.find("--fd 77 is not an open socket"), std::string::npos) << fd.err;
+  EXPECT_FALSE(exists(dir.path() + "/u"));
+}
+
+TEST(VsockBinary, SigtermExitsZeroAndRemovesBothSockets) {
+  TempDir dir;
+  std::string sock = dir.path() + "/vhost.sock", uds = dir.path() + "/vsock.sock";
+  // A socket left by a worker that died is replaced.
+  {
+    UniqueFd stale(::socket(AF_UNIX, SOCK_STREAM, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", uds.c_str());
+    ASSERT_EQ(::bind(stale.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  }
+  moss::test::Process p({moss_vsock(), "--socket-path", sock, "--guest-cid", "3", "--uds-path", uds});
+  wait_listening(sock);
+  wait_listening(uds);
+  // A second worker on the same paths is refused while this one lives.
+  auto twin = moss::test::run({moss_vsock(), "--socket-path", dir.path() + "/other", "--guest-cid", "4", "--uds-path", uds}, seconds(10));
+  EXPECT_EQ(twin.exit_code, 1);
+  EXPECT_NE(twin.err.find("already listening"), std::string::npos) << twin.err;
+  auto fe = vhost_user::Frontend::connect(sock);
+  ASSERT_TRUE(fe.ok()) << fe.error().message;
+  auto features = fe->get_features();
+  ASSERT_TRUE(features.ok());
+  EXPECT_TRUE(*features & (1ull << 32));
+  // A host program that asks for a port: the guest has no driver running, so nothing answers
+  // it yet; SIGTERM must not wait for it.
+  UniqueFd host = connect_to(uds);
+  ASSERT_TRUE(host.valid());
+  ASSERT_EQ(::write(host.get(), "CONNECT 5\n", 10), 10);
+  ASSERT_EQ(::kill(p.pid(), SIGTERM), 0);
+  auto r = p.wait(seconds(5));
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(exists(sock));
+  EXPECT_FALSE(exists(uds));
+}
+
+TEST(VsockBinary, FdModeExitsZeroWhenTheFrontendCloses) {
+  TempDir dir;
+  std::string uds = dir.path() + "/vsock.sock";
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);  // Not CLOEXEC: the child inherits sv[1].
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  ::fcntl(ours.get(), F_SETFD, FD_CLOEXEC);
+  moss::test::Process p({moss_vsock(), "--fd", std::to_string(theirs.get()), "--guest-cid", "99", "--uds-path", uds});
+  theirs.reset();
+  vhost_user::Frontend fe(std::move(ours));
+  ASSERT_TRUE(fe.set_protocol_features(1ull << 9).ok());  // CONFIG
+  auto cfg = fe.get_config(0, 8);
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  EXPECT_EQ((*cfg)[0], 99);
+  wait_listening(uds);
+  { vhost_user::Frontend gone(std::move(fe)); }
+  auto r = p.wait(seconds(5));
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(exists(uds));
+}
+
+TEST(VsockBinary, HostProgramWithNoGuestConnectedIsClosed) {
+  TempDir dir;
+  std::string sock = dir.path() + "/vhost.sock", uds = dir.path() + "/vsock.sock";
+  moss::test::Process p({moss_vsock(), "--socket-path", sock, "--guest-cid", "3", "--uds-path", uds});
+  wait_listening(uds);
+  for (const char* line : {"CONNECT 5\n", "HELLO\n"}) {
+    UniqueFd host = connect_to(uds);
+    ASSERT_TRUE(host.valid());
+    timeval tv{3, 0};
+    ::setsockopt(host.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ASSERT_EQ(::write(host.get(), line, std::strlen(line)), static_cast<ssize_t>(std::strlen(line)));
+    char c;
+    EXPECT_EQ(::read(host.get(), &c, 1), 0) << line;
+  }
+  ASSERT_EQ(::kill(p.pid(), SIGINT), 0);
+  EXPECT_EQ(p.wait(seconds(5)).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace moss::vsock

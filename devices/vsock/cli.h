@@ -1,0 +1,35 @@
+// moss-vsock's command line (also `moss device vsock ...`), following the vhost-user spec's
+// "Backend program conventions" (--socket-path or --fd, --print-capabilities). Pure: argv in,
+// options or a one-sentence usage error out.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "base/result.h"
+
+namespace moss::vsock {
+
+struct CliOptions {
+  enum class Mode { kServe, kPrintCapabilities, kHelp };
+  Mode mode = Mode::kServe;
+  std::string socket_path;  // Exactly one of socket_path and fd (>= 0) in kServe.
+  int fd = -1;
+  uint64_t guest_cid = 0;
+  std::string uds_path;
+  uint32_t max_connections = 256;
+};
+
+// `args` excludes the program name. Accepts "--opt value" and "--opt=value".
+Result<CliOptions> parse_cli(std::span<const char* const> args);
+
+std::string usage_text();
+// The --print-capabilities JSON (docs/interop/vhost-user.json, VHostUserBackendCapabilities).
+std::string capabilities_json();
+
+// The moss-vsock program: parses argv, listens on --uds-path, serves until the frontend
+// (--fd) or a signal ends it. Returns the exit status: 0, 1 (could not run) or 2 (bad usage).
+int vsock_main(int argc, char** argv);
+
+}  // namespace moss::vsock

@@ -1,0 +1,462 @@
+#include "devices/vsock/device.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include "base/log.h"
+#include "devices/vsock/hybrid.h"
+
+namespace moss::vsock {
+namespace {
+
+using vhost_user::bit;
+namespace pf = vhost_user::protocol_feature;
+
+constexpr uint64_t fbit(int n) { return uint64_t{1} << n; }
+
+void signal_fd(const UniqueFd& fd) {
+  if (!fd.valid()) return;
+  uint64_t one = 1;
+  // EAGAIN: the counter is saturated, so the reader wakes anyway. Other errors mean the
+  // frontend gave us a broken fd; nothing to do but not crash.
+  if (::write(fd.get(), &one, sizeof one) < 0 && errno != EAGAIN) {
+    LOG_DEBUG("cannot signal an eventfd: %s", std::strerror(errno));
+  }
+}
+
+// The writable bytes of `chain` after the header, at most `max`, as iovecs (at most IOV_MAX:
+// a read may then fill fewer bytes, which is allowed).
+std::vector<iovec> payload_iovecs(const virtio::DescriptorChain& chain, uint32_t max) {
+  std::vector<iovec> iov;
+  uint64_t skip = kHeaderSize;
+  uint64_t left = max;
+  for (auto s : chain.writable) {
+    if (left == 0 || iov.size() == IOV_MAX) break;
+    if (skip >= s.size()) {
+      skip -= s.size();
+      continue;
+    }
+    uint64_t n = std::min<uint64_t>(s.size() - skip, left);
+    iov.push_back({s.data() + skip, n});
+    left -= n;
+    skip = 0;
+  }
+  return iov;
+}
+
+// Whether the peer of a socket that just read EOF has closed both ways (POLLHUP), rather than
+// only shut its write side.
+bool peer_closed(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+}
+
+}  // namespace
+
+VsockDevice::VsockDevice(DeviceOptions options, HostEnv env)
+    : options_(std::move(options)), env_(std::move(env)), table_(options_.guest_cid, options_.limits) {
+  MOSS_ASSERT(options_.guest_cid >= kMinGuestCid && options_.guest_cid <= kMaxGuestCid);
+  MOSS_ASSERT(env_.watch && env_.now_ms);
+}
+
+VsockDevice::~VsockDevice() {
+  for (auto& [key, s] : sockets_) {
+    if (s.watch_read || s.watch_write) env_.watch(s.fd.get(), false, false);
+  }
+}
+
+uint64_t VsockDevice::features() const {
+  return fbit(feature::kVersion1) | fbit(feature::kEventIdx) | fbit(feature::kIndirectDesc);
+}
+
+uint64_t VsockDevice::protocol_features() const { return bit(pf::kConfig); }
+
+Result<void> VsockDevice::set_features(uint64_t acked) {
+  acked_ = acked;
+  return {};
+}
+
+Result<std::vector<uint8_t>> VsockDevice::get_config(uint32_t offset, uint32_t size) {
+  if (offset > kConfigSize || size > kConfigSize - offset) {
+    return make_error("frontend read virtio-vsock config bytes " + std::to_string(offset) + "+" + std::to_string(size) +
+                      ", past its " + std::to_string(kConfigSize) + " bytes");
+  }
+  std::vector<uint8_t> c(kConfigSize);
+  for (size_t i = 0; i < kConfigSize; i++) c[i] = static_cast<uint8_t>(options_.guest_cid >> (8 * i));
+  return std::vector<uint8_t>(c.begin() + offset, c.begin() + offset + size);
+}
+
+Result<void> VsockDevice::set_config(uint32_t, std::span<const uint8_t>, uint32_t) {
+  return make_error("the virtio-vsock config space (guest_cid) is read-only");
+}
+
+// ---- Rings ----
+
+Result<void> VsockDevice::on_queue_started(uint32_t index, const vhost_user::Vring& vring) {
+  MOSS_ASSERT(backend_ != nullptr && index < kNumQueues);
+  QueueState& qs = queues_[index];
+  MOSS_ASSERT(qs.vring == nullptr);
+  qs = QueueState{};
+  qs.config = virtio::QueueConfig{static_cast<uint16_t>(vring.num), vring.desc_gpa, vring.avail_gpa, vring.used_gpa,
+                                  (acked_ & fbit(feature::kEventIdx)) != 0,
+                                  (acked_ & fbit(feature::kIndirectDesc)) != 0};
+  MOSS_TRY(virtio::Queue queue, virtio::Queue::create(backend_->memory(), qs.config));
+  queue.set_last_avail_idx(vring.base);
+  qs.queue = std::move(queue);
+  qs.vring = &vring;
+  if (vring.enabled) on_kick(index);
+  return {};
+}
+
+uint16_t VsockDevice::on_queue_stopped(uint32_t index) {
+  MOSS_ASSERT(index < kNumQueues);
+  QueueState& qs = queues_[index];
+  MOSS_ASSERT(qs.vring != nullptr);
+  // Nothing is held between events: every chain taken was returned or un-popped.
+  uint16_t next = qs.queue->last_avail_idx();
+  qs = QueueState{};
+  return next;
+}
+
+void VsockDevice::on_queue_enabled(uint32_t index, bool enabled) {
+  if (enabled && index < kNumQueues && queues_[index].vring != nullptr) on_kick(index);
+}
+
+void VsockDevice::on_memory_changing() {
+  // No span into guest memory outlives an event; the rings are rebuilt before next use.
+  for (auto& qs : queues_) {
+    if (qs.vring != nullptr) qs.stale = true;
+  }
+}
+
+void VsockDevice::reset() {
+  for (const auto& qs : queues_) MOSS_ASSERT(qs.vring == nullptr);  // The Backend stopped them.
+  acked_ = 0;
+  // The driver starts over: its connections are gone, so ours go too, silently.
+  table_.clear();
+  run_actions();
+  reset_event_pending_ = true;
+}
+
+bool VsockDevice::ready(uint32_t q) {
+  QueueState& qs = queues_[q];
+  if (qs.vring == nullptr || !qs.vring->enabled || qs.broken) return false;
+  if (!qs.stale) return true;
+  auto fresh = virtio::Queue::create(backend_->memory(), qs.config);
+  if (!fresh.ok()) {
+    break_queue(q, "after the memory table changed: " + fresh.error().message);
+    return false;
+  }
+  fresh->set_last_avail_idx(qs.queue->last_avail_idx());
+  qs.queue = std::move(*fresh);
+  qs.stale = false;
+  return true;
+}
+
+void VsockDevice::break_queue(uint32_t q, const std::string& why) {
+  QueueState& qs = queues_[q];
+  if (qs.broken) return;
+  qs.broken = true;
+  static const char* const kNames[] = {"receive", "transmit", "event"};
+  LOG_WARN("the %s queue stops until the driver resets the device: %s", kNames[q], why.c_str());
+  if (qs.vring != nullptr) signal_fd(qs.vring->err);
+}
+
+void VsockDevice::signal_used() {
+  for (auto& qs : queues_) {
+    if (!qs.notify || qs.vring == nullptr) continue;
+    qs.notify = false;
+    if (qs.queue->needs_notification()) signal_fd(qs.vring->call);
+  }
+}
+
+void VsockDevice::on_kick(uint32_t queue) {
+  if (queue >= kNumQueues) return;
+  if (queue == kTxQueue) process_tx();
+  if (queue == kEventQueue) send_events();
+  settle();
+}
+
+void VsockDevice::settle() {
+  run_actions();
+  fill_rx();
+  send_events();
+  signal_used();
+}
+
+void VsockDevice::on_timer() {
+  table_.expire(env_.now_ms());
+  settle();
+}
+
+// ---- Transmit: guest -> host ----
+
+void VsockDevice::process_tx() {
+  if (!ready(kTxQueue)) return;
+  QueueState& qs = queues_[kTxQueue];
+  // At most one ring's worth per event, so a busy guest cannot starve the host sockets or the
+  // vhost-user socket; a self-kick brings us back after the loop has served them.
+  uint32_t budget = qs.config.size;
+  bool more = false;
+  for (;;) {
+    qs.queue->disable_notification();
+    while (!qs.broken && budget > 0) {
+      auto head = qs.queue->pop_head();
+      if (!head.ok()) return break_queue(kTxQueue, head.error().message);
+      if (!*head) break;
+      --budget;
+      auto chain = virtio::walk_chain(backend_->memory(), qs.config, **head);
+      if (!chain.ok()) return break_queue(kTxQueue, chain.error().message);
+      Parsed p = parse_packet(*chain, options_.guest_cid);
+      ++counters_.packets_from_guest;
+      if (p.packet) {
+        const uint64_t violations = table_.counters().protocol_violations;
+        table_.on_packet(*p.packet, env_.now_ms());
+        if (table_.counters().protocol_violations != violations) {
+          LOG_DEBUG("%s from guest port %u to host port %u broke the protocol (credit, state or fwd_cnt): reset",
+                    op_name(p.packet->header.op), p.packet->header.src_port, p.packet->header.dst_port);
+        }
+      } else {
+        LOG_DEBUG("refused a packet: %s", p.rejection->message.c_str());
+        table_.on_refused(*p.rejection);
+      }
+      // Connect now (the table wants the answer before the next packet), write what came,
+      // and answer at once, so a burst of bad packets cannot overflow the table's RST queue.
+      run_actions();
+      fill_rx();
+      // Transmit buffers are only read: nothing written into them.
+      auto pushed = qs.queue->push_used(**head, 0);
+      MOSS_ASSERT(pushed.ok());  // We just popped it.
+      qs.notify = true;
+    }
+    if (qs.broken) return;
+    if (budget == 0) {
+      more = true;
+      break;
+    }
+    if (!qs.queue->enable_notification()) break;
+  }
+  if (more) signal_fd(qs.vring->kick);
+}
+
+// ---- Receive: host -> guest ----
+
+void VsockDevice::fill_rx() {
+  if (!table_.has_rx_work() || !ready(kRxQueue)) return;
+  QueueState& qs = queues_[kRxQueue];
+  uint32_t budget = qs.config.size;
+  while (table_.has_rx_work() && budget > 0) {
+    auto head = qs.queue->pop_head();
+    if (!head.ok()) return break_queue(kRxQueue, head.error().message);
+    if (!*head) {
+      // Starved: ask for a kick when the driver adds buffers (and look again if it just did).
+      if (qs.queue->enable_notification()) continue;
+      return;
+    }
+    auto chain = virtio::walk_chain(backend_->memory(), qs.config, **head);
+    if (!chain.ok()) return break_queue(kRxQueue, chain.error().message);
+    if (chain->readable_bytes != 0 || chain->writable_bytes < kHeaderSize) {
+      return break_queue(kRxQueue, "receive buffer " + std::to_string(**head) + " has " +
+                                       std::to_string(chain->readable_bytes) + " device-readable and " +
+                                       std::to_string(chain->writable_bytes) + " writable bytes (it needs none and at least " +
+                                       std::to_string(kHeaderSize) + ")");
+    }
+    const uint32_t room = static_cast<uint32_t>(std::min<uint64_t>(chain->writable_bytes - kHeaderSize, UINT32_MAX));
+    std::optional<PacketHeader> header;
+    uint32_t payload = 0;
+    while (!header) {
+      auto item = table_.next_rx(room);
+      if (!item) break;
+      if (item->kind == RxItem::Kind::kPacket) {
+        header = item->header;
+        break;
+      }
+      // Data: read from the host socket straight into the buffer, after the header's place.
+      auto sock = sockets_.find(item->key);
+      MOSS_ASSERT(sock != sockets_.end());  // Established connections have a socket.
+      std::vector<iovec> iov = payload_iovecs(*chain, item->max_bytes);
+      ssize_t n = ::readv(sock->second.fd.get(), iov.data(), static_cast<int>(iov.size()));
+      if (n > 0) {
+        payload = static_cast<uint32_t>(n);
+        header = table_.host_data(item->key, payload);
+      } else if (n == 0) {
+        table_.host_eof(item->key, peer_closed(sock->second.fd.get()));
+        sync(item->key);
+      } else if (errno == EAGAIN || errno == EINTR) {
+        table_.host_would_block(item->key);
+        sync(item->key);
+      } else {
+        LOG_DEBUG("reading the host socket of %s failed: %s", describe(item->key).c_str(), std::strerror(errno));
+        table_.host_failed(item->key);
+      }
+      run_actions();
+    }
+    if (!header) {
+      // Nothing for this buffer after all: give it back untouched, it is the last one taken.
+      qs.queue->set_last_avail_idx(static_cast<uint16_t>(qs.queue->last_avail_idx() - 1));
+      return;
+    }
+    auto written = virtio::ChainWriter(*chain).write(encode_header(*header));
+    MOSS_ASSERT(written.ok());  // writable_bytes >= kHeaderSize was checked.
+    auto pushed = qs.queue->push_used(**head, kHeaderSize + payload);
+    MOSS_ASSERT(pushed.ok());
+    qs.notify = true;
+    ++counters_.packets_to_guest;
+    --budget;
+  }
+  // Out of budget with work left: come back after the loop has served everything else.
+  if (budget == 0 && table_.has_rx_work()) signal_fd(qs.vring->kick);
+}
+
+// ---- Event queue ----
+
+void VsockDevice::send_events() {
+  if (!reset_event_pending_ || !ready(kEventQueue)) return;
+  QueueState& qs = queues_[kEventQueue];
+  for (;;) {
+    auto head = qs.queue->pop_head();
+    if (!head.ok()) return break_queue(kEventQueue, head.error().message);
+    if (!*head) {
+      if (qs.queue->enable_notification()) continue;
+      return;
+    }
+    auto chain = virtio::walk_chain(backend_->memory(), qs.config, **head);
+    if (!chain.ok()) return break_queue(kEventQueue, chain.error().message);
+    if (chain->readable_bytes != 0 || chain->writable_bytes < kEventSize) {
+      return break_queue(kEventQueue, "event buffer " + std::to_string(**head) + " cannot hold a 4-byte event");
+    }
+    auto written = virtio::ChainWriter(*chain).write_obj<uint32_t>(kEventTransportReset);
+    MOSS_ASSERT(written.ok());
+    auto pushed = qs.queue->push_used(**head, kEventSize);
+    MOSS_ASSERT(pushed.ok());
+    qs.notify = true;
+    reset_event_pending_ = false;
+    ++counters_.transport_resets;
+    LOG_INFO("sent TRANSPORT_RESET to the guest");
+    return;
+  }
+}
+
+// ---- Host sockets ----
+
+Result<void> VsockDevice::connect_from_host(UniqueFd sock, uint32_t port) {
+  MOSS_TRY(ConnKey key, table_.host_connect(port, env_.now_ms()));
+  by_fd_[sock.get()] = key;
+  sockets_[key] = HostSocket{std::move(sock)};
+  LOG_DEBUG("a host program asks for guest port %u (%s)", port, describe(key).c_str());
+  settle();
+  return {};
+}
+
+void VsockDevice::connect_to_host(ConnKey key, uint32_t port) {
+  std::string path = guest_port_path(options_.uds_path, port);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  bool ok = false;
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.valid() && path.size() < sizeof addr.sun_path) {
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    // A Unix stream connect completes at once or fails (EAGAIN: the listener's backlog is full).
+    ok = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+    if (!ok) LOG_DEBUG("guest connection to %s refused: %s", path.c_str(), std::strerror(errno));
+  }
+  if (ok) {
+    by_fd_[fd.get()] = key;
+    sockets_[key] = HostSocket{std::move(fd)};
+  }
+  table_.host_connect_result(key, ok);
+}
+
+void VsockDevice::flush(ConnKey key, HostSocket& s) {
+  for (;;) {
+    auto pieces = table_.to_host(key);
+    if (pieces[0].empty()) return;
+    iovec iov[2] = {{const_cast<uint8_t*>(pieces[0].data()), pieces[0].size()},
+                    {const_cast<uint8_t*>(pieces[1].data()), pieces[1].size()}};
+    // sendmsg with MSG_NOSIGNAL: a host program that went away is EPIPE, not SIGPIPE.
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = pieces[1].empty() ? 1 : 2;
+    ssize_t n = ::sendmsg(s.fd.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      table_.host_written(key, static_cast<size_t>(n));
+      if (table_.find(key) == nullptr) return;  // That finished the connection.
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      s.write_blocked = true;
+      return;
+    }
+    LOG_DEBUG("writing the host socket of %s failed: %s", describe(key).c_str(), std::strerror(errno));
+    table_.host_failed(key);
+    return;
+  }
+}
+
+void VsockDevice::sync(ConnKey key) {
+  auto it = sockets_.find(key);
+  if (it == sockets_.end()) return;
+  HostSocket& s = it->second;
+  if (!s.write_blocked) flush(key, s);
+  if (table_.find(key) == nullptr) return;  // Finished or failed: its kClose is queued.
+  HostSide side = table_.host_side(key);
+  if (side.shut_read && !s.shut_read) {
+    s.shut_read = true;
+    ::shutdown(s.fd.get(), SHUT_RD);  // The host program's writes now fail (EPIPE).
+  }
+  if (side.shut_write && !s.shut_write) {
+    s.shut_write = true;
+    ::shutdown(s.fd.get(), SHUT_WR);  // The host program reads EOF.
+  }
+  if (side.read != s.watch_read || s.write_blocked != s.watch_write) {
+    s.watch_read = side.read;
+    s.watch_write = s.write_blocked;
+    env_.watch(s.fd.get(), s.watch_read, s.watch_write);
+  }
+}
+
+void VsockDevice::close_socket(ConnKey key) {
+  auto it = sockets_.find(key);
+  if (it == sockets_.end()) return;
+  if (it->second.watch_read || it->second.watch_write) env_.watch(it->second.fd.get(), false, false);
+  by_fd_.erase(it->second.fd.get());
+  sockets_.erase(it);
+}
+
+void VsockDevice::run_actions() {
+  for (auto actions = table_.take_actions(); !actions.empty(); actions = table_.take_actions()) {
+    for (const HostAction& a : actions) {
+      switch (a.kind) {
+        case HostAction::Kind::kConnect:
+          connect_to_host(a.key, a.port);
+          break;
+        case HostAction::Kind::kSync:
+          sync(a.key);
+          break;
+        case HostAction::Kind::kClose:
+          close_socket(a.key);
+          break;
+      }
+    }
+  }
+}
+
+void VsockDevice::on_host_event(int fd, bool readable, bool writable) {
+  auto it = by_fd_.find(fd);
+  if (it == by_fd_.end()) return;
+  const ConnKey key = it->second;
+  HostSocket& s = sockets_.at(key);
+  if (writable) s.write_blocked = false;
+  if (readable && table_.host_side(key).read) table_.host_readable(key);
+  sync(key);
+  settle();
+}
+
+}  // namespace moss::vsock

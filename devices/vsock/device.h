@@ -1,0 +1,157 @@
+// The virtio-vsock device (virtio 1.2, 5.10) as a vhost-user DeviceInterface, in hybrid mode:
+// the guest's stream sockets are carried to and from host Unix sockets (hybrid.h).
+//
+// Queues: 0 receive (device -> guest packets), 1 transmit (guest -> device), 2 event. Config
+// space: le64 guest_cid. Features: VERSION_1, RING_EVENT_IDX, RING_INDIRECT_DESC (stream
+// sockets only: no VIRTIO_VSOCK_F_SEQPACKET).
+//
+// One VsockDevice serves one frontend connection; everything runs on the worker's thread. The
+// Backend calls the DeviceInterface methods; the event loop calls on_kick() when a ring's kick
+// eventfd fired, on_host_event() when a host socket the device asked to watch is ready,
+// connect_from_host() when a host program sent its CONNECT line, and on_timer() about once a
+// second.
+//
+// Guest input is trusted for nothing: transmit chains go through walk_chain and parse_packet;
+// a packet that is refused, breaks the protocol or overruns its credit is answered with an RST
+// (ConnectionTable). A chain the walker refuses, a ring index that runs away, a receive buffer
+// that cannot hold a header or an event buffer that cannot hold an event breaks that queue: it
+// stops and its error eventfd is signalled until the driver resets the device.
+//
+// The receive path takes a buffer only when the table has something for it, and gives it back
+// (un-pops it) if the host socket it was for has nothing after all, so no buffer is ever held
+// between events. Host data is read straight into the guest's buffer; guest data is written
+// straight from the connection's buffer.
+//
+// The event queue carries VIRTIO_VSOCK_EVENT_TRANSPORT_RESET once per device (so once per
+// frontend connection) and again after RESET_DEVICE: a guest that kept connections across a
+// backend restart drops them. (QEMU's vhost-user-vsock keeps the event queue to itself and
+// never starts ring 2 here; moss's vcpu process hands all three over.)
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/fd.h"
+#include "devices/virtio/queue.h"
+#include "devices/vsock/connection.h"
+#include "devices/vsock/packet.h"
+#include "vhost-user/backend.h"
+
+namespace moss::vsock {
+
+// Virtio feature bits (virtio 1.2, 5.10.3 and 6).
+namespace feature {
+constexpr int kIndirectDesc = 28;
+constexpr int kEventIdx = 29;
+constexpr int kVersion1 = 32;
+}  // namespace feature
+
+constexpr uint32_t kMaxQueueSize = 1024;
+constexpr size_t kConfigSize = 8;  // struct virtio_vsock_config { le64 guest_cid; }
+
+struct DeviceOptions {
+  uint64_t guest_cid = 0;  // kMinGuestCid..kMaxGuestCid.
+  std::string uds_path;    // Guest connections to port N go to "<uds_path>_N".
+  Limits limits;
+};
+
+// What the device needs from the event loop that runs it.
+struct HostEnv {
+  // Watch `fd` (a host socket the device owns) for readable/writable; both false: stop
+  // watching (called before the fd closes).
+  std::function<void(int fd, bool read, bool write)> watch;
+  std::function<uint64_t()> now_ms;  // Monotonic.
+};
+
+struct DeviceCounters {
+  uint64_t packets_from_guest = 0;
+  uint64_t packets_to_guest = 0;
+  uint64_t transport_resets = 0;  // TRANSPORT_RESET events delivered.
+};
+
+class VsockDevice final : public vhost_user::DeviceInterface {
+ public:
+  VsockDevice(DeviceOptions options, HostEnv env);
+  // Closes every host socket (the guest's side of them is gone with its frontend).
+  ~VsockDevice() override;
+  VsockDevice(const VsockDevice&) = delete;
+  VsockDevice& operator=(const VsockDevice&) = delete;
+
+  // The Backend this device serves (for guest memory). Call once, before it handles a message.
+  void attach(const vhost_user::Backend& backend) { backend_ = &backend; }
+
+  void on_kick(uint32_t queue);
+  void on_host_event(int fd, bool readable, bool writable);
+  // A host program asked for guest port `port` on `sock` (a connected, non-blocking stream
+  // socket whose CONNECT line has been read). Error (and `sock` closed) at the connection limit.
+  Result<void> connect_from_host(UniqueFd sock, uint32_t port);
+  void on_timer();
+
+  const ConnectionTable& table() const { return table_; }
+  const DeviceCounters& counters() const { return counters_; }
+
+  // DeviceInterface.
+  uint64_t features() const override;
+  uint64_t protocol_features() const override;
+  uint32_t num_queues() const override { return kNumQueues; }
+  uint32_t max_queue_size() const override { return kMaxQueueSize; }
+  Result<void> set_features(uint64_t acked) override;
+  Result<std::vector<uint8_t>> get_config(uint32_t offset, uint32_t size) override;
+  Result<void> set_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags) override;
+  Result<void> on_queue_started(uint32_t index, const vhost_user::Vring& vring) override;
+  uint16_t on_queue_stopped(uint32_t index) override;
+  void on_queue_enabled(uint32_t index, bool enabled) override;
+  void on_memory_changing() override;
+  void reset() override;
+
+ private:
+  struct QueueState {
+    const vhost_user::Vring* vring = nullptr;  // Non-null while started.
+    virtio::QueueConfig config;
+    std::optional<virtio::Queue> queue;
+    bool broken = false;
+    bool stale = false;   // Guest memory was remapped: rebuild `queue` before touching it.
+    bool notify = false;  // Used elements pushed since the last interrupt decision.
+  };
+  struct HostSocket {
+    UniqueFd fd;
+    bool watch_read = false;
+    bool watch_write = false;
+    bool write_blocked = false;  // The last write hit EAGAIN: wait for writable.
+    bool shut_read = false;
+    bool shut_write = false;
+  };
+
+  bool ready(uint32_t q);
+  void process_tx();
+  void fill_rx();
+  void send_events();
+  // Drains the table's actions (connect, sync, close), including those they cause.
+  void run_actions();
+  void connect_to_host(ConnKey key, uint32_t port);
+  void sync(ConnKey key);
+  void flush(ConnKey key, HostSocket& s);
+  void close_socket(ConnKey key);
+  void signal_used();
+  void break_queue(uint32_t q, const std::string& why);
+  // All the work an event can have caused: actions, receive buffers, interrupts.
+  void settle();
+
+  const DeviceOptions options_;
+  HostEnv env_;
+  const vhost_user::Backend* backend_ = nullptr;
+  uint64_t acked_ = 0;
+  std::array<QueueState, kNumQueues> queues_;
+  ConnectionTable table_;
+  std::map<ConnKey, HostSocket> sockets_;
+  std::map<int, ConnKey> by_fd_;
+  bool reset_event_pending_ = true;
+  DeviceCounters counters_;
+};
+
+}  // namespace moss::vsock

@@ -1,0 +1,36 @@
+// Listening Unix sockets at a path: the vhost-user socket (--socket-path) and the socket host
+// programs connect to (--uds-path). The same rules as moss-blk's (devices/blk/worker.h).
+// TODO(cleanup): one copy for every worker, in base/, once base/ takes socket helpers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "base/fd.h"
+#include "base/result.h"
+
+namespace moss::vsock {
+
+// Binds a listening stream socket at `path` (non-blocking, close-on-exec). An existing socket
+// nobody listens on (left by a worker that died) is replaced; a live one, or any other file,
+// is an Error.
+Result<UniqueFd> listen_unix(const std::string& path, int backlog = 64);
+
+// Unlinks the socket at `path` on destruction if it is still the one we bound (same inode),
+// so a worker never removes a socket another process put there since.
+class SocketPathGuard {
+ public:
+  // Call right after listen_unix(path) succeeded.
+  explicit SocketPathGuard(std::string path);
+  ~SocketPathGuard();
+  SocketPathGuard(const SocketPathGuard&) = delete;
+  SocketPathGuard& operator=(const SocketPathGuard&) = delete;
+
+ private:
+  std::string path_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
+
+}  // namespace moss::vsock
