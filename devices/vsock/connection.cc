@@ -295,6 +295,12 @@ PacketHeader ConnectionTable::host_data(ConnKey key, uint32_t n) {
   return h;
 }
 
+uint32_t ConnectionTable::data_budget(ConnKey key) const {
+  const Connection* c = find(key);
+  if (c == nullptr || !wants_data(*c)) return 0;
+  return std::min(c->peer_credit(), kMaxPayload);
+}
+
 void ConnectionTable::host_would_block(ConnKey key) { must_get(key).host_readable = false; }
 
 void ConnectionTable::host_eof(ConnKey key, bool peer_closed) {

@@ -196,6 +196,9 @@ class ConnectionTable {
   // `n` (1..max_bytes of the kData item) bytes were read into the receive buffer: the header
   // to write before them.
   PacketHeader host_data(ConnKey key, uint32_t n);
+  // How many bytes the device may read for `key` this turn, over one or more receive buffers
+  // (host_data once per buffer): the guest's credit, at most kMaxPayload; 0 if it wants none.
+  uint32_t data_budget(ConnKey key) const;
   void host_would_block(ConnKey key);
   // The host program sends no more; `peer_closed`: it closed both ways.
   void host_eof(ConnKey key, bool peer_closed);

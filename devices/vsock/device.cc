@@ -51,6 +51,12 @@ std::vector<iovec> payload_iovecs(const virtio::DescriptorChain& chain, uint32_t
   return iov;
 }
 
+uint32_t iov_bytes(const std::vector<iovec>& iov) {
+  uint64_t n = 0;
+  for (const iovec& v : iov) n += v.iov_len;
+  return static_cast<uint32_t>(n);
+}
+
 // Whether the peer of a socket that just read EOF has closed both ways (POLLHUP), rather than
 // only shut its write side.
 bool peer_closed(int fd) {
@@ -248,68 +254,128 @@ void VsockDevice::process_tx() {
 
 // ---- Receive: host -> guest ----
 
+VsockDevice::Take VsockDevice::take_rx_buffer(RxBuffer& out, bool ask_for_kick) {
+  QueueState& qs = queues_[kRxQueue];
+  for (;;) {
+    auto head = qs.queue->pop_head();
+    if (!head.ok()) {
+      break_queue(kRxQueue, head.error().message);
+      return Take::kBroken;
+    }
+    if (!*head) {
+      // Starved: ask for a kick when the driver adds buffers (and look again if it just did).
+      if (ask_for_kick && qs.queue->enable_notification()) continue;
+      return Take::kNone;
+    }
+    auto chain = virtio::walk_chain(backend_->memory(), qs.config, **head);
+    if (!chain.ok()) {
+      break_queue(kRxQueue, chain.error().message);
+      return Take::kBroken;
+    }
+    if (chain->readable_bytes != 0 || chain->writable_bytes < kHeaderSize) {
+      break_queue(kRxQueue, "receive buffer " + std::to_string(**head) + " has " + std::to_string(chain->readable_bytes) +
+                                " device-readable and " + std::to_string(chain->writable_bytes) +
+                                " writable bytes (it needs none and at least " + std::to_string(kHeaderSize) + ")");
+      return Take::kBroken;
+    }
+    out.head = **head;
+    out.room = static_cast<uint32_t>(std::min<uint64_t>(chain->writable_bytes - kHeaderSize, UINT32_MAX));
+    out.chain = std::move(*chain);
+    return Take::kOk;
+  }
+}
+
+void VsockDevice::give_back_rx(size_t n) {
+  // Buffers taken but not used are the last ones taken: un-pop them, untouched.
+  virtio::Queue& q = *queues_[kRxQueue].queue;
+  q.set_last_avail_idx(static_cast<uint16_t>(q.last_avail_idx() - n));
+}
+
+void VsockDevice::finish_rx(const RxBuffer& b, const PacketHeader& h, uint32_t payload) {
+  QueueState& qs = queues_[kRxQueue];
+  auto written = virtio::ChainWriter(b.chain).write(encode_header(h));
+  MOSS_ASSERT(written.ok());  // writable_bytes >= kHeaderSize was checked.
+  auto pushed = qs.queue->push_used(b.head, kHeaderSize + payload);
+  MOSS_ASSERT(pushed.ok());
+  qs.notify = true;
+  ++counters_.packets_to_guest;
+}
+
+size_t VsockDevice::read_into_rx(RxBuffer& first, const RxItem& item, size_t budget) {
+  auto sock = sockets_.find(item.key);
+  MOSS_ASSERT(sock != sockets_.end());  // Established connections have a socket.
+  const int fd = sock->second.fd.get();
+  // One read fills this buffer and, while the guest's credit lasts (up to 64 KiB a turn),
+  // more: one system call per turn rather than per 4 KiB buffer.
+  const uint32_t want = table_.data_budget(item.key);
+  std::vector<RxBuffer> more;
+  std::vector<uint32_t> caps;
+  std::vector<iovec> iov = payload_iovecs(first.chain, item.max_bytes);
+  caps.push_back(iov_bytes(iov));
+  uint32_t planned = caps[0];
+  while (planned < want && more.size() + 1 < budget) {
+    RxBuffer b;
+    if (take_rx_buffer(b, false) != Take::kOk) break;  // None left, or the queue just broke.
+    std::vector<iovec> part = payload_iovecs(b.chain, std::min(b.room, want - planned));
+    if (part.empty() || iov.size() + part.size() > IOV_MAX) {
+      give_back_rx(1);
+      break;
+    }
+    iov.insert(iov.end(), part.begin(), part.end());
+    caps.push_back(iov_bytes(part));
+    planned += caps.back();
+    more.push_back(std::move(b));
+  }
+  ssize_t n = ::readv(fd, iov.data(), static_cast<int>(iov.size()));
+  if (n <= 0) {
+    give_back_rx(more.size());
+    if (n == 0) {
+      table_.host_eof(item.key, peer_closed(fd));
+      sync(item.key);
+    } else if (errno == EAGAIN || errno == EINTR) {
+      table_.host_would_block(item.key);
+      sync(item.key);
+    } else {
+      LOG_DEBUG("reading the host socket of %s failed: %s", describe(item.key).c_str(), std::strerror(errno));
+      table_.host_failed(item.key);
+    }
+    return 0;
+  }
+  // One packet per buffer, in order, each as long as what landed in it.
+  size_t left = static_cast<size_t>(n), used = 0;
+  for (size_t i = 0; i < caps.size() && left > 0; i++, used++) {
+    uint32_t len = static_cast<uint32_t>(std::min<size_t>(left, caps[i]));
+    finish_rx(i == 0 ? first : more[i - 1], table_.host_data(item.key, len), len);
+    left -= len;
+  }
+  give_back_rx(more.size() + 1 - used);
+  return used;
+}
+
 void VsockDevice::fill_rx() {
   if (!table_.has_rx_work() || !ready(kRxQueue)) return;
   QueueState& qs = queues_[kRxQueue];
-  uint32_t budget = qs.config.size;
-  while (table_.has_rx_work() && budget > 0) {
-    auto head = qs.queue->pop_head();
-    if (!head.ok()) return break_queue(kRxQueue, head.error().message);
-    if (!*head) {
-      // Starved: ask for a kick when the driver adds buffers (and look again if it just did).
-      if (qs.queue->enable_notification()) continue;
-      return;
-    }
-    auto chain = virtio::walk_chain(backend_->memory(), qs.config, **head);
-    if (!chain.ok()) return break_queue(kRxQueue, chain.error().message);
-    if (chain->readable_bytes != 0 || chain->writable_bytes < kHeaderSize) {
-      return break_queue(kRxQueue, "receive buffer " + std::to_string(**head) + " has " +
-                                       std::to_string(chain->readable_bytes) + " device-readable and " +
-                                       std::to_string(chain->writable_bytes) + " writable bytes (it needs none and at least " +
-                                       std::to_string(kHeaderSize) + ")");
-    }
-    const uint32_t room = static_cast<uint32_t>(std::min<uint64_t>(chain->writable_bytes - kHeaderSize, UINT32_MAX));
-    std::optional<PacketHeader> header;
-    uint32_t payload = 0;
-    while (!header) {
-      auto item = table_.next_rx(room);
+  size_t budget = qs.config.size;
+  while (table_.has_rx_work() && budget > 0 && !qs.broken) {
+    RxBuffer b;
+    if (take_rx_buffer(b, true) != Take::kOk) return;
+    size_t used = 0;
+    while (used == 0 && !qs.broken) {
+      auto item = table_.next_rx(b.room);
       if (!item) break;
       if (item->kind == RxItem::Kind::kPacket) {
-        header = item->header;
-        break;
-      }
-      // Data: read from the host socket straight into the buffer, after the header's place.
-      auto sock = sockets_.find(item->key);
-      MOSS_ASSERT(sock != sockets_.end());  // Established connections have a socket.
-      std::vector<iovec> iov = payload_iovecs(*chain, item->max_bytes);
-      ssize_t n = ::readv(sock->second.fd.get(), iov.data(), static_cast<int>(iov.size()));
-      if (n > 0) {
-        payload = static_cast<uint32_t>(n);
-        header = table_.host_data(item->key, payload);
-      } else if (n == 0) {
-        table_.host_eof(item->key, peer_closed(sock->second.fd.get()));
-        sync(item->key);
-      } else if (errno == EAGAIN || errno == EINTR) {
-        table_.host_would_block(item->key);
-        sync(item->key);
+        finish_rx(b, item->header, 0);
+        used = 1;
       } else {
-        LOG_DEBUG("reading the host socket of %s failed: %s", describe(item->key).c_str(), std::strerror(errno));
-        table_.host_failed(item->key);
+        used = read_into_rx(b, *item, budget);
       }
       run_actions();
     }
-    if (!header) {
-      // Nothing for this buffer after all: give it back untouched, it is the last one taken.
-      qs.queue->set_last_avail_idx(static_cast<uint16_t>(qs.queue->last_avail_idx() - 1));
+    if (used == 0) {
+      if (!qs.broken) give_back_rx(1);  // Nothing for this buffer after all.
       return;
     }
-    auto written = virtio::ChainWriter(*chain).write(encode_header(*header));
-    MOSS_ASSERT(written.ok());  // writable_bytes >= kHeaderSize was checked.
-    auto pushed = qs.queue->push_used(**head, kHeaderSize + payload);
-    MOSS_ASSERT(pushed.ok());
-    qs.notify = true;
-    ++counters_.packets_to_guest;
-    --budget;
+    budget -= std::min(budget, used);
   }
   // Out of budget with work left: come back after the loop has served everything else.
   if (budget == 0 && table_.has_rx_work()) signal_fd(qs.vring->kick);

@@ -127,9 +127,24 @@ class VsockDevice final : public vhost_user::DeviceInterface {
     bool shut_write = false;
   };
 
+  struct RxBuffer {
+    uint16_t head = 0;
+    virtio::DescriptorChain chain;
+    uint32_t room = 0;  // Payload bytes after the header.
+  };
+  enum class Take { kOk, kNone, kBroken };
+
   bool ready(uint32_t q);
   void process_tx();
   void fill_rx();
+  // The next receive buffer, checked. kNone: the ring is empty (with ask_for_kick, the driver
+  // is asked to kick when it adds one). kBroken: the queue was just broken.
+  Take take_rx_buffer(RxBuffer& out, bool ask_for_kick);
+  void give_back_rx(size_t n);
+  void finish_rx(const RxBuffer& b, const PacketHeader& h, uint32_t payload);
+  // Reads a kData item's socket into `first` and, within the guest's credit, more buffers;
+  // returns how many buffers became packets (at most `budget`), 0 if nothing was read.
+  size_t read_into_rx(RxBuffer& first, const RxItem& item, size_t budget);
   void send_events();
   // Drains the table's actions (connect, sync, close), including those they cause.
   void run_actions();

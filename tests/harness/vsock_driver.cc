@@ -213,7 +213,7 @@ void VsockDriver::handle(VsockPacket p) {
       // we have not consumed (we told it told_fwd_cnt).
       uint64_t outstanding = static_cast<uint32_t>(s.rx_cnt - s.told_fwd_cnt);
       if (outstanding + h.len > s.buf_alloc) ++s.credit_violations;
-      s.inbox.insert(s.inbox.end(), p.payload.begin(), p.payload.end());
+      s.inbox.append(p.payload);
       s.rx_cnt += h.len;
       break;
     }
@@ -384,9 +384,8 @@ Result<void> VsockDriver::write(ConnKey key, std::span<const uint8_t> bytes) {
 Result<std::vector<uint8_t>> VsockDriver::read(ConnKey key, size_t max) {
   MOSS_CHECK(wait_for([&] { return !stream(key).inbox.empty() || stream(key).eof(); }, "data from the device"));
   GuestStream& s = stream(key);
-  size_t n = std::min(max, s.inbox.size());
-  std::vector<uint8_t> out(s.inbox.begin(), s.inbox.begin() + static_cast<ptrdiff_t>(n));
-  s.inbox.erase(s.inbox.begin(), s.inbox.begin() + static_cast<ptrdiff_t>(n));
+  std::vector<uint8_t> out = s.inbox.take(max);
+  const size_t n = out.size();
   s.fwd_cnt += static_cast<uint32_t>(n);
   maybe_credit_update(s);
   auto owed = std::exchange(owed_, {});

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <chrono>
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -64,6 +65,31 @@ struct VsockDriverOptions {
   bool await_transport_reset = true;
 };
 
+// Bytes received and not yet read: a FIFO that copies each byte in once and out once.
+class Inbox {
+ public:
+  bool empty() const { return head_ == data_.size(); }
+  size_t size() const { return data_.size() - head_; }
+  void append(std::span<const uint8_t> b) { data_.insert(data_.end(), b.begin(), b.end()); }
+  std::vector<uint8_t> take(size_t n) {
+    n = std::min(n, size());
+    std::vector<uint8_t> out(data_.begin() + static_cast<ptrdiff_t>(head_), data_.begin() + static_cast<ptrdiff_t>(head_ + n));
+    head_ += n;
+    if (head_ == data_.size()) {
+      data_.clear();
+      head_ = 0;
+    } else if (head_ > data_.size() / 2) {
+      data_.erase(data_.begin(), data_.begin() + static_cast<ptrdiff_t>(head_));
+      head_ = 0;
+    }
+    return out;
+  }
+
+ private:
+  std::vector<uint8_t> data_;
+  size_t head_ = 0;
+};
+
 // One stream as the guest sees it.
 struct GuestStream {
   ConnKey key;
@@ -75,7 +101,7 @@ struct GuestStream {
   uint32_t rx_cnt = 0;
   uint32_t fwd_cnt = 0;       // Bytes read() consumed.
   uint32_t told_fwd_cnt = 0;  // fwd_cnt in the last packet sent.
-  std::deque<uint8_t> inbox;
+  Inbox inbox;
   uint64_t credit_violations = 0;
   uint64_t credit_requests = 0;  // CREDIT_REQUESTs from the device.
   // Guest -> device: the credit the device grants.
