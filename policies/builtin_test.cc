@@ -1,0 +1,187 @@
+// The policies moss ships: each parses and compiles, each kills a process that makes a call it
+// does not allow, and moss-policy prints them.
+#include "policies/builtin.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+
+#include "policies/sandbox.h"
+#include "policies/seccomp_filter.h"
+
+namespace moss::policy {
+namespace {
+
+using sandbox::Role;
+
+// Runs `body` in a child with `role`'s filter loaded; returns its wait status.
+int run_filtered(Role role, const std::function<int()>& body) {
+  auto p = builtin(role);
+  EXPECT_TRUE(p.ok()) << p.error().message;
+  auto f = Filter::compile(*p);
+  EXPECT_TRUE(f.ok()) << f.error().message;
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (!f->load()) _exit(100);
+    _exit(body());
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+bool killed_by_sigsys(int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS; }
+
+TEST(BuiltinPolicies, EveryRoleParsesAndCompiles) {
+  for (Role r : sandbox::all_roles()) {
+    auto p = builtin(r);
+    ASSERT_TRUE(p.ok()) << sandbox::role_name(r) << ": " << p.error().message;
+    EXPECT_GT(p->rules.size(), 40u) << sandbox::role_name(r);
+    auto f = Filter::compile(*p);
+    ASSERT_TRUE(f.ok()) << sandbox::role_name(r) << ": " << f.error().message;
+    auto pfc = f->pfc();
+    ASSERT_TRUE(pfc.ok());
+    EXPECT_NE(pfc->find("action KILL_PROCESS"), std::string::npos) << *pfc;
+  }
+}
+
+TEST(BuiltinPolicies, EveryFileIsUsedByARole) {
+  for (const auto& name : builtin_names()) {
+    bool used = false;
+    for (Role r : sandbox::all_roles()) {
+      auto p = builtin(r);
+      ASSERT_TRUE(p.ok());
+      for (const auto& rule : p->rules) used = used || rule.where.rfind(name + ".policy:", 0) == 0;
+    }
+    EXPECT_TRUE(used) << name << ".policy is built in but no role includes it";
+  }
+}
+
+TEST(BuiltinPolicies, AllowedCallsWork) {
+  for (Role r : sandbox::all_roles()) {
+    int status = run_filtered(r, [] {
+      int fds[2];
+      if (pipe2(fds, O_CLOEXEC) != 0) return 1;
+      if (write(fds[1], "x", 1) != 1) return 2;
+      char c;
+      if (read(fds[0], &c, 1) != 1) return 3;
+      void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) return 4;
+      munmap(p, 4096);
+      // An open gets an error, not death: nothing to open in the sandbox anyway.
+      if (open("/etc/passwd", O_RDONLY) != -1 || errno != EACCES) return 5;
+      return 0;
+    });
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << sandbox::role_name(r) << " status " << status;
+  }
+}
+
+TEST(BuiltinPolicies, ForbiddenCallsKillWithSigsys) {
+  struct Case {
+    const char* what;
+    std::function<int()> body;
+  };
+  std::vector<Case> cases = {
+      {"execve", [] { execl("/bin/true", "true", nullptr); return 0; }},
+      {"socket(AF_INET)", [] { return socket(AF_INET, SOCK_STREAM, 0) >= 0 ? 0 : 1; }},
+      {"socket(AF_UNIX)", [] { return socket(AF_UNIX, SOCK_STREAM, 0) >= 0 ? 0 : 1; }},
+      {"ptrace", [] { return static_cast<int>(syscall(SYS_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0)); }},
+      {"mount", [] { return static_cast<int>(syscall(SYS_mount, "x", "/", "tmpfs", 0, nullptr)); }},
+      {"fork", [] { return static_cast<int>(syscall(SYS_fork)); }},
+      {"unshare", [] { return static_cast<int>(syscall(SYS_unshare, 0x10000000 /* CLONE_NEWUSER */)); }},
+      {"kill", [] { return kill(1, 0); }},
+      {"executable mmap", [] {
+         void* p = mmap(nullptr, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+         return p == MAP_FAILED ? 1 : 0;
+       }},
+      {"mprotect to executable", [] {
+         void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+         return mprotect(p, 4096, PROT_READ | PROT_EXEC);
+       }},
+      {"an ioctl no role uses (TIOCSTI)", [] { return ioctl(0, 0x5412, "x"); }},
+      {"fcntl(F_SETLK)", [] { return fcntl(0, F_SETLK, nullptr); }},
+  };
+  for (Role r : sandbox::all_roles()) {
+    for (const auto& c : cases) {
+      int status = run_filtered(r, c.body);
+      EXPECT_TRUE(killed_by_sigsys(status)) << sandbox::role_name(r) << ": " << c.what << " gave status " << status;
+    }
+  }
+}
+
+TEST(BuiltinPolicies, VcpuMayStartThreadsButNotProcesses) {
+  // clone with thread flags is allowed, a fork-style clone is not; clone3 fails with ENOSYS so
+  // glibc falls back to clone.
+  int status = run_filtered(Role::kVcpu, [] {
+    long r = syscall(SYS_clone3, nullptr, 0);
+    return r == -1 && errno == ENOSYS ? 0 : 1;
+  });
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  status = run_filtered(Role::kVcpu, [] { return static_cast<int>(syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)); });
+  EXPECT_TRUE(killed_by_sigsys(status)) << status;
+}
+
+TEST(BuiltinPolicies, VcpuMayUseKvmRunButBlkMayNot) {
+  // KVM_RUN on a non-KVM fd fails with ENOTTY when allowed, and kills when not.
+  auto kvm_run = [] { return ioctl(0, 0xae80, 0) == -1 && errno == ENOTTY ? 0 : 1; };
+  int status = run_filtered(Role::kVcpu, kvm_run);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kBlk, kvm_run)));
+}
+
+std::string run_tool(const std::string& args) {
+  std::string out;
+  FILE* f = popen((std::string(MOSS_POLICY_TOOL) + " " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  int status = pclose(f);
+  return out + "\nstatus " + std::to_string(WEXITSTATUS(status));
+}
+
+TEST(MossPolicyTool, PrintsTheFlattenedPolicyOfARole) {
+  std::string out = run_tool("vcpu");
+  EXPECT_NE(out.find("# moss-policy vcpu: the seccomp policy moss-vcpu loads"), std::string::npos) << out;
+  EXPECT_NE(out.find("\nread "), std::string::npos) << out;  // From common.policy.
+  EXPECT_NE(out.find("common.policy:"), std::string::npos) << out;
+  EXPECT_NE(out.find("KVM_RUN=0xae80"), std::string::npos) << out;
+  EXPECT_NE(out.find("mmap: arg2 & 0x4 == 0"), std::string::npos) << out;
+  EXPECT_NE(out.find("status 0"), std::string::npos) << out;
+}
+
+TEST(MossPolicyTool, PrintsTheBpfProgram) {
+  std::string out = run_tool("--bpf blk");
+  EXPECT_NE(out.find("if ($syscall == 425)"), std::string::npos) << out;  // io_uring_setup
+  EXPECT_NE(out.find("action KILL_PROCESS"), std::string::npos) << out;
+  EXPECT_NE(out.find("status 0"), std::string::npos) << out;
+}
+
+TEST(MossPolicyTool, RefusesAnUnknownRoleWithOneSentence) {
+  EXPECT_EQ(run_tool("net"), "moss-policy: 'net' is not a role (the roles are: vcpu, blk)\n\nstatus 1");
+}
+
+TEST(SandboxLaunch, TheEnvironmentValueRoundTrips) {
+  sandbox::Launch l{Role::kBlk, false, 7};
+  auto back = sandbox::parse_launch(sandbox::format_launch(l));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->role, Role::kBlk);
+  EXPECT_FALSE(back->jailed);
+  EXPECT_EQ(back->report_fd, 7);
+  EXPECT_EQ(sandbox::format_launch({Role::kVcpu, true, 9}), "vcpu:jail:9");
+  for (const char* bad : {"", "vcpu", "vcpu:jail", "vcpu:jail:", "vcpu:jail:x", "net:jail:5", "vcpu:maybe:5",
+                          "vcpu:jail:2", "vcpu:jail:5x"}) {
+    EXPECT_FALSE(sandbox::parse_launch(bad).has_value()) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace moss::policy

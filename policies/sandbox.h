@@ -1,0 +1,47 @@
+// The child half of a moss child process's sandbox.
+//
+// The broker's launcher (broker/launcher.h) starts every child (the vcpu process, each device
+// worker) in new user, mount, pid, ipc, uts, cgroup and network namespaces, with per-role
+// rlimits, no_new_privs, PR_SET_PDEATHSIG and only the fds it needs, and says so in the
+// environment (kEnv). It cannot do the rest before exec: the new root has no libraries to
+// load the program from, and a seccomp filter loaded before exec would have to allow execve.
+// So each role's main() calls enter() first thing, before it reads one byte from a peer:
+//
+//   1. pivot_root into an empty tmpfs, remounted read-only; the host's tree is detached;
+//   2. every capability dropped (libcap-ng: effective, permitted, inheritable, ambient and the
+//      bounding set), securebits locked so none comes back;
+//   3. the role's seccomp policy (policies/ROLE.policy, compiled in) loaded, default action
+//      kill-process;
+//   4. the launcher told that the child is jailed; spawn_child() returns only after that, so a
+//      role that forgets to call enter() never starts.
+//
+// With `moss run --no-sandbox` the launcher skips the namespaces and limits and enter() skips
+// 1-3; the report says so. A program started by hand (no kEnv), e.g. moss-blk driven by QEMU
+// or moss-vcpu by a test harness, runs unjailed, with no more than its starter has.
+// TODO(security): jail standalone workers too (they open their disk and socket by path).
+#pragma once
+
+#include "policies/builtin.h"
+
+namespace moss::sandbox {
+
+// Set by the launcher: "ROLE:MODE:FD". MODE is "jail", or "none" for --no-sandbox; FD is the
+// write end of a pipe on which enter() reports "ok" or "error SENTENCE", one line.
+inline constexpr char kEnv[] = "MOSS_SANDBOX";
+
+struct Launch {
+  Role role = Role::kVcpu;
+  bool jailed = true;
+  int report_fd = -1;
+};
+
+// Parses kEnv's value; nullopt when malformed.
+std::optional<Launch> parse_launch(std::string_view value);
+std::string format_launch(const Launch& launch);
+
+// Finishes the jail for `role` and loads its policy. Returns only when the process is jailed
+// (or, under --no-sandbox or when started by hand, knowingly not); on any failure it prints
+// one sentence, reports it to the launcher and exits with status 1.
+void enter(Role role);
+
+}  // namespace moss::sandbox
