@@ -10,7 +10,7 @@ namespace moss::cli {
 std::string usage() {
   return "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
          "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--name NAME] [--stats FILE]\n"
-         "                [-- CMD ARGS...]\n"
+         "                [--no-sandbox] [-- CMD ARGS...]\n"
          "       moss ls | moss stats NAME | moss stop NAME | moss pause NAME | moss resume NAME\n"
          "       moss device blk --socket-path SOCKET --disk PATH [--readonly] | --print-capabilities\n"
          "       moss --help | --version\n"
@@ -23,6 +23,8 @@ std::string usage() {
          "$XDG_RUNTIME_DIR/moss): moss ls lists named VMs, moss stats prints one's figures as\n"
          "JSON, moss stop stops it in order and waits until it has ended, moss pause parks its\n"
          "vCPUs (the guest's clock and devices keep running) until moss resume.\n"
+         "Every process moss starts runs in a sandbox (namespaces, an empty root, no capabilities,\n"
+         "a seccomp allowlist); --no-sandbox turns that off, for debugging moss only.\n"
          "moss device blk runs the block-device worker on its own, as a vhost-user backend for\n"
          "QEMU, crosvm or another moss.\n";
 }
@@ -111,6 +113,8 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
     } else if (a == "--name") {
       MOSS_TRY(o.name, value("--name"));
       MOSS_CHECK(control::check_name(o.name));
+    } else if (a == "--no-sandbox") {
+      o.no_sandbox = true;
     } else if (a == "--stats") {
       MOSS_TRY(o.stats_file, value("--stats"));
     } else {

@@ -28,6 +28,7 @@ struct RunOptions {
   std::string stats_file;    // --stats FILE: JSON figures for bench/.
   std::vector<Disk> disks;   // In guest order: /dev/vda first.
   std::string name;          // --name N: a control socket so that moss ls/stats/stop find it.
+  bool no_sandbox = false;   // --no-sandbox: children run unjailed (debugging only; warns).
   bool has_command = false;  // "--" was given.
   std::vector<std::string> command;
 };

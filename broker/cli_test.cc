@@ -87,6 +87,21 @@ TEST(Parse, NamedVmsAndTheirVerbs) {
   EXPECT_FALSE(parse({"run", "--name", ""}).ok());
 }
 
+TEST(Parse, SandboxIsOnUnlessNoSandboxIsGiven) {
+  auto c = parse({"run", "--", "true"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_FALSE(c->run.no_sandbox);
+  c = parse({"run", "--no-sandbox", "--", "true"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_TRUE(c->run.no_sandbox);
+  // After "--" it belongs to the guest's command.
+  c = parse({"run", "--", "echo", "--no-sandbox"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_FALSE(c->run.no_sandbox);
+  EXPECT_EQ(c->run.command, (std::vector<std::string>{"echo", "--no-sandbox"}));
+  EXPECT_NE(usage().find("--no-sandbox"), std::string::npos);
+}
+
 TEST(Parse, DeviceHandsTheRestToTheWorker) {
   auto c = parse({"device", "blk", "--socket-path", "s", "--disk", "d"});
   ASSERT_TRUE(c.ok()) << c.error().message;

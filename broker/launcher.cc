@@ -1,49 +1,305 @@
 #include "broker/launcher.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
+#include "base/fd.h"
 #include "base/syscall.h"
+#include "policies/sandbox.h"
+
+extern char** environ;
 
 namespace moss {
+namespace {
+
+// Steps of the child's set-up before exec. On failure the child writes "E<step> <errno>" on
+// the report pipe (it may only make async-signal-safe calls) and the broker words it.
+enum Step : int {
+  kStepParentGone = 1,
+  kStepSetgroups,
+  kStepUidMap,
+  kStepGidMap,
+  kStepHostname,
+  kStepRlimit,
+  kStepNoNewPrivs,
+  kStepFds,
+  kStepExec,
+};
+
+const char* step_text(int step) {
+  switch (step) {
+    case kStepParentGone: return "the broker was gone before the child started";
+    case kStepSetgroups: return "cannot write /proc/self/setgroups in its user namespace";
+    case kStepUidMap: return "cannot map its user id (/proc/self/uid_map)";
+    case kStepGidMap: return "cannot map its group id (/proc/self/gid_map)";
+    case kStepHostname: return "cannot set its host name";
+    case kStepRlimit: return "cannot set its resource limits";
+    case kStepNoNewPrivs: return "cannot set no_new_privs";
+    case kStepFds: return "cannot arrange its file descriptors";
+    case kStepExec: return "cannot execute the program";
+  }
+  return "failed";
+}
+
+// Everything the child needs, prepared before clone: after it, the child may only make
+// async-signal-safe calls (no allocation).
+struct ChildPlan {
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  const int* fds;
+  size_t nfds;
+  int devnull, stderr_fd, report_fd, broker_pidfd;
+  bool jail;
+  char uid_map[64], gid_map[64];
+  char hostname[32];
+  rlimit limits[5];
+  int limit_ids[5];
+};
+
+void child_fail(int report_fd, int step) {
+  // "E<step> <errno>\n", by hand: snprintf is not async-signal-safe.
+  int e = errno;
+  char buf[32];
+  size_t n = 0;
+  buf[n++] = 'E';
+  char digits[12];
+  for (int v : {step, e}) {
+    int d = 0;
+    unsigned u = static_cast<unsigned>(v);
+    do {
+      digits[d++] = static_cast<char>('0' + u % 10);
+      u /= 10;
+    } while (u && d < 11);
+    while (d) buf[n++] = digits[--d];
+    buf[n++] = v == step ? ' ' : '\n';
+  }
+  (void)!write(report_fd, buf, n);
+  _exit(127);
+}
+
+bool write_file(const char* path, const char* text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  size_t len = strlen(text);
+  bool ok = write(fd, text, len) == static_cast<ssize_t>(len);
+  int e = errno;
+  close(fd);
+  errno = e;
+  return ok;
+}
+
+[[noreturn]] void run_child(const ChildPlan& p) {
+  setpgid(0, 0);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // If the broker died before the line above, no signal will come: check it is still there
+  // (its pidfd turns readable when it exits; getppid() says nothing in a new pid namespace).
+  if (p.broker_pidfd >= 0) {
+    pollfd pfd{p.broker_pidfd, POLLIN, 0};
+    if (poll(&pfd, 1, 0) != 0) child_fail(p.report_fd, kStepParentGone);
+  }
+  // Move every fd we keep above the range 0..3+n first, so that dup2 cannot clobber a source.
+  int high[64];
+  size_t n = p.nfds;
+  for (size_t i = 0; i < n; i++) {
+    high[i] = fcntl(p.fds[i], F_DUPFD_CLOEXEC, 100);
+    if (high[i] < 0) child_fail(p.report_fd, kStepFds);
+  }
+  int report = fcntl(p.report_fd, F_DUPFD_CLOEXEC, 100);
+  int err = fcntl(p.stderr_fd, F_DUPFD_CLOEXEC, 100);
+  if (report < 0 || err < 0) child_fail(p.report_fd, kStepFds);
+  if (dup2(p.devnull, 0) < 0 || dup2(err, 1) < 0 || dup2(err, 2) < 0) child_fail(report, kStepFds);
+  for (size_t i = 0; i < n; i++) {
+    if (dup2(high[i], static_cast<int>(3 + i)) < 0) child_fail(report, kStepFds);  // dup2 clears CLOEXEC.
+  }
+  int report_target = static_cast<int>(3 + n);
+  if (dup2(report, report_target) < 0) child_fail(report, kStepFds);
+  syscall(SYS_close_range, report_target + 1, ~0u, 0);
+  if (p.jail) {
+    // Root in the new user namespace is the broker's uid and gid, nothing else. An
+    // unprivileged process may write only this one-line map, and gid_map only after giving up
+    // setgroups.
+    if (!write_file("/proc/self/setgroups", "deny")) child_fail(report_target, kStepSetgroups);
+    if (!write_file("/proc/self/uid_map", p.uid_map)) child_fail(report_target, kStepUidMap);
+    if (!write_file("/proc/self/gid_map", p.gid_map)) child_fail(report_target, kStepGidMap);
+    if (sethostname(p.hostname, strlen(p.hostname)) != 0) child_fail(report_target, kStepHostname);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(report_target, kStepNoNewPrivs);
+    // After the fds are in place: RLIMIT_NOFILE may be below the numbers used to move them.
+    for (size_t i = 0; i < 5; i++) {
+      if (setrlimit(static_cast<__rlimit_resource>(p.limit_ids[i]), &p.limits[i]) != 0) {
+        child_fail(report_target, kStepRlimit);
+      }
+    }
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  execve(p.path, p.argv, p.envp);
+  child_fail(report_target, kStepExec);
+  _exit(127);
+}
+
+std::string what_child(const ChildSpec& spec) {
+  return std::string("the ") + sandbox::role_name(spec.sandbox.role) + " process";
+}
+
+// Reads the child's one-line report; returns "" on end of file (the child is gone).
+Result<std::string> read_report(int fd, int timeout_ms) {
+  timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  std::string line;
+  for (;;) {
+    timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    if (elapsed >= timeout_ms) return make_error("timeout");
+    pollfd pfd{fd, POLLIN, 0};
+    int r = poll(&pfd, 1, static_cast<int>(timeout_ms - elapsed));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return make_error(std::string("poll failed: ") + strerror(errno), errno);
+    if (r == 0) continue;
+    char buf[512];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return line;
+    line.append(buf, static_cast<size_t>(n));
+    if (line.find('\n') != std::string::npos) return line.substr(0, line.find('\n'));
+  }
+}
+
+std::string clone_hint(int err) {
+  if (err == EPERM || err == EACCES) {
+    return " (this host refuses user namespaces to moss: they may be disabled (sysctl "
+           "kernel.unprivileged_userns_clone, an AppArmor or SELinux rule), or moss runs in a chroot, where the "
+           "kernel never allows them)";
+  }
+  if (err == ENOSPC || err == EUSERS) return " (the host's limit on namespaces is reached: sysctl user.max_user_namespaces)";
+  if (err == EINVAL) return " (this kernel lacks one of the namespace kinds moss needs)";
+  return "";
+}
+
+}  // namespace
 
 Result<pid_t> spawn_child(const ChildSpec& spec) {
-  // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
+  const jail::Sandbox& sb = spec.sandbox;
+  if (spec.fds.size() > 60) return make_error("internal error: too many fds for a child");
   std::vector<char*> argv;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+
+  int report_pipe[2];
+  MOSS_CHECK(MOSS_SYS(pipe2(report_pipe, O_CLOEXEC)));
+  UniqueFd report_read(report_pipe[0]), report_write(report_pipe[1]);
+  sandbox::Launch launch{sb.role, sb.enabled, static_cast<int>(3 + spec.fds.size())};
+  // The environment passes through (MOSS_LOG, the test hooks), with the sandbox's own line.
+  std::vector<std::string> env_store;
+  std::string prefix = std::string(sandbox::kEnv) + "=";
+  for (char** e = environ; *e; e++) {
+    if (std::strncmp(*e, prefix.c_str(), prefix.size()) != 0) env_store.emplace_back(*e);
+  }
+  env_store.push_back(prefix + sandbox::format_launch(launch));
+  std::vector<char*> envp;
+  for (auto& e : env_store) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0) return make_error(std::string("cannot open /dev/null: ") + strerror(errno), errno);
-  pid_t parent = getpid();
-  MOSS_TRY(pid_t pid, MOSS_SYS(fork()));
-  if (pid == 0) {
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    // Move the passed fds out of the way first, so that dup2 to 3+i cannot clobber a source.
-    int high[64];
-    size_t n = spec.fds.size() < 64 ? spec.fds.size() : 64;
-    for (size_t i = 0; i < n; i++) high[i] = fcntl(spec.fds[i], F_DUPFD_CLOEXEC, 100);
-    dup2(devnull, 0);
-    dup2(2, 1);
-    for (size_t i = 0; i < n; i++) dup2(high[i], static_cast<int>(3 + i));  // dup2 clears CLOEXEC.
-    syscall(SYS_close_range, 3 + n, ~0u, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(spec.path.c_str(), argv.data());
-    const char msg[] = "moss: cannot execute the child process binary\n";
-    (void)!write(2, msg, sizeof msg - 1);
-    _exit(127);
+  UniqueFd devnull_owned(devnull);
+  // -1 on kernels before 5.3: the child then cannot notice a broker that died before its
+  // PR_SET_PDEATHSIG, a window of microseconds.
+  UniqueFd broker_pidfd(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
+
+  ChildPlan plan{};
+  plan.path = spec.path.c_str();
+  plan.argv = argv.data();
+  plan.envp = envp.data();
+  plan.fds = spec.fds.data();
+  plan.nfds = spec.fds.size();
+  plan.devnull = devnull;
+  plan.stderr_fd = spec.stderr_fd;
+  plan.report_fd = report_write.get();
+  plan.broker_pidfd = broker_pidfd.get();
+  plan.jail = sb.enabled;
+  std::snprintf(plan.uid_map, sizeof plan.uid_map, "0 %u 1\n", static_cast<unsigned>(geteuid()));
+  std::snprintf(plan.gid_map, sizeof plan.gid_map, "0 %u 1\n", static_cast<unsigned>(getegid()));
+  std::snprintf(plan.hostname, sizeof plan.hostname, "moss-%s", sandbox::role_name(sb.role));
+  const std::pair<int, uint64_t> limits[5] = {{RLIMIT_NOFILE, sb.limits.nofile},
+                                              {RLIMIT_NPROC, sb.limits.nproc},
+                                              {RLIMIT_FSIZE, sb.limits.fsize},
+                                              {RLIMIT_MEMLOCK, sb.limits.memlock},
+                                              {RLIMIT_CORE, 0}};  // A core file would hold guest memory.
+  for (size_t i = 0; i < 5; i++) {
+    plan.limit_ids[i] = limits[i].first;
+    plan.limits[i] = {limits[i].second, limits[i].second};
   }
-  close(devnull);
-  return pid;
+  // A child must not ask for more than the broker has: lowering is all it can do.
+  for (size_t i = 0; i < 5; i++) {
+    rlimit cur;
+    if (getrlimit(static_cast<__rlimit_resource>(plan.limit_ids[i]), &cur) == 0 && cur.rlim_max != RLIM_INFINITY &&
+        plan.limits[i].rlim_max > cur.rlim_max) {
+      plan.limits[i] = {cur.rlim_max, cur.rlim_max};
+    }
+  }
+
+  long flags = SIGCHLD;
+  if (sb.enabled) {
+    flags |= CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP;
+  }
+  // A raw clone is a fork with namespaces; the child runs run_child and execs.
+  long pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
+  if (pid < 0) {
+    int e = errno;
+    return make_error("cannot create the namespaces for " + what_child(spec) + "'s sandbox: " + strerror(e) +
+                          clone_hint(e) + "; --no-sandbox runs without one, for debugging only",
+                      e);
+  }
+  if (pid == 0) run_child(plan);
+
+  report_write.reset();
+  auto reaped = [&](const std::string& why) -> Error {
+    kill(static_cast<pid_t>(pid), SIGKILL);
+    int status = 0;
+    while (waitpid(static_cast<pid_t>(pid), &status, 0) < 0 && errno == EINTR) {
+    }
+    return make_error(what_child(spec) + " (" + spec.path + ") " + why);
+  };
+  auto line = read_report(report_read.get(), spec.enter_timeout_ms);
+  if (!line) {
+    if (line.error().message == "timeout") {
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%.1f", spec.enter_timeout_ms / 1000.0);
+      return reaped(std::string("did not enter its sandbox within ") + secs +
+                    " s (its main() must call moss::sandbox::enter first)");
+    }
+    return reaped("could not be watched: " + line.error().message);
+  }
+  if (*line == "ok") return static_cast<pid_t>(pid);
+  if (line->rfind("error ", 0) == 0) return reaped("could not enter its sandbox: " + line->substr(6));
+  if (!line->empty() && (*line)[0] == 'E') {
+    int step = 0, e = 0;
+    std::sscanf(line->c_str(), "E%d %d", &step, &e);
+    return reaped("could not be started: " + std::string(step_text(step)) + ": " + strerror(e));
+  }
+  if (line->empty()) {
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(static_cast<pid_t>(pid), &status, 0)) < 0 && errno == EINTR) {
+    }
+    return make_error(what_child(spec) + " (" + spec.path + ") " + describe_wait_status(status) +
+                      " before it entered its sandbox");
+  }
+  return reaped("sent a report moss does not understand: '" + *line + "'");
 }
 
 std::string describe_wait_status(int status) {

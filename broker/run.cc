@@ -25,6 +25,7 @@
 #include "broker/control.h"
 #include "broker/defaults.h"
 #include "broker/host.h"
+#include "broker/jail.h"
 #include "broker/launcher.h"
 #include "moss-init/cmdline.h"
 #include "ipc/channel.h"
@@ -68,6 +69,7 @@ struct Prepared {
   // other end goes to a moss-blk worker; for --vhost-user-blk it is the backend's socket.
   std::vector<UniqueFd> disk_sockets;
   std::vector<UniqueFd> worker_sockets;  // By disk; invalid for --vhost-user-blk.
+  std::vector<UniqueFd> worker_disks;    // By disk: the image the worker serves (--disk-fd).
 };
 
 Result<UniqueFd> connect_unix(const std::string& path) {
@@ -89,9 +91,10 @@ Result<void> prepare_disks(const cli::RunOptions& o, Prepared& p) {
       MOSS_TRY(UniqueFd sock, connect_unix(d.path));
       p.disk_sockets.push_back(std::move(sock));
       p.worker_sockets.emplace_back();
+      p.worker_disks.emplace_back();
       continue;
     }
-    // The worker opens the disk itself; check here so that a typo is one clear error.
+    // Opened here and passed in: the jailed worker has no path to open.
     int fd = open(d.path.c_str(), (d.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) {
       return make_error("cannot open the disk " + d.path + (d.readonly ? " for reading: " : " for reading and writing: ") +
@@ -107,6 +110,7 @@ Result<void> prepare_disks(const cli::RunOptions& o, Prepared& p) {
     MOSS_CHECK(MOSS_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
     p.disk_sockets.emplace_back(sv[0]);
     p.worker_sockets.emplace_back(sv[1]);
+    p.worker_disks.push_back(std::move(disk));
   }
   return {};
 }
@@ -592,6 +596,7 @@ int run_vm(const cli::RunOptions& options) {
     return kExitFailure;
   }
   Prepared& p = *prepared;
+  if (options.no_sandbox) std::fputs(jail::no_sandbox_warning().c_str(), stderr);
   std::optional<control::Endpoint> endpoint;
   if (!options.name.empty()) {
     auto e = control::Endpoint::claim(control::runtime_dir(), options.name);
@@ -627,11 +632,12 @@ int run_vm(const cli::RunOptions& options) {
     if (d.vhost_user) continue;
     ChildSpec w;
     w.path = self_dir() + "/moss-blk";
-    w.argv = {"moss-blk", "--fd", "3", "--disk", d.path};
+    w.argv = {"moss-blk", "--fd", "3", "--disk-fd", "4", "--disk", d.path};
     if (d.readonly) w.argv.push_back("--readonly");
     w.argv.push_back("--num-queues");
     w.argv.push_back(std::to_string(options.cpus));
-    w.fds = {p.worker_sockets[i].get()};
+    w.fds = {p.worker_sockets[i].get(), p.worker_disks[i].get()};
+    w.sandbox = jail::blk(options.cpus, jail::disk_bytes(p.worker_disks[i].get()), !options.no_sandbox);
     auto wpid = spawn_child(w);
     if (!wpid) {
       stop_started();
@@ -640,12 +646,14 @@ int run_vm(const cli::RunOptions& options) {
     }
     workers.push_back({*wpid, "the blk worker for " + d.path, false});
     p.worker_sockets[i].reset();
+    p.worker_disks[i].reset();
   }
 
   ChildSpec spec;
   spec.path = self_dir() + "/moss-vcpu";
   spec.argv = {"moss-vcpu", "--control-fd", "3"};
   spec.fds = {theirs.get(), p.kvm.get(), p.kernel.get()};
+  spec.sandbox = jail::vcpu(options.cpus, p.disk_sockets.size(), options.mem_bytes, !options.no_sandbox);
   if (p.initrd) spec.fds.push_back(p.initrd.get());
   std::vector<int32_t> disk_fds;
   for (const auto& s : p.disk_sockets) {

@@ -20,6 +20,7 @@
 #include "base/syscall.h"
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
+#include "policies/sandbox.h"
 #include "vcpu/cpu_state_codec.h"
 #include "vcpu/machine.h"
 
@@ -234,10 +235,10 @@ int run(int ctl) {
 }  // namespace moss
 
 int main(int argc, char** argv) {
+  // Before anything else: the jail the broker began (policies/sandbox.h), including
+  // PR_SET_PDEATHSIG, so the VM never outlives its supervisor.
+  moss::sandbox::enter(moss::sandbox::Role::kVcpu);
   moss::log_init("moss-vcpu");
-  // Die with the broker: a VM must never outlive its supervisor.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) return 1;  // The broker died before PR_SET_PDEATHSIG took effect.
   int ctl = -1;
   for (int i = 1; i + 1 < argc; i++) {
     if (!std::strcmp(argv[i], "--control-fd")) ctl = std::atoi(argv[i + 1]);

@@ -58,9 +58,12 @@ int blk_main(int argc, char** argv) {
     control.reset(o.control_fd);
     ::fcntl(o.control_fd, F_SETFD, FD_CLOEXEC);
   }
-  // TODO(security): sandbox here (namespaces, seccomp): the disk and socket are open, and
-  // nothing after this point needs a path or a privilege. No seccomp policy yet.
-  auto disk = Disk::open(o.disk, o.read_only);
+  // Started by moss, main() has already entered the sandbox (policies/sandbox.h): the disk
+  // comes as --disk-fd. TODO(security): a standalone worker (--socket-path, --disk PATH) is
+  // not jailed yet.
+  auto disk = o.disk_fd >= 0 ? Disk::from_fd(UniqueFd(o.disk_fd), o.read_only,
+                                             "the disk " + (o.disk.empty() ? "(fd " + std::to_string(o.disk_fd) + ")" : o.disk))
+                             : Disk::open(o.disk, o.read_only);
   if (!disk.ok()) return fail(1, disk.error().message);
   auto worker = Worker::create(*disk, DeviceOptions{o.num_queues, o.serial});
   if (!worker.ok()) return fail(1, worker.error().message);

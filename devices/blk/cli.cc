@@ -67,6 +67,11 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
       auto n = parse_number(v, 0, 1 << 30);
       if (!n) return usage_error("--control-fd needs a file descriptor number, not '" + v + "'");
       o.control_fd = static_cast<int>(*n);
+    } else if (name == "--disk-fd") {
+      MOSS_TRY(std::string v, take());
+      auto n = parse_number(v, 0, 1 << 30);
+      if (!n) return usage_error("--disk-fd needs a file descriptor number, not '" + v + "'");
+      o.disk_fd = static_cast<int>(*n);
     } else if (name == "--disk" || name == "--blk-file") {
       MOSS_TRY(o.disk, take());
       if (o.disk.empty()) return usage_error(name + " needs a non-empty path");
@@ -91,13 +96,16 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
   if (o.socket_path.empty() == !have_fd) {
     return usage_error(have_fd ? "give --socket-path or --fd, not both" : "give --socket-path PATH or --fd N");
   }
-  if (o.disk.empty()) return usage_error("give the disk image or block device with --disk FILE");
+  if (o.disk.empty() && o.disk_fd < 0) return usage_error("give the disk image or block device with --disk FILE");
+  if (o.disk_fd >= 0 && (o.disk_fd == o.fd || o.disk_fd == o.control_fd)) {
+    return usage_error("--disk-fd must be a file descriptor of its own");
+  }
   if (o.control_fd >= 0 && o.control_fd == o.fd) return usage_error("--control-fd and --fd must be different sockets");
   return o;
 }
 
 std::string usage_text() {
-  return "usage: moss-blk (--socket-path PATH | --fd N) --disk FILE [--readonly] [--num-queues N]\n"
+  return "usage: moss-blk (--socket-path PATH | --fd N) (--disk FILE | --disk-fd N) [--readonly] [--num-queues N]\n"
          "                [--serial ID] [--control-fd N]\n"
          "       moss-blk --print-capabilities\n"
          "\n"
@@ -107,6 +115,8 @@ std::string usage_text() {
          "                        serve one frontend at a time, accepting the next when one leaves\n"
          "  --fd N                serve the already-connected vhost-user socket N; exit when it closes\n"
          "  --disk FILE           the raw disk image or block device (alias: --blk-file)\n"
+         "  --disk-fd N           serve the disk already open as fd N (how moss passes it to a\n"
+         "                        jailed worker); --disk then only names it in messages\n"
          "  --readonly            refuse writes; the guest sees a read-only disk (alias: --read-only)\n"
          "  --num-queues N        request queues to offer, 1 to 256 (default 1)\n"
          "  --serial ID           the disk's serial (GET_ID), up to 20 characters (default:\n"

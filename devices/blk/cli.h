@@ -19,6 +19,7 @@ struct CliOptions {
   int fd = -1;
   int control_fd = -1;  // The broker's control socket (SOCK_SEQPACKET); -1: none.
   std::string disk;
+  int disk_fd = -1;  // --disk-fd N: the disk, already open (a jailed worker cannot open paths).
   bool read_only = false;
   uint32_t num_queues = 1;
   std::string serial;  // Empty: derived from the disk.

@@ -52,6 +52,20 @@ TEST(BlkCli, ControlFdIsOptional) {
   EXPECT_NE(usage_text().find("--control-fd N"), std::string::npos);
 }
 
+TEST(BlkCli, DiskFdIsTheDiskAndDiskOnlyNamesIt) {
+  auto r = parse({"--fd", "3", "--disk-fd", "4"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->disk_fd, 4);
+  EXPECT_EQ(r->disk, "");
+  r = parse({"--fd", "3", "--disk-fd", "4", "--disk", "/img"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->disk_fd, 4);
+  EXPECT_EQ(r->disk, "/img");
+  EXPECT_EQ(parse({"--fd", "3"}).ok(), false);
+  expect_usage_error({"--fd", "3", "--disk-fd", "x"}, "--disk-fd needs a file descriptor number, not 'x'");
+  expect_usage_error({"--fd", "3", "--disk-fd", "3"}, "--disk-fd must be a file descriptor of its own");
+}
+
 TEST(BlkCli, PrintCapabilitiesNeedsNothingElse) {
   auto r = parse({"--print-capabilities"});
   ASSERT_TRUE(r.ok());

@@ -85,7 +85,10 @@ mkdir -p "/host$WORKDIR" 2>/dev/null
 mount -t 9p -o "$P9,cache=mmap" work "/host$WORKDIR" || die "cannot mount the work dir at $WORKDIR"
 
 # ---- run ---------------------------------------------------------------------------
-chroot /host /usr/bin/env -i \
+# The command's root is the host root moved onto / in a mount namespace of its own (what
+# switch_root does), not a chroot: the kernel refuses user namespaces to a chrooted process,
+# and moss's sandbox makes one for every child. Our own view (/host/...) stays as it is.
+unshare -m sh -c 'cd /host && mount --move . / && exec chroot . "$@"' sh /usr/bin/env -i \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root USER=root LOGNAME=root TERM=dumb LANG=C.UTF-8 \
     MOSS_NESTED_WORKDIR="$WORKDIR" \

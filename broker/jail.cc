@@ -1,0 +1,63 @@
+#include "broker/jail.h"
+
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+namespace moss::jail {
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+}  // namespace
+
+Sandbox vcpu(uint32_t cpus, size_t disks, uint64_t mem_bytes, bool enabled) {
+  Sandbox s;
+  s.role = sandbox::Role::kVcpu;
+  s.enabled = enabled;
+  // fds: stdio, control, KVM, kernel, initrd, the VM, one per vCPU, eventfds of its own, and
+  // per disk its socket plus a kick and a call eventfd per queue (one queue per vCPU).
+  s.limits.nofile = 64 + 2ull * cpus + disks * (4 + 2ull * cpus);
+  // The main thread, one per vCPU, and room for the threads the C++ runtime may start.
+  s.limits.nproc = cpus + 16ull;
+  // The only file it grows is guest RAM's memfd (ftruncate is bound by RLIMIT_FSIZE too).
+  s.limits.fsize = mem_bytes + 64 * kMiB;
+  s.limits.memlock = 0;
+  return s;
+}
+
+Sandbox blk(uint32_t queues, uint64_t disk_bytes, bool enabled) {
+  Sandbox s;
+  s.role = sandbox::Role::kBlk;
+  s.enabled = enabled;
+  // stdio, the vhost-user socket, the disk, the io_uring and its eventfd, the event loop, up
+  // to 8 guest memory regions, the inflight buffer, and a kick and a call eventfd per queue.
+  s.limits.nofile = 64 + 2ull * queues;
+  // clone is not in blk.policy; these are io_uring's io-wq workers, which the kernel counts
+  // as the worker's tasks and caps at this limit.
+  s.limits.nproc = 64 + 4ull * queues;
+  // Writes stay inside the disk; the inflight buffer (a memfd it sizes) is far smaller than
+  // 64 MiB.
+  s.limits.fsize = disk_bytes > 64 * kMiB ? disk_bytes : 64 * kMiB;
+  // Kernels before 5.12 charge io_uring's rings to RLIMIT_MEMLOCK.
+  s.limits.memlock = 8 * kMiB;
+  return s;
+}
+
+uint64_t disk_bytes(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return 0;
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t size = 0;
+    return ioctl(fd, BLKGETSIZE64, &size) == 0 ? size : 0;
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
+
+std::string no_sandbox_warning() {
+  return "moss: WARNING: --no-sandbox: the vcpu process and the device workers run WITHOUT their sandbox (no\n"
+         "moss: namespaces, no seccomp filter, no capability dropping, no resource limits). A guest that\n"
+         "moss: breaks a device gets everything your user account can do. Use it only to debug moss.\n";
+}
+
+}  // namespace moss::jail
