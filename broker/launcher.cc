@@ -194,6 +194,10 @@ std::string clone_hint(int err) {
 Result<pid_t> spawn_child(const ChildSpec& spec) {
   const jail::Sandbox& sb = spec.sandbox;
   if (spec.fds.size() > 60) return make_error("internal error: too many fds for a child");
+  if (sb.limits.nofile == 0 || sb.limits.nproc == 0) {
+    return make_error("internal error: " + what_child(spec) + " was given no sandbox limits (set ChildSpec::sandbox, "
+                      "e.g. to jail::blk(...))");
+  }
   std::vector<char*> argv;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
