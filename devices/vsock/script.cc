@@ -154,8 +154,12 @@ class Runner {
     } else if (what == 0 || what == 0xfffd) {
       table_.host_eof(item->key, what == 0xfffd);
     } else {
+      // The device may read further buffers' worth in the same turn, within data_budget().
+      const uint32_t budget = table_.data_budget(item->key), credit = c->peer_credit();
+      check(budget >= item->max_bytes && budget <= credit);
       uint32_t n = 1 + what % item->max_bytes;
       check_header(table_.host_data(item->key, n), n);
+      check(c->peer_credit() == credit - n && table_.data_budget(item->key) <= credit - n);
     }
   }
 
