@@ -1,16 +1,19 @@
 // moss-init: PID 1 of the moss guest (see guest/README.md).
 //
 // Mounts the pseudo file systems, loads the kernel modules listed in
-// /lib/modules/moss-modules.list, prints "moss-init: ready", then runs the
-// program given by moss.argv on the kernel command line (or /bin/sh), reports
-// its status ("moss-init: exit N" on the console, then a 32-bit outl of N to
-// the moss exit port 0x5f0) and powers the machine off.
+// /lib/modules/moss-modules.list, starts the exec agent on vsock port
+// agent::kAgentPort (guest/agent/), prints "moss-init: ready", then serves agent
+// connections and, if moss.argv is on the kernel command line, runs that program
+// on the console. When that program ends, or an agent connection sends SHUTDOWN,
+// it reports the status ("moss-init: exit N" on the console, then a 32-bit outl
+// of N to the moss exit port 0x5f0) and powers the machine off.
 //
 // Deliberately C-style: no iostreams/stdio, to keep the static binary small.
 
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -31,6 +34,9 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/protocol.h"
+#include "agent/server.h"
+#include "agent/spawn.h"
 #include "cmdline.h"
 
 extern char** environ;
@@ -263,27 +269,6 @@ std::string console_device() {
 
 // ------------------------------------------------------------------ child --
 
-std::vector<std::string> build_env(const std::vector<std::string>& extra) {
-  std::vector<std::string> env = {
-      "PATH=/bin:/sbin:/usr/bin:/usr/sbin",
-      "HOME=/root",
-      "TERM=linux",
-  };
-  for (const std::string& kv : extra) {
-    std::string_view key(kv.data(), kv.find('=') + 1);  // includes '='
-    bool replaced = false;
-    for (std::string& e : env) {
-      if (std::string_view(e).substr(0, key.size()) == key) {
-        e = kv;
-        replaced = true;
-        break;
-      }
-    }
-    if (!replaced) env.push_back(kv);
-  }
-  return env;
-}
-
 std::vector<char*> c_strings(std::vector<std::string>& v) {
   std::vector<char*> out;
   out.reserve(v.size() + 1);
@@ -317,7 +302,7 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
     _exit(kStatusCannotExec);
   }
 
-  std::vector<std::string> env = build_env(cmd.env);
+  std::vector<std::string> env = moss::agent::merge_env(cmd.env);
   std::vector<char*> envp = c_strings(env);
   std::vector<std::string> args = cmd.argv;
   std::vector<char*> argv = c_strings(args);
@@ -328,9 +313,9 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
   _exit(kStatusCannotExec);
 }
 
-// Starts the command and waits for it, reaping every other child that dies
-// meanwhile (we are PID 1, orphans are re-parented to us).
-int run(const GuestCommand& cmd) {
+// Starts the command on the console; returns its pid, or -1 if fork failed. *tfd is the
+// console tty fd (or -1), which PID 1 keeps until the command ends.
+pid_t start_console_command(const GuestCommand& cmd, int* tfd_out) {
   // PID 1 leads the session that owns the console, and the command runs as its foreground
   // process group (job control and ^C work). The command must not lead the session: when a
   // session leader exits, Linux hangs up its (non-pty) terminal and throws away output
@@ -345,26 +330,65 @@ int run(const GuestCommand& cmd) {
   pid_t child = fork();
   if (child < 0) {
     warn_errno("fork", "", errno);
-    return kStatusInitError;
+    if (tfd >= 0) close(tfd);
+    return -1;
   }
   if (child == 0) exec_child(cmd, tfd);
   setpgid(child, child);  // Also done by the child: whichever runs first wins the race.
   if (tfd >= 0) tcsetpgrp(tfd, child);
+  *tfd_out = tfd;
+  return child;
+}
+
+int status_of(int st) {
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  return kStatusInitError;
+}
+
+[[noreturn]] void report_and_power_off(int status);
+
+// PID 1's loop: the agent's connections (if it could listen), the console command (if `cmd`),
+// and every child that ends (orphans re-parented to PID 1 included). Ends the VM when the
+// console command ends (with its status) or an agent connection asks for SHUTDOWN.
+[[noreturn]] void serve(moss::agent::Fd listen_fd, const GuestCommand* cmd) {
+  moss::agent::ChildSignals sig;
+  bool have_sig = sig.install() == 0;
+  if (!have_sig) warn_errno("sigaction", "SIGCHLD", errno);
+  moss::agent::Server server(std::move(listen_fd));
+
+  int tfd = -1;
+  pid_t console = -1;
+  if (cmd != nullptr) {
+    console = start_console_command(*cmd, &tfd);
+    if (console < 0) report_and_power_off(kStatusInitError);
+  }
+  std::vector<pollfd> fds;
   for (;;) {
+    fds.clear();
+    fds.push_back({have_sig ? sig.fd() : -1, POLLIN, 0});
+    server.fill(&fds);
+    // Without the SIGCHLD pipe, look for ended children now and then.
+    int r = poll(fds.data(), fds.size(), have_sig ? -1 : 200);
+    if (r < 0 && errno != EINTR) {
+      warn_errno("poll", "", errno);
+      report_and_power_off(kStatusInitError);
+    }
+    if (r < 0) continue;
+    if (fds[0].revents) sig.drain();
     int st = 0;
-    pid_t p = waitpid(-1, &st, 0);
-    if (p < 0) {
-      if (errno == EINTR) continue;
-      warn_errno("waitpid", "", errno);
-      return kStatusInitError;
+    bool console_ended = false;
+    moss::agent::reap_children(&server, console, &st, &console_ended);
+    if (console_ended) {
+      if (tfd >= 0) {
+        tcsetpgrp(tfd, getpgrp());
+        close(tfd);
+      }
+      report_and_power_off(status_of(st));
     }
-    if (p != child) continue;  // reaped an orphan
-    if (tfd >= 0) {
-      tcsetpgrp(tfd, getpgrp());
-      close(tfd);
-    }
-    if (WIFEXITED(st)) return WEXITSTATUS(st);
-    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    server.handle(fds.data() + 1, fds.size() - 1);
+    int status;
+    if (server.shutdown_requested(&status)) report_and_power_off(status);
   }
 }
 
@@ -403,6 +427,12 @@ int main() {
   if (sethostname("moss", 4) != 0) warn_errno("sethostname", "", errno);
   loopback_up();
   load_modules();
+  signal(SIGPIPE, SIG_IGN);  // The agent writes to sockets and pipes whose readers may go.
+
+  // Listen before the marker: once "ready" is printed, the host can connect.
+  std::string agent_error;
+  moss::agent::Fd listen_fd = moss::agent::listen_vsock(moss::agent::kAgentPort, &agent_error);
+  if (!listen_fd.valid()) (Line() << "warning: agent: " << agent_error).emit();
 
   (Line() << "ready").emit(STDOUT_FILENO);
 
@@ -418,6 +448,12 @@ int main() {
     }
     cmd = std::move(r.command);
   }
-  if (!cmd.has_argv) cmd.argv = {"/bin/sh"};
-  report_and_power_off(run(cmd));
+  if (cmd.has_argv) serve(std::move(listen_fd), &cmd);
+  // No command on the kernel command line: the host runs programs through the agent and ends
+  // the VM with a SHUTDOWN request. Without the agent nothing could ever happen: stop.
+  if (!listen_fd.valid()) {
+    (Line() << "no moss.argv and the agent cannot listen: nothing to run").emit();
+    report_and_power_off(kStatusInitError);
+  }
+  serve(std::move(listen_fd), nullptr);
 }

@@ -1,0 +1,179 @@
+// The agent's connections (see server.h).
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/vm_sockets.h>
+
+namespace moss::agent {
+namespace {
+
+int g_sigchld_write_fd = -1;  // The handler's only way to the pipe.
+
+void on_sigchld(int) {
+  int saved = errno;
+  char b = 0;
+  (void)!write(g_sigchld_write_fd, &b, 1);  // Full pipe: a wake-up is pending anyway.
+  errno = saved;
+}
+
+bool set_nonblock(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+}
+
+}  // namespace
+
+Server::Server(Fd listen_fd) : listen_(std::move(listen_fd)) {
+  if (listen_.valid() && !set_nonblock(listen_.get())) listen_.reset();
+}
+
+void Server::add_connection(Fd conn) {
+  if (sessions_.size() >= kMaxSessions) return;  // `conn` closes: the host sees EOF.
+  sessions_.push_back(std::make_unique<Session>(std::move(conn)));
+}
+
+void Server::fill(std::vector<pollfd>* fds) {
+  if (listen_.valid()) fds->push_back({listen_.get(), POLLIN, 0});
+  counts_.resize(sessions_.size());
+  for (size_t i = 0; i < sessions_.size(); ++i) counts_[i] = sessions_[i]->fill(fds);
+}
+
+void Server::handle(const pollfd* fds, size_t n) {
+  size_t at = 0;
+  bool accept_now = false;
+  if (listen_.valid() && at < n) {
+    accept_now = fds[at].revents != 0;
+    ++at;
+  }
+  for (size_t i = 0; i < sessions_.size() && i < counts_.size(); ++i) {
+    size_t k = counts_[i] <= n - at ? counts_[i] : n - at;
+    sessions_[i]->handle(fds + at, k);
+    at += k;
+  }
+  counts_.clear();
+  for (auto& s : sessions_) {
+    int st;
+    if (shutdown_status_ < 0 && s->shutdown_requested(&st)) shutdown_status_ = st;
+  }
+  std::erase_if(sessions_, [](const std::unique_ptr<Session>& s) { return s->done(); });
+  if (accept_now) accept_all();
+}
+
+void Server::accept_all() {
+  for (;;) {
+    int c = accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return;  // EAGAIN, or a failure the next connection may not have (EMFILE, ENOMEM).
+    }
+    add_connection(Fd(c));
+  }
+}
+
+bool Server::child_exited(pid_t pid, int status) {
+  for (auto& s : sessions_) {
+    if (s->pid() == pid) {
+      s->child_exited(status);
+      int st;
+      if (shutdown_status_ < 0 && s->shutdown_requested(&st)) shutdown_status_ = st;
+      return true;  // A session done now goes in handle(): fill()'s entries still count it.
+    }
+  }
+  return false;
+}
+
+int ChildSignals::install() {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return errno;
+  read_.reset(p[0]);
+  write_.reset(p[1]);
+  g_sigchld_write_fd = write_.get();
+  struct sigaction sa = {};
+  sa.sa_handler = on_sigchld;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  if (sigaction(SIGCHLD, &sa, nullptr) != 0) return errno;
+  return 0;
+}
+
+void ChildSignals::drain() {
+  char buf[64];
+  while (read(read_.get(), buf, sizeof(buf)) > 0) {
+  }
+}
+
+void reap_children(Server* server, pid_t also, int* also_status, bool* also_reaped) {
+  for (;;) {
+    int st = 0;
+    pid_t p = waitpid(-1, &st, WNOHANG);
+    if (p < 0 && errno == EINTR) continue;
+    if (p <= 0) return;  // None left that ended (0), or no children at all (ECHILD).
+    if (p == also && also_status != nullptr) {
+      *also_status = st;
+      if (also_reaped != nullptr) *also_reaped = true;
+      continue;
+    }
+    server->child_exited(p, st);  // Not a session's: an orphan, now reaped.
+  }
+}
+
+Fd listen_vsock(uint32_t port, std::string* error) {
+  Fd s(socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) {
+    *error = std::string("cannot create a vsock socket (is the vsock module loaded?): ") + strerror(errno);
+    return Fd();
+  }
+  struct sockaddr_vm addr = {};
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = VMADDR_CID_ANY;
+  addr.svm_port = port;
+  if (bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    *error = "cannot bind vsock port " + std::to_string(port) + ": " + strerror(errno);
+    return Fd();
+  }
+  if (listen(s.get(), 16) != 0) {
+    *error = "cannot listen on vsock port " + std::to_string(port) + ": " + strerror(errno);
+    return Fd();
+  }
+  return s;
+}
+
+int run_server(Server* server, bool until_idle) {
+  signal(SIGPIPE, SIG_IGN);
+  ChildSignals sig;
+  if (sig.install() != 0) return -1;
+  std::vector<pollfd> fds;
+  int status = -1;
+  while (!(until_idle && server->session_count() == 0)) {
+    fds.clear();
+    fds.push_back({sig.fd(), POLLIN, 0});
+    server->fill(&fds);
+    int r = poll(fds.data(), fds.size(), -1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[0].revents) {
+      sig.drain();
+      reap_children(server);
+    }
+    server->handle(fds.data() + 1, fds.size() - 1);
+    if (server->shutdown_requested(&status)) break;
+  }
+  return status;
+}
+
+int serve_connection(Fd conn) {
+  Server server{Fd()};
+  server.add_connection(std::move(conn));
+  return run_server(&server, true);
+}
+
+}  // namespace moss::agent

@@ -1,0 +1,83 @@
+// The agent's connections: a listening socket (vsock in the guest), the Sessions it accepted,
+// and the routing of reaped children to them. moss-init runs it in PID 1's poll loop beside its
+// own work; serve_connection() runs the same code over one given socket (host tests).
+#pragma once
+
+#include <poll.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fd.h"
+#include "session.h"
+
+namespace moss::agent {
+
+class Server {
+ public:
+  static constexpr size_t kMaxSessions = 64;  // Beyond this a new connection is closed at once.
+
+  // `listen_fd`: a listening stream socket (made non-blocking here), or an empty Fd.
+  explicit Server(Fd listen_fd);
+
+  void add_connection(Fd conn);
+
+  // Appends the pollfds to wait on; handle() takes them back (with revents) in the same order.
+  void fill(std::vector<pollfd>* fds);
+  void handle(const pollfd* fds, size_t n);
+
+  // Routes a reaped child's wait status to its session. False: no session's program.
+  bool child_exited(pid_t pid, int status);
+
+  // A session received SHUTDOWN{status}.
+  bool shutdown_requested(int* status) const {
+    if (shutdown_status_ < 0) return false;
+    *status = shutdown_status_;
+    return true;
+  }
+  size_t session_count() const { return sessions_.size(); }
+
+ private:
+  void accept_all();
+
+  Fd listen_;
+  std::vector<std::unique_ptr<Session>> sessions_;
+  std::vector<size_t> counts_;  // Entries each session added in the last fill().
+  int shutdown_status_ = -1;
+};
+
+// SIGCHLD as a readable fd (a self-pipe written by the handler), so a poll loop learns of
+// children to reap. One per process: a signal handler reaches only static state.
+class ChildSignals {
+ public:
+  // Installs the handler (SA_RESTART | SA_NOCLDSTOP). Returns 0 or an errno value.
+  int install();
+  int fd() const { return read_.get(); }
+  void drain();
+
+ private:
+  Fd read_, write_;
+};
+
+// Reaps every child that has ended without blocking (waitpid(-1, WNOHANG)), passing each to
+// `server`; a child no session owns (an orphan re-parented to PID 1, or a program whose
+// connection is gone) is only reaped. The status of `also` (moss-init's console program) goes
+// to *also_status, and *also_reaped is set.
+void reap_children(Server* server, pid_t also = -1, int* also_status = nullptr, bool* also_reaped = nullptr);
+
+// Opens the agent's listening socket: AF_VSOCK, VMADDR_CID_ANY, `port`, O_CLOEXEC.
+// Returns an empty Fd and sets *error (one sentence) on failure.
+Fd listen_vsock(uint32_t port, std::string* error);
+
+// Runs `server` as moss-init would, reaping children (waitpid(-1)), until a SHUTDOWN arrives or,
+// if `until_idle`, no session is left. Returns the SHUTDOWN status, or -1. Ignores SIGPIPE and
+// installs the SIGCHLD handler: meant for a process of its own (a forked test helper).
+int run_server(Server* server, bool until_idle);
+
+// run_server() over one connection: serves it to its end.
+int serve_connection(Fd conn);
+
+}  // namespace moss::agent
