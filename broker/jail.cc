@@ -19,6 +19,8 @@ Sandbox vcpu(uint32_t cpus, size_t disks, uint64_t mem_bytes, bool enabled) {
   // per disk its socket plus a kick and a call eventfd per queue (one queue per vCPU).
   s.limits.nofile = 64 + 2ull * cpus + disks * (4 + 2ull * cpus);
   // The main thread, one per vCPU, and room for the threads the C++ runtime may start.
+  // Counted per user namespace since Linux 5.14; older kernels count every process of the
+  // broker's uid on the host, so an unprivileged user with many would need more.
   s.limits.nproc = cpus + 16ull;
   // The only file it grows is guest RAM's memfd (ftruncate is bound by RLIMIT_FSIZE too).
   s.limits.fsize = mem_bytes + 64 * kMiB;
