@@ -133,7 +133,8 @@ class ExecClient {
 
 // On a fresh connection to the agent: HELLO, then SHUTDOWN{status} (0-255), which makes
 // moss-init end the VM with that status (e.g. to stop a VM with no program running). Waits up
-// to `timeout` for the agent's HELLO, so a refusal is reported.
+// to `timeout` for the agent's HELLO or the end of the connection (the VM may go down before
+// the answer leaves it), so a refusal is reported.
 Result<void> send_shutdown(int sock, int status, std::chrono::milliseconds timeout);
 
 // Runs a whole session with poll_once() and returns its outcome. Signals and window sizes

@@ -32,7 +32,7 @@ inline constexpr unsigned kExitPort = 0x5f0;
 inline constexpr std::string_view kReadyMarker = "moss-init: ready";
 
 struct GuestCommand {
-  bool has_argv = false;          // false: no moss.argv (interactive shell)
+  bool has_argv = false;          // false: no moss.argv (moss-init serves the agent only)
   std::vector<std::string> argv;  // non-empty iff has_argv
   std::vector<std::string> env;   // "K=V" entries (added to the defaults)
   std::string cwd;                // empty: "/"

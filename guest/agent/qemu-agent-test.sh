@@ -1,0 +1,176 @@
+#!/bin/bash
+# The guest agent in a real guest: Debian's kernel with moss's initramfs (moss-init, no
+# moss.argv: agent only) under QEMU (TCG), its virtio-vsock served by moss-vsock through
+# vhost-user-vsock-pci; moss-agent-exec runs programs through the worker's Unix socket
+# (CONNECT 1124). Checks issue 5's guest half: exit status, 128+N for a signal, stdout and
+# stderr apart, 64 MiB through cat byte-identical, a program that reads no stdin is not held up
+# by unread input, a pty (tty names /dev/pts/N; prompt, window size, ^C interrupts sleep, exit
+# status, when python3 is there to drive a terminal), two sessions at once, SHUTDOWN ends the VM
+# with "moss-init: exit N". A second boot with moss.argv checks the console path still works
+# with the agent beside it.
+#
+#   qemu-agent-test.sh BUILD_DIR
+# Exit 77 (skipped) without qemu-system-x86_64 or its vhost-user-vsock-pci, or without a kernel.
+set -u
+BUILD=$(readlink -f "${1:?usage: $0 BUILD_DIR}")
+HERE=$(dirname "$(readlink -f "$0")")
+log() { echo "[${SECONDS}s] $*"; }
+skip() { echo "SKIP: $*"; exit 77; }
+QEMU=$(command -v qemu-system-x86_64 || true)
+[ -n "$QEMU" ] || skip "qemu-system-x86_64 is not installed"
+"$QEMU" -device help 2>/dev/null | grep -q '"vhost-user-vsock-pci"' || skip "$QEMU has no vhost-user-vsock-pci"
+INITRD=$BUILD/guest/initramfs.cpio.gz
+EXEC=$BUILD/moss-agent-exec
+for f in "$INITRD" "$EXEC" "$BUILD/moss-vsock"; do
+  [ -e "$f" ] || skip "$f was not built (ninja -C $BUILD moss-initramfs moss-agent-exec moss-vsock)"
+done
+KERNEL=''
+for f in $(ls /boot/vmlinuz-* 2>/dev/null | sort -V); do
+  [ -r "$f" ] && [ -f "/lib/modules/${f#/boot/vmlinuz-}/modules.dep" ] && KERNEL=$f
+done
+[ -n "$KERNEL" ] || skip "no readable /boot/vmlinuz-* with its modules"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/moss-agent.XXXXXX")
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  [ -n "${KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  local f
+  for f in "$WORK"/*.log; do
+    [ -s "$f" ] && { echo "---- $(basename "$f") (last 30 lines) ----"; tail -n 30 "$f" | tr -d '\r'; }
+  done
+  exit 1
+}
+SECONDS=0
+
+# boot NAME APPEND: moss-vsock and QEMU for one guest; sets QEMU_PID, UDS, CONSOLE.
+boot() {
+  local name=$1 append=$2
+  UDS=$WORK/$name-vsock.sock
+  CONSOLE=$WORK/$name-console.log
+  "$BUILD/moss-vsock" --socket-path "$WORK/$name-vhost.sock" --guest-cid 42 --uds-path "$UDS" \
+    >"$WORK/$name-worker.log" 2>&1 &
+  PIDS+=($!)
+  local deadline=$((SECONDS + 10))
+  until [ -S "$WORK/$name-vhost.sock" ]; do
+    [ $SECONDS -lt $deadline ] || fail "moss-vsock did not create its socket within 10 s"
+    sleep 0.05
+  done
+  timeout -k 5 400 "$QEMU" -accel tcg -cpu max -M q35 -smp 1 -m 512 -nodefaults -no-reboot \
+    -display none -monitor none -serial "file:$CONSOLE" \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem \
+    -kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyS0 quiet panic=-1 $append" \
+    -chardev "socket,id=vs,path=$WORK/$name-vhost.sock" -device vhost-user-vsock-pci,chardev=vs \
+    >"$WORK/$name-qemu.log" 2>&1 &
+  QEMU_PID=$!
+  PIDS+=("$QEMU_PID")
+}
+
+# wait_gone PID SECONDS
+wait_gone() {
+  local deadline=$((SECONDS + $2))
+  while kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+
+X() { "$EXEC" --uds "$UDS" --timeout-ms 240000 "$@"; }
+
+log "booting $KERNEL with moss-init (no moss.argv: the agent only) under QEMU (TCG)"
+boot agent ""
+out=$(X -- sh -c 'echo out1; echo err1 >&2; echo out2; exit 7' 2>"$WORK/err.txt"); st=$?
+log "first exec answered"
+[ $st -eq 7 ] || fail "sh -c 'exit 7' gave status $st: $out $(cat "$WORK/err.txt")"
+[ "$out" = "$(printf 'out1\nout2')" ] || fail "stdout was '$out'"
+[ "$(cat "$WORK/err.txt")" = err1 ] || fail "stderr was '$(cat "$WORK/err.txt")'"
+X -- sh -c 'kill -TERM $$'; st=$?
+[ $st -eq 143 ] || fail "sh -c 'kill -TERM \$\$' gave status $st, not 143"
+n=$(du -a /usr/share/doc 2>/dev/null | X -- wc -l)
+[ "$n" -eq "$(du -a /usr/share/doc 2>/dev/null | wc -l)" ] || fail "du -a | wc -l counted $n"
+head -c $((64 << 20)) /dev/urandom >"$WORK/in.bin"
+t0=$SECONDS
+X -- cat <"$WORK/in.bin" >"$WORK/out.bin" || fail "cat exited with status $?"
+cmp -s "$WORK/in.bin" "$WORK/out.bin" || fail "64 MiB through cat came back different ($(stat -c %s "$WORK/out.bin") bytes)"
+log "64 MiB through cat: identical ($((SECONDS - t0)) s)"
+rm -f "$WORK/in.bin" "$WORK/out.bin"
+out=$(yes | X -- sh -c 'echo no stdin read; exit 3'); st=$?
+[ $st -eq 3 ] && [ "$out" = "no stdin read" ] || fail "a program reading no stdin gave status $st, '$out'"
+out=$(X -t -- tty); st=$?
+[ $st -eq 0 ] && [[ $out == /dev/pts/* ]] || fail "tty in a pty printed '$out' (status $st)"
+X -- /no/such/program 2>"$WORK/err.txt"; st=$?
+[ $st -eq 127 ] && grep -q "cannot execute /no/such/program: No such file or directory" "$WORK/err.txt" ||
+  fail "a missing program gave status $st: $(cat "$WORK/err.txt")"
+# Two sessions at once: the first waits for the second's file.
+X -- sh -c 'while [ ! -e /tmp/flag ]; do sleep 0.1; done; echo first done' >"$WORK/first.txt" &
+first=$!
+PIDS+=("$first")
+X -- sh -c 'sleep 0.5; touch /tmp/flag; echo second done' >"$WORK/second.txt" || fail "the second session failed"
+wait_gone "$first" 30 || fail "the first session did not end once the second had run"
+wait "$first" || fail "the first session failed"
+[ "$(cat "$WORK/first.txt")" = "first done" ] || fail "the first session printed '$(cat "$WORK/first.txt")'"
+log "pipes, signals, 64 MiB, unread stdin, tty, exec failure, two sessions: OK"
+
+if command -v python3 >/dev/null; then
+  python3 - "$EXEC" "$UDS" >"$WORK/pty.log" 2>&1 <<'EOF' || fail "the interactive pty session failed (pty.log)"
+import fcntl, os, pty, select, struct, sys, termios, time
+exe, uds = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(exe, [exe, "--uds", uds, "-t", "--env", "PS1=guest$ ", "--", "sh", "-i"])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+buf = b""
+def wait_for(s, start=0, t=30):
+    global buf
+    end = time.time() + t
+    while time.time() < end:
+        if buf.find(s, start) >= 0: return True
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try: buf += os.read(fd, 4096)
+            except OSError: break
+    return buf.find(s, start) >= 0
+def check(what, ok):
+    print(what, "ok" if ok else "FAILED"); sys.stdout.flush()
+    if not ok:
+        print(repr(buf[-500:])); os._exit(1)
+check("prompt", wait_for(b"guest$ "))
+os.write(fd, b"stty size\r"); check("size 30x100", wait_for(b"30 100"))
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0)); os.kill(pid, 28)
+time.sleep(0.5)
+os.write(fd, b"stty size\r"); check("resized to 40x120", wait_for(b"40 120"))
+os.write(fd, b"sleep 1000\r"); check("sleep echoed", wait_for(b"sleep 1000\r\n"))
+time.sleep(1)
+mark = len(buf); t0 = time.time()
+os.write(fd, b"\x03")
+check("^C gives a new prompt", wait_for(b"guest$ ", mark))
+check("within 20 s", time.time() - t0 < 20)
+os.write(fd, b"echo alive; exit 5\r")
+check("the shell lives on", wait_for(b"alive\r\n"))
+_, st = os.waitpid(pid, 0)
+check("exit status 5", os.WIFEXITED(st) and os.WEXITSTATUS(st) == 5)
+EOF
+  log "pty: prompt, window size, ^C interrupts sleep, the shell's exit status: OK"
+else
+  log "no python3: the interactive pty part is skipped"
+fi
+
+X --shutdown-only 9 || fail "the shutdown request failed"
+wait_gone "$QEMU_PID" 60 || fail "the guest did not power off within 60 s of SHUTDOWN"
+grep -aq "moss-init: exit 9" "$CONSOLE" || fail "no 'moss-init: exit 9' on the console after SHUTDOWN 9"
+log "SHUTDOWN 9: the guest reported exit 9 and powered off"
+
+# The kernel-command-line program still runs on the console, with the agent beside it.
+hex=$(printf 'sh\0-c\0echo on the console; exit 4\0' | od -An -tx1 -v | tr -d ' \n')
+boot argv "moss.argv=$hex"
+wait_gone "$QEMU_PID" 300 || fail "the moss.argv guest did not power off within 300 s"
+tr -d '\r' <"$CONSOLE" | grep -q "^on the console$" || fail "the moss.argv program's output is not on the console"
+grep -aq "moss-init: exit 4" "$CONSOLE" || fail "no 'moss-init: exit 4' for the moss.argv program"
+grep -aq "warning" "$CONSOLE" && fail "moss-init warned: $(grep -a warning "$CONSOLE")"
+log "moss.argv: the program ran on the console, exit 4"
+log "PASS"
