@@ -214,6 +214,17 @@ std::string to_json(const VmStats& s) {
   }
   out += "],\n \"disks\": [";
   for (size_t i = 0; i < s.disks.size(); i++) out += std::string(i ? ", " : "") + json_string(s.disks[i]);
+  out += "],\n \"disk_stats\": [";
+  for (size_t i = 0; i < s.disk_stats.size(); i++) {
+    const auto& d = s.disk_stats[i];
+    out += std::string(i ? ",\n  " : "\n  ") + "{\"worker\": " + json_string(d.worker) +
+           ", \"read_requests\": " + std::to_string(d.read_requests) +
+           ", \"write_requests\": " + std::to_string(d.write_requests) +
+           ", \"flush_requests\": " + std::to_string(d.flush_requests) +
+           ", \"other_requests\": " + std::to_string(d.other_requests) +
+           ", \"bytes_read\": " + std::to_string(d.bytes_read) + ", \"bytes_written\": " + std::to_string(d.bytes_written) +
+           ", \"errors\": " + std::to_string(d.errors) + ", \"in_flight\": " + std::to_string(d.in_flight) + "}";
+  }
   return out + "]}\n";
 }
 
@@ -265,6 +276,19 @@ void serve_connection(UniqueFd conn_owned, const Handlers& handlers) {
     }
     auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
     for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
+    auto ds = out.initDiskStats(static_cast<unsigned>(s.disk_stats.size()));
+    for (unsigned i = 0; i < s.disk_stats.size(); i++) {
+      const auto& d = s.disk_stats[i];
+      ds[i].setWorker(d.worker);
+      ds[i].setReadRequests(d.read_requests);
+      ds[i].setWriteRequests(d.write_requests);
+      ds[i].setFlushRequests(d.flush_requests);
+      ds[i].setOtherRequests(d.other_requests);
+      ds[i].setBytesRead(d.bytes_read);
+      ds[i].setBytesWritten(d.bytes_written);
+      ds[i].setErrors(d.errors);
+      ds[i].setInFlight(d.in_flight);
+    }
   } else {
     reply.setStopping();
   }
@@ -323,6 +347,10 @@ Result<VmStats> decode_stats_reply(std::span<const uint8_t> bytes) {
     s.mem_bytes = in.getMemBytes();
     for (auto p : in.getProcesses()) s.processes.push_back({p.getRole().cStr(), p.getPid(), p.getRssKib(), p.getCpuMs()});
     for (auto d : in.getDisks()) s.disks.push_back(d.cStr());
+    for (auto d : in.getDiskStats()) {
+      s.disk_stats.push_back({d.getWorker().cStr(), d.getReadRequests(), d.getWriteRequests(), d.getFlushRequests(),
+                              d.getOtherRequests(), d.getBytesRead(), d.getBytesWritten(), d.getErrors(), d.getInFlight()});
+    }
   })) {
     error = std::string("the VM's broker sent a malformed reply: ") + e->getDescription().cStr();
   }

@@ -54,6 +54,12 @@ struct ProcessStats {
   int pid = 0;
   uint64_t rss_kib = 0, cpu_ms = 0;
 };
+struct DiskStats {
+  std::string worker;  // "blk worker for disk.img"
+  uint64_t read_requests = 0, write_requests = 0, flush_requests = 0, other_requests = 0;
+  uint64_t bytes_read = 0, bytes_written = 0, errors = 0;
+  uint32_t in_flight = 0;
+};
 struct VmStats {
   std::string name, state;  // state: "running" or "stopping"
   uint64_t uptime_ms = 0;
@@ -61,6 +67,7 @@ struct VmStats {
   uint64_t mem_bytes = 0;
   std::vector<ProcessStats> processes;
   std::vector<std::string> disks;
+  std::vector<DiskStats> disk_stats;  // From the workers that answered in time.
 };
 
 // Resident set and CPU time of a live process, from /proc (zeros if it is gone).

@@ -27,6 +27,7 @@
 #include "broker/host.h"
 #include "broker/jail.h"
 #include "broker/launcher.h"
+#include "broker/worker_control.h"
 #include "moss-init/cmdline.h"
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
@@ -181,6 +182,7 @@ struct Worker {
   pid_t pid = -1;
   std::string what;  // "the blk worker for disk.img"
   bool reaped = false;
+  UniqueFd control;  // ipc/worker.capnp (broker/worker_control.h); invalid for none.
 };
 
 // Supervises one vcpu process, and the device workers, from a libevent loop.
@@ -368,6 +370,16 @@ control::VmStats Session::stats() const {
     if (!w.reaped) s.processes.push_back(control::process_stats(w.what.substr(4), w.pid));  // Drop "the ".
   }
   for (const auto& d : options_.disks) s.disks.push_back(d.path + (d.readonly ? ",ro" : ""));
+  for (const auto& w : workers_) {
+    if (w.reaped || !w.control) continue;
+    // A short time-out: a wedged worker must not stall the broker's loop (its stats are
+    // then just missing).
+    auto r = worker::call(w.control.get(), worker::Request::kStats, {}, 500);
+    if (!r) continue;
+    const auto& st = r->stats;
+    s.disk_stats.push_back({w.what.substr(4), st.read_requests, st.write_requests, st.flush_requests,
+                            st.other_requests, st.bytes_read, st.bytes_written, st.errors, st.in_flight});
+  }
   return s;
 }
 
@@ -632,11 +644,18 @@ int run_vm(const cli::RunOptions& options) {
     if (d.vhost_user) continue;
     ChildSpec w;
     w.path = self_dir() + "/moss-blk";
-    w.argv = {"moss-blk", "--fd", "3", "--disk-fd", "4", "--disk", d.path};
+    int cv[2];  // The worker's control channel: it answers describe/stats/quiesce/... on it.
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cv) != 0) {
+      stop_started();
+      std::fprintf(stderr, "moss: cannot create a worker's control channel: %s\n", strerror(errno));
+      return kExitFailure;
+    }
+    UniqueFd control_ours(cv[0]), control_theirs(cv[1]);
+    w.argv = {"moss-blk", "--fd", "3", "--disk-fd", "4", "--control-fd", "5", "--disk", d.path};
     if (d.readonly) w.argv.push_back("--readonly");
     w.argv.push_back("--num-queues");
     w.argv.push_back(std::to_string(options.cpus));
-    w.fds = {p.worker_sockets[i].get(), p.worker_disks[i].get()};
+    w.fds = {p.worker_sockets[i].get(), p.worker_disks[i].get(), control_theirs.get()};
     w.sandbox = jail::blk(options.cpus, jail::disk_bytes(p.worker_disks[i].get()), !options.no_sandbox);
     auto wpid = spawn_child(w);
     if (!wpid) {
@@ -644,7 +663,7 @@ int run_vm(const cli::RunOptions& options) {
       std::fprintf(stderr, "moss: cannot start the blk worker for %s: %s\n", d.path.c_str(), wpid.error().message.c_str());
       return kExitFailure;
     }
-    workers.push_back({*wpid, "the blk worker for " + d.path, false});
+    workers.push_back({*wpid, "the blk worker for " + d.path, false, std::move(control_ours)});
     p.worker_sockets[i].reset();
     p.worker_disks[i].reset();
   }

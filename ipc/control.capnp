@@ -35,6 +35,19 @@ struct VmStats {
   state @4 :Text;       # "running" or "stopping"
   processes @5 :List(ProcessStats);
   disks @6 :List(Text);
+  diskStats @7 :List(DiskStats);
+}
+
+struct DiskStats {
+  worker @0 :Text;
+  readRequests @1 :UInt64;
+  writeRequests @2 :UInt64;
+  flushRequests @3 :UInt64;
+  otherRequests @4 :UInt64;
+  bytesRead @5 :UInt64;
+  bytesWritten @6 :UInt64;
+  errors @7 :UInt64;
+  inFlight @8 :UInt32;
 }
 
 struct ControlReply {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -197,8 +198,16 @@ TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   require_kvm();
   auto rt = std::filesystem::temp_directory_path() / ("moss-rt-" + std::to_string(getpid()));
   std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt.string()}};
-  Process p({moss(), "run", "--name", "spin-1", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"}, env);
-  pid_t vcpu = start_spinning(p);
+  std::filesystem::create_directories(rt);
+  std::string img = (rt / "d.img").string();
+  { std::ofstream(img) << std::string(1 << 20, 'd'); }
+  Process p({moss(), "run", "--name", "spin-1", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M", "--disk", img},
+            env);
+  ASSERT_TRUE(p.wait_for_output("spinning", seconds(60))) << p.out();
+  pid_t vcpu = -1;
+  for (pid_t kid : children_of(p.pid())) {
+    if (std::filesystem::read_symlink("/proc/" + std::to_string(kid) + "/exe").string().find("moss-vcpu") != std::string::npos) vcpu = kid;
+  }
   ASSERT_GT(vcpu, 0);
   auto ls = run({moss(), "ls"}, seconds(10), env);
   EXPECT_EQ(ls.exit_code, 0) << describe(ls);
@@ -207,6 +216,9 @@ TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   EXPECT_EQ(st.exit_code, 0) << describe(st);
   EXPECT_NE(st.out.find("\"role\": \"vcpu\", \"pid\": " + std::to_string(vcpu)), std::string::npos) << describe(st);
   EXPECT_NE(st.out.find("\"mem_bytes\": 67108864"), std::string::npos) << describe(st);
+  // The disk worker answers over its control channel (ipc/worker.capnp).
+  EXPECT_NE(st.out.find("{\"worker\": \"blk worker for " + img + "\", \"read_requests\": 0"), std::string::npos)
+      << describe(st);
   // The name is taken while it runs; a bad name is refused before anything starts.
   auto dup = run({moss(), "run", "--name", "spin-1", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"},
                  seconds(30), env);
