@@ -312,7 +312,7 @@ TEST_F(VsockAcceptance, GuestShutdownOfSendingGivesTheHostEofAndTheOtherWayGoesO
   // The host closes too: nothing can flow either way, and the worker ends the connection
   // with an RST (which says SHUTDOWN too).
   host.reset();
-  ASSERT_TRUE(g->wait_for([&] { return g->stream(key).reset; }, "RST").ok());
+  ASSERT_TRUE(g->wait_for([&, k = key] { return g->stream(k).reset; }, "RST").ok());
   EXPECT_TRUE(g->stream(key).eof());
 }
 
@@ -333,7 +333,7 @@ TEST_F(VsockAcceptance, HostShutdownOfWritingGivesTheGuestShutdownAndTheOtherWay
   EXPECT_EQ(text(read_exactly(host.get(), 5)), "reply");
   // The guest closes: SHUTDOWN both; the worker finishes with RST and closes the socket.
   ASSERT_TRUE(g->shutdown(key, vsock::kShutdownBoth).ok());
-  ASSERT_TRUE(g->wait_for([&] { return g->stream(key).reset; }, "RST").ok());
+  ASSERT_TRUE(g->wait_for([&, k = key] { return g->stream(k).reset; }, "RST").ok());
   EXPECT_TRUE(reads_eof(host.get()));
 }
 
@@ -377,7 +377,7 @@ TEST_F(VsockAcceptance, MalformedPacketsAreResetAndTheWorkerServesOn) {
       ASSERT_TRUE(g->post_rx(8).ok());
     }
     if (mc.answered) {
-      auto r = g->wait_for([&] { return g->stream(key).reset; }, "RST");
+      auto r = g->wait_for([&, k = key] { return g->stream(k).reset; }, "RST");
       EXPECT_TRUE(r.ok()) << r.error().message << "; moss-vsock log:\n" << worker_->log();
     } else {
       (void)g->pump(std::chrono::steady_clock::now() + 200ms);
@@ -426,7 +426,7 @@ TEST_F(VsockAcceptance, NewFrontendGetsTransportResetAndTheOldConnectionsClose) 
   // The guest's stale stream gets an RST if it still uses it.
   ASSERT_TRUE(again->send(again->header(key2, Op::kRw, 3), bytes("old")).ok());
   auto rst = again->take_unclaimed(
-      [&](const VsockPacket& p) { return p.header.op == static_cast<uint16_t>(Op::kRst) && p.header.dst_port == key2.guest_port; },
+      [k2 = key2](const VsockPacket& p) { return p.header.op == static_cast<uint16_t>(Op::kRst) && p.header.dst_port == k2.guest_port; },
       "RST for a stale stream");
   EXPECT_TRUE(rst.ok()) << rst.error().message;
   again = {};
