@@ -247,6 +247,11 @@ void Machine::request_stop(MachineExit exit) {
   for (auto& t : threads_) {
     if (t.joinable() && t.get_id() != std::this_thread::get_id()) pthread_kill(t.native_handle(), kKickSignal);
   }
+  {
+    // Parked vCPUs (a paused VM) wait on the condition variable, which no signal wakes.
+    std::lock_guard<std::mutex> park_lock(park_mu_);
+  }
+  park_cv_.notify_all();
   uint64_t one = 1;
   if (done_fd_ >= 0 && write(done_fd_, &one, sizeof one) < 0) LOG_ERROR("cannot signal the end of the VM");
 }

@@ -258,8 +258,14 @@ TEST(VmProcess, PauseParksTheVcpusAndResumeLetsThemGo) {
   char want[64];
   std::snprintf(want, sizeof want, "tick %016zx", ticks_then + 2);
   EXPECT_TRUE(p.wait_for_output(want, seconds(60))) << "no tick after resume: " << p.out();
+  // A paused VM stops at once too (its parked vCPUs are woken to end).
+  EXPECT_EQ(run({moss(), "pause", "count"}, seconds(20), env).exit_code, 0);
+  auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(run({moss(), "stop", "count"}, seconds(30), env).exit_code, 0);
-  p.wait(seconds(10));
+  auto o = p.wait(seconds(10));
+  EXPECT_EQ(o.exit_code, 128 + SIGTERM) << describe(o);
+  EXPECT_EQ(o.err.find("did not stop in time"), std::string::npos) << describe(o);
+  std::printf("a paused VM stopped in %.3f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   std::filesystem::remove_all(rt);
 }
 
