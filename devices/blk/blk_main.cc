@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "devices/blk/cli.h"
 #include "devices/blk/disk.h"
+#include "base/unix_socket.h"
 #include "devices/blk/worker.h"
 
 namespace moss::blk {
@@ -73,7 +74,7 @@ int blk_main(int argc, char** argv) {
   }
 
   if (!o.socket_path.empty()) {
-    auto listener = listen_unix(o.socket_path);
+    auto listener = listen_unix(o.socket_path, 8, /*nonblocking=*/false);
     if (!listener.ok()) return fail(1, listener.error().message);
     SocketPathGuard guard(o.socket_path);
     auto r = (*worker)->serve_listener(listener->get());

@@ -133,24 +133,4 @@ class Worker {
   std::optional<SavedState> last_state_;  // What the last frontend left the device in.
 };
 
-// Binds a listening vhost-user socket at `path`. An existing socket nobody listens on (left
-// by a worker that died) is replaced; a live one, or any other file, is an Error.
-Result<UniqueFd> listen_unix(const std::string& path);
-
-// Unlinks the socket at `path` on destruction if it is still the one we bound (same inode),
-// so a worker never removes a socket another process put there since.
-class SocketPathGuard {
- public:
-  // Call right after listen_unix(path) succeeded.
-  explicit SocketPathGuard(std::string path);
-  ~SocketPathGuard();
-  SocketPathGuard(const SocketPathGuard&) = delete;
-  SocketPathGuard& operator=(const SocketPathGuard&) = delete;
-
- private:
-  std::string path_;
-  dev_t dev_ = 0;
-  ino_t ino_ = 0;
-};
-
 }  // namespace moss::blk

@@ -23,7 +23,7 @@
 
 #include "devices/virtio/driver.h"
 #include "devices/vsock/hybrid.h"
-#include "devices/vsock/unix_socket.h"
+#include "base/unix_socket.h"
 #include "devices/vsock/worker.h"
 #include "vhost-user/frontend.h"
 
@@ -102,7 +102,7 @@ class VsockDeviceTest : public ::testing::Test {
     auto w = Worker::create(o);
     ASSERT_TRUE(w.ok()) << w.error().message;
     worker_ = std::move(*w);
-    auto l = listen_unix(uds_);
+    auto l = listen_unix(uds_, 64, true);
     ASSERT_TRUE(l.ok()) << l.error().message;
     listener_ = std::move(*l);
     ASSERT_TRUE(worker_->accept_hosts(listener_.get()).ok());
@@ -284,7 +284,7 @@ TEST_F(VsockDeviceTest, SendsTransportResetOnceOnTheEventQueue) {
 
 TEST_F(VsockDeviceTest, GuestConnectsToTheHostListenerAndDataFlowsBothWays) {
   start();
-  auto l = listen_unix(guest_port_path(uds_, 5000));
+  auto l = listen_unix(guest_port_path(uds_, 5000), 64, true);
   ASSERT_TRUE(l.ok()) << l.error().message;
   post_rx(8);
   send(guest(Op::kRequest, 1025, 5000));
@@ -350,7 +350,7 @@ TEST_F(VsockDeviceTest, ReceiveBufferTooSmallForAHeaderBreaksTheQueue) {
 
 TEST_F(VsockDeviceTest, HostSocketsCloseWhenTheFrontendLeaves) {
   start();
-  auto l = listen_unix(guest_port_path(uds_, 5000));
+  auto l = listen_unix(guest_port_path(uds_, 5000), 64, true);
   ASSERT_TRUE(l.ok());
   post_rx(4);
   send(guest(Op::kRequest, 1025, 5000));

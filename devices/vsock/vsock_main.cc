@@ -8,7 +8,7 @@
 
 #include "base/log.h"
 #include "devices/vsock/cli.h"
-#include "devices/vsock/unix_socket.h"
+#include "base/unix_socket.h"
 #include "devices/vsock/worker.h"
 
 namespace moss::vsock {
@@ -47,7 +47,7 @@ int vsock_main(int argc, char** argv) {
     sock.reset(o.fd);
     ::fcntl(o.fd, F_SETFD, FD_CLOEXEC);
   }
-  auto host_listener = listen_unix(o.uds_path);
+  auto host_listener = listen_unix(o.uds_path, 64, /*nonblocking=*/true);
   if (!host_listener.ok()) return fail(1, host_listener.error().message);
   SocketPathGuard host_guard(o.uds_path);
   // TODO(security): sandbox here (namespaces, seccomp). The worker still needs to connect to
@@ -63,7 +63,7 @@ int vsock_main(int argc, char** argv) {
   if (auto r = (*worker)->accept_hosts(host_listener->get()); !r.ok()) return fail(1, r.error().message);
 
   if (!o.socket_path.empty()) {
-    auto listener = listen_unix(o.socket_path, 8);
+    auto listener = listen_unix(o.socket_path, 8, /*nonblocking=*/true);
     if (!listener.ok()) return fail(1, listener.error().message);
     SocketPathGuard guard(o.socket_path);
     auto r = (*worker)->serve_listener(listener->get());

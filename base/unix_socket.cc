@@ -1,4 +1,4 @@
-#include "devices/vsock/unix_socket.h"
+#include "base/unix_socket.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,9 +10,9 @@
 
 #include "base/syscall.h"
 
-namespace moss::vsock {
+namespace moss {
 
-Result<UniqueFd> listen_unix(const std::string& path, int backlog) {
+Result<UniqueFd> listen_unix(const std::string& path, int backlog, bool nonblocking) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof addr.sun_path) {
@@ -36,7 +36,7 @@ Result<UniqueFd> listen_unix(const std::string& path, int backlog) {
       return make_error("cannot remove the stale socket " + path + ": " + std::strerror(errno), errno);
     }
   }
-  MOSS_TRY(int raw, MOSS_SYS(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)));
+  MOSS_TRY(int raw, MOSS_SYS(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0)));
   UniqueFd fd(raw);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     return make_error("cannot create the socket " + path + ": " + std::strerror(errno), errno);
@@ -60,4 +60,4 @@ SocketPathGuard::~SocketPathGuard() {
   }
 }
 
-}  // namespace moss::vsock
+}  // namespace moss

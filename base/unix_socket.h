@@ -1,6 +1,5 @@
-// Listening Unix sockets at a path: the vhost-user socket (--socket-path) and the socket host
-// programs connect to (--uds-path). The same rules as moss-blk's (devices/blk/worker.h).
-// TODO(cleanup): one copy for every worker, in base/, once base/ takes socket helpers.
+// Listening Unix sockets at a path, for every worker: the vhost-user socket (--socket-path of
+// moss-blk and moss-vsock) and the socket host programs connect to (moss-vsock --uds-path).
 #pragma once
 
 #include <sys/types.h>
@@ -10,12 +9,12 @@
 #include "base/fd.h"
 #include "base/result.h"
 
-namespace moss::vsock {
+namespace moss {
 
-// Binds a listening stream socket at `path` (non-blocking, close-on-exec). An existing socket
-// nobody listens on (left by a worker that died) is replaced; a live one, or any other file,
-// is an Error.
-Result<UniqueFd> listen_unix(const std::string& path, int backlog = 64);
+// Binds a listening stream socket at `path` (close-on-exec; non-blocking if asked). An
+// existing socket nobody listens on (left by a worker that died) is replaced; a live one, or
+// any other file, is an Error.
+Result<UniqueFd> listen_unix(const std::string& path, int backlog, bool nonblocking);
 
 // Unlinks the socket at `path` on destruction if it is still the one we bound (same inode),
 // so a worker never removes a socket another process put there since.
@@ -33,4 +32,4 @@ class SocketPathGuard {
   ino_t ino_ = 0;
 };
 
-}  // namespace moss::vsock
+}  // namespace moss
