@@ -30,6 +30,7 @@ fi
 # Every row must carry numbers (not n/a) where the peer has one.
 fail=0
 for row in "exec -> guest's first instruction" "exec -> VMM exit" "CPU time" "moss-init: ready" \
+           "moss run -- true" "VMM start" "guest boot" "exec: agent" "shutdown:" \
            "peak RSS, broker" "peak RSS, vcpu" "peak RSS, all"; do
   line=$(grep -F "$row" "$out" || true)
   if [ -z "$line" ]; then echo "missing row: $row"; fail=1; continue; fi

@@ -8,8 +8,11 @@
 //     write), so both also get "exec -> VMM exit". CPU ms = user+sys of the VMM and all its
 //     children over the whole run.
 //   boot-to-init: exec -> "moss-init: ready" on the console, Debian's kernel + moss's
-//     initramfs, 1 vCPU, 512 MiB.
-//   peak RSS: per process (moss broker, moss vcpu; qemu) during that Linux boot.
+//     initramfs, 1 vCPU, 512 MiB, no command (the console is on stdout), then stopped.
+//   `moss run -- true` end to end, split by the broker's --stats instants: VMM start (exec ->
+//     the guest's first instruction), guest boot (-> moss-init's agent dials in), exec (-> the
+//     exit status is back), shutdown (-> moss has exited).
+//   peak RSS: per process (moss broker, moss vcpu; qemu) during a Linux boot.
 //
 // Usage: startup_bench --build DIR --kernel K --initrd I --out FILE [--runs N] [--where TEXT]
 #include <fcntl.h>
@@ -52,8 +55,8 @@ struct Run {
 };
 
 // Runs argv with stdout captured; notes when `marker` first appears, and kills the process
-// then if `kill_at_marker` (QEMU cannot be told to exit by moss-init's exit port).
-Run run(const std::vector<std::string>& argv, const std::string& marker, bool kill_at_marker = false,
+// then with signal `kill_at_marker` if nonzero.
+Run run(const std::vector<std::string>& argv, const std::string& marker, int kill_at_marker = 0,
         int timeout_s = 300) {
   Run r;
   int p[2];
@@ -86,7 +89,7 @@ Run run(const std::vector<std::string>& argv, const std::string& marker, bool ki
     r.out.append(buf, static_cast<size_t>(got));
     if (r.marker_ms < 0 && !marker.empty() && r.out.find(marker) != std::string::npos) {
       r.marker_ms = now_ms() - r.start_ms;
-      if (kill_at_marker) kill(pid, SIGKILL);
+      if (kill_at_marker) kill(pid, kill_at_marker);
     }
   }
   close(p[0]);
@@ -160,8 +163,8 @@ int main(int argc, char** argv) {
   const std::string moss = build + "/moss";
   const std::string firstinsn = build + "/tests/guests/firstinsn.bzImage";
   const std::string stats = "/tmp/moss-bench-stats.json";
-  // The same kernel command line for both VMMs: moss's base line plus the command.
-  const std::string cmdline = std::string(moss::kBaseCmdline) + " " + moss::guest::encode_cmdline({"true"});
+  // The same kernel command line for both VMMs: moss's base line (moss-init, no command).
+  const std::string cmdline = moss::kBaseCmdline;
   const std::vector<std::string> qemu_base = {"qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-M",
                                               "microvm", "-nodefaults", "-no-user-config", "-nographic",
                                               "-no-reboot", "-smp", "1"};
@@ -186,12 +189,22 @@ int main(int argc, char** argv) {
   }
 
   std::vector<double> m_boot, q_boot, m_broker_rss, m_vcpu_rss, q_rss;
+  std::vector<double> e_total, e_vmm, e_boot, e_exec, e_down;
   for (int i = 0; i < runs; i++) {
-    Run r = run({moss, "run", "--kernel", kernel, "--initrd", initrd, "--stats", stats, "--", "true"},
-                std::string(moss::guest::kReadyMarker));
-    if (r.status != 0 || r.marker_ms < 0) fail("moss did not boot Linux to moss-init", r);
-    auto s = read_stats(stats);
+    // Boot to the marker with the console on stdout, then an orderly stop (SIGTERM).
+    Run r = run({moss, "run", "--kernel", kernel, "--initrd", initrd}, std::string(moss::guest::kReadyMarker), SIGTERM);
+    if (r.marker_ms < 0) fail("moss did not boot Linux to moss-init", r);
     m_boot.push_back(r.marker_ms);
+    // The main job, end to end.
+    Run e = run({moss, "run", "--kernel", kernel, "--initrd", initrd, "--stats", stats, "--", "true"}, "");
+    if (e.status != 0) fail("moss run -- true failed", e);
+    auto s = read_stats(stats);
+    if (s["agent_connected_ns"] <= 0 || s["command_exited_ns"] <= 0) fail("moss run -- true left no agent instants", e);
+    e_total.push_back(e.exit_ms);
+    e_vmm.push_back(s["first_exit_ns"] / 1e6 - e.start_ms);
+    e_boot.push_back((s["agent_connected_ns"] - s["first_exit_ns"]) / 1e6);
+    e_exec.push_back((s["command_exited_ns"] - s["agent_connected_ns"]) / 1e6);
+    e_down.push_back(e.start_ms + e.exit_ms - s["command_exited_ns"] / 1e6);
     m_broker_rss.push_back(s["broker_maxrss_kib"] / 1024);
     m_vcpu_rss.push_back(s["vcpu_maxrss_kib"] / 1024);
     auto q = qemu_base;
@@ -201,7 +214,7 @@ int main(int argc, char** argv) {
     q.push_back(initrd);
     q.push_back("-append");
     q.push_back(cmdline);
-    Run qr = run(q, std::string(moss::guest::kReadyMarker), true);
+    Run qr = run(q, std::string(moss::guest::kReadyMarker), SIGKILL);
     if (qr.marker_ms < 0) fail("QEMU did not boot Linux to moss-init", qr);
     q_boot.push_back(qr.marker_ms);
     q_rss.push_back(qr.maxrss_kib / 1024.0);
@@ -219,6 +232,11 @@ int main(int argc, char** argv) {
     << fmt(median(q_cpu), "ms") << " | " << ratio(median(m_cpu), median(q_cpu)) << " |\n"
     << "| exec -> `moss-init: ready`, Linux 1 vCPU 512 MiB, wall | " << fmt(median(m_boot), "ms") << " | "
     << fmt(median(q_boot), "ms") << " | " << ratio(median(m_boot), median(q_boot)) << " |\n"
+    << "| `moss run -- true`, exec -> moss exit, wall | " << fmt(median(e_total), "ms") << " | - | - |\n"
+    << "| ... VMM start: exec -> guest's first instruction | " << fmt(median(e_vmm), "ms") << " | - | - |\n"
+    << "| ... guest boot: first instruction -> agent connected | " << fmt(median(e_boot), "ms") << " | - | - |\n"
+    << "| ... exec: agent connected -> exit status back | " << fmt(median(e_exec), "ms") << " | - | - |\n"
+    << "| ... shutdown: exit status -> moss exit | " << fmt(median(e_down), "ms") << " | - | - |\n"
     << "| peak RSS, broker process (Linux boot) | " << fmt(median(m_broker_rss), "MiB") << " | - | - |\n"
     << "| peak RSS, vcpu process (Linux boot) | " << fmt(median(m_vcpu_rss), "MiB") << " | "
     << fmt(median(q_rss), "MiB") << " (qemu) | " << ratio(median(m_vcpu_rss), median(q_rss)) << " |\n"

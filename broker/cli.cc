@@ -10,13 +10,19 @@ namespace moss::cli {
 std::string usage() {
   return "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
          "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--name NAME] [--stats FILE]\n"
-         "                [--no-sandbox] [-- CMD ARGS...]\n"
+         "                [--vsock-socket PATH] [--console FILE] [--no-sandbox]\n"
+         "                [-t] [--env K=V]... [--workdir DIR] [-- CMD ARGS...]\n"
          "       moss ls | moss stats NAME | moss stop NAME | moss pause NAME | moss resume NAME\n"
-         "       moss device blk --socket-path SOCKET --disk PATH [--readonly] | --print-capabilities\n"
+         "       moss device blk|vsock ARGS... (moss device KIND --help)\n"
          "       moss --help | --version\n"
          "\n"
-         "moss run boots a VM and runs CMD in it (default: a shell on the console); it exits with\n"
-         "CMD's status. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n"
+         "moss run -- CMD boots a VM and runs CMD in it through the guest agent, as if it ran here:\n"
+         "stdin, stdout and stderr are this process's, and moss exits with CMD's status (128+N if\n"
+         "signal N ended it). -t gives CMD a pseudo-terminal (an interactive shell: moss run -t -- sh).\n"
+         "--env and --workdir set its environment and working directory. The guest console goes to\n"
+         "--console FILE if given; otherwise it is kept, and its last lines are printed if the VM\n"
+         "fails. Without a command the VM runs with its console on stdout until it powers off or\n"
+         "is stopped. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n"
          "Each --disk (a file or block device, served by its own moss-blk worker) and each\n"
          "--vhost-user-blk (a running vhost-user-blk backend) is a virtio-blk disk, /dev/vda first.\n"
          "--name gives the VM a control socket in the runtime directory ($MOSS_RUNTIME_DIR, else\n"
@@ -25,8 +31,12 @@ std::string usage() {
          "vCPUs (the guest's clock and devices keep running) until moss resume.\n"
          "Every process moss starts runs in a sandbox (namespaces, an empty root, no capabilities,\n"
          "a seccomp allowlist); --no-sandbox turns that off, for debugging moss only.\n"
-         "moss device blk runs the block-device worker on its own, as a vhost-user backend for\n"
-         "QEMU, crosvm or another moss.\n";
+         "Every VM has a virtio-vsock device with a CID no other running VM holds, in hybrid mode:\n"
+         "host programs connect to its Unix socket (--vsock-socket, default: in the runtime directory,\n"
+         "see moss stats) and send \"CONNECT <port>\\n\"; the guest's connections to host port N reach\n"
+         "the socket PATH_N.\n"
+         "moss device blk|vsock runs a device worker on its own, as a vhost-user backend for QEMU,\n"
+         "crosvm or another moss.\n";
 }
 
 Result<uint64_t> parse_size(const std::string& text) {
@@ -113,6 +123,22 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
     } else if (a == "--name") {
       MOSS_TRY(o.name, value("--name"));
       MOSS_CHECK(control::check_name(o.name));
+    } else if (a == "-t" || a == "--tty") {
+      o.tty = true;
+    } else if (a == "--env") {
+      MOSS_TRY(std::string v, value("--env"));
+      size_t eq = v.find('=');
+      if (eq == std::string::npos || eq == 0) return make_error("--env needs KEY=VALUE, not '" + v + "'");
+      o.env.push_back(v);
+    } else if (a == "--workdir") {
+      MOSS_TRY(o.workdir, value("--workdir"));
+      if (o.workdir.empty() || o.workdir[0] != '/') return make_error("--workdir needs an absolute path in the guest");
+    } else if (a == "--vsock-socket") {
+      MOSS_TRY(o.vsock_socket, value("--vsock-socket"));
+      if (o.vsock_socket.empty()) return make_error("--vsock-socket needs a path");
+    } else if (a == "--console") {
+      MOSS_TRY(o.console_file, value("--console"));
+      if (o.console_file.empty()) return make_error("--console needs a file");
     } else if (a == "--no-sandbox") {
       o.no_sandbox = true;
     } else if (a == "--stats") {
@@ -120,6 +146,9 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
     } else {
       return make_error("unknown option '" + a + "' for moss run (see moss --help)");
     }
+  }
+  if (!o.has_command && (o.tty || !o.env.empty() || !o.workdir.empty())) {
+    return make_error("-t, --env and --workdir apply to a command: add -- CMD ARGS...");
   }
   return o;
 }
@@ -153,8 +182,10 @@ Result<Command> parse(const std::vector<std::string>& args) {
     return c;
   }
   if (args[0] == "device") {
-    if (args.size() < 2) return make_error("moss device needs a device kind (this version has: blk)");
-    if (args[1] != "blk") return make_error("unknown device kind '" + args[1] + "' (this version has: blk)");
+    if (args.size() < 2) return make_error("moss device needs a device kind (this version has: blk, vsock)");
+    if (args[1] != "blk" && args[1] != "vsock") {
+      return make_error("unknown device kind '" + args[1] + "' (this version has: blk, vsock)");
+    }
     c.verb = Command::Verb::kDevice;
     c.device = args[1];
     c.device_args.assign(args.begin() + 2, args.end());

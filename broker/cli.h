@@ -30,7 +30,15 @@ struct RunOptions {
   std::string name;          // --name N: a control socket so that moss ls/stats/stop find it.
   bool no_sandbox = false;   // --no-sandbox: children run unjailed (debugging only; warns).
   bool has_command = false;  // "--" was given.
-  std::vector<std::string> command;
+  std::vector<std::string> command;  // Run in the guest through its agent (guest/agent/).
+  bool tty = false;                  // -t: the command gets a pseudo-terminal.
+  std::vector<std::string> env;      // --env K=V, added to the guest's default environment.
+  std::string workdir;               // --workdir DIR in the guest; empty: "/".
+  // --vsock-socket PATH: the VM's hybrid vsock socket (CONNECT <port> / OK); guest
+  // connections to host port N go to PATH_N. Empty: vsock in a private directory of the
+  // runtime directory, named by the VM's CID.
+  std::string vsock_socket;
+  std::string console_file;          // --console FILE: the guest console's output, appended.
 };
 
 struct Command {

@@ -110,6 +110,33 @@ TEST(Parse, DeviceHandsTheRestToTheWorker) {
   EXPECT_EQ(c->device_args, (std::vector<std::string>{"--socket-path", "s", "--disk", "d"}));
   EXPECT_FALSE(parse({"device"}).ok());
   EXPECT_FALSE(parse({"device", "gpu"}).ok());
+  c = parse({"device", "vsock", "--help"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->device, "vsock");
+}
+
+TEST(Parse, CommandOptionsGoToTheAgent) {
+  auto c = parse({"run", "-t", "--env", "A=1", "--env", "B=", "--workdir", "/tmp", "--vsock-socket", "/run/v.sock",
+                  "--console", "c.log", "--", "sh", "-t"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_TRUE(c->run.tty);
+  EXPECT_EQ(c->run.env, (std::vector<std::string>{"A=1", "B="}));
+  EXPECT_EQ(c->run.workdir, "/tmp");
+  EXPECT_EQ(c->run.vsock_socket, "/run/v.sock");
+  EXPECT_EQ(c->run.console_file, "c.log");
+  EXPECT_EQ(c->run.command, (std::vector<std::string>{"sh", "-t"}));
+  // Each refusal is one sentence naming the option.
+  auto refused = [](std::vector<std::string> args, const char* what) {
+    auto r = parse(args);
+    ASSERT_FALSE(r.ok()) << what;
+    EXPECT_NE(r.error().message.find(what), std::string::npos) << r.error().message;
+  };
+  refused({"run", "--env", "NOEQUALS", "--", "true"}, "--env needs KEY=VALUE");
+  refused({"run", "--env", "=1", "--", "true"}, "--env needs KEY=VALUE");
+  refused({"run", "--workdir", "relative", "--", "true"}, "--workdir needs an absolute path");
+  refused({"run", "-t"}, "add -- CMD");
+  refused({"run", "--env", "A=1"}, "add -- CMD");
+  refused({"run", "--vsock-socket", ""}, "--vsock-socket needs a path");
 }
 
 }  // namespace

@@ -109,18 +109,23 @@ Result<void> check_name(const std::string& name) {
 std::string runtime_dir() {
   if (const char* d = std::getenv("MOSS_RUNTIME_DIR"); d && *d) return d;
   if (const char* d = std::getenv("XDG_RUNTIME_DIR"); d && *d) return std::string(d) + "/moss";
-  if (geteuid() == 0) return "/run/moss";
+  if (geteuid() == 0 && access("/run", W_OK) == 0) return "/run/moss";
   return "/tmp/moss-" + std::to_string(geteuid());
+}
+
+Result<void> ensure_private_dir(const std::string& dir, const std::string& what) {
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return make_error("cannot create the " + what + " " + dir + ": " + strerror(errno), errno);
+  }
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return make_error("the " + what + " " + dir + " is not a directory");
+  if (st.st_uid != geteuid()) return make_error("the " + what + " " + dir + " belongs to another user");
+  return {};
 }
 
 Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name) {
   MOSS_CHECK(check_name(name));
-  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return make_error("cannot create the runtime directory " + dir + ": " + strerror(errno), errno);
-  }
-  struct stat st;
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return make_error("the runtime directory " + dir + " is not a directory");
-  if (st.st_uid != geteuid()) return make_error("the runtime directory " + dir + " belongs to another user");
+  MOSS_CHECK(ensure_private_dir(dir, "runtime directory"));
   Endpoint e;
   e.name_ = name;
   e.lock_path_ = dir + "/" + name + ".lock";
@@ -206,7 +211,9 @@ ProcessStats process_stats(const std::string& role, int pid) {
 std::string to_json(const VmStats& s) {
   std::string out = "{\"name\": " + json_string(s.name) + ", \"state\": " + json_string(s.state) +
                     ", \"uptime_ms\": " + std::to_string(s.uptime_ms) + ", \"cpus\": " + std::to_string(s.cpus) +
-                    ", \"mem_bytes\": " + std::to_string(s.mem_bytes) + ",\n \"processes\": [";
+                    ", \"mem_bytes\": " + std::to_string(s.mem_bytes) + ",\n \"vsock_cid\": " +
+                    std::to_string(s.vsock_cid) + ", \"vsock_socket\": " + json_string(s.vsock_socket) +
+                    ",\n \"processes\": [";
   for (size_t i = 0; i < s.processes.size(); i++) {
     const auto& p = s.processes[i];
     out += std::string(i ? ",\n  " : "\n  ") + "{\"role\": " + json_string(p.role) + ", \"pid\": " + std::to_string(p.pid) +
@@ -267,6 +274,8 @@ void serve_connection(UniqueFd conn_owned, const Handlers& handlers) {
     out.setUptimeMs(s.uptime_ms);
     out.setCpus(s.cpus);
     out.setMemBytes(s.mem_bytes);
+    out.setVsockCid(s.vsock_cid);
+    out.setVsockSocket(s.vsock_socket);
     auto procs = out.initProcesses(static_cast<unsigned>(s.processes.size()));
     for (unsigned i = 0; i < s.processes.size(); i++) {
       procs[i].setRole(s.processes[i].role);
@@ -345,6 +354,8 @@ Result<VmStats> decode_stats_reply(std::span<const uint8_t> bytes) {
     s.uptime_ms = in.getUptimeMs();
     s.cpus = in.getCpus();
     s.mem_bytes = in.getMemBytes();
+    s.vsock_cid = in.getVsockCid();
+    s.vsock_socket = in.getVsockSocket().cStr();
     for (auto p : in.getProcesses()) s.processes.push_back({p.getRole().cStr(), p.getPid(), p.getRssKib(), p.getCpuMs()});
     for (auto d : in.getDisks()) s.disks.push_back(d.cStr());
     for (auto d : in.getDiskStats()) {

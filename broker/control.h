@@ -23,9 +23,12 @@ namespace moss::control {
 // name is always one safe path component).
 Result<void> check_name(const std::string& name);
 
-// $MOSS_RUNTIME_DIR, else $XDG_RUNTIME_DIR/moss, else /run/moss for root, else
-// /tmp/moss-UID.
+// $MOSS_RUNTIME_DIR, else $XDG_RUNTIME_DIR/moss, else /run/moss for root (when /run is
+// writable), else /tmp/moss-UID.
 std::string runtime_dir();
+// Creates `dir` (one level, mode 0700) unless it exists; it must be a directory of this user.
+// `what` names it in errors ("runtime directory").
+Result<void> ensure_private_dir(const std::string& dir, const std::string& what);
 
 class Endpoint {
  public:
@@ -68,6 +71,8 @@ struct VmStats {
   std::vector<ProcessStats> processes;
   std::vector<std::string> disks;
   std::vector<DiskStats> disk_stats;  // From the workers that answered in time.
+  uint32_t vsock_cid = 0;             // 0: no vsock device.
+  std::string vsock_socket;           // Its hybrid socket (CONNECT <port>; guest port N: _N).
 };
 
 // Resident set and CPU time of a live process, from /proc (zeros if it is gone).

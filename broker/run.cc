@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,12 +24,15 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
+#include "broker/console_sink.h"
 #include "broker/control.h"
 #include "broker/defaults.h"
 #include "broker/host.h"
 #include "broker/jail.h"
 #include "broker/launcher.h"
+#include "broker/vm_vsock.h"
 #include "broker/worker_control.h"
+#include "agent/client.h"
 #include "moss-init/cmdline.h"
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
@@ -140,7 +145,8 @@ Result<Prepared> prepare(const cli::RunOptions& o) {
 
   p.cmdline = kBaseCmdline;
   if (!o.append.empty()) p.cmdline += " " + o.append;
-  if (o.has_command) p.cmdline += " " + guest::encode_cmdline(o.command);
+  // moss-init connects to the host when its agent is up; the command then goes over that.
+  if (o.has_command) p.cmdline += " " + guest::encode_dial(agent::kAgentPort);
   MOSS_CHECK(boot::plan_boot(*kernel, o.mem_bytes, initrd_size, p.cmdline.size()));
 
   auto meminfo = read_text_file("/proc/meminfo");
@@ -189,9 +195,9 @@ struct Worker {
 class Session {
  public:
   Session(const cli::RunOptions& o, pid_t pid, UniqueFd ctl, uint64_t spawn_ns, std::vector<Worker> workers,
-          std::optional<control::Endpoint> endpoint)
+          std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock)
       : options_(o), pid_(pid), ctl_(std::move(ctl)), spawn_ns_(spawn_ns), workers_(std::move(workers)),
-        endpoint_(std::move(endpoint)) {}
+        endpoint_(std::move(endpoint)), console_(std::move(console)), vsock_(std::move(vsock)) {}
 
   int run();
 
@@ -202,7 +208,24 @@ class Session {
   static void on_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->kill_child("did not stop in time"); }
   static void on_exit_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->child_lingers(); }
   static void on_control_client(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->accept_client(); }
+  static void on_agent_dial(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->accept_agent(); }
+  static void on_agent_fd(evutil_socket_t fd, short what, void* self) {
+    static_cast<Session*>(self)->agent_ready(fd, what);
+  }
+  static void on_shutdown_grace(evutil_socket_t, short, void* self) {
+    static_cast<Session*>(self)->guest_ignores_shutdown();
+  }
   void accept_client();
+  // The command (moss run -- CMD): moss-init dials in when its agent is up, and the command
+  // runs over that connection (agent::ExecClient, driven by this loop).
+  void accept_agent();
+  void agent_ready(int fd, short what);
+  void sync_agent();
+  void guest_ignores_shutdown();
+  void set_raw_terminal();
+  void restore_terminal();
+  bool command_running() const { return client_ && !client_->finished(); }
+  int command_status() const;  // After finish(): the exit status of moss run for the command.
   control::VmStats stats() const;
 
   void read_control();
@@ -213,6 +236,7 @@ class Session {
   void child_lingers();
   void send_stop();
   int finish();
+  int finish_vm();  // finish() without a command's outcome: how the VM ended.
   void write_stats(const rusage& child);
   void reap_workers();
   void stop_workers();
@@ -224,6 +248,18 @@ class Session {
   std::vector<Worker> workers_;
   std::string worker_failure_;  // A worker that died while the VM ran.
   std::optional<control::Endpoint> endpoint_;  // --name: the control socket.
+  ConsoleSink console_;
+  std::unique_ptr<vmvsock::Plan> vsock_;
+  event* agent_dial_ev_ = nullptr;
+  std::unique_ptr<agent::ExecClient> client_;
+  std::vector<event*> agent_evs_;  // One per ExecClient::watches() entry, remade after each event.
+  event* shutdown_grace_ev_ = nullptr;
+  event* winch_ev_ = nullptr;
+  bool shutdown_sent_ = false;
+  int forwarded_signals_ = 0;
+  termios saved_termios_{};
+  bool raw_terminal_ = false;
+  uint64_t agent_connected_ns_ = 0, command_exited_ns_ = 0;
   event* client_ev_ = nullptr;
   bool stop_requested_ = false;  // moss stop NAME.
   bool paused_ = false;          // moss pause NAME (answered by the vcpu process).
@@ -282,8 +318,7 @@ bool Session::handle_packet(ipc::Packet& packet) {
     switch (msg.which()) {
       case ipc::VcpuToBroker::CONSOLE: {
         auto data = msg.getConsole();
-        auto r = write_all(STDOUT_FILENO, data.begin(), data.size());
-        if (!r) LOG_WARN("cannot write the guest console to stdout: %s", r.error().message.c_str());
+        console_.write(data.begin(), data.size());
         break;
       }
       case ipc::VcpuToBroker::STARTED:
@@ -364,6 +399,10 @@ control::VmStats Session::stats() const {
   s.uptime_ms = (now_ns() - spawn_ns_) / 1000000;
   s.cpus = options_.cpus;
   s.mem_bytes = options_.mem_bytes;
+  if (vsock_) {
+    s.vsock_cid = vsock_->cid();
+    s.vsock_socket = vsock_->socket_path();
+  }
   s.processes.push_back(control::process_stats("broker", getpid()));
   s.processes.push_back(control::process_stats("vcpu", pid_));
   for (const auto& w : workers_) {
@@ -420,6 +459,92 @@ void Session::answer_waiting(const Result<void>& outcome) {
   waiting_.erase(waiting_.begin());
 }
 
+void Session::accept_agent() {
+  int fd = accept4(vsock_->dial_listener(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd < 0) return;  // EAGAIN, or the connection went away again.
+  UniqueFd sock(fd);
+  // One connection runs the command; nothing else is accepted there.
+  event_free(agent_dial_ev_);
+  agent_dial_ev_ = nullptr;
+  vsock_->close_dial_listener();
+  agent_connected_ns_ = now_ns();
+  agent::ExecRequest req;
+  req.argv = options_.command;
+  req.env = options_.env;
+  req.cwd = options_.workdir;
+  if (options_.tty) {
+    req.mode = agent::Mode::kPty;
+    winsize ws{};
+    if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
+      req.rows = ws.ws_row;
+      req.cols = ws.ws_col;
+    }
+    if (const char* term = getenv("TERM")) req.env.insert(req.env.begin(), std::string("TERM=") + term);
+    set_raw_terminal();
+  }
+  client_ = std::make_unique<agent::ExecClient>(std::move(sock), req,
+                                                agent::ExecClient::UserFds{STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO});
+  sync_agent();
+}
+
+void Session::agent_ready(int fd, short what) {
+  short revents = 0;
+  if (what & EV_READ) revents |= POLLIN;
+  if (what & EV_WRITE) revents |= POLLOUT;
+  client_->on_ready(fd, revents);
+  sync_agent();
+}
+
+// Watches what the client asks for now. The loop uses poll(2) (see run()), where adding and
+// removing events is bookkeeping, not system calls, and regular files count as always ready.
+void Session::sync_agent() {
+  for (event* e : agent_evs_) event_free(e);
+  agent_evs_.clear();
+  if (client_->finished() && !shutdown_sent_ && command_exited_ns_ == 0) {
+    command_exited_ns_ = now_ns();
+    restore_terminal();
+    // The command is done and its output written: power the guest off (moss-init syncs its
+    // file systems first), and stop the VM if it does not go in time. Unless the VM is ending
+    // anyway (a stop, a dead worker: then the session broke because of it).
+    bool vm_ending = have_exit_ || stop_signal_ || stop_requested_ || !worker_failure_.empty();
+    if (vm_ending) return;
+    const auto& outcome = client_->outcome();
+    client_->request_shutdown(outcome ? outcome->shell_status() & 0xff : kExitFailure);
+    shutdown_sent_ = true;
+    timeval grace{kStopGraceSeconds, 0};
+    evtimer_add(shutdown_grace_ev_, &grace);
+  }
+  if (client_->finished() && !shutdown_sent_) return;
+  if (shutdown_sent_ && client_->flushed()) return;  // Nothing more to say; the VM goes down.
+  for (const auto& w : client_->watches()) {
+    short events = EV_PERSIST;
+    if (w.events & POLLIN) events |= EV_READ;
+    if (w.events & POLLOUT) events |= EV_WRITE;
+    event* e = event_new(base_, w.fd, events, on_agent_fd, this);
+    event_add(e, nullptr);
+    agent_evs_.push_back(e);
+  }
+}
+
+void Session::guest_ignores_shutdown() {
+  if (have_exit_ || child_reaped_ || stop_requested_ || stop_signal_ || !worker_failure_.empty()) return;
+  LOG_WARN("the guest did not power off after the command ended; stopping the VM");
+  send_stop();
+}
+
+void Session::set_raw_terminal() {
+  if (raw_terminal_ || tcgetattr(STDIN_FILENO, &saved_termios_) != 0) return;
+  termios raw = saved_termios_;
+  cfmakeraw(&raw);
+  if (tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0) raw_terminal_ = true;
+}
+
+void Session::restore_terminal() {
+  if (!raw_terminal_) return;
+  tcsetattr(STDIN_FILENO, TCSANOW, &saved_termios_);
+  raw_terminal_ = false;
+}
+
 void Session::reap_workers() {
   for (auto& w : workers_) {
     if (w.reaped) continue;
@@ -471,6 +596,18 @@ void Session::handle_signal(int sig) {
     event_base_loopbreak(base_);
     return;
   }
+  if (sig == SIGWINCH) {
+    winsize ws{};
+    if (client_ && ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) client_->resize(ws.ws_row, ws.ws_col);
+    return;
+  }
+  // While the command runs, signals are its (as if it ran here); the third stops the VM, for a
+  // program that ignores them.
+  if (command_running() && stop_signal_ == 0 && ++forwarded_signals_ < 3) {
+    client_->forward_signal(sig);
+    sync_agent();
+    return;
+  }
   if (stop_signal_ == 0) {
     stop_signal_ = sig;
     send_stop();
@@ -495,7 +632,13 @@ void Session::read_stdin() {
 }
 
 int Session::run() {
-  base_ = event_base_new();
+  // poll(2), not epoll: the command's stdin or stdout may be a regular file or /dev/null,
+  // which epoll refuses and poll reports always ready; the loop has a handful of fds.
+  event_config* cfg = event_config_new();
+  MOSS_ASSERT(cfg != nullptr);
+  event_config_avoid_method(cfg, "epoll");
+  base_ = event_base_new_with_config(cfg);
+  event_config_free(cfg);
   MOSS_ASSERT(base_ != nullptr);
   int flags = fcntl(ctl_.get(), F_GETFL);
   fcntl(ctl_.get(), F_SETFL, flags | O_NONBLOCK);
@@ -511,9 +654,9 @@ int Session::run() {
   sigemptyset(&handled);
   for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, s);
   sigprocmask(SIG_UNBLOCK, &handled, nullptr);
-  // Console input comes from a terminal only: until the exec agent exists, a command's stdin
-  // is the guest console, and piped data would arrive there as typed text.
-  if (isatty(STDIN_FILENO)) {
+  // Without a command the console is the VM's terminal; typed input goes to it. With one,
+  // stdin is the command's (through the agent).
+  if (!options_.has_command && isatty(STDIN_FILENO)) {
     stdin_ev_ = event_new(base_, STDIN_FILENO, EV_READ | EV_PERSIST, on_stdin, this);
     event_add(stdin_ev_, nullptr);
   }
@@ -521,23 +664,67 @@ int Session::run() {
     client_ev_ = event_new(base_, endpoint_->listen_fd(), EV_READ | EV_PERSIST, on_control_client, this);
     event_add(client_ev_, nullptr);
   }
+  shutdown_grace_ev_ = evtimer_new(base_, on_shutdown_grace, this);
+  if (vsock_ && vsock_->dial_listener() >= 0) {
+    agent_dial_ev_ = event_new(base_, vsock_->dial_listener(), EV_READ | EV_PERSIST, on_agent_dial, this);
+    event_add(agent_dial_ev_, nullptr);
+  }
+  if (options_.tty) {
+    winch_ev_ = evsignal_new(base_, SIGWINCH, on_signal, this);
+    evsignal_add(winch_ev_, nullptr);
+  }
   // The child may have exited before the SIGCHLD handler was installed.
   handle_signal(SIGCHLD);
   if (!child_reaped_) event_base_dispatch(base_);
   for (event* e : sigs) event_free(e);
   if (stdin_ev_) event_free(stdin_ev_);
   if (client_ev_) event_free(client_ev_);
+  if (agent_dial_ev_) event_free(agent_dial_ev_);
+  if (winch_ev_) event_free(winch_ev_);
+  for (event* e : agent_evs_) event_free(e);
+  agent_evs_.clear();
+  event_free(shutdown_grace_ev_);
+  restore_terminal();
   event_free(grace_ev_);
   event_free(exit_grace_ev_);
   event_free(ctl_ev_);
   event_base_free(base_);
   stop_workers();
   endpoint_.reset();  // The name is free again only once every process of the VM is gone.
-  return finish();
+  int status = finish();
+  vsock_.reset();  // Its sockets and the CID, now that the worker is gone.
+  return status;
 }
 
 int Session::finish() {
   if (!options_.stats_file.empty()) write_stats(child_usage_);
+  if (client_ && client_->finished() && client_->outcome()) {
+    // The command's outcome is known and its output written: that is moss run's result,
+    // however the VM went down after it.
+    const auto& outcome = *client_->outcome();
+    if (!outcome.message.empty()) std::fprintf(stderr, "moss: %s\n", outcome.message.c_str());
+    return outcome.shell_status();
+  }
+  // The session with the agent broke while the VM ran on, and we powered the guest off: no
+  // reason but the session's.
+  if (client_ && client_->finished() && shutdown_sent_ && protocol_error_.empty() && worker_failure_.empty() &&
+      have_exit_ && exit_reason_ == ipc::ExitInfo::Reason::GUEST_STATUS) {
+    std::fprintf(stderr, "moss: lost the command in the guest: %s\n", client_->outcome().error().message.c_str());
+    return kExitFailure;
+  }
+  int status = finish_vm();
+  if (options_.has_command && status == kExitFailure) {
+    std::string tail = console_.tail();
+    if (!console_.file().empty()) {
+      std::fprintf(stderr, "moss: the guest console is in %s\n", console_.file().c_str());
+    } else if (!tail.empty() && !console_.to_stdout()) {
+      std::fprintf(stderr, "moss: the guest console's last lines:\n%s%s", tail.c_str(), tail.back() == '\n' ? "" : "\n");
+    }
+  }
+  return status;
+}
+
+int Session::finish_vm() {
   using R = ipc::ExitInfo::Reason;
   if (!protocol_error_.empty()) {
     std::fprintf(stderr, "moss: %s\n", protocol_error_.c_str());
@@ -554,6 +741,12 @@ int Session::finish() {
   }
   switch (exit_reason_) {
     case R::GUEST_STATUS:
+      if (options_.has_command) {
+        // moss-init's own status: the command's comes over the agent.
+        std::fprintf(stderr, "moss: the guest ended with status %d %s\n", exit_status_ & 0xff,
+                     client_ ? "before the command finished" : "before its agent connected to run the command");
+        return kExitFailure;
+      }
       return exit_status_ & 0xff;
     case R::STOPPED:
       if (stop_requested_ && !stop_signal_) {
@@ -590,18 +783,45 @@ void Session::write_stats(const rusage& child) {
   }
   std::fprintf(f,
                "{\"spawn_ns\": %llu, \"first_run_ns\": %llu, \"first_exit_ns\": %llu,\n"
+               " \"agent_connected_ns\": %llu, \"command_exited_ns\": %llu,\n"
                " \"broker_maxrss_kib\": %ld, \"broker_cpu_ms\": %.3f,\n"
                " \"vcpu_maxrss_kib\": %ld, \"vcpu_cpu_ms\": %.3f}\n",
                static_cast<unsigned long long>(spawn_ns_), static_cast<unsigned long long>(first_run_ns_),
-               static_cast<unsigned long long>(first_exit_ns_), self.ru_maxrss, cpu_ms(self), child.ru_maxrss,
+               static_cast<unsigned long long>(first_exit_ns_), static_cast<unsigned long long>(agent_connected_ns_),
+               static_cast<unsigned long long>(command_exited_ns_), self.ru_maxrss, cpu_ms(self), child.ru_maxrss,
                cpu_ms(child));
   std::fclose(f);
   if (rename(tmp.c_str(), options_.stats_file.c_str()) != 0) unlink(tmp.c_str());
 }
 
+// Opens /dev/null on any of fds 0-2 that is closed, so that no socket or file of ours lands
+// there and gets taken for the user's stdin, stdout or stderr.
+void ensure_stdio() {
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) != -1) continue;
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0 && null != fd) {
+      dup2(null, fd);
+      close(null);
+    }
+  }
+}
+
 }  // namespace
 
 int run_vm(const cli::RunOptions& options) {
+  ensure_stdio();
+  // A reader of our stdout that goes away is an EPIPE for the guest program, not our death.
+  signal(SIGPIPE, SIG_IGN);
+  if (options.tty && !isatty(STDIN_FILENO)) {
+    std::fprintf(stderr, "moss: -t needs a terminal on stdin\n");
+    return kExitUsage;
+  }
+  auto console = ConsoleSink::open(!options.has_command, options.console_file);
+  if (!console) {
+    std::fprintf(stderr, "moss: %s\n", console.error().message.c_str());
+    return kExitFailure;
+  }
   auto prepared = prepare(options);
   if (!prepared) {
     std::fprintf(stderr, "moss: %s\n", prepared.error().message.c_str());
@@ -619,6 +839,19 @@ int run_vm(const cli::RunOptions& options) {
     if (e->removed_stale()) LOG_INFO("removed the control socket a crashed run named %s left behind", options.name.c_str());
     endpoint = std::move(*e);
   }
+  // Every VM has a vsock device (with a command, the way its agent is reached).
+  auto vsock = vmvsock::Plan::prepare(cid::default_dir(), control::runtime_dir(), options.vsock_socket,
+                                      options.has_command ? agent::kAgentPort : 0);
+  if (!vsock) {
+    std::fprintf(stderr, "moss: %s\n", vsock.error().message.c_str());
+    return kExitFailure;
+  }
+  int vs[2];  // The vsock device's vhost-user connection: the vcpu process's end, the worker's.
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, vs) != 0) {
+    std::fprintf(stderr, "moss: cannot create the vsock device's connection: %s\n", strerror(errno));
+    return kExitFailure;
+  }
+  UniqueFd vsock_vcpu_end(vs[0]), vsock_worker_end(vs[1]);
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     std::fprintf(stderr, "moss: cannot create the control channel: %s\n", strerror(errno));
@@ -667,18 +900,39 @@ int run_vm(const cli::RunOptions& options) {
     p.worker_sockets[i].reset();
     p.worker_disks[i].reset();
   }
+  {
+    ChildSpec w;
+    w.path = self_dir() + "/moss-vsock";
+    w.argv = {"moss-vsock", "--fd", "3", "--guest-cid", std::to_string((*vsock)->cid()), "--uds-path",
+              (*vsock)->socket_path()};
+    w.fds = {vsock_worker_end.get()};
+    w.sandbox = jail::vsock(!options.no_sandbox);
+    auto wpid = spawn_child(w);
+    if (!wpid) {
+      stop_started();
+      std::fprintf(stderr, "moss: cannot start the vsock worker: %s\n", wpid.error().message.c_str());
+      return kExitFailure;
+    }
+    (*vsock)->worker_listens();
+    workers.push_back({*wpid, "the vsock worker", false, UniqueFd()});
+    vsock_worker_end.reset();
+  }
 
   ChildSpec spec;
   spec.path = self_dir() + "/moss-vcpu";
   spec.argv = {"moss-vcpu", "--control-fd", "3"};
   spec.fds = {theirs.get(), p.kvm.get(), p.kernel.get()};
-  spec.sandbox = jail::vcpu(options.cpus, p.disk_sockets.size(), options.mem_bytes, !options.no_sandbox);
+  // The vsock device counts as one more vhost-user connection (3 queues: fewer fds than a disk
+  // with a queue per vCPU, more than one with a single queue; the limit has room for that).
+  spec.sandbox = jail::vcpu(options.cpus, p.disk_sockets.size() + 1, options.mem_bytes, !options.no_sandbox);
   if (p.initrd) spec.fds.push_back(p.initrd.get());
   std::vector<int32_t> disk_fds;
   for (const auto& s : p.disk_sockets) {
     disk_fds.push_back(static_cast<int32_t>(3 + spec.fds.size()));
     spec.fds.push_back(s.get());
   }
+  int32_t vsock_fd = static_cast<int32_t>(3 + spec.fds.size());
+  spec.fds.push_back(vsock_vcpu_end.get());
   uint64_t spawn_ns = now_ns();
   auto pid = spawn_child(spec);
   if (!pid) {
@@ -688,6 +942,7 @@ int run_vm(const cli::RunOptions& options) {
   }
   theirs.reset();
   p.disk_sockets.clear();
+  vsock_vcpu_end.reset();
   p.kvm.reset();  // The broker itself never touches the VM.
 
   capnp::MallocMessageBuilder mb;
@@ -702,10 +957,12 @@ int run_vm(const cli::RunOptions& options) {
   start.setInitrdFd(p.initrd ? 6 : -1);
   auto fds = start.initVhostUserBlkFds(static_cast<unsigned>(disk_fds.size()));
   for (unsigned i = 0; i < disk_fds.size(); i++) fds.set(i, disk_fds[i]);
+  start.setVhostUserVsockFd(vsock_fd);
   if (auto r = ipc::send_message(ours.get(), mb); !r) {
     LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
   }
-  Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers), std::move(endpoint));
+  Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers), std::move(endpoint),
+                  std::move(*console), std::move(*vsock));
   return session.run();
 }
 

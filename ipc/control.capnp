@@ -36,6 +36,8 @@ struct VmStats {
   processes @5 :List(ProcessStats);
   disks @6 :List(Text);
   diskStats @7 :List(DiskStats);
+  vsockCid @8 :UInt32;      # The guest's vsock CID (0: none).
+  vsockSocket @9 :Text;     # Its hybrid socket: CONNECT <port> here; guest port N -> <socket>_N.
 }
 
 struct DiskStats {

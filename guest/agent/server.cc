@@ -145,6 +145,23 @@ Fd listen_vsock(uint32_t port, std::string* error) {
   return s;
 }
 
+Fd dial_vsock(uint32_t cid, uint32_t port, std::string* error) {
+  Fd s(socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) {
+    *error = std::string("cannot create a vsock socket (is the vsock module loaded?): ") + strerror(errno);
+    return Fd();
+  }
+  struct sockaddr_vm addr = {};
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = cid;
+  addr.svm_port = port;
+  if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    *error = "cannot connect to vsock " + std::to_string(cid) + ":" + std::to_string(port) + ": " + strerror(errno);
+    return Fd();
+  }
+  return s;
+}
+
 int run_server(Server* server, bool until_idle) {
   signal(SIGPIPE, SIG_IGN);
   ChildSignals sig;

@@ -72,6 +72,10 @@ void reap_children(Server* server, pid_t also = -1, int* also_status = nullptr, 
 // Returns an empty Fd and sets *error (one sentence) on failure.
 Fd listen_vsock(uint32_t port, std::string* error);
 
+// Connects a vsock stream socket to `cid`:`port` (blocking: the kernel's connect time-out
+// bounds it). Returns an empty Fd and sets *error (one sentence) on failure.
+Fd dial_vsock(uint32_t cid, uint32_t port, std::string* error);
+
 // Runs `server` as moss-init would, reaping children (waitpid(-1)), until a SHUTDOWN arrives or,
 // if `until_idle`, no session is left. Returns the SHUTDOWN status, or -1. Ignores SIGPIPE and
 // installs the SIGCHLD handler: meant for a process of its own (a forked test helper).

@@ -2,11 +2,11 @@
 //
 // Mounts the pseudo file systems, loads the kernel modules listed in
 // /lib/modules/moss-modules.list, starts the exec agent on vsock port
-// agent::kAgentPort (guest/agent/), prints "moss-init: ready", then serves agent
-// connections and, if moss.argv is on the kernel command line, runs that program
-// on the console. When that program ends, or an agent connection sends SHUTDOWN,
-// it reports the status ("moss-init: exit N" on the console, then a 32-bit outl
-// of N to the moss exit port 0x5f0) and powers the machine off.
+// agent::kAgentPort (guest/agent/), prints "moss-init: ready", and, if moss.dial=PORT is
+// on the kernel command line, connects to the host (vsock CID 2) on PORT and serves an
+// agent session there too (that is how `moss run -- CMD` reaches it). Then it serves agent
+// connections until one sends SHUTDOWN: it reports the status ("moss-init: exit N" on the
+// console, then a 32-bit outl of N to the moss exit port 0x5f0) and powers the machine off.
 //
 // Deliberately C-style: no iostreams/stdio, to keep the static binary small.
 
@@ -24,6 +24,7 @@
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <linux/vm_sockets.h>
 #include <termios.h>
 #include <unistd.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -36,18 +37,14 @@
 
 #include "agent/protocol.h"
 #include "agent/server.h"
-#include "agent/spawn.h"
 #include "cmdline.h"
 
 extern char** environ;
 
 namespace {
 
-using moss::guest::GuestCommand;
-
 constexpr const char kModulesList[] = "/lib/modules/moss-modules.list";
-constexpr int kStatusCannotExec = 127;  // program could not be started
-constexpr int kStatusInitError = 125;   // bad moss.* parameters, fork failed
+constexpr int kStatusInitError = 125;  // bad moss.* parameters, no agent
 
 // ---------------------------------------------------------------- output --
 
@@ -250,124 +247,20 @@ void load_modules() {
   }
 }
 
-// The device behind /dev/console (last word of
-// /sys/class/tty/console/active), e.g. "/dev/ttyS0"; empty if unknown.
-// Opening it rather than /dev/console lets the child get a controlling tty
-// (job control, ^C).
-std::string console_device() {
-  std::string active;
-  if (!read_file("/sys/class/tty/console/active", &active)) return {};
-  while (!active.empty() && (active.back() == '\n' || active.back() == ' '))
-    active.pop_back();
-  size_t sp = active.rfind(' ');
-  std::string name = sp == std::string::npos ? active : active.substr(sp + 1);
-  if (name.empty()) return {};
-  std::string dev = "/dev/" + name;
-  if (access(dev.c_str(), R_OK | W_OK) != 0) return {};
-  return dev;
-}
-
-// ------------------------------------------------------------------ child --
-
-std::vector<char*> c_strings(std::vector<std::string>& v) {
-  std::vector<char*> out;
-  out.reserve(v.size() + 1);
-  for (std::string& s : v) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
-// Runs in the forked child; never returns. `tfd` is the console, already the controlling
-// terminal of PID 1's session: the child becomes its foreground process group.
-[[noreturn]] void exec_child(const GuestCommand& cmd, int tfd) {
-  sigset_t ttou;
-  sigemptyset(&ttou);
-  sigaddset(&ttou, SIGTTOU);
-  sigprocmask(SIG_BLOCK, &ttou, nullptr);  // tcsetpgrp from a background group raises it.
-  setpgid(0, 0);
-  if (tfd >= 0) {
-    tcsetpgrp(tfd, getpid());
-    for (int i = 0; i <= 2; ++i) dup2(tfd, i);
-    if (tfd > 2) close(tfd);
-  }
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
-
-  std::string cwd = cmd.cwd.empty() ? "/" : cmd.cwd;
-  if (chdir(cwd.c_str()) != 0) {
-    int e = errno;
-    (Line() << "cannot chdir to " << cwd << ": " << err_str(e)).emit();
-    _exit(kStatusCannotExec);
-  }
-
-  std::vector<std::string> env = moss::agent::merge_env(cmd.env);
-  std::vector<char*> envp = c_strings(env);
-  std::vector<std::string> args = cmd.argv;
-  std::vector<char*> argv = c_strings(args);
-  environ = envp.data();  // execvp searches PATH from environ
-  execvp(argv[0], argv.data());
-  int e = errno;
-  (Line() << "cannot execute " << cmd.argv[0] << ": " << err_str(e)).emit();
-  _exit(kStatusCannotExec);
-}
-
-// Starts the command on the console; returns its pid, or -1 if fork failed. *tfd is the
-// console tty fd (or -1), which PID 1 keeps until the command ends.
-pid_t start_console_command(const GuestCommand& cmd, int* tfd_out) {
-  // PID 1 leads the session that owns the console, and the command runs as its foreground
-  // process group (job control and ^C work). The command must not lead the session: when a
-  // session leader exits, Linux hangs up its (non-pty) terminal and throws away output
-  // still queued for the UART, cutting off the end of what the command printed.
-  std::string tty = console_device();
-  int tfd = tty.empty() ? -1 : open(tty.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
-  if (tfd >= 0) {
-    setsid();
-    ioctl(tfd, TIOCSCTTY, 1);  // best effort
-    signal(SIGTTOU, SIG_IGN);  // PID 1 hands the terminal back and forth.
-  }
-  pid_t child = fork();
-  if (child < 0) {
-    warn_errno("fork", "", errno);
-    if (tfd >= 0) close(tfd);
-    return -1;
-  }
-  if (child == 0) exec_child(cmd, tfd);
-  setpgid(child, child);  // Also done by the child: whichever runs first wins the race.
-  if (tfd >= 0) tcsetpgrp(tfd, child);
-  *tfd_out = tfd;
-  return child;
-}
-
-int status_of(int st) {
-  if (WIFEXITED(st)) return WEXITSTATUS(st);
-  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
-  return kStatusInitError;
-}
-
 [[noreturn]] void report_and_power_off(int status);
 
-// PID 1's loop: the agent's connections (if it could listen), the console command (if `cmd`),
-// and every child that ends (orphans re-parented to PID 1 included). Ends the VM when the
-// console command ends (with its status) or an agent connection asks for SHUTDOWN.
-[[noreturn]] void serve(moss::agent::Fd listen_fd, const GuestCommand* cmd) {
+// PID 1's loop: the agent's connections (the listener's, and the one dialled to the host)
+// and every child that ends (orphans re-parented to PID 1 included). Ends the VM when an
+// agent connection asks for SHUTDOWN.
+[[noreturn]] void serve(moss::agent::Server* server) {
   moss::agent::ChildSignals sig;
   bool have_sig = sig.install() == 0;
   if (!have_sig) warn_errno("sigaction", "SIGCHLD", errno);
-  moss::agent::Server server(std::move(listen_fd));
-
-  int tfd = -1;
-  pid_t console = -1;
-  if (cmd != nullptr) {
-    console = start_console_command(*cmd, &tfd);
-    if (console < 0) report_and_power_off(kStatusInitError);
-  }
   std::vector<pollfd> fds;
   for (;;) {
     fds.clear();
     fds.push_back({have_sig ? sig.fd() : -1, POLLIN, 0});
-    server.fill(&fds);
+    server->fill(&fds);
     // Without the SIGCHLD pipe, look for ended children now and then.
     int r = poll(fds.data(), fds.size(), have_sig ? -1 : 200);
     if (r < 0 && errno != EINTR) {
@@ -376,19 +269,10 @@ int status_of(int st) {
     }
     if (r < 0) continue;
     if (fds[0].revents) sig.drain();
-    int st = 0;
-    bool console_ended = false;
-    moss::agent::reap_children(&server, console, &st, &console_ended);
-    if (console_ended) {
-      if (tfd >= 0) {
-        tcsetpgrp(tfd, getpgrp());
-        close(tfd);
-      }
-      report_and_power_off(status_of(st));
-    }
-    server.handle(fds.data() + 1, fds.size() - 1);
+    moss::agent::reap_children(server);
+    server->handle(fds.data() + 1, fds.size() - 1);
     int status;
-    if (server.shutdown_requested(&status)) report_and_power_off(status);
+    if (server->shutdown_requested(&status)) report_and_power_off(status);
   }
 }
 
@@ -436,7 +320,7 @@ int main() {
 
   (Line() << "ready").emit(STDOUT_FILENO);
 
-  GuestCommand cmd;
+  moss::guest::GuestConfig config;
   std::string cmdline;
   if (!read_file("/proc/cmdline", &cmdline)) {
     warn_errno("read", "/proc/cmdline", errno);
@@ -446,14 +330,24 @@ int main() {
       (Line() << "bad kernel command line: " << r.error).emit();
       report_and_power_off(kStatusInitError);
     }
-    cmd = std::move(r.command);
+    config = r.config;
   }
-  if (cmd.has_argv) serve(std::move(listen_fd), &cmd);
-  // No command on the kernel command line: the host runs programs through the agent and ends
-  // the VM with a SHUTDOWN request. Without the agent nothing could ever happen: stop.
-  if (!listen_fd.valid()) {
-    (Line() << "no moss.argv and the agent cannot listen: nothing to run").emit();
+  bool listening = listen_fd.valid();
+  moss::agent::Server server(std::move(listen_fd));
+  if (config.dial_port != 0 && listening) {
+    // The host waits for this connection to run its program: a failure here would leave it
+    // waiting, so end the VM instead (the host reports the status).
+    moss::agent::Fd conn = moss::agent::dial_vsock(VMADDR_CID_HOST, config.dial_port, &agent_error);
+    if (!conn.valid()) {
+      (Line() << "agent: " << agent_error).emit();
+      report_and_power_off(kStatusInitError);
+    }
+    server.add_connection(std::move(conn));
+  }
+  // Without the agent nothing could ever happen: stop.
+  if (!listening) {
+    (Line() << "the agent cannot listen: nothing to run").emit();
     report_and_power_off(kStatusInitError);
   }
-  serve(std::move(listen_fd), nullptr);
+  serve(&server);
 }

@@ -3,6 +3,8 @@
 // virtualization, or the nested test host: see tests/kvm/run-kvm-test.sh).
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <gtest/gtest.h>
@@ -137,11 +139,24 @@ TEST(FreestandingGuest, TooManyVcpusIsRefused) {
 }
 
 // Starts the spin guest and returns once it runs; the vcpu process is moss's only child.
+// The moss-ROLE child of the broker `moss_pid`, or -1.
+pid_t child_named(pid_t moss_pid, const std::string& exe_name) {
+  for (pid_t kid : children_of(moss_pid)) {
+    std::error_code ec;
+    auto exe = std::filesystem::read_symlink("/proc/" + std::to_string(kid) + "/exe", ec).string();
+    if (exe.size() >= exe_name.size() && exe.compare(exe.size() - exe_name.size(), exe_name.size(), exe_name) == 0) {
+      return kid;
+    }
+  }
+  return -1;
+}
+
+// The vcpu process of a VM running the spin guest. Its other children are the device workers
+// (every VM has a vsock worker).
 pid_t start_spinning(Process& p) {
   EXPECT_TRUE(p.wait_for_output("spinning", seconds(60))) << p.out();
-  auto kids = children_of(p.pid());
-  EXPECT_EQ(kids.size(), 1u);
-  return kids.empty() ? -1 : kids[0];
+  EXPECT_GT(child_named(p.pid(), "moss-vsock"), 0);
+  return child_named(p.pid(), "moss-vcpu");
 }
 
 TEST(VmProcess, VcpuRunsInItsOwnProcess) {
@@ -412,13 +427,15 @@ TEST(LinuxGuest, RefusedOnPvmWithOneSentence) {
 
 TEST(LinuxGuest, RunsACommandAndReturnsItsStatus) {
   require_kvm();
-  // Output right up to the command's exit must arrive: a burst, then a last line.
+  // Output right up to the command's exit must arrive: a burst, then a last line. It is the
+  // command's alone (through the agent): no console lines, no carriage returns.
   auto o = run({moss(), "run", "--", "sh", "-c", "echo guest says \"$((6 * 7))\"; seq 1 500; echo the last line; exit 7"},
                seconds(300));
   EXPECT_EQ(o.exit_code, 7) << describe(o);
-  EXPECT_NE(o.out.find("moss-init: ready"), std::string::npos) << describe(o);
-  EXPECT_NE(o.out.find("guest says 42"), std::string::npos) << describe(o);
-  EXPECT_NE(o.out.find("499\r\n500\r\nthe last line\r\nmoss-init: exit 7"), std::string::npos) << describe(o);
+  std::string want = "guest says 42\n";
+  for (int i = 1; i <= 500; i++) want += std::to_string(i) + "\n";
+  EXPECT_EQ(o.out, want + "the last line\n") << describe(o);
+  EXPECT_EQ(o.err, "") << describe(o);
 }
 
 TEST(LinuxGuest, PoweroffEndsTheVmThroughAcpi) {
@@ -439,6 +456,250 @@ TEST(LinuxGuest, TwoVcpusAreBothOnline) {
                seconds(300));
   EXPECT_EQ(o.exit_code, 0) << describe(o);
   EXPECT_NE(o.out.find("online=0-1 nproc=2"), std::string::npos) << describe(o);
+}
+
+struct Scratch {
+  std::filesystem::path dir;
+  Scratch() {
+    dir = std::filesystem::temp_directory_path() / ("moss-disk-" + std::to_string(getpid()) + "-" +
+                                                     std::to_string(std::rand()));
+    std::filesystem::create_directories(dir);
+  }
+  ~Scratch() { std::filesystem::remove_all(dir); }
+  // A file of `bytes` bytes from a seeded generator (different seeds, different content).
+  std::string image(const std::string& name, size_t bytes, uint32_t seed) {
+    std::string path = (dir / name).string();
+    std::string data(bytes, '\0');
+    uint64_t x = 0x9e3779b97f4a7c15ull * (seed + 1);
+    for (size_t i = 0; i < bytes; i++) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      data[i] = static_cast<char>(x);
+    }
+    int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    close(fd);
+    return path;
+  }
+};
+
+std::string sha256(const std::string& path, size_t head_bytes = 0) {
+  std::string cmd = head_bytes ? "head -c " + std::to_string(head_bytes) + " " + path + " | sha256sum"
+                               : "sha256sum < " + path;
+  auto o = run({"sh", "-c", cmd}, seconds(30));
+  return o.out.substr(0, 64);
+}
+
+// ---- The main job: a program in the guest through its agent (guest/agent/), with stdin,
+// stdout, stderr and the exit status as if it ran here.
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// `moss run` in a shell pipeline: `script` with MOSS standing for the moss binary.
+Outcome shell(std::string script, seconds timeout = seconds(300)) {
+  for (size_t at; (at = script.find("MOSS")) != std::string::npos;) script.replace(at, 4, quote(moss()));
+  return run({"sh", "-c", script}, timeout);
+}
+
+TEST(LinuxGuest, PipedInputIsCountedByTheGuestsWc) {
+  require_kvm();
+  Scratch s;
+  std::string in = (s.dir / "du.txt").string();
+  // du -a over /etc rather than / : the same pipe, sized for a TCG nested host.
+  auto o = shell("du -a /etc 2>/dev/null | tee " + quote(in) + " | MOSS run -- wc -l");
+  auto lines = shell("wc -l < " + quote(in), seconds(30));
+  ASSERT_EQ(lines.exit_code, 0) << describe(lines);
+  int want = std::atoi(lines.out.c_str());
+  ASSERT_GT(want, 100) << describe(lines);
+  EXPECT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_EQ(o.out, std::to_string(want) + "\n") << describe(o);
+}
+
+TEST(LinuxGuest, ExitStatusSignalAndSeparateStreams) {
+  require_kvm();
+  auto seven = run({moss(), "run", "--", "sh", "-c", "exit 7"}, seconds(300));
+  EXPECT_EQ(seven.exit_code, 7) << describe(seven);
+  EXPECT_EQ(seven.out, "") << describe(seven);
+  // Killed by SIGTERM: 128 + 15, like a shell; each stream holds only its own lines.
+  auto term = run({moss(), "run", "--", "sh", "-c", "echo to stdout; echo to stderr >&2; echo more stdout; kill -TERM $$"},
+                  seconds(300));
+  EXPECT_EQ(term.exit_code, 143) << describe(term);
+  EXPECT_EQ(term.out, "to stdout\nmore stdout\n") << describe(term);
+  EXPECT_EQ(term.err, "to stderr\n") << describe(term);
+  // --env and --workdir reach the program; a missing program is 127 with one sentence.
+  auto env = run({moss(), "run", "--env", "GREETING=hi there", "--workdir", "/proc", "--", "sh", "-c",
+                  "echo \"$GREETING from $(pwd)\""},
+                 seconds(300));
+  EXPECT_EQ(env.exit_code, 0) << describe(env);
+  EXPECT_EQ(env.out, "hi there from /proc\n") << describe(env);
+  auto missing = run({moss(), "run", "--", "no-such-program"}, seconds(300));
+  EXPECT_EQ(missing.exit_code, 127) << describe(missing);
+  EXPECT_NE(missing.err.find("no-such-program"), std::string::npos) << describe(missing);
+}
+
+TEST(LinuxGuest, SixtyFourMiBThroughCatComeBackIdentical) {
+  require_kvm();
+  Scratch s;
+  std::string in = (s.dir / "random.bin").string();
+  ASSERT_EQ(shell("head -c 64M /dev/urandom > " + quote(in), seconds(60)).exit_code, 0);
+  auto o = shell("MOSS run -- cat < " + quote(in) + " | sha256sum", seconds(600));
+  EXPECT_EQ(o.exit_code, 0) << describe(o);
+  EXPECT_EQ(o.out.substr(0, 64), sha256(in)) << describe(o);
+  // Through a pipe too (not a file moss could read at its own pace), and byte counts match.
+  auto piped = shell("cat " + quote(in) + " | MOSS run -- cat | wc -c", seconds(600));
+  EXPECT_EQ(piped.exit_code, 0) << describe(piped);
+  EXPECT_EQ(std::atol(piped.out.c_str()), 64l << 20) << describe(piped);
+}
+
+TEST(LinuxGuest, UnreadInputDoesNotBlockTheProgram) {
+  require_kvm();
+  // `yes` never ends: the program ignores its stdin, exits, and moss with it.
+  auto o = shell("yes | MOSS run -- sh -c 'echo done; exit 3'", seconds(300));
+  EXPECT_EQ(o.exit_code, 3) << describe(o);
+  EXPECT_EQ(o.out, "done\n") << describe(o);
+}
+
+// A pseudo-terminal the test drives like a user at a terminal.
+class Terminal {
+ public:
+  explicit Terminal(const std::vector<std::string>& argv) {
+    winsize ws{};
+    ws.ws_row = 40;
+    ws.ws_col = 100;
+    pid_ = forkpty(&master_, nullptr, nullptr, &ws);
+    if (pid_ == 0) {
+      std::vector<char*> a;
+      for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+      a.push_back(nullptr);
+      setenv("TERM", "xterm", 1);
+      execv(a[0], a.data());
+      _exit(127);
+    }
+  }
+  ~Terminal() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (master_ >= 0) close(master_);
+  }
+  void type(const std::string& keys) { ASSERT_EQ(write(master_, keys.data(), keys.size()), static_cast<ssize_t>(keys.size())); }
+  // Reads until `needle` appears after position `from` of everything read, or the time-out.
+  bool wait_for(const std::string& needle, size_t from, seconds timeout) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (screen_.find(needle, from) == std::string::npos) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count();
+      if (left <= 0) return false;
+      pollfd pf{master_, POLLIN, 0};
+      if (poll(&pf, 1, static_cast<int>(left)) <= 0) continue;
+      char buf[4096];
+      ssize_t n = read(master_, buf, sizeof buf);
+      if (n <= 0) return false;
+      screen_.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+  int wait_exit(seconds timeout) {
+    for (auto end = std::chrono::steady_clock::now() + timeout; std::chrono::steady_clock::now() < end;) {
+      wait_for("\x01never", screen_.size(), seconds(1));  // Keep draining the terminal.
+      int st;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {
+        reaped_ = true;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      }
+    }
+    return -1;
+  }
+  const std::string& screen() const { return screen_; }
+  size_t size() const { return screen_.size(); }
+
+ private:
+  int master_ = -1;
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  std::string screen_;
+};
+
+TEST(LinuxGuest, PtyShellHasAPromptATtyAndCtrlCInterruptsSleep) {
+  require_kvm();
+  Terminal t({moss(), "run", "-t", "--", "sh"});
+  ASSERT_TRUE(t.wait_for("# ", 0, seconds(300))) << t.screen();
+  size_t mark = t.size();
+  t.type("tty; echo cols=$COLUMNS; stty size\r");
+  EXPECT_TRUE(t.wait_for("/dev/pts/", mark, seconds(30))) << t.screen();
+  EXPECT_TRUE(t.wait_for("40 100", mark, seconds(30))) << "the terminal size did not reach the guest: " << t.screen();
+  // Ctrl-C ends the foreground sleep, not the VM: the shell prompts again and still answers.
+  mark = t.size();
+  t.type("sleep 1000\r");
+  ASSERT_TRUE(t.wait_for("sleep 1000", mark, seconds(30))) << t.screen();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  mark = t.size();
+  t.type("\x03");
+  EXPECT_TRUE(t.wait_for("# ", mark, seconds(30))) << "no prompt after ^C: " << t.screen();
+  mark = t.size();
+  t.type("echo alive $((40 + 2))\r");
+  EXPECT_TRUE(t.wait_for("alive 42", mark, seconds(30))) << t.screen();
+  EXPECT_EQ(t.screen().find("job control turned off"), std::string::npos) << t.screen();
+  t.type("exit 3\r");
+  EXPECT_EQ(t.wait_exit(seconds(60)), 3) << t.screen();
+}
+
+// The value of "key": "..." or "key": N in `json` (moss stats output), or "".
+std::string json_field(const std::string& json, const std::string& key) {
+  size_t at = json.find("\"" + key + "\": ");
+  if (at == std::string::npos) return "";
+  at += key.size() + 4;
+  if (json[at] == '"') return json.substr(at + 1, json.find('"', at + 1) - at - 1);
+  return json.substr(at, json.find_first_of(",}\n", at) - at);
+}
+
+TEST(LinuxGuest, VsockBothWaysAndTwoVmsHaveDifferentCids) {
+  require_kvm();
+  Scratch s;
+  std::string rt = (s.dir / "rt").string(), a_sock = (s.dir / "a.sock").string();
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
+  // Guest-initiated: each command runs only because moss-init connected to the host's port
+  // 1124, which the vsock worker carried to "<socket>_1124", where moss run listens.
+  Process a({moss(), "run", "--name", "va", "--vsock-socket", a_sock, "--", "sh", "-c", "echo up; exec sleep 600"}, env);
+  Process b({moss(), "run", "--name", "vb", "--", "sh", "-c", "echo up; exec sleep 600"}, env);
+  ASSERT_TRUE(a.wait_for_output("up\n", seconds(400))) << a.out();
+  ASSERT_TRUE(b.wait_for_output("up\n", seconds(400))) << b.out();
+  auto sa = run({moss(), "stats", "va"}, seconds(10), env);
+  auto sb = run({moss(), "stats", "vb"}, seconds(10), env);
+  ASSERT_EQ(sa.exit_code, 0) << describe(sa);
+  ASSERT_EQ(sb.exit_code, 0) << describe(sb);
+  std::string cid_a = json_field(sa.out, "vsock_cid"), cid_b = json_field(sb.out, "vsock_cid");
+  EXPECT_GE(std::atoi(cid_a.c_str()), 3) << sa.out;
+  EXPECT_GE(std::atoi(cid_b.c_str()), 3) << sb.out;
+  EXPECT_NE(cid_a, cid_b) << "two running VMs share a CID";
+  EXPECT_EQ(json_field(sa.out, "vsock_socket"), a_sock);
+  std::string b_sock = json_field(sb.out, "vsock_socket");
+  EXPECT_EQ(b_sock, rt + "/cid-" + cid_b + "/vsock") << sb.out;
+  // The dial socket is gone once used: one connection runs the command.
+  EXPECT_FALSE(std::filesystem::exists(a_sock + "_1124"));
+  // Host-initiated: "CONNECT 1124" on each VM's socket reaches that VM's agent (not the other's).
+  std::string exec = build_dir() + "/moss-agent-exec";
+  auto ea = run({exec, "--uds", a_sock, "--timeout-ms", "30000", "--", "sh", "-c", "cat /proc/sys/kernel/random/boot_id"},
+                seconds(60));
+  auto eb = run({exec, "--uds", b_sock, "--timeout-ms", "30000", "--", "sh", "-c", "cat /proc/sys/kernel/random/boot_id"},
+                seconds(60));
+  EXPECT_EQ(ea.exit_code, 0) << describe(ea);
+  EXPECT_EQ(eb.exit_code, 0) << describe(eb);
+  EXPECT_EQ(ea.out.size(), 37u) << describe(ea);
+  EXPECT_NE(ea.out, eb.out) << "both connections reached the same guest";
+  for (const char* name : {"va", "vb"}) {
+    auto stop = run({moss(), "stop", name}, seconds(60), env);
+    EXPECT_EQ(stop.exit_code, 0) << describe(stop);
+  }
+  EXPECT_EQ(a.wait(seconds(30)).exit_code, 128 + SIGTERM);
+  EXPECT_EQ(b.wait(seconds(30)).exit_code, 128 + SIGTERM);
+  // Nothing of either VM is left: sockets, the default directory.
+  EXPECT_FALSE(std::filesystem::exists(a_sock));
+  EXPECT_FALSE(std::filesystem::exists(rt + "/cid-" + cid_b));
 }
 
 // ---- The freestanding virtio-blk guest (tests/guests/virtio_blk.c): its own minimal driver
@@ -479,38 +740,6 @@ TEST(FreestandingGuest, VirtioBlkReadAndWriteThroughTheTransportAndWorker) {
 // vhost-user backend).
 
 // A scratch directory for disk images, removed with the test.
-struct Scratch {
-  std::filesystem::path dir;
-  Scratch() {
-    dir = std::filesystem::temp_directory_path() / ("moss-disk-" + std::to_string(getpid()) + "-" +
-                                                     std::to_string(std::rand()));
-    std::filesystem::create_directories(dir);
-  }
-  ~Scratch() { std::filesystem::remove_all(dir); }
-  // A file of `bytes` bytes from a seeded generator (different seeds, different content).
-  std::string image(const std::string& name, size_t bytes, uint32_t seed) {
-    std::string path = (dir / name).string();
-    std::string data(bytes, '\0');
-    uint64_t x = 0x9e3779b97f4a7c15ull * (seed + 1);
-    for (size_t i = 0; i < bytes; i++) {
-      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-      data[i] = static_cast<char>(x);
-    }
-    int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-    EXPECT_GE(fd, 0);
-    EXPECT_EQ(write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
-    close(fd);
-    return path;
-  }
-};
-
-std::string sha256(const std::string& path, size_t head_bytes = 0) {
-  std::string cmd = head_bytes ? "head -c " + std::to_string(head_bytes) + " " + path + " | sha256sum"
-                               : "sha256sum < " + path;
-  auto o = run({"sh", "-c", cmd}, seconds(30));
-  return o.out.substr(0, 64);
-}
-
 TEST(LinuxGuest, TwoDisksAreVdaAndVdbAndDataCrossesBothWays) {
   require_kvm();
   Scratch s;
@@ -523,8 +752,8 @@ TEST(LinuxGuest, TwoDisksAreVdaAndVdbAndDataCrossesBothWays) {
                 "dd if=/dev/vda of=/dev/vdb bs=64k count=16 conv=fsync 2>/dev/null && echo copied"},
                seconds(300));
   EXPECT_EQ(o.exit_code, 0) << describe(o);
-  EXPECT_NE(o.out.find("8192\r\n4096\r\n"), std::string::npos) << describe(o);  // 512-byte sectors.
-  EXPECT_NE(o.out.find("queues=2\r\n"), std::string::npos) << describe(o);
+  EXPECT_NE(o.out.find("8192\n4096\n"), std::string::npos) << describe(o);  // 512-byte sectors.
+  EXPECT_NE(o.out.find("queues=2\n"), std::string::npos) << describe(o);
   EXPECT_NE(o.out.find(a_sum + "  /dev/vda"), std::string::npos) << describe(o);
   EXPECT_NE(o.out.find("copied"), std::string::npos) << describe(o);
   EXPECT_EQ(sha256(b, 1 << 20), sha256(a, 1 << 20));
@@ -539,7 +768,7 @@ TEST(LinuxGuest, ReadOnlyDiskRefusesWrites) {
                 "cat /sys/block/vda/ro; echo x | dd of=/dev/vda conv=fsync 2>/dev/null && echo wrote || echo refused"},
                seconds(300));
   EXPECT_EQ(o.exit_code, 0) << describe(o);
-  EXPECT_NE(o.out.find("1\r\nrefused"), std::string::npos) << describe(o);
+  EXPECT_NE(o.out.find("1\nrefused"), std::string::npos) << describe(o);
   EXPECT_EQ(sha256(a), before);
 }
 
@@ -559,7 +788,7 @@ struct MidIo {
                                  "i=1; while true; do printf 'block %-10d' $i | dd of=/dev/vda bs=4096 seek=$i "
                                  "conv=sync,fsync 2>/dev/null; echo flushed $i; i=$((i+1)); done"},
         std::map<std::string, std::string>{{"MOSS_RUNTIME_DIR", rt}});
-    EXPECT_TRUE(p->wait_for_output("flushed 3\r\n", seconds(300))) << p->out();
+    EXPECT_TRUE(p->wait_for_output("flushed 3\n", seconds(300))) << p->out();
     for (pid_t kid : children_of(p->pid())) {
       std::string exe = std::filesystem::read_symlink("/proc/" + std::to_string(kid) + "/exe").string();
       if (exe.find("moss-vcpu") != std::string::npos) vcpu = kid;
@@ -730,18 +959,6 @@ TEST(Sandbox, TheSameProbesSucceedWithNoSandbox) {
       EXPECT_EQ(results[key], "allowed") << key << ": " << describe(o);
     }
   }
-}
-
-// The moss-ROLE child of the broker `moss_pid`, or -1.
-pid_t child_named(pid_t moss_pid, const std::string& exe_name) {
-  for (pid_t kid : children_of(moss_pid)) {
-    std::error_code ec;
-    auto exe = std::filesystem::read_symlink("/proc/" + std::to_string(kid) + "/exe", ec).string();
-    if (exe.size() >= exe_name.size() && exe.compare(exe.size() - exe_name.size(), exe_name.size(), exe_name) == 0) {
-      return kid;
-    }
-  }
-  return -1;
 }
 
 // The worker makes a forbidden call while the VM runs (on SIGUSR2, a test hook): seccomp kills

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The README's first command, run as written: it must boot the default Debian kernel with
-# moss-init to the marker (through the nested test host where this host's KVM cannot run
-# Linux), run the command, and exit 0.
+# moss-init (through the nested test host where this host's KVM cannot run Linux), run the
+# command through the guest agent, print its output, and exit 0.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cmd=$(sed -n '/^```sh$/{n;p;q}' "$top/README.md" | sed 's/ *#.*$//')
@@ -18,6 +18,7 @@ for attempt in 1 2; do
 done
 echo "$out" | tail -20
 [ $rc -eq 0 ] || { echo "exit status $rc, expected 0"; exit 1; }
-grep -q "moss-init: ready" <<<"$out" || { echo "no 'moss-init: ready' marker on the console"; exit 1; }
-grep -q "^Linux moss " <<<"$(tr -d '\r' <<<"$out")" || { echo "no output from 'uname -a' in the guest"; exit 1; }
+# The command's output, as it printed it (no console carriage returns, no console lines).
+grep -q "^Linux moss " <<<"$out" || { echo "no output from 'uname -a' in the guest"; exit 1; }
+if grep -q "moss-init: ready" <<<"$out"; then echo "the guest console leaked into the command's output"; exit 1; fi
 echo "README main job: OK"
