@@ -822,6 +822,13 @@ int run_vm(const cli::RunOptions& options) {
     std::fprintf(stderr, "moss: %s\n", console.error().message.c_str());
     return kExitFailure;
   }
+  // Every VM has a vsock device (with a command, the way its agent is reached).
+  auto vsock = vmvsock::Plan::prepare(cid::default_dir(), control::runtime_dir(), options.vsock_socket,
+                                      options.has_command ? agent::kAgentPort : 0);
+  if (!vsock) {
+    std::fprintf(stderr, "moss: %s\n", vsock.error().message.c_str());
+    return kExitFailure;
+  }
   auto prepared = prepare(options);
   if (!prepared) {
     std::fprintf(stderr, "moss: %s\n", prepared.error().message.c_str());
@@ -838,13 +845,6 @@ int run_vm(const cli::RunOptions& options) {
     }
     if (e->removed_stale()) LOG_INFO("removed the control socket a crashed run named %s left behind", options.name.c_str());
     endpoint = std::move(*e);
-  }
-  // Every VM has a vsock device (with a command, the way its agent is reached).
-  auto vsock = vmvsock::Plan::prepare(cid::default_dir(), control::runtime_dir(), options.vsock_socket,
-                                      options.has_command ? agent::kAgentPort : 0);
-  if (!vsock) {
-    std::fprintf(stderr, "moss: %s\n", vsock.error().message.c_str());
-    return kExitFailure;
   }
   int vs[2];  // The vsock device's vhost-user connection: the vcpu process's end, the worker's.
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, vs) != 0) {

@@ -119,5 +119,28 @@ TEST_F(BadInput, DisksThatCannotBeUsed) {
   expect_one_sentence(run({moss(), "device", "tape"}), 2, "unknown device kind 'tape'");
 }
 
+TEST_F(BadInput, CommandOptionsThatCannotWork) {
+  // The test's stdin is not a terminal.
+  expect_one_sentence(run({moss(), "run", "-t", "--", "sh"}), 2, "-t needs a terminal on stdin");
+  expect_one_sentence(run({moss(), "run", "--env", "NOEQUALS", "--", "true"}), 2, "--env needs KEY=VALUE");
+  expect_one_sentence(run({moss(), "run", "--workdir", "tmp", "--", "true"}), 2, "--workdir needs an absolute path");
+  auto nodir = (dir_ / "no-such-dir" / "v.sock").string();
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--vsock-socket", nodir}), 125,
+                      "the directory of the vsock socket " + nodir + " does not exist");
+  auto console = (dir_ / "no-such-dir" / "console.log").string();
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--console", console, "--", "true"}), 125,
+                      "cannot open the --console file " + console);
+}
+
+TEST_F(BadInput, VsockWorkerRunsThroughMoss) {
+  auto caps = run({moss(), "device", "vsock", "--print-capabilities"});
+  EXPECT_EQ(caps.exit_code, 0) << caps.err;
+  EXPECT_NE(caps.out.find("\"type\": \"vsock\""), std::string::npos) << caps.out;
+  auto bad = run({moss(), "device", "vsock", "--socket-path", (dir_ / "v.sock").string()});
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_EQ(bad.err.rfind("moss-vsock: ", 0), 0u) << bad.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "v.sock"));
+}
+
 }  // namespace
 }  // namespace moss::test
