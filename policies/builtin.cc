@@ -6,6 +6,7 @@ const char* role_name(Role role) {
   switch (role) {
     case Role::kVcpu: return "vcpu";
     case Role::kBlk: return "blk";
+    case Role::kVsock: return "vsock";
   }
   return "?";
 }
@@ -17,7 +18,7 @@ std::optional<Role> role_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-std::vector<Role> all_roles() { return {Role::kVcpu, Role::kBlk}; }
+std::vector<Role> all_roles() { return {Role::kVcpu, Role::kBlk, Role::kVsock}; }
 
 }  // namespace moss::sandbox
 

@@ -4,15 +4,18 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <functional>
 
 #include "policies/sandbox.h"
@@ -138,6 +141,60 @@ TEST(BuiltinPolicies, VcpuMayUseKvmRunButBlkMayNot) {
   EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kBlk, kvm_run)));
 }
 
+TEST(BuiltinPolicies, VsockMayConnectUnixStreamSocketsAndNothingElse) {
+  // The socket moss-vsock makes for a guest connection, and its connect (to a path that is
+  // not there: allowed, so it fails with ENOENT).
+  int status = run_filtered(Role::kVsock, [] {
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return 1;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, "/nonexistent/moss-vsock-policy-test_5000");
+    if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != -1 || errno != ENOENT) return 2;
+    // accept4 on a socket that does not listen: allowed, so EINVAL.
+    if (accept4(s, nullptr, nullptr, SOCK_CLOEXEC) != -1 || errno != EINVAL) return 3;
+    return 0;
+  });
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+
+  constexpr int kFlags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+  struct Case {
+    const char* what;
+    std::function<int()> body;
+  };
+  std::vector<Case> killed = {
+      {"socket(AF_INET)", [] { return socket(AF_INET, SOCK_STREAM | kFlags, 0); }},
+      {"socket(AF_INET6)", [] { return socket(AF_INET6, SOCK_STREAM | kFlags, 0); }},
+      {"socket(AF_NETLINK)", [] { return socket(AF_NETLINK, SOCK_DGRAM | kFlags, 0); }},
+      {"socket(AF_VSOCK)", [] { return socket(AF_VSOCK, SOCK_STREAM | kFlags, 0); }},
+      {"socket(AF_UNIX, SOCK_DGRAM)", [] { return socket(AF_UNIX, SOCK_DGRAM | kFlags, 0); }},
+      {"socket(AF_UNIX, SOCK_SEQPACKET)", [] { return socket(AF_UNIX, SOCK_SEQPACKET | kFlags, 0); }},
+      {"a blocking socket(AF_UNIX)", [] { return socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0); }},
+      {"socketpair", [] {
+         int sv[2];
+         return socketpair(AF_UNIX, SOCK_STREAM | kFlags, 0, sv);
+       }},
+      {"bind", [] {
+         sockaddr_un addr{};
+         addr.sun_family = AF_UNIX;
+         return bind(0, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+       }},
+      {"listen", [] { return listen(0, 1); }},
+      {"unlink", [] { return unlink("/nonexistent/moss-vsock-policy-test"); }},
+      {"clone (a thread)", [] {
+         return static_cast<int>(syscall(SYS_clone, CLONE_VM | CLONE_THREAD | CLONE_SIGHAND, 0, 0, 0, 0));
+       }},
+  };
+  for (const auto& c : killed) {
+    EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kVsock, c.body))) << "vsock: " << c.what;
+  }
+  // The other roles may neither connect nor accept.
+  for (Role r : {Role::kVcpu, Role::kBlk}) {
+    EXPECT_TRUE(killed_by_sigsys(run_filtered(r, [] { return connect(0, nullptr, 0); }))) << sandbox::role_name(r);
+    EXPECT_TRUE(killed_by_sigsys(run_filtered(r, [] { return accept4(0, nullptr, nullptr, 0); }))) << sandbox::role_name(r);
+  }
+}
+
 std::string run_tool(const std::string& args) {
   std::string out;
   FILE* f = popen((std::string(MOSS_POLICY_TOOL) + " " + args + " 2>&1").c_str(), "r");
@@ -166,7 +223,7 @@ TEST(MossPolicyTool, PrintsTheBpfProgram) {
 }
 
 TEST(MossPolicyTool, RefusesAnUnknownRoleWithOneSentence) {
-  EXPECT_EQ(run_tool("net"), "moss-policy: 'net' is not a role (the roles are: vcpu, blk)\n\nstatus 1");
+  EXPECT_EQ(run_tool("net"), "moss-policy: 'net' is not a role (the roles are: vcpu, blk, vsock)\n\nstatus 1");
 }
 
 TEST(SandboxLaunch, TheEnvironmentValueRoundTrips) {

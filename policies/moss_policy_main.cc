@@ -19,7 +19,7 @@ const char kUsage[] =
     "       moss-policy --file PATH    check a policy file (includes found beside it) and print it\n"
     "       moss-policy --list         list the roles and the built-in policy files\n"
     "\n"
-    "ROLE is one of: vcpu, blk. The policies are compiled into moss's binaries from policies/*.policy;\n"
+    "ROLE is one of: vcpu, blk, vsock. The policies are compiled into moss's binaries from policies/*.policy;\n"
     "a call a role's policy does not allow kills that process (SIGSYS).\n";
 
 void print(const Policy& p, const std::string& origin) {
@@ -40,6 +40,13 @@ void print(const Policy& p, const std::string& origin) {
     if (!r.comment.empty()) note += " (" + r.comment + ")";
     std::printf("%-40s # %s\n", line.c_str(), note.c_str());
   }
+}
+
+// "vcpu, blk, vsock".
+std::string role_list() {
+  std::string out;
+  for (auto r : moss::sandbox::all_roles()) out += (out.empty() ? "" : ", ") + std::string(moss::sandbox::role_name(r));
+  return out;
 }
 
 int fail(const std::string& msg) {
@@ -89,7 +96,7 @@ int main(int argc, char** argv) {
   std::string role_name = bpf ? a2 : a1;
   if (argc != (bpf ? 3 : 2)) return fail(std::string("unexpected arguments (see moss-policy --help)"));
   auto role = moss::sandbox::role_from_name(role_name);
-  if (!role) return fail("'" + role_name + "' is not a role (the roles are: vcpu, blk)");
+  if (!role) return fail("'" + role_name + "' is not a role (the roles are: " + role_list() + ")");
   auto p = moss::policy::builtin(*role);
   if (!p) return fail(p.error().message);
   auto f = moss::policy::Filter::compile(*p);
