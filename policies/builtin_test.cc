@@ -240,5 +240,56 @@ TEST(SandboxLaunch, TheEnvironmentValueRoundTrips) {
   }
 }
 
+// enter()'s keep_dirs are checked before anything is mounted: each bad one is the one sentence
+// the launcher gets, and the child exits 1. (That a good one works is jail_test's
+// Sandbox.VsockWorkerKeepsItsSocketDirectoryAndNothingElse, in a real jail.)
+TEST(SandboxKeepDirs, EachBadDirectoryIsOneSentence) {
+  struct Case {
+    std::string dir, error;
+  };
+  const std::vector<Case> cases = {
+      {"relative/dir", "it cannot keep the directory 'relative/dir': it is not an absolute path"},
+      {"", "it cannot keep the directory '': it is not an absolute path"},
+      {"/", "it cannot keep the directory '/': that is the whole host tree"},
+      {"//", "it cannot keep the directory '//': that is the whole host tree"},
+      {"/tmp/../etc", "it cannot keep the directory '/tmp/../etc': it has a '..' component (give the path without them)"},
+      {"/tmp/./x", "it cannot keep the directory '/tmp/./x': it has a '.' component (give the path without them)"},
+      {"/proc/self", "it cannot keep the directory '/proc/self': the sandbox's own root is mounted over /proc while it is built"},
+      {"/etc/passwd", "it cannot keep the directory '/etc/passwd': it is not a directory"},
+      {"/nonexistent-moss-keep-dir", "it cannot keep the directory '/nonexistent-moss-keep-dir': No such file or directory"},
+  };
+  for (const auto& c : cases) {
+    int report[2], err[2];
+    ASSERT_EQ(pipe2(report, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(err, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+      // In a mount namespace of its own, so that even a check that wrongly passed could not
+      // touch the host's mounts (as root; unprivileged, mounting fails anyway).
+      if (unshare(CLONE_NEWNS) != 0) (void)!unshare(CLONE_NEWUSER | CLONE_NEWNS);
+      dup2(err[1], 2);
+      setenv(sandbox::kEnv, sandbox::format_launch({Role::kVsock, true, report[1]}).c_str(), 1);
+      sandbox::enter(Role::kVsock, {c.dir});
+      _exit(42);  // enter() returned: the directory was accepted.
+    }
+    close(report[1]);
+    close(err[1]);
+    auto slurp = [](int fd) {
+      std::string out;
+      char buf[512];
+      ssize_t n;
+      while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+      close(fd);
+      return out;
+    };
+    std::string reported = slurp(report[0]), printed = slurp(err[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << c.dir << ": status " << status;
+    EXPECT_EQ(reported, "error " + c.error + "\n") << c.dir;
+    EXPECT_EQ(printed, "moss-vsock: cannot enter the sandbox: " + c.error + "\n") << c.dir;
+  }
+}
+
 }  // namespace
 }  // namespace moss::policy

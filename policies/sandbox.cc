@@ -7,14 +7,19 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "base/syscall.h"
 #include "policies/probes.h"
@@ -48,15 +53,90 @@ int last_capability() {
   return v > 0 && v < 64 ? v : CAP_LAST_CAP;
 }
 
+// A directory to keep (enter's keep_dirs), checked: its path and that path's components.
+struct KeptDir {
+  std::string path;                 // "/run/moss/cid-3", no trailing or doubled slashes.
+  std::vector<std::string> parts;  // {"run", "moss", "cid-3"}
+};
+
+// Checks `dirs` (see enter() in sandbox.h) and drops any that another one already holds
+// (duplicates, or under another kept directory: the recursive bind brings it along, and making
+// its mount point would write into the host's directory). Errors are sentences.
+Result<std::vector<KeptDir>> check_keep_dirs(const std::vector<std::string>& dirs) {
+  std::vector<KeptDir> out;
+  for (const auto& d : dirs) {
+    auto bad = [&](const std::string& why) { return make_error("it cannot keep the directory '" + d + "': " + why); };
+    if (d.empty() || d[0] != '/') return bad("it is not an absolute path");
+    if (d.size() >= PATH_MAX) return bad("the path is too long");
+    KeptDir k;
+    for (size_t i = 1; i <= d.size();) {
+      size_t slash = std::min(d.find('/', i), d.size());
+      std::string part = d.substr(i, slash - i);
+      if (part == "." || part == "..") return bad("it has a '" + part + "' component (give the path without them)");
+      if (!part.empty()) {
+        k.parts.push_back(part);
+        k.path += "/" + part;
+      }
+      i = slash + 1;
+    }
+    if (k.parts.empty()) return bad("that is the whole host tree");
+    if (k.parts[0] == "proc") return bad("the sandbox's own root is mounted over /proc while it is built");
+    struct stat st;
+    if (stat(k.path.c_str(), &st) != 0) return bad(strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return bad("it is not a directory");
+    out.push_back(std::move(k));
+  }
+  // Sorted, a directory comes right before those under it.
+  std::sort(out.begin(), out.end(), [](const KeptDir& a, const KeptDir& b) { return a.parts < b.parts; });
+  std::vector<KeptDir> kept;
+  for (auto& k : out) {
+    bool held = !kept.empty() && kept.back().parts.size() <= k.parts.size() &&
+                std::equal(kept.back().parts.begin(), kept.back().parts.end(), k.parts.begin());
+    if (!held) kept.push_back(std::move(k));
+  }
+  return kept;
+}
+
+// Makes `k`'s path inside the new root (the working directory) and bind-mounts the host's
+// directory there: recursively (in a user namespace a non-recursive bind of a tree with
+// locked submounts fails), then remounted nosuid, nodev, noexec, keeping read-only if the
+// host's mount is (a flag locked by the user namespace must stay, or the remount fails).
+Result<void> keep_dir(const KeptDir& k) {
+  std::string at = ".";
+  for (const auto& part : k.parts) {
+    at += "/" + part;
+    // EEXIST: made for another kept directory with the same parents.
+    if (mkdir(at.c_str(), 0555) != 0 && errno != EEXIST) {
+      return make_error("cannot make " + k.path + " in the new root: " + strerror(errno), errno);
+    }
+  }
+  if (mount(k.path.c_str(), at.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    return make_error("cannot bind-mount " + k.path + ": " + strerror(errno), errno);
+  }
+  struct statvfs sv;
+  if (statvfs(at.c_str(), &sv) != 0) return make_error("cannot read the flags of " + k.path + ": " + strerror(errno), errno);
+  unsigned long locked = (sv.f_flag & ST_RDONLY) ? MS_RDONLY : 0;  // Atime flags are kept by a bind remount.
+  if (mount(nullptr, at.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC | locked, nullptr) != 0) {
+    return make_error("cannot remount " + k.path + " nosuid, nodev and noexec: " + strerror(errno), errno);
+  }
+  return {};
+}
+
 // An empty, read-only root: a tmpfs mounted over /proc (any existing directory would do)
-// becomes the root, and the host's tree is detached from this mount namespace.
-Result<void> pivot_to_empty_root() {
+// becomes the root, and the host's tree is detached from this mount namespace. The kept
+// directories are bound into it first, so they stay when the host's tree goes.
+Result<void> pivot_to_empty_root(const std::vector<KeptDir>& keep) {
+  // An inode and a page for each directory leading to a kept one (at most that many).
+  size_t dirs = 0;
+  for (const auto& k : keep) dirs += k.parts.size();
+  std::string options = "size=" + std::to_string(4 * (1 + dirs)) + "k,nr_inodes=" + std::to_string(4 + dirs) + ",mode=0555";
   MOSS_CHECK(MOSS_SYS(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr)));
-  MOSS_CHECK(MOSS_SYS(mount("moss-sandbox", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                            "size=4k,nr_inodes=4,mode=0555")));
+  MOSS_CHECK(MOSS_SYS(mount("moss-sandbox", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str())));
   MOSS_CHECK(MOSS_SYS(chdir("/proc")));
+  for (const auto& k : keep) MOSS_CHECK(keep_dir(k));
   // pivot_root(".", "."): the old root ends up stacked on the new one, and goes with the
-  // detach below (pivot_root(2), "NOTES").
+  // detach below (pivot_root(2), "NOTES"). The kept directories are mounts on the new root's
+  // directories, not the old root's, so they stay.
   MOSS_CHECK(MOSS_SYS(syscall(SYS_pivot_root, ".", ".")));
   MOSS_CHECK(MOSS_SYS(umount2(".", MNT_DETACH)));
   MOSS_CHECK(MOSS_SYS(chdir("/")));
@@ -131,7 +211,14 @@ std::string format_launch(const Launch& l) {
   return std::string(role_name(l.role)) + (l.jailed ? ":jail:" : ":none:") + std::to_string(l.report_fd);
 }
 
-void enter(Role role) {
+bool launched_jailed() {
+  const char* env = std::getenv(kEnv);
+  if (env == nullptr) return false;
+  auto launch = parse_launch(env);
+  return launch && launch->jailed;
+}
+
+void enter(Role role, const std::vector<std::string>& keep_dirs) {
   const char* env = std::getenv(kEnv);
   // Started by hand (another VMM, a test harness): the jail is the launcher's to begin, and
   // whoever started us gave us no more than they have. See the TODO in sandbox.h.
@@ -166,8 +253,10 @@ void enter(Role role) {
   auto filter = policy::Filter::compile(*policy, trap);
   if (!filter) fail(role, fd, "its built-in policy does not compile: " + filter.error().message);
 
+  auto keep = check_keep_dirs(keep_dirs);
+  if (!keep) fail(role, fd, keep.error().message);
   int last_cap = last_capability();
-  if (auto r = pivot_to_empty_root(); !r) fail(role, fd, "cannot pivot into an empty root: " + r.error().message);
+  if (auto r = pivot_to_empty_root(*keep); !r) fail(role, fd, "cannot pivot into an empty root: " + r.error().message);
   if (auto r = drop_capabilities(last_cap); !r) fail(role, fd, r.error().message);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) {
     fail(role, fd, std::string("cannot set no_new_privs: ") + strerror(errno));

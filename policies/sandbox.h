@@ -7,7 +7,8 @@
 // load the program from, and a seccomp filter loaded before exec would have to allow execve.
 // So each role's main() calls enter() first thing, before it reads one byte from a peer:
 //
-//   1. pivot_root into an empty tmpfs, remounted read-only; the host's tree is detached;
+//   1. pivot_root into an empty tmpfs, remounted read-only; the host's tree is detached (but
+//      for the directories the role asked to keep, bind-mounted at the same path);
 //   2. every capability dropped (libcap-ng: effective, permitted, inheritable, ambient and the
 //      bounding set), securebits locked so none comes back;
 //   3. the role's seccomp policy (policies/ROLE.policy, compiled in) loaded, default action
@@ -20,6 +21,9 @@
 // or moss-vcpu by a test harness, runs unjailed, with no more than its starter has.
 // TODO(security): jail standalone workers too (they open their disk and socket by path).
 #pragma once
+
+#include <string>
+#include <vector>
 
 #include "policies/builtin.h"
 
@@ -42,6 +46,20 @@ std::string format_launch(const Launch& launch);
 // Finishes the jail for `role` and loads its policy. Returns only when the process is jailed
 // (or, under --no-sandbox or when started by hand, knowingly not); on any failure it prints
 // one sentence, reports it to the launcher and exits with status 1.
-void enter(Role role);
+//
+// `keep_dirs`: host directories that stay visible inside the otherwise empty root, at the same
+// path, read-write but nosuid, nodev and noexec (flags the host mount has locked, such as
+// read-only, stay). Each is bind-mounted recursively (mounts below it come along with their
+// own flags); the directories leading to it are empty and read-only like the rest of the root.
+// Each must be an absolute path of an existing directory, without "." or ".." components, and
+// neither / nor under /proc; anything else fails as above. Unjailed, they are ignored (the
+// whole host tree is there anyway). A role's seccomp policy still decides what it may do
+// there: moss-vsock, the one role that keeps a directory, may only connect() to its sockets.
+void enter(Role role, const std::vector<std::string>& keep_dirs = {});
+
+// Whether the launcher started this process to be jailed (kEnv says "jail"), i.e. whether
+// enter() will pivot and filter. For what a role must prepare differently before entering
+// (moss-vsock makes its --uds-path absolute, since the jail's working directory is /).
+bool launched_jailed();
 
 }  // namespace moss::sandbox
