@@ -46,6 +46,27 @@ Sandbox blk(uint32_t queues, uint64_t disk_bytes, bool enabled) {
   return s;
 }
 
+Sandbox vsock(bool enabled, uint32_t max_connections) {
+  Sandbox s;
+  s.role = sandbox::Role::kVsock;
+  s.enabled = enabled;
+  // stdio, the vhost-user socket, the host programs' listener, the event loop (epoll and
+  // libevent's signal pipe), up to 8 guest memory regions, a kick, a call and an error eventfd
+  // per queue (3): within 64. Then one host socket per connection carried, up to 64 host
+  // programs still sending their CONNECT line (devices/vsock/worker.cc), and room for the one
+  // it accepts and closes at once when those limits are reached: it never gets to EMFILE.
+  s.limits.nofile = 64 + uint64_t{max_connections} + 64 + 16;
+  // One thread (libevent's loop starts none; clone is not in vsock.policy), and room for the
+  // test hooks' probes, which fork one child at a time. Counted as for vcpu() above.
+  s.limits.nproc = 16;
+  // It writes no file of its own (the vhost-user inflight area is not offered); only its
+  // stderr can be one, a file the user sent the broker's stderr to, and RLIMIT_FSIZE bounds
+  // the offset of every write to it, so a little room rather than none.
+  s.limits.fsize = 64 * kMiB;
+  s.limits.memlock = 0;
+  return s;
+}
+
 uint64_t disk_bytes(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return 0;
