@@ -66,7 +66,8 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
     } else if (name == "--uds-path") {
       MOSS_TRY(o.uds_path, take());
       // Guest connections to port N go to "<path>_N": room for "_4294967295" in sun_path.
-      constexpr size_t kMax = sizeof(sockaddr_un{}.sun_path) - 1 - 11;
+      constexpr size_t kMax = kMaxUdsPath;
+      static_assert(kMax == sizeof(sockaddr_un{}.sun_path) - 1 - 11);
       if (o.uds_path.empty() || o.uds_path.size() > kMax) {
         return make_error("--uds-path needs a path of 1 to " + std::to_string(kMax) + " bytes (\"_<port>\" is appended for guest connections)");
       }

@@ -3,6 +3,7 @@
 // options or a one-sentence usage error out.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -10,6 +11,10 @@
 #include "base/result.h"
 
 namespace moss::vsock {
+
+// The longest --uds-path: guest connections to port N go to "<path>_N", and "_4294967295"
+// must fit in sockaddr_un's 108 bytes with the terminating NUL.
+inline constexpr size_t kMaxUdsPath = 108 - 1 - 11;
 
 struct CliOptions {
   enum class Mode { kServe, kPrintCapabilities, kHelp };
@@ -28,8 +33,10 @@ std::string usage_text();
 // The --print-capabilities JSON (docs/interop/vhost-user.json, VHostUserBackendCapabilities).
 std::string capabilities_json();
 
-// The moss-vsock program: parses argv, listens on --uds-path, serves until the frontend
-// (--fd) or a signal ends it. Returns the exit status: 0, 1 (could not run) or 2 (bad usage).
+// The moss-vsock program: parses argv, listens on --uds-path, enters its sandbox when the
+// broker's launcher started it (policies/sandbox.h: the vsock role, keeping --uds-path's
+// directory), and serves until the frontend (--fd) or a signal ends it. Returns the exit
+// status: 0, 1 (could not run) or 2 (bad usage).
 int vsock_main(int argc, char** argv);
 
 }  // namespace moss::vsock

@@ -1,15 +1,21 @@
 // moss-vsock's program logic, a library function so that `moss device vsock` can run it too.
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <optional>
 #include <vector>
 
 #include "base/log.h"
-#include "devices/vsock/cli.h"
 #include "base/unix_socket.h"
+#include "devices/vsock/cli.h"
 #include "devices/vsock/worker.h"
+#include "policies/sandbox.h"
 
 namespace moss::vsock {
 namespace {
@@ -17,6 +23,31 @@ namespace {
 int fail(int status, const std::string& message) {
   std::fprintf(stderr, "moss-vsock: %s\n", message.c_str());
   return status;
+}
+
+// "/a/b/c" -> "/a/b"; "/c" -> "/".
+std::string parent_dir(const std::string& absolute_path) {
+  size_t slash = absolute_path.rfind('/');
+  return slash == 0 || slash == std::string::npos ? "/" : absolute_path.substr(0, slash);
+}
+
+// --uds-path as the jailed worker must use it: its directory resolved (absolute, no symlinks,
+// no "." or ".."), since the jail's working directory is / and it keeps only that directory.
+Result<std::string> jailed_uds_path(const std::string& uds_path, size_t max_bytes) {
+  size_t slash = uds_path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : uds_path.substr(0, slash));
+  std::string name = slash == std::string::npos ? uds_path : uds_path.substr(slash + 1);
+  if (name.empty() || name == "." || name == "..") return make_error("--uds-path must name a socket, not '" + uds_path + "'");
+  char resolved[PATH_MAX];
+  if (::realpath(dir.c_str(), resolved) == nullptr) {
+    return make_error("cannot resolve the directory of --uds-path " + uds_path + ": " + std::strerror(errno), errno);
+  }
+  std::string out = std::string(resolved) + (std::strcmp(resolved, "/") == 0 ? "" : "/") + name;
+  if (out.size() > max_bytes) {
+    return make_error("--uds-path " + uds_path + " is " + out + " once resolved, longer than " + std::to_string(max_bytes) +
+                      " bytes; give a shorter path");
+  }
+  return out;
 }
 
 }  // namespace
@@ -47,26 +78,43 @@ int vsock_main(int argc, char** argv) {
     sock.reset(o.fd);
     ::fcntl(o.fd, F_SETFD, FD_CLOEXEC);
   }
-  auto host_listener = listen_unix(o.uds_path, 64, /*nonblocking=*/true);
+  // Everything that needs the host's tree comes before the sandbox: the listeners (a stale
+  // socket is replaced by path), and the --uds-path directory it keeps (sandbox.h).
+  const bool jailed = sandbox::launched_jailed();
+  std::string uds_path = o.uds_path;
+  if (jailed) {
+    auto resolved = jailed_uds_path(o.uds_path, kMaxUdsPath);
+    if (!resolved.ok()) return fail(1, resolved.error().message);
+    uds_path = *resolved;
+  }
+  auto host_listener = listen_unix(uds_path, 64, /*nonblocking=*/true);
   if (!host_listener.ok()) return fail(1, host_listener.error().message);
-  SocketPathGuard host_guard(o.uds_path);
-  // TODO(security): sandbox here (namespaces, seccomp). The worker still needs to connect to
-  // "<uds-path>_<port>" for guest connections, so its mount namespace must keep that directory.
+  UniqueFd listener;
+  if (!o.socket_path.empty()) {
+    auto l = listen_unix(o.socket_path, 8, /*nonblocking=*/true);
+    if (!l.ok()) return fail(1, l.error().message);
+    listener = std::move(*l);
+  }
+  // Jailed, the worker cannot remove its sockets (vsock.policy has no unlink): whoever started
+  // it does (the broker, which chose the paths).
+  std::optional<SocketPathGuard> host_guard, guard;
+  if (!jailed) {
+    host_guard.emplace(uds_path);
+    if (listener.valid()) guard.emplace(o.socket_path);
+  }
+  sandbox::enter(sandbox::Role::kVsock, {parent_dir(uds_path)});
 
   DeviceOptions d;
   d.guest_cid = o.guest_cid;
-  d.uds_path = o.uds_path;
+  d.uds_path = uds_path;
   d.limits.max_connections = o.max_connections;
   auto worker = Worker::create(d);
   if (!worker.ok()) return fail(1, worker.error().message);
   if (auto r = (*worker)->stop_on_signals(); !r.ok()) return fail(1, r.error().message);
   if (auto r = (*worker)->accept_hosts(host_listener->get()); !r.ok()) return fail(1, r.error().message);
 
-  if (!o.socket_path.empty()) {
-    auto listener = listen_unix(o.socket_path, 8, /*nonblocking=*/true);
-    if (!listener.ok()) return fail(1, listener.error().message);
-    SocketPathGuard guard(o.socket_path);
-    auto r = (*worker)->serve_listener(listener->get());
+  if (listener.valid()) {
+    auto r = (*worker)->serve_listener(listener.get());
     if (!r.ok()) return fail(1, r.error().message);
     return 0;
   }
