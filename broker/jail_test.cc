@@ -1,6 +1,7 @@
 // The launcher and the sandbox with real children (host-only: no KVM needed). moss-blk gets a
-// socketpair end as its vhost-user connection and a memfd as its disk; moss-vcpu gets a
-// control socket and is probed before it would need KVM. The probes (policies/probes.h) run
+// socketpair end as its vhost-user connection and a memfd as its disk; moss-vsock the same
+// connection and a fresh directory for its --uds-path (the one its jail keeps); moss-vcpu gets
+// a control socket and is probed before it would need KVM. The probes (policies/probes.h) run
 // inside each child's sandbox and say what they could do; the same probes unjailed
 // (--no-sandbox) must succeed, which proves they can fail.
 #include <fcntl.h>
@@ -10,10 +11,14 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -51,12 +56,39 @@ struct ScopedEnv {
   }
 };
 
+// A directory of our own under /tmp, removed with everything in it.
+struct ScopedDir {
+  std::string path;
+  static ScopedDir make() {
+    ScopedDir d;
+    char tmpl[] = "/tmp/moss-jail-test-XXXXXX";
+    if (mkdtemp(tmpl) != nullptr) d.path = tmpl;
+    EXPECT_FALSE(d.path.empty()) << "mkdtemp: " << strerror(errno);
+    return d;
+  }
+  ScopedDir() = default;
+  ScopedDir(ScopedDir&& o) noexcept : path(std::move(o.path)) { o.path.clear(); }
+  ScopedDir& operator=(ScopedDir&& o) noexcept {
+    remove();
+    path = std::move(o.path);
+    o.path.clear();
+    return *this;
+  }
+  ~ScopedDir() { remove(); }
+  void remove() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+    path.clear();
+  }
+};
+
 // A started child, its peer ends, and its captured stderr.
 struct Child {
   pid_t pid = -1;
-  UniqueFd peer;     // Our end of its socket (vhost-user for blk, control for vcpu).
+  UniqueFd peer;     // Our end of its socket (vhost-user for blk and vsock, control for vcpu).
   UniqueFd err_read;
   Error error;       // Why spawn_child failed, if it did.
+  ScopedDir dir;     // vsock: the directory of its --uds-path, dir.path + "/vsock.sock".
 
   // Closes its socket, waits for it to exit and returns everything it wrote to stderr.
   std::string finish(int* status_out = nullptr) {
@@ -90,6 +122,13 @@ Child start(Role role, bool jailed) {
     spec.argv = {"moss-blk", "--fd", "3", "--disk-fd", "4", "--disk", "test.img"};
     spec.fds = {sv[1], disk.get()};
     spec.sandbox = jail::blk(1, 1 << 20, jailed);
+  } else if (role == Role::kVsock) {
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    c.dir = ScopedDir::make();
+    spec.path = build_dir() + "/moss-vsock";
+    spec.argv = {"moss-vsock", "--fd", "3", "--guest-cid", "3", "--uds-path", c.dir.path + "/vsock.sock"};
+    spec.fds = {sv[1]};
+    spec.sandbox = jail::vsock(jailed);
   } else {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
     disk.reset(open("/dev/null", O_RDWR | O_CLOEXEC));  // Stands in for /dev/kvm and the kernel.
@@ -181,6 +220,8 @@ TEST(Sandbox, EachLayerHoldsWithoutSeccomp) {
 TEST(Sandbox, BlkWorkerProbesAreAllBlocked) { expect_all_blocked(Role::kBlk); }
 TEST(Sandbox, VcpuProcessProbesAreAllBlocked) { expect_all_blocked(Role::kVcpu); }
 TEST(Sandbox, BlkWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kBlk); }
+TEST(Sandbox, VsockWorkerProbesAreAllBlocked) { expect_all_blocked(Role::kVsock); }
+TEST(Sandbox, VsockWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kVsock); }
 TEST(Sandbox, VcpuProcessProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kVcpu); }
 
 std::string read_text(const std::string& path) {
@@ -251,6 +292,89 @@ TEST(Sandbox, JailedWorkerSeenFromOutside) {
   int st = 0;
   c.finish(&st);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << describe_wait_status(st);
+}
+
+std::vector<std::string> entries(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) out.push_back(e.path().filename().string());
+  EXPECT_FALSE(ec) << dir << ": " << ec.message();
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// sandbox::enter's keep_dirs, through moss-vsock, which keeps the directory of its --uds-path:
+// seen through /proc/PID/root (that is, through the worker's own mounts), that directory is
+// there, readable and writable, nothing else of the host is, and the root around it is still
+// read-only. (From inside, the worker's seccomp filter allows no open; the harness test
+// vsock_jail_test shows it connecting to sockets there.)
+TEST(Sandbox, VsockWorkerKeepsItsSocketDirectoryAndNothingElse) {
+  if (geteuid() != 0) GTEST_SKIP() << "SKIP: looking into the root of another user namespace takes root";
+  ScopedEnv env({});
+  ScopedDir outside = ScopedDir::make();
+  std::ofstream(outside.path + "/outside.txt") << "not for the worker";
+  Child c = start(Role::kVsock, true);
+  ASSERT_GT(c.pid, 0) << c.error.message;
+  const std::string root = "/proc/" + std::to_string(c.pid) + "/root", kept = c.dir.path;
+  std::ofstream(kept + "/inside.txt") << "for the worker";
+
+  // Inside the kept directory: its socket, and our file, readable...
+  struct stat st;
+  ASSERT_EQ(stat((root + kept + "/vsock.sock").c_str(), &st), 0) << strerror(errno);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(read_text(root + kept + "/inside.txt"), "for the worker");
+  // ...and writable: what is written there lands in the host's directory.
+  {
+    std::ofstream out(root + kept + "/written.txt");
+    out << "from inside";
+    EXPECT_TRUE(out.good());
+  }
+  EXPECT_EQ(read_text(kept + "/written.txt"), "from inside");
+  // Outside it, nothing of the host.
+  for (const std::string& p : {outside.path + "/outside.txt", outside.path, std::string("/etc/passwd"), std::string("/usr")}) {
+    errno = 0;
+    EXPECT_NE(access((root + p).c_str(), F_OK), 0) << p;
+    EXPECT_EQ(errno, ENOENT) << p;
+  }
+  // The root holds only the way to the kept directory.
+  std::string tail = kept.substr(std::string("/tmp/").size());
+  EXPECT_EQ(entries(root), std::vector<std::string>{"tmp"});
+  EXPECT_EQ(entries(root + "/tmp"), std::vector<std::string>{tail});
+  // And it is read-only around it.
+  for (const char* p : {"/new-file", "/tmp/new-file"}) {
+    errno = 0;
+    int fd = open((root + p).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    EXPECT_LT(fd, 0) << p;
+    EXPECT_EQ(errno, EROFS) << p;
+    if (fd >= 0) close(fd);
+  }
+  errno = 0;
+  EXPECT_NE(mkdir((root + "/tmp/new-dir").c_str(), 0700), 0);
+  EXPECT_EQ(errno, EROFS);
+  // Its mounts, as it sees them: the read-only root and the kept directory, writable but
+  // nosuid, nodev and noexec.
+  std::map<std::string, std::string> mounts;  // mount point -> per-mount options
+  std::istringstream info(read_text("/proc/" + std::to_string(c.pid) + "/mountinfo"));
+  std::string line;
+  while (std::getline(info, line)) {
+    std::istringstream f(line);
+    std::string id, parent, dev, at_root, point, options;
+    f >> id >> parent >> dev >> at_root >> point >> options;
+    mounts[point] = options;
+    std::printf("  vsock mount %s %s\n", point.c_str(), options.c_str());
+  }
+  ASSERT_EQ(mounts.size(), 2u) << read_text("/proc/" + std::to_string(c.pid) + "/mountinfo");
+  auto has = [](const std::string& options, const std::string& flag) {
+    return ("," + options + ",").find("," + flag + ",") != std::string::npos;
+  };
+  for (const char* flag : {"ro", "nosuid", "nodev", "noexec"}) EXPECT_TRUE(has(mounts["/"], flag)) << mounts["/"];
+  for (const char* flag : {"rw", "nosuid", "nodev", "noexec"}) EXPECT_TRUE(has(mounts[kept], flag)) << mounts[kept];
+
+  int status = 0;
+  std::string err = c.finish(&status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << describe_wait_status(status) << "\n" << err;
+  // Jailed, the worker may not unlink: its socket is left for whoever started it to remove.
+  EXPECT_TRUE(std::filesystem::exists(kept + "/vsock.sock"));
 }
 
 TEST(Sandbox, ForbiddenSyscallKillsTheWorkerWithSigsys) {
