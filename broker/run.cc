@@ -183,6 +183,8 @@ std::string self_dir() {
   return path.substr(0, path.rfind('/'));
 }
 
+constexpr char kVsockWorker[] = "the vsock worker";
+
 // A device worker the broker started for this VM.
 struct Worker {
   pid_t pid = -1;
@@ -225,7 +227,6 @@ class Session {
   void set_raw_terminal();
   void restore_terminal();
   bool command_running() const { return client_ && !client_->finished(); }
-  int command_status() const;  // After finish(): the exit status of moss run for the command.
   control::VmStats stats() const;
 
   void read_control();
@@ -463,6 +464,19 @@ void Session::accept_agent() {
   int fd = accept4(vsock_->dial_listener(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (fd < 0) return;  // EAGAIN, or the connection went away again.
   UniqueFd sock(fd);
+  // Only the VM's own vsock worker carries the guest's connection here; any other process
+  // that can reach the socket would otherwise be sent the command (and could answer for it).
+  ucred peer{};
+  socklen_t len = sizeof peer;
+  pid_t worker = -1;
+  for (const auto& w : workers_) {
+    if (w.what == kVsockWorker) worker = w.pid;
+  }
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || peer.pid != worker) {
+    LOG_WARN("refused a connection to the agent's socket from pid %d, which is not this VM's vsock worker",
+             static_cast<int>(peer.pid));
+    return;
+  }
   // One connection runs the command; nothing else is accepted there.
   event_free(agent_dial_ev_);
   agent_dial_ev_ = nullptr;
@@ -914,7 +928,7 @@ int run_vm(const cli::RunOptions& options) {
       return kExitFailure;
     }
     (*vsock)->worker_listens();
-    workers.push_back({*wpid, "the vsock worker", false, UniqueFd()});
+    workers.push_back({*wpid, kVsockWorker, false, UniqueFd()});
     vsock_worker_end.reset();
   }
 

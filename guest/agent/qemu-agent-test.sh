@@ -35,6 +35,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/moss-agent.XXXXXX")
 PIDS=()
 cleanup() {
   local p
+  # QEMU runs under timeout(1): TERM reaches QEMU through it (KILL would orphan QEMU).
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  sleep 0.5
   for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   [ -n "${KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
 }
@@ -196,10 +199,12 @@ EOF
   done
   boot dial "moss.dial=5555"
   [ "$UDS" = "$WORK/dial-vsock.sock" ] || fail "boot() names its sockets differently now: $UDS"
-  out=$("$EXEC" --uds "$WORK/relay.sock" --timeout-ms 240000 -- sh -c 'echo through the dial; exit 6'); st=$?
+  out=$("$EXEC" --uds "$WORK/relay.sock" --timeout-ms 240000 --shutdown -- sh -c 'echo through the dial; exit 6'); st=$?
   [ $st -eq 6 ] && [ "$out" = "through the dial" ] || fail "the dialled session gave status $st and '$out'"
   grep -q "the guest dialled in" "$WORK/relay.log" || fail "the guest never dialled"
-  log "moss.dial: the guest connected to ${UDS##*/}_5555 and ran a program over it, exit 6"
+  wait_gone "$QEMU_PID" 60 || fail "the dialled guest did not power off within 60 s of SHUTDOWN"
+  grep -aq "moss-init: exit 6" "$CONSOLE" || fail "no 'moss-init: exit 6' after the dialled session's SHUTDOWN"
+  log "moss.dial: the guest connected to ${UDS##*/}_5555, ran a program over it (exit 6) and powered off"
 else
   log "no python3: the moss.dial part is skipped"
 fi

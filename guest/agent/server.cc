@@ -124,16 +124,25 @@ void reap_children(Server* server, pid_t also, int* also_status, bool* also_reap
   }
 }
 
-Fd listen_vsock(uint32_t port, std::string* error) {
+namespace {
+
+// A vsock stream socket and the address cid:port, or an empty Fd and *error.
+Fd vsock_socket(uint32_t cid, uint32_t port, sockaddr_vm* addr, std::string* error) {
   Fd s(socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid()) {
-    *error = std::string("cannot create a vsock socket (is the vsock module loaded?): ") + strerror(errno);
-    return Fd();
-  }
-  struct sockaddr_vm addr = {};
-  addr.svm_family = AF_VSOCK;
-  addr.svm_cid = VMADDR_CID_ANY;
-  addr.svm_port = port;
+  if (!s.valid()) *error = std::string("cannot create a vsock socket (is the vsock module loaded?): ") + strerror(errno);
+  *addr = {};
+  addr->svm_family = AF_VSOCK;
+  addr->svm_cid = cid;
+  addr->svm_port = port;
+  return s;
+}
+
+}  // namespace
+
+Fd listen_vsock(uint32_t port, std::string* error) {
+  sockaddr_vm addr;
+  Fd s = vsock_socket(VMADDR_CID_ANY, port, &addr, error);
+  if (!s.valid()) return Fd();
   if (bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     *error = "cannot bind vsock port " + std::to_string(port) + ": " + strerror(errno);
     return Fd();
@@ -146,15 +155,9 @@ Fd listen_vsock(uint32_t port, std::string* error) {
 }
 
 Fd dial_vsock(uint32_t cid, uint32_t port, std::string* error) {
-  Fd s(socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid()) {
-    *error = std::string("cannot create a vsock socket (is the vsock module loaded?): ") + strerror(errno);
-    return Fd();
-  }
-  struct sockaddr_vm addr = {};
-  addr.svm_family = AF_VSOCK;
-  addr.svm_cid = cid;
-  addr.svm_port = port;
+  sockaddr_vm addr;
+  Fd s = vsock_socket(cid, port, &addr, error);
+  if (!s.valid()) return Fd();
   if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     *error = "cannot connect to vsock " + std::to_string(cid) + ":" + std::to_string(port) + ": " + strerror(errno);
     return Fd();

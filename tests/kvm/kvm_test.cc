@@ -561,6 +561,12 @@ TEST(LinuxGuest, UnreadInputDoesNotBlockTheProgram) {
   auto o = shell("yes | MOSS run -- sh -c 'echo done; exit 3'", seconds(300));
   EXPECT_EQ(o.exit_code, 3) << describe(o);
   EXPECT_EQ(o.out, "done\n") << describe(o);
+  // The other way round: a reader that goes away ends a program that never stops writing, as
+  // SIGPIPE would here (128 + 13).
+  auto gone = shell("{ MOSS run -- yes; echo \"moss exited $?\" >&2; } | head -n 2", seconds(300));
+  EXPECT_EQ(gone.exit_code, 0) << describe(gone);
+  EXPECT_EQ(gone.out, "y\ny\n") << describe(gone);
+  EXPECT_NE(gone.err.find("moss exited 141"), std::string::npos) << describe(gone);
 }
 
 // A pseudo-terminal the test drives like a user at a terminal.
@@ -920,7 +926,7 @@ std::string virtio_blk_disk(Scratch& s) {
   return img;
 }
 
-TEST(Sandbox, ProbesInsideTheVcpuProcessAndTheBlkWorkerAreBlocked) {
+TEST(Sandbox, ProbesInsideTheVcpuProcessAndTheWorkersAreBlocked) {
   require_kvm();
   Scratch s;
   std::string img = virtio_blk_disk(s);
@@ -930,7 +936,7 @@ TEST(Sandbox, ProbesInsideTheVcpuProcessAndTheBlkWorkerAreBlocked) {
   EXPECT_EQ(o.exit_code, 0) << describe(o);
   EXPECT_NE(o.out.find("virtio-blk-guest: ok"), std::string::npos) << describe(o);
   auto results = probe_results(o.err);
-  for (const char* role : {"vcpu", "blk"}) {
+  for (const char* role : {"vcpu", "blk", "vsock"}) {
     for (const char* probe : kProbes) {
       std::string key = std::string(role) + " " + probe;
       ASSERT_TRUE(results.count(key)) << key << " did not report: " << describe(o);
@@ -953,7 +959,7 @@ TEST(Sandbox, TheSameProbesSucceedWithNoSandbox) {
             std::string::npos)
       << describe(o);
   auto results = probe_results(o.err);
-  for (const char* role : {"vcpu", "blk"}) {
+  for (const char* role : {"vcpu", "blk", "vsock"}) {
     for (const char* probe : kProbes) {
       std::string key = std::string(role) + " " + probe;
       EXPECT_EQ(results[key], "allowed") << key << ": " << describe(o);
