@@ -4,8 +4,9 @@
 
 namespace moss {
 
-// The console is the guest's only output until the exec agent exists; `quiet` keeps kernel
-// chatter off it, reboot=k makes a reboot an i8042 pulse we see, panic=-1 reboots at once.
+// `quiet` keeps kernel chatter off the console (stdout without a command, the --console
+// file or the failure report with one), reboot=k makes a reboot an i8042 pulse we see,
+// panic=-1 reboots at once.
 // ACPI (hardware-reduced) describes the CPUs, the UART, the i8042 and the PCI host bridge
 // that virtio disks sit behind, and powers the VM off.
 inline constexpr const char* kBaseCmdline = "console=ttyS0 reboot=k panic=-1 quiet";

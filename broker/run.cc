@@ -209,6 +209,7 @@ class Session {
   static void on_stdin(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->read_stdin(); }
   static void on_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->kill_child("did not stop in time"); }
   static void on_exit_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->child_lingers(); }
+  static void on_worker_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->worker_left(); }
   static void on_control_client(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->accept_client(); }
   static void on_agent_dial(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->accept_agent(); }
   static void on_agent_fd(evutil_socket_t fd, short what, void* self) {
@@ -240,6 +241,7 @@ class Session {
   int finish_vm();  // finish() without a command's outcome: how the VM ended.
   void write_stats(const rusage& child);
   void reap_workers();
+  void worker_left();
   void stop_workers();
 
   const cli::RunOptions& options_;
@@ -248,6 +250,9 @@ class Session {
   uint64_t spawn_ns_;
   std::vector<Worker> workers_;
   std::string worker_failure_;  // A worker that died while the VM ran.
+  bool worker_exit_clean_ = false;   // ... with status 0 (its connection closed).
+  bool worker_stopped_vm_ = false;   // ... and the vcpu process did not follow within 1 s.
+  event* worker_grace_ev_ = nullptr;
   std::optional<control::Endpoint> endpoint_;  // --name: the control socket.
   ConsoleSink console_;
   std::unique_ptr<vmvsock::Plan> vsock_;
@@ -301,7 +306,7 @@ void Session::read_control() {
       continue;
     }
     // EOF or a bad message: stop listening; the child's exit (SIGCHLD) finishes the session.
-    event_del(ctl_ev_);
+    if (ctl_ev_) event_del(ctl_ev_);
     if (!protocol_error_.empty()) kill_child("sent a malformed control message");
     return;
   }
@@ -565,15 +570,32 @@ void Session::reap_workers() {
     int status;
     if (waitpid(w.pid, &status, WNOHANG) != w.pid) continue;
     w.reaped = true;
-    if (!have_exit_ && !child_reaped_ && worker_failure_.empty()) {
-      // The guest's disk is gone: its I/O would hang forever. End the VM now.
-      worker_failure_ = w.what + " (pid " + std::to_string(w.pid) + ") " + describe_wait_status(status) +
-                        " while the VM was running";
-      // Stop the VM in order (its vCPUs leave KVM_RUN, the vcpu process exits and the other
-      // workers see their connections close), with the usual SIGKILL after the grace period.
-      if (!stop_signal_ && !stop_requested_) send_stop();
+    // After the loop (stop_workers) the VM is over: nothing is left to judge or stop.
+    if (base_ == nullptr || have_exit_ || child_reaped_ || !worker_failure_.empty()) continue;
+    // An exit report the vcpu process sent before closing its connections explains it.
+    read_control();
+    if (have_exit_) continue;
+    worker_failure_ = w.what + " (pid " + std::to_string(w.pid) + ") " + describe_wait_status(status) +
+                      " while the VM was running";
+    worker_exit_clean_ = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (worker_exit_clean_) {
+      // A worker ends cleanly when its vhost-user connection closes: the vcpu process is most
+      // likely on its way out (its SIGCHLD comes after its sockets close). Judge in a moment.
+      timeval grace{1, 0};
+      evtimer_add(worker_grace_ev_, &grace);
+      continue;
     }
+    // The guest's device is gone: its I/O would hang forever. End the VM now, in order (its
+    // vCPUs leave KVM_RUN, the vcpu process exits and the other workers see their connections
+    // close), with the usual SIGKILL after the grace period.
+    if (!stop_signal_ && !stop_requested_) send_stop();
   }
+}
+
+void Session::worker_left() {
+  if (have_exit_ || child_reaped_ || stop_signal_ || stop_requested_) return;
+  worker_stopped_vm_ = true;  // The vcpu process lives on without the device: a real failure.
+  send_stop();
 }
 
 void Session::stop_workers() {
@@ -679,6 +701,7 @@ int Session::run() {
     event_add(client_ev_, nullptr);
   }
   shutdown_grace_ev_ = evtimer_new(base_, on_shutdown_grace, this);
+  worker_grace_ev_ = evtimer_new(base_, on_worker_grace, this);
   if (vsock_ && vsock_->dial_listener() >= 0) {
     agent_dial_ev_ = event_new(base_, vsock_->dial_listener(), EV_READ | EV_PERSIST, on_agent_dial, this);
     event_add(agent_dial_ev_, nullptr);
@@ -698,11 +721,14 @@ int Session::run() {
   for (event* e : agent_evs_) event_free(e);
   agent_evs_.clear();
   event_free(shutdown_grace_ev_);
+  event_free(worker_grace_ev_);
   restore_terminal();
   event_free(grace_ev_);
   event_free(exit_grace_ev_);
   event_free(ctl_ev_);
+  ctl_ev_ = nullptr;
   event_base_free(base_);
+  base_ = nullptr;
   stop_workers();
   endpoint_.reset();  // The name is free again only once every process of the VM is gone.
   int status = finish();
@@ -744,7 +770,9 @@ int Session::finish_vm() {
     std::fprintf(stderr, "moss: %s\n", protocol_error_.c_str());
     return kExitFailure;
   }
-  if (!worker_failure_.empty()) {
+  // A worker that ended cleanly only followed the vcpu process out, unless the VM ran on
+  // without it and had to be stopped.
+  if (!worker_failure_.empty() && (!worker_exit_clean_ || worker_stopped_vm_)) {
     std::fprintf(stderr, "moss: %s; the VM was stopped\n", worker_failure_.c_str());
     return kExitFailure;
   }

@@ -14,6 +14,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <string>
@@ -157,6 +159,20 @@ class Feeder {
 };
 
 // Drives `c` until it finishes or `timeout` passes; false on the time-out.
+// Waits until a process whose argv is `argv` exists (scanning /proc), or the time-out.
+bool wait_for_process(const std::vector<std::string>& argv, seconds timeout) {
+  std::string want;
+  for (const auto& a : argv) want += a + '\0';
+  for (auto end = Clock::now() + timeout; Clock::now() < end; std::this_thread::sleep_for(milliseconds(20))) {
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      std::ifstream f(e.path() / "cmdline");
+      std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (cmdline == want) return true;
+    }
+  }
+  return false;
+}
+
 bool drive(ExecClient& c, seconds timeout = seconds(60)) {
   auto deadline = Clock::now() + timeout;
   while (!c.finished()) {
@@ -388,9 +404,10 @@ TEST(AgentExec, PtyShellPromptCtrlCAndWindowSize) {
     return drive_until(c, [&] { return out.data().find(s, from) != std::string::npos; });
   };
   ASSERT_TRUE(seen("moss$ ")) << out.data();
-  type("sleep 1000\n");
-  ASSERT_TRUE(seen("sleep 1000\r\n")) << out.data();  // Echoed: the shell has the line.
-  std::this_thread::sleep_for(milliseconds(300));     // Let sleep start.
+  type("sleep 1001\n");
+  ASSERT_TRUE(seen("sleep 1001\r\n")) << out.data();  // Echoed: the shell has the line.
+  // ^C must find sleep running, not the shell still starting it (slow under ASan and load).
+  ASSERT_TRUE(wait_for_process({"sleep", "1001"}, seconds(20)));
   size_t mark = out.data().size();
   auto t0 = Clock::now();
   type("\x03");
