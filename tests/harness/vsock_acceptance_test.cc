@@ -17,6 +17,7 @@
 
 #include "devices/vsock/malformed.h"
 #include "tests/harness/guest.h"
+#include "tests/harness/stream_bytes.h"
 #include "tests/harness/vsock_driver.h"
 #include "tests/harness/vsock_process.h"
 
@@ -29,31 +30,6 @@ using vsock::Op;
 constexpr uint64_t kCid = 7;
 constexpr uint32_t kGuestService = 52;    // A port the "guest" listens on.
 constexpr uint32_t kHostService = 5000;   // A port a host program listens on ("<uds>_5000").
-
-std::vector<uint8_t> pattern(uint64_t seed, size_t n) {
-  std::vector<uint8_t> out(n);
-  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    out[i] = static_cast<uint8_t>(x);
-  }
-  return out;
-}
-
-std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
-std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
-
-bool write_all(int fd, std::span<const uint8_t> b) {
-  while (!b.empty()) {
-    ssize_t n = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    b = b.subspan(static_cast<size_t>(n));
-  }
-  return true;
-}
 
 struct TestGuest {
   std::unique_ptr<Guest> guest;

@@ -29,6 +29,7 @@
 #include "broker/jail.h"
 #include "broker/launcher.h"
 #include "tests/harness/guest.h"
+#include "tests/harness/stream_bytes.h"
 #include "tests/harness/vsock_driver.h"
 #include "tests/harness/vsock_process.h"
 
@@ -38,31 +39,6 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr uint64_t kCid = 9;
-
-std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
-std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
-
-std::vector<uint8_t> pattern(uint64_t seed, size_t n) {
-  std::vector<uint8_t> out(n);
-  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (auto& b : out) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    b = static_cast<uint8_t>(x);
-  }
-  return out;
-}
-
-bool write_all(int fd, std::span<const uint8_t> b) {
-  while (!b.empty()) {
-    ssize_t n = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    b = b.subspan(static_cast<size_t>(n));
-  }
-  return true;
-}
 
 // The environment of the worker: the trap, and no leak check at exit under the sanitizers
 // (it needs ptrace and /proc, which the sandbox forbids).
