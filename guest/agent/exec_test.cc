@@ -293,10 +293,13 @@ TEST(AgentExec, ProgramReadingNoStdinIsNotBlockedByUnreadInput) {
 TEST(AgentExec, OutputStreamsBeforeTheProgramEndsAndSignalsReachIt) {
   AgentProcess agent;
   Collector out, err;
-  ExecClient c(agent.take_socket(), cmd({"sh", "-c", "echo first; sleep 1000; echo never"}), {-1, out.fd(), err.fd()});
+  ExecClient c(agent.take_socket(), cmd({"sh", "-c", "echo first; sleep 1002; echo never"}), {-1, out.fd(), err.fd()});
   ASSERT_TRUE(drive_until(c, [&] { return out.data() == "first\n"; })) << out.data();
   EXPECT_FALSE(c.finished());
   EXPECT_GT(c.guest_pid(), 0u);
+  // Signal once sleep runs: dash blocks signals while it forks, so a signal sent in between
+  // reaches the shell but not its child, which would then hold stdout open for 1002 s.
+  ASSERT_TRUE(wait_for_process({"sleep", "1002"}, seconds(20)));
   c.forward_signal(SIGINT);  // To the process group: sh and sleep, as a terminal's ^C would.
   ASSERT_TRUE(drive(c, seconds(20)));
   ASSERT_TRUE(c.outcome()) << c.outcome().error().message;
@@ -440,9 +443,9 @@ TEST(AgentExec, PtyEofEndsCat) {
 TEST(AgentExec, PtySignalGoesToTheForegroundGroup) {
   AgentProcess agent;
   Collector out;
-  ExecClient c(agent.take_socket(), pty({"sh", "-c", "echo ready; sleep 1000"}), {-1, out.fd(), -1});
+  ExecClient c(agent.take_socket(), pty({"sh", "-c", "echo ready; sleep 1003"}), {-1, out.fd(), -1});
   ASSERT_TRUE(drive_until(c, [&] { return out.data().find("ready") != std::string::npos; }));
-  std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_TRUE(wait_for_process({"sleep", "1003"}, seconds(20)));  // See the test above.
   c.forward_signal(SIGTERM);
   ASSERT_TRUE(drive(c, seconds(20)));
   ASSERT_TRUE(c.outcome()) << c.outcome().error().message;

@@ -642,7 +642,8 @@ TEST(LinuxGuest, PtyShellHasAPromptATtyAndCtrlCInterruptsSleep) {
   mark = t.size();
   t.type("sleep 1000\r");
   ASSERT_TRUE(t.wait_for("sleep 1000", mark, seconds(30))) << t.screen();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Time for the shell to start sleep as the foreground job (a TCG guest is slow to fork).
+  std::this_thread::sleep_for(std::chrono::seconds(2));
   mark = t.size();
   t.type("\x03");
   EXPECT_TRUE(t.wait_for("# ", mark, seconds(30))) << "no prompt after ^C: " << t.screen();
