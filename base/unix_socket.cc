@@ -45,6 +45,12 @@ Result<UniqueFd> listen_unix(const std::string& path, int backlog, bool nonblock
   return fd;
 }
 
+std::string parent_dir(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
 SocketPathGuard::SocketPathGuard(std::string path) : path_(std::move(path)) {
   struct stat st;
   if (::lstat(path_.c_str(), &st) == 0) {

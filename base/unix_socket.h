@@ -16,6 +16,9 @@ namespace moss {
 // any other file, is an Error.
 Result<UniqueFd> listen_unix(const std::string& path, int backlog, bool nonblocking);
 
+// The directory part of a socket path: "/a/b/c" -> "/a/b", "/c" -> "/", "c" -> ".".
+std::string parent_dir(const std::string& path);
+
 // Unlinks the socket at `path` on destruction if it is still the one we bound (same inode),
 // so a worker never removes a socket another process put there since.
 class SocketPathGuard {

@@ -12,12 +12,6 @@
 
 namespace moss::vmvsock {
 
-std::string parent_dir(const std::string& p) {
-  size_t slash = p.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : p.substr(0, slash);
-}
-
 Result<std::unique_ptr<Plan>> Plan::prepare(const std::string& cid_dir, const std::string& runtime_dir,
                                             const std::string& socket, uint32_t dial_port) {
   MOSS_TRY(cid::Lease lease, cid::Lease::take(cid_dir));

@@ -51,7 +51,4 @@ class Plan {
   std::optional<SocketPathGuard> dial_guard_, socket_guard_;
 };
 
-// "/a/b/c" -> "/a/b"; "/c" -> "/".
-std::string parent_dir(const std::string& absolute_path);
-
 }  // namespace moss::vmvsock

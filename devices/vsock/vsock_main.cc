@@ -25,17 +25,11 @@ int fail(int status, const std::string& message) {
   return status;
 }
 
-// "/a/b/c" -> "/a/b"; "/c" -> "/".
-std::string parent_dir(const std::string& absolute_path) {
-  size_t slash = absolute_path.rfind('/');
-  return slash == 0 || slash == std::string::npos ? "/" : absolute_path.substr(0, slash);
-}
-
 // --uds-path as the jailed worker must use it: its directory resolved (absolute, no symlinks,
 // no "." or ".."), since the jail's working directory is / and it keeps only that directory.
 Result<std::string> jailed_uds_path(const std::string& uds_path, size_t max_bytes) {
   size_t slash = uds_path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : uds_path.substr(0, slash));
+  std::string dir = parent_dir(uds_path);
   std::string name = slash == std::string::npos ? uds_path : uds_path.substr(slash + 1);
   if (name.empty() || name == "." || name == "..") return make_error("--uds-path must name a socket, not '" + uds_path + "'");
   char resolved[PATH_MAX];
