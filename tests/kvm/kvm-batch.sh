@@ -39,10 +39,11 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
 fi
 echo "this host's KVM is '$(kvm_mode)': running ${#todo[@]} KVM tests in the nested test host"
 # The nested host itself (QEMU TCG emulating SVM) has been seen to freeze as a whole, rarely,
-# on a loaded machine. That is the test bed failing, not a test: boot a fresh one once for
-# the tests that got no result. A test that fails inside is never retried.
+# on a loaded machine; run-in-nested-host.sh notices within --stall (its heartbeat stops) and
+# prints where its CPUs were. That is the test bed failing, not a test: boot a fresh one once
+# for the tests that got no result. A test that fails inside is never retried.
 for attempt in 1 2; do
-  "$here/../nested/run-in-nested-host.sh" --workdir "$results" --timeout 600 -- \
+  "$here/../nested/run-in-nested-host.sh" --workdir "$results" --timeout 1200 -- \
     "$here/kvm-batch.sh" --inside "$build" "$results" "${todo[@]}"
   rc=$?
   [ $rc -eq 0 ] && exit 0

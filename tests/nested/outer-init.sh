@@ -70,6 +70,16 @@ mount -t tmpfs -o mode=1777 tmpfs /host/tmp
 CTL=/host/tmp/.moss-nested
 mkdir -p $CTL
 mount -t 9p -o "$P9,cache=none" ctl $CTL || die "cannot mount the control share"
+# A heartbeat for the host side, which takes a control share that stops changing for a
+# frozen test host (QEMU TCG emulating SVM has been seen to freeze as a whole, rarely).
+( while :; do date +%s >$CTL/heartbeat; sleep 5; done ) </dev/null >/dev/null 2>&1 &
+# The kernel's text symbols, once, so that the host side can name a frozen host's
+# instruction pointers (the kernel runs with nokaslr; Debian's System.map is a stub).
+KALLSYMS_PID=''
+if [ -f $CTL/want-kallsyms ]; then
+    { grep ' [tTwW] ' /proc/kallsyms >$CTL/kallsyms.tmp && mv $CTL/kallsyms.tmp $CTL/kallsyms; } &
+    KALLSYMS_PID=$!
+fi
 # ctl/expose: host directories under /tmp to show at the same path (read-only), one a line.
 if [ -f $CTL/expose ]; then
     while read -r dir; do
@@ -97,6 +107,7 @@ rc=$?
 
 # Stop whatever the command left behind, so that the shares unmount cleanly (and
 # everything written to the work dir has reached the host) before we report.
+[ -z "$KALLSYMS_PID" ] || wait "$KALLSYMS_PID"
 kill -KILL -1 2>/dev/null
 sleep 0.1
 for i in 1 2 3 4 5 6 7 8 9 10; do umount "/host$WORKDIR" 2>/dev/null && break; sleep 0.1; done

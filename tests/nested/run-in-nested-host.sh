@@ -3,11 +3,12 @@
 # QEMU TCG with -cpu max (which emulates AMD SVM), with kvm-amd loaded, so the command
 # gets a real, hardware-style /dev/kvm. See README.md in this directory.
 #
-#   run-in-nested-host.sh [--mem MB] [--cpus N] [--timeout SEC] [--workdir DIR]
+#   run-in-nested-host.sh [--mem MB] [--cpus N] [--timeout SEC] [--stall SEC] [--workdir DIR]
 #                         [--env NAME=VALUE]... [--verbose] -- CMD [ARGS...]
 #
 # Defaults: --mem 4096 --cpus 2 --timeout 1200 (0: none). --verbose shows the kernel's
-# console on stderr.
+# console on stderr. A test host whose heartbeat stops for --stall SEC (default 120, 0: never)
+# is taken for frozen: its CPUs' state is printed, it is stopped, and the status is 125.
 # Inside, CMD runs as root, chrooted into the host's root (shared read-only over 9p),
 # with cwd = the caller's cwd when that exists inside (else /). /tmp is a fresh tmpfs,
 # /dev (with /dev/kvm), /proc and /sys are mounted. DIR (default: a fresh temporary dir,
@@ -23,7 +24,7 @@ PROG=run-in-nested-host
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 usage() {   # usage [EXIT-STATUS]
-    sed -n '6,10s/^# \{0,1\}//p' "$0" >&2
+    sed -n '6,12s/^# \{0,1\}//p' "$0" >&2
     exit "${1:-125}"
 }
 err() { echo "$PROG: $*" >&2; }
@@ -31,13 +32,14 @@ die() { err "$*"; exit 125; }
 
 # ---- options -----------------------------------------------------------------------
 # MOSS_NESTED_TIMEOUT sets the default --timeout (for callers that cannot pass options).
-MEM=4096 CPUS=2 TIMEOUT=${MOSS_NESTED_TIMEOUT:-1200} WORKDIR='' VERBOSE=0
+MEM=4096 CPUS=2 TIMEOUT=${MOSS_NESTED_TIMEOUT:-1200} STALL=120 WORKDIR='' VERBOSE=0
 ENVS=()
 while [ $# -gt 0 ]; do
     case $1 in
         --mem)      [ $# -ge 2 ] || usage; MEM=$2; shift 2 ;;
         --cpus)     [ $# -ge 2 ] || usage; CPUS=$2; shift 2 ;;
         --timeout)  [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
+        --stall)    [ $# -ge 2 ] || usage; STALL=$2; shift 2 ;;
         --workdir)  [ $# -ge 2 ] || usage; WORKDIR=$2; shift 2 ;;
         --env)      [ $# -ge 2 ] || usage; ENVS+=("$2"); shift 2 ;;
         --verbose|-v) VERBOSE=1; shift ;;
@@ -47,8 +49,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ $# -gt 0 ] || usage
-for n in "$MEM" "$CPUS" "$TIMEOUT"; do
-    case $n in ''|*[!0-9]*) die "--mem, --cpus and --timeout take integers" ;; esac
+for n in "$MEM" "$CPUS" "$TIMEOUT" "$STALL"; do
+    case $n in ''|*[!0-9]*) die "--mem, --cpus, --timeout and --stall take integers" ;; esac
 done
 for e in ${ENVS[@]+"${ENVS[@]}"}; do
     [[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env wants NAME=VALUE, not: $e"
@@ -157,14 +159,19 @@ q() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
 
 # ---- qemu --------------------------------------------------------------------------
 c() { printf '%s' "${1//,/,,}"; }   # escape a path for a qemu option list
-# loglevel=1, not 0: a panic raises the console log level only if it is not 0, and we
-# want the panic on the console log. mitigations=off: this is a throwaway test box.
-APPEND='console=ttyS0 panic=-1 reboot=t mitigations=off'
-[ "$VERBOSE" = 1 ] || APPEND="$APPEND quiet loglevel=1"
+# mitigations=off: this is a throwaway test box.
+# nokaslr: a frozen host's instruction pointers are then found in the kernel's symbols,
+# which the first run writes to the cache (ctl/want-kallsyms).
+KALLSYMS=$CACHE/kallsyms-$KVER
+[ -s "$KALLSYMS" ] || : >"$RUN/ctl/want-kallsyms"
+# loglevel=4: errors and worse (a panic, soft lockups, RCU stalls, hung tasks) reach the console.
+APPEND='console=ttyS0 panic=-1 reboot=t mitigations=off nokaslr'
+[ "$VERBOSE" = 1 ] || APPEND="$APPEND quiet loglevel=4"
 # shellcheck disable=SC2054  # commas are qemu's
 QEMU=(qemu-system-x86_64 -nodefaults -no-user-config
     -accel tcg,thread=multi -cpu max -M q35 -smp "$CPUS" -m "$MEM"
     -nic none -display none -monitor none -no-reboot -pidfile "$RUN/qemu.pid"
+    -qmp "unix:$(c "$RUN/qmp.sock"),server=on,wait=off"
     -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND"
     -chardev "file,id=con,path=$(c "$RUN/console.log")" -serial chardev:con
     -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
@@ -194,11 +201,70 @@ if [ "$VERBOSE" = 1 ]; then
     TAILS+=($!)
 fi
 
-QRC=0
+# froze_report: what a frozen test host was doing, on stderr. qemu's CPU time over 2 s tells
+# a spinning guest (or qemu) from a waiting one; its monitor gives each CPU's state and
+# instruction pointer, named from the kernel's symbols (the kernel runs with nokaslr).
+froze_report() {
+    local qpid t0 t1
+    qpid=$(cat "$RUN/qemu.pid" 2>/dev/null) || return 0
+    t0=$(awk '{print $14 + $15}' "/proc/$qpid/stat" 2>/dev/null) || return 0
+    sleep 2
+    t1=$(awk '{print $14 + $15}' "/proc/$qpid/stat" 2>/dev/null) || return 0
+    err "qemu used $(( (t1 - t0) * 100 / $(getconf CLK_TCK) / 2 ))% of a CPU over the last 2 s; its threads: $(
+        cat /proc/"$qpid"/task/*/stat 2>/dev/null | awk '{printf "%s ", $3}')"
+    command -v python3 >/dev/null || return 0
+    python3 - "$RUN/qmp.sock" "$KALLSYMS" <<'PY' >&2 || err "qemu's monitor did not answer"
+import bisect, json, re, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()
+def hmp(line):
+    f.write(json.dumps({"execute": "human-monitor-command", "arguments": {"command-line": line}}) + "\n")
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "return" in r or "error" in r:
+            return r.get("return", "")
+f.write('{"execute": "qmp_capabilities"}\n'); f.flush(); f.readline()
+syms = []
+try:
+    for l in open(sys.argv[2]):
+        a, t, n = l.split()[:3]
+        if t in "tTwW": syms.append((int(a, 16), n))
+    syms.sort()
+except OSError:
+    pass
+def name(ip):
+    i = bisect.bisect_right(syms, (ip, "~")) - 1
+    return "%s+0x%x" % (syms[i][1], ip - syms[i][0]) if i >= 0 and ip - syms[i][0] < 0x100000 else "?"
+print("  qemu's CPUs:", hmp("info cpus").strip().replace("\r", "").replace("\n", "; "))
+for _ in range(3):
+    regs = hmp("info registers -a")
+    ips = re.findall(r"RIP=([0-9a-f]+)", regs)
+    print("  instruction pointers:", ", ".join("%s (%s)" % (ip, name(int(ip, 16))) for ip in ips))
+PY
+}
+
+QRC=0 FROZE=''
 # Once the init has written the exit status the host should power off at once; if it has
 # not 20 s later (a wedged kernel), stop qemu: the result is already known.
-exit_seen=''
+exit_seen='' started=$(date +%s) checked=0
 while kill -0 "$TPID" 2>/dev/null; do
+    # A heartbeat older than STALL s (or none STALL s after the start) means a frozen host.
+    if [ "$STALL" -gt 0 ] && [ -z "$exit_seen" ] && [ "$SECONDS" -ne "$checked" ]; then
+        checked=$SECONDS
+        now=$(date +%s)
+        beat=$(stat -c %Y "$RUN/ctl/heartbeat" 2>/dev/null || echo "$started")
+        if [ $((now - beat)) -ge "$STALL" ]; then
+            FROZE=$((now - beat))
+            err "the nested host froze: no heartbeat for $FROZE s; stopping it."
+            froze_report
+            kill "$TPID" 2>/dev/null || true
+            break
+        fi
+    fi
     if [ -s "$RUN/ctl/exit" ]; then
         [ -n "$exit_seen" ] || exit_seen=$SECONDS
         if [ $((SECONDS - exit_seen)) -ge 20 ]; then
@@ -211,6 +277,7 @@ while kill -0 "$TPID" 2>/dev/null; do
 done
 wait "$TPID" || QRC=$?
 TPID=''
+[ ! -s "$RUN/ctl/kallsyms" ] || mv -f "$RUN/ctl/kallsyms" "$KALLSYMS"
 wait "${TAILS[@]}" 2>/dev/null || true
 TAILS=()
 
@@ -223,7 +290,9 @@ case $RC in
     [0-9]|[0-9][0-9]|[0-9][0-9][0-9]) exit "$RC" ;;
 esac
 
-if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then
+if [ -n "$FROZE" ]; then
+    err "the nested host froze (no heartbeat for $FROZE s) before the command's exit status was reported."
+elif [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then
     err "the nested host timed out after $TIMEOUT s (see --timeout)."
 elif grep -q 'Kernel panic' "$RUN/console.log"; then
     err "the nested host's kernel panicked before the command's exit status was reported ($(grep -m1 -o 'Kernel panic.*' "$RUN/console.log" | tr -d '\r'))."
