@@ -11,7 +11,7 @@ std::string usage() {
   return "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
          "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--name NAME] [--stats FILE]\n"
          "                [--vsock-socket PATH] [--console FILE] [--no-sandbox]\n"
-         "                [-t] [--env K=V]... [--workdir DIR] [-- CMD ARGS...]\n"
+         "                [-t] [--env K=V]... [--workdir DIR] [--boot-timeout SECONDS] [-- CMD ARGS...]\n"
          "       moss ls | moss stats NAME | moss stop NAME | moss pause NAME | moss resume NAME\n"
          "       moss device blk|vsock ARGS... (moss device KIND --help)\n"
          "       moss --help | --version\n"
@@ -19,7 +19,9 @@ std::string usage() {
          "moss run -- CMD boots a VM and runs CMD in it through the guest agent, as if it ran here:\n"
          "stdin, stdout and stderr are this process's, and moss exits with CMD's status (128+N if\n"
          "signal N ended it). -t gives CMD a pseudo-terminal (an interactive shell: moss run -t -- sh).\n"
-         "--env and --workdir set its environment and working directory. The guest console goes to\n"
+         "--env and --workdir set its environment and working directory. If the guest's agent has not\n"
+         "connected --boot-timeout seconds after the start (default 300; 0: no limit), moss stops the\n"
+         "VM and fails. The guest console goes to\n"
          "--console FILE if given; otherwise it is kept, and its last lines are printed if the VM\n"
          "fails. Without a command the VM runs with its console on stdout until it powers off or\n"
          "is stopped. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n"
@@ -82,8 +84,20 @@ Result<uint32_t> parse_cpus(const std::string& text) {
   return static_cast<uint32_t>(n);
 }
 
+// --boot-timeout: whole seconds, at most a day (0: no limit).
+Result<uint32_t> parse_seconds(const std::string& text) {
+  errno = 0;
+  char* end = nullptr;
+  long long n = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || text[0] < '0' || text[0] > '9' || *end != '\0' || errno == ERANGE || n > 86400) {
+    return make_error("--boot-timeout needs whole seconds from 0 to 86400, not '" + text + "'");
+  }
+  return static_cast<uint32_t>(n);
+}
+
 Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
   RunOptions o;
+  bool boot_timeout_given = false;
   for (; i < args.size(); i++) {
     const std::string& a = args[i];
     if (a == "--") {
@@ -133,6 +147,10 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
     } else if (a == "--workdir") {
       MOSS_TRY(o.workdir, value("--workdir"));
       if (o.workdir.empty() || o.workdir[0] != '/') return make_error("--workdir needs an absolute path in the guest");
+    } else if (a == "--boot-timeout") {
+      MOSS_TRY(std::string v, value("--boot-timeout"));
+      MOSS_TRY(o.boot_timeout_s, parse_seconds(v));
+      boot_timeout_given = true;
     } else if (a == "--vsock-socket") {
       MOSS_TRY(o.vsock_socket, value("--vsock-socket"));
       if (o.vsock_socket.empty()) return make_error("--vsock-socket needs a path");
@@ -147,8 +165,8 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
       return make_error("unknown option '" + a + "' for moss run (see moss --help)");
     }
   }
-  if (!o.has_command && (o.tty || !o.env.empty() || !o.workdir.empty())) {
-    return make_error("-t, --env and --workdir apply to a command: add -- CMD ARGS...");
+  if (!o.has_command && (o.tty || !o.env.empty() || !o.workdir.empty() || boot_timeout_given)) {
+    return make_error("-t, --env, --workdir and --boot-timeout apply to a command: add -- CMD ARGS...");
   }
   return o;
 }

@@ -39,6 +39,9 @@ struct RunOptions {
   // runtime directory, named by the VM's CID.
   std::string vsock_socket;
   std::string console_file;          // --console FILE: the guest console's output, appended.
+  // --boot-timeout SECONDS: how long a guest has, with a command, to boot and connect its
+  // agent before the VM is stopped (an initramfs without moss-init never does); 0: forever.
+  uint32_t boot_timeout_s = 300;
 };
 
 struct Command {

@@ -125,6 +125,13 @@ TEST(Parse, CommandOptionsGoToTheAgent) {
   EXPECT_EQ(c->run.vsock_socket, "/run/v.sock");
   EXPECT_EQ(c->run.console_file, "c.log");
   EXPECT_EQ(c->run.command, (std::vector<std::string>{"sh", "-t"}));
+  EXPECT_EQ(c->run.boot_timeout_s, 300u);  // The default.
+  c = parse({"run", "--boot-timeout", "0", "--", "true"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->run.boot_timeout_s, 0u);
+  c = parse({"run", "--boot-timeout", "86400", "--", "true"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->run.boot_timeout_s, 86400u);
   // Each refusal is one sentence naming the option.
   auto refused = [](std::vector<std::string> args, const char* what) {
     auto r = parse(args);
@@ -137,6 +144,10 @@ TEST(Parse, CommandOptionsGoToTheAgent) {
   refused({"run", "-t"}, "add -- CMD");
   refused({"run", "--env", "A=1"}, "add -- CMD");
   refused({"run", "--vsock-socket", ""}, "--vsock-socket needs a path");
+  for (const char* bad : {"", "-1", "+5", "1.5", "10s", "86401", "99999999999999999999"}) {
+    refused({"run", "--boot-timeout", bad, "--", "true"}, "--boot-timeout needs whole seconds");
+  }
+  refused({"run", "--boot-timeout", "5"}, "add -- CMD");
 }
 
 }  // namespace

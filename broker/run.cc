@@ -218,6 +218,7 @@ class Session {
   static void on_shutdown_grace(evutil_socket_t, short, void* self) {
     static_cast<Session*>(self)->guest_ignores_shutdown();
   }
+  static void on_boot_timeout(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->boot_timed_out(); }
   void accept_client();
   // The command (moss run -- CMD): moss-init dials in when its agent is up, and the command
   // runs over that connection (agent::ExecClient, driven by this loop).
@@ -225,6 +226,7 @@ class Session {
   void agent_ready(int fd, short what);
   void sync_agent();
   void guest_ignores_shutdown();
+  void boot_timed_out();
   void set_raw_terminal();
   void restore_terminal();
   bool command_running() const { return client_ && !client_->finished(); }
@@ -260,6 +262,8 @@ class Session {
   std::unique_ptr<agent::ExecClient> client_;
   std::vector<event*> agent_evs_;  // One per ExecClient::watches() entry, remade after each event.
   event* shutdown_grace_ev_ = nullptr;
+  event* boot_timeout_ev_ = nullptr;
+  std::string boot_failure_;  // The agent did not connect within --boot-timeout.
   event* winch_ev_ = nullptr;
   bool shutdown_sent_ = false;
   int forwarded_signals_ = 0;
@@ -545,6 +549,13 @@ void Session::sync_agent() {
   }
 }
 
+void Session::boot_timed_out() {
+  if (client_ || have_exit_ || child_reaped_ || stop_requested_ || stop_signal_ || !worker_failure_.empty()) return;
+  boot_failure_ = "the guest's agent did not connect within " + std::to_string(options_.boot_timeout_s) +
+                  " s of the start (--boot-timeout), so the command never ran";
+  send_stop();
+}
+
 void Session::guest_ignores_shutdown() {
   if (have_exit_ || child_reaped_ || stop_requested_ || stop_signal_ || !worker_failure_.empty()) return;
   LOG_WARN("the guest did not power off after the command ended; stopping the VM");
@@ -701,6 +712,11 @@ int Session::run() {
     event_add(client_ev_, nullptr);
   }
   shutdown_grace_ev_ = evtimer_new(base_, on_shutdown_grace, this);
+  boot_timeout_ev_ = evtimer_new(base_, on_boot_timeout, this);
+  if (options_.has_command && options_.boot_timeout_s > 0) {
+    timeval limit{static_cast<time_t>(options_.boot_timeout_s), 0};
+    evtimer_add(boot_timeout_ev_, &limit);
+  }
   worker_grace_ev_ = evtimer_new(base_, on_worker_grace, this);
   if (vsock_ && vsock_->dial_listener() >= 0) {
     agent_dial_ev_ = event_new(base_, vsock_->dial_listener(), EV_READ | EV_PERSIST, on_agent_dial, this);
@@ -721,6 +737,7 @@ int Session::run() {
   for (event* e : agent_evs_) event_free(e);
   agent_evs_.clear();
   event_free(shutdown_grace_ev_);
+  event_free(boot_timeout_ev_);
   event_free(worker_grace_ev_);
   restore_terminal();
   event_free(grace_ev_);
@@ -752,8 +769,10 @@ int Session::finish() {
     std::fprintf(stderr, "moss: lost the command in the guest: %s\n", client_->outcome().error().message.c_str());
     return kExitFailure;
   }
+  // The command never finished: whatever ended the VM (a failure, or a signal to a guest that
+  // never dialled), its console says how far the guest got.
   int status = finish_vm();
-  if (options_.has_command && status == kExitFailure) {
+  if (options_.has_command && status != 0) {
     std::string tail = console_.tail();
     if (!console_.file().empty()) {
       std::fprintf(stderr, "moss: the guest console is in %s\n", console_.file().c_str());
@@ -768,6 +787,10 @@ int Session::finish_vm() {
   using R = ipc::ExitInfo::Reason;
   if (!protocol_error_.empty()) {
     std::fprintf(stderr, "moss: %s\n", protocol_error_.c_str());
+    return kExitFailure;
+  }
+  if (!boot_failure_.empty() && have_exit_ && exit_reason_ == ipc::ExitInfo::Reason::STOPPED) {
+    std::fprintf(stderr, "moss: %s; the VM was stopped\n", boot_failure_.c_str());
     return kExitFailure;
   }
   // A worker that ended cleanly only followed the vcpu process out, unless the VM ran on

@@ -185,6 +185,32 @@ TEST(VmProcess, KilledVcpuProcessIsNamedAndMossFails) {
   EXPECT_FALSE(process_exists(vcpu));
 }
 
+// A guest that never connects its agent (here: no Linux, no moss-init) does not leave moss
+// run -- CMD waiting forever: it fails at --boot-timeout, saying why and how far the guest
+// got (the console's last lines), and leaves no process.
+TEST(VmProcess, AGuestWhoseAgentNeverConnectsFailsAtTheBootTimeout) {
+  require_kvm();
+  Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M", "--boot-timeout", "3", "--",
+             "true"});
+  pid_t vcpu = child_named(p.pid(), "moss-vcpu");
+  for (int i = 0; i < 100 && vcpu <= 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    vcpu = child_named(p.pid(), "moss-vcpu");
+  }
+  auto o = p.wait(seconds(60));
+  EXPECT_EQ(o.exit_code, 125) << describe(o);
+  EXPECT_NE(o.err.find("moss: the guest's agent did not connect within 3 s of the start (--boot-timeout), so the "
+                       "command never ran; the VM was stopped\n"),
+            std::string::npos)
+      << describe(o);
+  EXPECT_NE(o.err.find("moss: the guest console's last lines:\n"), std::string::npos) << describe(o);
+  EXPECT_NE(o.err.find("spinning"), std::string::npos) << describe(o);
+  EXPECT_EQ(o.out, "");  // With a command, the console is not stdout.
+  EXPECT_GT(o.seconds, 2.5);
+  ASSERT_GT(vcpu, 0);
+  EXPECT_FALSE(process_exists(vcpu));
+}
+
 TEST(VmProcess, CtrlCStopsTheVmAndLeavesNoProcess) {
   require_kvm();
   Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});

@@ -80,10 +80,27 @@ Outcome Process::wait(std::chrono::seconds timeout) {
     pid_t w = waitpid(pid_, &status, WNOHANG);
     if (w == pid_) break;
     if (std::chrono::steady_clock::now() > deadline) {
+      // SIGTERM first, so that what hung can say what it was doing (moss prints the guest
+      // console's last lines, maybe after a shell leading its group is gone); SIGKILL
+      // whatever is left 15 s later.
       r.timed_out = true;
+      kill(-pid_, SIGTERM);
+      auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+      bool reaped = false;
+      while (std::chrono::steady_clock::now() < grace) {
+        if (!reaped) reaped = waitpid(pid_, &status, WNOHANG) == pid_;
+        if (reaped && out_fd_ < 0 && err_fd_ < 0) break;
+        if (out_fd_ >= 0 || err_fd_ >= 0) {
+          pump(50);
+        } else {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+      }
       kill(-pid_, SIGKILL);
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
+      if (!reaped) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+      }
       break;
     }
     if (out_fd_ >= 0 || err_fd_ >= 0) {
