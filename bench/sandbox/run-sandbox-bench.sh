@@ -46,7 +46,8 @@ cat "$out"
 # Every row must carry numbers (not n/a).
 fail=0
 for row in "| vcpu | jailed" "| vcpu | --no-sandbox" "| blk | jailed" "| blk | --no-sandbox" \
-           "| moss (broker)" "| moss-vcpu" "| moss-blk" "| all"; do
+           "| vsock | jailed" "| vsock | --no-sandbox" \
+           "| moss (broker)" "| moss-vcpu" "| moss-blk" "| moss-vsock" "| all"; do
   line=$(grep -F -- "$row" "$out" || true)
   if [ -z "$line" ]; then echo "missing row: $row"; fail=1; continue; fi
   if grep -q 'n/a' <<<"$line"; then echo "a figure is missing in: $line"; fail=1; fi

@@ -1,6 +1,6 @@
 // Sandbox bench: what jailing costs, beside the same thing with --no-sandbox.
 //
-//   --spawn  each role (moss-vcpu, moss-blk) started N times through the broker's launcher
+//   --spawn  each role (moss-vcpu, moss-blk, moss-vsock) started N times through the broker's launcher
 //            (spawn_child, broker/launcher.h), jailed and not: wall ms from the call to the
 //            child's report that it entered its sandbox (the moment it could read a peer's
 //            first byte); CPU ms of the child until then (/proc/PID/schedstat: the time on a
@@ -8,7 +8,8 @@
 //            PSS at that moment (/proc/PID/smaps_rollup). No KVM needed: the vcpu process is
 //            measured before it is given a VM.
 //   --pss    a running VM (the spin guest, 64 MiB, one --disk) jailed and not: PSS of the
-//            broker, the vcpu process and the blk worker once the guest runs. Needs KVM.
+//            broker, the vcpu process, the blk worker and the vsock worker once the guest
+//            runs. Needs KVM.
 //
 // Each writes a Markdown section to --out. Medians of --runs runs.
 // Usage: sandbox_bench (--spawn | --pss) --build DIR --out FILE [--runs N] [--where TEXT]
@@ -90,7 +91,18 @@ SpawnSample spawn_once(const std::string& build, Role role, bool jailed) {
   int sv[2];
   UniqueFd ours, theirs, other;
   ChildSpec spec;
-  if (role == Role::kBlk) {
+  std::string vsock_dir;
+  if (role == Role::kVsock) {
+    // Its --uds-path directory is bind-mounted into its jail, so it must exist.
+    char tmpl[] = "/tmp/moss-sandbox-bench-vsock.XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) std::abort();
+    vsock_dir = tmpl;
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    spec.path = build + "/moss-vsock";
+    spec.argv = {"moss-vsock", "--fd", "3", "--guest-cid", "3", "--uds-path", vsock_dir + "/vsock"};
+    spec.fds = {sv[1]};
+    spec.sandbox = moss::jail::vsock(jailed);
+  } else if (role == Role::kBlk) {
     socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
     other.reset(memfd_create("moss-bench-disk", MFD_CLOEXEC));
     if (ftruncate(other.get(), 1 << 20) != 0) std::abort();
@@ -114,8 +126,14 @@ SpawnSample spawn_once(const std::string& build, Role role, bool jailed) {
   double c0 = self_cpu_ms(), t0 = mono_ms();
   auto pid = moss::spawn_child(spec);
   double t1 = mono_ms(), c1 = self_cpu_ms();
+  auto remove_dir = [&] {
+    if (vsock_dir.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(vsock_dir, ec);
+  };
   if (!pid) {
     std::fprintf(stderr, "sandbox_bench: %s\n", pid.error().message.c_str());
+    remove_dir();
     return s;
   }
   s.wall_ms = t1 - t0;
@@ -124,6 +142,7 @@ SpawnSample spawn_once(const std::string& build, Role role, bool jailed) {
   s.pss_kib = pss_kib(*pid);
   ours.reset();  // The child exits when its peer goes.
   waitpid(*pid, nullptr, 0);
+  remove_dir();
   return s;
 }
 
@@ -153,7 +172,7 @@ std::string spawn_section(const std::string& build, int runs) {
       "that moment, idle (smaps_rollup).\n\n"
       "| role | mode | wall ms | wall ms, fastest | child CPU ms | broker CPU ms | CPU ms total | PSS KiB |\n"
       "|---|---|---|---|---|---|---|---|\n";
-  for (Role role : {Role::kVcpu, Role::kBlk}) {
+  for (Role role : {Role::kVcpu, Role::kBlk, Role::kVsock}) {
     for (bool jailed : {true, false}) {
       std::vector<double> wall, ccpu, bcpu, total, pss;
       spawn_once(build, role, jailed);  // Warm the page cache.
@@ -197,7 +216,7 @@ std::string exe_of(pid_t pid) {
 }
 
 struct VmPss {
-  double broker = -1, vcpu = -1, blk = -1;
+  double broker = -1, vcpu = -1, blk = -1, vsock = -1;
 };
 
 VmPss vm_once(const std::string& build, const std::string& disk, bool jailed) {
@@ -236,6 +255,7 @@ VmPss vm_once(const std::string& build, const std::string& disk, bool jailed) {
       std::string exe = exe_of(kid);
       if (exe.find("moss-vcpu") != std::string::npos) r.vcpu = pss_kib(kid);
       if (exe.find("moss-blk") != std::string::npos) r.blk = pss_kib(kid);
+      if (exe.find("moss-vsock") != std::string::npos) r.vsock = pss_kib(kid);
     }
   } else {
     std::fprintf(stderr, "sandbox_bench: the spin guest did not start: %s\n", out.c_str());
@@ -253,22 +273,23 @@ std::string pss_section(const std::string& build, int runs) {
     if (fd < 0 || ftruncate(fd, 16 << 20) != 0) std::abort();
     close(fd);
   }
-  std::vector<double> b[2], v[2], k[2], all[2];
+  std::vector<double> b[2], v[2], k[2], s[2], all[2];
   for (int i = 0; i < runs; i++) {
     for (int j = 0; j < 2; j++) {
       VmPss r = vm_once(build, disk, j == 0);
-      if (r.broker < 0 || r.vcpu < 0 || r.blk < 0) continue;
+      if (r.broker < 0 || r.vcpu < 0 || r.blk < 0 || r.vsock < 0) continue;
       b[j].push_back(r.broker);
       v[j].push_back(r.vcpu);
       k[j].push_back(r.blk);
-      all[j].push_back(r.broker + r.vcpu + r.blk);
+      s[j].push_back(r.vsock);
+      all[j].push_back(r.broker + r.vcpu + r.blk + r.vsock);
     }
   }
   unlink(disk.c_str());
   std::string out =
       "## Memory of each moss process in a running VM\n\n"
       "PSS (smaps_rollup) once the spin guest runs (64 MiB of guest RAM, mostly untouched; one\n"
-      "16 MiB `--disk`), median of " + std::to_string(runs) + " VMs per mode.\n\n"
+      "16 MiB `--disk`, the vsock device every VM has), median of " + std::to_string(runs) + " VMs per mode.\n\n"
       "| process | jailed PSS KiB | --no-sandbox PSS KiB | jailed - unjailed KiB |\n"
       "|---|---|---|---|\n";
   auto row = [&](const char* name, std::vector<double>* x) {
@@ -279,6 +300,7 @@ std::string pss_section(const std::string& build, int runs) {
   row("moss (broker)", b);
   row("moss-vcpu", v);
   row("moss-blk", k);
+  row("moss-vsock", s);
   row("all", all);
   return out;
 }
