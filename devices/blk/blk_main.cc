@@ -2,7 +2,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 
 #include <cstdio>
 #include <vector>
@@ -42,12 +41,9 @@ int blk_main(int argc, char** argv) {
 
   UniqueFd sock;
   if (o.fd >= 0) {
-    struct stat st;
-    if (::fstat(o.fd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
-      return fail(1, "--fd " + std::to_string(o.fd) + " is not an open socket");
-    }
-    sock.reset(o.fd);
-    ::fcntl(o.fd, F_SETFD, FD_CLOEXEC);
+    auto adopted = vhost_user::adopt_socket(o.fd, "--fd");
+    if (!adopted.ok()) return fail(1, adopted.error().message);
+    sock = std::move(*adopted);
   }
   UniqueFd control;
   if (o.control_fd >= 0) {

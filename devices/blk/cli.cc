@@ -1,106 +1,45 @@
 #include "devices/blk/cli.h"
 
-#include <charconv>
-#include <cstring>
-#include <optional>
-
 #include "devices/blk/request.h"
 
 namespace moss::blk {
-namespace {
-
-Error usage_error(const std::string& what) { return make_error(what); }
-
-// A whole decimal number in [lo, hi], or nullopt.
-std::optional<long long> parse_number(const std::string& s, long long lo, long long hi) {
-  long long v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi) return std::nullopt;
-  return v;
-}
-
-}  // namespace
 
 Result<CliOptions> parse_cli(std::span<const char* const> args) {
   CliOptions o;
-  bool have_fd = false;
-  for (size_t i = 0; i < args.size(); i++) {
-    std::string arg = args[i];
-    if (arg.rfind("--", 0) != 0) {
-      return usage_error(arg == "-h" ? "use --help" : "unexpected argument '" + arg + "'");
-    }
-    std::string name = arg;
-    std::optional<std::string> value;
-    if (size_t eq = arg.find('='); eq != std::string::npos) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    }
-    auto flag = [&]() -> Result<void> {
-      if (value) return usage_error("option " + name + " takes no value");
-      return {};
-    };
-    auto take = [&]() -> Result<std::string> {
-      if (value) return *value;
-      if (i + 1 >= args.size()) return usage_error("option " + name + " needs a value");
-      return std::string(args[++i]);
-    };
-    if (name == "--help") {
-      MOSS_CHECK(flag());
-      o.mode = CliOptions::Mode::kHelp;
-    } else if (name == "--print-capabilities") {
-      MOSS_CHECK(flag());
-      o.mode = CliOptions::Mode::kPrintCapabilities;
-    } else if (name == "--readonly" || name == "--read-only") {
-      MOSS_CHECK(flag());
+  auto own_option = [&o](vhost_user::Option& opt) -> Result<bool> {
+    const std::string& name = opt.name();
+    if (name == "--readonly" || name == "--read-only") {
+      MOSS_CHECK(opt.flag());
       o.read_only = true;
-    } else if (name == "--socket-path") {
-      MOSS_TRY(o.socket_path, take());
-      if (o.socket_path.empty()) return usage_error("--socket-path needs a non-empty path");
-    } else if (name == "--fd") {
-      MOSS_TRY(std::string v, take());
-      auto n = parse_number(v, 0, 1 << 30);
-      if (!n) return usage_error("--fd needs a file descriptor number, not '" + v + "'");
-      o.fd = static_cast<int>(*n);
-      have_fd = true;
     } else if (name == "--control-fd") {
-      MOSS_TRY(std::string v, take());
-      auto n = parse_number(v, 0, 1 << 30);
-      if (!n) return usage_error("--control-fd needs a file descriptor number, not '" + v + "'");
-      o.control_fd = static_cast<int>(*n);
+      MOSS_TRY(o.control_fd, opt.fd());
     } else if (name == "--disk-fd") {
-      MOSS_TRY(std::string v, take());
-      auto n = parse_number(v, 0, 1 << 30);
-      if (!n) return usage_error("--disk-fd needs a file descriptor number, not '" + v + "'");
-      o.disk_fd = static_cast<int>(*n);
+      MOSS_TRY(o.disk_fd, opt.fd());
     } else if (name == "--disk" || name == "--blk-file") {
-      MOSS_TRY(o.disk, take());
-      if (o.disk.empty()) return usage_error(name + " needs a non-empty path");
+      MOSS_TRY(o.disk, opt.path());
     } else if (name == "--num-queues") {
-      MOSS_TRY(std::string v, take());
-      auto n = parse_number(v, 1, 256);
-      if (!n) return usage_error("--num-queues needs a number from 1 to 256, not '" + v + "'");
-      o.num_queues = static_cast<uint32_t>(*n);
+      MOSS_TRY(uint64_t n, opt.number(1, 256, "a number from 1 to 256"));
+      o.num_queues = static_cast<uint32_t>(n);
     } else if (name == "--serial") {
-      MOSS_TRY(o.serial, take());
+      MOSS_TRY(o.serial, opt.value());
       if (o.serial.empty() || o.serial.size() > kIdBytes) {
-        return usage_error("--serial needs 1 to 20 characters (virtio-blk's ID is 20 bytes)");
+        return make_error("--serial needs 1 to 20 characters (virtio-blk's ID is 20 bytes)");
       }
       for (char c : o.serial) {
-        if (c < 0x21 || c > 0x7e) return usage_error("--serial may hold only printable ASCII without spaces");
+        if (c < 0x21 || c > 0x7e) return make_error("--serial may hold only printable ASCII without spaces");
       }
     } else {
-      return usage_error("unknown option '" + name + "'");
+      return false;
     }
-  }
+    return true;
+  };
+  MOSS_CHECK(vhost_user::parse_backend_cli(args, &o, own_option));
   if (o.mode != CliOptions::Mode::kServe) return o;
-  if (o.socket_path.empty() == !have_fd) {
-    return usage_error(have_fd ? "give --socket-path or --fd, not both" : "give --socket-path PATH or --fd N");
-  }
-  if (o.disk.empty() && o.disk_fd < 0) return usage_error("give the disk image or block device with --disk FILE");
+  if (o.disk.empty() && o.disk_fd < 0) return make_error("give the disk image or block device with --disk FILE");
   if (o.disk_fd >= 0 && (o.disk_fd == o.fd || o.disk_fd == o.control_fd)) {
-    return usage_error("--disk-fd must be a file descriptor of its own");
+    return make_error("--disk-fd must be a file descriptor of its own");
   }
-  if (o.control_fd >= 0 && o.control_fd == o.fd) return usage_error("--control-fd and --fd must be different sockets");
+  if (o.control_fd >= 0 && o.control_fd == o.fd) return make_error("--control-fd and --fd must be different sockets");
   return o;
 }
 

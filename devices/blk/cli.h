@@ -9,14 +9,12 @@
 #include <string>
 
 #include "base/result.h"
+#include "vhost-user/backend_cli.h"
 
 namespace moss::blk {
 
-struct CliOptions {
-  enum class Mode { kServe, kPrintCapabilities, kHelp };
-  Mode mode = Mode::kServe;
-  std::string socket_path;  // Exactly one of socket_path and fd (>= 0) in kServe.
-  int fd = -1;
+// The shared backend options (mode, --socket-path, --fd) and moss-blk's own.
+struct CliOptions : vhost_user::BackendArgs {
   int control_fd = -1;  // The broker's control socket (SOCK_SEQPACKET); -1: none.
   std::string disk;
   int disk_fd = -1;  // --disk-fd N: the disk, already open (a jailed worker cannot open paths).

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/result.h"
+#include "vhost-user/backend_cli.h"
 
 namespace moss::vsock {
 
@@ -16,11 +17,8 @@ namespace moss::vsock {
 // must fit in sockaddr_un's 108 bytes with the terminating NUL.
 inline constexpr size_t kMaxUdsPath = 108 - 1 - 11;
 
-struct CliOptions {
-  enum class Mode { kServe, kPrintCapabilities, kHelp };
-  Mode mode = Mode::kServe;
-  std::string socket_path;  // Exactly one of socket_path and fd (>= 0) in kServe.
-  int fd = -1;
+// The shared backend options (mode, --socket-path, --fd) and moss-vsock's own.
+struct CliOptions : vhost_user::BackendArgs {
   uint64_t guest_cid = 0;
   std::string uds_path;
   uint32_t max_connections = 256;

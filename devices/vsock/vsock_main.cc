@@ -1,9 +1,7 @@
 // moss-vsock's program logic, a library function so that `moss device vsock` can run it too.
-#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -65,12 +63,9 @@ int vsock_main(int argc, char** argv) {
 
   UniqueFd sock;
   if (o.fd >= 0) {
-    struct stat st;
-    if (::fstat(o.fd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
-      return fail(1, "--fd " + std::to_string(o.fd) + " is not an open socket");
-    }
-    sock.reset(o.fd);
-    ::fcntl(o.fd, F_SETFD, FD_CLOEXEC);
+    auto adopted = vhost_user::adopt_socket(o.fd, "--fd");
+    if (!adopted.ok()) return fail(1, adopted.error().message);
+    sock = std::move(*adopted);
   }
   // Everything that needs the host's tree comes before the sandbox: the listeners (a stale
   // socket is replaced by path), and the --uds-path directory it keeps (sandbox.h).
