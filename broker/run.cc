@@ -363,6 +363,7 @@ bool Session::handle_packet(ipc::Packet& packet) {
         exit_status_ = x.getStatus();
         exit_message_ = x.getMessage().cStr();
         first_exit_ns_ = x.getFirstExitNs();
+        LOG_INFO("the vcpu process reports the end of the VM: %s (status %d)", exit_message_.c_str(), exit_status_);
         break;
       }
     }

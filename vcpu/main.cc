@@ -27,12 +27,23 @@
 namespace moss {
 namespace {
 
-// Collects guest console bytes from vCPU threads; the control loop sends them in batches.
+// Collects guest console bytes from vCPU threads; the control loop sends them in batches, at
+// most one every kConsoleBatchNs: a guest writing its UART as fast as it can then costs the
+// broker a few hundred messages a second, not one per byte. Bytes beyond kConsoleMaxBytes
+// waiting for the broker are dropped (counted), so a stalled broker cannot make a flooding
+// guest grow this process without bound.
+constexpr uint64_t kConsoleBatchNs = 2'000'000;
+constexpr size_t kConsoleMaxBytes = 4 << 20;
+
 class ConsoleBuffer {
  public:
   explicit ConsoleBuffer(int event_fd) : event_fd_(event_fd) {}
   void put(uint8_t b) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (buf_.size() >= kConsoleMaxBytes) {
+      if (dropped_++ == 0) LOG_WARN("the guest console is %zu bytes ahead of the broker; dropping output", buf_.size());
+      return;
+    }
     bool was_empty = buf_.empty();
     buf_.push_back(static_cast<char>(b));
     if (was_empty) {
@@ -49,6 +60,7 @@ class ConsoleBuffer {
   int event_fd_;
   std::mutex mu_;
   std::string buf_;
+  uint64_t dropped_ = 0;
 };
 
 Result<void> send_console(int fd, const std::string& bytes) {
@@ -154,9 +166,18 @@ int run(int ctl) {
     (void)ipc::send_message(ctl, mb);
   }
   bool control_open = true;
+  // Console output waits here until kConsoleBatchNs after the last batch went out; the
+  // buffer does not signal again while it holds bytes, so nothing spins meanwhile.
+  bool console_due = false;
+  uint64_t console_sent_ns = 0;
   for (;;) {
+    int timeout_ms = -1;
+    if (console_due) {
+      uint64_t now = monotonic_ns(), at = console_sent_ns + kConsoleBatchNs;
+      timeout_ms = now >= at ? 0 : static_cast<int>((at - now + 999'999) / 1'000'000);
+    }
     pollfd fds[3] = {{ev, POLLIN, 0}, {done, POLLIN, 0}, {control_open ? ctl : -1, POLLIN, 0}};
-    if (poll(fds, 3, -1) < 0) {
+    if (poll(fds, 3, timeout_ms) < 0) {
       if (errno == EINTR) continue;
       m.request_stop({MachineExit::Reason::kError, 0, std::string("poll failed: ") + strerror(errno)});
       break;
@@ -164,6 +185,11 @@ int run(int ctl) {
     if (fds[0].revents) {
       uint64_t v;
       (void)!read(ev, &v, sizeof v);
+      console_due = true;
+    }
+    if (console_due && monotonic_ns() >= console_sent_ns + kConsoleBatchNs) {
+      console_due = false;
+      console_sent_ns = monotonic_ns();
       auto r = send_console(ctl, console.take());
       if (!r) m.request_stop({MachineExit::Reason::kError, 0, "lost the broker: " + r.error().message});
     }
