@@ -4,7 +4,7 @@
 #   build-outer-initramfs.sh OUT.cpio.gz
 #
 # Contents: busybox-static as /bin/busybox, /init (outer-init.sh, run by busybox sh),
-# and the kernel modules the nested host needs (kvm-amd, virtio-pci, virtio-console,
+# /bin/kvm-anchor (kvm-anchor.c, built here statically with cc), and the kernel modules the nested host needs (kvm-amd, virtio-pci, virtio-console,
 # 9p; tun if present) with all their dependencies, taken from modules.dep.
 #
 # The kernel is the newest /boot/vmlinuz-* that has a matching /lib/modules/ dir, or
@@ -19,6 +19,7 @@ die() { echo "build-outer-initramfs: $*" >&2; exit 1; }
 OUT=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 INIT_SRC=$HERE/outer-init.sh
+ANCHOR_SRC=$HERE/kvm-anchor.c
 
 # ---- pick the kernel -------------------------------------------------------------
 newest_kver() {
@@ -80,7 +81,7 @@ LIST="$LIST
 "
 
 # ---- cache check -------------------------------------------------------------------
-INPUTS=("$HERE/$(basename "$0")" "$INIT_SRC" "$BUSYBOX" "/boot/vmlinuz-$KVER" "$MODDIR/modules.dep")
+INPUTS=("$HERE/$(basename "$0")" "$INIT_SRC" "$ANCHOR_SRC" "$BUSYBOX" "/boot/vmlinuz-$KVER" "$MODDIR/modules.dep")
 for p in $(printf '%s' "$LIST" | awk '{print $2}'); do INPUTS+=("$MODDIR/$p"); done
 MANIFEST="kver $KVER
 $(printf '%s' "$LIST")
@@ -96,6 +97,8 @@ mkdir -p "$STAGE"/{bin,dev,proc,sys,host,modules}
 cp "$BUSYBOX" "$STAGE/bin/busybox"
 ln -s busybox "$STAGE/bin/sh"
 install -m 0755 "$INIT_SRC" "$STAGE/init"
+"${CC:-cc}" -static -O2 -Wall -Werror -o "$STAGE/bin/kvm-anchor" "$ANCHOR_SRC" ||
+    die "cannot build $ANCHOR_SRC statically (apt-get install build-essential)"
 # The kernel hands /init its console only if /dev/console exists in the initramfs.
 # (Needs root; if it fails, /init reopens the console itself after mounting devtmpfs.)
 mknod -m 0600 "$STAGE/dev/console" c 5 1 2>/dev/null || true

@@ -35,6 +35,9 @@ while read -r need file args; do
         [ "$need" = optional ] || die "cannot insmod $file"
 done </modules.list
 [ -c /dev/kvm ] || die "no /dev/kvm after loading kvm-amd (no SVM in the CPU model?)"
+# One idle VM held for the whole run, so that the tests' VMs flip no static keys (and patch
+# no kernel text) in this kernel: see kvm-anchor.c.
+/bin/kvm-anchor || die "kvm-anchor could not hold its VM"
 
 # ---- command output channels: virtio-serial ports, found by name -----------------
 port() {

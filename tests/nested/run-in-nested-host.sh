@@ -6,7 +6,7 @@
 #   run-in-nested-host.sh [--mem MB] [--cpus N] [--timeout SEC] [--stall SEC] [--workdir DIR]
 #                         [--env NAME=VALUE]... [--verbose] -- CMD [ARGS...]
 #
-# Defaults: --mem 4096 --cpus 2 --timeout 1200 (0: none). --verbose shows the kernel's
+# Defaults: --mem 4096 --cpus 1 (see README.md: Gotchas) --timeout 1200 (0: none). --verbose shows the kernel's
 # console on stderr. A test host whose heartbeat stops for --stall SEC (default 120, 0: never)
 # is taken for frozen: its CPUs' state is printed, it is stopped, and the status is 125.
 # Inside, CMD runs as root, chrooted into the host's root (shared read-only over 9p),
@@ -32,7 +32,7 @@ die() { err "$*"; exit 125; }
 
 # ---- options -----------------------------------------------------------------------
 # MOSS_NESTED_TIMEOUT sets the default --timeout (for callers that cannot pass options).
-MEM=4096 CPUS=2 TIMEOUT=${MOSS_NESTED_TIMEOUT:-1200} STALL=120 WORKDIR='' VERBOSE=0
+MEM=4096 CPUS=1 TIMEOUT=${MOSS_NESTED_TIMEOUT:-1200} STALL=120 WORKDIR='' VERBOSE=0
 ENVS=()
 while [ $# -gt 0 ]; do
     case $1 in
