@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <mutex>
 #include <string>
 
 #include <kj/exception.h>
@@ -21,47 +20,12 @@
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
 #include "policies/sandbox.h"
+#include "vcpu/console_buffer.h"
 #include "vcpu/cpu_state_codec.h"
 #include "vcpu/machine.h"
 
 namespace moss {
 namespace {
-
-// Collects guest console bytes from vCPU threads; the control loop sends them in batches, at
-// most one every kConsoleBatchNs: a guest writing its UART as fast as it can then costs the
-// broker a few hundred messages a second, not one per byte. Bytes beyond kConsoleMaxBytes
-// waiting for the broker are dropped (counted), so a stalled broker cannot make a flooding
-// guest grow this process without bound.
-constexpr uint64_t kConsoleBatchNs = 2'000'000;
-constexpr size_t kConsoleMaxBytes = 4 << 20;
-
-class ConsoleBuffer {
- public:
-  explicit ConsoleBuffer(int event_fd) : event_fd_(event_fd) {}
-  void put(uint8_t b) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (buf_.size() >= kConsoleMaxBytes) {
-      if (dropped_++ == 0) LOG_WARN("the guest console is %zu bytes ahead of the broker; dropping output", buf_.size());
-      return;
-    }
-    bool was_empty = buf_.empty();
-    buf_.push_back(static_cast<char>(b));
-    if (was_empty) {
-      uint64_t one = 1;
-      if (write(event_fd_, &one, sizeof one) < 0) LOG_ERROR("cannot wake the console sender");
-    }
-  }
-  std::string take() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return std::exchange(buf_, {});
-  }
-
- private:
-  int event_fd_;
-  std::mutex mu_;
-  std::string buf_;
-  uint64_t dropped_ = 0;
-};
 
 Result<void> send_console(int fd, const std::string& bytes) {
   constexpr size_t kChunk = 32 * 1024;
