@@ -13,7 +13,7 @@ echo "running the README's first command: $cmd"
 export MOSS_NESTED_TIMEOUT=${MOSS_NESTED_TIMEOUT:-240}
 for attempt in 1 2; do
   out=$(cd "$top" && eval "$cmd" 2>&1); rc=$?
-  grep -q "^run-in-nested-host: the nested host timed out" <<<"$out" && [ $attempt -eq 1 ] || break
+  grep -qE "^run-in-nested-host: the nested host (timed out|froze)" <<<"$out" && [ $attempt -eq 1 ] || break
   echo "the nested test host froze (attempt $attempt); booting a fresh one"
 done
 echo "$out" | tail -20
