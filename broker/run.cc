@@ -230,6 +230,10 @@ class Session {
   void set_raw_terminal();
   void restore_terminal();
   bool command_running() const { return client_ && !client_->finished(); }
+  // The VM is over or on its way out: nothing more to start or stop.
+  bool vm_ending() const {
+    return have_exit_ || child_reaped_ || stop_requested_ || stop_signal_ || !worker_failure_.empty();
+  }
   control::VmStats stats() const;
 
   void read_control();
@@ -530,8 +534,7 @@ void Session::sync_agent() {
     // The command is done and its output written: power the guest off (moss-init syncs its
     // file systems first), and stop the VM if it does not go in time. Unless the VM is ending
     // anyway (a stop, a dead worker: then the session broke because of it).
-    bool vm_ending = have_exit_ || stop_signal_ || stop_requested_ || !worker_failure_.empty();
-    if (vm_ending) return;
+    if (have_exit_ || stop_signal_ || stop_requested_ || !worker_failure_.empty()) return;
     const auto& outcome = client_->outcome();
     client_->request_shutdown(outcome ? outcome->shell_status() & 0xff : kExitFailure);
     shutdown_sent_ = true;
@@ -551,14 +554,14 @@ void Session::sync_agent() {
 }
 
 void Session::boot_timed_out() {
-  if (client_ || have_exit_ || child_reaped_ || stop_requested_ || stop_signal_ || !worker_failure_.empty()) return;
+  if (client_ || vm_ending()) return;
   boot_failure_ = "the guest's agent did not connect within " + std::to_string(options_.boot_timeout_s) +
                   " s of the start (--boot-timeout), so the command never ran";
   send_stop();
 }
 
 void Session::guest_ignores_shutdown() {
-  if (have_exit_ || child_reaped_ || stop_requested_ || stop_signal_ || !worker_failure_.empty()) return;
+  if (vm_ending()) return;
   LOG_WARN("the guest did not power off after the command ended; stopping the VM");
   send_stop();
 }

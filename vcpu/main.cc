@@ -151,9 +151,9 @@ int run(int ctl) {
       (void)!read(ev, &v, sizeof v);
       console_due = true;
     }
-    if (console_due && monotonic_ns() >= console_sent_ns + kConsoleBatchNs) {
+    if (uint64_t now = monotonic_ns(); console_due && now >= console_sent_ns + kConsoleBatchNs) {
       console_due = false;
-      console_sent_ns = monotonic_ns();
+      console_sent_ns = now;
       auto r = send_console(ctl, console.take());
       if (!r) m.request_stop({MachineExit::Reason::kError, 0, "lost the broker: " + r.error().message});
     }
