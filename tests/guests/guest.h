@@ -172,12 +172,14 @@ boot_gdt_ptr32:
 entry64:
 .endm
 
-/* KERNEL_START plus the usual 64-bit entry: set a stack, keep boot_params in r15, call
-   guest_main and write its status (eax) to the exit port; and the serial helpers. */
+/* KERNEL_START plus the usual 64-bit entry: set a stack, keep boot_params in r15, start the
+   PIT clock, call guest_main and write its status (eax) to the exit port; and the serial and
+   timing helpers. */
 .macro KERNEL_ENTRY
   KERNEL_START
   mov r15, rsi
   mov rsp, STACK_TOP
+  call pit_start
   call guest_main
   /* guest_main returns its status in eax. */
   mov dx, EXIT_PORT
@@ -236,6 +238,78 @@ puthex:
   pop rbx
   pop rax
   ret
+
+/* Time. A guest's waits are measured in time, never in loop iterations: guest kernel code
+   runs about a thousand times slower under PVM's emulation or TCG than on hardware, but the
+   PIT counts real time everywhere (KVM's in-kernel PIT, QEMU's). Channel 1 is used because it
+   raises no interrupt and its gate is always high: in mode 0 with a count of 65536 it counts
+   down at PIT_HZ and wraps. pit_now adds the ticks since its last call to a 64-bit total, so
+   calls must come less than 54.9 ms apart to see all of the time; a longer gap loses whole
+   wraps, which makes a wait longer, never shorter. */
+pit_start:
+  push rax
+  mov al, 0x70              /* channel 1, low byte then high byte, mode 0, binary */
+  out 0x43, al
+  xor eax, eax
+  out 0x41, al
+  out 0x41, al              /* count 0: 65536; the counter reads 0 right after the load */
+  mov qword ptr [rip + pit_total], rax
+  mov word ptr [rip + pit_last], ax
+  pop rax
+  ret
+
+/* pit_now: rax = PIT ticks since pit_start. Preserves every other register (C may call it). */
+  .globl pit_now
+pit_now:
+  push rcx
+  push rdx
+  mov al, 0x40              /* latch channel 1's count */
+  out 0x43, al
+  in al, 0x41
+  mov cl, al
+  in al, 0x41
+  mov ch, al
+  movzx ecx, cx
+  movzx edx, word ptr [rip + pit_last]
+  mov [rip + pit_last], cx
+  sub edx, ecx
+  and edx, 0xffff           /* ticks since the last call, mod 65536 */
+  mov rax, [rip + pit_total]
+  add rax, rdx
+  mov [rip + pit_total], rax
+  pop rdx
+  pop rcx
+  ret
+
+/* pit_delay: waits rdi PIT ticks. Preserves registers. */
+pit_delay:
+  push rax
+  push rdi
+  call pit_now
+  add rdi, rax              /* the deadline */
+7: call pit_now
+  cmp rax, rdi
+  jb 7b
+  pop rdi
+  pop rax
+  ret
+
+  .balign 8
+pit_total: .quad 0
+pit_last: .word 0
+  .balign 8
+.endm
+
+#define PIT_HZ 1193182
+
+/* PIT_DELAY ticks: waits that long (a constant expression without spaces, e.g. 2*PIT_HZ;
+   PIT_HZ ticks are one second).
+   Preserves registers. */
+.macro PIT_DELAY ticks
+  push rdi
+  mov edi, \ticks
+  call pit_delay
+  pop rdi
 .endm
 
 /* PUTS "text": prints a literal string (escapes such as \n allowed). Preserves registers. */

@@ -68,10 +68,8 @@ guest_main:
   mov rdx, rax
   mov al, (SLP_TYP_S5 << 2) | SLP_EN
   out dx, al
-  /* Power-off is synchronous in moss: this vCPU does not run on. Give it a moment anyway. */
-  mov ecx, 100000000
-1: dec ecx
-  jnz 1b
+  /* Power-off is synchronous in moss: this vCPU does not run on. Give it 2 s anyway. */
+  PIT_DELAY 2*PIT_HZ
   PUTS "moss-test-guest: the S5 write did not power off\n"
   mov eax, 1
   ret

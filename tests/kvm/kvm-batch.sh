@@ -2,7 +2,7 @@
 # CTest fixture: runs, in one boot of the nested test host, every KVM test this host cannot
 # run itself, leaving NAME.log and NAME.rc per test in BUILD_DIR/tests/nested-results for
 # run-kvm-test.sh. Does nothing when this host's KVM can run them all.
-# Usage: kvm-batch.sh BUILD_DIR TEST_NAME...
+# Usage: kvm-batch.sh BUILD_DIR NEEDS:TEST_NAME...   (NEEDS: kvm or linux, tests/kvm/needs.h)
 #        kvm-batch.sh --inside BUILD_DIR RESULTS_DIR TEST_NAME...   (in the nested host)
 set -u
 here=$(dirname "$(readlink -f "$0")")
@@ -27,7 +27,7 @@ results=$build/tests/nested-results
 rm -rf "$results"
 mkdir -p "$results"
 todo=()
-for name in "$@"; do test_runs_here "$name" || todo+=("$name"); done
+for entry in "$@"; do test_runs_here "${entry%%:*}" || todo+=("${entry#*:}"); done
 if [ ${#todo[@]} -eq 0 ]; then
   echo "this host's KVM ($(kvm_mode)) runs every KVM test directly; no nested test host needed"
   exit 0
@@ -37,7 +37,7 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
   echo "SKIP: $(cat "$results/SKIPPED")"
   exit 0
 fi
-echo "this host's KVM is '$(kvm_mode)': running ${#todo[@]} KVM tests in the nested test host"
+echo "$(kvm_mode_why): running ${#todo[@]} KVM tests in the nested test host"
 # The nested host itself (QEMU TCG emulating SVM) has been seen to freeze as a whole, rarely,
 # on a loaded machine; run-in-nested-host.sh notices within --stall (its heartbeat stops) and
 # prints where its CPUs were. That is the test bed failing, not a test: boot a fresh one once

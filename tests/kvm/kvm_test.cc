@@ -1,6 +1,6 @@
-// Tests that run real VMs in moss. They need /dev/kvm: FreestandingGuest.* and VmProcess.*
-// run on any KVM (PVM included); LinuxGuest.* need KVM that can run Linux (hardware
-// virtualization, or the nested test host: see tests/kvm/run-kvm-test.sh).
+// Tests that run real VMs in moss. They need /dev/kvm, and each declares what else
+// (tests/kvm/needs.h): KVM_TEST runs on any KVM (PVM included), LINUX_TEST needs KVM that can
+// run Linux (hardware virtualization, or the nested test host: see tests/kvm/run-kvm-test.sh).
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
@@ -21,6 +21,7 @@
 
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
+#include "tests/kvm/needs.h"
 #include "tests/support/subprocess.h"
 
 namespace moss::test {
@@ -29,7 +30,11 @@ namespace {
 using std::chrono::seconds;
 
 std::string moss() { return build_dir() + "/moss"; }
-std::string guest(const std::string& name) { return build_dir() + "/tests/guests/" + name + ".bzImage"; }
+std::string guests_dir() { return build_dir() + "/tests/guests"; }
+std::string guest(const std::string& name) { return guests_dir() + "/" + name + ".bzImage"; }
+
+// Every moss a test starts is checked against the test's declaration.
+[[maybe_unused]] const bool kNeedsChecked = (check_declared_needs(guests_dir()), true);
 
 void require_kvm() {
   if (access("/dev/kvm", R_OK | W_OK) != 0) {
@@ -49,14 +54,14 @@ std::string describe(const Outcome& o) {
          "\n--- stderr:\n" + o.err;
 }
 
-TEST(FreestandingGuest, SerialOutputReachesStdout) {
+KVM_TEST(FreestandingGuest, SerialOutputReachesStdout) {
   require_kvm();
   auto o = run_guest("serial");
   EXPECT_EQ(o.exit_code, 0) << describe(o);
   EXPECT_NE(o.out.find("moss-test-guest: serial ok\n"), std::string::npos) << describe(o);
 }
 
-TEST(FreestandingGuest, I8042ResetEndsTheVmCleanly) {
+KVM_TEST(FreestandingGuest, I8042ResetEndsTheVmCleanly) {
   require_kvm();
   auto o = run_guest("reset");
   EXPECT_EQ(o.exit_code, 0) << describe(o);
@@ -69,7 +74,7 @@ TEST(FreestandingGuest, I8042ResetEndsTheVmCleanly) {
       << describe(with_cmd);
 }
 
-TEST(FreestandingGuest, E820MapDescribesGuestMemory) {
+KVM_TEST(FreestandingGuest, E820MapDescribesGuestMemory) {
   require_kvm();
   auto o = run_guest("e820");
   ASSERT_EQ(o.exit_code, 0) << describe(o);
@@ -82,7 +87,7 @@ TEST(FreestandingGuest, E820MapDescribesGuestMemory) {
   EXPECT_NE(o.out.find("top of RAM is backed"), std::string::npos) << describe(o);
 }
 
-TEST(FreestandingGuest, E820MapSplitsMemoryAroundThePciHole) {
+KVM_TEST(FreestandingGuest, E820MapSplitsMemoryAroundThePciHole) {
   require_kvm();
   auto o = run({moss(), "run", "--kernel", guest("e820"), "--initrd", "none", "--mem", "3328M"}, seconds(60));
   ASSERT_EQ(o.exit_code, 0) << describe(o);
@@ -92,7 +97,7 @@ TEST(FreestandingGuest, E820MapSplitsMemoryAroundThePciHole) {
       << describe(o);
 }
 
-TEST(FreestandingGuest, LongModeEntryFollowsTheBootProtocol) {
+KVM_TEST(FreestandingGuest, LongModeEntryFollowsTheBootProtocol) {
   require_kvm();
   auto o = run_guest("longmode", {"--append", "moss.test=longmode"});
   EXPECT_EQ(o.exit_code, 0) << describe(o);
@@ -100,7 +105,7 @@ TEST(FreestandingGuest, LongModeEntryFollowsTheBootProtocol) {
   EXPECT_NE(o.out.find("moss.test=longmode"), std::string::npos) << describe(o);
 }
 
-TEST(FreestandingGuest, SecondVcpuStartsBySipi) {
+KVM_TEST(FreestandingGuest, SecondVcpuStartsBySipi) {
   require_kvm();
   auto o = run_guest("smp", {"--cpus", "2"});
   EXPECT_EQ(o.exit_code, 0) << describe(o);
@@ -108,7 +113,7 @@ TEST(FreestandingGuest, SecondVcpuStartsBySipi) {
   EXPECT_NE(o.out.find("second vCPU started"), std::string::npos) << describe(o);
 }
 
-TEST(FreestandingGuest, SmpCheckFailsWithOneVcpu) {
+KVM_TEST(FreestandingGuest, SmpCheckFailsWithOneVcpu) {
   require_kvm();
   // The same guest with one vCPU: the SIPI reaches nobody, and the guest's status says so.
   auto o = run_guest("smp", {"--cpus", "1"});
@@ -116,7 +121,7 @@ TEST(FreestandingGuest, SmpCheckFailsWithOneVcpu) {
   EXPECT_NE(o.out.find("mptable cpus 0000000000000001"), std::string::npos) << describe(o);
 }
 
-TEST(FreestandingGuest, AcpiS5WritePowersTheVmOff) {
+KVM_TEST(FreestandingGuest, AcpiS5WritePowersTheVmOff) {
   require_kvm();
   auto o = run_guest("poweroff");
   EXPECT_EQ(o.exit_code, 0) << describe(o);
@@ -131,7 +136,7 @@ TEST(FreestandingGuest, AcpiS5WritePowersTheVmOff) {
       << describe(with_cmd);
 }
 
-TEST(FreestandingGuest, TooManyVcpusIsRefused) {
+KVM_TEST(FreestandingGuest, TooManyVcpusIsRefused) {
   require_kvm();
   auto o = run_guest("serial", {"--cpus", "4000"});
   EXPECT_EQ(o.exit_code, 125) << describe(o);
@@ -159,7 +164,7 @@ pid_t start_spinning(Process& p) {
   return child_named(p.pid(), "moss-vcpu");
 }
 
-TEST(VmProcess, VcpuRunsInItsOwnProcess) {
+KVM_TEST(VmProcess, VcpuRunsInItsOwnProcess) {
   require_kvm();
   Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});
   pid_t vcpu = start_spinning(p);
@@ -171,7 +176,7 @@ TEST(VmProcess, VcpuRunsInItsOwnProcess) {
   EXPECT_EQ(o.exit_code, 128 + SIGTERM) << describe(o);
 }
 
-TEST(VmProcess, KilledVcpuProcessIsNamedAndMossFails) {
+KVM_TEST(VmProcess, KilledVcpuProcessIsNamedAndMossFails) {
   require_kvm();
   Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});
   pid_t vcpu = start_spinning(p);
@@ -188,7 +193,7 @@ TEST(VmProcess, KilledVcpuProcessIsNamedAndMossFails) {
 // A guest that never connects its agent (here: no Linux, no moss-init) does not leave moss
 // run -- CMD waiting forever: it fails at --boot-timeout, saying why and how far the guest
 // got (the console's last lines), and leaves no process.
-TEST(VmProcess, AGuestWhoseAgentNeverConnectsFailsAtTheBootTimeout) {
+KVM_TEST(VmProcess, AGuestWhoseAgentNeverConnectsFailsAtTheBootTimeout) {
   require_kvm();
   Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M", "--boot-timeout", "3", "--",
              "true"});
@@ -211,7 +216,7 @@ TEST(VmProcess, AGuestWhoseAgentNeverConnectsFailsAtTheBootTimeout) {
   EXPECT_FALSE(process_exists(vcpu));
 }
 
-TEST(VmProcess, CtrlCStopsTheVmAndLeavesNoProcess) {
+KVM_TEST(VmProcess, CtrlCStopsTheVmAndLeavesNoProcess) {
   require_kvm();
   Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});
   pid_t vcpu = start_spinning(p);
@@ -224,7 +229,7 @@ TEST(VmProcess, CtrlCStopsTheVmAndLeavesNoProcess) {
   EXPECT_FALSE(process_exists(vcpu));
 }
 
-TEST(VmProcess, BrokerDeathTakesTheVcpuProcessWithIt) {
+KVM_TEST(VmProcess, BrokerDeathTakesTheVcpuProcessWithIt) {
   require_kvm();
   Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"});
   pid_t vcpu = start_spinning(p);
@@ -235,7 +240,7 @@ TEST(VmProcess, BrokerDeathTakesTheVcpuProcessWithIt) {
   EXPECT_FALSE(process_exists(vcpu)) << "the vcpu process outlived the broker";
 }
 
-TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
+KVM_TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   require_kvm();
   auto rt = std::filesystem::temp_directory_path() / ("moss-rt-" + std::to_string(getpid()));
   std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt.string()}};
@@ -278,7 +283,7 @@ TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   std::filesystem::remove_all(rt);
 }
 
-TEST(VmProcess, PauseParksTheVcpusAndResumeLetsThemGo) {
+KVM_TEST(VmProcess, PauseParksTheVcpusAndResumeLetsThemGo) {
   require_kvm();
   auto rt = std::filesystem::temp_directory_path() / ("moss-rt-p-" + std::to_string(getpid()));
   std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt.string()}};
@@ -396,7 +401,7 @@ class VcpuDriver {
   std::string console_;
 };
 
-TEST(VcpuControl, RestoredCpuStateTakesTheGuestBackToWhereItWasSaved) {
+KVM_TEST(VcpuControl, RestoredCpuStateTakesTheGuestBackToWhereItWasSaved) {
   require_kvm();
   VcpuDriver d(guest("counter"));
   ASSERT_TRUE(d.wait_console("tick 0000000000000003\n", seconds(60))) << d.console();
@@ -438,7 +443,7 @@ TEST(VcpuControl, RestoredCpuStateTakesTheGuestBackToWhereItWasSaved) {
 
 // ---- Linux guests: the default Debian kernel with moss-init.
 
-TEST(LinuxGuest, RefusedOnPvmWithOneSentence) {
+LINUX_TEST(LinuxGuest, RefusedOnPvmWithOneSentence) {
   require_kvm();
   auto fake = std::filesystem::temp_directory_path() / ("moss-fake-sysfs-" + std::to_string(getpid()));
   std::filesystem::create_directories(fake / "module/kvm_pvm");
@@ -451,7 +456,7 @@ TEST(LinuxGuest, RefusedOnPvmWithOneSentence) {
       << describe(o);
 }
 
-TEST(LinuxGuest, RunsACommandAndReturnsItsStatus) {
+LINUX_TEST(LinuxGuest, RunsACommandAndReturnsItsStatus) {
   require_kvm();
   // Output right up to the command's exit must arrive: a burst, then a last line. It is the
   // command's alone (through the agent): no console lines, no carriage returns.
@@ -464,7 +469,7 @@ TEST(LinuxGuest, RunsACommandAndReturnsItsStatus) {
   EXPECT_EQ(o.err, "") << describe(o);
 }
 
-TEST(LinuxGuest, PoweroffEndsTheVmThroughAcpi) {
+LINUX_TEST(LinuxGuest, PoweroffEndsTheVmThroughAcpi) {
   require_kvm();
   // busybox poweroff -f: reboot(RB_POWER_OFF) at once, so the VM ends before moss-init reports
   // a status; the message names the ACPI S5 write (not a halt, a reset or a panic).
@@ -475,7 +480,7 @@ TEST(LinuxGuest, PoweroffEndsTheVmThroughAcpi) {
       << describe(o);
 }
 
-TEST(LinuxGuest, TwoVcpusAreBothOnline) {
+LINUX_TEST(LinuxGuest, TwoVcpusAreBothOnline) {
   require_kvm();
   auto o = run({moss(), "run", "--cpus", "2", "--", "sh", "-c",
                 "echo online=$(cat /sys/devices/system/cpu/online) nproc=$(nproc)"},
@@ -531,7 +536,7 @@ Outcome shell(std::string script, seconds timeout = seconds(300)) {
   return run({"sh", "-c", script}, timeout);
 }
 
-TEST(LinuxGuest, PipedInputIsCountedByTheGuestsWc) {
+LINUX_TEST(LinuxGuest, PipedInputIsCountedByTheGuestsWc) {
   require_kvm();
   Scratch s;
   std::string in = (s.dir / "du.txt").string();
@@ -545,7 +550,7 @@ TEST(LinuxGuest, PipedInputIsCountedByTheGuestsWc) {
   EXPECT_EQ(o.out, std::to_string(want) + "\n") << describe(o);
 }
 
-TEST(LinuxGuest, ExitStatusSignalAndSeparateStreams) {
+LINUX_TEST(LinuxGuest, ExitStatusSignalAndSeparateStreams) {
   require_kvm();
   auto seven = run({moss(), "run", "--", "sh", "-c", "exit 7"}, seconds(300));
   EXPECT_EQ(seven.exit_code, 7) << describe(seven);
@@ -567,7 +572,7 @@ TEST(LinuxGuest, ExitStatusSignalAndSeparateStreams) {
   EXPECT_NE(missing.err.find("no-such-program"), std::string::npos) << describe(missing);
 }
 
-TEST(LinuxGuest, SixtyFourMiBThroughCatComeBackIdentical) {
+LINUX_TEST(LinuxGuest, SixtyFourMiBThroughCatComeBackIdentical) {
   require_kvm();
   Scratch s;
   std::string in = (s.dir / "random.bin").string();
@@ -581,7 +586,7 @@ TEST(LinuxGuest, SixtyFourMiBThroughCatComeBackIdentical) {
   EXPECT_EQ(std::atol(piped.out.c_str()), 64l << 20) << describe(piped);
 }
 
-TEST(LinuxGuest, UnreadInputDoesNotBlockTheProgram) {
+LINUX_TEST(LinuxGuest, UnreadInputDoesNotBlockTheProgram) {
   require_kvm();
   // `yes` never ends: the program ignores its stdin, exits, and moss with it.
   auto o = shell("yes | MOSS run -- sh -c 'echo done; exit 3'", seconds(300));
@@ -602,6 +607,7 @@ class Terminal {
     winsize ws{};
     ws.ws_row = 40;
     ws.ws_col = 100;
+    check_spawn(argv);
     pid_ = forkpty(&master_, nullptr, nullptr, &ws);
     if (pid_ == 0) {
       std::vector<char*> a;
@@ -656,7 +662,7 @@ class Terminal {
   std::string screen_;
 };
 
-TEST(LinuxGuest, PtyShellHasAPromptATtyAndCtrlCInterruptsSleep) {
+LINUX_TEST(LinuxGuest, PtyShellHasAPromptATtyAndCtrlCInterruptsSleep) {
   require_kvm();
   Terminal t({moss(), "run", "-t", "--", "sh"});
   ASSERT_TRUE(t.wait_for("# ", 0, seconds(300))) << t.screen();
@@ -690,7 +696,7 @@ std::string json_field(const std::string& json, const std::string& key) {
   return json.substr(at, json.find_first_of(",}\n", at) - at);
 }
 
-TEST(LinuxGuest, VsockBothWaysAndTwoVmsHaveDifferentCids) {
+LINUX_TEST(LinuxGuest, VsockBothWaysAndTwoVmsHaveDifferentCids) {
   require_kvm();
   Scratch s;
   std::string rt = (s.dir / "rt").string(), a_sock = (s.dir / "a.sock").string();
@@ -741,7 +747,7 @@ TEST(LinuxGuest, VsockBothWaysAndTwoVmsHaveDifferentCids) {
 
 uint32_t pattern_word(uint32_t offset, uint32_t salt) { return offset * 0x9e3779b1u + salt; }
 
-TEST(FreestandingGuest, VirtioBlkReadAndWriteThroughTheTransportAndWorker) {
+KVM_TEST(FreestandingGuest, VirtioBlkReadAndWriteThroughTheTransportAndWorker) {
   require_kvm();
   auto dir = std::filesystem::temp_directory_path() / ("moss-fs-blk-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
@@ -773,7 +779,7 @@ TEST(FreestandingGuest, VirtioBlkReadAndWriteThroughTheTransportAndWorker) {
 // vhost-user backend).
 
 // A scratch directory for disk images, removed with the test.
-TEST(LinuxGuest, TwoDisksAreVdaAndVdbAndDataCrossesBothWays) {
+LINUX_TEST(LinuxGuest, TwoDisksAreVdaAndVdbAndDataCrossesBothWays) {
   require_kvm();
   Scratch s;
   std::string a = s.image("a.img", 4 << 20, 1), b = s.image("b.img", 2 << 20, 2);
@@ -792,7 +798,7 @@ TEST(LinuxGuest, TwoDisksAreVdaAndVdbAndDataCrossesBothWays) {
   EXPECT_EQ(sha256(b, 1 << 20), sha256(a, 1 << 20));
 }
 
-TEST(LinuxGuest, ReadOnlyDiskRefusesWrites) {
+LINUX_TEST(LinuxGuest, ReadOnlyDiskRefusesWrites) {
   require_kvm();
   Scratch s;
   std::string a = s.image("a.img", 1 << 20, 3);
@@ -848,7 +854,7 @@ struct MidIo {
   }
 };
 
-TEST(Supervision, KilledDiskWorkerEndsTheVmAndFlushedWritesSurvive) {
+LINUX_TEST(Supervision, KilledDiskWorkerEndsTheVmAndFlushedWritesSurvive) {
   require_kvm();
   MidIo m;
   ASSERT_GT(m.worker, 0);
@@ -870,7 +876,7 @@ TEST(Supervision, KilledDiskWorkerEndsTheVmAndFlushedWritesSurvive) {
   m.check_flushed(o.out);
 }
 
-TEST(Supervision, KilledVcpuProcessTakesTheWorkerAndFlushedWritesSurvive) {
+LINUX_TEST(Supervision, KilledVcpuProcessTakesTheWorkerAndFlushedWritesSurvive) {
   require_kvm();
   MidIo m;
   ASSERT_GT(m.worker, 0);
@@ -891,7 +897,7 @@ TEST(Supervision, KilledVcpuProcessTakesTheWorkerAndFlushedWritesSurvive) {
 }
 
 // Interop, moss as the frontend: qemu-storage-daemon's vhost-user-blk export as the disk.
-TEST(LinuxGuest, QemuStorageDaemonServesTheDisk) {
+LINUX_TEST(LinuxGuest, QemuStorageDaemonServesTheDisk) {
   require_kvm();
   if (access("/usr/bin/qemu-storage-daemon", X_OK) != 0) GTEST_SKIP() << "SKIP: qemu-storage-daemon is not installed";
   Scratch s;
@@ -953,7 +959,7 @@ std::string virtio_blk_disk(Scratch& s) {
   return img;
 }
 
-TEST(Sandbox, ProbesInsideTheVcpuProcessAndTheWorkersAreBlocked) {
+KVM_TEST(Sandbox, ProbesInsideTheVcpuProcessAndTheWorkersAreBlocked) {
   require_kvm();
   Scratch s;
   std::string img = virtio_blk_disk(s);
@@ -973,7 +979,7 @@ TEST(Sandbox, ProbesInsideTheVcpuProcessAndTheWorkersAreBlocked) {
   EXPECT_EQ(o.err.find("WARNING"), std::string::npos) << describe(o);
 }
 
-TEST(Sandbox, TheSameProbesSucceedWithNoSandbox) {
+KVM_TEST(Sandbox, TheSameProbesSucceedWithNoSandbox) {
   require_kvm();
   Scratch s;
   std::string img = virtio_blk_disk(s);
@@ -996,7 +1002,7 @@ TEST(Sandbox, TheSameProbesSucceedWithNoSandbox) {
 
 // The worker makes a forbidden call while the VM runs (on SIGUSR2, a test hook): seccomp kills
 // it, and the broker names it and the signal.
-TEST(Sandbox, ForbiddenSyscallKillsTheBlkWorkerAndTheBrokerSaysSo) {
+KVM_TEST(Sandbox, ForbiddenSyscallKillsTheBlkWorkerAndTheBrokerSaysSo) {
   require_kvm();
   Scratch s;
   std::string img = s.image("a.img", 1 << 20, 5);
@@ -1014,7 +1020,7 @@ TEST(Sandbox, ForbiddenSyscallKillsTheBlkWorkerAndTheBrokerSaysSo) {
       << describe(o);
 }
 
-TEST(Sandbox, ForbiddenSyscallKillsTheVcpuProcessAndTheBrokerSaysSo) {
+KVM_TEST(Sandbox, ForbiddenSyscallKillsTheVcpuProcessAndTheBrokerSaysSo) {
   require_kvm();
   Process p({moss(), "run", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"},
             {{"MOSS_TEST_FORBIDDEN_SYSCALL", "vcpu:on-sigusr2"}});

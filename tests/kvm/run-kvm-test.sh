@@ -3,17 +3,17 @@
 #
 # Where this host's KVM can run the test, it runs here. Otherwise its result comes from the
 # nested-test-host batch (kvm-batch.sh, a CTest fixture that boots the nested host once for
-# all such tests). FreestandingGuest.* and VmProcess.* run on any KVM, PVM included;
-# LinuxGuest.* need KVM that can run Linux.
-# Usage: run-kvm-test.sh BUILD_DIR TEST_NAME
+# all such tests), by what the test declares it needs (tests/kvm/needs.h): "kvm" tests run on
+# any KVM, PVM included; "linux" tests need a KVM that runs Linux.
+# Usage: run-kvm-test.sh BUILD_DIR NEEDS:TEST_NAME
 set -u
-build=$1 name=$2
+build=$1 needs=${2%%:*} name=${2#*:}
 here=$(dirname "$(readlink -f "$0")")
 . "$here/kvm-mode.sh"
 results=$build/tests/nested-results
 export MOSS_BUILD_DIR=$build
 
-if test_runs_here "$name"; then
+if test_runs_here "$needs"; then
   out=$("$build/kvm_test" --gtest_filter="$name" 2>&1); rc=$?
 else
   if [ ! -f "$results/$name.rc" ]; then

@@ -6,9 +6,5 @@ here=$(dirname "$(readlink -f "$0")")
 . "$here/../kvm/kvm-mode.sh"
 mode=$(kvm_mode)
 if [ "$mode" = hw ]; then exec "$@"; fi
-case $mode in
-  pvm) why="this host's /dev/kvm is PVM, which cannot run a Linux guest" ;;
-  *) why="this host has no usable /dev/kvm" ;;
-esac
-echo "moss: $why; running in the nested test host (QEMU TCG with nested SVM; guests run slowly there)" >&2
+echo "moss: $(kvm_mode_why); running in the nested test host (QEMU TCG with nested SVM; guests run slowly there)" >&2
 exec "$here/run-in-nested-host.sh" -- "$@"

@@ -14,7 +14,23 @@
 
 namespace moss::test {
 
+namespace {
+std::function<void(const std::vector<std::string>&)>& spawn_check() {
+  static std::function<void(const std::vector<std::string>&)> check;
+  return check;
+}
+}  // namespace
+
+void set_spawn_check(std::function<void(const std::vector<std::string>& argv)> check) {
+  spawn_check() = std::move(check);
+}
+
+void check_spawn(const std::vector<std::string>& argv) {
+  if (spawn_check()) spawn_check()(argv);
+}
+
 Process::Process(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) {
+  check_spawn(argv);
   int o[2], e[2];
   if (pipe2(o, O_CLOEXEC) != 0 || pipe2(e, O_CLOEXEC) != 0) std::abort();
   start_ = std::chrono::steady_clock::now();

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -38,6 +39,11 @@ class Process {
 
 Outcome run(const std::vector<std::string>& argv, std::chrono::seconds timeout = std::chrono::seconds(120),
             const std::map<std::string, std::string>& env = {});
+
+// A check that every Process (and check_spawn's other callers) runs with the argv it is about
+// to start, e.g. kvm_test's routing check (tests/kvm/needs.h). None by default.
+void set_spawn_check(std::function<void(const std::vector<std::string>& argv)> check);
+void check_spawn(const std::vector<std::string>& argv);
 
 // Direct children of `pid`, from /proc.
 std::vector<pid_t> children_of(pid_t pid);
