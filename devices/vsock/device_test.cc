@@ -6,6 +6,7 @@
 #include "devices/vsock/device.h"
 
 #include <poll.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -78,10 +79,11 @@ class VsockDeviceTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     uds_ = dir_ + "/v.sock";
-    int fd = ::memfd_create("moss-vsock-test-guest", MFD_CLOEXEC);
+    int fd = ::memfd_create("moss-vsock-test-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     ASSERT_GE(fd, 0);
     mem_fd_.reset(fd);
     ASSERT_EQ(::ftruncate(fd, kGuestBytes), 0);
+    ASSERT_EQ(::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);  // As a VMM shares RAM.
     void* p = ::mmap(nullptr, kGuestBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     ASSERT_NE(p, MAP_FAILED);
     host_ = static_cast<uint8_t*>(p);
