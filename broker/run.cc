@@ -221,7 +221,8 @@ class Session {
   static void on_boot_timeout(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->boot_timed_out(); }
   void accept_client();
   // The command (moss run -- CMD): moss-init dials in when its agent is up, and the command
-  // runs over that connection (agent::ExecClient, driven by this loop).
+  // runs over that connection (agent::ExecClient, driven by this loop). The vsock worker's
+  // connect requests come in here too (vmvsock::Plan::serve_connect_requests).
   void accept_agent();
   void agent_ready(int fd, short what);
   void sync_agent();
@@ -475,26 +476,16 @@ void Session::answer_waiting(const Result<void>& outcome) {
 }
 
 void Session::accept_agent() {
-  int fd = accept4(vsock_->dial_listener(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-  if (fd < 0) return;  // EAGAIN, or the connection went away again.
-  UniqueFd sock(fd);
-  // Only the VM's own vsock worker carries the guest's connection here; any other process
-  // that can reach the socket would otherwise be sent the command (and could answer for it).
-  ucred peer{};
-  socklen_t len = sizeof peer;
-  pid_t worker = -1;
-  for (const auto& w : workers_) {
-    if (w.what == kVsockWorker) worker = w.pid;
+  // The vsock worker asks for its guest connections to host ports; the first to the agent's
+  // port is moss-init's, and comes to us on a socketpair only the worker holds the other end
+  // of (no socket on disk that another process could reach first).
+  auto agent = vsock_->serve_connect_requests();
+  if (vsock_->connect_channel() < 0 && agent_dial_ev_) {  // The worker is gone.
+    event_free(agent_dial_ev_);
+    agent_dial_ev_ = nullptr;
   }
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || peer.pid != worker) {
-    LOG_WARN("refused a connection to the agent's socket from pid %d, which is not this VM's vsock worker",
-             static_cast<int>(peer.pid));
-    return;
-  }
-  // One connection runs the command; nothing else is accepted there.
-  event_free(agent_dial_ev_);
-  agent_dial_ev_ = nullptr;
-  vsock_->close_dial_listener();
+  if (!agent || client_) return;
+  UniqueFd sock = std::move(*agent);
   agent_connected_ns_ = now_ns();
   agent::ExecRequest req;
   req.argv = options_.command;
@@ -722,8 +713,8 @@ int Session::run() {
     evtimer_add(boot_timeout_ev_, &limit);
   }
   worker_grace_ev_ = evtimer_new(base_, on_worker_grace, this);
-  if (vsock_ && vsock_->dial_listener() >= 0) {
-    agent_dial_ev_ = event_new(base_, vsock_->dial_listener(), EV_READ | EV_PERSIST, on_agent_dial, this);
+  if (vsock_) {
+    agent_dial_ev_ = event_new(base_, vsock_->connect_channel(), EV_READ | EV_PERSIST, on_agent_dial, this);
     event_add(agent_dial_ev_, nullptr);
   }
   if (options_.tty) {
@@ -892,7 +883,7 @@ int run_vm(const cli::RunOptions& options) {
     return kExitFailure;
   }
   // Every VM has a vsock device (with a command, the way its agent is reached).
-  auto vsock = vmvsock::Plan::prepare(cid::default_dir(), control::runtime_dir(), options.vsock_socket,
+  auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket,
                                       options.has_command ? agent::kAgentPort : 0);
   if (!vsock) {
     std::fprintf(stderr, "moss: %s\n", vsock.error().message.c_str());
@@ -970,19 +961,14 @@ int run_vm(const cli::RunOptions& options) {
     p.worker_disks[i].reset();
   }
   {
-    ChildSpec w;
-    w.path = self_dir() + "/moss-vsock";
-    w.argv = {"moss-vsock", "--fd", "3", "--guest-cid", std::to_string((*vsock)->cid()), "--uds-path",
-              (*vsock)->socket_path()};
-    w.fds = {vsock_worker_end.get()};
-    w.sandbox = jail::vsock(!options.no_sandbox);
+    ChildSpec w = (*vsock)->worker_spec(self_dir() + "/moss-vsock", vsock_worker_end.get(), !options.no_sandbox);
     auto wpid = spawn_child(w);
     if (!wpid) {
       stop_started();
       std::fprintf(stderr, "moss: cannot start the vsock worker: %s\n", wpid.error().message.c_str());
       return kExitFailure;
     }
-    (*vsock)->worker_listens();
+    (*vsock)->worker_started();
     workers.push_back({*wpid, kVsockWorker, false, UniqueFd()});
     vsock_worker_end.reset();
   }
@@ -1038,6 +1024,18 @@ int run_vm(const cli::RunOptions& options) {
 int control_command(const cli::Command& command) {
   std::string dir = control::runtime_dir();
   using V = cli::Command::Verb;
+  if (command.verb != V::kList) {
+    if (auto r = control::check_name(command.vm_name); !r) {
+      std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+      return kExitUsage;
+    }
+  }
+  // A runtime directory that is not ours is refused here, with its reason (a missing one
+  // just holds no VM).
+  if (auto d = control::open_runtime_dir(dir, /*create=*/false); !d && d.error().err != ENOENT) {
+    std::fprintf(stderr, "moss: %s\n", d.error().message.c_str());
+    return kExitFailure;
+  }
   if (command.verb == V::kList) {
     std::string out = control::table_header();
     for (const auto& name : control::running_names(dir)) {
@@ -1047,30 +1045,18 @@ int control_command(const cli::Command& command) {
     std::fputs(out.c_str(), stdout);
     return 0;
   }
-  if (auto r = control::check_name(command.vm_name); !r) {
-    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
-    return kExitUsage;
-  }
+  Result<void> outcome;
   if (command.verb == V::kStats) {
     auto s = control::query_stats(dir, command.vm_name);
-    if (!s) {
-      std::fprintf(stderr, "moss: %s\n", s.error().message.c_str());
-      return 1;
-    }
-    std::fputs(control::to_json(*s).c_str(), stdout);
-    return 0;
+    if (s) std::fputs(control::to_json(*s).c_str(), stdout);
+    else outcome = s.error();
+  } else if (command.verb == V::kPause || command.verb == V::kResume) {
+    outcome = control::request_pause(dir, command.vm_name, command.verb == V::kPause);
+  } else {
+    outcome = control::request_stop(dir, command.vm_name, kStopGraceSeconds * 2 + kExitGraceSeconds * 2);
   }
-  if (command.verb == V::kPause || command.verb == V::kResume) {
-    auto r = control::request_pause(dir, command.vm_name, command.verb == V::kPause);
-    if (!r) {
-      std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
-      return 1;
-    }
-    return 0;
-  }
-  auto r = control::request_stop(dir, command.vm_name, kStopGraceSeconds * 2 + kExitGraceSeconds * 2);
-  if (!r) {
-    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+  if (!outcome) {
+    std::fprintf(stderr, "moss: %s\n", outcome.error().message.c_str());
     return 1;
   }
   return 0;

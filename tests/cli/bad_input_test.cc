@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "tests/support/subprocess.h"
 
@@ -140,6 +141,24 @@ TEST_F(BadInput, VsockWorkerRunsThroughMoss) {
   EXPECT_EQ(bad.exit_code, 2) << bad.err;
   EXPECT_EQ(bad.err.rfind("moss-vsock: ", 0), 0u) << bad.err;
   EXPECT_FALSE(std::filesystem::exists(dir_ / "v.sock"));
+}
+
+// Finding 3: a runtime directory that is a symlink (to a directory of someone else's) or open
+// to others is refused by every verb, with its path and what is wrong.
+TEST_F(BadInput, ARuntimeDirectoryThatIsNotPrivatelyOursIsRefused) {
+  auto evil = dir_ / "evil";
+  std::filesystem::create_directories(evil);
+  std::filesystem::permissions(evil, std::filesystem::perms::all);
+  auto link = dir_ / "rt";
+  std::filesystem::create_directory_symlink(evil, link);
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", link.string()}};
+  std::string why = "the runtime directory " + link.string() + " is a symbolic link, which moss does not follow";
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--", "true"}, seconds(20), env), 125, why);
+  expect_one_sentence(run({moss(), "ls"}, seconds(10), env), 125, why);
+  env["MOSS_RUNTIME_DIR"] = evil.string();
+  expect_one_sentence(run({moss(), "ls"}, seconds(10), env), 125,
+                      "the runtime directory " + evil.string() + " is writable by other users (mode 0777)");
+  EXPECT_TRUE(std::filesystem::is_empty(evil));
 }
 
 }  // namespace
