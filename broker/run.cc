@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -24,6 +25,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
+#include "base/unix_socket.h"
 #include "broker/console_sink.h"
 #include "broker/control.h"
 #include "broker/defaults.h"
@@ -58,13 +60,22 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// The kernel or initrd: a regular file. Opened without blocking, so that a FIFO (or a device
+// that blocks on open) is refused at once instead of waiting forever for a writer.
 Result<UniqueFd> open_input(const std::string& path, const char* what) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     return make_error(std::string("cannot read the ") + what + " " + path + ": " + strerror(errno) +
                       (errno == ENOENT ? std::string(" (check the path)") : std::string()), errno);
   }
-  return UniqueFd(fd);
+  UniqueFd file(fd);
+  struct stat st;
+  MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
+  if (!S_ISREG(st.st_mode)) {
+    return make_error(std::string("the ") + what + " " + path + " is not a regular file (it is " + describe_file_type(st.st_mode) + ")");
+  }
+  MOSS_CHECK(MOSS_SYS(fcntl(fd, F_SETFL, O_RDONLY)));
+  return file;
 }
 
 // Everything the broker decided and opened before the vcpu process starts.
@@ -835,12 +846,37 @@ void Session::write_stats(const rusage& child) {
   auto cpu_ms = [](const rusage& r) {
     return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000.0 + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1000.0;
   };
-  std::string tmp = options_.stats_file + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f) {
-    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+  // Replaced whole (a new file renamed over it), so a reader never sees half of it; through a
+  // symlink, the file it points to is replaced. Never a FIFO or device that appeared there
+  // since the start (check_stats_file refused one then).
+  std::string target = options_.stats_file;
+  struct stat st;
+  if (lstat(target.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    char* real = realpath(target.c_str(), nullptr);
+    if (real == nullptr) {
+      LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+      return;
+    }
+    target = real;
+    std::free(real);
+  }
+  if (lstat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    LOG_WARN("did not write --stats file %s: it is now %s, not a regular file", options_.stats_file.c_str(),
+             describe_file_type(st.st_mode).c_str());
     return;
   }
+  std::string tmp = target + ".XXXXXX";
+  int fd = mkostemp(tmp.data(), O_CLOEXEC);
+  FILE* f = fd < 0 ? nullptr : fdopen(fd, "w");
+  if (!f) {
+    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+    if (fd >= 0) {
+      close(fd);
+      unlink(tmp.c_str());
+    }
+    return;
+  }
+  fchmod(fd, 0644);
   std::fprintf(f,
                "{\"spawn_ns\": %llu, \"first_run_ns\": %llu, \"first_exit_ns\": %llu,\n"
                " \"agent_connected_ns\": %llu, \"command_exited_ns\": %llu,\n"
@@ -850,8 +886,32 @@ void Session::write_stats(const rusage& child) {
                static_cast<unsigned long long>(first_exit_ns_), static_cast<unsigned long long>(agent_connected_ns_),
                static_cast<unsigned long long>(command_exited_ns_), self.ru_maxrss, cpu_ms(self), child.ru_maxrss,
                cpu_ms(child));
-  std::fclose(f);
-  if (rename(tmp.c_str(), options_.stats_file.c_str()) != 0) unlink(tmp.c_str());
+  bool written = std::fflush(f) == 0 && !std::ferror(f);
+  written = std::fclose(f) == 0 && written;
+  if (!written || rename(tmp.c_str(), target.c_str()) != 0) {
+    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+    unlink(tmp.c_str());
+  }
+}
+
+// --stats FILE is replaced whole when the VM ends: refuse at the start what must not be
+// replaced (a FIFO, a device, a directory) or cannot be written (no such directory).
+Result<void> check_stats_file(const std::string& path) {
+  if (path.empty()) return {};
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) {
+      return make_error("the --stats file " + path + " is " + describe_file_type(st.st_mode) +
+                        ", which moss would replace; give the path of a regular file");
+    }
+    return {};
+  }
+  if (errno != ENOENT) return make_error("cannot use the --stats file " + path + ": " + strerror(errno), errno);
+  std::string dir = parent_dir(path);
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return make_error("the directory of the --stats file " + path + " does not exist");
+  }
+  return {};
 }
 
 // Opens /dev/null on any of fds 0-2 that is closed, so that no socket or file of ours lands
@@ -877,11 +937,23 @@ int run_vm(const cli::RunOptions& options) {
     std::fprintf(stderr, "moss: -t needs a terminal on stdin\n");
     return kExitUsage;
   }
+  if (auto r = check_stats_file(options.stats_file); !r) {
+    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+    return kExitFailure;
+  }
   auto console = ConsoleSink::open(!options.has_command, options.console_file);
   if (!console) {
     std::fprintf(stderr, "moss: %s\n", console.error().message.c_str());
     return kExitFailure;
   }
+  // Until the VM runs, a failure leaves behind no --console file that this run created.
+  struct ConsoleCleanup {
+    ConsoleSink* sink;
+    bool armed = true;
+    ~ConsoleCleanup() {
+      if (armed) sink->remove_if_unused();
+    }
+  } console_cleanup{&*console};
   // Every VM has a vsock device (with a command, the way its agent is reached).
   auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket,
                                       options.has_command ? agent::kAgentPort : 0);
@@ -1016,6 +1088,7 @@ int run_vm(const cli::RunOptions& options) {
   if (auto r = ipc::send_message(ours.get(), mb); !r) {
     LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
   }
+  console_cleanup.armed = false;  // The VM runs: the console file is its.
   Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers), std::move(endpoint),
                   std::move(*console), std::move(*vsock));
   return session.run();
@@ -1056,8 +1129,9 @@ int control_command(const cli::Command& command) {
     outcome = control::request_stop(dir, command.vm_name, kStopGraceSeconds * 2 + kExitGraceSeconds * 2);
   }
   if (!outcome) {
+    // No such VM, or it could not do it: a failure of moss's, like any other (README).
     std::fprintf(stderr, "moss: %s\n", outcome.error().message.c_str());
-    return 1;
+    return kExitFailure;
   }
   return 0;
 }
