@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <vector>
 
@@ -62,6 +63,13 @@ TEST(File, NonRegularFilesAreRefused) {
   auto r = regular_file_size(fd, "the initrd");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().message, "the initrd is not a regular file");
+}
+
+TEST(File, FileTypesAreNamedForMessages) {
+  EXPECT_EQ(describe_file_type(S_IFIFO | 0644), "a FIFO");
+  EXPECT_EQ(describe_file_type(S_IFDIR | 0755), "a directory");
+  EXPECT_EQ(describe_file_type(S_IFCHR), "a character device");
+  EXPECT_EQ(describe_file_type(S_IFREG | 0600), "a regular file");
 }
 
 }  // namespace

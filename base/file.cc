@@ -8,6 +8,19 @@
 
 namespace moss {
 
+std::string describe_file_type(unsigned mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return "a regular file";
+    case S_IFDIR: return "a directory";
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFSOCK: return "a socket";
+    case S_IFLNK: return "a symbolic link";
+    default: return "an unknown kind of file";
+  }
+}
+
 Result<uint64_t> regular_file_size(int fd, const std::string& what) {
   struct stat st;
   MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));

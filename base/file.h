@@ -11,6 +11,8 @@
 
 namespace moss {
 
+// What kind of file a st_mode is, for messages: "a FIFO", "a directory", "a character device".
+std::string describe_file_type(unsigned mode);
 // The size of an open regular file; `what` names it in errors ("the kernel /boot/x").
 Result<uint64_t> regular_file_size(int fd, const std::string& what);
 // Fills `out` from `offset` with pread, or fails if the file ends first.

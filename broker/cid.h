@@ -1,10 +1,13 @@
-// Guest CIDs for virtio-vsock: each running VM on the host holds one no other holds.
+// Guest CIDs for virtio-vsock: each of a user's running VMs holds one none of the user's other
+// VMs holds.
 //
-// A CID is held by an flock on <dir>/<cid>.lock for the VM's lifetime (released by the kernel
-// when the broker exits, however it exits), so allocation needs no daemon and cannot race:
-// the lowest CID whose lock can be taken wins. The directory is host-wide (not per user):
-// /run/moss-cids when we can write /run, else /tmp/moss-cids, sticky and world-writable so
-// every user's VMs share one namespace; $MOSS_CID_DIR overrides it (tests).
+// A CID is held by an flock on <runtime dir>/cids/<cid>.lock for the VM's lifetime (released
+// by the kernel when the broker exits, however it exits), so allocation needs no daemon and
+// cannot race: the lowest CID whose lock can be taken wins. The lease directory is the user's
+// own (inside the private runtime directory, mode 0700), not shared with other users: with
+// hybrid vsock a CID is seen only by its guest and by the user's own programs on the VM's Unix
+// socket, and nothing host-wide (there is no vhost-vsock) needs it to be unique beyond that,
+// so another user can neither exhaust the CIDs nor squat the directory (docs/ARCHITECTURE.md).
 #pragma once
 
 #include <cstdint>
@@ -12,18 +15,20 @@
 
 #include "base/fd.h"
 #include "base/result.h"
+#include "broker/private_dir.h"
 
 namespace moss::cid {
 
 constexpr uint32_t kFirstGuestCid = 3;  // 0-2 are reserved (hypervisor, local, host).
 constexpr uint32_t kMaxGuestCid = 65535;
 
-std::string default_dir();
+// The lease directory's name in the runtime directory.
+inline constexpr char kLeaseDir[] = "cids";
 
 class Lease {
  public:
-  // The lowest free CID in `dir` (created if missing).
-  static Result<Lease> take(const std::string& dir);
+  // The lowest free CID in the lease directory `dir` (a privdir::Dir: this user's alone).
+  static Result<Lease> take(const privdir::Dir& dir);
   Lease(Lease&&) = default;
   Lease& operator=(Lease&&) = default;
   ~Lease();  // Removes the lock file if it is still ours, then releases the CID.
@@ -33,7 +38,8 @@ class Lease {
  private:
   Lease() = default;
   uint32_t cid_ = 0;
-  std::string path_;
+  privdir::Dir dir_;
+  std::string name_;
   UniqueFd lock_;
 };
 

@@ -2,43 +2,97 @@
 
 #include "broker/control.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 
 namespace moss::cli {
 
+namespace {
+
+constexpr const char* kRunSynopsis =
+    "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
+    "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--name NAME] [--stats FILE]\n"
+    "                [--vsock-socket PATH] [--console FILE] [--no-sandbox]\n"
+    "                [-t] [--env K=V]... [--workdir DIR] [--boot-timeout SECONDS] [-- CMD ARGS...]\n";
+
+constexpr const char* kRunText =
+    "moss run -- CMD boots a VM and runs CMD in it through the guest agent, as if it ran here:\n"
+    "stdin, stdout and stderr are this process's, and moss exits with CMD's status (128+N if\n"
+    "signal N ended it). -t gives CMD a pseudo-terminal (an interactive shell: moss run -t -- sh).\n"
+    "--env and --workdir set its environment and working directory. If the guest's agent has not\n"
+    "connected --boot-timeout seconds after the start (default 300; 0: no limit), moss stops the\n"
+    "VM and fails. The guest console goes to\n"
+    "--console FILE if given (appended; a regular file, a terminal or other character device, or\n"
+    "a FIFO that a reader has open); otherwise it is kept, and its last lines are printed if the VM\n"
+    "fails. Without a command the VM runs with its console on stdout until it powers off or\n"
+    "is stopped. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n"
+    "--kernel and --initrd must be regular files.\n"
+    "Each --disk (a file or block device, served by its own moss-blk worker) and each\n"
+    "--vhost-user-blk (a running vhost-user-blk backend) is a virtio-blk disk, /dev/vda first.\n"
+    "--name gives the VM a control socket in the runtime directory ($MOSS_RUNTIME_DIR, else\n"
+    "$XDG_RUNTIME_DIR/moss): moss ls lists named VMs, moss stats prints one's figures as\n"
+    "JSON, moss stop stops it in order and waits until it has ended, moss pause parks its\n"
+    "vCPUs (the guest's clock and devices keep running) until moss resume.\n"
+    "--stats FILE writes timing and memory figures as JSON when the VM ends (FILE must be a\n"
+    "regular file or not exist; it is replaced whole).\n"
+    "Every process moss starts runs in a sandbox (namespaces, an empty root, no capabilities,\n"
+    "a seccomp allowlist); --no-sandbox turns that off, for debugging moss only.\n"
+    "Every VM has a virtio-vsock device with a CID none of your other running VMs holds, in hybrid\n"
+    "mode: host programs connect to its Unix socket (--vsock-socket, default: in the runtime\n"
+    "directory, see moss stats) and send \"CONNECT <port>\\n\"; the guest's connections to host port\n"
+    "N reach the socket PATH_N.\n"
+    "Exit status: CMD's; 2 for bad usage; 125 when moss itself fails (one sentence on stderr).\n";
+
+constexpr const char* kControlText =
+    "The VM is one started with moss run --name NAME by you, found in the runtime directory\n"
+    "($MOSS_RUNTIME_DIR, else $XDG_RUNTIME_DIR/moss, else /run/moss for root, else /tmp/moss-UID).\n"
+    "Exit status: 0; 2 for bad usage; 125 when no VM of that name is running or it could not\n"
+    "do it (one sentence on stderr).\n";
+
+}  // namespace
+
 std::string usage() {
-  return "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
-         "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--name NAME] [--stats FILE]\n"
-         "                [--vsock-socket PATH] [--console FILE] [--no-sandbox]\n"
-         "                [-t] [--env K=V]... [--workdir DIR] [--boot-timeout SECONDS] [-- CMD ARGS...]\n"
+  return std::string(kRunSynopsis) +
          "       moss ls | moss stats NAME | moss stop NAME | moss pause NAME | moss resume NAME\n"
          "       moss device blk|vsock ARGS... (moss device KIND --help)\n"
-         "       moss --help | --version\n"
-         "\n"
-         "moss run -- CMD boots a VM and runs CMD in it through the guest agent, as if it ran here:\n"
-         "stdin, stdout and stderr are this process's, and moss exits with CMD's status (128+N if\n"
-         "signal N ended it). -t gives CMD a pseudo-terminal (an interactive shell: moss run -t -- sh).\n"
-         "--env and --workdir set its environment and working directory. If the guest's agent has not\n"
-         "connected --boot-timeout seconds after the start (default 300; 0: no limit), moss stops the\n"
-         "VM and fails. The guest console goes to\n"
-         "--console FILE if given; otherwise it is kept, and its last lines are printed if the VM\n"
-         "fails. Without a command the VM runs with its console on stdout until it powers off or\n"
-         "is stopped. SIZE takes a K, M or G suffix (no suffix: MiB); the default is 512M.\n"
-         "Each --disk (a file or block device, served by its own moss-blk worker) and each\n"
-         "--vhost-user-blk (a running vhost-user-blk backend) is a virtio-blk disk, /dev/vda first.\n"
-         "--name gives the VM a control socket in the runtime directory ($MOSS_RUNTIME_DIR, else\n"
-         "$XDG_RUNTIME_DIR/moss): moss ls lists named VMs, moss stats prints one's figures as\n"
-         "JSON, moss stop stops it in order and waits until it has ended, moss pause parks its\n"
-         "vCPUs (the guest's clock and devices keep running) until moss resume.\n"
-         "Every process moss starts runs in a sandbox (namespaces, an empty root, no capabilities,\n"
-         "a seccomp allowlist); --no-sandbox turns that off, for debugging moss only.\n"
-         "Every VM has a virtio-vsock device with a CID no other running VM holds, in hybrid mode:\n"
-         "host programs connect to its Unix socket (--vsock-socket, default: in the runtime directory,\n"
-         "see moss stats) and send \"CONNECT <port>\\n\"; the guest's connections to host port N reach\n"
-         "the socket PATH_N.\n"
+         "       moss --help | --version | moss VERB --help\n"
+         "\n" +
+         kRunText +
          "moss device blk|vsock runs a device worker on its own, as a vhost-user backend for QEMU,\n"
          "crosvm or another moss.\n";
+}
+
+std::string usage(const std::string& topic) {
+  if (topic == "run") return std::string(kRunSynopsis) + "\n" + kRunText;
+  if (topic == "ls") {
+    return "usage: moss ls\n\nLists your named VMs that are running (moss run --name NAME): name, state, uptime,\n"
+           "vCPUs, memory, the resident memory of all its processes, disks.\n" +
+           std::string(kControlText);
+  }
+  if (topic == "stats") {
+    return "usage: moss stats NAME\n\nPrints the VM NAME's figures as JSON: state, uptime, vCPUs, memory, each process's\n"
+           "resident memory and CPU time, disks and their request counts, its vsock CID and socket.\n" +
+           std::string(kControlText);
+  }
+  if (topic == "stop") {
+    return "usage: moss stop NAME\n\nStops the VM NAME in order (as SIGTERM to its moss run would) and waits until it has\n"
+           "ended.\n" +
+           std::string(kControlText);
+  }
+  if (topic == "pause" || topic == "resume") {
+    return "usage: moss " + topic + " NAME\n\nmoss pause parks the VM NAME's vCPUs (its clock and devices keep running) and\n"
+           "returns once every one is parked; moss resume lets them run again.\n" +
+           std::string(kControlText);
+  }
+  if (topic == "device") {
+    return "usage: moss device blk|vsock ARGS...\n"
+           "       moss device KIND --help\n\n"
+           "Runs a device worker on its own, as a vhost-user backend for QEMU, crosvm or another moss:\n"
+           "moss device blk is moss-blk (a virtio-blk disk), moss device vsock is moss-vsock (hybrid\n"
+           "virtio-vsock). ARGS are the worker's own; moss device KIND --help lists them.\n";
+  }
+  return usage();
 }
 
 Result<uint64_t> parse_size(const std::string& text) {
@@ -110,7 +164,10 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
       if (i + 1 >= args.size()) return make_error(std::string(name) + " needs a value");
       return args[++i];
     };
-    if (a == "--kernel") {
+    if (a == "--help" || a == "-h") {
+      o.help = true;
+      return o;
+    } else if (a == "--kernel") {
       MOSS_TRY(o.kernel, value("--kernel"));
     } else if (a == "--initrd") {
       MOSS_TRY(o.initrd, value("--initrd"));
@@ -162,7 +219,7 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
     } else if (a == "--stats") {
       MOSS_TRY(o.stats_file, value("--stats"));
     } else {
-      return make_error("unknown option '" + a + "' for moss run (see moss --help)");
+      return make_error("unknown option '" + a + "' for moss run (see moss run --help)");
     }
   }
   if (!o.has_command && (o.tty || !o.env.empty() || !o.workdir.empty() || boot_timeout_given)) {
@@ -175,15 +232,40 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
 
 Result<Command> parse(const std::vector<std::string>& args) {
   Command c;
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") return c;
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") return c;
+  if (args[0] == "help") {
+    if (args.size() > 2) return make_error("moss help takes at most one verb (moss help run)");
+    if (args.size() == 2) {
+      c.help_topic = args[1] == "list" ? "ls" : args[1];
+      static const char* const kTopics[] = {"run", "ls", "stats", "stop", "pause", "resume", "device"};
+      if (std::find(std::begin(kTopics), std::end(kTopics), c.help_topic) == std::end(kTopics)) {
+        return make_error("moss help knows no verb '" + args[1] + "' (this version has: run, ls, stats, stop, pause, resume, device)");
+      }
+    }
+    return c;
+  }
   if (args[0] == "--version") {
     c.verb = Command::Verb::kVersion;
     return c;
   }
+  auto is_help = [](const std::string& a) { return a == "--help" || a == "-h"; };
   if (args[0] == "run") {
     c.verb = Command::Verb::kRun;
     MOSS_TRY(c.run, parse_run(args, 1));
+    if (c.run.help) {
+      c.verb = Command::Verb::kHelp;
+      c.help_topic = "run";
+    }
     return c;
+  }
+  // The other verbs take no option but --help: a VM name never starts with '-'.
+  if (args[0] == "ls" || args[0] == "list" || args[0] == "stats" || args[0] == "stop" || args[0] == "pause" ||
+      args[0] == "resume") {
+    std::string topic = args[0] == "list" ? "ls" : args[0];
+    if (std::any_of(args.begin() + 1, args.end(), is_help)) {
+      c.help_topic = topic;
+      return c;
+    }
   }
   if (args[0] == "ls" || args[0] == "list") {
     if (args.size() > 1) return make_error("moss ls takes no arguments");
@@ -200,6 +282,10 @@ Result<Command> parse(const std::vector<std::string>& args) {
     return c;
   }
   if (args[0] == "device") {
+    if (args.size() == 2 && is_help(args[1])) {
+      c.help_topic = "device";
+      return c;
+    }
     if (args.size() < 2) return make_error("moss device needs a device kind (this version has: blk, vsock)");
     if (args[1] != "blk" && args[1] != "vsock") {
       return make_error("unknown device kind '" + args[1] + "' (this version has: blk, vsock)");

@@ -42,6 +42,7 @@ struct RunOptions {
   // --boot-timeout SECONDS: how long a guest has, with a command, to boot and connect its
   // agent before the VM is stopped (an initramfs without moss-init never does); 0: forever.
   uint32_t boot_timeout_s = 300;
+  bool help = false;  // --help or -h among the options: print run's usage instead.
 };
 
 struct Command {
@@ -52,6 +53,9 @@ struct Command {
   std::string device;
   std::vector<std::string> device_args;
   std::string vm_name;  // moss stats|stop|pause|resume NAME
+  // kHelp: whose usage to print ("" for moss's own; "run", "ls", "stats", "stop", "pause",
+  // "resume", "device"), from `moss VERB --help` (or -h) and `moss help VERB`.
+  std::string help_topic;
 };
 
 Result<Command> parse(const std::vector<std::string>& args);
@@ -60,5 +64,7 @@ Result<uint64_t> parse_size(const std::string& text);
 // "PATH" or "PATH,ro" (--disk).
 Result<Disk> parse_disk(const std::string& text);
 std::string usage();
+// One verb's usage (`moss run --help`); usage() for "" or a verb it does not know.
+std::string usage(const std::string& topic);
 
 }  // namespace moss::cli

@@ -115,6 +115,40 @@ TEST(Parse, DeviceHandsTheRestToTheWorker) {
   EXPECT_EQ(c->device, "vsock");
 }
 
+TEST(Parse, EveryVerbsHelpIsThatVerbsUsage) {
+  for (const char* verb : {"run", "ls", "stats", "stop", "pause", "resume", "device"}) {
+    for (const char* flag : {"--help", "-h"}) {
+      auto c = parse({verb, flag});
+      ASSERT_TRUE(c.ok()) << verb << " " << flag << ": " << c.error().message;
+      EXPECT_EQ(c->verb, Command::Verb::kHelp) << verb;
+      EXPECT_EQ(c->help_topic, verb);
+      EXPECT_EQ(usage(verb).rfind(std::string("usage: moss ") + verb, 0), 0u) << usage(verb);
+    }
+    auto h = parse({"help", verb});
+    ASSERT_TRUE(h.ok()) << h.error().message;
+    EXPECT_EQ(h->help_topic, verb);
+  }
+  // Wherever it comes among run's options, and with a name given too.
+  auto r = parse({"run", "--mem", "1G", "--help", "--", "true"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->help_topic, "run");
+  EXPECT_EQ(parse({"stats", "web", "--help"})->help_topic, "stats");
+  EXPECT_EQ(parse({"list", "-h"})->help_topic, "ls");
+  // After "--" it is the guest command's, and a value's ("--append --help") is the value.
+  auto cmd = parse({"run", "--", "ls", "--help"});
+  ASSERT_TRUE(cmd.ok());
+  EXPECT_EQ(cmd->verb, Command::Verb::kRun);
+  auto app = parse({"run", "--append", "--help"});
+  ASSERT_TRUE(app.ok());
+  EXPECT_EQ(app->verb, Command::Verb::kRun);
+  EXPECT_EQ(app->run.append, "--help");
+  // A worker's --help is the worker's.
+  EXPECT_EQ(parse({"device", "blk", "--help"})->verb, Command::Verb::kDevice);
+  EXPECT_EQ(parse({"help", "tape"}).error().message,
+            "moss help knows no verb 'tape' (this version has: run, ls, stats, stop, pause, resume, device)");
+  EXPECT_EQ(usage(""), usage());
+}
+
 TEST(Parse, CommandOptionsGoToTheAgent) {
   auto c = parse({"run", "-t", "--env", "A=1", "--env", "B=", "--workdir", "/tmp", "--vsock-socket", "/run/v.sock",
                   "--console", "c.log", "--", "sh", "-t"});

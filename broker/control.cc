@@ -1,6 +1,5 @@
 #include "broker/control.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -31,18 +30,17 @@ constexpr int kIoTimeoutSeconds = 2;
 
 Result<UniqueFd> connect_to(const std::string& dir, const std::string& name) {
   MOSS_CHECK(check_name(name));
-  std::string path = dir + "/" + name + ".sock";
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return make_error("the control socket path " + path + " is too long");
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  MOSS_TRY(int fd, MOSS_SYS(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)));
-  UniqueFd sock(fd);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return make_error("no VM named " + name + " is running", errno);
+  auto d = open_runtime_dir(dir, /*create=*/false);
+  if (!d && d.error().err == ENOENT) return make_error("no VM named " + name + " is running", ENOENT);
+  if (!d) return std::move(d).take_error();
+  auto sock = privdir::connect_at(*d, name + ".sock", SOCK_SEQPACKET);
+  if (!sock) {
+    int e = sock.error().err;
+    if (e == ENOENT || e == ECONNREFUSED) return make_error("no VM named " + name + " is running", e);
+    return std::move(sock).take_error();
   }
   timeval tv{kIoTimeoutSeconds + 5, 0};  // A pause waits for every vCPU (up to 5 s).
-  MOSS_CHECK(MOSS_SYS(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  MOSS_CHECK(MOSS_SYS(setsockopt(sock->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
   return sock;
 }
 
@@ -86,11 +84,6 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
-bool same_file(int fd, const std::string& path) {
-  struct stat a, b;
-  return fstat(fd, &a) == 0 && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-}
-
 }  // namespace
 
 Result<void> check_name(const std::string& name) {
@@ -113,48 +106,49 @@ std::string runtime_dir() {
   return "/tmp/moss-" + std::to_string(geteuid());
 }
 
-Result<void> ensure_private_dir(const std::string& dir, const std::string& what) {
-  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return make_error("cannot create the " + what + " " + dir + ": " + strerror(errno), errno);
+Result<privdir::Dir> open_runtime_dir(const std::string& path, bool create) {
+  auto d = privdir::Dir::open(path, "runtime directory", create);
+  if (!d && d.error().err != ENOENT) {
+    return make_error(d.error().message + " (set $MOSS_RUNTIME_DIR to a directory of your own to use another)",
+                      d.error().err);
   }
-  struct stat st;
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return make_error("the " + what + " " + dir + " is not a directory");
-  if (st.st_uid != geteuid()) return make_error("the " + what + " " + dir + " belongs to another user");
-  return {};
+  return d;
 }
 
 Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name) {
   MOSS_CHECK(check_name(name));
-  MOSS_CHECK(ensure_private_dir(dir, "runtime directory"));
   Endpoint e;
+  MOSS_TRY(e.dir_, open_runtime_dir(dir, /*create=*/true));
   e.name_ = name;
-  e.lock_path_ = dir + "/" + name + ".lock";
-  e.sock_path_ = dir + "/" + name + ".sock";
+  e.lock_name_ = name + ".lock";
+  e.sock_name_ = name + ".sock";
   for (int attempt = 0;; attempt++) {
-    MOSS_TRY(int fd, MOSS_SYS(open(e.lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)));
-    UniqueFd lock(fd);
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    MOSS_TRY(UniqueFd lock, e.dir_.open_file(e.lock_name_, O_RDWR | O_CREAT, 0600));
+    if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK) return make_error("a VM named " + name + " is already running (see moss ls)");
-      return make_error("cannot lock " + e.lock_path_ + ": " + strerror(errno), errno);
+      return make_error("cannot lock " + e.dir_.path_of(e.lock_name_) + ": " + strerror(errno), errno);
     }
     // The previous owner may have unlinked the file between our open and our flock: then the
     // lock we hold is on a file nobody else will find. Try again on the current one.
-    if (!same_file(fd, e.lock_path_)) {
-      if (attempt > 10) return make_error("cannot take the lock " + e.lock_path_ + ": it keeps being replaced");
+    if (!e.dir_.same_file(lock.get(), e.lock_name_)) {
+      if (attempt > 10) return make_error("cannot take the lock " + e.dir_.path_of(e.lock_name_) + ": it keeps being replaced");
       continue;
     }
     e.lock_ = std::move(lock);
     break;
   }
   // We hold the name: any socket left is from a run that crashed.
-  if (unlink(e.sock_path_.c_str()) == 0) e.removed_stale_ = true;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (e.sock_path_.size() >= sizeof addr.sun_path) return make_error("the control socket path " + e.sock_path_ + " is too long");
-  std::memcpy(addr.sun_path, e.sock_path_.c_str(), e.sock_path_.size());
+  if (e.dir_.remove(e.sock_name_)) e.removed_stale_ = true;
   MOSS_TRY(int s, MOSS_SYS(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)));
   e.listen_.reset(s);
-  MOSS_CHECK(MOSS_SYS(bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr)));
+  std::string path = e.dir_.fd_path(e.sock_name_);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return make_error("the control socket name " + e.sock_name_ + " is too long");
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  if (bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return make_error("cannot create the control socket " + e.dir_.path_of(e.sock_name_) + ": " + strerror(errno), errno);
+  }
   MOSS_CHECK(MOSS_SYS(listen(s, 8)));
   return e;
 }
@@ -162,27 +156,24 @@ Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name
 Endpoint::~Endpoint() {
   if (!lock_) return;  // Moved from.
   listen_.reset();
-  unlink(sock_path_.c_str());
-  if (same_file(lock_.get(), lock_path_)) unlink(lock_path_.c_str());
+  dir_.remove(sock_name_);
+  if (dir_.same_file(lock_.get(), lock_name_)) dir_.remove(lock_name_);
   lock_.reset();  // Releases the lock last: until now the name was ours.
 }
 
 std::vector<std::string> running_names(const std::string& dir) {
   std::vector<std::string> names;
-  DIR* d = opendir(dir.c_str());
+  auto d = open_runtime_dir(dir, /*create=*/false);
   if (!d) return names;
-  while (dirent* ent = readdir(d)) {
-    std::string f = ent->d_name;
+  for (const std::string& f : d->entries()) {
     if (f.size() <= 5 || f.compare(f.size() - 5, 5, ".lock") != 0) continue;
     std::string name = f.substr(0, f.size() - 5);
     if (!check_name(name)) continue;
-    int fd = open((dir + "/" + f).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
+    auto fd = d->open_file(f, O_RDONLY, 0);
+    if (!fd) continue;
     // The lock is held (we cannot take it): the VM is running.
-    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) names.push_back(name);
-    close(fd);
+    if (flock(fd->get(), LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) names.push_back(name);
   }
-  closedir(d);
   std::sort(names.begin(), names.end());
   return names;
 }

@@ -16,6 +16,7 @@
 
 #include "base/fd.h"
 #include "base/result.h"
+#include "broker/private_dir.h"
 
 namespace moss::control {
 
@@ -26,13 +27,16 @@ Result<void> check_name(const std::string& name);
 // $MOSS_RUNTIME_DIR, else $XDG_RUNTIME_DIR/moss, else /run/moss for root (when /run is
 // writable), else /tmp/moss-UID.
 std::string runtime_dir();
-// Creates `dir` (one level, mode 0700) unless it exists; it must be a directory of this user.
-// `what` names it in errors ("runtime directory").
-Result<void> ensure_private_dir(const std::string& dir, const std::string& what);
+// Opens the runtime directory at `path` (made 0700 if missing and `create`) as privdir::Dir
+// does: it must be this user's own directory, mode 0700, and not a symlink; everything in it
+// is then reached through the fd. A refusal says how to use another one ($MOSS_RUNTIME_DIR);
+// a missing one without `create` is an Error with err == ENOENT.
+Result<privdir::Dir> open_runtime_dir(const std::string& path, bool create);
 
 class Endpoint {
  public:
-  // Takes the name in `dir` (created 0700 if missing) and listens on its socket.
+  // Takes the name in the runtime directory `dir` (created 0700 if missing; see
+  // open_runtime_dir) and listens on its socket.
   static Result<Endpoint> claim(const std::string& dir, const std::string& name);
   Endpoint(Endpoint&&) = default;
   Endpoint& operator=(Endpoint&&) = default;
@@ -44,12 +48,13 @@ class Endpoint {
 
  private:
   Endpoint() = default;
-  std::string name_, sock_path_, lock_path_;
+  std::string name_, sock_name_, lock_name_;
+  privdir::Dir dir_;  // Everything is reached through it (privdir), from claim to removal.
   UniqueFd lock_, listen_;
   bool removed_stale_ = false;
 };
 
-// Names whose lock is held right now, sorted.
+// Names whose lock is held right now, sorted (none if `dir` is missing or refused).
 std::vector<std::string> running_names(const std::string& dir);
 
 struct ProcessStats {

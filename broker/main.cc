@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   }
   switch (cmd->verb) {
     case moss::cli::Command::Verb::kHelp:
-      std::fputs(moss::cli::usage().c_str(), stdout);
+      std::fputs(moss::cli::usage(cmd->help_topic).c_str(), stdout);
       return 0;
     case moss::cli::Command::Verb::kVersion:
       std::printf("moss %s\n", MOSS_VERSION);

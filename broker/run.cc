@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -24,6 +25,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
+#include "base/unix_socket.h"
 #include "broker/console_sink.h"
 #include "broker/control.h"
 #include "broker/defaults.h"
@@ -58,13 +60,22 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// The kernel or initrd: a regular file. Opened without blocking, so that a FIFO (or a device
+// that blocks on open) is refused at once instead of waiting forever for a writer.
 Result<UniqueFd> open_input(const std::string& path, const char* what) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     return make_error(std::string("cannot read the ") + what + " " + path + ": " + strerror(errno) +
                       (errno == ENOENT ? std::string(" (check the path)") : std::string()), errno);
   }
-  return UniqueFd(fd);
+  UniqueFd file(fd);
+  struct stat st;
+  MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
+  if (!S_ISREG(st.st_mode)) {
+    return make_error(std::string("the ") + what + " " + path + " is not a regular file (it is " + describe_file_type(st.st_mode) + ")");
+  }
+  MOSS_CHECK(MOSS_SYS(fcntl(fd, F_SETFL, O_RDONLY)));
+  return file;
 }
 
 // Everything the broker decided and opened before the vcpu process starts.
@@ -221,7 +232,8 @@ class Session {
   static void on_boot_timeout(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->boot_timed_out(); }
   void accept_client();
   // The command (moss run -- CMD): moss-init dials in when its agent is up, and the command
-  // runs over that connection (agent::ExecClient, driven by this loop).
+  // runs over that connection (agent::ExecClient, driven by this loop). The vsock worker's
+  // connect requests come in here too (vmvsock::Plan::serve_connect_requests).
   void accept_agent();
   void agent_ready(int fd, short what);
   void sync_agent();
@@ -475,26 +487,16 @@ void Session::answer_waiting(const Result<void>& outcome) {
 }
 
 void Session::accept_agent() {
-  int fd = accept4(vsock_->dial_listener(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-  if (fd < 0) return;  // EAGAIN, or the connection went away again.
-  UniqueFd sock(fd);
-  // Only the VM's own vsock worker carries the guest's connection here; any other process
-  // that can reach the socket would otherwise be sent the command (and could answer for it).
-  ucred peer{};
-  socklen_t len = sizeof peer;
-  pid_t worker = -1;
-  for (const auto& w : workers_) {
-    if (w.what == kVsockWorker) worker = w.pid;
+  // The vsock worker asks for its guest connections to host ports; the first to the agent's
+  // port is moss-init's, and comes to us on a socketpair only the worker holds the other end
+  // of (no socket on disk that another process could reach first).
+  auto agent = vsock_->serve_connect_requests();
+  if (vsock_->connect_channel() < 0 && agent_dial_ev_) {  // The worker is gone.
+    event_free(agent_dial_ev_);
+    agent_dial_ev_ = nullptr;
   }
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || peer.pid != worker) {
-    LOG_WARN("refused a connection to the agent's socket from pid %d, which is not this VM's vsock worker",
-             static_cast<int>(peer.pid));
-    return;
-  }
-  // One connection runs the command; nothing else is accepted there.
-  event_free(agent_dial_ev_);
-  agent_dial_ev_ = nullptr;
-  vsock_->close_dial_listener();
+  if (!agent || client_) return;
+  UniqueFd sock = std::move(*agent);
   agent_connected_ns_ = now_ns();
   agent::ExecRequest req;
   req.argv = options_.command;
@@ -722,8 +724,8 @@ int Session::run() {
     evtimer_add(boot_timeout_ev_, &limit);
   }
   worker_grace_ev_ = evtimer_new(base_, on_worker_grace, this);
-  if (vsock_ && vsock_->dial_listener() >= 0) {
-    agent_dial_ev_ = event_new(base_, vsock_->dial_listener(), EV_READ | EV_PERSIST, on_agent_dial, this);
+  if (vsock_) {
+    agent_dial_ev_ = event_new(base_, vsock_->connect_channel(), EV_READ | EV_PERSIST, on_agent_dial, this);
     event_add(agent_dial_ev_, nullptr);
   }
   if (options_.tty) {
@@ -844,12 +846,37 @@ void Session::write_stats(const rusage& child) {
   auto cpu_ms = [](const rusage& r) {
     return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000.0 + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1000.0;
   };
-  std::string tmp = options_.stats_file + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f) {
-    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+  // Replaced whole (a new file renamed over it), so a reader never sees half of it; through a
+  // symlink, the file it points to is replaced. Never a FIFO or device that appeared there
+  // since the start (check_stats_file refused one then).
+  std::string target = options_.stats_file;
+  struct stat st;
+  if (lstat(target.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    char* real = realpath(target.c_str(), nullptr);
+    if (real == nullptr) {
+      LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+      return;
+    }
+    target = real;
+    std::free(real);
+  }
+  if (lstat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    LOG_WARN("did not write --stats file %s: it is now %s, not a regular file", options_.stats_file.c_str(),
+             describe_file_type(st.st_mode).c_str());
     return;
   }
+  std::string tmp = target + ".XXXXXX";
+  int fd = mkostemp(tmp.data(), O_CLOEXEC);
+  FILE* f = fd < 0 ? nullptr : fdopen(fd, "w");
+  if (!f) {
+    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+    if (fd >= 0) {
+      close(fd);
+      unlink(tmp.c_str());
+    }
+    return;
+  }
+  fchmod(fd, 0644);
   std::fprintf(f,
                "{\"spawn_ns\": %llu, \"first_run_ns\": %llu, \"first_exit_ns\": %llu,\n"
                " \"agent_connected_ns\": %llu, \"command_exited_ns\": %llu,\n"
@@ -859,8 +886,32 @@ void Session::write_stats(const rusage& child) {
                static_cast<unsigned long long>(first_exit_ns_), static_cast<unsigned long long>(agent_connected_ns_),
                static_cast<unsigned long long>(command_exited_ns_), self.ru_maxrss, cpu_ms(self), child.ru_maxrss,
                cpu_ms(child));
-  std::fclose(f);
-  if (rename(tmp.c_str(), options_.stats_file.c_str()) != 0) unlink(tmp.c_str());
+  bool written = std::fflush(f) == 0 && !std::ferror(f);
+  written = std::fclose(f) == 0 && written;
+  if (!written || rename(tmp.c_str(), target.c_str()) != 0) {
+    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
+    unlink(tmp.c_str());
+  }
+}
+
+// --stats FILE is replaced whole when the VM ends: refuse at the start what must not be
+// replaced (a FIFO, a device, a directory) or cannot be written (no such directory).
+Result<void> check_stats_file(const std::string& path) {
+  if (path.empty()) return {};
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) {
+      return make_error("the --stats file " + path + " is " + describe_file_type(st.st_mode) +
+                        ", which moss would replace; give the path of a regular file");
+    }
+    return {};
+  }
+  if (errno != ENOENT) return make_error("cannot use the --stats file " + path + ": " + strerror(errno), errno);
+  std::string dir = parent_dir(path);
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return make_error("the directory of the --stats file " + path + " does not exist");
+  }
+  return {};
 }
 
 // Opens /dev/null on any of fds 0-2 that is closed, so that no socket or file of ours lands
@@ -886,13 +937,25 @@ int run_vm(const cli::RunOptions& options) {
     std::fprintf(stderr, "moss: -t needs a terminal on stdin\n");
     return kExitUsage;
   }
+  if (auto r = check_stats_file(options.stats_file); !r) {
+    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+    return kExitFailure;
+  }
   auto console = ConsoleSink::open(!options.has_command, options.console_file);
   if (!console) {
     std::fprintf(stderr, "moss: %s\n", console.error().message.c_str());
     return kExitFailure;
   }
+  // Until the VM runs, a failure leaves behind no --console file that this run created.
+  struct ConsoleCleanup {
+    ConsoleSink* sink;
+    bool armed = true;
+    ~ConsoleCleanup() {
+      if (armed) sink->remove_if_unused();
+    }
+  } console_cleanup{&*console};
   // Every VM has a vsock device (with a command, the way its agent is reached).
-  auto vsock = vmvsock::Plan::prepare(cid::default_dir(), control::runtime_dir(), options.vsock_socket,
+  auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket,
                                       options.has_command ? agent::kAgentPort : 0);
   if (!vsock) {
     std::fprintf(stderr, "moss: %s\n", vsock.error().message.c_str());
@@ -970,19 +1033,14 @@ int run_vm(const cli::RunOptions& options) {
     p.worker_disks[i].reset();
   }
   {
-    ChildSpec w;
-    w.path = self_dir() + "/moss-vsock";
-    w.argv = {"moss-vsock", "--fd", "3", "--guest-cid", std::to_string((*vsock)->cid()), "--uds-path",
-              (*vsock)->socket_path()};
-    w.fds = {vsock_worker_end.get()};
-    w.sandbox = jail::vsock(!options.no_sandbox);
+    ChildSpec w = (*vsock)->worker_spec(self_dir() + "/moss-vsock", vsock_worker_end.get(), !options.no_sandbox);
     auto wpid = spawn_child(w);
     if (!wpid) {
       stop_started();
       std::fprintf(stderr, "moss: cannot start the vsock worker: %s\n", wpid.error().message.c_str());
       return kExitFailure;
     }
-    (*vsock)->worker_listens();
+    (*vsock)->worker_started();
     workers.push_back({*wpid, kVsockWorker, false, UniqueFd()});
     vsock_worker_end.reset();
   }
@@ -1030,6 +1088,7 @@ int run_vm(const cli::RunOptions& options) {
   if (auto r = ipc::send_message(ours.get(), mb); !r) {
     LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
   }
+  console_cleanup.armed = false;  // The VM runs: the console file is its.
   Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers), std::move(endpoint),
                   std::move(*console), std::move(*vsock));
   return session.run();
@@ -1038,6 +1097,18 @@ int run_vm(const cli::RunOptions& options) {
 int control_command(const cli::Command& command) {
   std::string dir = control::runtime_dir();
   using V = cli::Command::Verb;
+  if (command.verb != V::kList) {
+    if (auto r = control::check_name(command.vm_name); !r) {
+      std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+      return kExitUsage;
+    }
+  }
+  // A runtime directory that is not ours is refused here, with its reason (a missing one
+  // just holds no VM).
+  if (auto d = control::open_runtime_dir(dir, /*create=*/false); !d && d.error().err != ENOENT) {
+    std::fprintf(stderr, "moss: %s\n", d.error().message.c_str());
+    return kExitFailure;
+  }
   if (command.verb == V::kList) {
     std::string out = control::table_header();
     for (const auto& name : control::running_names(dir)) {
@@ -1047,31 +1118,20 @@ int control_command(const cli::Command& command) {
     std::fputs(out.c_str(), stdout);
     return 0;
   }
-  if (auto r = control::check_name(command.vm_name); !r) {
-    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
-    return kExitUsage;
-  }
+  Result<void> outcome;
   if (command.verb == V::kStats) {
     auto s = control::query_stats(dir, command.vm_name);
-    if (!s) {
-      std::fprintf(stderr, "moss: %s\n", s.error().message.c_str());
-      return 1;
-    }
-    std::fputs(control::to_json(*s).c_str(), stdout);
-    return 0;
+    if (s) std::fputs(control::to_json(*s).c_str(), stdout);
+    else outcome = s.error();
+  } else if (command.verb == V::kPause || command.verb == V::kResume) {
+    outcome = control::request_pause(dir, command.vm_name, command.verb == V::kPause);
+  } else {
+    outcome = control::request_stop(dir, command.vm_name, kStopGraceSeconds * 2 + kExitGraceSeconds * 2);
   }
-  if (command.verb == V::kPause || command.verb == V::kResume) {
-    auto r = control::request_pause(dir, command.vm_name, command.verb == V::kPause);
-    if (!r) {
-      std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
-      return 1;
-    }
-    return 0;
-  }
-  auto r = control::request_stop(dir, command.vm_name, kStopGraceSeconds * 2 + kExitGraceSeconds * 2);
-  if (!r) {
-    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
-    return 1;
+  if (!outcome) {
+    // No such VM, or it could not do it: a failure of moss's, like any other (README).
+    std::fprintf(stderr, "moss: %s\n", outcome.error().message.c_str());
+    return kExitFailure;
   }
   return 0;
 }

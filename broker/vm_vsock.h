@@ -1,11 +1,16 @@
 // The host side of a VM's vsock device, as the broker sets it up for `moss run`: the CID
-// lease, the hybrid socket paths the vsock worker serves, and the listener moss-init dials
-// once its agent is up (guest/moss-init/cmdline.h, moss.dial).
+// lease, the hybrid socket host programs connect to, and the guest's connections to host
+// ports, which the broker makes for the worker.
 //
 // Paths: --vsock-socket PATH, or by default a private directory of the runtime directory,
-// <runtime>/cid-<N>/vsock. The worker's jail sees only that socket's directory (it connects
-// to PATH_<port> there for guest-initiated connections), which is why the default is a
-// directory of its own.
+// <runtime>/cid-<N>/vsock (made and used through the runtime directory's fd: privdir). The
+// broker binds that socket itself and hands the listener to the worker (moss-vsock --uds-fd).
+// A guest connecting to host port P reaches "PATH_P", as Firecracker's hybrid vsock does, but
+// the jailed worker does not connect there itself: it asks the broker on a socketpair
+// (moss-vsock --connect-fd, devices/vsock/hybrid.h) and gets the connected socket back. So
+// the worker's jail keeps no host directory at all, whatever directory PATH is in (a --vsock-
+// socket in /tmp once showed it every socket there). With a command, the guest's first
+// connection to the agent's port is the broker's own: a socketpair, no socket on disk.
 #pragma once
 
 #include <cstdint>
@@ -17,38 +22,54 @@
 #include "base/result.h"
 #include "base/unix_socket.h"
 #include "broker/cid.h"
+#include "broker/launcher.h"
+#include "broker/private_dir.h"
 
 namespace moss::vmvsock {
 
 class Plan {
  public:
-  // Takes a CID from `cid_dir` and settles the paths: `socket` (--vsock-socket, may be
-  // relative; empty: the default under `runtime_dir`). With `dial_port` (nonzero), listens on
-  // "<socket>_<dial_port>" for moss-init's connection.
-  static Result<std::unique_ptr<Plan>> prepare(const std::string& cid_dir, const std::string& runtime_dir,
-                                               const std::string& socket, uint32_t dial_port);
-  ~Plan();  // Removes what it created: the dial socket, the worker's socket, the directory.
+  // Takes a CID from <runtime_dir>/cids (the runtime directory made 0700 if missing) and binds
+  // the socket host programs connect to: `socket` (--vsock-socket, may be relative; empty:
+  // the default in <runtime_dir>/cid-<N>). With `dial_port` (nonzero), the guest's first
+  // connection to that host port comes to the broker (serve_connect_requests()).
+  static Result<std::unique_ptr<Plan>> prepare(const std::string& runtime_dir, const std::string& socket,
+                                               uint32_t dial_port);
+  ~Plan();  // Removes what it created: the socket, the default socket's directory; frees the CID.
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
 
   uint32_t cid() const { return lease_.cid(); }
   const std::string& socket_path() const { return socket_; }  // Absolute.
-  const std::string& socket_dir() const { return socket_dir_; }
-  // The listener moss-init's connection arrives on (invalid without a dial port).
-  int dial_listener() const { return dial_listener_.get(); }
-  // Done with the dial listener (the agent connected): close it and remove its socket.
-  void close_dial_listener();
-  // The worker created the socket at socket_path(): remove it at the end if it is still that one.
-  void worker_listens();
+
+  // The vsock worker as spawn_child() starts it: `program` with its vhost-user connection
+  // `vhost_user_fd` as fd 3, the listener as fd 4 (--uds-fd), its end of the connect channel
+  // as fd 5 (--connect-fd). Its jail keeps no host directory.
+  ChildSpec worker_spec(const std::string& program, int vhost_user_fd, bool jailed) const;
+  // The worker runs: the broker closes its copies of the worker's fds.
+  void worker_started();
+  // The broker's end of the worker's connect channel: watch it for reading. -1 once the
+  // worker has closed its end (serve_connect_requests() saw it).
+  int connect_channel() const { return channel_.get(); }
+  // Answers every request waiting on connect_channel(): a socket connected to
+  // "<socket>_<port>" (non-blocking; the default socket's through its directory's fd), or
+  // the errno why not. The first request for the dial port gets one end of a fresh
+  // socketpair instead, and the other end is returned: the agent's connection (once).
+  std::optional<UniqueFd> serve_connect_requests();
 
  private:
   explicit Plan(cid::Lease lease) : lease_(std::move(lease)) {}
+  Result<UniqueFd> connect_port(uint32_t port) const;
 
   cid::Lease lease_;
-  std::string dir_;  // Created for this VM; empty with --vsock-socket.
-  std::string socket_, socket_dir_;
-  UniqueFd dial_listener_;
-  std::optional<SocketPathGuard> dial_guard_, socket_guard_;
+  privdir::Dir runtime_, dir_;  // dir_: <runtime>/cid-<N>, the default socket's; else invalid.
+  std::string dir_name_;
+  std::string socket_;
+  uint32_t dial_port_ = 0;
+  bool dialed_ = false;
+  UniqueFd listener_, channel_, worker_channel_;
+  std::optional<privdir::SocketGuard> dir_socket_guard_;
+  std::optional<SocketPathGuard> socket_guard_;
 };
 
 }  // namespace moss::vmvsock

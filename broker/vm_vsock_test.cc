@@ -1,10 +1,17 @@
 #include "broker/vm_vsock.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
+
+#include "devices/vsock/host_connector.h"
 
 namespace moss::vmvsock {
 namespace {
@@ -13,10 +20,51 @@ namespace fs = std::filesystem;
 
 struct Dirs {
   fs::path root = fs::temp_directory_path() / ("moss-vm-vsock-" + std::to_string(getpid()));
-  std::string cids = (root / "cids").string(), runtime = (root / "rt").string();
+  std::string runtime = (root / "rt").string();
   Dirs() { fs::create_directories(root); }
   ~Dirs() { fs::remove_all(root); }
 };
+
+// What the jailed worker does for a guest connection to host port `port`: ask on its end of the
+// connect channel (fd 5 of worker_spec()), while the broker's loop (here: this thread) serves.
+struct Dialled {
+  Result<UniqueFd> worker_side = make_error("not asked");
+  std::optional<UniqueFd> agent;  // What serve_connect_requests() gave the broker, if anything.
+};
+Dialled dial(Plan& plan, uint32_t port) {
+  int worker_end = plan.worker_spec("moss-vsock", 0, true).fds[2];
+  Dialled out;
+  std::atomic<bool> done{false};
+  std::thread worker([&] {
+    vsock::StarterConnector c(worker_end, 5000);
+    out.worker_side = c.connect(port);
+    done = true;
+  });
+  while (!done) {
+    pollfd p{plan.connect_channel(), POLLIN, 0};
+    poll(&p, 1, 20);
+    if (auto a = plan.serve_connect_requests()) out.agent = std::move(a);
+  }
+  worker.join();
+  return out;
+}
+
+// A host program listening on `path`.
+UniqueFd listen_at(const std::string& path) {
+  auto l = listen_unix(path, 4, /*nonblocking=*/true);
+  EXPECT_TRUE(l.ok()) << l.error().message;
+  return l.ok() ? std::move(*l) : UniqueFd();
+}
+
+// Bytes written on `a` arrive on `b`.
+void expect_connected(int a, int b) {
+  ASSERT_EQ(write(a, "ping", 4), 4);
+  pollfd p{b, POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 5000), 1);
+  char buf[4];
+  ASSERT_EQ(read(b, buf, 4), 4);
+  EXPECT_EQ(std::string(buf, 4), "ping");
+}
 
 TEST(VmVsock, ParentDir) {
   EXPECT_EQ(parent_dir("/a/b/c"), "/a/b");
@@ -28,26 +76,23 @@ TEST(VmVsock, DefaultSocketIsInAPrivateDirectoryNamedByTheCidAndGoesAway) {
   Dirs d;
   std::string dir;
   {
-    auto p = Plan::prepare(d.cids, d.runtime, "", 1124);
+    auto p = Plan::prepare(d.runtime, "", 1124);
     ASSERT_TRUE(p.ok()) << p.error().message;
     uint32_t cid = (*p)->cid();
     EXPECT_GE(cid, 3u);
     dir = d.runtime + "/cid-" + std::to_string(cid);
     EXPECT_EQ((*p)->socket_path(), dir + "/vsock");
-    EXPECT_EQ((*p)->socket_dir(), dir);
     struct stat st;
     ASSERT_EQ(stat(dir.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0700u);
-    // moss-init's connection arrives on <socket>_1124.
-    EXPECT_GE((*p)->dial_listener(), 0);
-    EXPECT_TRUE(fs::exists(dir + "/vsock_1124"));
-    (*p)->close_dial_listener();
+    ASSERT_EQ(lstat((dir + "/vsock").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISSOCK(st.st_mode)) << "the broker binds the socket host programs connect to";
+    // No dial socket on disk: the agent's connection is a socketpair.
     EXPECT_FALSE(fs::exists(dir + "/vsock_1124"));
     // A second VM meanwhile gets another CID and another directory.
-    auto q = Plan::prepare(d.cids, d.runtime, "", 0);
+    auto q = Plan::prepare(d.runtime, "", 0);
     ASSERT_TRUE(q.ok()) << q.error().message;
     EXPECT_NE((*q)->cid(), cid);
-    EXPECT_LT((*q)->dial_listener(), 0);
   }
   EXPECT_FALSE(fs::exists(dir));
 }
@@ -56,32 +101,116 @@ TEST(VmVsock, GivenSocketPathsAreMadeAbsoluteAndChecked) {
   Dirs d;
   std::string cwd = fs::current_path().string();
   fs::current_path(d.root);
-  auto p = Plan::prepare(d.cids, d.runtime, "vm.sock", 0);
+  auto p = Plan::prepare(d.runtime, "vm.sock", 0);
   fs::current_path(cwd);
   ASSERT_TRUE(p.ok()) << p.error().message;
   EXPECT_EQ((*p)->socket_path(), d.root.string() + "/vm.sock");
-  EXPECT_FALSE(fs::exists(d.runtime)) << "a given socket needs no runtime directory";
+  EXPECT_TRUE(fs::is_socket(d.root / "vm.sock"));
+  p->reset();
+  EXPECT_FALSE(fs::exists(d.root / "vm.sock")) << "the socket outlived its VM";
 
   std::string missing = (d.root / "missing" / "vm.sock").string();
-  auto m = Plan::prepare(d.cids, d.runtime, missing, 0);
+  auto m = Plan::prepare(d.runtime, missing, 0);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.error().message, "the directory of the vsock socket " + missing + " does not exist");
 
   std::string long_path = d.root.string() + "/" + std::string(120, 'x');
-  auto l = Plan::prepare(d.cids, d.runtime, long_path, 0);
+  auto l = Plan::prepare(d.runtime, long_path, 0);
   ASSERT_FALSE(l.ok());
   EXPECT_NE(l.error().message.find("is longer than 96 bytes"), std::string::npos) << l.error().message;
+
+  // A live socket of someone else's is refused and left alone.
+  std::string taken = (d.root / "taken.sock").string();
+  UniqueFd other = listen_at(taken);
+  auto t = Plan::prepare(d.runtime, taken, 0);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.error().message, "another process is already listening on " + taken);
+  EXPECT_TRUE(fs::is_socket(taken));
 }
 
-TEST(VmVsock, ALiveListenerOnTheDialSocketIsRefused) {
+TEST(VmVsock, TheWorkerGetsTheListenerAndTheConnectChannelAndNoPath) {
+  Dirs d;
+  auto p = Plan::prepare(d.runtime, (d.root / "vm.sock").string(), 0);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  ChildSpec w = (*p)->worker_spec("/x/moss-vsock", 9, true);
+  EXPECT_EQ(w.path, "/x/moss-vsock");
+  EXPECT_EQ(w.argv, (std::vector<std::string>{"moss-vsock", "--fd", "3", "--guest-cid", std::to_string((*p)->cid()),
+                                              "--uds-fd", "4", "--connect-fd", "5"}));
+  ASSERT_EQ(w.fds.size(), 3u);
+  EXPECT_EQ(w.fds[0], 9);
+  int accepting = 0;
+  socklen_t len = sizeof accepting;
+  ASSERT_EQ(getsockopt(w.fds[1], SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len), 0);
+  EXPECT_TRUE(accepting);
+  EXPECT_TRUE(w.sandbox.enabled);
+  EXPECT_EQ(w.sandbox.role, sandbox::Role::kVsock);
+}
+
+TEST(VmVsock, GuestConnectionsReachSocketUnderscorePortThroughTheBroker) {
   Dirs d;
   std::string sock = (d.root / "vm.sock").string();
-  auto first = Plan::prepare(d.cids, d.runtime, sock, 1124);
-  ASSERT_TRUE(first.ok()) << first.error().message;
-  auto second = Plan::prepare(d.cids, d.runtime, sock, 1124);
-  ASSERT_FALSE(second.ok());
-  EXPECT_EQ(second.error().message, "another process is already listening on " + sock + "_1124");
-  EXPECT_TRUE(fs::exists(sock + "_1124")) << "the refused plan removed the first one's socket";
+  auto p = Plan::prepare(d.runtime, sock, 0);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  UniqueFd program = listen_at(sock + "_5000");
+  auto got = dial(**p, 5000);
+  ASSERT_TRUE(got.worker_side.ok()) << got.worker_side.error().message;
+  EXPECT_FALSE(got.agent);
+  UniqueFd accepted(accept4(program.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(accepted.valid());
+  expect_connected(got.worker_side->get(), accepted.get());
+  EXPECT_TRUE(fcntl(got.worker_side->get(), F_GETFL) & O_NONBLOCK);
+  // Nobody on a port: the guest is refused, with the reason.
+  auto none = dial(**p, 5001);
+  ASSERT_FALSE(none.worker_side.ok());
+  EXPECT_EQ(none.worker_side.error().err, ENOENT) << none.worker_side.error().message;
+
+  // The default socket's ports are in its private directory, reached through its fd.
+  auto q = Plan::prepare(d.runtime, "", 0);
+  ASSERT_TRUE(q.ok()) << q.error().message;
+  UniqueFd in_dir = listen_at((*q)->socket_path() + "_6000");
+  auto got_q = dial(**q, 6000);
+  ASSERT_TRUE(got_q.worker_side.ok()) << got_q.worker_side.error().message;
+  UniqueFd accepted_q(accept4(in_dir.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(accepted_q.valid());
+  expect_connected(accepted_q.get(), got_q.worker_side->get());
+  unlink(((*q)->socket_path() + "_6000").c_str());
+}
+
+TEST(VmVsock, TheFirstDialToTheAgentPortIsTheBrokersWhoeverListensThere) {
+  Dirs d;
+  std::string sock = (d.root / "vm.sock").string();
+  auto p = Plan::prepare(d.runtime, sock, 1124);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  // Another program listening on <socket>_1124 is not sent the guest's agent.
+  UniqueFd squatter = listen_at(sock + "_1124");
+  auto first = dial(**p, 1124);
+  ASSERT_TRUE(first.worker_side.ok()) << first.worker_side.error().message;
+  ASSERT_TRUE(first.agent.has_value());
+  expect_connected(first.worker_side->get(), first.agent->get());
+  expect_connected(first.agent->get(), first.worker_side->get());
+  UniqueFd none(accept4(squatter.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  EXPECT_FALSE(none.valid());
+  // Later dials to that port are like any other.
+  auto second = dial(**p, 1124);
+  ASSERT_TRUE(second.worker_side.ok()) << second.worker_side.error().message;
+  EXPECT_FALSE(second.agent.has_value());
+  UniqueFd accepted(accept4(squatter.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  EXPECT_TRUE(accepted.valid());
+}
+
+TEST(VmVsock, AMalformedRequestIsDroppedAndAClosedChannelIsNoticed) {
+  Dirs d;
+  auto p = Plan::prepare(d.runtime, (d.root / "vm.sock").string(), 0);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  int worker_end = (*p)->worker_spec("moss-vsock", 0, true).fds[2];
+  ASSERT_EQ(send(worker_end, "bad", 3, 0), 3);
+  EXPECT_FALSE((*p)->serve_connect_requests());
+  pollfd pfd{worker_end, POLLIN, 0};
+  EXPECT_EQ(poll(&pfd, 1, 0), 0) << "a malformed request was answered";
+  EXPECT_GE((*p)->connect_channel(), 0);
+  (*p)->worker_started();  // Closes the broker's copy of the worker's end: the channel is at EOF.
+  EXPECT_FALSE((*p)->serve_connect_requests());
+  EXPECT_LT((*p)->connect_channel(), 0);
 }
 
 }  // namespace

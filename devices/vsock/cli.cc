@@ -23,6 +23,10 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
         return make_error("--uds-path needs a path of 1 to " + std::to_string(kMax) +
                           " bytes (\"_<port>\" is appended for guest connections)");
       }
+    } else if (name == "--uds-fd") {
+      MOSS_TRY(o.uds_fd, opt.fd());
+    } else if (name == "--connect-fd") {
+      MOSS_TRY(o.connect_fd, opt.fd());
     } else if (name == "--max-connections") {
       MOSS_TRY(uint64_t n, opt.number(1, 4096, "a number from 1 to 4096"));
       o.max_connections = static_cast<uint32_t>(n);
@@ -34,14 +38,25 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
   MOSS_CHECK(vhost_user::parse_backend_cli(args, &o, own_option));
   if (o.mode != CliOptions::Mode::kServe) return o;
   if (!have_cid) return make_error("give the guest's CID with --guest-cid N");
-  if (o.uds_path.empty()) return make_error("give the host side's socket path with --uds-path PATH");
-  if (o.uds_path == o.socket_path) return make_error("--uds-path and --socket-path must be different paths");
+  if (o.uds_path.empty() && o.uds_fd < 0) {
+    return make_error("give the host side's socket path with --uds-path PATH (or its listener with --uds-fd N)");
+  }
+  if (o.uds_path.empty() && o.connect_fd < 0) {
+    return make_error("guest connections go to \"<uds-path>_<port>\": give --uds-path PATH, or --connect-fd N");
+  }
+  if (!o.uds_path.empty() && o.uds_path == o.socket_path) {
+    return make_error("--uds-path and --socket-path must be different paths");
+  }
+  auto same = [](int a, int b) { return a >= 0 && a == b; };
+  if (same(o.fd, o.uds_fd) || same(o.fd, o.connect_fd) || same(o.uds_fd, o.connect_fd)) {
+    return make_error("--fd, --uds-fd and --connect-fd must be different fds");
+  }
   return o;
 }
 
 std::string usage_text() {
   return "usage: moss-vsock (--socket-path PATH | --fd N) --guest-cid CID --uds-path PATH\n"
-         "                  [--max-connections N]\n"
+         "                  [--uds-fd N] [--connect-fd N] [--max-connections N]\n"
          "       moss-vsock --print-capabilities\n"
          "\n"
          "A virtio-vsock vhost-user backend in hybrid mode: the guest's vsock streams are\n"
@@ -55,6 +70,11 @@ std::string usage_text() {
          "                        \"CONNECT <port>\\n\"; the answer is \"OK <host port>\\n\" once the\n"
          "                        guest accepted. A guest connecting to host port N reaches the\n"
          "                        Unix socket PATH_N\n"
+         "  --uds-fd N            the listener for host programs, bound and listening already (its\n"
+         "                        starter owns the path); --uds-path may then be left out\n"
+         "  --connect-fd N        ask for guest connections' host sockets on the SOCK_SEQPACKET\n"
+         "                        socket N instead of connecting to PATH_N (see devices/vsock/README.md);\n"
+         "                        jailed, the worker then keeps no host directory\n"
          "  --max-connections N   connections carried at once, 1 to 4096 (default 256)\n"
          "  --print-capabilities  print the vhost-user capabilities as JSON and exit\n"
          "\n"

@@ -19,6 +19,23 @@ TEST(VsockCli, TheBrokersCommandLineParses) {
   EXPECT_EQ(o->max_connections, 256u);
 }
 
+TEST(VsockCli, ListenerAndConnectChannelFromTheStarterNeedNoPath) {
+  auto o = parse({"--fd", "3", "--guest-cid", "5", "--uds-fd", "4", "--connect-fd", "5"});
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->uds_fd, 4);
+  EXPECT_EQ(o->connect_fd, 5);
+  EXPECT_TRUE(o->uds_path.empty());
+  // A listener alone still needs a path to connect guest connections to, and fds must differ.
+  auto no_path = parse({"--fd", "3", "--guest-cid", "5", "--uds-fd", "4"});
+  ASSERT_FALSE(no_path.ok());
+  EXPECT_EQ(no_path.error().message, "guest connections go to \"<uds-path>_<port>\": give --uds-path PATH, or --connect-fd N");
+  EXPECT_TRUE(parse({"--fd", "3", "--guest-cid", "5", "--uds-fd", "4", "--uds-path", "/tmp/h"}).ok());
+  EXPECT_TRUE(parse({"--fd", "3", "--guest-cid", "5", "--connect-fd", "4", "--uds-path", "/tmp/h"}).ok());
+  auto same = parse({"--fd", "3", "--guest-cid", "5", "--uds-fd", "4", "--connect-fd", "4"});
+  ASSERT_FALSE(same.ok());
+  EXPECT_EQ(same.error().message, "--fd, --uds-fd and --connect-fd must be different fds");
+}
+
 TEST(VsockCli, SocketPathAndEqualsForms) {
   auto o = parse({"--socket-path=/tmp/v.sock", "--guest-cid=4294967294", "--uds-path=/tmp/h", "--max-connections=8"});
   ASSERT_TRUE(o.ok()) << o.error().message;

@@ -426,8 +426,16 @@ void VsockDevice::connect_to_host(ConnKey key, uint32_t port) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   bool ok = false;
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (fd.valid() && path.size() < sizeof addr.sun_path) {
+  UniqueFd fd;
+  if (options_.connect_host) {
+    auto got = options_.connect_host(port);
+    if (got.ok()) fd = std::move(*got);
+    else LOG_DEBUG("guest connection to host port %u refused: %s", port, got.error().message.c_str());
+    ok = fd.valid();
+  } else {
+    fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  }
+  if (!options_.connect_host && fd.valid() && path.size() < sizeof addr.sun_path) {
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     // A Unix stream connect completes at once or fails (EAGAIN: the listener's backlog is full).
     ok = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;

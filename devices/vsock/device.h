@@ -58,6 +58,9 @@ struct DeviceOptions {
   uint64_t guest_cid = 0;  // kMinGuestCid..kMaxGuestCid.
   std::string uds_path;    // Guest connections to port N go to "<uds_path>_N".
   Limits limits;
+  // If set, guest connections to host port N get their host socket from it instead of
+  // connecting to "<uds_path>_N" here (moss-vsock --connect-fd: the starter connects).
+  std::function<Result<UniqueFd>(uint32_t port)> connect_host;
 };
 
 // What the device needs from the event loop that runs it.

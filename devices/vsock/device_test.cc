@@ -100,7 +100,7 @@ class VsockDeviceTest : public ::testing::Test {
   }
 
   void start(Limits limits = {}) {
-    DeviceOptions o{kCid, uds_, limits};
+    DeviceOptions o{kCid, uds_, limits, connect_host_};
     auto w = Worker::create(o);
     ASSERT_TRUE(w.ok()) << w.error().message;
     worker_ = std::move(*w);
@@ -117,6 +117,9 @@ class VsockDeviceTest : public ::testing::Test {
     });
     negotiate();
   }
+
+  // Set before start(): DeviceOptions::connect_host.
+  std::function<Result<UniqueFd>(uint32_t)> connect_host_;
 
   void disconnect() {
     fe_.reset();
@@ -303,6 +306,39 @@ TEST_F(VsockDeviceTest, GuestConnectsToTheHostListenerAndDataFlowsBothWays) {
   r = expect_packet(Op::kRw);
   EXPECT_EQ(r.payload, "world");
   EXPECT_EQ(r.header.dst_port, 1025u);
+}
+
+// moss-vsock --connect-fd: the starter connects for the worker, which touches no path.
+TEST_F(VsockDeviceTest, GuestConnectionsGoThroughTheConnectorWhenThereIsOne) {
+  std::vector<uint32_t> asked;
+  UniqueFd host;
+  connect_host_ = [&](uint32_t port) -> Result<UniqueFd> {
+    asked.push_back(port);
+    if (port != 5000) return make_error("nobody there", ECONNREFUSED);
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return make_error("socketpair");
+    host.reset(sv[1]);
+    return UniqueFd(sv[0]);
+  };
+  start();
+  auto l = listen_unix(guest_port_path(uds_, 5000), 64, true);  // Must not be used.
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  post_rx(8);
+  send(guest(Op::kRequest, 1025, 5000));
+  Received r = expect_packet(Op::kResponse);
+  EXPECT_EQ(r.header.src_port, 5000u);
+  ASSERT_TRUE(host.valid());
+  send(guest(Op::kRw, 1025, 5000, 5), "hello");
+  EXPECT_EQ(read_some(host.get()), "hello");
+  ASSERT_EQ(::write(host.get(), "world", 5), 5);
+  r = expect_packet(Op::kRw);
+  EXPECT_EQ(r.payload, "world");
+  EXPECT_FALSE(wait_readable(l->get(), 0)) << "the worker connected to <uds>_5000 itself";
+  // A refusal is an RST for the guest.
+  send(guest(Op::kRequest, 1026, 6000));
+  r = expect_packet(Op::kRst);
+  EXPECT_EQ(r.header.src_port, 6000u);
+  EXPECT_EQ(asked, (std::vector<uint32_t>{5000, 6000}));
 }
 
 TEST_F(VsockDeviceTest, HostProgramGetsOkOnceTheGuestAccepts) {

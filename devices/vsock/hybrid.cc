@@ -1,6 +1,7 @@
 #include "devices/vsock/hybrid.h"
 
 #include <charconv>
+#include <cstring>
 
 namespace moss::vsock {
 
@@ -25,5 +26,45 @@ Result<uint32_t> parse_connect_line(std::string_view line) {
 std::string ok_line(uint32_t host_port) { return "OK " + std::to_string(host_port) + "\n"; }
 
 std::string guest_port_path(const std::string& uds_path, uint32_t port) { return uds_path + "_" + std::to_string(port); }
+
+namespace {
+
+std::array<uint8_t, kConnectMessageBytes> pack(uint32_t a, uint32_t b) {
+  std::array<uint8_t, kConnectMessageBytes> out;
+  std::memcpy(out.data(), &a, 4);
+  std::memcpy(out.data() + 4, &b, 4);
+  return out;
+}
+
+Result<std::pair<uint32_t, uint32_t>> unpack(std::span<const uint8_t> packet, const char* what) {
+  if (packet.size() != kConnectMessageBytes) {
+    return make_error(std::string("a connect ") + what + " must be " + std::to_string(kConnectMessageBytes) + " bytes, not " +
+                      std::to_string(packet.size()));
+  }
+  uint32_t a, b;
+  std::memcpy(&a, packet.data(), 4);
+  std::memcpy(&b, packet.data() + 4, 4);
+  return std::make_pair(a, b);
+}
+
+}  // namespace
+
+std::array<uint8_t, kConnectMessageBytes> encode_connect_request(const ConnectRequest& r) { return pack(r.seq, r.port); }
+
+std::array<uint8_t, kConnectMessageBytes> encode_connect_reply(const ConnectReply& r) {
+  return pack(r.seq, static_cast<uint32_t>(r.error));
+}
+
+Result<ConnectRequest> decode_connect_request(std::span<const uint8_t> packet) {
+  MOSS_TRY(auto v, unpack(packet, "request"));
+  return ConnectRequest{v.first, v.second};
+}
+
+Result<ConnectReply> decode_connect_reply(std::span<const uint8_t> packet) {
+  MOSS_TRY(auto v, unpack(packet, "reply"));
+  int32_t error = static_cast<int32_t>(v.second);
+  if (error < 0 || error > 4095) return make_error("a connect reply carries the impossible errno " + std::to_string(error));
+  return ConnectReply{v.first, error};
+}
 
 }  // namespace moss::vsock

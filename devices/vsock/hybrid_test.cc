@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <vector>
+
 namespace moss::vsock {
 namespace {
 
@@ -28,6 +31,25 @@ TEST(VsockHybrid, OkLineAndGuestPortPath) {
   EXPECT_EQ(ok_line(1073741824), "OK 1073741824\n");
   EXPECT_LE(ok_line(4294967295).size(), kMaxOkLine);
   EXPECT_EQ(guest_port_path("/run/vm/v.sock", 52), "/run/vm/v.sock_52");
+}
+
+TEST(VsockHybrid, ConnectRequestsAndRepliesRoundTripAndWrongSizesAreRefused) {
+  auto req = encode_connect_request({7, 1124});
+  auto r = decode_connect_request(req);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->seq, 7u);
+  EXPECT_EQ(r->port, 1124u);
+  auto rep = encode_connect_reply({9, ECONNREFUSED});
+  auto p = decode_connect_reply(rep);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_EQ(p->seq, 9u);
+  EXPECT_EQ(p->error, ECONNREFUSED);
+  EXPECT_EQ(decode_connect_request(std::span<const uint8_t>(req.data(), 7)).error().message,
+            "a connect request must be 8 bytes, not 7");
+  std::vector<uint8_t> longer(9);
+  EXPECT_FALSE(decode_connect_reply(longer).ok());
+  auto negative = encode_connect_reply({1, -1});
+  EXPECT_EQ(decode_connect_reply(negative).error().message, "a connect reply carries the impossible errno -1");
 }
 
 }  // namespace

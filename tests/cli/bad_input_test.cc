@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "tests/support/subprocess.h"
 
@@ -91,7 +92,7 @@ TEST_F(BadInput, VmNamesThatAreNotPathSafe) {
                       "'../etc' is not a valid VM name: use 1-64 letters, digits, '.', '_' or '-'");
   expect_one_sentence(run({moss(), "stop", "a/b"}), 2, "'a/b' is not a valid VM name");
   auto o = run({moss(), "stats", "nobody-here"}, seconds(10), {{"MOSS_RUNTIME_DIR", dir_.string()}});
-  EXPECT_EQ(o.exit_code, 1);
+  EXPECT_EQ(o.exit_code, 125);
   EXPECT_EQ(o.err, "moss: no VM named nobody-here is running\n");
 }
 
@@ -140,6 +141,118 @@ TEST_F(BadInput, VsockWorkerRunsThroughMoss) {
   EXPECT_EQ(bad.exit_code, 2) << bad.err;
   EXPECT_EQ(bad.err.rfind("moss-vsock: ", 0), 0u) << bad.err;
   EXPECT_FALSE(std::filesystem::exists(dir_ / "v.sock"));
+}
+
+// A FIFO (or anything else that blocks on open) as the kernel, initrd or console must not hang
+// moss: it is refused at once, in one sentence.
+TEST_F(BadInput, FifosAsKernelInitrdOrConsoleAreRefusedAtOnce) {
+  std::string fifo = (dir_ / "fifo").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto k = run({moss(), "run", "--kernel", fifo, "--", "true"}, seconds(20));
+  EXPECT_FALSE(k.timed_out);
+  expect_one_sentence(k, 125, "the kernel " + fifo + " is not a regular file (it is a FIFO)");
+  auto i = run({moss(), "run", "--kernel", guest("serial"), "--initrd", fifo, "--", "true"}, seconds(20));
+  EXPECT_FALSE(i.timed_out);
+  expect_one_sentence(i, 125, "the initrd " + fifo + " is not a regular file (it is a FIFO)");
+  // A FIFO is a fine console, but only with a reader: without one, say so rather than wait.
+  auto c = run({moss(), "run", "--kernel", guest("serial"), "--console", fifo, "--", "true"}, seconds(20));
+  EXPECT_FALSE(c.timed_out);
+  expect_one_sentence(c, 125, "nobody is reading the FIFO " + fifo + " given to --console; start its reader first");
+  auto d = run({moss(), "run", "--kernel", guest("serial"), "--console", dir_.string(), "--", "true"}, seconds(20));
+  expect_one_sentence(d, 125, "cannot open the --console file " + dir_.string());
+}
+
+// A run that fails before its VM starts leaves none of its files behind: the vsock socket it
+// bound, its runtime directory's CID lease and vsock directory, a --console file it created.
+TEST_F(BadInput, AFailedStartLeavesNoFileBehind) {
+  std::string fifo = (dir_ / "kernel").string(), sock = (dir_ / "vs.sock").string(),
+              console = (dir_ / "console.log").string(), rt = (dir_ / "rt").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto o = run({moss(), "run", "--kernel", fifo, "--vsock-socket", sock, "--console", console, "--", "true"}, seconds(20),
+               {{"MOSS_RUNTIME_DIR", rt}});
+  expect_one_sentence(o, 125, "the kernel " + fifo + " is not a regular file");
+  EXPECT_FALSE(std::filesystem::exists(sock));
+  EXPECT_FALSE(std::filesystem::exists(console));
+  auto d = run({moss(), "run", "--kernel", fifo, "--", "true"}, seconds(20), {{"MOSS_RUNTIME_DIR", rt}});
+  expect_one_sentence(d, 125, "is not a regular file");
+  for (const auto& e : std::filesystem::recursive_directory_iterator(rt)) {
+    EXPECT_TRUE(e.is_directory() && e.path().filename() == "cids") << e.path() << " was left behind";
+  }
+  // The user's own file where the socket should go is refused, and left alone.
+  std::string taken = file("taken.sock", "mine");
+  auto t = run({moss(), "run", "--kernel", guest("serial"), "--vsock-socket", taken, "--", "true"}, seconds(20),
+               {{"MOSS_RUNTIME_DIR", rt}});
+  expect_one_sentence(t, 125, taken + " exists and is not a socket; remove it or choose another path");
+  std::ifstream in(taken);
+  std::string content;
+  in >> content;
+  EXPECT_EQ(content, "mine");
+}
+
+TEST_F(BadInput, StatsFileMustBeARegularFileAndAFifoStaysOne) {
+  std::string fifo = (dir_ / "stats.fifo").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto o = run({moss(), "run", "--kernel", guest("serial"), "--stats", fifo, "--", "true"}, seconds(20));
+  expect_one_sentence(o, 125, "the --stats file " + fifo + " is a FIFO, which moss would replace; give the path of a regular file");
+  struct stat st;
+  ASSERT_EQ(lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the FIFO was replaced";
+  auto nodir = (dir_ / "no-such-dir" / "stats.json").string();
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--stats", nodir, "--", "true"}, seconds(20)), 125,
+                      "the directory of the --stats file " + nodir + " does not exist");
+}
+
+TEST_F(BadInput, ControlVerbsForAVmThatIsNotRunningFailAs125) {
+  for (const char* verb : {"stats", "stop", "pause", "resume"}) {
+    auto o = run({moss(), verb, "nobody-here"}, seconds(10), {{"MOSS_RUNTIME_DIR", dir_.string()}});
+    expect_one_sentence(o, 125, "no VM named nobody-here is running");
+  }
+  // No runtime directory at all: still no VM, and nothing is created by looking.
+  std::string none = (dir_ / "none").string();
+  expect_one_sentence(run({moss(), "stop", "x"}, seconds(10), {{"MOSS_RUNTIME_DIR", none}}), 125,
+                      "no VM named x is running");
+  auto ls = run({moss(), "ls"}, seconds(10), {{"MOSS_RUNTIME_DIR", none}});
+  EXPECT_EQ(ls.exit_code, 0) << ls.err;
+  EXPECT_EQ(ls.out.rfind("NAME", 0), 0u) << ls.out;
+  EXPECT_FALSE(std::filesystem::exists(none));
+}
+
+// Finding 3: a runtime directory that is a symlink (to a directory of someone else's) or open
+// to others is refused by every verb, with its path and what is wrong.
+TEST_F(BadInput, ARuntimeDirectoryThatIsNotPrivatelyOursIsRefused) {
+  auto evil = dir_ / "evil";
+  std::filesystem::create_directories(evil);
+  std::filesystem::permissions(evil, std::filesystem::perms::all);
+  auto link = dir_ / "rt";
+  std::filesystem::create_directory_symlink(evil, link);
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", link.string()}};
+  std::string why = "the runtime directory " + link.string() + " is a symbolic link, which moss does not follow";
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--", "true"}, seconds(20), env), 125, why);
+  expect_one_sentence(run({moss(), "ls"}, seconds(10), env), 125, why);
+  expect_one_sentence(run({moss(), "stop", "web"}, seconds(10), env), 125, why);
+  env["MOSS_RUNTIME_DIR"] = evil.string();
+  expect_one_sentence(run({moss(), "stats", "web"}, seconds(10), env), 125,
+                      "the runtime directory " + evil.string() + " is writable by other users (mode 0777)");
+  EXPECT_TRUE(std::filesystem::is_empty(evil));
+}
+
+// Every verb's --help is its usage on stdout, with status 0.
+TEST_F(BadInput, EveryVerbHasHelp) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"run", "--help"}, {"run", "-h"}, {"ls", "--help"}, {"stats", "--help"}, {"stop", "--help"}, {"pause", "--help"},
+      {"resume", "--help"}, {"device", "--help"}, {"device", "blk", "--help"}, {"device", "vsock", "--help"},
+      {"help", "run"}, {"--help"}};
+  for (const auto& c : cases) {
+    std::vector<std::string> argv{moss()};
+    argv.insert(argv.end(), c.begin(), c.end());
+    auto o = run(argv, seconds(10));
+    std::string shown = c[0] + (c.size() > 1 ? " " + c[1] : "");
+    EXPECT_EQ(o.exit_code, 0) << shown << ": " << o.err;
+    EXPECT_TRUE(o.err.empty()) << shown << ": " << o.err;
+    EXPECT_EQ(o.out.rfind("usage: ", 0), 0u) << shown << ": " << o.out;
+  }
+  EXPECT_EQ(run({moss(), "run", "--help"}).out.rfind("usage: moss run ", 0), 0u);
+  EXPECT_EQ(run({moss(), "stop", "-h"}).out.rfind("usage: moss stop NAME", 0), 0u);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 // status 159 and names the call in its log, so every path below must stay within the policy,
 // through to a clean exit. Host-only, no KVM.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -14,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +30,7 @@
 
 #include "broker/jail.h"
 #include "broker/launcher.h"
+#include "broker/vm_vsock.h"
 #include "tests/harness/guest.h"
 #include "tests/harness/stream_bytes.h"
 #include "tests/harness/vsock_driver.h"
@@ -74,6 +77,7 @@ class JailedVsock : public ::testing::Test {
   void TearDown() override {
     driver_.reset();
     guest_.reset();
+    stop_broker();
     if (pid_ > 0 && !status_) {
       ::kill(pid_, SIGKILL);
       wait_exit();
@@ -109,6 +113,46 @@ class JailedVsock : public ::testing::Test {
     auto d = VsockDriver::create(*guest_, o);
     ASSERT_TRUE(d.ok()) << d.error().message << "\nits log:\n" << worker_log();
     driver_ = std::move(*d);
+  }
+
+  // Starts the worker as `moss run` does (vmvsock::Plan::worker_spec: its listener and connect
+  // channel as fds, no path), with a thread in the broker's place answering its connect
+  // requests, and connects the guest.
+  void start_like_the_broker(vmvsock::Plan& plan) {
+    TrapEnv env;
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    UniqueFd ours(sv[0]), theirs(sv[1]);
+    log_path_ = logs_->path() + "/vsock.log";
+    UniqueFd log(::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    ASSERT_TRUE(log.valid());
+    ChildSpec spec = plan.worker_spec(VsockProcess::binary_path(), theirs.get(), true);
+    spec.stderr_fd = log.get();
+    auto pid = spawn_child(spec);
+    ASSERT_TRUE(pid.ok()) << pid.error().message << "\nits log:\n" << worker_log();
+    pid_ = *pid;
+    theirs.reset();
+    plan.worker_started();
+    broker_ = std::thread([this, &plan] {
+      while (!stop_broker_ && plan.connect_channel() >= 0) {
+        pollfd p{plan.connect_channel(), POLLIN, 0};
+        ::poll(&p, 1, 20);
+        plan.serve_connect_requests();
+      }
+    });
+    auto g = Guest::adopt(std::move(ours), VsockDriver::guest_options());
+    ASSERT_TRUE(g.ok()) << g.error().message << "\nits log:\n" << worker_log();
+    guest_ = std::move(*g);
+    VsockDriverOptions o;
+    o.guest_cid = plan.cid();
+    auto d = VsockDriver::create(*guest_, o);
+    ASSERT_TRUE(d.ok()) << d.error().message << "\nits log:\n" << worker_log();
+    driver_ = std::move(*d);
+  }
+
+  void stop_broker() {
+    stop_broker_ = true;
+    if (broker_.joinable()) broker_.join();
   }
 
   std::string worker_log() const {
@@ -162,6 +206,8 @@ class JailedVsock : public ::testing::Test {
   std::optional<int> status_;
   std::unique_ptr<Guest> guest_;
   std::unique_ptr<VsockDriver> driver_;
+  std::thread broker_;
+  std::atomic<bool> stop_broker_{false};
 };
 
 TEST_F(JailedVsock, CarriesHostAndGuestInitiatedConnections) {
@@ -305,6 +351,68 @@ TEST_F(JailedVsock, StopsOnSigtermWithConnectionsOpen) {
   EXPECT_EQ(describe_wait_status(wait_exit()), "exited with status 0") << "its log:\n" << worker_log();
   EXPECT_TRUE(drains_to_eof(accepted->get()));
   EXPECT_TRUE(drains_to_eof(host->get()));
+}
+
+// Finding 4 of the security review: `--vsock-socket /tmp/x.sock` kept all of /tmp in the
+// worker's jail (tmux, ssh-agent and X11 sockets of the user were reachable). As moss run
+// starts it now, the worker keeps no host directory: the broker hands it the listener and
+// connects "<socket>_<port>" for it, so guest connections still reach the user's PATH_P.
+TEST_F(JailedVsock, AsMossRunStartsItTheJailKeepsNoDirectoryYetGuestsReachSocketUnderscorePort) {
+  const std::string dir = dir_->path();
+  auto neighbour = host_listen(dir + "/agent", 0);  // Another program's socket, "<dir>/agent_0".
+  ASSERT_TRUE(neighbour.ok()) << neighbour.error().message;
+  { std::ofstream(dir + "/secret.txt") << "not for the guest"; }
+  auto rt = TempDir::create();
+  ASSERT_TRUE(rt.ok());
+  auto plan = vmvsock::Plan::prepare(rt->path() + "/moss", uds_, 0);
+  ASSERT_TRUE(plan.ok()) << plan.error().message;
+  ASSERT_NO_FATAL_FAILURE(start_like_the_broker(**plan));
+  VsockDriver& g = *driver_;
+
+  // What the worker sees of the host: nothing. (Looking into another user namespace's root
+  // takes root.)
+  if (::geteuid() == 0) {
+    std::string root = "/proc/" + std::to_string(pid_) + "/root";
+    std::vector<std::string> seen;
+    for (const auto& e : std::filesystem::directory_iterator(root)) seen.push_back(e.path().string());
+    EXPECT_TRUE(seen.empty()) << "the worker's root holds " << seen.size() << " entries, e.g. " << seen[0];
+    for (const std::string& p : {dir, dir + "/agent_0", dir + "/secret.txt", uds_}) {
+      EXPECT_FALSE(std::filesystem::exists(root + p)) << p << " is visible in the worker's jail";
+    }
+  }
+
+  // Host-initiated: CONNECT on the socket the broker bound.
+  auto host = host_connect(uds_, 52);
+  ASSERT_TRUE(host.ok()) << host.error().message;
+  auto key = g.accept(52);
+  ASSERT_TRUE(key.ok()) << key.error().message << "\nits log:\n" << worker_log();
+  ASSERT_TRUE(read_line(host->get()).ok());
+  ASSERT_TRUE(g.write(*key, bytes("to the host")).ok());
+  EXPECT_EQ(text(read_exactly(host->get(), 11)), "to the host");
+
+  // Guest-initiated: "<socket>_5000", a program's listener beside the socket.
+  auto listener = host_listen(uds_, 5000);
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  auto gkey = g.connect(5000, 1025);
+  ASSERT_TRUE(gkey.ok()) << gkey.error().message << "\nits log:\n" << worker_log();
+  auto accepted = host_accept(listener->get());
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+  ASSERT_TRUE(g.write(*gkey, bytes("hello host")).ok());
+  EXPECT_EQ(text(read_exactly(accepted->get(), 10)), "hello host");
+  ASSERT_TRUE(write_all(accepted->get(), bytes("hello guest")));
+  auto got = g.read_exactly(*gkey, 11);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(text(*got), "hello guest");
+  // Nobody on the port: refused, as before.
+  auto refused = g.connect(6001, 1026);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().err, ECONNREFUSED);
+
+  EXPECT_TRUE(alive()) << "its log:\n" << worker_log();
+  expect_clean_exit_when_the_guest_leaves();
+  stop_broker();
+  plan->reset();
+  EXPECT_FALSE(std::filesystem::exists(uds_)) << "the broker removes the socket it bound";
 }
 
 }  // namespace
