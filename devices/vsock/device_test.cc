@@ -301,6 +301,7 @@ TEST_F(VsockDeviceTest, GuestConnectsToTheHostListenerAndDataFlowsBothWays) {
   UniqueFd host(::accept4(l->get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(host.valid());
   send(guest(Op::kRw, 1025, 5000, 5), "hello");
+  ASSERT_TRUE(wait_readable(host.get(), 5000));  // The connector's socketpair does not block.
   EXPECT_EQ(read_some(host.get()), "hello");
   ASSERT_EQ(::write(host.get(), "world", 5), 5);
   r = expect_packet(Op::kRw);
@@ -329,6 +330,7 @@ TEST_F(VsockDeviceTest, GuestConnectionsGoThroughTheConnectorWhenThereIsOne) {
   EXPECT_EQ(r.header.src_port, 5000u);
   ASSERT_TRUE(host.valid());
   send(guest(Op::kRw, 1025, 5000, 5), "hello");
+  ASSERT_TRUE(wait_readable(host.get(), 5000));  // The connector's socketpair does not block.
   EXPECT_EQ(read_some(host.get()), "hello");
   ASSERT_EQ(::write(host.get(), "world", 5), 5);
   r = expect_packet(Op::kRw);
