@@ -171,7 +171,7 @@ void expect_all_blocked(Role role) {
     EXPECT_EQ(results[name].rfind("blocked (", 0), 0u) << sandbox::role_name(role) << " " << name << ": " << results[name];
   }
   // The ones only seccomp can stop must have been stopped by it.
-  for (const char* name : {"inet-socket", "ptrace", "mount", "execve", "new-user-namespace"}) {
+  for (const char* name : {"inet-socket", "ptrace", "mount", "execve", "new-user-namespace", "io-uring-setup"}) {
     EXPECT_EQ(results[name], "blocked (killed by SIGSYS)") << name;
   }
 }
@@ -223,6 +223,29 @@ TEST(Sandbox, BlkWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(R
 TEST(Sandbox, VsockWorkerProbesAreAllBlocked) { expect_all_blocked(Role::kVsock); }
 TEST(Sandbox, VsockWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kVsock); }
 TEST(Sandbox, VcpuProcessProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kVcpu); }
+
+// moss-blk's io_uring is its one way around its seccomp policy (a ring's operations are no
+// system calls). From inside the jailed worker, on the ring it serves the guest with: a vsock
+// socket (which no network namespace confines) and an open are refused by the ring's
+// restrictions, and a new ring is refused by the policy. Under --no-sandbox the ring is just
+// as restricted: that is the ring's doing, not the jail's.
+TEST(Sandbox, BlkWorkersRingRefusesSocketsAndOpensFromInsideItsJail) {
+  for (bool jailed : {true, false}) {
+    ScopedEnv env({{sandbox::kProbeEnv, "blk"}});
+    Child c = start(Role::kBlk, jailed);
+    ASSERT_GT(c.pid, 0) << c.error.message;
+    int status = 0;
+    std::string err = c.finish(&status);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << describe_wait_status(status) << "\n" << err;
+    auto results = probe_results(err, Role::kBlk);
+    for (const auto& [name, result] : results) std::printf("  %s blk %s: %s\n", jailed ? "jailed" : "unjailed", name.c_str(), result.c_str());
+    EXPECT_EQ(results["ring-socket"], "blocked (EACCES)") << (jailed ? "jailed" : "unjailed") << "\n" << err;
+    EXPECT_EQ(results["ring-openat"], "blocked (EACCES)") << (jailed ? "jailed" : "unjailed") << "\n" << err;
+    if (jailed) {
+      EXPECT_EQ(results["io-uring-setup"], "blocked (killed by SIGSYS)") << err;
+    }
+  }
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -421,17 +444,18 @@ TEST(Launcher, MissingProgramIsOneSentence) {
 
 TEST(Launcher, WrongRoleIsRefusedByTheChild) {
   ChildSpec spec;
-  spec.path = build_dir() + "/moss-blk";
-  spec.argv = {"moss-blk", "--help"};
-  spec.sandbox = jail::vcpu(1, 0, 1 << 20, true);  // moss-blk told it is the vcpu process.
+  // moss-vcpu, which enters its sandbox first thing, told it is a blk worker.
+  spec.path = build_dir() + "/moss-vcpu";
+  spec.argv = {"moss-vcpu", "--help"};
+  spec.sandbox = jail::blk(1, 1 << 20, true);
   int err[2];
   ASSERT_EQ(pipe2(err, O_CLOEXEC), 0);
   UniqueFd r(err[0]), w(err[1]);
   spec.stderr_fd = w.get();
   auto pid = spawn_child(spec);
   ASSERT_FALSE(pid.ok());
-  EXPECT_NE(pid.error().message.find("could not enter its sandbox: the launcher asked for the vcpu role, but this is "
-                                     "moss-blk"),
+  EXPECT_NE(pid.error().message.find("could not enter its sandbox: the launcher asked for the blk role, but this is "
+                                     "moss-vcpu"),
             std::string::npos)
       << pid.error().message;
 }

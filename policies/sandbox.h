@@ -5,7 +5,9 @@
 // rlimits, no_new_privs, PR_SET_PDEATHSIG and only the fds it needs, and says so in the
 // environment (kEnv). It cannot do the rest before exec: the new root has no libraries to
 // load the program from, and a seccomp filter loaded before exec would have to allow execve.
-// So each role's main() calls enter() first thing, before it reads one byte from a peer:
+// So each role's main() calls enter() before it reads one byte from a peer: first thing, or
+// once it has made what its policy will not let it make later (moss-vsock its listening
+// sockets, moss-blk its restricted io_uring):
 //
 //   1. pivot_root into an empty tmpfs, remounted read-only; the host's tree is detached (but
 //      for the directories the role asked to keep, bind-mounted at the same path);
