@@ -411,6 +411,54 @@ TEST(Sandbox, ForbiddenSyscallKillsTheWorkerWithSigsys) {
   }
 }
 
+// The user's environment may hold secrets; a child (where a guest that breaks a parser ends
+// up) gets only the variables moss names, and its own launch line.
+TEST(Launcher, ChildEnvironmentKeepsOnlyTheNamedVariables) {
+  std::vector<std::string> in = {"SECRET_TOKEN=hunter2", "HOME=/root", "PATH=/usr/bin", "LD_PRELOAD=/tmp/x.so",
+                                 "MOSS_LOG=debug", "MOSS_LOGX=1", "MOSS_TEST_PROBE=blk", "MOSS_SANDBOX=vcpu:jail:9",
+                                 "MOSS_RUNTIME_DIR=/run/x", "no-equals-sign", "MOSS_LOG"};
+  std::vector<char*> env;
+  for (auto& v : in) env.push_back(v.data());
+  env.push_back(nullptr);
+  auto out = child_environment(env.data(), sandbox::Launch{Role::kBlk, true, 5});
+  EXPECT_EQ(out, (std::vector<std::string>{"MOSS_LOG=debug", "MOSS_TEST_PROBE=blk", "MOSS_SANDBOX=blk:jail:5"}));
+  for (auto name : child_environment_names()) {
+    EXPECT_TRUE(name.rfind("MOSS_", 0) == 0 || name.find("SAN_OPTIONS") != std::string_view::npos) << name;
+  }
+}
+
+// The same, seen from outside in /proc/PID/environ of each real child, jailed and not: a
+// SECRET_TOKEN in the broker's environment reaches none of them.
+TEST(Sandbox, ChildrenSeeNoneOfTheBrokersOtherEnvironment) {
+  for (bool jailed : {true, false}) {
+    for (Role role : sandbox::all_roles()) {
+      ScopedEnv env({{"SECRET_TOKEN", "moss-jail-test-secret"}, {"MOSS_LOG", "warn"}, {"MOSS_LOGGED", "no"}});
+      Child c = start(role, jailed);
+      ASSERT_GT(c.pid, 0) << c.error.message;
+      std::string environ_text = read_text("/proc/" + std::to_string(c.pid) + "/environ");
+      std::string who = std::string(sandbox::role_name(role)) + (jailed ? " jailed" : " unjailed");
+      EXPECT_EQ(environ_text.find("moss-jail-test-secret"), std::string::npos) << who;
+      std::vector<std::string> vars;
+      for (size_t at = 0; at < environ_text.size();) {
+        size_t end = environ_text.find('\0', at);
+        if (end == std::string::npos) end = environ_text.size();
+        vars.push_back(environ_text.substr(at, end - at));
+        at = end + 1;
+      }
+      auto names = child_environment_names();
+      bool log_seen = false;
+      for (const auto& v : vars) {
+        std::string name = v.substr(0, v.find('='));
+        bool allowed = name == sandbox::kEnv || std::find(names.begin(), names.end(), name) != names.end();
+        EXPECT_TRUE(allowed) << who << " has " << v;
+        log_seen = log_seen || v == "MOSS_LOG=warn";
+      }
+      EXPECT_TRUE(log_seen) << who << ": MOSS_LOG did not reach it";
+      c.finish();
+    }
+  }
+}
+
 TEST(Launcher, ChildThatNeverEntersItsSandboxIsRefused) {
   ChildSpec spec;
   spec.path = "/bin/true";
