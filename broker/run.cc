@@ -91,10 +91,27 @@ Result<UniqueFd> connect_unix(const std::string& path) {
   return sock;
 }
 
+// A vhost-user backend is sent the guest's memory (the memfd, mapped read-write) and its
+// rings: whoever listens at the path must be this user or root, or the uid the user named
+// (",peer-uid=N"). Checked right after connect, before a byte is sent; a socket another user
+// put at a well-known path (/tmp/qsd.sock) is refused.
+Result<void> check_backend_peer(int sock, const cli::Disk& d) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  MOSS_CHECK(MOSS_SYS(getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len)));
+  const uid_t me = geteuid();
+  if (cred.uid == me || cred.uid == 0 || (d.peer_uid && cred.uid == *d.peer_uid)) return {};
+  const std::string uid = std::to_string(cred.uid);
+  return make_error("the vhost-user backend at " + d.path + " runs as uid " + uid + ", neither you (uid " +
+                    std::to_string(me) + ") nor root, and would be given the guest's memory; if you trust that user, "
+                    "give --vhost-user-blk " + d.path + ",peer-uid=" + uid);
+}
+
 Result<void> prepare_disks(const cli::RunOptions& o, Prepared& p) {
   for (const auto& d : o.disks) {
     if (d.vhost_user) {
       MOSS_TRY(UniqueFd sock, connect_unix(d.path));
+      MOSS_CHECK(check_backend_peer(sock.get(), d));
       p.disk_sockets.push_back(std::move(sock));
       p.worker_sockets.emplace_back();
       p.worker_disks.emplace_back();
