@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -217,6 +218,36 @@ TEST_F(BadInput, VhostUserBackendOfOurOwnIsAccepted) {
   EXPECT_EQ(l.received(), "0");
   expect_one_sentence(run({moss(), "run", "--vhost-user-blk", sock + ",peer-uid=me"}), 2,
                       "--vhost-user-blk " + sock + ",peer-uid=me: peer-uid needs a numeric user id, not 'me'");
+}
+
+// One disk, one writer: the same file twice in one run (under any name), or a disk another
+// process uses (here `moss device blk`), is refused with one sentence before any VM starts.
+TEST_F(BadInput, ADiskGivenTwiceOrUsedElsewhereIsRefused) {
+  auto disk = file("disk.img", std::string(1 << 20, '\0'));
+  auto other_name = (dir_ / "." / "disk.img").string();
+  const std::vector<std::string> boot = {moss(), "run", "--kernel", guest("serial"), "--initrd", "none"};
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> argv = boot;
+    argv.insert(argv.end(), more.begin(), more.end());
+    return run(argv, seconds(30), {{"MOSS_KVM_DEVICE", (dir_ / "kvm").string()}});
+  };
+  expect_one_sentence(with({"--disk", disk, "--disk", disk}), 125,
+                      "the disk " + disk + " is the same file as the disk " + disk + " given before it; give each disk once");
+  expect_one_sentence(with({"--disk", disk, "--disk", other_name + ",ro"}), 125,
+                      "the disk " + other_name + " is the same file as the disk " + disk);
+
+  // A worker of its own holds it: moss run is refused, before it looks for KVM.
+  auto sock = (dir_ / "blk.sock").string();
+  Process worker({moss(), "device", "blk", "--socket-path", sock, "--disk", disk});
+  for (int i = 0; i < 1000 && !std::filesystem::exists(sock); i++) usleep(5000);
+  ASSERT_TRUE(std::filesystem::exists(sock)) << "moss device blk did not start";
+  const std::string in_use = "the disk " + disk + " is in use by another process (another moss or QEMU holds a lock on it)";
+  expect_one_sentence(with({"--disk", disk}), 125, in_use);
+  expect_one_sentence(with({"--disk", disk + ",ro"}), 125, in_use);
+  kill(worker.pid(), SIGTERM);
+  EXPECT_EQ(worker.wait(seconds(10)).exit_code, 0);
+  // Free again: the run gets as far as KVM.
+  expect_one_sentence(with({"--disk", disk}), 125, "this host offers no KVM");
 }
 
 TEST_F(BadInput, CommandOptionsThatCannotWork) {
