@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -456,6 +457,44 @@ TEST(Sandbox, ChildrenSeeNoneOfTheBrokersOtherEnvironment) {
       EXPECT_TRUE(log_seen) << who << ": MOSS_LOG did not reach it";
       c.finish();
     }
+  }
+}
+
+// MOSS_SECCOMP_TRAP=1 turns the kill into a catchable trap, which a compromised child could
+// use to survive its denied calls. Production (Release) binaries ignore it: a forbidden call
+// still kills each role with SIGSYS.
+TEST(Sandbox, SeccompTrapIsIgnoredByReleaseBuilds) {
+  if (sandbox::seccomp_trap_available()) {
+    GTEST_SKIP() << "SKIP: this is a build with MOSS_SECCOMP_TRAP_HOOK (Debug), which honours MOSS_SECCOMP_TRAP; "
+                    "the Release build runs this test";
+  }
+  for (Role role : sandbox::all_roles()) {
+    ScopedEnv env({{sandbox::kSeccompTrapEnv, "1"}, {sandbox::kForbiddenEnv, sandbox::role_name(role)}});
+    Child c = start(role, true);
+    ASSERT_GT(c.pid, 0) << c.error.message;
+    int status = 0;
+    std::string err = c.finish(&status);
+    EXPECT_EQ(describe_wait_status(status), "was killed by signal 31 (SIGSYS)") << sandbox::role_name(role) << "\n" << err;
+    EXPECT_EQ(err.find("moss: seccomp:"), std::string::npos) << err;
+  }
+}
+
+// In a Debug build (the sanitizer build CI tests with) the trap names the denied call.
+TEST(Sandbox, SeccompTrapNamesTheCallInDebugBuilds) {
+  if (!sandbox::seccomp_trap_available()) {
+    GTEST_SKIP() << "SKIP: MOSS_SECCOMP_TRAP is compiled only into Debug builds (MOSS_SECCOMP_TRAP_HOOK); the "
+                    "sanitizer build of .ci/setup test runs this test";
+  }
+  for (Role role : sandbox::all_roles()) {
+    ScopedEnv env({{sandbox::kSeccompTrapEnv, "1"}, {sandbox::kForbiddenEnv, sandbox::role_name(role)}});
+    Child c = start(role, true);
+    ASSERT_GT(c.pid, 0) << c.error.message;
+    int status = 0;
+    std::string err = c.finish(&status);
+    EXPECT_EQ(describe_wait_status(status), "exited with status 159") << sandbox::role_name(role) << "\n" << err;
+    EXPECT_NE(err.find("moss: seccomp: system call " + std::to_string(SYS_syslog) + " is not allowed by this role's policy"),
+              std::string::npos)
+        << err;
   }
 }
 

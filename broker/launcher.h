@@ -43,8 +43,9 @@ Result<pid_t> spawn_child(const ChildSpec& spec);
 
 // The only variables of the broker's environment a child gets (the user's may hold secrets,
 // and a child is where a guest that breaks a parser ends up): MOSS_LOG (the log level); the
-// sandbox test hooks MOSS_TEST_PROBE, MOSS_TEST_FORBIDDEN_SYSCALL (policies/probes.h) and
-// MOSS_SECCOMP_TRAP (policies/sandbox.cc), which a build without MOSS_TEST_HOOKS ignores; and
+// sandbox test hooks MOSS_TEST_PROBE, MOSS_TEST_FORBIDDEN_SYSCALL (policies/probes.h; a build
+// without MOSS_TEST_HOOKS ignores them) and MOSS_SECCOMP_TRAP (policies/sandbox.h; only Debug
+// builds honour it); and
 // in a sanitizer build only, ASAN_OPTIONS, UBSAN_OPTIONS and LSAN_OPTIONS (the leak check at
 // exit needs ptrace, which the sandbox forbids: tests turn it off).
 std::vector<std::string_view> child_environment_names();

@@ -59,6 +59,13 @@ std::string format_launch(const Launch& launch);
 // there: moss-vsock, the one role that keeps a directory, may only connect() to its sockets.
 void enter(Role role, const std::vector<std::string>& keep_dirs = {});
 
+// MOSS_SECCOMP_TRAP=1 makes a denied call raise SIGSYS, which enter() catches to name the call
+// and exit with status 159, instead of the kernel killing the process. A trap can be caught,
+// so this weakens the sandbox: only a build with MOSS_SECCOMP_TRAP_HOOK (CMake; Debug builds
+// only, never Release) honours it, and seccomp_trap_available() says whether this one does.
+inline constexpr char kSeccompTrapEnv[] = "MOSS_SECCOMP_TRAP";
+bool seccomp_trap_available();
+
 // Whether the launcher started this process to be jailed (kEnv says "jail"), i.e. whether
 // enter() will pivot and filter. For what a role must prepare differently before entering
 // (moss-vsock makes its --uds-path absolute, since the jail's working directory is /).
