@@ -12,8 +12,8 @@ namespace {
 
 constexpr const char* kRunSynopsis =
     "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
-    "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--name NAME] [--stats FILE]\n"
-    "                [--vsock-socket PATH] [--console FILE] [--no-sandbox]\n"
+    "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET[,peer-uid=N]]... [--name NAME]\n"
+    "                [--stats FILE] [--vsock-socket PATH] [--console FILE] [--no-sandbox]\n"
     "                [-t] [--env K=V]... [--workdir DIR] [--boot-timeout SECONDS] [-- CMD ARGS...]\n";
 
 constexpr const char* kRunText =
@@ -30,6 +30,8 @@ constexpr const char* kRunText =
     "--kernel and --initrd must be regular files.\n"
     "Each --disk (a file or block device, served by its own moss-blk worker) and each\n"
     "--vhost-user-blk (a running vhost-user-blk backend) is a virtio-blk disk, /dev/vda first.\n"
+    "The backend gets the guest's memory, so moss refuses one that runs as another user than you\n"
+    "or root, unless ,peer-uid=N names that user's id.\n"
     "--name gives the VM a control socket in the runtime directory ($MOSS_RUNTIME_DIR, else\n"
     "$XDG_RUNTIME_DIR/moss): moss ls lists named VMs, moss stats prints one's figures as\n"
     "JSON, moss stop stops it in order and waits until it has ended, moss pause parks its\n"
@@ -126,6 +128,26 @@ Result<Disk> parse_disk(const std::string& text) {
   return d;
 }
 
+Result<Disk> parse_vhost_user_disk(const std::string& text) {
+  Disk d;
+  d.vhost_user = true;
+  d.path = text;
+  static const std::string kPeerUid = ",peer-uid=";
+  if (size_t at = text.rfind(kPeerUid); at != std::string::npos) {
+    std::string uid = text.substr(at + kPeerUid.size());
+    errno = 0;
+    char* end = nullptr;
+    unsigned long long n = std::strtoull(uid.c_str(), &end, 10);
+    if (uid.empty() || uid[0] < '0' || uid[0] > '9' || *end != '\0' || errno == ERANGE || n >= 0xffffffffull) {
+      return make_error("--vhost-user-blk " + text + ": peer-uid needs a numeric user id, not '" + uid + "'");
+    }
+    d.peer_uid = static_cast<uint32_t>(n);
+    d.path.resize(at);
+  }
+  if (d.path.empty()) return make_error("--vhost-user-blk needs the backend's socket path");
+  return d;
+}
+
 namespace {
 
 Result<uint32_t> parse_cpus(const std::string& text) {
@@ -189,8 +211,8 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
       o.disks.push_back(d);
     } else if (a == "--vhost-user-blk") {
       MOSS_TRY(std::string v, value("--vhost-user-blk"));
-      if (v.empty()) return make_error("--vhost-user-blk needs the backend's socket path");
-      o.disks.push_back(Disk{v, false, true});
+      MOSS_TRY(Disk d, parse_vhost_user_disk(v));
+      o.disks.push_back(d);
     } else if (a == "--name") {
       MOSS_TRY(o.name, value("--name"));
       MOSS_CHECK(control::check_name(o.name));

@@ -16,6 +16,9 @@ struct Disk {
   std::string path;          // Image file, or the backend's socket with vhost_user.
   bool readonly = false;
   bool vhost_user = false;
+  // vhost_user: the backend gets the guest's memory, so whoever listens at `path` must be
+  // this user or root, or the uid given with ",peer-uid=N" (the user's explicit trust).
+  std::optional<uint32_t> peer_uid;
 };
 
 struct RunOptions {
@@ -63,6 +66,8 @@ Result<Command> parse(const std::vector<std::string>& args);
 Result<uint64_t> parse_size(const std::string& text);
 // "PATH" or "PATH,ro" (--disk).
 Result<Disk> parse_disk(const std::string& text);
+// "SOCKET" or "SOCKET,peer-uid=N" (--vhost-user-blk).
+Result<Disk> parse_vhost_user_disk(const std::string& text);
 std::string usage();
 // One verb's usage (`moss run --help`); usage() for "" or a verb it does not know.
 std::string usage(const std::string& topic);

@@ -69,6 +69,23 @@ TEST(Parse, BadDisksAreRefused) {
   EXPECT_FALSE(parse({"run", "--disk", ",ro"}).ok());
   EXPECT_FALSE(parse({"run", "--disk", ""}).ok());
   EXPECT_FALSE(parse({"run", "--vhost-user-blk", ""}).ok());
+  EXPECT_FALSE(parse({"run", "--vhost-user-blk", ",peer-uid=0"}).ok());
+  for (const char* bad : {"/s,peer-uid=", "/s,peer-uid=x", "/s,peer-uid=-1", "/s,peer-uid=1x", "/s,peer-uid=4294967295"}) {
+    auto r = parse({"run", "--vhost-user-blk", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message.find("peer-uid needs a numeric user id"), std::string::npos) << r.error().message;
+  }
+}
+
+TEST(Parse, VhostUserBlkTakesThePeerUidTheUserTrusts) {
+  auto c = parse({"run", "--vhost-user-blk", "/run/qsd.sock", "--vhost-user-blk", "/run/a,b.sock,peer-uid=107"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_EQ(c->run.disks.size(), 2u);
+  EXPECT_EQ(c->run.disks[0].path, "/run/qsd.sock");
+  EXPECT_FALSE(c->run.disks[0].peer_uid.has_value());
+  EXPECT_EQ(c->run.disks[1].path, "/run/a,b.sock");
+  EXPECT_TRUE(c->run.disks[1].vhost_user);
+  EXPECT_EQ(c->run.disks[1].peer_uid, 107u);
 }
 
 TEST(Parse, NamedVmsAndTheirVerbs) {

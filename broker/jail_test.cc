@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -171,7 +172,7 @@ void expect_all_blocked(Role role) {
     EXPECT_EQ(results[name].rfind("blocked (", 0), 0u) << sandbox::role_name(role) << " " << name << ": " << results[name];
   }
   // The ones only seccomp can stop must have been stopped by it.
-  for (const char* name : {"inet-socket", "ptrace", "mount", "execve", "new-user-namespace"}) {
+  for (const char* name : {"inet-socket", "ptrace", "mount", "execve", "new-user-namespace", "io-uring-setup"}) {
     EXPECT_EQ(results[name], "blocked (killed by SIGSYS)") << name;
   }
 }
@@ -223,6 +224,29 @@ TEST(Sandbox, BlkWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(R
 TEST(Sandbox, VsockWorkerProbesAreAllBlocked) { expect_all_blocked(Role::kVsock); }
 TEST(Sandbox, VsockWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kVsock); }
 TEST(Sandbox, VcpuProcessProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kVcpu); }
+
+// moss-blk's io_uring is its one way around its seccomp policy (a ring's operations are no
+// system calls). From inside the jailed worker, on the ring it serves the guest with: a vsock
+// socket (which no network namespace confines) and an open are refused by the ring's
+// restrictions, and a new ring is refused by the policy. Under --no-sandbox the ring is just
+// as restricted: that is the ring's doing, not the jail's.
+TEST(Sandbox, BlkWorkersRingRefusesSocketsAndOpensFromInsideItsJail) {
+  for (bool jailed : {true, false}) {
+    ScopedEnv env({{sandbox::kProbeEnv, "blk"}});
+    Child c = start(Role::kBlk, jailed);
+    ASSERT_GT(c.pid, 0) << c.error.message;
+    int status = 0;
+    std::string err = c.finish(&status);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << describe_wait_status(status) << "\n" << err;
+    auto results = probe_results(err, Role::kBlk);
+    for (const auto& [name, result] : results) std::printf("  %s blk %s: %s\n", jailed ? "jailed" : "unjailed", name.c_str(), result.c_str());
+    EXPECT_EQ(results["ring-socket"], "blocked (EACCES)") << (jailed ? "jailed" : "unjailed") << "\n" << err;
+    EXPECT_EQ(results["ring-openat"], "blocked (EACCES)") << (jailed ? "jailed" : "unjailed") << "\n" << err;
+    if (jailed) {
+      EXPECT_EQ(results["io-uring-setup"], "blocked (killed by SIGSYS)") << err;
+    }
+  }
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -388,6 +412,92 @@ TEST(Sandbox, ForbiddenSyscallKillsTheWorkerWithSigsys) {
   }
 }
 
+// The user's environment may hold secrets; a child (where a guest that breaks a parser ends
+// up) gets only the variables moss names, and its own launch line.
+TEST(Launcher, ChildEnvironmentKeepsOnlyTheNamedVariables) {
+  std::vector<std::string> in = {"SECRET_TOKEN=hunter2", "HOME=/root", "PATH=/usr/bin", "LD_PRELOAD=/tmp/x.so",
+                                 "MOSS_LOG=debug", "MOSS_LOGX=1", "MOSS_TEST_PROBE=blk", "MOSS_SANDBOX=vcpu:jail:9",
+                                 "MOSS_RUNTIME_DIR=/run/x", "no-equals-sign", "MOSS_LOG"};
+  std::vector<char*> env;
+  for (auto& v : in) env.push_back(v.data());
+  env.push_back(nullptr);
+  auto out = child_environment(env.data(), sandbox::Launch{Role::kBlk, true, 5});
+  EXPECT_EQ(out, (std::vector<std::string>{"MOSS_LOG=debug", "MOSS_TEST_PROBE=blk", "MOSS_SANDBOX=blk:jail:5"}));
+  for (auto name : child_environment_names()) {
+    EXPECT_TRUE(name.rfind("MOSS_", 0) == 0 || name.find("SAN_OPTIONS") != std::string_view::npos) << name;
+  }
+}
+
+// The same, seen from outside in /proc/PID/environ of each real child, jailed and not: a
+// SECRET_TOKEN in the broker's environment reaches none of them.
+TEST(Sandbox, ChildrenSeeNoneOfTheBrokersOtherEnvironment) {
+  for (bool jailed : {true, false}) {
+    for (Role role : sandbox::all_roles()) {
+      ScopedEnv env({{"SECRET_TOKEN", "moss-jail-test-secret"}, {"MOSS_LOG", "warn"}, {"MOSS_LOGGED", "no"}});
+      Child c = start(role, jailed);
+      ASSERT_GT(c.pid, 0) << c.error.message;
+      std::string environ_text = read_text("/proc/" + std::to_string(c.pid) + "/environ");
+      std::string who = std::string(sandbox::role_name(role)) + (jailed ? " jailed" : " unjailed");
+      EXPECT_EQ(environ_text.find("moss-jail-test-secret"), std::string::npos) << who;
+      std::vector<std::string> vars;
+      for (size_t at = 0; at < environ_text.size();) {
+        size_t end = environ_text.find('\0', at);
+        if (end == std::string::npos) end = environ_text.size();
+        vars.push_back(environ_text.substr(at, end - at));
+        at = end + 1;
+      }
+      auto names = child_environment_names();
+      bool log_seen = false;
+      for (const auto& v : vars) {
+        std::string name = v.substr(0, v.find('='));
+        bool allowed = name == sandbox::kEnv || std::find(names.begin(), names.end(), name) != names.end();
+        EXPECT_TRUE(allowed) << who << " has " << v;
+        log_seen = log_seen || v == "MOSS_LOG=warn";
+      }
+      EXPECT_TRUE(log_seen) << who << ": MOSS_LOG did not reach it";
+      c.finish();
+    }
+  }
+}
+
+// MOSS_SECCOMP_TRAP=1 turns the kill into a catchable trap, which a compromised child could
+// use to survive its denied calls. Production (Release) binaries ignore it: a forbidden call
+// still kills each role with SIGSYS.
+TEST(Sandbox, SeccompTrapIsIgnoredByReleaseBuilds) {
+  if (sandbox::seccomp_trap_available()) {
+    GTEST_SKIP() << "SKIP: this is a build with MOSS_SECCOMP_TRAP_HOOK (Debug), which honours MOSS_SECCOMP_TRAP; "
+                    "the Release build runs this test";
+  }
+  for (Role role : sandbox::all_roles()) {
+    ScopedEnv env({{sandbox::kSeccompTrapEnv, "1"}, {sandbox::kForbiddenEnv, sandbox::role_name(role)}});
+    Child c = start(role, true);
+    ASSERT_GT(c.pid, 0) << c.error.message;
+    int status = 0;
+    std::string err = c.finish(&status);
+    EXPECT_EQ(describe_wait_status(status), "was killed by signal 31 (SIGSYS)") << sandbox::role_name(role) << "\n" << err;
+    EXPECT_EQ(err.find("moss: seccomp:"), std::string::npos) << err;
+  }
+}
+
+// In a Debug build (the sanitizer build CI tests with) the trap names the denied call.
+TEST(Sandbox, SeccompTrapNamesTheCallInDebugBuilds) {
+  if (!sandbox::seccomp_trap_available()) {
+    GTEST_SKIP() << "SKIP: MOSS_SECCOMP_TRAP is compiled only into Debug builds (MOSS_SECCOMP_TRAP_HOOK); the "
+                    "sanitizer build of .ci/setup test runs this test";
+  }
+  for (Role role : sandbox::all_roles()) {
+    ScopedEnv env({{sandbox::kSeccompTrapEnv, "1"}, {sandbox::kForbiddenEnv, sandbox::role_name(role)}});
+    Child c = start(role, true);
+    ASSERT_GT(c.pid, 0) << c.error.message;
+    int status = 0;
+    std::string err = c.finish(&status);
+    EXPECT_EQ(describe_wait_status(status), "exited with status 159") << sandbox::role_name(role) << "\n" << err;
+    EXPECT_NE(err.find("moss: seccomp: system call " + std::to_string(SYS_syslog) + " is not allowed by this role's policy"),
+              std::string::npos)
+        << err;
+  }
+}
+
 TEST(Launcher, ChildThatNeverEntersItsSandboxIsRefused) {
   ChildSpec spec;
   spec.path = "/bin/true";
@@ -421,17 +531,18 @@ TEST(Launcher, MissingProgramIsOneSentence) {
 
 TEST(Launcher, WrongRoleIsRefusedByTheChild) {
   ChildSpec spec;
-  spec.path = build_dir() + "/moss-blk";
-  spec.argv = {"moss-blk", "--help"};
-  spec.sandbox = jail::vcpu(1, 0, 1 << 20, true);  // moss-blk told it is the vcpu process.
+  // moss-vcpu, which enters its sandbox first thing, told it is a blk worker.
+  spec.path = build_dir() + "/moss-vcpu";
+  spec.argv = {"moss-vcpu", "--help"};
+  spec.sandbox = jail::blk(1, 1 << 20, true);
   int err[2];
   ASSERT_EQ(pipe2(err, O_CLOEXEC), 0);
   UniqueFd r(err[0]), w(err[1]);
   spec.stderr_fd = w.get();
   auto pid = spawn_child(spec);
   ASSERT_FALSE(pid.ok());
-  EXPECT_NE(pid.error().message.find("could not enter its sandbox: the launcher asked for the vcpu role, but this is "
-                                     "moss-blk"),
+  EXPECT_NE(pid.error().message.find("could not enter its sandbox: the launcher asked for the blk role, but this is "
+                                     "moss-vcpu"),
             std::string::npos)
       << pid.error().message;
 }

@@ -13,6 +13,8 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <string_view>
 
 #include "base/fd.h"
 #include "base/syscall.h"
@@ -20,8 +22,29 @@
 
 extern char** environ;
 
+#if defined(__SANITIZE_ADDRESS__)
+#define MOSS_ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MOSS_ASAN_BUILD 1
+#endif
+#endif
+
 namespace moss {
 namespace {
+
+// See child_environment_names() in launcher.h.
+constexpr const char* kChildEnvironment[] = {
+    "MOSS_LOG",
+    "MOSS_TEST_PROBE",
+    "MOSS_TEST_FORBIDDEN_SYSCALL",
+    "MOSS_SECCOMP_TRAP",
+#ifdef MOSS_ASAN_BUILD
+    "ASAN_OPTIONS",
+    "UBSAN_OPTIONS",
+    "LSAN_OPTIONS",
+#endif
+};
 
 // Steps of the child's set-up before exec. On failure the child writes "E<step> <errno>" on
 // the report pipe (it may only make async-signal-safe calls) and the broker words it.
@@ -191,6 +214,27 @@ std::string clone_hint(int err) {
 
 }  // namespace
 
+std::vector<std::string_view> child_environment_names() {
+  return std::vector<std::string_view>(std::begin(kChildEnvironment), std::end(kChildEnvironment));
+}
+
+std::vector<std::string> child_environment(char* const* env, const sandbox::Launch& launch) {
+  std::vector<std::string> out;
+  for (char* const* e = env; e != nullptr && *e != nullptr; e++) {
+    std::string_view var(*e);
+    std::string_view name = var.substr(0, var.find('='));
+    if (name.size() == var.size()) continue;  // No '=': not a variable.
+    for (const char* keep : kChildEnvironment) {
+      if (name == keep) {
+        out.emplace_back(var);
+        break;
+      }
+    }
+  }
+  out.push_back(std::string(sandbox::kEnv) + "=" + sandbox::format_launch(launch));
+  return out;
+}
+
 Result<pid_t> spawn_child(const ChildSpec& spec) {
   const jail::Sandbox& sb = spec.sandbox;
   if (spec.fds.size() > 60) return make_error("internal error: too many fds for a child");
@@ -206,13 +250,7 @@ Result<pid_t> spawn_child(const ChildSpec& spec) {
   MOSS_CHECK(MOSS_SYS(pipe2(report_pipe, O_CLOEXEC)));
   UniqueFd report_read(report_pipe[0]), report_write(report_pipe[1]);
   sandbox::Launch launch{sb.role, sb.enabled, static_cast<int>(3 + spec.fds.size())};
-  // The environment passes through (MOSS_LOG, the test hooks), with the sandbox's own line.
-  std::vector<std::string> env_store;
-  std::string prefix = std::string(sandbox::kEnv) + "=";
-  for (char** e = environ; *e; e++) {
-    if (std::strncmp(*e, prefix.c_str(), prefix.size()) != 0) env_store.emplace_back(*e);
-  }
-  env_store.push_back(prefix + sandbox::format_launch(launch));
+  std::vector<std::string> env_store = child_environment(environ, launch);
   std::vector<char*> envp;
   for (auto& e : env_store) envp.push_back(e.data());
   envp.push_back(nullptr);

@@ -4,10 +4,12 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
 #include "broker/jail.h"
+#include "policies/sandbox.h"
 
 namespace moss {
 
@@ -28,7 +30,8 @@ struct ChildSpec {
 
 // The one way moss starts a child. It gets its own process group (so the terminal's Ctrl-C
 // reaches only the broker, which shuts down in order) and dies with the broker
-// (PR_SET_PDEATHSIG). Jailed (the default), it is cloned into new user (root mapped to the
+// (PR_SET_PDEATHSIG), with only the environment child_environment() keeps. Jailed (the
+// default), it is cloned into new user (root mapped to the
 // broker's uid and gid), mount, pid, ipc, uts, cgroup and network namespaces, with
 // spec.sandbox's rlimits and no_new_privs, then exec'd; its main() finishes the jail
 // (moss::sandbox::enter: empty root, no capabilities, seccomp) and reports on a pipe.
@@ -37,6 +40,19 @@ struct ChildSpec {
 // A child that exits, fails to jail itself or does not report in time is killed and reaped,
 // and the error says why in one sentence.
 Result<pid_t> spawn_child(const ChildSpec& spec);
+
+// The only variables of the broker's environment a child gets (the user's may hold secrets,
+// and a child is where a guest that breaks a parser ends up): MOSS_LOG (the log level); the
+// sandbox test hooks MOSS_TEST_PROBE, MOSS_TEST_FORBIDDEN_SYSCALL (policies/probes.h; a build
+// without MOSS_TEST_HOOKS ignores them) and MOSS_SECCOMP_TRAP (policies/sandbox.h; only Debug
+// builds honour it); and
+// in a sanitizer build only, ASAN_OPTIONS, UBSAN_OPTIONS and LSAN_OPTIONS (the leak check at
+// exit needs ptrace, which the sandbox forbids: tests turn it off).
+std::vector<std::string_view> child_environment_names();
+
+// A child's whole environment: the variables of `env` (the broker's, NULL-terminated) named in
+// child_environment_names(), then sandbox::kEnv describing `launch`.
+std::vector<std::string> child_environment(char* const* env, const sandbox::Launch& launch);
 
 // "killed by signal 9 (SIGKILL)" / "exited with status 3".
 std::string describe_wait_status(int status);

@@ -22,6 +22,7 @@
 
 #include <kj/exception.h>
 
+#include "base/disk_lock.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
@@ -102,10 +103,28 @@ Result<UniqueFd> connect_unix(const std::string& path) {
   return sock;
 }
 
+// A vhost-user backend is sent the guest's memory (the memfd, mapped read-write) and its
+// rings: whoever listens at the path must be this user or root, or the uid the user named
+// (",peer-uid=N"). Checked right after connect, before a byte is sent; a socket another user
+// put at a well-known path (/tmp/qsd.sock) is refused.
+Result<void> check_backend_peer(int sock, const cli::Disk& d) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  MOSS_CHECK(MOSS_SYS(getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len)));
+  const uid_t me = geteuid();
+  if (cred.uid == me || cred.uid == 0 || (d.peer_uid && cred.uid == *d.peer_uid)) return {};
+  const std::string uid = std::to_string(cred.uid);
+  return make_error("the vhost-user backend at " + d.path + " runs as uid " + uid + ", neither you (uid " +
+                    std::to_string(me) + ") nor root, and would be given the guest's memory; if you trust that user, "
+                    "give --vhost-user-blk " + d.path + ",peer-uid=" + uid);
+}
+
 Result<void> prepare_disks(const cli::RunOptions& o, Prepared& p) {
+  std::vector<std::pair<std::string, std::pair<dev_t, ino_t>>> seen;  // Path, identity of each disk so far.
   for (const auto& d : o.disks) {
     if (d.vhost_user) {
       MOSS_TRY(UniqueFd sock, connect_unix(d.path));
+      MOSS_CHECK(check_backend_peer(sock.get(), d));
       p.disk_sockets.push_back(std::move(sock));
       p.worker_sockets.emplace_back();
       p.worker_disks.emplace_back();
@@ -123,6 +142,19 @@ Result<void> prepare_disks(const cli::RunOptions& o, Prepared& p) {
     if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
       return make_error("the disk " + d.path + " is neither a regular file nor a block device");
     }
+    // The same file (or block device) under two names would be two writers of one disk.
+    auto identity = S_ISBLK(st.st_mode) ? std::make_pair(dev_t{0}, static_cast<ino_t>(st.st_rdev))
+                                        : std::make_pair(st.st_dev, st.st_ino);
+    for (size_t i = 0; i < seen.size(); i++) {
+      if (seen[i].second == identity) {
+        return make_error("the disk " + d.path + " is the same " + (S_ISBLK(st.st_mode) ? "device" : "file") +
+                          " as the disk " + seen[i].first + " given before it; give each disk once");
+      }
+    }
+    seen.emplace_back(d.path, identity);
+    // One disk, one writer (base/disk_lock.h): another moss or QEMU using it is refused. The
+    // lock is on this open file, so it stays with the worker this fd is passed to.
+    MOSS_CHECK(lock_disk(fd, d.readonly, "the disk " + d.path));
     int sv[2];
     MOSS_CHECK(MOSS_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
     p.disk_sockets.emplace_back(sv[0]);

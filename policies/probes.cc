@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/io_uring.h>
 #include <linux/kvm.h>
 #include <sched.h>
 #include <signal.h>
@@ -65,6 +66,15 @@ int see_host_pids() { return err(kill(-1, 0)); }
 
 int new_user_namespace() { return err(unshare(CLONE_NEWUSER)); }
 
+// A new io_uring: its operations are no system calls, so a ring made inside the sandbox would
+// reach what the policy forbids (moss-blk makes its restricted ring before its filter loads).
+int new_io_uring() {
+  io_uring_params p{};
+  long fd = syscall(SYS_io_uring_setup, 4, &p);
+  if (fd >= 0) close(static_cast<int>(fd));
+  return err(fd);
+}
+
 struct Probe {
   const char* name;
   int (*run)();
@@ -75,6 +85,7 @@ const Probe kProbes[] = {
     {"ptrace", ptrace_traceme},                 {"mount", mount_tmpfs},
     {"execve", exec_program},                   {"raise-capability", raise_capability},
     {"see-host-pids", see_host_pids},           {"new-user-namespace", new_user_namespace},
+    {"io-uring-setup", new_io_uring},
 };
 
 bool asked(const char* env, Role role) {
@@ -134,6 +145,22 @@ void run_probes_if_asked(Role role, const policy::Filter* filter) {
       say(who + " " + p.name + " " + what);
     }
   }
+}
+
+void run_own_probes_if_asked(Role role, const std::vector<OwnProbe>& probes) {
+#ifndef MOSS_TEST_HOOKS
+  (void)role;
+  (void)probes;
+  return;
+#else
+  if (!asked(kProbeEnv, role)) return;
+  for (const auto& p : probes) {
+    int e = p.run();
+    const char* name = e > 0 ? strerrorname_np(e) : nullptr;
+    say(std::string(role_name(role)) + " " + p.name + " " +
+        (e == 0 ? std::string("allowed") : std::string("blocked (") + (name ? name : std::to_string(e).c_str()) + ")"));
+  }
+#endif
 }
 
 namespace {

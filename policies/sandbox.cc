@@ -175,10 +175,10 @@ Result<void> drop_capabilities(int last_cap) {
   return {};
 }
 
-#ifdef MOSS_TEST_HOOKS
-// MOSS_SECCOMP_TRAP=1 (tests only): a denied call raises SIGSYS here, which names it and ends
-// the process, instead of killing it silently. Status 159 (128 + SIGSYS): a pid namespace's
-// init cannot re-raise a signal on itself.
+#ifdef MOSS_SECCOMP_TRAP_HOOK
+// MOSS_SECCOMP_TRAP=1 (Debug builds only, see seccomp_trap_available()): a denied call raises
+// SIGSYS here, which names it and ends the process, instead of killing it silently. Status
+// 159 (128 + SIGSYS): a pid namespace's init cannot re-raise a signal on itself.
 void on_sigsys(int, siginfo_t* info, void*) {
   char buf[128];
   int n = std::snprintf(buf, sizeof buf, "moss: seccomp: system call %d is not allowed by this role's policy\n",
@@ -209,6 +209,14 @@ std::optional<Launch> parse_launch(std::string_view value) {
 
 std::string format_launch(const Launch& l) {
   return std::string(role_name(l.role)) + (l.jailed ? ":jail:" : ":none:") + std::to_string(l.report_fd);
+}
+
+bool seccomp_trap_available() {
+#ifdef MOSS_SECCOMP_TRAP_HOOK
+  return true;
+#else
+  return false;
+#endif
 }
 
 bool launched_jailed() {
@@ -245,8 +253,8 @@ void enter(Role role, const std::vector<std::string>& keep_dirs) {
   }
 
   bool trap = false;
-#ifdef MOSS_TEST_HOOKS
-  if (const char* t = std::getenv("MOSS_SECCOMP_TRAP"); t && *t == '1') trap = true;
+#ifdef MOSS_SECCOMP_TRAP_HOOK
+  if (const char* t = std::getenv(kSeccompTrapEnv); t && *t == '1') trap = true;
 #endif
   auto policy = policy::builtin(role);
   if (!policy) fail(role, fd, "its built-in policy does not parse: " + policy.error().message);
@@ -263,6 +271,8 @@ void enter(Role role, const std::vector<std::string>& keep_dirs) {
   }
 #ifdef MOSS_TEST_HOOKS
   run_probes_if_asked(role, &*filter);
+#endif
+#ifdef MOSS_SECCOMP_TRAP_HOOK
   if (trap) {
     struct sigaction sa {};
     sa.sa_sigaction = on_sigsys;

@@ -5,7 +5,9 @@
 // rlimits, no_new_privs, PR_SET_PDEATHSIG and only the fds it needs, and says so in the
 // environment (kEnv). It cannot do the rest before exec: the new root has no libraries to
 // load the program from, and a seccomp filter loaded before exec would have to allow execve.
-// So each role's main() calls enter() first thing, before it reads one byte from a peer:
+// So each role's main() calls enter() before it reads one byte from a peer: first thing, or
+// once it has made what its policy will not let it make later (moss-vsock its listening
+// sockets, moss-blk its restricted io_uring):
 //
 //   1. pivot_root into an empty tmpfs, remounted read-only; the host's tree is detached (but
 //      for the directories the role asked to keep, bind-mounted at the same path);
@@ -56,6 +58,13 @@ std::string format_launch(const Launch& launch);
 // whole host tree is there anyway). A role's seccomp policy still decides what it may do
 // there: moss-vsock, the one role that keeps a directory, may only connect() to its sockets.
 void enter(Role role, const std::vector<std::string>& keep_dirs = {});
+
+// MOSS_SECCOMP_TRAP=1 makes a denied call raise SIGSYS, which enter() catches to name the call
+// and exit with status 159, instead of the kernel killing the process. A trap can be caught,
+// so this weakens the sandbox: only a build with MOSS_SECCOMP_TRAP_HOOK (CMake; Debug builds
+// only, never Release) honours it, and seccomp_trap_available() says whether this one does.
+inline constexpr char kSeccompTrapEnv[] = "MOSS_SECCOMP_TRAP";
+bool seccomp_trap_available();
 
 // Whether the launcher started this process to be jailed (kEnv says "jail"), i.e. whether
 // enter() will pivot and filter. For what a role must prepare differently before entering

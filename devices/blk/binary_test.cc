@@ -1,6 +1,7 @@
 // The moss-blk binary as a user, a VMM or the broker runs it: exit statuses and messages,
 // --print-capabilities, signals, the socket path's life cycle, --fd, and frontends (or the
 // worker itself) going away with requests in flight. Each test execs $MOSS_BUILD_DIR/moss-blk.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -131,6 +132,21 @@ class BlkBinaryTest : public GuestDriverTest {
     return v;
   }
 
+  // Whether anyone still holds a lock on the disk (base/disk_lock.h), polled until `timeout`.
+  bool wait_until_disk_unlocked(seconds timeout) {
+    UniqueFd fd(::open(disk_path_.c_str(), O_RDONLY | O_CLOEXEC));
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      struct flock l {};
+      l.l_type = F_WRLCK;
+      l.l_whence = SEEK_SET;
+      if (::fcntl(fd.get(), F_OFD_GETLK, &l) != 0) return false;
+      if (l.l_type == F_UNLCK) return true;
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
   std::string sock_;
 };
 
@@ -153,7 +169,9 @@ TEST_F(BlkBinaryTest, SigintEndsAnIdleWorker) {
 
 TEST_F(BlkBinaryTest, LiveSocketIsRefusedAndAStaleOneReplaced) {
   auto first = start_worker();
-  auto second = moss::test::run({moss_blk(), "--socket-path", sock_, "--disk", disk_path_}, seconds(10));
+  // Another disk: this one is the first worker's (a second writer is refused for that, below).
+  auto second = moss::test::run({moss_blk(), "--socket-path", sock_, "--disk", dir_.file("other.img", 1 << 20)},
+                                seconds(10));
   EXPECT_EQ(second.exit_code, 1);
   EXPECT_NE(second.err.find("another process is already listening on " + sock_), std::string::npos) << second.err;
   // Killed outright, the first leaves its socket behind; the next worker replaces it.
@@ -171,6 +189,68 @@ TEST_F(BlkBinaryTest, LiveSocketIsRefusedAndAStaleOneReplaced) {
   EXPECT_EQ(r.exit_code, 1);
   expect_one_sentence(r.err);
   EXPECT_TRUE(exists(file));
+}
+
+// One disk, one writer (base/disk_lock.h): a second worker on a disk a running one serves is
+// refused with one sentence naming the disk, before it makes its socket; read-only too, while
+// the first writes. Once the first has gone, the disk is free.
+TEST_F(BlkBinaryTest, ASecondWorkerOnTheSameDiskIsRefused) {
+  auto first = start_worker();
+  std::string sock2 = dir_.path() + "/second.sock";
+  for (bool read_only : {false, true}) {
+    std::vector<std::string> argv{moss_blk(), "--socket-path", sock2, "--disk", disk_path_};
+    if (read_only) argv.push_back("--readonly");
+    auto second = moss::test::run(argv, seconds(10));
+    EXPECT_EQ(second.exit_code, 1) << second.err;
+    expect_one_sentence(second.err);
+    EXPECT_NE(second.err.find("the disk " + disk_path_ + " is in use by another process"), std::string::npos) << second.err;
+    EXPECT_FALSE(exists(sock2));
+  }
+  expect_clean_exit(*first, SIGTERM);
+  moss::test::Process third({moss_blk(), "--socket-path", sock2, "--disk", disk_path_});
+  for (int i = 0; i < 400 && !listening(sock2); i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(listening(sock2)) << "the disk stayed locked after its worker had gone";
+  ::kill(third.pid(), SIGTERM);
+  EXPECT_EQ(third.wait(seconds(5)).exit_code, 0);
+}
+
+// moss and QEMU exclude each other on one disk (QEMU 7.2's locks, base/disk_lock.h), both
+// ways, with the real qemu-storage-daemon.
+TEST_F(BlkBinaryTest, MossBlkAndQemuStorageDaemonExcludeEachOther) {
+  const std::string qsd = "/usr/bin/qemu-storage-daemon";
+  if (::access(qsd.c_str(), X_OK) != 0) GTEST_SKIP() << "SKIP: no " << qsd;
+  auto qsd_argv = [&](const std::string& sock, bool writable) {
+    return std::vector<std::string>{qsd, "--blockdev",
+                                    "driver=file,node-name=f,filename=" + disk_path_ + (writable ? "" : ",read-only=on"),
+                                    "--export",
+                                    "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=" + sock +
+                                        (writable ? ",writable=on" : "")};
+  };
+  // QEMU first, writing: moss-blk is refused, read-only too.
+  std::string qsock = dir_.path() + "/qsd.sock";
+  {
+    moss::test::Process q(qsd_argv(qsock, true));
+    for (int i = 0; i < 1000 && !listening(qsock); i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_TRUE(listening(qsock)) << "qemu-storage-daemon did not start";
+    for (bool read_only : {false, true}) {
+      std::vector<std::string> argv{moss_blk(), "--socket-path", sock_, "--disk", disk_path_};
+      if (read_only) argv.push_back("--readonly");
+      auto r = moss::test::run(argv, seconds(10));
+      EXPECT_EQ(r.exit_code, 1) << r.err;
+      EXPECT_NE(r.err.find("is in use by another process"), std::string::npos) << r.err;
+    }
+    ::kill(q.pid(), SIGTERM);
+    q.wait(seconds(5));
+  }
+  // moss-blk first, writing: QEMU is refused (it says why: a lock), even read-only.
+  auto p = start_worker();
+  for (bool writable : {true, false}) {
+    ::unlink(qsock.c_str());
+    auto r = moss::test::run(qsd_argv(qsock, writable), seconds(20));
+    EXPECT_NE(r.exit_code, 0) << "qemu-storage-daemon started on a disk moss-blk writes";
+    EXPECT_NE(r.err.find("lock"), std::string::npos) << r.err;
+  }
+  expect_clean_exit(*p, SIGTERM);
 }
 
 TEST_F(BlkBinaryTest, FdModeServesOneFrontendAndExitsWhenItCloses) {
@@ -217,6 +297,10 @@ TEST_F(BlkBinaryTest, ReplacementWorkerResubmitsWhatAKilledOneHadInFlight) {
   ASSERT_EQ(::kill(p->pid(), SIGKILL), 0);
   p->wait(seconds(5));
   frontend_.reset();
+  // The kernel may still finish the dead worker's I/O after it is reaped; until it has, the
+  // disk's open file, and its lock, live on, and a replacement is refused (its writes could
+  // cross the dead one's). Whoever restarts a worker waits for that, as we do here.
+  ASSERT_TRUE(wait_until_disk_unlocked(seconds(10))) << "the killed worker's disk lock never went";
   auto again = start_worker();
   connect_frontend();
   ASSERT_TRUE(fe().set_inflight_fd(inflight_info_, inflight_fd_.get()).ok());

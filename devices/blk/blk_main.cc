@@ -1,7 +1,9 @@
 // moss-blk's program logic, a library function so that `moss device blk` can run it too.
 #include <fcntl.h>
+#include <liburing.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <vector>
@@ -11,6 +13,8 @@
 #include "devices/blk/disk.h"
 #include "base/unix_socket.h"
 #include "devices/blk/worker.h"
+#include "policies/probes.h"
+#include "policies/sandbox.h"
 
 namespace moss::blk {
 namespace {
@@ -18,6 +22,28 @@ namespace {
 int fail(int status, const std::string& message) {
   std::fprintf(stderr, "moss-blk: %s\n", message.c_str());
   return status;
+}
+
+// What a compromised worker would submit to its ring to get around its seccomp policy (test
+// hooks, MOSS_TEST_PROBE=blk): each must fail with EACCES (Engine's ring restrictions).
+std::vector<sandbox::OwnProbe> ring_probes(Worker& worker) {
+  auto submit = [&worker](const io_uring_sqe& sqe) {
+    int r = worker.engine().submit_raw(sqe);
+    if (r >= 0) ::close(r);  // A socket or a file: the probe got through.
+    return r < 0 ? -r : 0;
+  };
+  return {
+      {"ring-socket", [submit] {
+         io_uring_sqe sqe{};
+         io_uring_prep_socket(&sqe, AF_VSOCK, SOCK_STREAM, 0, 0);  // No network namespace confines vsock.
+         return submit(sqe);
+       }},
+      {"ring-openat", [submit] {
+         io_uring_sqe sqe{};
+         io_uring_prep_openat(&sqe, AT_FDCWD, "/", O_RDONLY | O_DIRECTORY, 0);
+         return submit(sqe);
+       }},
+  };
 }
 
 }  // namespace
@@ -55,15 +81,21 @@ int blk_main(int argc, char** argv) {
     control.reset(o.control_fd);
     ::fcntl(o.control_fd, F_SETFD, FD_CLOEXEC);
   }
-  // Started by moss, main() has already entered the sandbox (policies/sandbox.h): the disk
-  // comes as --disk-fd. TODO(security): a standalone worker (--socket-path, --disk PATH) is
-  // not jailed yet.
+  // Started by moss, the worker is in its namespaces but not yet in its sandbox: the disk comes
+  // as --disk-fd. TODO(security): a standalone worker (--socket-path, --disk PATH) is not
+  // jailed yet.
   auto disk = o.disk_fd >= 0 ? Disk::from_fd(UniqueFd(o.disk_fd), o.read_only,
                                              "the disk " + (o.disk.empty() ? "(fd " + std::to_string(o.disk_fd) + ")" : o.disk))
                              : Disk::open(o.disk, o.read_only);
   if (!disk.ok()) return fail(1, disk.error().message);
+  // The worker's io_uring is made here, restricted and enabled (engine.h), before the seccomp
+  // filter loads: blk.policy forbids io_uring_setup and io_uring_register, so the ring cannot
+  // be replaced by an unrestricted one afterwards. One ring serves every queue.
   auto worker = Worker::create(*disk, DeviceOptions{o.num_queues, o.serial});
   if (!worker.ok()) return fail(1, worker.error().message);
+  // Nothing above read a byte from the guest or a peer (policies/sandbox.h).
+  sandbox::enter(sandbox::Role::kBlk);
+  sandbox::run_own_probes_if_asked(sandbox::Role::kBlk, ring_probes(**worker));
   if (auto r = (*worker)->stop_on_signals(); !r.ok()) return fail(1, r.error().message);
   if (control.valid()) {
     if (auto r = (*worker)->watch_control(std::move(control), o.disk); !r.ok()) return fail(1, r.error().message);

@@ -10,6 +10,7 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "base/disk_lock.h"
 #include "base/log.h"
 #include "base/syscall.h"
 #include "devices/blk/request.h"
@@ -94,7 +95,11 @@ Result<Disk> Disk::open(const std::string& path, bool read_only) {
                           std::strerror(e),
                       e);
   }
-  return from_fd(UniqueFd(raw), read_only, "the disk " + path);
+  UniqueFd fd(raw);
+  // One disk, one writer (base/disk_lock.h): another moss-blk, a moss run or QEMU using it
+  // is refused. The lock lasts as long as this open file.
+  MOSS_CHECK(lock_disk(fd.get(), read_only, "the disk " + path));
+  return from_fd(std::move(fd), read_only, "the disk " + path);
 }
 
 Result<Disk> Disk::from_fd(UniqueFd fd, bool read_only, const std::string& what) {

@@ -31,10 +31,13 @@ struct DiskInfo {
 
 class Disk {
  public:
-  // Opens `path` read-write (or read-only), with O_DIRECT when it works. Errors name the path.
+  // Opens `path` read-write (or read-only), with O_DIRECT when it works, and locks it
+  // (base/disk_lock.h): a disk another process writes, or reads while this would write, is
+  // refused. Errors name the path.
   static Result<Disk> open(const std::string& path, bool read_only);
   // Takes an fd opened elsewhere (a broker, a test's memfd), switching it to O_DIRECT when
-  // that works. `what` names it in errors ("the disk /x").
+  // that works. Locking it is the opener's business (moss's broker locks what it passes).
+  // `what` names it in errors ("the disk /x").
   static Result<Disk> from_fd(UniqueFd fd, bool read_only, const std::string& what);
 
   int fd() const { return fd_.get(); }

@@ -4,6 +4,8 @@
 #include <linux/falloc.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -24,6 +26,8 @@ constexpr size_t kZeroIovs = 16;              // Up to 16 MiB of zeroes per writ
 constexpr uint64_t kBounceAlign = 4096;       // Satisfies any dio_mem_align up to a page.
 constexpr int kPunchHole = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 constexpr int kZeroRange = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+// Every operation prep() submits, and all the ring allows (Engine::init).
+constexpr uint8_t kRingOps[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC, IORING_OP_FALLOCATE};
 
 uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
@@ -32,6 +36,13 @@ uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 [[noreturn]] void ring_failed(const char* what, int err) {
   LOG_ERROR("io_uring %s failed: %s", what, std::strerror(err));
   std::abort();
+}
+
+// io_uring_register(2) itself: Debian 12's liburing 2.3 declares io_uring_register_restrictions
+// and io_uring_enable_rings but does not export them from its shared library.
+int ring_register(io_uring* ring, unsigned opcode, const void* arg, unsigned nr) {
+  long r = ::syscall(SYS_io_uring_register, ring->ring_fd, opcode, arg, nr);
+  return r < 0 ? -errno : 0;
 }
 
 bool transient(int res) { return res == -EAGAIN || res == -EINTR || res == -EBUSY; }
@@ -65,8 +76,19 @@ Result<void> Engine::init() {
   event_fd_.reset(efd);
   // TODO(perf): IORING_SETUP_COOP_TASKRUN / SINGLE_ISSUER once the worker's threading is
   // settled (SINGLE_ISSUER binds the ring to the creating thread).
+  //
+  // Operations on a ring are not system calls: no seccomp filter sees them, and an
+  // unrestricted ring can open files, make sockets (AF_VSOCK, which no network namespace
+  // confines) or connect. So the ring starts disabled, gets its eventfd, is restricted to the
+  // operations prep() uses with no registration allowed afterwards, and only then is enabled.
+  // A compromised worker gets -EACCES for anything else; blk.policy forbids io_uring_setup and
+  // io_uring_register, so it cannot make or change a ring either (the worker makes this one
+  // before its filter loads). What is left, reading, writing, syncing and allocating an fd it
+  // holds, its policy allows as system calls anyway. (The disk is not a fixed file: the kernel
+  // drops a ring's fixed files only some time after the ring is closed, which would keep the
+  // disk's lock, base/disk_lock.h, after the worker has gone.)
   io_uring_params p{};
-  p.flags = IORING_SETUP_CQSIZE;
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
   p.cq_entries = options_.ring_entries * 4;
   int r = io_uring_queue_init_params(options_.ring_entries, &ring_, &p);
   if (r < 0) {
@@ -78,6 +100,21 @@ Result<void> Engine::init() {
   if (!(p.features & IORING_FEAT_NODROP)) return make_error("this kernel's io_uring can drop completions; moss needs Linux 5.5 or later");
   r = io_uring_register_eventfd(&ring_, event_fd_.get());
   if (r < 0) return make_error(std::string("cannot register an eventfd with the io_uring: ") + std::strerror(-r), -r);
+  std::vector<io_uring_restriction> rules;
+  for (uint8_t op : kRingOps) {
+    io_uring_restriction x{};
+    x.opcode = IORING_RESTRICTION_SQE_OP;
+    x.sqe_op = op;
+    rules.push_back(x);
+  }
+  // No IORING_RESTRICTION_REGISTER_OP: once enabled, every io_uring_register is refused. No
+  // SQE flags are allowed either (links, drains, async, buffer selection: prep() uses none).
+  r = ring_register(&ring_, IORING_REGISTER_RESTRICTIONS, rules.data(), static_cast<unsigned>(rules.size()));
+  if (r < 0) {
+    return make_error(std::string("cannot restrict the io_uring (moss needs Linux 5.10 or later): ") + std::strerror(-r), -r);
+  }
+  r = ring_register(&ring_, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+  if (r < 0) return make_error(std::string("cannot enable the io_uring: ") + std::strerror(-r), -r);
   // Real pages made read-only: the zero-writing fallback can point thousands of iovecs at
   // them and nothing can ever make them non-zero.
   void* z = ::mmap(nullptr, kZeroChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -298,6 +335,24 @@ void Engine::issue_pending() {
     ++in_kernel_;
   }
   submit_to_kernel();
+}
+
+int Engine::submit_raw(const io_uring_sqe& raw) {
+  MOSS_ASSERT(ops_live_ == 0 && in_kernel_ == 0);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  MOSS_ASSERT(sqe != nullptr);
+  *sqe = raw;
+  int r = io_uring_submit(&ring_);
+  if (r < 0) return r;
+  io_uring_cqe* cqe = nullptr;
+  r = io_uring_wait_cqe(&ring_, &cqe);
+  if (r < 0) return r;
+  int res = cqe->res;
+  io_uring_cqe_seen(&ring_, cqe);
+  // The completion also counted on the eventfd: leave nothing for the loop to wake up for.
+  uint64_t count;
+  (void)!::read(event_fd_.get(), &count, sizeof count);
+  return res;
 }
 
 // ---- Completion ----

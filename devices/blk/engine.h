@@ -11,6 +11,11 @@
 //     ZERO_RANGE otherwise) to writing zeroes, remembering what the disk did not support.
 //     On a block device those fallocate modes become the kernel's write-zeroes and zero-out.
 //
+// The ring can do nothing else: it is restricted, before it is enabled, to those operations
+// (readv, writev, fsync, fallocate) without SQE flags, and refuses any further registration
+// (IORING_REGISTER_RESTRICTIONS). Anything else submitted to it (a socket, an open, a connect)
+// fails with -EACCES.
+//
 // Buffers are borrowed: they must stay valid until their operation is reported (for guest
 // memory: drain before unmapping). One thread uses an Engine.
 #pragma once
@@ -79,6 +84,13 @@ class Engine {
   // What the disk turned out not to support (tests and logs).
   bool punch_hole_supported() const { return punch_ok_; }
   bool zero_range_supported() const { return zero_range_ok_; }
+
+  // For tests (engine_test, and moss-blk's MOSS_TEST_PROBE hook inside its sandbox): submits
+  // `sqe` as it is on the engine's ring, waits for its completion and returns its result. A
+  // compromised worker could do the same; the ring's restrictions are what stop it. Needs
+  // in_flight() == 0.
+  int submit_raw(const io_uring_sqe& sqe);
+  int ring_fd() const { return ring_.ring_fd; }
 
  private:
   enum class Kind { kRead, kWrite, kFlush, kDiscard, kZeroPunch, kZeroRange, kZeroWrite };

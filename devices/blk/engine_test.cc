@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <liburing.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -304,6 +307,64 @@ TEST_F(EngineTest, CompletionFdSignalsFinishedWork) {
     EXPECT_EQ(t, 2u);
     EXPECT_EQ(r, 0);
   }), 1u);
+}
+
+// The engine's ring is the worker's way around its seccomp policy unless the ring itself is
+// restricted: an IORING_OP_SOCKET or OPENAT is no system call. Each of these is what a
+// compromised worker would submit; each must fail with EACCES, while the engine's own kind of
+// operation still works through the same path.
+TEST_F(EngineTest, RingRefusesEveryOperationButTheEnginesOwn) {
+  open_disk();
+  io_uring_sqe sqe{};
+  auto expect_refused = [&](const char* what) {
+    EXPECT_EQ(engine_->submit_raw(sqe), -EACCES) << what;
+  };
+  io_uring_prep_socket(&sqe, AF_INET, SOCK_STREAM, 0, 0);
+  expect_refused("IORING_OP_SOCKET (AF_INET)");
+  io_uring_prep_socket(&sqe, AF_VSOCK, SOCK_STREAM, 0, 0);
+  expect_refused("IORING_OP_SOCKET (AF_VSOCK)");
+  io_uring_prep_socket(&sqe, AF_NETLINK, SOCK_DGRAM, 0, 0);
+  expect_refused("IORING_OP_SOCKET (AF_NETLINK)");
+  io_uring_prep_openat(&sqe, AT_FDCWD, "/etc/passwd", O_RDONLY, 0);
+  expect_refused("IORING_OP_OPENAT");
+  io_uring_prep_connect(&sqe, engine_->completion_fd(), nullptr, 0);
+  expect_refused("IORING_OP_CONNECT");
+  io_uring_prep_accept(&sqe, engine_->completion_fd(), nullptr, nullptr, 0);
+  expect_refused("IORING_OP_ACCEPT");
+  // The engine's own operations, but with SQE flags it never sets (here: async).
+  Aligned buf(4096);
+  iovec v{buf.p, 4096};
+  io_uring_prep_readv(&sqe, disk_->fd(), &v, 1, 0);
+  sqe.flags |= IOSQE_ASYNC;
+  expect_refused("IORING_OP_READV with IOSQE_ASYNC");
+  // The same readv as the engine submits it is allowed.
+  io_uring_prep_readv(&sqe, disk_->fd(), &v, 1, 0);
+  EXPECT_EQ(engine_->submit_raw(sqe), 4096);
+  // No registration after the ring is enabled: no new files, buffers, eventfds, restrictions.
+  for (unsigned op : {IORING_REGISTER_FILES_UPDATE, IORING_UNREGISTER_FILES, IORING_REGISTER_BUFFERS,
+                      IORING_REGISTER_PROBE, IORING_REGISTER_PERSONALITY, IORING_REGISTER_RESTRICTIONS}) {
+    errno = 0;
+    EXPECT_EQ(::syscall(SYS_io_uring_register, engine_->ring_fd(), op, nullptr, 0), -1) << "register op " << op;
+    EXPECT_EQ(errno, EACCES) << "register op " << op;
+  }
+}
+
+// The control for the test above: the same IORING_OP_SOCKET on a ring without restrictions
+// makes a socket here, so the EACCES above is the restriction's doing.
+TEST(BlkEngine, AnUnrestrictedRingWouldMakeTheSocket) {
+  io_uring ring;
+  ASSERT_EQ(io_uring_queue_init(4, &ring, 0), 0);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  io_uring_prep_socket(sqe, AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0, 0);
+  ASSERT_EQ(io_uring_submit(&ring), 1);
+  io_uring_cqe* cqe = nullptr;
+  ASSERT_EQ(io_uring_wait_cqe(&ring, &cqe), 0);
+  int res = cqe->res;
+  io_uring_cqe_seen(&ring, cqe);
+  io_uring_queue_exit(&ring);
+  if (res == -EINVAL) GTEST_SKIP() << "this kernel has no IORING_OP_SOCKET (before 5.19)";
+  EXPECT_GE(res, 0) << std::strerror(-res);
+  if (res >= 0) ::close(res);
 }
 
 }  // namespace

@@ -73,6 +73,9 @@ class Worker {
   // Accepts frontends on a listening socket, one at a time, until a signal arrives.
   Result<void> serve_listener(int listener);
 
+  // The I/O engine, whose one ring serves every queue (tests and test hooks).
+  Engine& engine() { return *engine_; }
+
   bool stopped_by_signal() const { return signalled_; }
   // serve_*() ended because the broker asked (shutdown) or closed the control socket.
   bool shut_down() const { return shut_down_; }

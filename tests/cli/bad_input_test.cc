@@ -1,9 +1,17 @@
 // Bad input to `moss run`: each case gets one clear sentence on stderr and a non-zero exit,
 // before any VM exists. Runs on any host (no KVM needed).
+#include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -118,6 +126,129 @@ TEST_F(BadInput, DisksThatCannotBeUsed) {
                       "cannot connect to the vhost-user backend at " + sock);
   expect_one_sentence(run({moss(), "run", "--disk"}), 2, "--disk needs a value");
   expect_one_sentence(run({moss(), "device", "tape"}), 2, "unknown device kind 'tape'");
+}
+
+// A vhost-user backend listening at `path` as `uid` (our own when it is ours), in a child that
+// accepts one connection and reports how many bytes it received before the other end closed.
+struct Listener {
+  pid_t pid = -1;
+  int result = -1;  // Read end: the byte count as text, or "none" if nobody connected.
+
+  static Listener start(const std::string& path, uid_t uid) {
+    Listener l;
+    int ready[2], result[2];
+    EXPECT_EQ(pipe2(ready, O_CLOEXEC), 0);
+    EXPECT_EQ(pipe2(result, O_CLOEXEC), 0);
+    l.pid = fork();
+    if (l.pid == 0) {
+      if (uid != geteuid() && (setgroups(0, nullptr) != 0 || setresgid(uid, uid, uid) != 0 || setresuid(uid, uid, uid) != 0)) _exit(1);
+      int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+      if (bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(s, 4) != 0) _exit(2);
+      (void)!write(ready[1], "r", 1);
+      pollfd p{s, POLLIN, 0};
+      std::string report = "none";
+      if (poll(&p, 1, 60000) == 1) {
+        int c = accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
+        size_t total = 0;
+        char buf[4096];
+        ssize_t n;
+        while (c >= 0 && (n = read(c, buf, sizeof buf)) > 0) total += static_cast<size_t>(n);
+        report = std::to_string(total);
+      }
+      (void)!write(result[1], report.data(), report.size());
+      _exit(0);
+    }
+    close(ready[1]);
+    close(result[1]);
+    char c = 0;
+    EXPECT_EQ(read(ready[0], &c, 1), 1) << "the listener did not start";
+    close(ready[0]);
+    l.result = result[0];
+    return l;
+  }
+  // What the listener received, once the connection is closed.
+  std::string received() {
+    std::string out;
+    char buf[64];
+    ssize_t n;
+    while ((n = read(result, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    close(result);
+    waitpid(pid, nullptr, 0);
+    return out;
+  }
+};
+
+// A socket another user put where the backend was expected (/tmp/qsd.sock) must not get the
+// guest's memory: moss refuses it right after connecting, before sending anything and before
+// any VM process exists.
+TEST_F(BadInput, VhostUserBackendOfAnotherUserIsRefusedBeforeAnythingIsSent) {
+  if (geteuid() != 0) GTEST_SKIP() << "SKIP: listening as another user (nobody) takes root";
+  const uid_t nobody = 65534;
+  auto shared = dir_ / "shared";
+  std::filesystem::create_directories(shared);
+  chmod(shared.c_str(), 0777);
+  auto sock = (shared / "qsd.sock").string();
+  Listener l = Listener::start(sock, nobody);
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--vhost-user-blk", sock}), 125,
+                      "the vhost-user backend at " + sock + " runs as uid 65534, neither you (uid 0) nor root, and would "
+                      "be given the guest's memory; if you trust that user, give --vhost-user-blk " + sock +
+                      ",peer-uid=65534");
+  EXPECT_EQ(l.received(), "0");  // Connected, and sent nothing.
+
+  // The user's explicit trust: accepted (the run then stops at the missing KVM device).
+  std::filesystem::remove(sock);
+  Listener trusted = Listener::start(sock, nobody);
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--vhost-user-blk",
+                           sock + ",peer-uid=65534"},
+                          seconds(30), {{"MOSS_KVM_DEVICE", (dir_ / "kvm").string()}}),
+                      125, "this host offers no KVM");
+  EXPECT_EQ(trusted.received(), "0");
+}
+
+// A backend of our own passes the check: the run goes on to the next thing it needs (here, a
+// KVM device that is not there).
+TEST_F(BadInput, VhostUserBackendOfOurOwnIsAccepted) {
+  auto sock = (dir_ / "qsd.sock").string();
+  Listener l = Listener::start(sock, geteuid());
+  expect_one_sentence(run({moss(), "run", "--kernel", guest("serial"), "--initrd", "none", "--vhost-user-blk", sock},
+                          seconds(30), {{"MOSS_KVM_DEVICE", (dir_ / "kvm").string()}}),
+                      125, "this host offers no KVM");
+  EXPECT_EQ(l.received(), "0");
+  expect_one_sentence(run({moss(), "run", "--vhost-user-blk", sock + ",peer-uid=me"}), 2,
+                      "--vhost-user-blk " + sock + ",peer-uid=me: peer-uid needs a numeric user id, not 'me'");
+}
+
+// One disk, one writer: the same file twice in one run (under any name), or a disk another
+// process uses (here `moss device blk`), is refused with one sentence before any VM starts.
+TEST_F(BadInput, ADiskGivenTwiceOrUsedElsewhereIsRefused) {
+  auto disk = file("disk.img", std::string(1 << 20, '\0'));
+  auto other_name = (dir_ / "." / "disk.img").string();
+  const std::vector<std::string> boot = {moss(), "run", "--kernel", guest("serial"), "--initrd", "none"};
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> argv = boot;
+    argv.insert(argv.end(), more.begin(), more.end());
+    return run(argv, seconds(30), {{"MOSS_KVM_DEVICE", (dir_ / "kvm").string()}});
+  };
+  expect_one_sentence(with({"--disk", disk, "--disk", disk}), 125,
+                      "the disk " + disk + " is the same file as the disk " + disk + " given before it; give each disk once");
+  expect_one_sentence(with({"--disk", disk, "--disk", other_name + ",ro"}), 125,
+                      "the disk " + other_name + " is the same file as the disk " + disk);
+
+  // A worker of its own holds it: moss run is refused, before it looks for KVM.
+  auto sock = (dir_ / "blk.sock").string();
+  Process worker({moss(), "device", "blk", "--socket-path", sock, "--disk", disk});
+  for (int i = 0; i < 1000 && !std::filesystem::exists(sock); i++) usleep(5000);
+  ASSERT_TRUE(std::filesystem::exists(sock)) << "moss device blk did not start";
+  const std::string in_use = "the disk " + disk + " is in use by another process (another moss or QEMU holds a lock on it)";
+  expect_one_sentence(with({"--disk", disk}), 125, in_use);
+  expect_one_sentence(with({"--disk", disk + ",ro"}), 125, in_use);
+  kill(worker.pid(), SIGTERM);
+  EXPECT_EQ(worker.wait(seconds(10)).exit_code, 0);
+  // Free again: the run gets as far as KVM.
+  expect_one_sentence(with({"--disk", disk}), 125, "this host offers no KVM");
 }
 
 TEST_F(BadInput, CommandOptionsThatCannotWork) {

@@ -2,9 +2,10 @@
 // `--fd 3 --guest-cid N --uds-path P`, so it runs in its namespaces with the vsock role's
 // seccomp filter and only P's directory in its root. The harness's vsock driver is the guest
 // (over the socketpair the broker would give the vcpu process), Unix sockets are the host
-// programs. MOSS_SECCOMP_TRAP=1: a system call missing from vsock.policy ends the worker with
-// status 159 and names the call in its log, so every path below must stay within the policy,
-// through to a clean exit. Host-only, no KVM.
+// programs. MOSS_SECCOMP_TRAP=1: in a Debug build (the sanitizer build) a system call missing
+// from vsock.policy ends the worker with status 159 and names the call in its log; a Release
+// build ignores the variable and the worker is killed with SIGSYS. Either way every path below
+// must stay within the policy, through to a clean exit. Host-only, no KVM.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -184,8 +185,8 @@ class JailedVsock : public ::testing::Test {
     return *status_;
   }
 
-  // The guest leaves (the vcpu process closes its end), and the worker must exit 0: with the
-  // trap, a call outside its policy anywhere up to its exit would be status 159.
+  // The guest leaves (the vcpu process closes its end), and the worker must exit 0: a call
+  // outside its policy anywhere up to its exit would be status 159 (the trap) or SIGSYS.
   void expect_clean_exit_when_the_guest_leaves() {
     driver_.reset();
     guest_.reset();
