@@ -278,7 +278,7 @@ KVM_TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   EXPECT_FALSE(process_exists(vcpu));
   EXPECT_FALSE(std::filesystem::exists(rt / "spin-1.sock"));
   auto gone = run({moss(), "stats", "spin-1"}, seconds(10), env);
-  EXPECT_EQ(gone.exit_code, 1) << describe(gone);
+  EXPECT_EQ(gone.exit_code, 125) << describe(gone);
   EXPECT_NE(gone.err.find("no VM named spin-1 is running"), std::string::npos) << describe(gone);
   std::filesystem::remove_all(rt);
 }
