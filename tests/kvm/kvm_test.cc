@@ -278,7 +278,7 @@ KVM_TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   EXPECT_FALSE(process_exists(vcpu));
   EXPECT_FALSE(std::filesystem::exists(rt / "spin-1.sock"));
   auto gone = run({moss(), "stats", "spin-1"}, seconds(10), env);
-  EXPECT_EQ(gone.exit_code, 1) << describe(gone);
+  EXPECT_EQ(gone.exit_code, 125) << describe(gone);
   EXPECT_NE(gone.err.find("no VM named spin-1 is running"), std::string::npos) << describe(gone);
   std::filesystem::remove_all(rt);
 }
@@ -702,7 +702,7 @@ LINUX_TEST(LinuxGuest, VsockBothWaysAndTwoVmsHaveDifferentCids) {
   std::string rt = (s.dir / "rt").string(), a_sock = (s.dir / "a.sock").string();
   std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
   // Guest-initiated: each command runs only because moss-init connected to the host's port
-  // 1124, which the vsock worker carried to "<socket>_1124", where moss run listens.
+  // 1124, which the vsock worker asked moss run for (the broker answers it; no socket on disk).
   Process a({moss(), "run", "--name", "va", "--vsock-socket", a_sock, "--", "sh", "-c", "echo up; exec sleep 600"}, env);
   Process b({moss(), "run", "--name", "vb", "--", "sh", "-c", "echo up; exec sleep 600"}, env);
   ASSERT_TRUE(a.wait_for_output("up\n", seconds(400))) << a.out();
