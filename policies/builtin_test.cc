@@ -141,6 +141,29 @@ TEST(BuiltinPolicies, VcpuMayUseKvmRunButBlkMayNot) {
   EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kBlk, kvm_run)));
 }
 
+// The vcpu process's second filter: after forbid_ioctls, the set-up ioctls kill on any fd while
+// the others keep working; and that one form of seccomp() is all any role may call.
+TEST(BuiltinPolicies, VcpuMayStackTheSetUpLockAndNothingElseMayCallSeccomp) {
+  int status = run_filtered(Role::kVcpu, [] {
+    const uint64_t forbidden[] = {0xae01 /* KVM_CREATE_VM */, 0xae41 /* KVM_CREATE_VCPU */};
+    if (!forbid_ioctls(forbidden)) return 2;
+    // KVM_RUN is still allowed (ENOTTY on stdin); KVM_CREATE_VCPU now kills.
+    if (!(ioctl(0, 0xae80, 0) == -1 && errno == ENOTTY)) return 3;
+    ioctl(0, 0xae41, 0);
+    return 4;
+  });
+  EXPECT_TRUE(killed_by_sigsys(status)) << status;
+  // Any other seccomp() call, in the vcpu role or another, kills.
+  auto strict = [] { return static_cast<int>(syscall(SYS_seccomp, 0 /* SECCOMP_SET_MODE_STRICT */, 0, nullptr)); };
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kVcpu, strict)));
+  auto lock = [] {
+    const uint64_t forbidden[] = {0xae01};
+    return forbid_ioctls(forbidden) ? 0 : 1;
+  };
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kBlk, lock)));
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kVsock, lock)));
+}
+
 TEST(BuiltinPolicies, VsockMayConnectUnixStreamSocketsAndNothingElse) {
   // The socket moss-vsock makes for a guest connection, and its connect (to a path that is
   // not there: allowed, so it fails with ENOENT).

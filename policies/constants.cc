@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/kvm.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -55,6 +56,8 @@ const Named kConstants[] = {
     // prctl options
     C(PR_SET_NAME), C(PR_GET_NAME), C(PR_SET_PDEATHSIG), C(PR_GET_PDEATHSIG), C(PR_SET_VMA), C(PR_GET_DUMPABLE),
     C(PR_SET_DUMPABLE), C(PR_GET_NO_NEW_PRIVS),
+    // seccomp(2): the vcpu process stacks one more filter once its KVM set-up is done
+    C(SECCOMP_SET_MODE_FILTER), C(SECCOMP_FILTER_FLAG_TSYNC),
     // block devices
     C(BLKSSZGET), C(BLKGETSIZE64), C(BLKPBSZGET), C(BLKIOOPT), C(BLKDISCARD), C(BLKZEROOUT),
     // KVM, system fd

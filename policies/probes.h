@@ -14,7 +14,9 @@
 //   MOSS_TEST_FORBIDDEN_SYSCALL=ROLE   right after entering the sandbox the role makes a
 //       system call its policy does not allow (syslog), which kills it with SIGSYS.
 //       ROLE:on-sigusr2 makes that call when the process gets SIGUSR2 instead, so a test can
-//       pick the moment (a VM that runs).
+//       pick the moment (a VM that runs). ROLE:create-vm-on-sigusr2 instead tries
+//       KVM_CREATE_VM on every fd it holds when it gets SIGUSR2, and says so if one worked
+//       (the vcpu process forbids it once its VM is set up).
 #pragma once
 
 #include <string>

@@ -1,6 +1,11 @@
 #include "policies/seccomp_filter.h"
 
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <seccomp.h>
+#include <stddef.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -125,6 +130,35 @@ Result<std::string> Filter::pfc() const {
   lseek(fd, 0, SEEK_SET);
   while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
   return out;
+}
+
+Result<void> forbid_ioctls(std::span<const uint64_t> commands) {
+  // The kernel takes an ioctl's command as 32 bits (unsigned int): compare the low half of
+  // args[1]. Another architecture's call is the role's filter's to kill; here it passes.
+  constexpr uint32_t kArch = offsetof(seccomp_data, arch), kNr = offsetof(seccomp_data, nr),
+                     kCmd = offsetof(seccomp_data, args) + sizeof(uint64_t);  // args[1], low half (little-endian).
+  if (commands.empty() || commands.size() > 200) return make_error("forbid_ioctls takes 1 to 200 commands");
+  std::vector<sock_filter> prog;
+  auto stmt = [&](uint16_t code, uint32_t k) { prog.push_back(BPF_STMT(code, k)); };
+  auto jump = [&](uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) { prog.push_back(BPF_JUMP(code, k, jt, jf)); };
+  const uint8_t n = static_cast<uint8_t>(commands.size());
+  stmt(BPF_LD | BPF_W | BPF_ABS, kArch);
+  jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, static_cast<uint8_t>(n + 3));  // -> allow
+  stmt(BPF_LD | BPF_W | BPF_ABS, kNr);
+  jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, static_cast<uint8_t>(n + 1));  // -> allow
+  stmt(BPF_LD | BPF_W | BPF_ABS, kCmd);
+  for (uint8_t i = 0; i < n; i++) {
+    // Match: jump over the remaining compares and the allow, to the kill.
+    jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(commands[i]), static_cast<uint8_t>(n - i), 0);
+  }
+  stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  stmt(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+  sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &fprog) != 0) {
+    int e = errno;
+    return make_error(std::string("cannot load the filter that ends the set-up ioctls: ") + std::strerror(e), e);
+  }
+  return {};
 }
 
 }  // namespace moss::policy

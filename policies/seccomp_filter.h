@@ -5,6 +5,8 @@
 // (i386 int 0x80, x32). A rule with `return E...` fails that call with the errno instead.
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 
 #include "base/result.h"
@@ -35,5 +37,13 @@ class Filter {
   explicit Filter(void* ctx) : ctx_(ctx) {}
   void* ctx_ = nullptr;  // scmp_filter_ctx
 };
+
+// A second filter, stacked on the role's (filters only ever add restrictions): from now on an
+// ioctl whose command is one of `commands`, on any fd, kills the whole process. For a process
+// that is done with its set-up ioctls (moss-vcpu after it made its VM, vCPUs and irqchip):
+// they stay in its policy only for the set-up. A hand-written BPF program, loaded with one
+// seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC) call, the only form of seccomp()
+// the vcpu policy allows. Needs no_new_privs (set when the role's filter loaded).
+Result<void> forbid_ioctls(std::span<const uint64_t> commands);
 
 }  // namespace moss::policy

@@ -260,4 +260,13 @@ Result<void> KvmVcpu::restore_state(const VcpuState& s) {
   return {};
 }
 
+std::span<const uint64_t> kvm_setup_only_ioctls() {
+  static const uint64_t kSetupOnly[] = {
+      KVM_CREATE_VM,         KVM_CREATE_VCPU,         KVM_CREATE_IRQCHIP,         KVM_CREATE_PIT2,
+      KVM_SET_TSS_ADDR,      KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_USER_MEMORY_REGION, KVM_GET_SUPPORTED_CPUID,
+      KVM_GET_MSR_INDEX_LIST, KVM_GET_VCPU_MMAP_SIZE,  KVM_GET_API_VERSION,        KVM_SET_CPUID2,
+  };
+  return kSetupOnly;
+}
+
 }  // namespace moss

@@ -4,6 +4,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "base/fd.h"
@@ -123,5 +124,10 @@ class KvmVm {
   int kvm_fd_;
   UniqueFd fd_;
 };
+
+// The KVM ioctls only the set-up needs (making the VM, its vCPUs, irqchip, PIT and memory
+// slots, and the host's CPUID and MSR lists): forbidden by a second seccomp filter once the
+// VM is set up (vcpu/main.cc, policies/vcpu.policy).
+std::span<const uint64_t> kvm_setup_only_ioctls();
 
 }  // namespace moss

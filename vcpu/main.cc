@@ -20,6 +20,7 @@
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
 #include "policies/sandbox.h"
+#include "policies/seccomp_filter.h"
 #include "vcpu/console_buffer.h"
 #include "vcpu/cpu_state_codec.h"
 #include "vcpu/machine.h"
@@ -95,7 +96,7 @@ Result<MachineConfig> read_start(int ctl) {
   return c;
 }
 
-int run(int ctl) {
+int run(int ctl, bool jailed) {
   auto config = read_start(ctl);
   if (!config) {
     LOG_ERROR("%s", config.error().message.c_str());
@@ -116,6 +117,13 @@ int run(int ctl) {
     return 1;
   }
   Machine& m = **machine;
+  // Set-up is done: from here on, no KVM object can be made or remapped (vcpu.policy).
+  if (jailed) {
+    if (auto r = policy::forbid_ioctls(kvm_setup_only_ioctls()); !r) {
+      (void)send_exit(ctl, {MachineExit::Reason::kError, 0, r.error().message}, 0);
+      return 1;
+    }
+  }
   {
     capnp::MallocMessageBuilder mb;
     auto msg = mb.initRoot<ipc::VcpuToBroker>();
@@ -227,6 +235,7 @@ int run(int ctl) {
 int main(int argc, char** argv) {
   // Before anything else: the jail the broker began (policies/sandbox.h), including
   // PR_SET_PDEATHSIG, so the VM never outlives its supervisor.
+  const bool jailed = moss::sandbox::launched_jailed();  // enter() consumes what says so.
   moss::sandbox::enter(moss::sandbox::Role::kVcpu);
   moss::log_init("moss-vcpu");
   int ctl = -1;
@@ -237,5 +246,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "moss-vcpu: this program is started by moss; it needs --control-fd N\n");
     return 2;
   }
-  return moss::run(ctl);
+  return moss::run(ctl, jailed);
 }

@@ -1,9 +1,16 @@
 #include "vhost-user/backend.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -59,6 +66,42 @@ const T& payload(const Message& m) {
   return *p;
 }
 
+// Requests a frontend may send before SET_OWNER: the queries and the protocol negotiation that
+// QEMU, cloud-hypervisor and moss send first. Anything that configures the device comes after.
+bool allowed_before_owner(Request r) {
+  switch (r) {
+    case Request::kGetFeatures:
+    case Request::kGetProtocolFeatures:
+    case Request::kSetProtocolFeatures:
+    case Request::kGetQueueNum:
+    case Request::kGetMaxMemSlots:
+    case Request::kSetOwner:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Whether `fd` is an eventfd. Without /proc (the jail has none) the one sign is the inode:
+// every eventfd (and a few other anonymous fds: timerfd, signalfd) shares the kernel's one
+// anonymous inode, which no pipe, socket, file or memfd has. consume_kick catches the other
+// anonymous kinds, whose reads do not yield a counter.
+Result<void> check_eventfd(int fd, const char* what, uint32_t queue) {
+  static const std::optional<std::pair<dev_t, ino_t>> anon = []() -> std::optional<std::pair<dev_t, ino_t>> {
+    UniqueFd ref(::eventfd(0, EFD_CLOEXEC));
+    struct stat st;
+    if (!ref.valid() || ::fstat(ref.get(), &st) != 0) return std::nullopt;
+    return std::make_pair(st.st_dev, st.st_ino);
+  }();
+  if (!anon) return make_error("cannot create an eventfd to check the frontend's fds against");
+  struct stat st;
+  MOSS_CHECK(MOSS_SYS(::fstat(fd, &st)));
+  if (st.st_dev != anon->first || st.st_ino != anon->second) {
+    return make_error("frontend gave queue " + std::to_string(queue) + " a " + what + " fd that is not an eventfd");
+  }
+  return {};
+}
+
 std::string hex(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
@@ -67,7 +110,8 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
-Backend::Backend(DeviceInterface& device, WatchFn watch) : device_(device), watch_(std::move(watch)) {
+Backend::Backend(DeviceInterface& device, WatchFn watch, BackendLimits limits)
+    : device_(device), watch_(std::move(watch)), limits_(limits) {
   uint32_t n = device_.num_queues();
   // Queue indexes travel in 8 bits (SET_VRING_KICK and friends).
   MOSS_ASSERT(n >= 1 && n <= 256);
@@ -127,6 +171,9 @@ Result<Handled> Backend::handle(const Message& m, std::vector<UniqueFd> fds) {
 
 Result<void> Backend::dispatch(const Message& m, std::vector<UniqueFd>& fds, Handled& out) {
   const Request req = m.request;
+  if (!owned_ && !allowed_before_owner(req)) {
+    return make_error(std::string("frontend sent ") + request_name(req) + " before SET_OWNER");
+  }
   // decode() matched the payload type and fd count to the request.
   auto u64 = [&] { return payload<uint64_t>(m); };
   auto state = [&]() -> const VringState& { return payload<VringState>(m); };
@@ -310,6 +357,15 @@ Result<void> Backend::set_vring_fd(Request r, uint64_t v, std::vector<UniqueFd>&
   Vring& vr = *ring_ptr;
   bool nofd = v & kVringNoFd;
   UniqueFd fd = nofd ? UniqueFd() : std::move(fds.at(0));
+  if (!nofd) {
+    const char* what = r == Request::kSetVringKick ? "kick" : r == Request::kSetVringCall ? "call" : "err";
+    MOSS_CHECK(check_eventfd(fd.get(), what, index));
+    // We only ever write 1 to a call or err eventfd: a frontend that saturated its counter must
+    // not block the worker (EAGAIN then means the reader is due to wake anyway). The kick fd
+    // is read without blocking by the worker's loop (consume_kick).
+    MOSS_TRY(int flags, MOSS_SYS(::fcntl(fd.get(), F_GETFL)));
+    if (!(flags & O_NONBLOCK)) MOSS_CHECK(MOSS_SYS(::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK)));
+  }
   if (r == Request::kSetVringCall) {
     vr.call = std::move(fd);
     return {};
@@ -418,9 +474,12 @@ Result<void> Backend::check_inflight_geometry(const Inflight& in) const {
 Result<void> Backend::get_inflight_fd(const Inflight& in, Handled& out) {
   MOSS_CHECK(check_inflight_geometry(in));
   uint64_t size = inflight_queue_region_size(in.queue_size) * in.num_queues;
-  MOSS_TRY(int raw, MOSS_SYS(::memfd_create("moss-vhost-inflight", MFD_CLOEXEC)));
+  MOSS_TRY(int raw, MOSS_SYS(::memfd_create("moss-vhost-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
   UniqueFd fd(raw);
   MOSS_CHECK(MOSS_SYS(::ftruncate(fd.get(), static_cast<off_t>(size))));
+  // The frontend maps it too: sealed, it can neither shrink it under our mapping (SIGBUS) nor
+  // grow it.
+  MOSS_CHECK(MOSS_SYS(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
   MOSS_TRY(Mapping map, Mapping::map_shared(fd.get(), 0, size, "the inflight buffer"));
   inflight_fd_ = std::move(fd);
   inflight_map_ = std::move(map);
@@ -458,11 +517,87 @@ Result<void> Backend::set_device_state_fd(const DeviceStateTransfer& t, UniqueFd
   return {};
 }
 
-void Backend::after_reply() {
-  if (!pending_transfer_) return;
+Result<void> Backend::after_reply() {
+  if (!pending_transfer_) return {};
   Transfer t = std::move(*pending_transfer_);
   pending_transfer_.reset();
-  transfer_result_ = t.direction == kTransferSave ? device_.save_state(std::move(t.fd)) : device_.load_state(std::move(t.fd));
+  bool channel_failed = false;
+  transfer_result_ = transfer(t.direction, t.fd.get(), channel_failed);
+  // The device refusing what it was sent is CHECK_DEVICE_STATE's to report; a channel that
+  // stalls or fails ends the connection.
+  if (channel_failed) return transfer_result_->error();
+  return {};
+}
+
+Result<void> Backend::transfer(uint32_t direction, int fd, bool& channel_failed) {
+  // One deadline for the whole transfer, however the frontend paces it; the fd never blocks.
+  auto deadline = std::chrono::steady_clock::now() + limits_.state_transfer;
+  auto wait = [&](short events) -> Result<void> {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, events, 0};
+    MOSS_TRY(int ready, MOSS_SYS(::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)))));
+    if (ready == 0) {
+      channel_failed = true;
+      return make_error(std::string("the frontend's device state channel did not ") +
+                        (direction == kTransferSave ? "take" : "deliver") + " the state within " +
+                        std::to_string(limits_.state_transfer.count()) + " ms",
+                        ETIMEDOUT);
+    }
+    return {};
+  };
+  MOSS_TRY(int flags, MOSS_SYS(::fcntl(fd, F_GETFL)));
+  MOSS_CHECK(MOSS_SYS(::fcntl(fd, F_SETFL, flags | O_NONBLOCK)));
+  if (direction == kTransferSave) {
+    MOSS_TRY(std::vector<uint8_t> bytes, device_.save_state());
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        MOSS_CHECK(wait(POLLOUT));
+        continue;
+      }
+      if (n < 0) {
+        channel_failed = true;
+        return make_error(std::string("cannot write the device state: ") + std::strerror(errno), errno);
+      }
+      done += static_cast<size_t>(n);
+    }
+    return {};
+  }
+  std::vector<uint8_t> bytes;
+  uint8_t buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      MOSS_CHECK(wait(POLLIN));
+      continue;
+    }
+    if (n < 0) {
+      channel_failed = true;
+      return make_error(std::string("cannot read the device state: ") + std::strerror(errno), errno);
+    }
+    if (n == 0) break;
+    if (bytes.size() + static_cast<size_t>(n) > device_.max_state_bytes()) {
+      return make_error("the frontend sent more device state than any valid one (" +
+                        std::to_string(device_.max_state_bytes()) + " bytes)");
+    }
+    bytes.insert(bytes.end(), buf, buf + n);
+  }
+  return device_.load_state(bytes);
+}
+
+Result<void> Backend::consume_kick(int fd, uint32_t queue) {
+  uint64_t count;
+  ssize_t n = ::read(fd, &count, sizeof count);
+  if (n == sizeof count || (n < 0 && (errno == EAGAIN || errno == EINTR))) return {};
+  if (n < 0) {
+    return make_error("cannot read the kick eventfd of queue " + std::to_string(queue) + ": " + std::strerror(errno),
+                      errno);
+  }
+  return make_error("the kick fd of queue " + std::to_string(queue) + " gave " + std::to_string(n) +
+                    " bytes, not an eventfd counter");
 }
 
 Result<bool> Backend::serve_one(int sock) {
@@ -471,7 +606,7 @@ Result<bool> Backend::serve_one(int sock) {
   MOSS_TRY(Handled h, handle(rx->message, std::move(rx->fds)));
   if (h.refused) LOG_WARN("refused vhost-user %s: %s", request_name(rx->message.request), h.refused->message.c_str());
   if (h.reply) MOSS_CHECK(send_message(sock, *h.reply, h.reply_fds));
-  after_reply();
+  MOSS_CHECK(after_reply());
   return true;
 }
 

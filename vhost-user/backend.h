@@ -16,6 +16,7 @@
 // returned and the caller should disconnect (the spec's only other way to signal it).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -88,17 +89,16 @@ class DeviceInterface {
   // RESET_DEVICE: return to the initial state (rings were already stopped).
   virtual void reset() = 0;
 
-  // Device state transfer (DEVICE_STATE). save_state writes the whole state to `fd` and
-  // closes it; load_state reads `fd` to its end. Called after the reply to
-  // SET_DEVICE_STATE_FD is sent, while every ring is stopped.
-  virtual Result<void> save_state(UniqueFd fd) {
-    (void)fd;
-    return make_error("this device cannot save its state");
-  }
-  virtual Result<void> load_state(UniqueFd fd) {
-    (void)fd;
+  // Device state transfer (DEVICE_STATE), while every ring is stopped. The Backend moves the
+  // bytes over the frontend's fd itself, after the reply to SET_DEVICE_STATE_FD, within one
+  // deadline for the whole transfer: save_state gives the whole state, load_state takes what
+  // the frontend sent (at most max_state_bytes()).
+  virtual Result<std::vector<uint8_t>> save_state() { return make_error("this device cannot save its state"); }
+  virtual Result<void> load_state(std::span<const uint8_t> bytes) {
+    (void)bytes;
     return make_error("this device cannot load a saved state");
   }
+  virtual size_t max_state_bytes() const { return 0; }
 };
 
 // Called with add=true when the backend starts caring about a kick fd, add=false before it
@@ -121,12 +121,18 @@ struct InflightArea {
   uint16_t queue_size = 0;
 };
 
+// What a frontend may not make a backend wait for longer than.
+struct BackendLimits {
+  // A whole device-state transfer (SET_DEVICE_STATE_FD), however the frontend paces it.
+  std::chrono::milliseconds state_transfer{5000};
+};
+
 class Backend {
  public:
   static constexpr uint32_t kMaxMemSlots = 32;
 
   // `device` must outlive the Backend.
-  Backend(DeviceInterface& device, WatchFn watch);
+  Backend(DeviceInterface& device, WatchFn watch, BackendLimits limits = {});
   // Stops every running ring (so the device lets go of guest memory) before unmapping it.
   ~Backend();
   Backend(const Backend&) = delete;
@@ -136,8 +142,14 @@ class Backend {
   // request by decode(); the Backend keeps those it needs and closes the rest.
   Result<Handled> handle(const Message& m, std::vector<UniqueFd> fds);
   // Runs work that must follow the reply (the device-state transfer, which the frontend
-  // only services once it has the reply). Call it after sending each reply.
-  void after_reply();
+  // only services once it has the reply). Call it after sending each reply. An Error (the
+  // transfer's channel failed or missed its deadline) means: drop the connection. A state the
+  // device refuses is reported by CHECK_DEVICE_STATE instead.
+  Result<void> after_reply();
+  // Consumes a wake-up of kick fd `fd` (queue `queue`). An Error means the fd does not behave
+  // like the eventfd it was checked to be (a read that fails or returns no counter): drop the
+  // connection rather than poll it again.
+  static Result<void> consume_kick(int fd, uint32_t queue);
   // Receives, handles and answers one message, then runs after_reply(). False on an
   // orderly close by the frontend.
   Result<bool> serve_one(int sock);
@@ -177,8 +189,11 @@ class Backend {
   void set_enabled(uint32_t index, bool enabled);
   void reset_device();
 
+  Result<void> transfer(uint32_t direction, int fd, bool& channel_failed);
+
   DeviceInterface& device_;
   WatchFn watch_;
+  BackendLimits limits_;
   std::vector<Vring> vrings_;
   MemoryMap memory_;
   uint64_t acked_features_ = 0;

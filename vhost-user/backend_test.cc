@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -24,6 +25,7 @@ using namespace protocol_feature;
 constexpr uint64_t kDeviceFeatures = (uint64_t{1} << 32) | (uint64_t{1} << 6);  // VERSION_1, some device bit.
 constexpr uint64_t kGuestSize = 1 << 20;
 constexpr uint64_t kUserBase = 0x7f1200000000;  // Where the "frontend" claims guest RAM lives.
+constexpr std::chrono::milliseconds kStateTransferLimit{1500};
 
 struct FakeDevice : DeviceInterface {
   uint64_t features() const override { return kDeviceFeatures; }
@@ -56,27 +58,13 @@ struct FakeDevice : DeviceInterface {
   void on_queue_enabled(uint32_t index, bool on) override { enables.push_back({index, on}); }
   void on_memory_changing() override { memory_changes++; }
   void reset() override { resets++; }
-  Result<void> save_state(UniqueFd fd) override {
-    size_t done = 0;
-    while (done < state.size()) {
-      ssize_t n = ::write(fd.get(), state.data() + done, state.size() - done);
-      if (n <= 0) return make_error("cannot write the state");
-      done += static_cast<size_t>(n);
-    }
-    return {};
-  }
-  Result<void> load_state(UniqueFd fd) override {
-    loaded.clear();
-    uint8_t buf[4096];
-    for (;;) {
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
-      if (n < 0) return make_error("cannot read the state");
-      if (n == 0) break;
-      loaded.insert(loaded.end(), buf, buf + n);
-    }
+  Result<std::vector<uint8_t>> save_state() override { return state; }
+  Result<void> load_state(std::span<const uint8_t> bytes) override {
+    loaded.assign(bytes.begin(), bytes.end());
     if (loaded.empty()) return make_error("the saved state is empty");
     return {};
   }
+  size_t max_state_bytes() const override { return 1 << 20; }
 
   uint64_t acked = 0;
   std::vector<uint8_t> config = std::vector<uint8_t>(64, 0x5a);
@@ -96,10 +84,15 @@ struct WatchEvent {
   bool add;
 };
 
-UniqueFd make_memfd(const char* name, uint64_t size) {
-  int fd = ::memfd_create(name, MFD_CLOEXEC);
+// Guest RAM as a VMM should share it: a memfd sealed against shrinking (unless `sealed` is
+// false, as a careless or hostile frontend might).
+UniqueFd make_memfd(const char* name, uint64_t size, bool sealed = true) {
+  int fd = ::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   EXPECT_GE(fd, 0);
   EXPECT_EQ(::ftruncate(fd, static_cast<off_t>(size)), 0);
+  if (sealed) {
+    EXPECT_EQ(::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+  }
   return UniqueFd(fd);
 }
 
@@ -122,10 +115,13 @@ class BackendTest : public ::testing::Test {
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     backend_sock_.reset(sv[1]);
     frontend_.emplace(UniqueFd(sv[0]));
-    backend_ = std::make_unique<Backend>(device_, [this](int fd, uint32_t q, bool add) {
-      std::lock_guard<std::mutex> lock(mu_);
-      watches_.push_back({fd, q, add});
-    });
+    backend_ = std::make_unique<Backend>(
+        device_,
+        [this](int fd, uint32_t q, bool add) {
+          std::lock_guard<std::mutex> lock(mu_);
+          watches_.push_back({fd, q, add});
+        },
+        BackendLimits{kStateTransferLimit});
     thread_ = std::thread([this] {
       for (;;) {
         auto r = backend_->serve_one(backend_sock_.get());
@@ -307,6 +303,7 @@ TEST_F(BackendTest, RefusesRingsOutsideGuestMemoryOrOfBadSize) {
 }
 
 TEST_F(BackendTest, AnErrorWithoutReplyAckIsReturnedToTheCaller) {
+  ASSERT_TRUE(fe().set_owner().ok());
   ASSERT_TRUE(fe().set_vring_num(7, 256).ok());  // No REPLY_ACK: the send alone succeeds.
   // The backend disconnected: the next call fails, in its send or its receive.
   EXPECT_FALSE(fe().get_features().ok());
@@ -496,6 +493,128 @@ TEST_F(BackendTest, UnsupportedRequestsAreRefused) {
   auto rx = receive_message(fe().fd(), Direction::kReply);
   ASSERT_TRUE(rx.ok() && rx->has_value());
   EXPECT_EQ(*(*rx)->message.as<uint64_t>(), 1u);
+}
+
+
+// ---- A hostile frontend (the security review's finding 5, and SET_OWNER first) ----
+
+TEST_F(BackendTest, RequestsThatConfigureTheDeviceBeforeSetOwnerAreRefused) {
+  // Queries and the protocol negotiation come first, as QEMU sends them.
+  ASSERT_TRUE(fe().get_features().ok());
+  auto pf = fe().get_protocol_features();
+  ASSERT_TRUE(pf.ok());
+  ASSERT_TRUE(fe().set_protocol_features(*pf).ok());
+  ASSERT_TRUE(fe().get_queue_num().ok());
+  auto r = fe().set_features(kDeviceFeatures | bit(kFeatureProtocolFeatures));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("refused"), std::string::npos) << r.error().message;
+  guest_ = make_memfd("moss-test-early", kGuestSize);
+  MemoryRegion region{0, kGuestSize, kUserBase, 0};
+  int fd = guest_.get();
+  EXPECT_FALSE(fe().set_mem_table(std::span<const MemoryRegion>(&region, 1), std::span<const int>(&fd, 1)).ok());
+  EXPECT_EQ(mappings_of("moss-test-early"), 0);
+  // After SET_OWNER the same requests go through.
+  ASSERT_TRUE(fe().set_owner().ok());
+  EXPECT_TRUE(fe().set_features(kDeviceFeatures | bit(kFeatureProtocolFeatures)).ok());
+}
+
+TEST_F(BackendTest, GuestMemoryThatCouldBeTruncatedIsRefused) {
+  negotiate();
+  auto loose = make_memfd("moss-test-unsealed", kGuestSize, /*sealed=*/false);
+  MemoryRegion region{0, kGuestSize, kUserBase, 0};
+  int fd = loose.get();
+  auto r = fe().set_mem_table(std::span<const MemoryRegion>(&region, 1), std::span<const int>(&fd, 1));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(mappings_of("moss-test-unsealed"), 0);
+  EXPECT_FALSE(fe().add_mem_reg(region, fd).ok());
+  EXPECT_EQ(mappings_of("moss-test-unsealed"), 0);
+}
+
+TEST_F(BackendTest, TheInflightBufferIsSealedAgainstTheFrontend) {
+  negotiate();
+  auto in = fe().get_inflight_fd(2, 128);
+  ASSERT_TRUE(in.ok()) << in.error().message;
+  int seals = ::fcntl(in->fd.get(), F_GET_SEALS);
+  EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  EXPECT_NE(::ftruncate(in->fd.get(), 0), 0);  // The attack: truncate it under the backend's mapping.
+  EXPECT_EQ(errno, EPERM);
+}
+
+TEST_F(BackendTest, KickCallAndErrFdsMustBeEventfds) {
+  negotiate();
+  share_memory();
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  auto mem = make_memfd("moss-test-kick", 4096);
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd s0(sv[0]), s1(sv[1]);
+  for (int bad : {rd.get(), mem.get(), s0.get()}) {
+    auto k = fe().set_vring_kick(0, bad);
+    ASSERT_FALSE(k.ok());
+    EXPECT_FALSE(fe().set_vring_call(0, bad).ok());
+    EXPECT_FALSE(fe().set_vring_err(0, bad).ok());
+  }
+  EXPECT_TRUE(watches().empty());
+  // An eventfd is taken, and the call eventfd is made non-blocking: a saturated counter must
+  // not block the worker that signals it.
+  start_queue(0);
+  EXPECT_TRUE(::fcntl(call_[0].get(), F_GETFL) & O_NONBLOCK);
+  uint64_t full = 0xfffffffffffffffeull;
+  ASSERT_EQ(::write(call_[0].get(), &full, sizeof full), 8);
+  uint64_t one = 1;
+  EXPECT_EQ(::write(device_.rings[0]->call.get(), &one, sizeof one), -1);
+  EXPECT_EQ(errno, EAGAIN);
+}
+
+TEST(ConsumeKick, AnEventfdCountsAndAnythingElseIsAnError) {
+  UniqueFd ev(::eventfd(3, EFD_CLOEXEC | EFD_NONBLOCK));
+  EXPECT_TRUE(Backend::consume_kick(ev.get(), 0).ok());
+  EXPECT_TRUE(Backend::consume_kick(ev.get(), 0).ok());  // Drained: EAGAIN is nothing to do.
+  // A pipe whose writer closed is readable forever: polling it again would spin.
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+  UniqueFd rd(p[0]);
+  ::close(p[1]);
+  auto r = Backend::consume_kick(rd.get(), 3);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "the kick fd of queue 3 gave 0 bytes, not an eventfd counter");
+}
+
+TEST_F(BackendTest, AStateSaveIntoAPipeNobodyReadsEndsTheConnectionAtTheDeadline) {
+  negotiate();
+  device_.state.assign(1 << 20, 0x42);  // More than a pipe holds.
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(fe().set_device_state_fd(kTransferSave, wr.get()).ok());
+  // The backend gives up on its own, and drops us.
+  EXPECT_FALSE(fe().check_device_state().ok());
+  thread_.join();
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, kStateTransferLimit);
+  EXPECT_NE(serve_error_.find("did not take the state within 1500 ms"), std::string::npos) << serve_error_;
+}
+
+TEST_F(BackendTest, AStateLoadTrickledSlowlyEndsAtOneDeadlineForTheWhole) {
+  negotiate();
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  ASSERT_TRUE(fe().set_device_state_fd(kTransferLoad, rd.get()).ok());
+  // One byte every 400 ms: each read would come well within any per-read time-out.
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 6 && serve_error_.empty(); i++) {
+    (void)!::write(wr.get(), "x", 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  }
+  thread_.join();
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, kStateTransferLimit);
+  EXPECT_LT(took, kStateTransferLimit + std::chrono::milliseconds(1500));
+  EXPECT_NE(serve_error_.find("did not deliver the state within 1500 ms"), std::string::npos) << serve_error_;
+  EXPECT_TRUE(device_.loaded.empty());
 }
 
 }  // namespace

@@ -127,7 +127,7 @@ TEST(FrontendAgainstQemuStorageDaemon, ReadsTheBlockDevicesCapacity) {
   // The acked requests below check that our REPLY_ACK handling and payload layouts match
   // a foreign implementation.
   ASSERT_TRUE(fe->set_features(bit(kVirtioFVersion1) | bit(kFeatureProtocolFeatures)).ok());
-  int mem = ::memfd_create("moss-qsd-guest", MFD_CLOEXEC);
+  int mem = ::memfd_create("moss-qsd-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   ASSERT_GE(mem, 0);
   UniqueFd guest(mem);
   ASSERT_EQ(::ftruncate(mem, 1 << 20), 0);

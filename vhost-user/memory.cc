@@ -1,5 +1,6 @@
 #include "vhost-user/memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,6 +51,14 @@ Result<Mapping> Mapping::map_shared(int fd, uint64_t offset, uint64_t len, const
   MOSS_CHECK(MOSS_SYS(::fstat(fd, &st)));
   if (!S_ISREG(st.st_mode)) {
     return make_error(std::string("the fd for ") + what + " is not a shared-memory file (memfd, tmpfs or hugetlbfs)");
+  }
+  // The peer keeps its own fd: a file it could truncate after we mapped it would fault us with
+  // SIGBUS on the next access. Only a size sealed against shrinking is safe to map.
+  int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+    return make_error(std::string("the fd for ") + what +
+                      " is not sealed against shrinking (F_SEAL_SHRINK), so its owner could truncate it under "
+                      "this worker; use a sealed memfd (QEMU: memory-backend-memfd, whose seal=on is the default)");
   }
   uint64_t end;
   if (len == 0 || __builtin_add_overflow(offset, len, &end) || end > static_cast<uint64_t>(st.st_size)) {

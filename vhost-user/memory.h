@@ -27,8 +27,9 @@ class Mapping {
   ~Mapping();
 
   // Maps [offset, offset+len) of `fd` shared and read-write. The file must be a regular file
-  // (memfd, hugetlbfs, tmpfs) at least that long: touching a mapping past the end of its file
-  // raises SIGBUS, so a short file is refused here rather than crashing us later.
+  // (memfd, hugetlbfs, tmpfs) at least that long and sealed against shrinking (F_SEAL_SHRINK):
+  // touching a mapping past the end of its file raises SIGBUS, so a short file, or one its
+  // owner could still truncate, is refused here rather than crashing us later.
   static Result<Mapping> map_shared(int fd, uint64_t offset, uint64_t len, const char* what);
 
   uint8_t* data() const { return static_cast<uint8_t*>(addr_) + skew_; }

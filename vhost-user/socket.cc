@@ -1,8 +1,14 @@
 #include "vhost-user/socket.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <chrono>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "base/syscall.h"
 
@@ -33,9 +39,26 @@ Result<void> collect_fds(msghdr& msg, std::vector<UniqueFd>& fds) {
   return {};
 }
 
+using Clock = std::chrono::steady_clock;
+
+// Waits until `sock` is ready for `events`, or fails once `deadline` has passed.
+Result<void> wait_until(int sock, short events, Clock::time_point deadline, const char* what) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  pollfd p{sock, events, 0};
+  MOSS_TRY(int ready, MOSS_SYS(::poll(&p, 1, static_cast<int>(std::max<int64_t>(left, 0)))));
+  if (ready == 0) {
+    return make_error(std::string("vhost-user peer ") + what + " for " + std::to_string(kMessageDeadlineMs) +
+                      " ms in the middle of a message", ETIMEDOUT);
+  }
+  return {};
+}
+
 // Fills `buf` from the stream, collecting any fds that arrive with it. Returns false on EOF
-// before the first byte when `eof_ok` is set.
-Result<bool> read_fully(int sock, std::span<uint8_t> buf, std::vector<UniqueFd>& fds, bool eof_ok) {
+// before the first byte when `eof_ok` is set. The first read may block (the caller saw the
+// socket readable, or waits for a reply); after it, the rest has until `deadline`, set from
+// the first byte of the message.
+Result<bool> read_fully(int sock, std::span<uint8_t> buf, std::vector<UniqueFd>& fds, bool eof_ok,
+                        std::optional<Clock::time_point>& deadline) {
   size_t done = 0;
   while (done < buf.size()) {
     alignas(cmsghdr) unsigned char control[kCmsgSpace];
@@ -45,8 +68,18 @@ Result<bool> read_fully(int sock, std::span<uint8_t> buf, std::vector<UniqueFd>&
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    MOSS_TRY(ssize_t n, MOSS_SYS(::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)));
+    ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (deadline ? MSG_DONTWAIT : 0));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && deadline) {
+      MOSS_CHECK(wait_until(sock, POLLIN, *deadline, "sent nothing more"));
+      continue;
+    }
+    if (n < 0) {
+      int e = errno;
+      return make_error(std::string("recvmsg on the vhost-user socket failed: ") + std::strerror(e), e);
+    }
     MOSS_CHECK(collect_fds(msg, fds));
+    if (!deadline && n > 0) deadline = Clock::now() + std::chrono::milliseconds(kMessageDeadlineMs);
     if (n == 0) {
       if (done == 0 && eof_ok) return false;
       return make_error("vhost-user peer closed the connection in the middle of a message");
@@ -60,6 +93,7 @@ Result<bool> read_fully(int sock, std::span<uint8_t> buf, std::vector<UniqueFd>&
 
 Result<void> send_bytes(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
   MOSS_ASSERT(fds.size() <= kMaxFds);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(kMessageDeadlineMs);
   size_t done = 0;
   while (done < bytes.size()) {
     alignas(cmsghdr) unsigned char control[kCmsgSpace] = {};
@@ -77,7 +111,16 @@ Result<void> send_bytes(int sock, std::span<const uint8_t> bytes, std::span<cons
       c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
       std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     }
-    MOSS_TRY(ssize_t n, MOSS_SYS(::sendmsg(sock, &msg, MSG_NOSIGNAL)));
+    ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      MOSS_CHECK(wait_until(sock, POLLOUT, deadline, "took nothing"));
+      continue;
+    }
+    if (n < 0) {
+      int e = errno;
+      return make_error(std::string("sendmsg on the vhost-user socket failed: ") + std::strerror(e), e);
+    }
     done += static_cast<size_t>(n);
   }
   return {};
@@ -90,11 +133,12 @@ Result<void> send_message(int sock, const Message& m, std::span<const int> fds) 
 Result<std::optional<RawMessage>> receive_raw(int sock) {
   RawMessage raw;
   raw.bytes.resize(kHeaderSize);
-  MOSS_TRY(bool got, read_fully(sock, raw.bytes, raw.fds, true));
+  std::optional<Clock::time_point> deadline;  // Set by the message's first byte.
+  MOSS_TRY(bool got, read_fully(sock, raw.bytes, raw.fds, true, deadline));
   if (!got) return std::optional<RawMessage>();
   MOSS_TRY(Header h, decode_header(raw.bytes));
   raw.bytes.resize(kHeaderSize + h.size);
-  MOSS_TRY(bool rest, read_fully(sock, std::span<uint8_t>(raw.bytes).subspan(kHeaderSize), raw.fds, false));
+  MOSS_TRY(bool rest, read_fully(sock, std::span<uint8_t>(raw.bytes).subspan(kHeaderSize), raw.fds, false, deadline));
   (void)rest;
   return std::optional<RawMessage>(std::move(raw));
 }

@@ -5,9 +5,11 @@
 // oversized message is closed, never leaked into the process. At most kMaxFds are accepted
 // per message; a peer that sends more makes the receive fail (the kernel drops the excess).
 //
-// Both calls block until the whole message has moved: the caller polls the socket for
-// readability and then receives exactly one message. A peer that stops mid-message stalls the
-// receiver; moss's peers are its own processes or a VMM that owns the connection anyway.
+// Both calls return once the whole message has moved: the caller polls the socket for
+// readability and then receives exactly one message. A peer cannot wedge the other side with
+// half a message: once a message's first byte has moved (or, for a send, from its start),
+// the rest must move within kMessageDeadline, or the call fails (ETIMEDOUT) and the caller
+// drops the connection. Signals do not cut the wait short; it is bounded anyway.
 #pragma once
 
 #include <optional>
@@ -19,6 +21,8 @@
 #include "vhost-user/message.h"
 
 namespace moss::vhost_user {
+
+constexpr int kMessageDeadlineMs = 2000;
 
 struct RawMessage {
   std::vector<uint8_t> bytes;  // Header and payload.

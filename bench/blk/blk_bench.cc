@@ -1,23 +1,33 @@
-// virtio-blk I/O bench (issue 3, acceptance 7), driven by the host-side driver harness
-// (tests/harness): 4 KiB random reads, 4 KiB random writes with a flush after every 32 write
-// completions, and 1 MiB sequential reads and writes, each at queue depth 1 and 32, on one
-// O_DIRECT file on a real filesystem, for
+// virtio-blk I/O bench (issue 3, acceptance 7; method from issue 10), driven by the host-side
+// driver harness (tests/harness): 4 KiB random reads, 4 KiB random writes with a flush after
+// every 32 write completions, and 1 MiB sequential reads and writes, each at queue depth 1
+// and 32, on one O_DIRECT file on a real filesystem, for
 //   - moss-blk (moss's worker),
 //   - qemu-storage-daemon's vhost-user-blk export of the same file (cache.direct=on; aio=threads,
 //     its default, and aio=io_uring),
 //   - fio with ioengine=io_uring, direct=1 on the file: no virtqueue, no second process, the
 //     physical limit,
-// and a transport-only part: moss's vhost-user Backend with a null device (null_device.h)
-// beside qemu-storage-daemon exporting a null-co node, so neither touches a disk.
+// a section with one CPU-bound process running beside every peer (contended by design: what
+// batching completions buys), and a transport-only part: moss's vhost-user Backend with a
+// null device (null_device.h) beside qemu-storage-daemon exporting a null-co node, so
+// neither touches a disk.
 //
-// Each backend process's CPU time (utime + stime from /proc/PID/stat, all its threads) is
-// read before and after every run and reported per GiB moved; for fio, the job's own
-// usr_cpu + sys_cpu. Each row is the best of --reps timed runs (--seconds each), the peers
-// taking turns run by run, because the development hosts are shared and busy; the harness's
-// own CPU is reported beside the backends'. No figure is asserted: bench/blk/run-blk-bench.sh
-// only checks that every row was measured.
+// Method. Every point (a workload at a QD) is measured in rounds; in each round every peer
+// runs once, the peers taking turns (who goes first rotates), and each cell is the median of
+// the rounds with their min-max. Before and during every timed run the machine's other load
+// is measured (quiet.h): a run where anything outside the bench took more than a small share
+// of the CPU, or the hypervisor stole it, or (read rows) the disk served others, is retried,
+// and if it is still contended it is kept, marked, and the file's verdict says so; the run
+// script then fails. Each backend process's CPU time (utime + stime from /proc/PID/stat, all
+// its threads) is read around every run and reported per GiB moved; for fio, the job's own
+// usr_cpu + sys_cpu. No figure is asserted.
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/statfs.h>
@@ -26,6 +36,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -43,6 +54,7 @@
 #include <vector>
 
 #include "bench/blk/null_device.h"
+#include "bench/blk/quiet.h"
 #include "tests/harness/backend_process.h"
 #include "tests/harness/blk_driver.h"
 #include "tests/harness/guest.h"
@@ -71,16 +83,19 @@ struct Workload {
   const char* unit;      // "IOPS" or "MB/s".
 };
 
-const std::vector<Workload>& workloads() {
-  static const std::vector<Workload> all = {
-      {"randread-4k", "4 KiB random read", false, true, 4096, 0, "IOPS"},
-      {"randwrite-4k-flush32", "4 KiB random write + flush/32", true, true, 4096, kFlushEvery, "IOPS"},
-      {"seqread-1m", "1 MiB sequential read", false, false, 1 << 20, 0, "MB/s"},
-      {"seqwrite-1m", "1 MiB sequential write", true, false, 1 << 20, 0, "MB/s"},
-  };
-  return all;
-}
-constexpr uint32_t kDepths[] = {1, 32};
+const Workload kRandRead{"randread-4k", "4 KiB random read", false, true, 4096, 0, "IOPS"};
+const Workload kRandWrite{"randwrite-4k-flush32", "4 KiB random write + flush/32", true, true, 4096, kFlushEvery, "IOPS"};
+const Workload kSeqRead{"seqread-1m", "1 MiB sequential read", false, false, 1 << 20, 0, "MB/s"};
+const Workload kSeqWrite{"seqwrite-1m", "1 MiB sequential write", true, false, 1 << 20, 0, "MB/s"};
+const Workload* const kWorkloads[] = {&kRandRead, &kRandWrite, &kSeqRead, &kSeqWrite};
+
+// A workload at a queue depth, run for `seconds` per round.
+struct Point {
+  const Workload* w;
+  uint32_t qd;
+  double seconds;
+  std::string key() const { return std::string(w->key) + "/" + std::to_string(qd); }
+};
 
 struct Figure {
   bool ok = false;
@@ -92,13 +107,33 @@ struct Figure {
     if (!ok || seconds <= 0) return NAN;
     return std::strcmp(w.unit, "IOPS") == 0 ? ops / seconds : bytes / seconds / 1e6;
   }
+  double per_second() const { return ok && seconds > 0 ? ops / seconds : NAN; }
   double cpu_per_gib() const { return ok && bytes > 0 ? backend_cpu / (bytes / kGiB) : NAN; }
+  double cpu_us_per_op() const { return ok && ops > 0 ? backend_cpu / ops * 1e6 : NAN; }
   double driver_cpu_per_gib() const { return ok && bytes > 0 ? driver_cpu / (bytes / kGiB) : NAN; }
 };
 
-// Results by backend column, then "workload/QD".
-using Results = std::map<std::string, std::map<std::string, Figure>>;
-std::string row_key(const Workload& w, uint32_t qd) { return std::string(w.key) + "/" + std::to_string(qd); }
+// One timed run of one peer at one point, with what else the machine did meanwhile.
+struct Run {
+  Figure fig;
+  quiet::Window before, during;
+  int attempts = 0;
+  std::string contended;  // Why the run is not clean; empty when it is.
+};
+using Cell = std::vector<Run>;  // One per round.
+
+// A part of the results (disk, beside a busy process, null): peer column -> point key -> cell.
+struct Section {
+  std::vector<std::string> columns;
+  std::vector<Point> points;
+  std::map<std::string, std::map<std::string, Cell>> cells;
+  const Cell* cell(const std::string& column, const std::string& key) const {
+    auto c = cells.find(column);
+    if (c == cells.end()) return nullptr;
+    auto r = c->second.find(key);
+    return r == c->second.end() ? nullptr : &r->second;
+  }
+};
 
 double self_cpu() {
   rusage ru{};
@@ -215,9 +250,17 @@ struct Options {
   std::string out;
   std::string dir = "/var/tmp";
   std::string where;
-  double seconds = 1;       // Per run.
-  double null_seconds = 0.5;
-  int reps = 3;             // Runs per row and peer; the best is kept.
+  double seconds = 5;        // Per round, for the points that carry promises.
+  double short_seconds = 2;  // Per round, for the other disk points.
+  double null_short_seconds = 1;
+  int rounds = 3;
+  int retries = 2;        // Per run, when it was contended.
+  int retry_budget = 24;  // In the whole bench, so a busy machine cannot stretch it for ever.
+  double wait_budget = 60;  // Seconds of waiting for a quiet machine before runs, in all.
+  quiet::Criterion criterion;
+  std::string fio_cpus = "auto";  // fio's CPUs: "auto" (those not taking the disk's interrupts), "any", or a list.
+  bool busy = true;               // The section beside one CPU-bound process.
+  bool placement = true;          // fio on the interrupts' CPU, away from it, and on any.
   uint64_t size = kGiB;
   std::string only;  // "disk" or "null": one part only (for development).
 };
@@ -225,7 +268,8 @@ struct Options {
 // One column of the results: something that can run a row.
 struct Peer {
   std::string column;
-  std::function<Figure(const Workload&, uint32_t qd)> row;
+  std::function<Figure(const Workload&, uint32_t qd, double seconds)> row;
+  bool disk = true;  // Its I/O reaches the file (the disk check applies).
   std::function<void()> stop = [] {};
 };
 
@@ -245,23 +289,27 @@ Figure harness_row(const std::string& socket, pid_t pid, const Workload& w, uint
   return run_row(**g, w, qd, seconds, capacity, pid);
 }
 
+Peer failed_peer(const std::string& column, const std::string& e) {
+  return {column, [e](const Workload&, uint32_t, double) {
+            Figure f;
+            f.error = e;
+            return f;
+          }};
+}
+
 // A backend process (moss-blk or qsd), started now and kept for every row.
-Peer process_peer(const std::string& column, const BackendOptions& o, double seconds, uint64_t capacity) {
+Peer process_peer(const std::string& column, const BackendOptions& o, uint64_t capacity) {
   auto b = BackendProcess::start(o);
   if (!b.ok()) {
-    std::string e = b.error().message;
-    std::fprintf(stderr, "%s: %s\n", column.c_str(), e.c_str());
-    return {column, [e](const Workload&, uint32_t) {
-              Figure f;
-              f.error = e;
-              return f;
-            }};
+    std::fprintf(stderr, "%s: %s\n", column.c_str(), b.error().message.c_str());
+    return failed_peer(column, b.error().message);
   }
   std::shared_ptr<BackendProcess> p(std::move(*b));
   return {column,
-          [p, seconds, capacity](const Workload& w, uint32_t qd) {
+          [p, capacity](const Workload& w, uint32_t qd, double seconds) {
             return harness_row(p->socket_path(), p->pid(), w, qd, seconds, capacity);
           },
+          o.null_bytes == 0,
           [p, column] {
             int st = p->stop();
             if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
@@ -271,54 +319,30 @@ Peer process_peer(const std::string& column, const BackendOptions& o, double sec
 }
 
 // The null device in a child process of ours, so its CPU time is its own.
-Peer moss_null_peer(const std::string& column, const std::string& dir, double seconds, uint64_t capacity) {
+Peer moss_null_peer(const std::string& column, const std::string& dir, uint64_t capacity) {
   std::string path = dir + "/null.sock";
   int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
   if (lfd < 0 || ::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(lfd, 4) != 0) {
-    std::string e = std::string("cannot listen on ") + path + ": " + std::strerror(errno);
-    return {column, [e](const Workload&, uint32_t) {
-              Figure f;
-              f.error = e;
-              return f;
-            }};
+    return failed_peer(column, std::string("cannot listen on ") + path + ": " + std::strerror(errno));
   }
   pid_t pid = ::fork();
-  if (pid == 0) ::_exit(serve_null_blk(lfd, capacity));
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::_exit(serve_null_blk(lfd, capacity));
+  }
   ::close(lfd);
   return {column,
-          [path, pid, seconds, capacity](const Workload& w, uint32_t qd) {
+          [path, pid, capacity](const Workload& w, uint32_t qd, double seconds) {
             return harness_row(path, pid, w, qd, seconds, capacity);
           },
+          false,
           [pid] {
             ::kill(pid, SIGTERM);
             ::waitpid(pid, nullptr, 0);
           }};
-}
-
-// Every row for every peer, `reps` times, the peers taking turns within each repetition so
-// that a change in the shared host's load lands on all of them alike; each peer keeps its
-// best run (the highest rate: the one the rest of the host disturbed least).
-void run_peers(Results& res, std::vector<Peer>& peers, int reps) {
-  for (const Workload& w : workloads()) {
-    for (uint32_t qd : kDepths) {
-      for (int rep = 0; rep < reps; ++rep) {
-        for (Peer& p : peers) {
-          Figure f = p.row(w, qd);
-          Figure& best = res[p.column][row_key(w, qd)];
-          if (rep == 0 || (f.ok && !(f.value(w) <= best.value(w)))) best = f;
-        }
-      }
-      for (Peer& p : peers) {
-        const Figure& f = res[p.column][row_key(w, qd)];
-        std::fprintf(stderr, "  %-14s %-30s QD%-2u %12.0f %-4s  backend CPU %7.3f s/GiB%s%s\n", p.column.c_str(),
-                     w.label, qd, f.value(w), w.unit, f.cpu_per_gib(), f.ok ? "" : "  ERROR: ", f.error.c_str());
-      }
-    }
-  }
-  for (Peer& p : peers) p.stop();
 }
 
 // ---- fio ----
@@ -331,13 +355,19 @@ std::optional<double> json_number(const std::string& s, size_t from, const std::
   return std::strtod(s.c_str() + at + 1, nullptr);
 }
 
-Figure run_fio(const Workload& w, uint32_t qd, double seconds, const std::string& file, uint64_t size) {
+// fio on the file itself. `cpus`: fio's --cpus_allowed, or "" for any CPU.
+Figure run_fio(const Workload& w, uint32_t qd, double seconds, const std::string& file, uint64_t size,
+               const std::string& cpus) {
   Figure f;
   std::string rw = w.random ? (w.write ? "randwrite" : "randread") : (w.write ? "write" : "read");
   std::ostringstream cmd;
-  cmd << "fio --name=bench --filename=" << file << " --ioengine=io_uring --direct=1 --rw=" << rw
-      << " --bs=" << w.bytes << " --iodepth=" << qd << " --size=" << size << " --runtime=" << static_cast<long>(seconds * 1000) << "ms"
+  // The same seed every run (--randrepeat=1, the harness's generator is seeded alike), no
+  // random map (offsets may repeat, as the harness's do), time-based like the harness's rows.
+  cmd << "exec fio --name=bench --filename=" << file << " --ioengine=io_uring --direct=1 --rw=" << rw
+      << " --bs=" << w.bytes << " --iodepth=" << qd << " --size=" << size
+      << " --runtime=" << static_cast<long>(seconds * 1000) << "ms"
       << " --time_based=1 --norandommap=1 --randrepeat=1 --output-format=json";
+  if (!cpus.empty()) cmd << " --cpus_allowed=" << cpus;
   if (w.flush_every) cmd << " --fsync=" << w.flush_every;
   cmd << " 2>&1";
   FILE* p = ::popen(cmd.str().c_str(), "r");
@@ -372,12 +402,115 @@ Figure run_fio(const Workload& w, uint32_t qd, double seconds, const std::string
   return f;
 }
 
+// ---- The busy process ----
+
+// One CPU-bound child, spinning until killed: the load of the "beside one CPU-bound process"
+// section.
+pid_t start_spinner() {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    volatile uint64_t x = 0;
+    for (;;) x = x + 1;
+  }
+  return pid;
+}
+
+void stop_child(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+}
+
+// ---- Running the rounds ----
+
+std::string fmt(double v, int decimals = 0);
+
+class Runner {
+ public:
+  Runner(const Options& o, quiet::Probe& probe) : o_(o), probe_(probe), retries_left_(o.retry_budget), wait_left_(o.wait_budget) {}
+
+  // Every point for every peer, o.rounds times; in each round the peers take turns, the
+  // first one rotating, so that a drift of the machine lands on all of them alike.
+  void run(Section& s, std::vector<Peer>& peers, const char* title) {
+    for (const Point& pt : s.points) {
+      for (int round = 0; round < o_.rounds; ++round) {
+        for (size_t i = 0; i < peers.size(); ++i) {
+          Peer& p = peers[(i + static_cast<size_t>(round)) % peers.size()];
+          Run r = measure(p, pt);
+          bool rate = p.disk || std::strcmp(title, "null") != 0;
+          std::fprintf(stderr, "  %-6s r%d %-13s %-30s QD%-2u %10.0f %-5s CPU %6.3f s/GiB  other %s steal %s%s%s%s%s\n", title,
+                       round + 1, p.column.c_str(), pt.w->label, pt.qd, rate ? r.fig.value(*pt.w) : r.fig.per_second(),
+                       rate ? pt.w->unit : "req/s", r.fig.cpu_per_gib(),
+                       quiet::percent(r.during.background).c_str(), quiet::percent(r.during.steal).c_str(),
+                       r.attempts > 1 ? (" after " + std::to_string(r.attempts) + " attempts").c_str() : "",
+                       r.contended.empty() ? "" : "  CONTENDED: ", r.contended.c_str(),
+                       r.fig.ok ? "" : ("  ERROR: " + r.fig.error).c_str());
+          s.cells[p.column][pt.key()].push_back(std::move(r));
+        }
+      }
+    }
+  }
+
+  int retries_used() const { return o_.retry_budget - retries_left_; }
+
+ private:
+  Run measure(Peer& p, const Point& pt) {
+    Run r;
+    for (;;) {
+      ++r.attempts;
+      // Before: a short sample while nothing of ours runs, repeated (within the budget)
+      // until it is quiet.
+      auto w0 = Clock::now();
+      int wait_ms = wait_left_ > 0 ? 5000 : 0;
+      r.before = probe_.wait_quiet(o_.criterion, 300, wait_ms);
+      wait_left_ -= std::max(0.0, std::chrono::duration<double>(Clock::now() - w0).count() - 0.3);
+      probe_.open();
+      r.fig = p.row(*pt.w, pt.qd, pt.seconds);
+      r.during = probe_.close();
+      r.contended = verdict(r, p.disk && !pt.w->write);
+      if (r.contended.empty() || !r.fig.ok || r.attempts > o_.retries || retries_left_ <= 0) return r;
+      --retries_left_;
+      std::fprintf(stderr, "    %s %s QD%u contended (%s): again\n", p.column.c_str(), pt.w->label, pt.qd, r.contended.c_str());
+    }
+  }
+
+  std::string verdict(const Run& r, bool check_disk) const {
+    const quiet::Criterion& c = o_.criterion;
+    std::vector<std::string> why;
+    auto busiest = [](const quiet::Window& w) { return w.busiest.empty() ? std::string() : " (" + w.busiest + ")"; };
+    if (r.before.background > c.max_background)
+      why.push_back("before: others took " + quiet::percent(r.before.background) + busiest(r.before));
+    if (r.during.background > c.max_background)
+      why.push_back("others took " + quiet::percent(r.during.background) + busiest(r.during));
+    if (r.before.steal > c.max_steal || r.during.steal > c.max_steal)
+      why.push_back("steal " + quiet::percent(std::max(r.before.steal, r.during.steal)));
+    if (check_disk && r.fig.ok) {
+      double other = r.during.disk_bytes - r.fig.bytes;
+      if (other > c.max_other_disk * r.fig.bytes && other > kMiB)
+        why.push_back("the disk moved " + fmt(other / kMiB, 1) + " MiB for others");
+    }
+    std::string s;
+    for (const std::string& x : why) s += (s.empty() ? "" : "; ") + x;
+    return s;
+  }
+
+  const Options& o_;
+  quiet::Probe& probe_;
+  int retries_left_;
+  double wait_left_;
+};
+
 // ---- The image ----
 
 std::optional<std::string> make_image(const std::string& path, uint64_t size) {
   int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
   if (fd < 0) return "cannot open " + path + " with O_DIRECT (" + std::strerror(errno) + "): put --dir on a real filesystem";
-  // Real data in every block: reads of holes or unwritten extents would never reach the disk.
+  // Reserved in one go, so the filesystem can lay it out in few extents, then real data in
+  // every block: reads of holes or unwritten extents would never reach the disk.
+  if (::fallocate(fd, 0, 0, static_cast<off_t>(size)) != 0) {
+    std::fprintf(stderr, "blk_bench: fallocate: %s (writing the file without it)\n", std::strerror(errno));
+  }
   void* buf = nullptr;
   if (::posix_memalign(&buf, 4096, kMiB) != 0) std::abort();
   Rng rng{42};
@@ -397,9 +530,41 @@ std::optional<std::string> make_image(const std::string& path, uint64_t size) {
   return std::nullopt;
 }
 
+// The file's extents (FIEMAP), or -1.
+long extent_count(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  fiemap fm{};
+  fm.fm_length = FIEMAP_MAX_OFFSET;
+  fm.fm_flags = FIEMAP_FLAG_SYNC;
+  fm.fm_extent_count = 0;  // Count only.
+  long n = ::ioctl(fd, FS_IOC_FIEMAP, &fm) == 0 ? static_cast<long>(fm.fm_mapped_extents) : -1;
+  ::close(fd);
+  return n;
+}
+
+// The share of the file's pages in this host's page cache (mincore), or -1.
+double cached_share(const std::string& path, uint64_t size) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  void* m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) return -1;
+  long page = ::sysconf(_SC_PAGESIZE);
+  std::vector<unsigned char> vec((size + page - 1) / page);
+  double share = -1;
+  if (::mincore(m, size, vec.data()) == 0) {
+    size_t in = 0;
+    for (unsigned char v : vec) in += v & 1;
+    share = static_cast<double>(in) / static_cast<double>(vec.size());
+  }
+  ::munmap(m, size);
+  return share;
+}
+
 // ---- Output ----
 
-std::string fmt(double v, int decimals = 0) {
+std::string fmt(double v, int decimals) {
   if (std::isnan(v)) return "n/a";
   char b[64];
   if (decimals == 0) {
@@ -418,7 +583,75 @@ std::string fmt(double v, int decimals = 0) {
   return b;
 }
 
-std::string ratio(double a, double b) { return std::isnan(a) || std::isnan(b) || b == 0 ? "n/a" : fmt(a / b, 2) + "x"; }
+// Rates: "9,989", "61.7k", "1.10M".
+std::string rate(double v) {
+  if (std::isnan(v)) return "n/a";
+  char b[32];
+  if (v >= 1e6) std::snprintf(b, sizeof b, "%.2fM", v / 1e6);
+  else if (v >= 1e4) std::snprintf(b, sizeof b, "%.1fk", v / 1e3);
+  else return fmt(v);
+  return b;
+}
+
+double median(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return std::isnan(x); }), v.end());
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+struct Stats {
+  double med = NAN, lo = NAN, hi = NAN;
+  int n = 0;
+  bool contended = false;
+};
+
+Stats stats_of(const Cell* c, const std::function<double(const Figure&)>& get) {
+  Stats s;
+  if (c == nullptr) return s;
+  std::vector<double> v;
+  for (const Run& r : *c) {
+    if (!r.contended.empty()) s.contended = true;
+    double x = get(r.fig);
+    if (std::isnan(x)) continue;
+    v.push_back(x);
+    s.lo = s.n ? std::min(s.lo, x) : x;
+    s.hi = s.n ? std::max(s.hi, x) : x;
+    ++s.n;
+  }
+  s.med = median(v);
+  return s;
+}
+
+constexpr const char* kMark = " ‡";  // A cell with a contended run.
+
+// "61.7k (61.5k–64.8k)"; one run: the figure alone.
+std::string cell_text(const Stats& s, const std::function<std::string(double)>& f) {
+  if (s.n == 0) return "n/a";
+  std::string t = f(s.med);
+  if (s.n > 1) t += " (" + f(s.lo) + "–" + f(s.hi) + ")";
+  return t + (s.contended ? kMark : "");
+}
+
+// The ratio of the medians, and the range of the round-by-round ratios (the peers of a
+// round ran back to back).
+std::string ratio_text(const Cell* a, const Cell* b, const std::function<double(const Figure&)>& get) {
+  if (a == nullptr || b == nullptr) return "n/a";
+  Stats sa = stats_of(a, get), sb = stats_of(b, get);
+  if (std::isnan(sa.med) || std::isnan(sb.med) || sb.med == 0) return "n/a";
+  std::vector<double> per;
+  for (size_t i = 0; i < a->size() && i < b->size(); ++i) {
+    double x = get((*a)[i].fig), y = get((*b)[i].fig);
+    if (!std::isnan(x) && !std::isnan(y) && y > 0) per.push_back(x / y);
+  }
+  std::string t = fmt(sa.med / sb.med, 2) + "x";
+  if (per.size() > 1) {
+    auto [lo, hi] = std::minmax_element(per.begin(), per.end());
+    t += " (" + fmt(*lo, 2) + "–" + fmt(*hi, 2) + ")";
+  }
+  return t + (sa.contended || sb.contended ? kMark : "");
+}
 
 std::string host_line() {
   utsname u{};
@@ -450,97 +683,340 @@ std::string fs_name(const std::string& dir) {
   }
 }
 
-void write_results(const Options& o, const Results& res, const std::string& file, const std::string& fs) {
+std::string read_line(const std::string& path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+std::string secs(double s) { return fmt(s, s == std::floor(s) ? 0 : 1); }
+
+struct Facts {
+  std::string file, fs, disk, scheduler, irq_cpus, fio_cpus;
+  long extents = -1;
+  double cached_before = -1, cached_after = -1;
+  double wall = 0;
+  int retries = 0;
+};
+
+// What the limit's spread came from, found on the development machine (issue 10).
+constexpr const char* kFioFindings =
+    "fio on the file is the limit the ratios are judged against, so its own spread bounds what a ratio can say. "
+    "What could move it, and what this bench does about each: the page cache (every peer opens the file O_DIRECT; "
+    "the method above gives the share of the file cached before and after the runs, from mincore); the file's "
+    "layout (one file, reserved with fallocate and filled once, read by every peer and round alike; its extents "
+    "are counted above); the random offsets (fio's `--randrepeat=1` repeats the same sequence every round, as the "
+    "harness's seeded generator does); the rest of the machine (the quiet check, every round); the CPU fio runs on "
+    "relative to the disk's completion interrupt (table below); and the host under the virtual disk, whose "
+    "service time shows in the disk's time per request, round by round (table below).";
+
+const std::string kMoss = "moss-blk", kQsd = "qsd", kQsdU = "qsd io_uring", kFio = "fio";
+const std::string kMossNull = "moss null", kQsdNull = "qsd null-co";
+
+void write_results(const Options& o, const Facts& facts, const Section& disk, const Section& busy, const Section& null,
+                   const Section& placement) {
   std::ofstream out(o.out);
   char date[32];
   std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
+
+  // The verdict first: how many timed runs missed the quiet criterion.
+  int runs = 0, contended = 0, failed = 0;
+  std::vector<std::string> contended_lines;
+  auto tally = [&](const Section& s, const char* name) {
+    for (const Point& pt : s.points) {
+      for (const std::string& col : s.columns) {
+        const Cell* c = s.cell(col, pt.key());
+        if (c == nullptr) continue;
+        for (size_t i = 0; i < c->size(); ++i) {
+          const Run& r = (*c)[i];
+          ++runs;
+          if (!r.fig.ok) ++failed;
+          if (r.contended.empty()) continue;
+          ++contended;
+          contended_lines.push_back(std::string("- ") + name + ", " + pt.w->label + " QD" + std::to_string(pt.qd) + ", " + col +
+                                    ", round " + std::to_string(i + 1) + " (" + std::to_string(r.attempts) +
+                                    " attempts): " + r.contended);
+        }
+      }
+    }
+  };
+  tally(disk, "throughput");
+  tally(busy, "beside one CPU-bound process");
+  tally(null, "transport only");
+  tally(placement, "the limit");
+  const quiet::Criterion& c = o.criterion;
+
   out << "# virtio-blk I/O: moss-blk beside qemu-storage-daemon and fio\n\n"
-      << "Measured " << date << " " << o.where << ", on " << host_line() << ". One " << o.size / kMiB
-      << " MiB file (" << fs << ", filled with data, opened O_DIRECT by every backend) at `" << file << "`. Each row is the best of " << o.reps
-      << " runs of " << o.seconds << " s (" << o.null_seconds << " s for null backends), the peers taking turns "
-      << "run by run; the best run's CPU time is the one given. Generated by `bench/blk/blk_bench.cc` (CTest "
-      << "`bench_blk`).\n\n"
+      << "Measured " << date << " " << o.where << ", on " << host_line() << "; " << fmt(facts.wall / 60, 1)
+      << " minutes in all. Generated by `bench/blk/blk_bench.cc` (CTest `bench_blk`).\n\n";
+  if (contended == 0) {
+    out << "Verdict: quiet. Every one of the " << runs << " timed runs met the quiet criterion below";
+    if (facts.retries) out << " (after " << facts.retries << " retries)";
+    out << ".\n\n";
+  } else {
+    out << "Verdict: CONTENDED. " << contended << " of the " << runs
+        << " timed runs missed the quiet criterion below even after retries; every cell and ratio that includes one "
+           "is marked ‡ and is not a clean figure (list at the end).\n\n";
+  }
+  out << "## Method\n\n"
+      << "- Rounds: every point (a workload at a QD) is measured in " << o.rounds
+      << " rounds; in each round every peer runs once, the peers taking turns (who goes first rotates from round to "
+         "round). A cell is the median of its rounds with their range: `median (min–max)`. A ratio is the ratio of "
+         "the medians, with the range of the round-by-round ratios. The rounds last "
+      << secs(o.seconds) << " s for the points that carry promises (4 KiB random read at QD1 and QD32, 4 KiB random "
+      << "write at QD32, and the transport's 4 KiB reads) and " << secs(o.short_seconds) << " s for the other disk points ("
+      << secs(o.null_short_seconds) << " s for the other transport points); the column \"s x rounds\" says which.\n"
+      << "- Quiet criterion, checked before and during every timed run: everything outside the bench's own process tree "
+         "(this process, the backend under test, fio) took at most "
+      << quiet::percent(c.max_background) << " of the machine's CPU time (/proc/stat's busy time minus the tree's "
+      << "utime + stime and the block-I/O kernel threads'; interrupts left out), the hypervisor stole at most " << quiet::percent(c.max_steal)
+      << ", and in read rows the disk moved at most " << quiet::percent(c.max_other_disk)
+      << " more bytes than the run's own. \"Before\" is a 0.3 s sample just before the run, repeated for up to 5 s "
+         "until quiet. A run that misses is retried up to "
+      << o.retries << " times (at most " << o.retry_budget
+      << " retries in the whole bench); if it still misses, it is kept and marked. Why "
+      << quiet::percent(c.max_background)
+      << ": one CPU-bound process (half of this machine's CPU) costs qemu-storage-daemon close to half its IOPS "
+         "(section \"Beside one CPU-bound process\"); other load of a share b costs a peer at most about b, so "
+      << quiet::percent(c.max_background)
+      << " keeps that within the rounds' own spread, while the idle machine's own daemons take well under 1%.\n"
+      << "- The file: " << o.size / kMiB << " MiB on " << facts.fs << " (`" << facts.file
+      << "`), reserved with fallocate and then written with data through O_DIRECT, so every read reaches the disk; "
+      << (facts.extents >= 0 ? std::to_string(facts.extents) : std::string("unknown")) << " extents (FIEMAP); "
+      << (facts.cached_before >= 0 ? quiet::percent(facts.cached_before) : std::string("unknown")) << " of it in the page cache before the runs and "
+      << (facts.cached_after >= 0 ? quiet::percent(facts.cached_after) : std::string("unknown"))
+      << " after (mincore): every backend opens it O_DIRECT. Block device `" << (facts.disk.empty() ? "unknown" : facts.disk)
+      << "`, scheduler `" << facts.scheduler << "`, its completion interrupts on CPU " << (facts.irq_cpus.empty() ? "unknown" : facts.irq_cpus)
+      << ".\n"
       << "- Driver: the host-side harness (`tests/harness`): our split virtqueue as the guest driver, a sealed "
          "memfd as guest RAM, EVENT_IDX and INDIRECT_DESC negotiated, one queue of 256, one fresh "
-         "vhost-user connection per row, `QD` requests kept in flight.\n"
+         "vhost-user connection per run, `QD` requests kept in flight; the same random offsets every run.\n"
       << "- Random writes: a FLUSH is queued after every " << kFlushEvery << " write completions (fio: "
       << "`--fsync=" << kFlushEvery << "`); flushes are not counted as operations.\n"
       << "- qemu-storage-daemon: `--blockdev driver=file,cache.direct=on[,aio=io_uring]` exported with "
-         "`type=vhost-user-blk`; fio: `--ioengine=io_uring --direct=1` on the file itself, no virtqueue "
-         "and no second process: the physical limit.\n"
+         "`type=vhost-user-blk`. fio: `--ioengine=io_uring --direct=1 --norandommap --randrepeat=1 --time_based` on "
+         "the file itself, no virtqueue and no second process: the physical limit; "
+      << (facts.fio_cpus.empty() ? std::string("on any CPU")
+                                 : "confined to CPU " + facts.fio_cpus + " (`--cpus_allowed`), away from the disk's interrupts")
+      << " (section \"The limit\").\n"
       << "- CPU: utime + stime of the backend process (all threads, from /proc/PID/stat) per GiB "
          "moved; for fio, its job's usr_cpu + sys_cpu. The harness's own CPU (the \"guest\") is "
-         "listed separately.\n"
-      << "- MB/s is 10^6 bytes per second. The host is shared with other work: single runs vary by 2x or "
-         "more at QD1 when it is busy, hence the best of several.\n\n";
+         "listed separately. MB/s is 10^6 bytes per second.\n\n";
 
-  const std::string moss = "moss-blk", qsd = "qsd", qsdu = "qsd io_uring", fio = "fio";
-  auto get = [&](const std::string& col, const std::string& key) -> Figure {
-    auto c = res.find(col);
-    if (c == res.end()) return {};
-    auto r = c->second.find(key);
-    return r == c->second.end() ? Figure{} : r->second;
-  };
+  auto value_of = [](const Workload& w) { return [&w](const Figure& f) { return f.value(w); }; };
+  auto cpu_of = [](const Figure& f) { return f.cpu_per_gib(); };
+  auto rounds_text = [&](const Point& pt) { return secs(pt.seconds) + " s x " + std::to_string(o.rounds); };
 
   out << "## Throughput\n\n"
-      << "| workload | QD | unit | moss-blk | qsd | qsd io_uring | fio (limit) | moss / qsd | moss / qsd io_uring | moss / fio |\n"
-      << "|---|---|---|---|---|---|---|---|---|---|\n";
-  for (const Workload& w : workloads()) {
-    for (uint32_t qd : kDepths) {
-      std::string k = row_key(w, qd);
-      double m = get(moss, k).value(w), q = get(qsd, k).value(w), qu = get(qsdu, k).value(w), f = get(fio, k).value(w);
-      out << "| " << w.label << " | " << qd << " | " << w.unit << " | " << fmt(m) << " | " << fmt(q) << " | " << fmt(qu)
-          << " | " << fmt(f) << " | " << ratio(m, q) << " | " << ratio(m, qu) << " | " << ratio(m, f) << " |\n";
-    }
+      << "| workload | QD | unit | s x rounds | moss-blk | qsd | qsd io_uring | fio (limit) | moss / qsd | moss / qsd io_uring | moss / fio |\n"
+      << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const Point& pt : disk.points) {
+    std::string k = pt.key();
+    auto v = value_of(*pt.w);
+    auto show = [&](const std::string& col) { return cell_text(stats_of(disk.cell(col, k), v), rate); };
+    out << "| " << pt.w->label << " | " << pt.qd << " | " << pt.w->unit << " | " << rounds_text(pt) << " | " << show(kMoss)
+        << " | " << show(kQsd) << " | " << show(kQsdU) << " | " << show(kFio) << " | "
+        << ratio_text(disk.cell(kMoss, k), disk.cell(kQsd, k), v) << " | " << ratio_text(disk.cell(kMoss, k), disk.cell(kQsdU, k), v)
+        << " | " << ratio_text(disk.cell(kMoss, k), disk.cell(kFio, k), v) << " |\n";
   }
+
   out << "\n## Backend CPU time per GiB moved (s/GiB)\n\n"
-      << "| workload | QD | moss-blk | qsd | qsd io_uring | fio | moss / qsd | harness (with moss-blk) |\n"
-      << "|---|---|---|---|---|---|---|---|\n";
-  for (const Workload& w : workloads()) {
-    for (uint32_t qd : kDepths) {
-      std::string k = row_key(w, qd);
-      double m = get(moss, k).cpu_per_gib(), q = get(qsd, k).cpu_per_gib();
-      out << "| " << w.label << " | " << qd << " | " << fmt(m, 3) << " | " << fmt(q, 3) << " | "
-          << fmt(get(qsdu, k).cpu_per_gib(), 3) << " | " << fmt(get(fio, k).cpu_per_gib(), 3) << " | " << ratio(m, q)
-          << " | " << fmt(get(moss, k).driver_cpu_per_gib(), 3) << " |\n";
+      << "| workload | QD | moss-blk | qsd | qsd io_uring | fio | moss / qsd | moss / qsd io_uring | harness (with moss-blk) |\n"
+      << "|---|---|---|---|---|---|---|---|---|\n";
+  auto f3 = [](double x) { return fmt(x, x < 10 ? 2 : 1); };
+  for (const Point& pt : disk.points) {
+    std::string k = pt.key();
+    auto show = [&](const std::string& col) { return cell_text(stats_of(disk.cell(col, k), cpu_of), f3); };
+    out << "| " << pt.w->label << " | " << pt.qd << " | " << show(kMoss) << " | " << show(kQsd) << " | " << show(kQsdU) << " | "
+        << show(kFio) << " | " << ratio_text(disk.cell(kMoss, k), disk.cell(kQsd, k), cpu_of) << " | "
+        << ratio_text(disk.cell(kMoss, k), disk.cell(kQsdU, k), cpu_of) << " | "
+        << cell_text(stats_of(disk.cell(kMoss, k), [](const Figure& f) { return f.driver_cpu_per_gib(); }), f3) << " |\n";
+  }
+
+  if (!busy.points.empty()) {
+    out << "\n## Beside one CPU-bound process (contended by design)\n\n"
+        << "Not a clean figure, on purpose: the same peers and points, with one process of ours spinning on the CPU "
+           "(a plain busy loop at the same priority, started before the point's rounds and killed after) during "
+           "every peer's runs. The quiet criterion still applies to everything else. A backend that completes a "
+           "whole batch of requests per wake-up needs fewer hand-offs between processes, which is what a busy "
+           "CPU makes expensive; \"kept\" is each peer's median here as a share of its quiet median above.\n\n"
+        << "| workload | QD | unit | s x rounds | moss-blk | qsd | qsd io_uring | fio (limit) | moss / qsd | moss / qsd io_uring | moss / fio | busy loop's CPU |\n"
+        << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const Point& pt : busy.points) {
+      std::string k = pt.key();
+      auto v = value_of(*pt.w);
+      auto show = [&](const std::string& col) { return cell_text(stats_of(busy.cell(col, k), v), rate); };
+      std::vector<double> load;
+      for (const std::string& col : busy.columns) {
+        if (const Cell* cl = busy.cell(col, k))
+          for (const Run& r : *cl) load.push_back(r.during.load_child);
+      }
+      out << "| " << pt.w->label << " | " << pt.qd << " | " << pt.w->unit << " | " << rounds_text(pt) << " | " << show(kMoss)
+          << " | " << show(kQsd) << " | " << show(kQsdU) << " | " << show(kFio) << " | "
+          << ratio_text(busy.cell(kMoss, k), busy.cell(kQsd, k), v) << " | "
+          << ratio_text(busy.cell(kMoss, k), busy.cell(kQsdU, k), v) << " | "
+          << ratio_text(busy.cell(kMoss, k), busy.cell(kFio, k), v) << " | " << quiet::percent(median(load)) << " of the machine |\n";
+      auto kept = [&](const std::string& col) {
+        double b = stats_of(busy.cell(col, k), v).med, q = stats_of(disk.cell(col, k), v).med;
+        return std::isnan(b) || std::isnan(q) || q == 0 ? std::string("n/a") : fmt(100 * b / q, 0) + "%";
+      };
+      out << "| " << pt.w->label << " | " << pt.qd << " | kept | | " << kept(kMoss) << " | " << kept(kQsd) << " | " << kept(kQsdU)
+          << " | " << kept(kFio) << " | | | | |\n";
     }
   }
+
   out << "\n## Transport only: null backends\n\n"
       << "moss null: moss's vhost-user `Backend` and device-side `Queue` with a device that parses each "
          "request and answers OK without I/O (`bench/blk/null_device.cc`); qsd null-co: "
-         "`--blockdev driver=null-co` exported the same way. Neither touches the data, so every row "
-         "is in requests per second, and CPU is also given per request.\n\n"
-      << "| workload | QD | moss null req/s | qsd null-co req/s | moss / qsd | CPU s/GiB moss null | CPU s/GiB qsd null-co "
-         "| CPU us/req moss null | CPU us/req qsd null-co |\n"
-      << "|---|---|---|---|---|---|---|---|---|\n";
-  auto per_s = [](const Figure& f) { return f.ok && f.seconds > 0 ? f.ops / f.seconds : NAN; };
-  auto us_per_req = [](const Figure& f) { return f.ok && f.ops > 0 ? f.backend_cpu / f.ops * 1e6 : NAN; };
-  for (const Workload& w : workloads()) {
-    for (uint32_t qd : kDepths) {
-      std::string k = row_key(w, qd);
-      Figure m = get("moss null", k), q = get("qsd null-co", k);
-      out << "| " << w.label << " | " << qd << " | " << fmt(per_s(m)) << " | " << fmt(per_s(q)) << " | "
-          << ratio(per_s(m), per_s(q)) << " | " << fmt(m.cpu_per_gib(), 3) << " | " << fmt(q.cpu_per_gib(), 3) << " | "
-          << fmt(us_per_req(m), 2) << " | " << fmt(us_per_req(q), 2) << " |\n";
+         "`--blockdev driver=null-co,size=" << o.size << "` (bytes) exported the same way. Neither touches the data, so every row "
+         "is in requests per second, and CPU is given per request.\n\n"
+      << "| workload | QD | s x rounds | moss null req/s | qsd null-co req/s | moss / qsd | CPU us/req moss null | CPU us/req qsd null-co |\n"
+      << "|---|---|---|---|---|---|---|---|\n";
+  auto per_s = [](const Figure& f) { return f.per_second(); };
+  auto us_per_req = [](const Figure& f) { return f.cpu_us_per_op(); };
+  auto f2 = [](double x) { return fmt(x, 2); };
+  for (const Point& pt : null.points) {
+    std::string k = pt.key();
+    out << "| " << pt.w->label << " | " << pt.qd << " | " << rounds_text(pt) << " | "
+        << cell_text(stats_of(null.cell(kMossNull, k), per_s), rate) << " | " << cell_text(stats_of(null.cell(kQsdNull, k), per_s), rate)
+        << " | " << ratio_text(null.cell(kMossNull, k), null.cell(kQsdNull, k), per_s) << " | "
+        << cell_text(stats_of(null.cell(kMossNull, k), us_per_req), f2) << " | "
+        << cell_text(stats_of(null.cell(kQsdNull, k), us_per_req), f2) << " |\n";
+  }
+
+  // The limit's own spread: fio's rounds one by one, with the disk's time per request.
+  out << "\n## The limit: fio's spread\n\n"
+      << kFioFindings << "\n\n"
+      << "fio's rounds in this run, with the block device's mean time per request (its read and write \"ticks\" "
+         "over the requests it completed: queueing in the guest's block layer and the host's service time):\n\n"
+      << "| section | workload | QD | fio's CPUs | round | rate | unit | disk's time per request (us) |\n"
+      << "|---|---|---|---|---|---|---|---|\n";
+  auto fio_rounds = [&](const Section& s, const char* name, const std::string& col, const std::string& cpus) {
+    for (const Point& pt : s.points) {
+      if (pt.w != &kRandRead) continue;
+      const Cell* cl = s.cell(col, pt.key());
+      if (cl == nullptr) continue;
+      for (size_t i = 0; i < cl->size(); ++i) {
+        const Run& r = (*cl)[i];
+        double us = r.during.disk_requests > 0 ? 1000 * r.during.disk_ms / r.during.disk_requests : NAN;
+        out << "| " << name << " | " << pt.w->label << " | " << pt.qd << " | " << cpus << " | " << i + 1 << " | "
+            << rate(r.fig.value(*pt.w)) << (r.contended.empty() ? "" : kMark) << " | " << pt.w->unit << " | " << fmt(us, 0)
+            << " |\n";
+      }
     }
+  };
+  std::string fio_where = facts.fio_cpus.empty() ? "any" : facts.fio_cpus;
+  fio_rounds(disk, "throughput", kFio, fio_where);
+  fio_rounds(busy, "busy", kFio, fio_where);
+  for (const std::string& col : placement.columns) fio_rounds(placement, "fio's CPU", col, col);
+  if (!placement.points.empty()) {
+    out << "\nfio at the same point with its CPU chosen (the disk's interrupts are on CPU " << facts.irq_cpus << "), "
+        << placement.points[0].seconds << " s rounds, taking turns:\n\n"
+        << "| workload | QD |";
+    for (const std::string& col : placement.columns) out << " fio on " << col << " |";
+    out << "\n|---|---|";
+    for (size_t i = 0; i < placement.columns.size(); ++i) out << "---|";
+    out << "\n";
+    for (const Point& pt : placement.points) {
+      out << "| " << pt.w->label << " | " << pt.qd << " |";
+      for (const std::string& col : placement.columns)
+        out << " " << cell_text(stats_of(placement.cell(col, pt.key()), value_of(*pt.w)), rate) << " |";
+      out << "\n";
+    }
+  }
+
+  // What else the machine did, point by point (every peer and round of the point).
+  out << "\n## Quiet check\n\n"
+      << "Per point, over every peer's rounds: the others' CPU share just before the runs (max) and during them "
+         "(median and max), the most steal, the most MiB the disk moved beyond the run's own (read rows), and the other runnable tasks seen just before a run (max, from /proc/loadavg). "
+         "The kernel threads that carry block I/O (kblockd, dio/*, ksoftirqd) and the time in interrupts do the "
+         "bench's own I/O, mostly, and are shown apart, not counted as others'. The bench's own share is the "
+         "backend's, the harness's and fio's; in the busy section the busy loop is not in it.\n\n"
+      << "| section | workload | QD | others before (max) | others during (median, max) | steal (max) | block I/O kernel threads; interrupts (median) | others' disk MiB (max) | runnable before (max) | bench's own CPU (median) | retries | contended runs |\n"
+      << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  auto quiet_rows = [&](const Section& s, const char* name) {
+    for (const Point& pt : s.points) {
+      std::vector<double> before, during, steal, own, io_kernel, irq;
+      double other_disk = NAN;
+      int runnable = -1, retries = 0, bad = 0;
+      for (const std::string& col : s.columns) {
+        const Cell* cl = s.cell(col, pt.key());
+        if (cl == nullptr) continue;
+        for (const Run& r : *cl) {
+          before.push_back(r.before.background);
+          during.push_back(r.during.background);
+          steal.push_back(std::max(r.before.steal, r.during.steal));
+          own.push_back(r.during.ours);
+          io_kernel.push_back(r.during.io_kernel);
+          irq.push_back(r.during.irq);
+          runnable = std::max(runnable, r.before.runnable);
+          retries += r.attempts - 1;
+          bad += !r.contended.empty();
+          if (r.fig.ok && !pt.w->write && col != kMossNull && col != kQsdNull) {
+            double x = (r.during.disk_bytes - r.fig.bytes) / kMiB;
+            other_disk = std::isnan(other_disk) ? x : std::max(other_disk, x);
+          }
+        }
+      }
+      auto mx = [](const std::vector<double>& v) { return v.empty() ? NAN : *std::max_element(v.begin(), v.end()); };
+      out << "| " << name << " | " << pt.w->label << " | " << pt.qd << " | " << quiet::percent(mx(before)) << " | "
+          << quiet::percent(median(during)) << ", " << quiet::percent(mx(during)) << " | " << quiet::percent(mx(steal)) << " | "
+          << quiet::percent(median(io_kernel)) << "; " << quiet::percent(median(irq)) << " | "
+          << (std::isnan(other_disk) ? std::string("-") : fmt(other_disk, 1)) << " | " << (runnable < 0 ? "-" : std::to_string(runnable))
+          << " | " << quiet::percent(median(own)) << " | " << retries << " | " << bad << " |\n";
+    }
+  };
+  quiet_rows(disk, "throughput");
+  quiet_rows(busy, "busy");
+  quiet_rows(null, "transport");
+  quiet_rows(placement, "fio's CPU");
+
+  if (!contended_lines.empty()) {
+    out << "\n## Contended runs\n\n";
+    for (const std::string& l : contended_lines) out << l << "\n";
   }
   bool errors = false;
-  for (const auto& [col, rows] : res) {
-    for (const auto& [k, f] : rows) {
-      if (f.ok) continue;
-      if (!errors) out << "\n## Rows that failed\n\n";
-      errors = true;
-      out << "- " << col << " " << k << ": " << f.error << "\n";
+  auto failures = [&](const Section& s) {
+    for (const auto& [col, rows] : s.cells) {
+      for (const auto& [k, cell] : rows) {
+        for (size_t i = 0; i < cell.size(); ++i) {
+          if (cell[i].fig.ok) continue;
+          if (!errors) out << "\n## Rows that failed\n\n";
+          errors = true;
+          out << "- " << col << " " << k << " round " << i + 1 << ": " << cell[i].fig.error << "\n";
+        }
+      }
     }
-  }
+  };
+  failures(disk);
+  failures(busy);
+  failures(null);
+  failures(placement);
+  (void)failed;
 }
 
 int usage() {
   std::fprintf(stderr,
-               "usage: blk_bench --out FILE [--dir DIR] [--seconds S] [--null-seconds S] [--size-mib N] [--where TEXT]\n"
-               "                 [--reps N] [--only disk|null]\n");
+               "usage: blk_bench --out FILE [--dir DIR] [--where TEXT] [--size-mib N]\n"
+               "                 [--seconds S] [--short-seconds S] [--null-short-seconds S] [--rounds N]\n"
+               "                 [--retries N] [--retry-budget N] [--wait-budget S]\n"
+               "                 [--max-background PERCENT] [--max-steal PERCENT]\n"
+               "                 [--fio-cpus auto|any|LIST] [--no-busy] [--no-placement]\n"
+               "                 [--only disk|null]\n");
   return 2;
+}
+
+// fio's CPUs for --fio-cpus auto: those that do not take the disk's completion interrupts.
+std::string fio_cpus_away_from(const std::string& irq_cpus) {
+  if (irq_cpus.empty() || irq_cpus.find_first_of("-,") != std::string::npos) return "";
+  long n = ::sysconf(_SC_NPROCESSORS_ONLN), irq = std::atol(irq_cpus.c_str());
+  std::string out;
+  for (long i = 0; i < n; ++i) {
+    if (i != irq) out += (out.empty() ? "" : ",") + std::to_string(i);
+  }
+  return out;
 }
 
 }  // namespace
@@ -555,15 +1031,27 @@ int main(int argc, char** argv) {
     if (a == "--out") o.out = val();
     else if (a == "--dir") o.dir = val();
     else if (a == "--seconds") o.seconds = std::atof(val().c_str());
-    else if (a == "--null-seconds") o.null_seconds = std::atof(val().c_str());
+    else if (a == "--short-seconds") o.short_seconds = std::atof(val().c_str());
+    else if (a == "--null-short-seconds") o.null_short_seconds = std::atof(val().c_str());
+    else if (a == "--rounds") o.rounds = std::atoi(val().c_str());
+    else if (a == "--retries") o.retries = std::atoi(val().c_str());
+    else if (a == "--retry-budget") o.retry_budget = std::atoi(val().c_str());
+    else if (a == "--wait-budget") o.wait_budget = std::atof(val().c_str());
+    else if (a == "--max-background") o.criterion.max_background = std::atof(val().c_str()) / 100;
+    else if (a == "--max-steal") o.criterion.max_steal = std::atof(val().c_str()) / 100;
+    else if (a == "--fio-cpus") o.fio_cpus = val();
+    else if (a == "--no-busy") o.busy = false;
+    else if (a == "--no-placement") o.placement = false;
     else if (a == "--size-mib") o.size = std::strtoull(val().c_str(), nullptr, 10) * kMiB;
     else if (a == "--where") o.where = val();
     else if (a == "--only") o.only = val();
-    else if (a == "--reps") o.reps = std::atoi(val().c_str());
     else return usage();
   }
-  if (o.out.empty() || o.seconds <= 0 || o.reps < 1 || o.size < 64 * kMiB) return usage();
+  if (o.out.empty() || o.seconds <= 0 || o.short_seconds <= 0 || o.null_short_seconds <= 0 || o.rounds < 1 ||
+      o.size < 64 * kMiB)
+    return usage();
   ::signal(SIGPIPE, SIG_IGN);
+  auto t_start = Clock::now();
 
   std::string fs = fs_name(o.dir);
   if (fs == "tmpfs") {
@@ -583,7 +1071,40 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  Results res;
+  quiet::Probe probe(file);
+  Facts facts;
+  facts.file = file;
+  facts.fs = fs;
+  facts.disk = probe.disk();
+  facts.irq_cpus = probe.disk_irq_cpus();
+  facts.extents = extent_count(file);
+  facts.cached_before = cached_share(file, o.size);
+  if (!facts.disk.empty()) {
+    std::string whole = facts.disk;
+    if (::access(("/sys/block/" + whole).c_str(), F_OK) != 0) {
+      while (!whole.empty() && std::isdigit(static_cast<unsigned char>(whole.back()))) whole.pop_back();
+    }
+    facts.scheduler = read_line("/sys/block/" + whole + "/queue/scheduler");
+  }
+  if (o.fio_cpus == "auto") facts.fio_cpus = fio_cpus_away_from(facts.irq_cpus);
+  else if (o.fio_cpus != "any") facts.fio_cpus = o.fio_cpus;
+  std::fprintf(stderr, "blk_bench: disk %s (interrupts on CPU %s), %ld extents; fio on CPU %s\n", facts.disk.c_str(),
+               facts.irq_cpus.c_str(), facts.extents, facts.fio_cpus.empty() ? "any" : facts.fio_cpus.c_str());
+
+  Runner runner(o, probe);
+  Section disk, busy, null, placement;
+  disk.columns = busy.columns = {kMoss, kQsd, kQsdU, kFio};
+  null.columns = {kMossNull, kQsdNull};
+  // The points that carry promises get the long rounds.
+  auto promised = [](const Workload* w, uint32_t qd) { return w == &kRandRead || (w == &kRandWrite && qd == 32); };
+  for (const Workload* w : kWorkloads) {
+    for (uint32_t qd : {1u, 32u}) {
+      disk.points.push_back({w, qd, promised(w, qd) ? o.seconds : o.short_seconds});
+      null.points.push_back({w, qd, w == &kRandRead ? o.seconds : o.null_short_seconds});
+    }
+  }
+  if (o.busy) busy.points = {{&kRandRead, 32, o.seconds}, {&kRandRead, 1, o.short_seconds}};
+
   if (o.only.empty() || o.only == "disk") {
     BackendOptions mb;
     mb.kind = BackendKind::kMossBlk;
@@ -595,23 +1116,64 @@ int main(int argc, char** argv) {
     BackendOptions qu = q;
     qu.io_uring = true;
     std::vector<Peer> peers;
-    peers.push_back(process_peer("moss-blk", mb, o.seconds, o.size));
-    peers.push_back(process_peer("qsd", q, o.seconds, o.size));
-    peers.push_back(process_peer("qsd io_uring", qu, o.seconds, o.size));
-    peers.push_back({"fio", [&](const Workload& w, uint32_t qd) { return run_fio(w, qd, o.seconds, file, o.size); }});
-    run_peers(res, peers, o.reps);
+    peers.push_back(process_peer(kMoss, mb, o.size));
+    peers.push_back(process_peer(kQsd, q, o.size));
+    peers.push_back(process_peer(kQsdU, qu, o.size));
+    std::string fio_cpus = facts.fio_cpus;
+    peers.push_back({kFio, [&, fio_cpus](const Workload& w, uint32_t qd, double s) {
+                       return run_fio(w, qd, s, file, o.size, fio_cpus);
+                     }});
+    runner.run(disk, peers, "disk");
+    if (o.busy) {
+      for (const Point& pt : busy.points) {
+        Section one;
+        one.points = {pt};
+        pid_t spinner = start_spinner();
+        probe.set_load_pid(spinner);
+        runner.run(one, peers, "busy");
+        probe.set_load_pid(-1);
+        stop_child(spinner);
+        for (auto& [col, rows] : one.cells) busy.cells[col][pt.key()] = std::move(rows[pt.key()]);
+      }
+    }
+    for (Peer& p : peers) p.stop();
+    // Where fio runs against where the disk's interrupts land: the limit's own spread.
+    if (o.placement && !facts.irq_cpus.empty() && facts.irq_cpus.find_first_of("-,") == std::string::npos) {
+      std::string away = fio_cpus_away_from(facts.irq_cpus);
+      std::vector<Peer> fios;
+      std::vector<std::string> choices = {facts.irq_cpus};
+      if (!away.empty()) choices.push_back(away);
+      choices.push_back("");  // Any.
+      for (const std::string& cpus : choices) {
+        fios.push_back({cpus.empty() ? "any CPU" : "CPU " + cpus, [&, cpus](const Workload& w, uint32_t qd, double s) {
+                          return run_fio(w, qd, s, file, o.size, cpus);
+                        }});
+      }
+      for (const Peer& f : fios) placement.columns.push_back(f.column);
+      placement.points = {{&kRandRead, 32, o.short_seconds}};
+      runner.run(placement, fios, "fio");
+    }
+  } else {
+    disk.points.clear();
+    busy.points.clear();
   }
   if (o.only.empty() || o.only == "null") {
     BackendOptions qn;
     qn.kind = BackendKind::kQsd;
     qn.null_bytes = o.size;
     std::vector<Peer> peers;
-    peers.push_back(moss_null_peer("moss null", dir->path(), o.null_seconds, o.size));
-    peers.push_back(process_peer("qsd null-co", qn, o.null_seconds, o.size));
-    run_peers(res, peers, o.reps);
+    peers.push_back(moss_null_peer(kMossNull, dir->path(), o.size));
+    peers.push_back(process_peer(kQsdNull, qn, o.size));
+    runner.run(null, peers, "null");
+    for (Peer& p : peers) p.stop();
+  } else {
+    null.points.clear();
   }
 
-  write_results(o, res, file, fs);
+  facts.cached_after = cached_share(file, o.size);
+  facts.retries = runner.retries_used();
+  facts.wall = std::chrono::duration<double>(Clock::now() - t_start).count();
+  write_results(o, facts, disk, busy, null, placement);
   std::fprintf(stderr, "blk_bench: results in %s\n", o.out.c_str());
   return 0;
 }

@@ -19,10 +19,6 @@ namespace pf = vhost_user::protocol_feature;
 
 constexpr uint64_t fbit(int n) { return uint64_t{1} << n; }
 
-// A state transfer peer that stops sending (or never closes its end) must not hang the
-// worker, which serves the guest's other rings on the same thread.
-constexpr int kStateReadTimeoutMs = 5000;
-
 template <typename T>
 void put(std::array<uint8_t, kConfigSize>& c, size_t off, T v) {
   for (size_t i = 0; i < sizeof(T); i++) c[off + i] = static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * i));
@@ -533,23 +529,9 @@ Result<void> BlkDevice::restore(const SavedState& s) {
   return {};
 }
 
-Result<void> BlkDevice::save_state(UniqueFd fd) {
-  std::vector<uint8_t> bytes = encode_state(state());
-  return write_all(fd.get(), bytes.data(), bytes.size());
-}
+Result<std::vector<uint8_t>> BlkDevice::save_state() { return encode_state(state()); }
 
-Result<void> BlkDevice::load_state(UniqueFd fd) {
-  std::vector<uint8_t> bytes;
-  uint8_t buf[4096];
-  for (;;) {
-    pollfd p{fd.get(), POLLIN, 0};
-    MOSS_TRY(int ready, MOSS_SYS(::poll(&p, 1, kStateReadTimeoutMs)));
-    if (ready == 0) return make_error("the frontend sent no device state for 5 seconds");
-    MOSS_TRY(ssize_t n, MOSS_SYS(::read(fd.get(), buf, sizeof buf)));
-    if (n == 0) break;
-    bytes.insert(bytes.end(), buf, buf + n);
-    if (bytes.size() > SavedState::kMaxBytes) return make_error("the saved virtio-blk state is larger than any valid one");
-  }
+Result<void> BlkDevice::load_state(std::span<const uint8_t> bytes) {
   MOSS_TRY(SavedState s, decode_state(bytes));
   MOSS_CHECK(check_state_fits(s, disk_.info(), serial_, num_queues()));
   if (acked_ != 0 && acked_ != s.acked_features) {

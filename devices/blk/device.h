@@ -133,8 +133,9 @@ class BlkDevice final : public vhost_user::DeviceInterface {
   void on_queue_enabled(uint32_t index, bool enabled) override;
   void on_memory_changing() override;
   void reset() override;
-  Result<void> save_state(UniqueFd fd) override;
-  Result<void> load_state(UniqueFd fd) override;
+  Result<std::vector<uint8_t>> save_state() override;
+  Result<void> load_state(std::span<const uint8_t> bytes) override;
+  size_t max_state_bytes() const override { return SavedState::kMaxBytes; }
 
  private:
   enum class Kind : uint8_t { kRead, kWrite, kFlush, kOther };

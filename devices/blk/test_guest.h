@@ -87,8 +87,9 @@ class GuestDriverTest : public ::testing::Test {
     int fd = ::open(disk_path_.c_str(), O_WRONLY | O_CLOEXEC);
     ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
     ::close(fd);
-    guest_fd_.reset(::memfd_create("moss-blk-test-guest", MFD_CLOEXEC));
+    guest_fd_.reset(::memfd_create("moss-blk-test-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     ASSERT_EQ(::ftruncate(guest_fd_.get(), kGuestBytes), 0);
+    ASSERT_EQ(::fcntl(guest_fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);  // As a VMM shares RAM.
     void* p = ::mmap(nullptr, kGuestBytes, PROT_READ | PROT_WRITE, MAP_SHARED, guest_fd_.get(), 0);
     ASSERT_NE(p, MAP_FAILED);
     guest_ = static_cast<uint8_t*>(p);

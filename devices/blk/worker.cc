@@ -153,11 +153,15 @@ void Worker::on_socket(int fd, short, void* arg) {
 
 void Worker::on_kick(int fd, short, void* arg) {
   auto* kw = static_cast<KickWatch*>(arg);
-  uint64_t count;
-  if (::read(fd, &count, sizeof count) < 0 && errno != EAGAIN) {
-    LOG_DEBUG("cannot read the kick eventfd of queue %u: %s", kw->queue, std::strerror(errno));
+  Worker* w = kw->worker;
+  auto r = vhost_user::Backend::consume_kick(fd, kw->queue);
+  if (!r.ok()) {
+    LOG_WARN("dropping the frontend: %s", r.error().message.c_str());
+    w->connection_error_ = std::move(r).take_error();
+    w->close_connection();
+    return;
   }
-  kw->worker->conn_->device->on_kick(kw->queue);
+  w->conn_->device->on_kick(kw->queue);
 }
 
 void Worker::on_engine(int, short, void* arg) {

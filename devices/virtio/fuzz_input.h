@@ -48,8 +48,10 @@ inline std::optional<Decoded> decode(std::span<const uint8_t> data, testing::Two
   Header h;
   std::memcpy(&h, data.data(), sizeof h);
   data = data.subspan(sizeof h);
-  std::fill(m.low.begin(), m.low.end(), 0);
-  std::fill(m.high.begin(), m.high.end(), 0);
+  // memset, not std::fill: in a fuzz build a loop in this header is instrumented, and a
+  // coverage callback per byte of 128 KiB cost 4 ms an input (250 executions a second).
+  std::memset(m.low.data(), 0, m.low.size());
+  std::memset(m.high.data(), 0, m.high.size());
   size_t low = std::min<size_t>({h.low_len, data.size(), m.low.size()});
   std::memcpy(m.low.data(), data.data(), low);
   data = data.subspan(low);

@@ -155,6 +155,7 @@ TEST(VsockBinary, FdModeExitsZeroWhenTheFrontendCloses) {
   theirs.reset();
   vhost_user::Frontend fe(std::move(ours));
   ASSERT_TRUE(fe.set_protocol_features(1ull << 9).ok());  // CONFIG
+  ASSERT_TRUE(fe.set_owner().ok());
   auto cfg = fe.get_config(0, 8);
   ASSERT_TRUE(cfg.ok()) << cfg.error().message;
   EXPECT_EQ((*cfg)[0], 99);

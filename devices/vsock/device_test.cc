@@ -6,6 +6,7 @@
 #include "devices/vsock/device.h"
 
 #include <poll.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -78,10 +79,11 @@ class VsockDeviceTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     uds_ = dir_ + "/v.sock";
-    int fd = ::memfd_create("moss-vsock-test-guest", MFD_CLOEXEC);
+    int fd = ::memfd_create("moss-vsock-test-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     ASSERT_GE(fd, 0);
     mem_fd_.reset(fd);
     ASSERT_EQ(::ftruncate(fd, kGuestBytes), 0);
+    ASSERT_EQ(::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);  // As a VMM shares RAM.
     void* p = ::mmap(nullptr, kGuestBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     ASSERT_NE(p, MAP_FAILED);
     host_ = static_cast<uint8_t*>(p);
@@ -299,6 +301,7 @@ TEST_F(VsockDeviceTest, GuestConnectsToTheHostListenerAndDataFlowsBothWays) {
   UniqueFd host(::accept4(l->get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(host.valid());
   send(guest(Op::kRw, 1025, 5000, 5), "hello");
+  ASSERT_TRUE(wait_readable(host.get(), 5000));  // The connector's socketpair does not block.
   EXPECT_EQ(read_some(host.get()), "hello");
   ASSERT_EQ(::write(host.get(), "world", 5), 5);
   r = expect_packet(Op::kRw);
@@ -327,6 +330,7 @@ TEST_F(VsockDeviceTest, GuestConnectionsGoThroughTheConnectorWhenThereIsOne) {
   EXPECT_EQ(r.header.src_port, 5000u);
   ASSERT_TRUE(host.valid());
   send(guest(Op::kRw, 1025, 5000, 5), "hello");
+  ASSERT_TRUE(wait_readable(host.get(), 5000));  // The connector's socketpair does not block.
   EXPECT_EQ(read_some(host.get()), "hello");
   ASSERT_EQ(::write(host.get(), "world", 5), 5);
   r = expect_packet(Op::kRw);

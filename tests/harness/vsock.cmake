@@ -10,3 +10,11 @@ moss_harness_test(vsock_acceptance_test moss-vsock MOSS_EXPECT_VSOCK_WORKER moss
 # moss-vsock jailed as the broker starts it (spawn_child, jail::vsock) with MOSS_SECCOMP_TRAP=1:
 # connections both ways, refusals, its one kept directory, a clean exit (host-only).
 moss_harness_test(vsock_jail_test moss-vsock MOSS_EXPECT_VSOCK_WORKER moss_vsock_harness moss_broker)
+
+# A hostile frontend against both workers (the security review's finding 5): fds that are not
+# eventfds, unsealed guest memory, half a message held open, SIGTERM meanwhile, and (moss-blk)
+# device state that never drains or trickles in.
+moss_harness_test(hostile_frontend_test moss-vsock MOSS_EXPECT_VSOCK_WORKER moss_vsock_harness)
+if(TARGET moss-blk)
+  add_dependencies(hostile_frontend_test moss-blk)
+endif()

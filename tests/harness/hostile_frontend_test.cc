@@ -1,0 +1,324 @@
+// A hostile vhost-user frontend against both workers (moss-blk and moss-vsock), as processes:
+// the attacks of the security review's finding 5. Each must end in one log line and a dropped
+// connection (or, under REPLY_ACK, a refused request), with the worker alive and serving the
+// next frontend; SIGTERM must end the worker whatever the frontend holds. Host-only, no KVM.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/harness/backend_process.h"
+#include "tests/harness/vsock_process.h"
+#include "vhost-user/frontend.h"
+
+namespace moss::harness {
+namespace {
+
+using namespace std::chrono_literals;
+using namespace vhost_user::protocol_feature;
+using vhost_user::bit;
+using vhost_user::Frontend;
+
+constexpr uint64_t kRamBytes = 1 << 20;
+constexpr uint64_t kUserBase = 0x7f4400000000;
+
+enum class Kind { kBlk, kVsock };
+
+// Either worker, started fresh for one test, with a uniform face.
+class Worker {
+ public:
+  static std::unique_ptr<Worker> start(Kind kind) {
+    auto w = std::unique_ptr<Worker>(new Worker());
+    if (kind == Kind::kBlk) {
+      auto dir = TempDir::create();
+      if (!dir.ok()) return nullptr;
+      w->disk_dir_.emplace(std::move(*dir));
+      std::string disk = w->disk_dir_->path() + "/disk.img";
+      std::ofstream(disk).put('\0');
+      if (::truncate(disk.c_str(), 1 << 20) != 0) return nullptr;
+      BackendOptions o;
+      o.disk = disk;
+      auto p = BackendProcess::start(o);
+      EXPECT_TRUE(p.ok()) << p.error().message;
+      if (!p.ok()) return nullptr;
+      w->blk_ = std::move(*p);
+    } else {
+      auto p = VsockProcess::start();
+      EXPECT_TRUE(p.ok()) << p.error().message;
+      if (!p.ok()) return nullptr;
+      w->vsock_ = std::move(*p);
+    }
+    return w;
+  }
+  pid_t pid() const { return blk_ ? blk_->pid() : vsock_->pid(); }
+  std::string socket_path() const { return blk_ ? blk_->socket_path() : vsock_->socket_path(); }
+  std::string log() const { return blk_ ? blk_->log() : vsock_->log(); }
+  bool alive() { return blk_ ? blk_->alive() : vsock_->alive(); }
+  std::optional<int> exit_status() const { return blk_ ? blk_->exit_status() : vsock_->exit_status(); }
+
+ private:
+  Worker() = default;
+  std::optional<TempDir> disk_dir_;
+  std::unique_ptr<BackendProcess> blk_;
+  std::unique_ptr<VsockProcess> vsock_;
+};
+
+UniqueFd sealed_ram(bool sealed = true) {
+  UniqueFd fd(::memfd_create("moss-hostile-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  EXPECT_TRUE(fd.valid());
+  EXPECT_EQ(::ftruncate(fd.get(), kRamBytes), 0);
+  if (sealed) {
+    EXPECT_EQ(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+  }
+  return fd;
+}
+
+// A frontend that has done the handshake up to queue 0's kick: owner, features, memory (sealed
+// unless asked otherwise), ring size and addresses and a call eventfd. Replies are awaited for
+// at most 10 s, so a wedged worker fails the test rather than hanging it.
+struct Session {
+  std::optional<Frontend> fe;
+  UniqueFd ram, call;
+  uint64_t protocol = 0;
+};
+
+Result<Session> connect_to(Worker& w, bool reply_ack = true) {
+  Session s;
+  std::optional<Frontend> fe;
+  for (int tries = 0; tries < 100; tries++) {  // The worker may still be reaching listen().
+    auto c = Frontend::connect(w.socket_path());
+    if (c.ok()) {
+      fe.emplace(std::move(*c));
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  if (!fe) return make_error("cannot connect to " + w.socket_path());
+  timeval tv{10, 0};
+  ::setsockopt(fe->fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  MOSS_TRY(uint64_t features, fe->get_features());
+  MOSS_TRY(uint64_t offered, fe->get_protocol_features());
+  s.protocol = offered & (bit(kConfig) | bit(kMq) | bit(kDeviceState) | (reply_ack ? bit(kReplyAck) : 0));
+  MOSS_CHECK(fe->set_protocol_features(s.protocol));
+  MOSS_CHECK(fe->set_owner());
+  MOSS_CHECK(fe->set_features(features));
+  s.fe = std::move(fe);
+  return s;
+}
+
+Result<void> share_ram(Session& s, bool sealed = true) {
+  s.ram = sealed_ram(sealed);
+  vhost_user::MemoryRegion r{0, kRamBytes, kUserBase, 0};
+  int fd = s.ram.get();
+  return s.fe->set_mem_table(std::span(&r, 1), std::span(&fd, 1));
+}
+
+Result<void> configure_queue0(Session& s) {
+  MOSS_CHECK(share_ram(s));
+  MOSS_CHECK(s.fe->set_vring_num(0, 64));
+  MOSS_CHECK(s.fe->set_vring_addr(vhost_user::VringAddr{0, 0, kUserBase + 0x1000, kUserBase + 0x3000, kUserBase + 0x2000, 0}));
+  s.call.reset(::eventfd(0, EFD_CLOEXEC));
+  return s.fe->set_vring_call(0, s.call.get());
+}
+
+// The worker is alive and a new frontend gets through a whole handshake and a started ring.
+void expect_serves_the_next_frontend(Worker& w) {
+  ASSERT_TRUE(w.alive()) << w.log();
+  auto s = connect_to(w);
+  ASSERT_TRUE(s.ok()) << s.error().message << "\n" << w.log();
+  ASSERT_TRUE(configure_queue0(*s).ok()) << w.log();
+  UniqueFd kick(::eventfd(0, EFD_CLOEXEC));
+  auto k = s->fe->set_vring_kick(0, kick.get());
+  EXPECT_TRUE(k.ok()) << k.error().message << "\n" << w.log();
+  EXPECT_TRUE(s->fe->get_features().ok()) << w.log();
+}
+
+// Waits until the worker closed our end of `fd` (read gives EOF or an error), or `limit`.
+bool dropped_within(int fd, std::chrono::milliseconds limit) {
+  timeval tv{static_cast<time_t>(limit.count() / 1000), static_cast<suseconds_t>(limit.count() % 1000 * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char c;
+  ssize_t n = ::recv(fd, &c, 1, 0);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+class HostileFrontend : public ::testing::TestWithParam<Kind> {
+ protected:
+  void SetUp() override {
+    worker_ = Worker::start(GetParam());
+    ASSERT_NE(worker_, nullptr);
+  }
+  std::unique_ptr<Worker> worker_;
+};
+
+TEST_P(HostileFrontend, KickCallAndErrFdsThatAreNotEventfdsAreRefused) {
+  auto s = connect_to(*worker_);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_TRUE(configure_queue0(*s).ok()) << worker_->log();
+  // A memfd (the review's MOSS_ASSERT abort), a pipe whose writer closed (a 100% CPU spin), a
+  // full blocking pipe as the call fd (a worker blocked in write).
+  UniqueFd memfd = sealed_ram();
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  UniqueFd closed_rd;
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  closed_rd.reset(p[0]);
+  ::close(p[1]);
+  ::fcntl(wr.get(), F_SETFL, O_NONBLOCK);
+  char fill[4096] = {};
+  while (::write(wr.get(), fill, sizeof fill) > 0) {
+  }
+  EXPECT_FALSE(s->fe->set_vring_kick(0, memfd.get()).ok());
+  EXPECT_FALSE(s->fe->set_vring_kick(0, closed_rd.get()).ok());
+  EXPECT_FALSE(s->fe->set_vring_call(0, wr.get()).ok());
+  EXPECT_FALSE(s->fe->set_vring_err(0, memfd.get()).ok());
+  // Under REPLY_ACK the connection goes on.
+  ASSERT_TRUE(s->fe->get_features().ok()) << worker_->log();
+  EXPECT_NE(worker_->log().find("a kick fd that is not an eventfd"), std::string::npos) << worker_->log();
+  EXPECT_NE(worker_->log().find("a call fd that is not an eventfd"), std::string::npos) << worker_->log();
+  s->fe.reset();
+  expect_serves_the_next_frontend(*worker_);
+}
+
+TEST_P(HostileFrontend, WithoutReplyAckABadKickFdDropsTheConnection) {
+  auto s = connect_to(*worker_, /*reply_ack=*/false);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_TRUE(configure_queue0(*s).ok()) << worker_->log();
+  UniqueFd memfd = sealed_ram();
+  (void)s->fe->set_vring_kick(0, memfd.get());  // No reply to wait for.
+  EXPECT_TRUE(dropped_within(s->fe->fd(), 5000ms)) << worker_->log();
+  EXPECT_NE(worker_->log().find("dropping the frontend: frontend gave queue 0 a kick fd that is not an eventfd"),
+            std::string::npos)
+      << worker_->log();
+  expect_serves_the_next_frontend(*worker_);
+}
+
+// An fd that passes for an eventfd (it shares the kernel's anonymous inode) but reads like none:
+// an epoll fd, readable because an eventfd it watches is. Polled again, it would spin.
+TEST_P(HostileFrontend, AKickFdThatReadsLikeNoEventfdDropsTheConnection) {
+  auto s = connect_to(*worker_);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_TRUE(configure_queue0(*s).ok()) << worker_->log();
+  UniqueFd ready(::eventfd(1, EFD_CLOEXEC));
+  UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+  epoll_event ev{EPOLLIN, {}};
+  ASSERT_EQ(::epoll_ctl(ep.get(), EPOLL_CTL_ADD, ready.get(), &ev), 0);
+  (void)s->fe->set_vring_kick(0, ep.get());
+  EXPECT_TRUE(dropped_within(s->fe->fd(), 5000ms)) << worker_->log();
+  EXPECT_NE(worker_->log().find("cannot read the kick eventfd of queue 0"), std::string::npos) << worker_->log();
+  expect_serves_the_next_frontend(*worker_);
+}
+
+TEST_P(HostileFrontend, GuestMemoryThatCouldBeTruncatedIsRefused) {
+  auto s = connect_to(*worker_);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto r = share_ram(*s, /*sealed=*/false);
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(worker_->log().find("not sealed against shrinking"), std::string::npos) << worker_->log();
+  s->fe.reset();
+  expect_serves_the_next_frontend(*worker_);
+}
+
+TEST_P(HostileFrontend, HalfAMessageHeldOpenIsDroppedAndTheNextFrontendServed) {
+  auto c = Frontend::connect(worker_->socket_path());
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const uint8_t part[5] = {1, 0, 0, 0, 1};  // GET_FEATURES' request code and a flag byte of 12.
+  ASSERT_EQ(::send(c->fd(), part, sizeof part, MSG_NOSIGNAL), 5);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(dropped_within(c->fd(), 6000ms)) << worker_->log();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5000ms);
+  EXPECT_NE(worker_->log().find("in the middle of a message"), std::string::npos) << worker_->log();
+  expect_serves_the_next_frontend(*worker_);
+}
+
+TEST_P(HostileFrontend, SigtermEndsTheWorkerWhileAFrontendHoldsHalfAMessage) {
+  auto c = Frontend::connect(worker_->socket_path());
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const uint8_t part[5] = {1, 0, 0, 0, 1};
+  ASSERT_EQ(::send(c->fd(), part, sizeof part, MSG_NOSIGNAL), 5);
+  std::this_thread::sleep_for(200ms);  // Let the worker start reading the message.
+  ASSERT_EQ(::kill(worker_->pid(), SIGTERM), 0);
+  auto t0 = std::chrono::steady_clock::now();
+  while (worker_->alive() && std::chrono::steady_clock::now() - t0 < 6s) std::this_thread::sleep_for(20ms);
+  ASSERT_FALSE(worker_->alive()) << "SIGTERM did not end the worker within 6 s\n" << worker_->log();
+  auto st = worker_->exit_status();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << "wait status " << *st << "\n" << worker_->log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, HostileFrontend, ::testing::Values(Kind::kBlk, Kind::kVsock),
+                         [](const auto& p) { return p.param == Kind::kBlk ? "moss_blk" : "moss_vsock"; });
+
+// Device state (moss-blk offers DEVICE_STATE): a frontend that never reads what the worker
+// saves, or trickles a state to load, loses its connection at one deadline for the whole
+// transfer (5 s), and the worker serves the next frontend.
+class HostileStateTransfer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    worker_ = Worker::start(Kind::kBlk);
+    ASSERT_NE(worker_, nullptr);
+  }
+  std::unique_ptr<Worker> worker_;
+};
+
+TEST_F(HostileStateTransfer, SavingIntoAFullPipeDropsTheFrontendAtTheDeadline) {
+  auto s = connect_to(*worker_);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_TRUE(s->protocol & bit(kDeviceState));
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  char fill[4096] = {};
+  while (::write(wr.get(), fill, sizeof fill) > 0) {
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(s->fe->set_device_state_fd(vhost_user::kTransferSave, wr.get()).ok()) << worker_->log();
+  EXPECT_TRUE(dropped_within(s->fe->fd(), 9000ms)) << worker_->log();
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 4500ms);
+  EXPECT_LT(took, 8000ms);
+  EXPECT_NE(worker_->log().find("did not take the state within 5000 ms"), std::string::npos) << worker_->log();
+  expect_serves_the_next_frontend(*worker_);
+}
+
+TEST_F(HostileStateTransfer, AStateTrickledByteByByteEndsAtOneDeadlineForTheWhole) {
+  auto s = connect_to(*worker_);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(s->fe->set_device_state_fd(vhost_user::kTransferLoad, rd.get()).ok()) << worker_->log();
+  rd.reset();
+  // A byte every 900 ms, well within any per-read time-out; the whole must still end at 5 s.
+  bool dropped = false;
+  for (int i = 0; i < 10 && !dropped; i++) {
+    (void)!::write(wr.get(), "x", 1);
+    dropped = dropped_within(s->fe->fd(), 900ms);
+  }
+  EXPECT_TRUE(dropped) << worker_->log();
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 4500ms);
+  EXPECT_LT(took, 8000ms);
+  EXPECT_NE(worker_->log().find("did not deliver the state within 5000 ms"), std::string::npos) << worker_->log();
+  expect_serves_the_next_frontend(*worker_);
+}
+
+}  // namespace
+}  // namespace moss::harness
