@@ -348,8 +348,8 @@ TEST_F(BadInput, ControlVerbsForAVmThatIsNotRunningFailAs125) {
   EXPECT_FALSE(std::filesystem::exists(none));
 }
 
-// Finding 3: a runtime directory that is a symlink (to a directory of someone else's) or open
-// to others is refused by every verb, with its path and what is wrong.
+// Finding 3: a runtime directory that is a symlink (to a directory of someone else's) or
+// writable by others is refused by every verb, with its path and what is wrong.
 TEST_F(BadInput, ARuntimeDirectoryThatIsNotPrivatelyOursIsRefused) {
   auto evil = dir_ / "evil";
   std::filesystem::create_directories(evil);

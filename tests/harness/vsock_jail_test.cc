@@ -1,6 +1,7 @@
-// moss-vsock jailed as the broker starts it: spawn_child() with jail::vsock(true) and
-// `--fd 3 --guest-cid N --uds-path P`, so it runs in its namespaces with the vsock role's
-// seccomp filter and only P's directory in its root. The harness's vsock driver is the guest
+// moss-vsock jailed: spawn_child() with jail::vsock(true) and `--fd 3 --guest-cid N
+// --uds-path P`, so it runs in its namespaces with the vsock role's seccomp filter and only
+// P's directory in its root; and as `moss run` starts it (vmvsock::Plan: --uds-fd and
+// --connect-fd, no directory at all). The harness's vsock driver is the guest
 // (over the socketpair the broker would give the vcpu process), Unix sockets are the host
 // programs. MOSS_SECCOMP_TRAP=1: in a Debug build (the sanitizer build) a system call missing
 // from vsock.policy ends the worker with status 159 and names the call in its log; a Release

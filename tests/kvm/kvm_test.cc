@@ -702,7 +702,7 @@ LINUX_TEST(LinuxGuest, VsockBothWaysAndTwoVmsHaveDifferentCids) {
   std::string rt = (s.dir / "rt").string(), a_sock = (s.dir / "a.sock").string();
   std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
   // Guest-initiated: each command runs only because moss-init connected to the host's port
-  // 1124, which the vsock worker carried to "<socket>_1124", where moss run listens.
+  // 1124, which the vsock worker asked moss run for (the broker answers it; no socket on disk).
   Process a({moss(), "run", "--name", "va", "--vsock-socket", a_sock, "--", "sh", "-c", "echo up; exec sleep 600"}, env);
   Process b({moss(), "run", "--name", "vb", "--", "sh", "-c", "echo up; exec sleep 600"}, env);
   ASSERT_TRUE(a.wait_for_output("up\n", seconds(400))) << a.out();
