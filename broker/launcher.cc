@@ -235,7 +235,7 @@ std::vector<std::string> child_environment(char* const* env, const sandbox::Laun
   return out;
 }
 
-Result<pid_t> spawn_child(const ChildSpec& spec) {
+Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   const jail::Sandbox& sb = spec.sandbox;
   if (spec.fds.size() > 60) return make_error("internal error: too many fds for a child");
   if (sb.limits.nofile == 0 || sb.limits.nproc == 0) {
@@ -338,8 +338,11 @@ Result<pid_t> spawn_child(const ChildSpec& spec) {
     pid_t r;
     while ((r = waitpid(static_cast<pid_t>(pid), &status, 0)) < 0 && errno == EINTR) {
     }
+    // ECHILD: the child ended on its own (after saying why on stderr, if it could).
+    if (exit_status != nullptr) *exit_status = status;
     return make_error(what_child(spec) + " (" + spec.path + ") " + describe_wait_status(status) +
-                      " before it entered its sandbox");
+                          " before it entered its sandbox",
+                      ECHILD);
   }
   return reaped("sent a report moss does not understand: '" + *line + "'");
 }

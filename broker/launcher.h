@@ -38,8 +38,9 @@ struct ChildSpec {
 //
 // Returns once the child has entered its sandbox, with its pid (as the broker sees it).
 // A child that exits, fails to jail itself or does not report in time is killed and reaped,
-// and the error says why in one sentence.
-Result<pid_t> spawn_child(const ChildSpec& spec);
+// and the error says why in one sentence; when the child exited on its own, with err ECHILD
+// and its wait status in *exit_status (if given).
+Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status = nullptr);
 
 // The only variables of the broker's environment a child gets (the user's may hold secrets,
 // and a child is where a guest that breaks a parser ends up): MOSS_LOG (the log level); the

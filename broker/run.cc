@@ -33,6 +33,7 @@
 #include "broker/host.h"
 #include "broker/jail.h"
 #include "broker/launcher.h"
+#include "broker/standalone.h"
 #include "broker/vm_vsock.h"
 #include "broker/worker_control.h"
 #include "agent/client.h"
@@ -1169,15 +1170,7 @@ int control_command(const cli::Command& command) {
 }
 
 int exec_device(const std::string& kind, const std::vector<std::string>& args) {
-  std::string path = self_dir() + "/moss-" + kind;
-  std::vector<std::string> argv{"moss-" + kind};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> cargv;
-  for (auto& a : argv) cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-  execv(path.c_str(), cargv.data());
-  std::fprintf(stderr, "moss: cannot run the %s worker %s: %s\n", kind.c_str(), path.c_str(), strerror(errno));
-  return kExitFailure;
+  return standalone::run(kind, self_dir() + "/moss-" + kind, args);
 }
 
 }  // namespace moss

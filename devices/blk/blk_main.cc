@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <vector>
 
 #include "base/log.h"
@@ -81,9 +82,10 @@ int blk_main(int argc, char** argv) {
     control.reset(o.control_fd);
     ::fcntl(o.control_fd, F_SETFD, FD_CLOEXEC);
   }
-  // Started by moss, the worker is in its namespaces but not yet in its sandbox: the disk comes
-  // as --disk-fd. TODO(security): a standalone worker (--socket-path, --disk PATH) is not
-  // jailed yet.
+  // Started by moss run, the worker is in its namespaces but not yet in its sandbox: the disk
+  // comes as --disk-fd. Started by `moss device blk` (broker/standalone.h), it opens --disk and
+  // makes its --socket-path listener here, before the pivot hides the host's tree.
+  const bool jailed = sandbox::launched_jailed();  // enter() consumes what says so.
   auto disk = o.disk_fd >= 0 ? Disk::from_fd(UniqueFd(o.disk_fd), o.read_only,
                                              "the disk " + (o.disk.empty() ? "(fd " + std::to_string(o.disk_fd) + ")" : o.disk))
                              : Disk::open(o.disk, o.read_only);
@@ -93,6 +95,16 @@ int blk_main(int argc, char** argv) {
   // be replaced by an unrestricted one afterwards. One ring serves every queue.
   auto worker = Worker::create(*disk, DeviceOptions{o.num_queues, o.serial});
   if (!worker.ok()) return fail(1, worker.error().message);
+  UniqueFd listener;
+  std::optional<SocketPathGuard> guard;
+  if (!o.socket_path.empty()) {
+    auto l = listen_unix(o.socket_path, 8, /*nonblocking=*/false);
+    if (!l.ok()) return fail(1, l.error().message);
+    listener = std::move(*l);
+    // Jailed, the worker cannot remove its socket (blk.policy has no unlink, and the path is
+    // outside its root): whoever started it does.
+    if (!jailed) guard.emplace(o.socket_path);
+  }
   // Nothing above read a byte from the guest or a peer (policies/sandbox.h).
   sandbox::enter(sandbox::Role::kBlk);
   sandbox::run_own_probes_if_asked(sandbox::Role::kBlk, ring_probes(**worker));
@@ -101,11 +113,8 @@ int blk_main(int argc, char** argv) {
     if (auto r = (*worker)->watch_control(std::move(control), o.disk); !r.ok()) return fail(1, r.error().message);
   }
 
-  if (!o.socket_path.empty()) {
-    auto listener = listen_unix(o.socket_path, 8, /*nonblocking=*/false);
-    if (!listener.ok()) return fail(1, listener.error().message);
-    SocketPathGuard guard(o.socket_path);
-    auto r = (*worker)->serve_listener(listener->get());
+  if (listener.valid()) {
+    auto r = (*worker)->serve_listener(listener.get());
     if (!r.ok()) return fail(1, r.error().message);
     return 0;
   }

@@ -97,18 +97,21 @@ struct Session {
   uint64_t protocol = 0;
 };
 
+// A connection to the worker, which may still be between bind() and listen().
+Result<Frontend> connect_retrying(Worker& w) {
+  for (int tries = 0; tries < 100; tries++) {
+    auto c = Frontend::connect(w.socket_path());
+    if (c.ok()) return c;
+    std::this_thread::sleep_for(20ms);
+  }
+  return make_error("cannot connect to " + w.socket_path());
+}
+
 Result<Session> connect_to(Worker& w, bool reply_ack = true) {
   Session s;
   std::optional<Frontend> fe;
-  for (int tries = 0; tries < 100; tries++) {  // The worker may still be reaching listen().
-    auto c = Frontend::connect(w.socket_path());
-    if (c.ok()) {
-      fe.emplace(std::move(*c));
-      break;
-    }
-    std::this_thread::sleep_for(20ms);
-  }
-  if (!fe) return make_error("cannot connect to " + w.socket_path());
+  MOSS_TRY(Frontend c, connect_retrying(w));
+  fe.emplace(std::move(c));
   timeval tv{10, 0};
   ::setsockopt(fe->fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   MOSS_TRY(uint64_t features, fe->get_features());
@@ -236,7 +239,7 @@ TEST_P(HostileFrontend, GuestMemoryThatCouldBeTruncatedIsRefused) {
 }
 
 TEST_P(HostileFrontend, HalfAMessageHeldOpenIsDroppedAndTheNextFrontendServed) {
-  auto c = Frontend::connect(worker_->socket_path());
+  auto c = connect_retrying(*worker_);
   ASSERT_TRUE(c.ok()) << c.error().message;
   const uint8_t part[5] = {1, 0, 0, 0, 1};  // GET_FEATURES' request code and a flag byte of 12.
   ASSERT_EQ(::send(c->fd(), part, sizeof part, MSG_NOSIGNAL), 5);
@@ -248,7 +251,7 @@ TEST_P(HostileFrontend, HalfAMessageHeldOpenIsDroppedAndTheNextFrontendServed) {
 }
 
 TEST_P(HostileFrontend, SigtermEndsTheWorkerWhileAFrontendHoldsHalfAMessage) {
-  auto c = Frontend::connect(worker_->socket_path());
+  auto c = connect_retrying(*worker_);
   ASSERT_TRUE(c.ok()) << c.error().message;
   const uint8_t part[5] = {1, 0, 0, 0, 1};
   ASSERT_EQ(::send(c->fd(), part, sizeof part, MSG_NOSIGNAL), 5);
