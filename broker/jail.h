@@ -31,8 +31,8 @@ Sandbox vcpu(uint32_t cpus, size_t disks, uint64_t mem_bytes, bool enabled);
 // A moss-blk worker serving `queues` queues on a disk of `disk_bytes`.
 Sandbox blk(uint32_t queues, uint64_t disk_bytes, bool enabled);
 // A moss-vsock worker carrying at most `max_connections` streams at once (its
-// --max-connections; 256 unless told). Its jail keeps one host directory, that of its
-// --uds-path (moss-vsock asks for it: policies/sandbox.h).
+// --max-connections; 256 unless told). Started by moss run it keeps no host directory (the
+// broker connects for it); started by hand it keeps its --uds-path's (policies/sandbox.h).
 Sandbox vsock(bool enabled, uint32_t max_connections = 256);
 // The size of a disk image or block device (0 if it cannot be told).
 uint64_t disk_bytes(int fd);
