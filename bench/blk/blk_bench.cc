@@ -1113,6 +1113,10 @@ int main(int argc, char** argv) {
     q.kind = BackendKind::kQsd;
     q.disk = file;
     q.direct = true;
+    // The peers stay up and take turns on one image, which moss-blk holds locked as a writer
+    // (one writer per disk, base/disk_lock.h): qsd opens it without its own image locks. Locks
+    // are taken at open; nothing on the I/O path changes.
+    q.locking = false;
     BackendOptions qu = q;
     qu.io_uring = true;
     std::vector<Peer> peers;

@@ -28,6 +28,8 @@ struct BackendOptions {
   uint32_t num_queues = 1;
   bool direct = false;         // O_DIRECT on the image (qsd: cache.direct=on; moss-blk opens it that way).
   bool io_uring = false;       // qsd only: aio=io_uring instead of its thread pool.
+  bool locking = true;         // qsd only: false gives locking=off, for peers that take turns on
+                               // one image that moss-blk holds locked (one writer per disk).
   uint64_t null_bytes = 0;     // qsd only: export a null-co device of this size instead.
   bool pass_fd = false;        // moss-blk only: serve one connected socket passed as --fd.
   bool control = false;        // moss-blk only: a SOCK_SEQPACKET control socket as --control-fd, as the broker gives.
