@@ -52,9 +52,20 @@ if grep -q "^## Rows that failed" "$out"; then
   echo "some rows failed (see the end of $out)"
   fail=1
 fi
-if ! grep -q "^Verdict: quiet" "$out"; then
-  echo "the machine was not quiet: $(grep -m1 '^Verdict:' "$out" | cut -c1-200)"
-  echo "the figures in $out are marked contended (see its sections \"Quiet check\" and \"Contended runs\"); run again on a quiet machine"
-  fail=1
-fi
+# A contended point is never reported as clean: the verdict and the marks must agree. A
+# contended run is not a failure of this check (the host's steal time is not ours to control,
+# and CI must not fail on a noisy neighbour), but it says so loudly; MOSS_BENCH_REQUIRE_QUIET=1
+# (for figures that go into docs/SPECIFICATION.md) makes it one.
+verdict=$(grep -m1 '^Verdict:' "$out" | cut -c1-200)
+marked=$(grep -c '‡' "$out")
+case $verdict in
+  "Verdict: quiet"*)
+    [ "$marked" -eq 0 ] || { echo "the verdict is quiet but $marked lines carry the contended mark"; fail=1; } ;;
+  "Verdict: CONTENDED"*)
+    [ "$marked" -gt 0 ] || { echo "the verdict is CONTENDED but no figure is marked"; fail=1; }
+    echo "NOTE: the machine was not quiet: $verdict"
+    echo "NOTE: the figures in $out are marked contended (sections \"Quiet check\" and \"Contended runs\"); run again on a quiet machine for clean ones"
+    [ "${MOSS_BENCH_REQUIRE_QUIET:-0}" = 1 ] && fail=1 ;;
+  *) echo "no verdict line in $out"; fail=1 ;;
+esac
 exit $fail
