@@ -22,23 +22,8 @@ constexpr char kSocketName[] = "vsock";
 
 // The reply to one request, with `fd` attached when it is valid.
 void reply(int channel, uint32_t seq, int error, int fd) {
-  auto bytes = vsock::encode_connect_reply({seq, error});
-  iovec iov{bytes.data(), bytes.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (fd >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  }
   // The worker waits for this answer; if its socket is full or gone, it times out instead.
-  (void)sendmsg(channel, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)vsock::send_connect_reply(channel, {seq, error}, fd, MSG_DONTWAIT);
 }
 
 }  // namespace

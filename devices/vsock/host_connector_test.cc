@@ -34,24 +34,7 @@ ConnectRequest read_request(int fd) {
   return r.ok() ? *r : ConnectRequest{};
 }
 
-void answer(int fd, ConnectReply reply, int attach = -1) {
-  auto bytes = encode_connect_reply(reply);
-  iovec iov{bytes.data(), bytes.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (attach >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &attach, sizeof attach);
-  }
-  ASSERT_EQ(sendmsg(fd, &msg, 0), 8);
-}
+void answer(int fd, ConnectReply reply, int attach = -1) { ASSERT_EQ(send_connect_reply(fd, reply, attach), 8); }
 
 TEST(StarterConnector, GetsTheConnectedSocketTheStarterSends) {
   Channel ch;

@@ -1,5 +1,7 @@
 #include "devices/vsock/hybrid.h"
 
+#include <sys/socket.h>
+
 #include <charconv>
 #include <cstring>
 
@@ -65,6 +67,25 @@ Result<ConnectReply> decode_connect_reply(std::span<const uint8_t> packet) {
   int32_t error = static_cast<int32_t>(v.second);
   if (error < 0 || error > 4095) return make_error("a connect reply carries the impossible errno " + std::to_string(error));
   return ConnectReply{v.first, error};
+}
+
+ssize_t send_connect_reply(int channel, const ConnectReply& r, int fd, int flags) {
+  auto bytes = encode_connect_reply(r);
+  iovec iov{bytes.data(), bytes.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  return ::sendmsg(channel, &msg, MSG_NOSIGNAL | flags);
 }
 
 }  // namespace moss::vsock

@@ -12,6 +12,8 @@
 // A reply whose seq is not the last request's answers one that timed out; the worker drops it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -52,5 +54,8 @@ std::array<uint8_t, kConnectMessageBytes> encode_connect_reply(const ConnectRepl
 // Errors for anything but exactly 8 bytes; a reply's errno must be 0 to 4095.
 Result<ConnectRequest> decode_connect_request(std::span<const uint8_t> packet);
 Result<ConnectReply> decode_connect_reply(std::span<const uint8_t> packet);
+// Sends reply `r` on the connect channel, with `fd` attached when it is not -1 (one sendmsg,
+// MSG_NOSIGNAL and `flags`); the number of bytes sent, or -1 with errno.
+ssize_t send_connect_reply(int channel, const ConnectReply& r, int fd, int flags = 0);
 
 }  // namespace moss::vsock
