@@ -184,6 +184,7 @@ Window Probe::close() {
   w.seconds = end.wall - start_.wall;
   const double total = static_cast<double>(end.stat.total - start_.stat.total);
   if (total <= 0) return w;
+  w.ticks = total;
 
   // The bench's own CPU: this process and every process below it, alive at either end of the
   // window. A descendant's reaped children are in its cutime + cstime; one that was reaped
@@ -247,7 +248,7 @@ Window Probe::wait_quiet(const Criterion& c, int sample_ms, int max_wait_ms) {
     open();
     std::this_thread::sleep_for(std::chrono::milliseconds(sample_ms));
     Window w = close();
-    if ((w.background <= c.max_background && w.steal <= c.max_steal) || std::chrono::steady_clock::now() >= until) return w;
+    if ((!c.others_busy(w) && !c.stolen(w)) || std::chrono::steady_clock::now() >= until) return w;
   }
 }
 
