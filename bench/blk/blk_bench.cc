@@ -267,6 +267,7 @@ struct Options {
   // fio's CPUs in the main sections: "any" (it floats, as every other peer does), "irq" (the CPU
   // taking the disk's interrupts), "away" (the others), or a --cpus_allowed list.
   std::string fio_cpus = "any";
+  bool stop_when_contended = false;  // Stop at the first run still contended after its retries.
   bool busy = true;               // The section beside one CPU-bound process.
   bool placement = true;          // fio on the interrupts' CPU, away from it, and on any,
   double placement_seconds = 1;   // in rounds this long.
@@ -444,9 +445,10 @@ class Runner {
   // `warm`: reads the whole file once before each point (disk sections) and returns its MB/s.
   void run(Section& s, std::vector<Peer>& peers, const char* title, const std::function<double()>& warm = nullptr) {
     for (const Point& pt : s.points) {
+      if (stopped_) return;
       if (warm) s.warm_mbps[pt.key()] = warm();
-      for (int round = 0; round < o_.rounds; ++round) {
-        for (size_t i = 0; i < peers.size(); ++i) {
+      for (int round = 0; round < o_.rounds && !stopped_; ++round) {
+        for (size_t i = 0; i < peers.size() && !stopped_; ++i) {
           Peer& p = peers[(i + static_cast<size_t>(round)) % peers.size()];
           Run r = measure(p, pt);
           bool rate = p.disk || std::strcmp(title, "null") != 0;
@@ -464,6 +466,9 @@ class Runner {
   }
 
   int retries_used() const { return o_.retry_budget - retries_left_; }
+  // With --stop-when-contended: a run was still contended after its retries, and the bench
+  // stopped there.
+  bool stopped() const { return stopped_; }
 
  private:
   Run measure(Peer& p, const Point& pt) {
@@ -480,7 +485,10 @@ class Runner {
       r.fig = p.row(*pt.w, pt.qd, pt.seconds);
       r.during = probe_.close();
       r.contended = verdict(r, p.disk && !pt.w->write);
-      if (r.contended.empty() || !r.fig.ok || r.attempts > o_.retries || retries_left_ <= 0) return r;
+      if (r.contended.empty() || !r.fig.ok || r.attempts > o_.retries || retries_left_ <= 0) {
+        if (!r.contended.empty() && o_.stop_when_contended) stopped_ = true;
+        return r;
+      }
       --retries_left_;
       std::fprintf(stderr, "    %s %s QD%u contended (%s): again\n", p.column.c_str(), pt.w->label, pt.qd, r.contended.c_str());
     }
@@ -510,6 +518,7 @@ class Runner {
   quiet::Probe& probe_;
   int retries_left_;
   double wait_left_;
+  bool stopped_ = false;
 };
 
 // ---- The image ----
@@ -729,6 +738,7 @@ struct Facts {
   long extents = -1;
   double cached_before = -1, cached_after = -1;
   std::vector<double> warm_passes;  // MB/s of the passes over the file before the first run.
+  bool stopped = false;             // --stop-when-contended stopped the bench early.
   double wall = 0;
   int retries = 0;
 };
@@ -800,6 +810,10 @@ void write_results(const Options& o, const Facts& facts, const Section& disk, co
     out << "Verdict: quiet. Every one of the " << runs << " timed runs met the quiet criterion below";
     if (facts.retries) out << " (after " << facts.retries << " retries)";
     out << ".\n\n";
+  } else if (facts.stopped) {
+    out << "Verdict: CONTENDED. Stopped early (--stop-when-contended) after " << runs << " timed runs: " << contended
+        << " missed the quiet criterion below even after retries, so the rest was not measured; the cells that "
+           "include one are marked ‡ and are not clean figures (list at the end).\n\n";
   } else {
     out << "Verdict: CONTENDED. " << contended << " of the " << runs
         << " timed runs missed the quiet criterion below even after retries; every cell and ratio that includes one "
@@ -1055,7 +1069,7 @@ int usage() {
                "                 [--retries N] [--retry-budget N] [--wait-budget S]\n"
                "                 [--max-background PERCENT] [--max-steal PERCENT]\n"
                "                 [--fio-cpus any|irq|away|LIST] [--no-busy] [--no-placement]\n"
-               "                 [--placement-seconds S]\n"
+               "                 [--placement-seconds S] [--stop-when-contended]\n"
                "                 [--only disk|null]\n");
   return 2;
 }
@@ -1093,6 +1107,7 @@ int main(int argc, char** argv) {
     else if (a == "--max-steal") o.criterion.max_steal = std::atof(val().c_str()) / 100;
     else if (a == "--fio-cpus") o.fio_cpus = val();
     else if (a == "--no-busy") o.busy = false;
+    else if (a == "--stop-when-contended") o.stop_when_contended = true;
     else if (a == "--no-placement") o.placement = false;
     else if (a == "--placement-seconds") o.placement_seconds = std::atof(val().c_str());
     else if (a == "--size-mib") o.size = std::strtoull(val().c_str(), nullptr, 10) * kMiB;
@@ -1239,6 +1254,7 @@ int main(int argc, char** argv) {
 
   facts.cached_after = cached_share(file, o.size);
   facts.retries = runner.retries_used();
+  facts.stopped = runner.stopped();
   facts.wall = std::chrono::duration<double>(Clock::now() - t_start).count();
   write_results(o, facts, disk, busy, null, placement);
   std::fprintf(stderr, "blk_bench: results in %s\n", o.out.c_str());
