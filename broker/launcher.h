@@ -48,7 +48,8 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status = nullptr);
 // without MOSS_TEST_HOOKS ignores them) and MOSS_SECCOMP_TRAP (policies/sandbox.h; only Debug
 // builds honour it); and
 // in a sanitizer build only, ASAN_OPTIONS, UBSAN_OPTIONS and LSAN_OPTIONS (the leak check at
-// exit needs ptrace, which the sandbox forbids: tests turn it off).
+// exit needs ptrace, which the sandbox forbids: a jailed child's ASAN_OPTIONS gets
+// detect_leaks=0).
 std::vector<std::string_view> child_environment_names();
 
 // A child's whole environment: the variables of `env` (the broker's, NULL-terminated) named in

@@ -65,6 +65,13 @@ int blk_main(int argc, char** argv) {
   }
   // A frontend that goes away mid-reply must be an error value, not a signal.
   ::signal(SIGPIPE, SIG_IGN);
+  // SIGTERM and SIGINT wait until the loop handles them (stop_on_signals, below): the listening
+  // socket exists before that, and a starter that sees it may signal at once.
+  sigset_t ending;
+  sigemptyset(&ending);
+  sigaddset(&ending, SIGTERM);
+  sigaddset(&ending, SIGINT);
+  ::sigprocmask(SIG_BLOCK, &ending, nullptr);
 
   UniqueFd sock;
   if (o.fd >= 0) {
@@ -109,6 +116,7 @@ int blk_main(int argc, char** argv) {
   sandbox::enter(sandbox::Role::kBlk);
   sandbox::run_own_probes_if_asked(sandbox::Role::kBlk, ring_probes(**worker));
   if (auto r = (*worker)->stop_on_signals(); !r.ok()) return fail(1, r.error().message);
+  ::sigprocmask(SIG_UNBLOCK, &ending, nullptr);
   if (control.valid()) {
     if (auto r = (*worker)->watch_control(std::move(control), o.disk); !r.ok()) return fail(1, r.error().message);
   }

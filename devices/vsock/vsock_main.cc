@@ -81,6 +81,13 @@ int vsock_main(int argc, char** argv) {
   }
   // A peer that goes away mid-write must be an error value, not a signal.
   ::signal(SIGPIPE, SIG_IGN);
+  // SIGTERM and SIGINT wait until the loop handles them (stop_on_signals, below): the listening
+  // socket exists before that, and a starter that sees it may signal at once.
+  sigset_t ending;
+  sigemptyset(&ending);
+  sigaddset(&ending, SIGTERM);
+  sigaddset(&ending, SIGINT);
+  ::sigprocmask(SIG_BLOCK, &ending, nullptr);
 
   UniqueFd sock;
   if (o.fd >= 0) {
@@ -144,6 +151,7 @@ int vsock_main(int argc, char** argv) {
   auto worker = Worker::create(d);
   if (!worker.ok()) return fail(1, worker.error().message);
   if (auto r = (*worker)->stop_on_signals(); !r.ok()) return fail(1, r.error().message);
+  ::sigprocmask(SIG_UNBLOCK, &ending, nullptr);
   if (auto r = (*worker)->accept_hosts(host_listener.get()); !r.ok()) return fail(1, r.error().message);
 
   if (listener.valid()) {
