@@ -3,10 +3,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <chrono>
-
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 
