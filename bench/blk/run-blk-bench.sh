@@ -26,8 +26,8 @@ out=$outdir/blk-results.md
 rm -f "$out"
 dir=${MOSS_BENCH_DIR:-/var/tmp}
 # Figures for the specification must be clean: with MOSS_BENCH_REQUIRE_QUIET=1 the bench stops at
-# the first run still contended after its retries rather than measure ten minutes of a busy
-# machine.
+# the first run of a point that carries a promise still contended after its retries, rather than
+# measure ten minutes of a busy machine.
 quiet_args=()
 [ "${MOSS_BENCH_REQUIRE_QUIET:-0}" = 1 ] && quiet_args=(--stop-when-contended)
 "$build/blk_bench" --out "$out" --dir "$dir" --where "directly on this host (no VM: the harness is the guest)" \
@@ -75,7 +75,12 @@ case $verdict in
     [ "$marked" -gt 0 ] || { echo "the verdict is CONTENDED but no figure is marked"; fail=1; }
     echo "NOTE: the machine was not quiet: $verdict"
     echo "NOTE: the figures in $out are marked contended (sections \"Quiet check\" and \"Contended runs\"); run again on a quiet machine for clean ones"
-    [ "${MOSS_BENCH_REQUIRE_QUIET:-0}" = 1 ] && fail=1 ;;
+    # The specification takes its figures from the points that carry promises: those must be
+    # clean; a contended run elsewhere is marked in the file, and said so here.
+    if [ "${MOSS_BENCH_REQUIRE_QUIET:-0}" = 1 ] && ! grep -q '^Promised points: clean' "$out"; then
+      echo "a point that carries a promise was contended (MOSS_BENCH_REQUIRE_QUIET=1)"
+      fail=1
+    fi ;;
   *) echo "no verdict line in $out"; fail=1 ;;
 esac
 exit $fail
