@@ -22,8 +22,9 @@
 // the rounds with their min-max. Before and during every timed run the machine's other load
 // is measured (quiet.h): a run where anything outside the bench took more than a small share
 // of the CPU, or the hypervisor stole it, or (read rows) the disk served others, is retried,
-// and if it is still contended it is kept, marked, and the file's verdict says so; the run
-// script then fails. Each backend process's CPU time (utime + stime from /proc/PID/stat, all
+// and if it is still contended it is kept, marked, and the file's verdict says so (and its
+// line "Promised points" whether the points that carry promises were all clean, which the run
+// script requires with MOSS_BENCH_REQUIRE_QUIET=1). Each backend process's CPU time (utime + stime from /proc/PID/stat, all
 // its threads) is read around every run and reported per GiB moved; for fio, the job's own
 // usr_cpu + sys_cpu. No figure is asserted.
 #include <fcntl.h>
@@ -452,10 +453,10 @@ class Runner {
         for (size_t i = 0; i < peers.size() && !stopped_; ++i) {
           Peer& p = peers[(i + static_cast<size_t>(round)) % peers.size()];
           Run r = measure(p, pt);
-          bool rate = p.disk || std::strcmp(title, "null") != 0;
+          bool in_unit = p.disk || std::strcmp(title, "null") != 0;  // Else requests per second.
           std::fprintf(stderr, "  %-6s r%d %-13s %-30s QD%-2u %10.0f %-5s CPU %6.3f s/GiB  other %s steal %s%s%s%s%s\n", title,
-                       round + 1, p.column.c_str(), pt.w->label, pt.qd, rate ? r.fig.value(*pt.w) : r.fig.per_second(),
-                       rate ? pt.w->unit : "req/s", r.fig.cpu_per_gib(),
+                       round + 1, p.column.c_str(), pt.w->label, pt.qd, in_unit ? r.fig.value(*pt.w) : r.fig.per_second(),
+                       in_unit ? pt.w->unit : "req/s", r.fig.cpu_per_gib(),
                        quiet::percent(r.during.background).c_str(), quiet::percent(r.during.steal).c_str(),
                        r.attempts > 1 ? (" after " + std::to_string(r.attempts) + " attempts").c_str() : "",
                        r.contended.empty() ? "" : "  CONTENDED: ", r.contended.c_str(),
