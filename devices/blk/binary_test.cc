@@ -15,6 +15,7 @@
 
 #include "devices/blk/cli.h"
 #include "devices/blk/test_guest.h"
+#include "tests/support/disk_lock_wait.h"
 #include "tests/support/subprocess.h"
 
 namespace moss::blk {
@@ -132,19 +133,9 @@ class BlkBinaryTest : public GuestDriverTest {
     return v;
   }
 
-  // Whether anyone still holds a lock on the disk (base/disk_lock.h), polled until `timeout`.
+  // Whether the disk's locks are all gone by `timeout` (tests/support/disk_lock_wait.h).
   bool wait_until_disk_unlocked(seconds timeout) {
-    UniqueFd fd(::open(disk_path_.c_str(), O_RDONLY | O_CLOEXEC));
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      struct flock l {};
-      l.l_type = F_WRLCK;
-      l.l_whence = SEEK_SET;
-      if (::fcntl(fd.get(), F_OFD_GETLK, &l) != 0) return false;
-      if (l.l_type == F_UNLCK) return true;
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    return moss::test::wait_until_disk_unlocked(disk_path_, timeout);
   }
 
   std::string sock_;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "base/syscall.h"
+#include "tests/support/disk_lock_wait.h"
 
 namespace moss::harness {
 namespace {
@@ -86,31 +87,11 @@ std::optional<std::string> BackendProcess::unavailable(BackendKind kind) {
   return std::nullopt;
 }
 
-namespace {
-
-// Waits until no process holds a lock on `path` (base/disk_lock.h: moss-blk and QEMU lock their
-// images). A backend that just exited can hold its lock a little longer: its io_uring is torn
-// down after the process, and with it the last reference to the open file. Backends taking
-// turns on one image (the bench, reconnect tests) must not see each other's locks.
-void wait_for_no_lock(const std::string& path, std::chrono::milliseconds limit) {
-  if (path.empty()) return;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return;
-  auto end = std::chrono::steady_clock::now() + limit;
-  do {
-    struct flock l {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    if (::fcntl(fd.get(), F_OFD_GETLK, &l) != 0 || l.l_type == F_UNLCK) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  } while (std::chrono::steady_clock::now() < end);
-}
-
-}  // namespace
-
 Result<std::unique_ptr<BackendProcess>> BackendProcess::start(const BackendOptions& o, std::chrono::milliseconds timeout) {
   if (auto why = unavailable(o.kind)) return make_error(std::string(backend_name(o.kind)) + ": " + *why);
-  if (o.null_bytes == 0) wait_for_no_lock(o.disk, std::chrono::seconds(10));
+  // Backends taking turns on one image (the bench, reconnect tests) must not see the lock of
+  // one that just stopped.
+  if (o.null_bytes == 0 && !o.disk.empty()) (void)test::wait_until_disk_unlocked(o.disk, std::chrono::seconds(10));
   MOSS_TRY(TempDir dir, TempDir::create());
   std::unique_ptr<BackendProcess> p(new BackendProcess(o, std::move(dir)));
 
