@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -466,6 +467,20 @@ TEST(Sandbox, ChildrenSeeNoneOfTheBrokersOtherEnvironment) {
   }
 }
 
+// Starts each role jailed with MOSS_SECCOMP_TRAP=1 and its forbidden-call hook; `check` gets the
+// role, how the child ended and its stderr.
+void for_each_role_trapping_its_forbidden_call(
+    const std::function<void(Role, const std::string& how, const std::string& err)>& check) {
+  for (Role role : sandbox::all_roles()) {
+    ScopedEnv env({{sandbox::kSeccompTrapEnv, "1"}, {sandbox::kForbiddenEnv, sandbox::role_name(role)}});
+    Child c = start(role, true);
+    ASSERT_GT(c.pid, 0) << c.error.message;
+    int status = 0;
+    std::string err = c.finish(&status);
+    check(role, describe_wait_status(status), err);
+  }
+}
+
 // MOSS_SECCOMP_TRAP=1 turns the kill into a catchable trap, which a compromised child could
 // use to survive its denied calls. Production (Release) binaries ignore it: a forbidden call
 // still kills each role with SIGSYS.
@@ -474,15 +489,10 @@ TEST(Sandbox, SeccompTrapIsIgnoredByReleaseBuilds) {
     GTEST_SKIP() << "SKIP: this is a build with MOSS_SECCOMP_TRAP_HOOK (Debug), which honours MOSS_SECCOMP_TRAP; "
                     "the Release build runs this test";
   }
-  for (Role role : sandbox::all_roles()) {
-    ScopedEnv env({{sandbox::kSeccompTrapEnv, "1"}, {sandbox::kForbiddenEnv, sandbox::role_name(role)}});
-    Child c = start(role, true);
-    ASSERT_GT(c.pid, 0) << c.error.message;
-    int status = 0;
-    std::string err = c.finish(&status);
-    EXPECT_EQ(describe_wait_status(status), "was killed by signal 31 (SIGSYS)") << sandbox::role_name(role) << "\n" << err;
+  for_each_role_trapping_its_forbidden_call([](Role role, const std::string& how, const std::string& err) {
+    EXPECT_EQ(how, "was killed by signal 31 (SIGSYS)") << sandbox::role_name(role) << "\n" << err;
     EXPECT_EQ(err.find("moss: seccomp:"), std::string::npos) << err;
-  }
+  });
 }
 
 // In a Debug build (the sanitizer build CI tests with) the trap names the denied call.
@@ -491,17 +501,12 @@ TEST(Sandbox, SeccompTrapNamesTheCallInDebugBuilds) {
     GTEST_SKIP() << "SKIP: MOSS_SECCOMP_TRAP is compiled only into Debug builds (MOSS_SECCOMP_TRAP_HOOK); the "
                     "sanitizer build of .ci/setup test runs this test";
   }
-  for (Role role : sandbox::all_roles()) {
-    ScopedEnv env({{sandbox::kSeccompTrapEnv, "1"}, {sandbox::kForbiddenEnv, sandbox::role_name(role)}});
-    Child c = start(role, true);
-    ASSERT_GT(c.pid, 0) << c.error.message;
-    int status = 0;
-    std::string err = c.finish(&status);
-    EXPECT_EQ(describe_wait_status(status), "exited with status 159") << sandbox::role_name(role) << "\n" << err;
+  for_each_role_trapping_its_forbidden_call([](Role role, const std::string& how, const std::string& err) {
+    EXPECT_EQ(how, "exited with status 159") << sandbox::role_name(role) << "\n" << err;
     EXPECT_NE(err.find("moss: seccomp: system call " + std::to_string(SYS_syslog) + " is not allowed by this role's policy"),
               std::string::npos)
         << err;
-  }
+  });
 }
 
 TEST(Launcher, ChildThatNeverEntersItsSandboxIsRefused) {
