@@ -145,9 +145,10 @@ bool write_file(const char* path, const char* text) {
   if (report < 0 || err < 0) child_fail(p.report_fd, kStepFds);
   if (dup2(p.devnull, 0) < 0 || dup2(err, 1) < 0 || dup2(err, 2) < 0) child_fail(report, kStepFds);
   for (size_t i = 0; i < n; i++) {
-    if (dup2(high[i], static_cast<int>(3 + i)) < 0) child_fail(report, kStepFds);  // dup2 clears CLOEXEC.
+    // dup2 clears CLOEXEC. The numbers are PassedFds's: kFirst + i.
+    if (dup2(high[i], sandbox::PassedFds::kFirst + static_cast<int>(i)) < 0) child_fail(report, kStepFds);
   }
-  int report_target = static_cast<int>(3 + n);
+  int report_target = sandbox::PassedFds::kFirst + static_cast<int>(n);
   if (dup2(report, report_target) < 0) child_fail(report, kStepFds);
   syscall(SYS_close_range, report_target + 1, ~0u, 0);
   if (p.jail) {
@@ -254,7 +255,7 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   if (spec.fds.size() > 60) return make_error("internal error: too many fds for a child");
   if (sb.limits.nofile == 0 || sb.limits.nproc == 0) {
     return make_error("internal error: " + what_child(spec) + " was given no sandbox limits (set ChildSpec::sandbox, "
-                      "e.g. to jail::blk(...))");
+                      "e.g. to jail::worker(...))");
   }
   std::vector<char*> argv;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -263,7 +264,7 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   int report_pipe[2];
   MOSS_CHECK(MOSS_SYS(pipe2(report_pipe, O_CLOEXEC)));
   UniqueFd report_read(report_pipe[0]), report_write(report_pipe[1]);
-  sandbox::Launch launch{sb.role, sb.enabled, static_cast<int>(3 + spec.fds.size())};
+  sandbox::Launch launch{sb.role, sb.enabled, spec.fds.next()};
   std::vector<std::string> env_store = child_environment(environ, launch);
   std::vector<char*> envp;
   for (auto& e : env_store) envp.push_back(e.data());
@@ -280,7 +281,7 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   plan.path = spec.path.c_str();
   plan.argv = argv.data();
   plan.envp = envp.data();
-  plan.fds = spec.fds.data();
+  plan.fds = spec.fds.ours().data();
   plan.nfds = spec.fds.size();
   plan.devnull = devnull;
   plan.stderr_fd = spec.stderr_fd;

@@ -16,16 +16,21 @@ namespace moss {
 struct ChildSpec {
   std::string path;                // Executable.
   std::vector<std::string> argv;   // argv[0] included.
-  // fds[i] becomes fd 3+i in the child; every other fd except 0-2 is closed (the sandbox's
-  // report pipe comes after them: fd 3+fds.size()). stdin is /dev/null; stdout and stderr are
-  // `stderr_fd` (default: the broker's stderr; children never write to the user's stdout:
-  // that carries the guest's output).
-  std::vector<int> fds;
+  // The fds the child keeps, each at the number pass_fd() returned for it; every other fd
+  // except 0-2 is closed (the sandbox's report pipe comes after them: fds.next()). stdin is
+  // /dev/null; stdout and stderr are `stderr_fd` (default: the broker's stderr; children never
+  // write to the user's stdout: that carries the guest's output).
+  sandbox::PassedFds fds;
   int stderr_fd = 2;
   // Required: every child is jailed (unless sandbox.enabled is false: --no-sandbox).
   jail::Sandbox sandbox;
   // How long the child may take from spawn to having entered its sandbox.
   int enter_timeout_ms = 30000;
+
+  // Gives the child `fd` (still open in the broker when spawn_child() runs); returns the
+  // number it has in the child. The only way to pass one: put that number in the argv or
+  // the start message, never a literal.
+  int pass_fd(int fd) { return fds.pass(fd); }
 };
 
 // The one way moss starts a child. It gets its own process group (so the terminal's Ctrl-C

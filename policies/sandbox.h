@@ -24,12 +24,44 @@
 // TODO(security): jail standalone workers too (they open their disk and socket by path).
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "policies/builtin.h"
 
 namespace moss::sandbox {
+
+// The fds a child keeps (the sandbox closes every other but 0-2), in order: the i-th passed
+// becomes fd kFirst + i in the child. pass() is the only way to add one, and it returns that
+// number, so an argv built from it ("--fd", n) cannot drift from where the fd lands.
+class PassedFds {
+ public:
+  static constexpr int kFirst = 3;
+  // `fd` (ours, still open when the child is spawned) becomes the returned fd in the child.
+  int pass(int fd) {
+    fds_.push_back(fd);
+    return kFirst + static_cast<int>(fds_.size()) - 1;
+  }
+  std::span<const int> ours() const { return fds_; }
+  size_t size() const { return fds_.size(); }
+  int operator[](size_t i) const { return fds_.at(i); }  // Ours, of the fd the child has as kFirst + i.
+  // The first number after the passed fds (the launcher puts its report pipe there).
+  int next() const { return kFirst + static_cast<int>(fds_.size()); }
+
+ private:
+  std::vector<int> fds_;
+};
+
+// A child's resource limits: RLIMIT_* values, soft = hard (the child cannot raise them: no
+// CAP_SYS_RESOURCE).
+struct Limits {
+  uint64_t nofile = 0;   // open fds
+  uint64_t nproc = 0;    // tasks of the child's uid in its user namespace: its threads
+  uint64_t fsize = 0;    // the largest file offset it may write or truncate to
+  uint64_t memlock = 0;  // locked memory
+};
 
 // Set by the launcher: "ROLE:MODE:FD". MODE is "jail", or "none" for --no-sandbox; FD is the
 // write end of a pipe on which enter() reports "ok" or "error SENTENCE", one line.
