@@ -9,20 +9,6 @@
 
 namespace moss {
 
-Result<void> kvm_check_api(int kvm_fd) {
-  MOSS_TRY(int version, MOSS_SYS(ioctl(kvm_fd, KVM_GET_API_VERSION, 0)));
-  if (version != KVM_API_VERSION) {
-    return make_error("this kernel's KVM API version is " + std::to_string(version) + ", moss needs " +
-                      std::to_string(KVM_API_VERSION));
-  }
-  return {};
-}
-
-int kvm_check_extension(int fd, long cap) {
-  int r = ioctl(fd, KVM_CHECK_EXTENSION, cap);
-  return r < 0 ? 0 : r;
-}
-
 Result<std::vector<kvm_cpuid_entry2>> kvm_supported_cpuid(int kvm_fd) {
   for (uint32_t n = 64; n <= 4096; n *= 2) {
     std::vector<uint8_t> buf(sizeof(KvmCpuid2Header) + n * sizeof(kvm_cpuid_entry2));

@@ -9,6 +9,7 @@
 
 #include "base/fd.h"
 #include "base/result.h"
+#include "vcpu/kvm_caps.h"
 
 namespace moss {
 
@@ -54,9 +55,6 @@ struct VcpuState {
   kvm_debugregs debugregs{};
 };
 
-// A system /dev/kvm fd, checked for API version 12.
-Result<void> kvm_check_api(int kvm_fd);
-int kvm_check_extension(int fd, long cap);  // 0 when absent.
 Result<std::vector<kvm_cpuid_entry2>> kvm_supported_cpuid(int kvm_fd);
 // The MSRs KVM can save and restore (KVM_GET_MSR_INDEX_LIST).
 Result<std::vector<uint32_t>> kvm_msr_index_list(int kvm_fd);
