@@ -213,6 +213,12 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
       MOSS_TRY(std::string v, value("--vhost-user-blk"));
       MOSS_TRY(Disk d, parse_vhost_user_disk(v));
       o.disks.push_back(d);
+    } else if (a == "--device") {
+      MOSS_TRY(std::string v, value("--device"));
+      size_t comma = v.find(',');
+      DeviceArg d{v.substr(0, comma), comma == std::string::npos ? std::string() : v.substr(comma + 1)};
+      if (d.kind.empty()) return make_error("--device needs KIND[,OPTIONS]");
+      o.devices.push_back(d);
     } else if (a == "--name") {
       MOSS_TRY(o.name, value("--name"));
       MOSS_CHECK(control::check_name(o.name));

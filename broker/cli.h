@@ -7,18 +7,18 @@
 #include <vector>
 
 #include "base/result.h"
+#include "devices/blk/module.h"
 
 namespace moss::cli {
 
-// A virtio-blk disk: a file or block device served by a moss-blk worker the broker starts,
-// or an already running vhost-user-blk backend (e.g. qemu-storage-daemon) at a socket.
-struct Disk {
-  std::string path;          // Image file, or the backend's socket with vhost_user.
-  bool readonly = false;
-  bool vhost_user = false;
-  // vhost_user: the backend gets the guest's memory, so whoever listens at `path` must be
-  // this user or root, or the uid given with ",peer-uid=N" (the user's explicit trust).
-  std::optional<uint32_t> peer_uid;
+// A virtio-blk disk (--disk, --vhost-user-blk): the blk module plans it.
+using Disk = device::blk::Disk;
+
+// --device KIND[,OPTIONS]: a device of any kind a module handles (devices/modules.h); its
+// module parses OPTIONS. For test devices (null); not in the usage text.
+struct DeviceArg {
+  std::string kind;
+  std::string options;
 };
 
 struct RunOptions {
@@ -30,6 +30,7 @@ struct RunOptions {
   uint32_t cpus = 1;
   std::string stats_file;    // --stats FILE: JSON figures for bench/.
   std::vector<Disk> disks;   // In guest order: /dev/vda first.
+  std::vector<DeviceArg> devices;  // After the disks, in order.
   std::string name;          // --name N: a control socket so that moss ls/stats/stop find it.
   bool no_sandbox = false;   // --no-sandbox: children run unjailed (debugging only; warns).
   bool has_command = false;  // "--" was given.

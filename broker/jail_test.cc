@@ -29,6 +29,8 @@
 #include "base/fd.h"
 #include "broker/jail.h"
 #include "broker/launcher.h"
+#include "devices/blk/module.h"
+#include "devices/vsock/module.h"
 #include "policies/probes.h"
 
 namespace moss {
@@ -121,23 +123,25 @@ Child start(Role role, bool jailed) {
     disk.reset(memfd_create("moss-jail-test-disk", MFD_CLOEXEC));
     EXPECT_EQ(ftruncate(disk.get(), 1 << 20), 0);
     spec.path = build_dir() + "/moss-blk";
-    spec.argv = {"moss-blk", "--fd", "3", "--disk-fd", "4", "--disk", "test.img"};
-    spec.fds = {sv[1], disk.get()};
-    spec.sandbox = jail::blk(1, 1 << 20, jailed);
+    int fd = spec.pass_fd(sv[1]);
+    int disk_fd = spec.pass_fd(disk.get());
+    spec.argv = {"moss-blk", "--fd", std::to_string(fd), "--disk-fd", std::to_string(disk_fd), "--disk", "test.img"};
+    spec.sandbox = jail::worker(Role::kBlk, device::blk::limits(1, 1 << 20), jailed);
   } else if (role == Role::kVsock) {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     c.dir = ScopedDir::make();
     spec.path = build_dir() + "/moss-vsock";
-    spec.argv = {"moss-vsock", "--fd", "3", "--guest-cid", "3", "--uds-path", c.dir.path + "/vsock.sock"};
-    spec.fds = {sv[1]};
-    spec.sandbox = jail::vsock(jailed);
+    spec.argv = {"moss-vsock", "--fd", std::to_string(spec.pass_fd(sv[1])), "--guest-cid", "3", "--uds-path",
+                 c.dir.path + "/vsock.sock"};
+    spec.sandbox = jail::worker(Role::kVsock, device::vsock::limits(), jailed);
   } else {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
     disk.reset(open("/dev/null", O_RDWR | O_CLOEXEC));  // Stands in for /dev/kvm and the kernel.
     spec.path = build_dir() + "/moss-vcpu";
-    spec.argv = {"moss-vcpu", "--control-fd", "3"};
-    spec.fds = {sv[1], disk.get(), disk.get()};
-    spec.sandbox = jail::vcpu(1, 0, 64 << 20, jailed);
+    spec.argv = {"moss-vcpu", "--control-fd", std::to_string(spec.pass_fd(sv[1]))};
+    spec.pass_fd(disk.get());
+    spec.pass_fd(disk.get());
+    spec.sandbox = jail::vcpu(1, 0, 0, 64 << 20, jailed);
   }
   c.peer.reset(sv[0]);
   theirs.reset(sv[1]);
@@ -299,7 +303,7 @@ TEST(Sandbox, JailedWorkerSeenFromOutside) {
   }
   // Its limits are the role's.
   std::string limits = read_text(proc + "/limits");
-  auto expect = jail::blk(1, 1 << 20, true).limits;
+  auto expect = device::blk::limits(1, 1 << 20);
   EXPECT_NE(limits.find("Max open files            " + std::to_string(expect.nofile)), std::string::npos) << limits;
   EXPECT_NE(limits.find("Max core file size        0"), std::string::npos) << limits;
   // Its fds: stdio, the socket, the disk, and what it made itself (io_uring, eventfds, epoll,
@@ -513,7 +517,7 @@ TEST(Launcher, ChildThatNeverEntersItsSandboxIsRefused) {
   ChildSpec spec;
   spec.path = "/bin/true";
   spec.argv = {"true"};
-  spec.sandbox = jail::blk(1, 0, true);
+  spec.sandbox = jail::worker(Role::kBlk, device::blk::limits(1, 0), true);
   auto pid = spawn_child(spec);
   ASSERT_FALSE(pid.ok());
   EXPECT_EQ(pid.error().message, "the blk process (/bin/true) exited with status 0 before it entered its sandbox");
@@ -532,7 +536,7 @@ TEST(Launcher, MissingProgramIsOneSentence) {
   ChildSpec spec;
   spec.path = "/nonexistent/moss-blk";
   spec.argv = {"moss-blk"};
-  spec.sandbox = jail::blk(1, 0, true);
+  spec.sandbox = jail::worker(Role::kBlk, device::blk::limits(1, 0), true);
   auto pid = spawn_child(spec);
   ASSERT_FALSE(pid.ok());
   EXPECT_EQ(pid.error().message,
@@ -545,7 +549,7 @@ TEST(Launcher, WrongRoleIsRefusedByTheChild) {
   // moss-vcpu, which enters its sandbox first thing, told it is a blk worker.
   spec.path = build_dir() + "/moss-vcpu";
   spec.argv = {"moss-vcpu", "--help"};
-  spec.sandbox = jail::blk(1, 1 << 20, true);
+  spec.sandbox = jail::worker(Role::kBlk, device::blk::limits(1, 1 << 20), true);
   int err[2];
   ASSERT_EQ(pipe2(err, O_CLOEXEC), 0);
   UniqueFd r(err[0]), w(err[1]);

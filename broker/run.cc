@@ -22,7 +22,6 @@
 
 #include <kj/exception.h>
 
-#include "base/disk_lock.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
@@ -34,14 +33,16 @@
 #include "broker/jail.h"
 #include "broker/launcher.h"
 #include "broker/standalone.h"
+#include "broker/vm_devices.h"
 #include "broker/vm_vsock.h"
 #include "broker/worker_control.h"
 #include "agent/client.h"
 #include "moss-init/cmdline.h"
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
+#include "ipc/guest_abi.h"
 #include "vcpu/bzimage.h"
-#include "vcpu/kvm.h"
+#include "vcpu/kvm_caps.h"
 
 #ifndef MOSS_DEFAULT_KERNEL
 #define MOSS_DEFAULT_KERNEL ""
@@ -84,88 +85,13 @@ Result<UniqueFd> open_input(const std::string& path, const char* what) {
 struct Prepared {
   UniqueFd kvm, kernel, initrd;
   std::string cmdline;
-  // One per disk, in order: the vcpu's end of the vhost-user connection. For --disk the
-  // other end goes to a moss-blk worker; for --vhost-user-blk it is the backend's socket.
-  std::vector<UniqueFd> disk_sockets;
-  std::vector<UniqueFd> worker_sockets;  // By disk; invalid for --vhost-user-blk.
-  std::vector<UniqueFd> worker_disks;    // By disk: the image the worker serves (--disk-fd).
+  std::vector<device::Device> devices;  // Planned by their modules (broker/vm_devices.h).
 };
 
-Result<UniqueFd> connect_unix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return make_error("the socket path " + path + " is too long");
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  MOSS_TRY(int fd, MOSS_SYS(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
-  UniqueFd sock(fd);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return make_error("cannot connect to the vhost-user backend at " + path + ": " + strerror(errno), errno);
-  }
-  return sock;
-}
+// moss-init builds its own copy of the contract; the vcpu process's must be the same.
+static_assert(guest::kExitPort == guest_abi::kExitPort);
 
-// A vhost-user backend is sent the guest's memory (the memfd, mapped read-write) and its
-// rings: whoever listens at the path must be this user or root, or the uid the user named
-// (",peer-uid=N"). Checked right after connect, before a byte is sent; a socket another user
-// put at a well-known path (/tmp/qsd.sock) is refused.
-Result<void> check_backend_peer(int sock, const cli::Disk& d) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  MOSS_CHECK(MOSS_SYS(getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len)));
-  const uid_t me = geteuid();
-  if (cred.uid == me || cred.uid == 0 || (d.peer_uid && cred.uid == *d.peer_uid)) return {};
-  const std::string uid = std::to_string(cred.uid);
-  return make_error("the vhost-user backend at " + d.path + " runs as uid " + uid + ", neither you (uid " +
-                    std::to_string(me) + ") nor root, and would be given the guest's memory; if you trust that user, "
-                    "give --vhost-user-blk " + d.path + ",peer-uid=" + uid);
-}
-
-Result<void> prepare_disks(const cli::RunOptions& o, Prepared& p) {
-  std::vector<std::pair<std::string, std::pair<dev_t, ino_t>>> seen;  // Path, identity of each disk so far.
-  for (const auto& d : o.disks) {
-    if (d.vhost_user) {
-      MOSS_TRY(UniqueFd sock, connect_unix(d.path));
-      MOSS_CHECK(check_backend_peer(sock.get(), d));
-      p.disk_sockets.push_back(std::move(sock));
-      p.worker_sockets.emplace_back();
-      p.worker_disks.emplace_back();
-      continue;
-    }
-    // Opened here and passed in: the jailed worker has no path to open.
-    int fd = open(d.path.c_str(), (d.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (fd < 0) {
-      return make_error("cannot open the disk " + d.path + (d.readonly ? " for reading: " : " for reading and writing: ") +
-                        strerror(errno), errno);
-    }
-    UniqueFd disk(fd);
-    struct stat st;
-    MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-      return make_error("the disk " + d.path + " is neither a regular file nor a block device");
-    }
-    // The same file (or block device) under two names would be two writers of one disk.
-    auto identity = S_ISBLK(st.st_mode) ? std::make_pair(dev_t{0}, static_cast<ino_t>(st.st_rdev))
-                                        : std::make_pair(st.st_dev, st.st_ino);
-    for (size_t i = 0; i < seen.size(); i++) {
-      if (seen[i].second == identity) {
-        return make_error("the disk " + d.path + " is the same " + (S_ISBLK(st.st_mode) ? "device" : "file") +
-                          " as the disk " + seen[i].first + " given before it; give each disk once");
-      }
-    }
-    seen.emplace_back(d.path, identity);
-    // One disk, one writer (base/disk_lock.h): another moss or QEMU using it is refused. The
-    // lock is on this open file, so it stays with the worker this fd is passed to.
-    MOSS_CHECK(lock_disk(fd, d.readonly, "the disk " + d.path));
-    int sv[2];
-    MOSS_CHECK(MOSS_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
-    p.disk_sockets.emplace_back(sv[0]);
-    p.worker_sockets.emplace_back(sv[1]);
-    p.worker_disks.push_back(std::move(disk));
-  }
-  return {};
-}
-
-Result<Prepared> prepare(const cli::RunOptions& o) {
+Result<Prepared> prepare(const cli::RunOptions& o, device::vsock::Host vsock) {
   Prepared p;
   std::string kernel_path = o.kernel.empty() ? MOSS_DEFAULT_KERNEL : o.kernel;
   if (kernel_path.empty()) {
@@ -200,14 +126,11 @@ Result<Prepared> prepare(const cli::RunOptions& o) {
                       std::to_string(host_mem >> 20) + " MiB of memory");
   }
 
-  MOSS_CHECK(prepare_disks(o, p));
+  MOSS_TRY(p.devices, vmdevices::plan(o, std::move(vsock)));
   MOSS_TRY(p.kvm, host::open_kvm(host::kvm_path()));
   MOSS_CHECK(kvm_check_api(p.kvm.get()));
-  int max_vcpus = kvm_check_extension(p.kvm.get(), KVM_CAP_MAX_VCPUS);
-  if (max_vcpus <= 0) max_vcpus = kvm_check_extension(p.kvm.get(), KVM_CAP_NR_VCPUS);
-  if (max_vcpus <= 0) max_vcpus = 4;  // KVM's documented minimum when neither cap answers.
-  if (max_vcpus > 254) max_vcpus = 254;  // xAPIC ids, with one left for the IOAPIC.
-  if (o.cpus > static_cast<uint32_t>(max_vcpus)) {
+  const uint32_t max_vcpus = kvm_max_vcpus(p.kvm.get());
+  if (o.cpus > max_vcpus) {
     return make_error("--cpus " + std::to_string(o.cpus) + " is more than this host's KVM allows (at most " +
                       std::to_string(max_vcpus) + ")");
   }
@@ -227,15 +150,7 @@ std::string self_dir() {
   return path.substr(0, path.rfind('/'));
 }
 
-constexpr char kVsockWorker[] = "the vsock worker";
-
-// A device worker the broker started for this VM.
-struct Worker {
-  pid_t pid = -1;
-  std::string what;  // "the blk worker for disk.img"
-  bool reaped = false;
-  UniqueFd control;  // ipc/worker.capnp (broker/worker_control.h); invalid for none.
-};
+using vmdevices::Worker;
 
 // Supervises one vcpu process, and the device workers, from a libevent loop.
 class Session {
@@ -466,7 +381,7 @@ control::VmStats Session::stats() const {
   s.processes.push_back(control::process_stats("broker", getpid()));
   s.processes.push_back(control::process_stats("vcpu", pid_));
   for (const auto& w : workers_) {
-    if (!w.reaped) s.processes.push_back(control::process_stats(w.what.substr(4), w.pid));  // Drop "the ".
+    if (!w.reaped) s.processes.push_back(control::process_stats(w.description.substr(4), w.pid));  // Drop "the ".
   }
   for (const auto& d : options_.disks) s.disks.push_back(d.path + (d.readonly ? ",ro" : ""));
   for (const auto& w : workers_) {
@@ -476,7 +391,7 @@ control::VmStats Session::stats() const {
     auto r = worker::call(w.control.get(), worker::Request::kStats, {}, 500);
     if (!r) continue;
     const auto& st = r->stats;
-    s.disk_stats.push_back({w.what.substr(4), st.read_requests, st.write_requests, st.flush_requests,
+    s.disk_stats.push_back({w.description.substr(4), st.read_requests, st.write_requests, st.flush_requests,
                             st.other_requests, st.bytes_read, st.bytes_written, st.errors, st.in_flight});
   }
   return s;
@@ -625,7 +540,7 @@ void Session::reap_workers() {
     // An exit report the vcpu process sent before closing its connections explains it.
     read_control();
     if (have_exit_) continue;
-    worker_failure_ = w.what + " (pid " + std::to_string(w.pid) + ") " + describe_wait_status(status) +
+    worker_failure_ = w.description + " (pid " + std::to_string(w.pid) + ") " + describe_wait_status(status) +
                       " while the VM was running";
     worker_exit_clean_ = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (worker_exit_clean_) {
@@ -664,7 +579,7 @@ void Session::stop_workers() {
     }
   }
   for (const auto& w : workers_) {
-    if (!w.reaped) LOG_WARN("%s (pid %d) did not exit", w.what.c_str(), w.pid);
+    if (!w.reaped) LOG_WARN("%s (pid %d) did not exit", w.description.c_str(), w.pid);
   }
 }
 
@@ -960,8 +875,79 @@ void ensure_stdio() {
   }
 }
 
+
+// Prints "moss: SENTENCE" when `r` failed, and says whether it did.
+template <typename T>
+bool failed(const Result<T>& r) {
+  if (r) return false;
+  std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
+  return true;
+}
+
+// --name: the VM's control socket (none without a name).
+Result<std::optional<control::Endpoint>> claim_endpoint(const cli::RunOptions& o) {
+  if (o.name.empty()) return std::optional<control::Endpoint>();
+  MOSS_TRY(control::Endpoint e, control::Endpoint::claim(control::runtime_dir(), o.name));
+  if (e.removed_stale()) LOG_INFO("removed the control socket a crashed run named %s left behind", o.name.c_str());
+  return std::optional<control::Endpoint>(std::move(e));
+}
+
+// Blocks the signals the session handles, so none is lost between fork and the event loop.
+void block_session_signals() {
+  sigset_t block;
+  sigemptyset(&block);
+  for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&block, s);
+  sigprocmask(SIG_BLOCK, &block, nullptr);
+}
+
+// The vcpu process, started: its pid, the broker's end of its control channel, and when.
+struct Vcpu {
+  pid_t pid = -1;
+  UniqueFd ctl;
+  uint64_t spawn_ns = 0;
+};
+
+// Starts the vcpu process with the VM's fds (every number in its argv and start message is
+// the one pass_fd() gave) and sends it the start message.
+Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return make_error(std::string("cannot create the control channel: ") + strerror(errno), errno);
+  }
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  ChildSpec spec;
+  spec.path = self_dir() + "/moss-vcpu";
+  spec.argv = {"moss-vcpu", "--control-fd", std::to_string(spec.pass_fd(theirs.get()))};
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
+  msg.setVersion(ipc::PROTOCOL_VERSION);
+  auto start = msg.initStart();
+  start.setMemBytes(o.mem_bytes);
+  start.setCpus(o.cpus);
+  start.setCmdline(p.cmdline);
+  start.setKvmFd(spec.pass_fd(p.kvm.get()));
+  start.setKernelFd(spec.pass_fd(p.kernel.get()));
+  start.setInitrdFd(p.initrd ? spec.pass_fd(p.initrd.get()) : -1);
+  vmdevices::describe(p.devices, spec, start);
+  spec.sandbox = jail::vcpu(o.cpus, p.devices.size(), vmdevices::total_queues(p.devices), o.mem_bytes, !o.no_sandbox);
+  Vcpu v;
+  v.spawn_ns = now_ns();
+  auto pid = spawn_child(spec);
+  if (!pid) return make_error("cannot start the vcpu process: " + pid.error().message, pid.error().err);
+  v.pid = *pid;
+  v.ctl = std::move(ours);
+  vmdevices::vcpu_started(p.devices);
+  p.kvm.reset();  // The broker itself never touches the VM.
+  if (auto r = ipc::send_message(v.ctl.get(), mb); !r) {
+    LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
+  }
+  return v;
+}
+
 }  // namespace
 
+// The steps of `moss run`: check what can be checked, prepare the host side, plan the
+// devices, start their workers, start the vcpu process, then supervise them all.
 int run_vm(const cli::RunOptions& options) {
   ensure_stdio();
   // A reader of our stdout that goes away is an EPIPE for the guest program, not our death.
@@ -970,15 +956,9 @@ int run_vm(const cli::RunOptions& options) {
     std::fprintf(stderr, "moss: -t needs a terminal on stdin\n");
     return kExitUsage;
   }
-  if (auto r = check_stats_file(options.stats_file); !r) {
-    std::fprintf(stderr, "moss: %s\n", r.error().message.c_str());
-    return kExitFailure;
-  }
+  if (failed(check_stats_file(options.stats_file))) return kExitFailure;
   auto console = ConsoleSink::open(!options.has_command, options.console_file);
-  if (!console) {
-    std::fprintf(stderr, "moss: %s\n", console.error().message.c_str());
-    return kExitFailure;
-  }
+  if (failed(console)) return kExitFailure;
   // Until the VM runs, a failure leaves behind no --console file that this run created.
   struct ConsoleCleanup {
     ConsoleSink* sink;
@@ -990,140 +970,23 @@ int run_vm(const cli::RunOptions& options) {
   // Every VM has a vsock device (with a command, the way its agent is reached).
   auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket,
                                       options.has_command ? agent::kAgentPort : 0);
-  if (!vsock) {
-    std::fprintf(stderr, "moss: %s\n", vsock.error().message.c_str());
-    return kExitFailure;
-  }
-  auto prepared = prepare(options);
-  if (!prepared) {
-    std::fprintf(stderr, "moss: %s\n", prepared.error().message.c_str());
-    return kExitFailure;
-  }
-  Prepared& p = *prepared;
+  if (failed(vsock)) return kExitFailure;
+  auto prepared = prepare(options, (*vsock)->worker_host());
+  if (failed(prepared)) return kExitFailure;
   if (options.no_sandbox) std::fputs(jail::no_sandbox_warning().c_str(), stderr);
-  std::optional<control::Endpoint> endpoint;
-  if (!options.name.empty()) {
-    auto e = control::Endpoint::claim(control::runtime_dir(), options.name);
-    if (!e) {
-      std::fprintf(stderr, "moss: %s\n", e.error().message.c_str());
-      return kExitFailure;
-    }
-    if (e->removed_stale()) LOG_INFO("removed the control socket a crashed run named %s left behind", options.name.c_str());
-    endpoint = std::move(*e);
-  }
-  int vs[2];  // The vsock device's vhost-user connection: the vcpu process's end, the worker's.
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, vs) != 0) {
-    std::fprintf(stderr, "moss: cannot create the vsock device's connection: %s\n", strerror(errno));
+  auto endpoint = claim_endpoint(options);
+  if (failed(endpoint)) return kExitFailure;
+  block_session_signals();
+  auto workers = vmdevices::start_workers(prepared->devices, self_dir(), !options.no_sandbox);
+  if (failed(workers)) return kExitFailure;
+  auto vcpu = start_vcpu(options, *prepared);
+  if (failed(vcpu)) {
+    vmdevices::kill_workers(*workers);
     return kExitFailure;
-  }
-  UniqueFd vsock_vcpu_end(vs[0]), vsock_worker_end(vs[1]);
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    std::fprintf(stderr, "moss: cannot create the control channel: %s\n", strerror(errno));
-    return kExitFailure;
-  }
-  UniqueFd ours(sv[0]), theirs(sv[1]);
-  // Block the signals the session handles so none is lost between fork and the event loop.
-  sigset_t block;
-  sigemptyset(&block);
-  for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&block, s);
-  sigprocmask(SIG_BLOCK, &block, nullptr);
-
-  // Device workers first: each gets its end of the vhost-user connection as fd 3.
-  std::vector<Worker> workers;
-  auto stop_started = [&] {
-    for (auto& w : workers) {
-      kill(w.pid, SIGKILL);
-      waitpid(w.pid, nullptr, 0);
-    }
-  };
-  for (size_t i = 0; i < options.disks.size(); i++) {
-    const auto& d = options.disks[i];
-    if (d.vhost_user) continue;
-    ChildSpec w;
-    w.path = self_dir() + "/moss-blk";
-    int cv[2];  // The worker's control channel: it answers describe/stats/quiesce/... on it.
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cv) != 0) {
-      stop_started();
-      std::fprintf(stderr, "moss: cannot create a worker's control channel: %s\n", strerror(errno));
-      return kExitFailure;
-    }
-    UniqueFd control_ours(cv[0]), control_theirs(cv[1]);
-    w.argv = {"moss-blk", "--fd", "3", "--disk-fd", "4", "--control-fd", "5", "--disk", d.path};
-    if (d.readonly) w.argv.push_back("--readonly");
-    w.argv.push_back("--num-queues");
-    w.argv.push_back(std::to_string(options.cpus));
-    w.fds = {p.worker_sockets[i].get(), p.worker_disks[i].get(), control_theirs.get()};
-    w.sandbox = jail::blk(options.cpus, jail::disk_bytes(p.worker_disks[i].get()), !options.no_sandbox);
-    auto wpid = spawn_child(w);
-    if (!wpid) {
-      stop_started();
-      std::fprintf(stderr, "moss: cannot start the blk worker for %s: %s\n", d.path.c_str(), wpid.error().message.c_str());
-      return kExitFailure;
-    }
-    workers.push_back({*wpid, "the blk worker for " + d.path, false, std::move(control_ours)});
-    p.worker_sockets[i].reset();
-    p.worker_disks[i].reset();
-  }
-  {
-    ChildSpec w = (*vsock)->worker_spec(self_dir() + "/moss-vsock", vsock_worker_end.get(), !options.no_sandbox);
-    auto wpid = spawn_child(w);
-    if (!wpid) {
-      stop_started();
-      std::fprintf(stderr, "moss: cannot start the vsock worker: %s\n", wpid.error().message.c_str());
-      return kExitFailure;
-    }
-    (*vsock)->worker_started();
-    workers.push_back({*wpid, kVsockWorker, false, UniqueFd()});
-    vsock_worker_end.reset();
-  }
-
-  ChildSpec spec;
-  spec.path = self_dir() + "/moss-vcpu";
-  spec.argv = {"moss-vcpu", "--control-fd", "3"};
-  spec.fds = {theirs.get(), p.kvm.get(), p.kernel.get()};
-  // The vsock device counts as one more vhost-user connection (3 queues: fewer fds than a disk
-  // with a queue per vCPU, more than one with a single queue; the limit has room for that).
-  spec.sandbox = jail::vcpu(options.cpus, p.disk_sockets.size() + 1, options.mem_bytes, !options.no_sandbox);
-  if (p.initrd) spec.fds.push_back(p.initrd.get());
-  std::vector<int32_t> disk_fds;
-  for (const auto& s : p.disk_sockets) {
-    disk_fds.push_back(static_cast<int32_t>(3 + spec.fds.size()));
-    spec.fds.push_back(s.get());
-  }
-  int32_t vsock_fd = static_cast<int32_t>(3 + spec.fds.size());
-  spec.fds.push_back(vsock_vcpu_end.get());
-  uint64_t spawn_ns = now_ns();
-  auto pid = spawn_child(spec);
-  if (!pid) {
-    stop_started();
-    std::fprintf(stderr, "moss: cannot start the vcpu process: %s\n", pid.error().message.c_str());
-    return kExitFailure;
-  }
-  theirs.reset();
-  p.disk_sockets.clear();
-  vsock_vcpu_end.reset();
-  p.kvm.reset();  // The broker itself never touches the VM.
-
-  capnp::MallocMessageBuilder mb;
-  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
-  msg.setVersion(ipc::PROTOCOL_VERSION);
-  auto start = msg.initStart();
-  start.setMemBytes(options.mem_bytes);
-  start.setCpus(options.cpus);
-  start.setCmdline(p.cmdline);
-  start.setKvmFd(4);
-  start.setKernelFd(5);
-  start.setInitrdFd(p.initrd ? 6 : -1);
-  auto fds = start.initVhostUserBlkFds(static_cast<unsigned>(disk_fds.size()));
-  for (unsigned i = 0; i < disk_fds.size(); i++) fds.set(i, disk_fds[i]);
-  start.setVhostUserVsockFd(vsock_fd);
-  if (auto r = ipc::send_message(ours.get(), mb); !r) {
-    LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
   }
   console_cleanup.armed = false;  // The VM runs: the console file is its.
-  Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers), std::move(endpoint),
-                  std::move(*console), std::move(*vsock));
+  Session session(options, vcpu->pid, std::move(vcpu->ctl), vcpu->spawn_ns, std::move(*workers),
+                  std::move(*endpoint), std::move(*console), std::move(*vsock));
   return session.run();
 }
 

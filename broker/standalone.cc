@@ -14,6 +14,7 @@
 
 #include "base/fd.h"
 #include "broker/jail.h"
+#include "devices/modules.h"
 
 namespace moss::standalone {
 namespace {
@@ -53,13 +54,6 @@ bool has_flag(const std::vector<std::string>& args, const std::string& flag) {
   return false;
 }
 
-// The size the blk jail allows the worker to write up to: the disk's (0 if it cannot be told:
-// the worker then refuses the disk itself, with its own sentence).
-uint64_t disk_size(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
-  return fd.valid() ? jail::disk_bytes(fd.get()) : 0;
-}
-
 pid_t g_worker = -1;
 volatile sig_atomic_t g_signalled = 0;
 
@@ -94,26 +88,20 @@ Result<ChildSpec> worker_spec(const std::string& kind, const std::string& worker
     if (!a) continue;
     auto n = number(a);
     if (!n || *n > 1 << 30) return make_error(std::string(name) + " needs a file descriptor number");
-    std::string child_fd = std::to_string(3 + spec.fds.size());
-    spec.fds.push_back(static_cast<int>(*n));
+    std::string child_fd = std::to_string(spec.pass_fd(static_cast<int>(*n)));
     if (a->inline_value) {
       spec.argv[a->index] = std::string(name) + "=" + child_fd;
     } else {
       spec.argv[a->index + 1] = child_fd;
     }
   }
-  if (kind == "blk") {
-    uint64_t queues = number(find(args, "--num-queues")).value_or(1);
-    auto disk = find(args, "--disk");
-    if (!disk) disk = find(args, "--blk-file");
-    uint64_t bytes = disk && disk->value ? disk_size(*disk->value) : 0;
-    spec.sandbox = jail::blk(static_cast<uint32_t>(queues > 256 ? 256 : queues), bytes, true);
-  } else if (kind == "vsock") {
-    uint64_t max = number(find(args, "--max-connections")).value_or(256);
-    spec.sandbox = jail::vsock(true, static_cast<uint32_t>(max > 65536 ? 65536 : max));
-  } else {
-    return make_error("unknown device kind '" + kind + "'");
-  }
+  const device::Module* module = device::find(kind);
+  if (module == nullptr) return make_error("unknown device kind '" + kind + "'");
+  auto lookup = [&args](std::string_view name) -> std::optional<std::string> {
+    auto a = find(args, std::string(name));
+    return a ? a->value : std::nullopt;
+  };
+  spec.sandbox = jail::worker(module->role(), module->standalone_limits(lookup), true);
   return spec;
 }
 
@@ -166,8 +154,9 @@ int run(const std::string& kind, const std::string& worker_path, std::vector<std
   }
   g_worker = -1;
   ::alarm(0);
-  remove_socket(find(args, "--socket-path"));
-  if (kind == "vsock") remove_socket(find(args, "--uds-path"));
+  if (const device::Module* module = device::find(kind)) {
+    for (const auto& option : module->socket_options()) remove_socket(find(args, option));
+  }
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   int sig = WTERMSIG(status);
   if (!(g_signalled && sig == SIGKILL)) {

@@ -75,18 +75,8 @@ Result<std::unique_ptr<Plan>> Plan::prepare(const std::string& runtime_dir, cons
   return p;
 }
 
-ChildSpec Plan::worker_spec(const std::string& program, int vhost_user_fd, bool jailed) const {
-  ChildSpec w;
-  w.path = program;
-  w.argv = {"moss-vsock", "--fd", "3", "--guest-cid", std::to_string(cid()), "--uds-fd", "4", "--connect-fd", "5"};
-  w.fds = {vhost_user_fd, listener_.get(), worker_channel_.get()};
-  w.sandbox = jail::vsock(jailed);
-  return w;
-}
-
-void Plan::worker_started() {
-  listener_.reset();
-  worker_channel_.reset();
+device::vsock::Host Plan::worker_host() {
+  return device::vsock::Host{cid(), std::move(listener_), std::move(worker_channel_)};
 }
 
 Result<UniqueFd> Plan::connect_port(uint32_t port) const {

@@ -22,8 +22,8 @@
 #include "base/result.h"
 #include "base/unix_socket.h"
 #include "broker/cid.h"
-#include "broker/launcher.h"
 #include "broker/private_dir.h"
+#include "devices/vsock/module.h"
 
 namespace moss::vmvsock {
 
@@ -42,12 +42,10 @@ class Plan {
   uint32_t cid() const { return lease_.cid(); }
   const std::string& socket_path() const { return socket_; }  // Absolute.
 
-  // The vsock worker as spawn_child() starts it: `program` with its vhost-user connection
-  // `vhost_user_fd` as fd 3, the listener as fd 4 (--uds-fd), its end of the connect channel
-  // as fd 5 (--connect-fd). Its jail keeps no host directory.
-  ChildSpec worker_spec(const std::string& program, int vhost_user_fd, bool jailed) const;
-  // The worker runs: the broker closes its copies of the worker's fds.
-  void worker_started();
+  // What the vsock module (devices/vsock/module.h) plans the worker with: the CID, the
+  // listener (--uds-fd) and the worker's end of the connect channel (--connect-fd), handed
+  // over once (the broker closes them when the worker runs).
+  device::vsock::Host worker_host();
   // The broker's end of the worker's connect channel: watch it for reading. -1 once the
   // worker has closed its end (serve_connect_requests() saw it).
   int connect_channel() const { return channel_.get(); }

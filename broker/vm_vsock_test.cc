@@ -26,13 +26,13 @@ struct Dirs {
 };
 
 // What the jailed worker does for a guest connection to host port `port`: ask on its end of the
-// connect channel (fd 5 of worker_spec()), while the broker's loop (here: this thread) serves.
+// connect channel (worker_host().connect, the worker's --connect-fd), while the broker's loop
+// (here: this thread) serves.
 struct Dialled {
   Result<UniqueFd> worker_side = make_error("not asked");
   std::optional<UniqueFd> agent;  // What serve_connect_requests() gave the broker, if anything.
 };
-Dialled dial(Plan& plan, uint32_t port) {
-  int worker_end = plan.worker_spec("moss-vsock", 0, true).fds[2];
+Dialled dial(Plan& plan, int worker_end, uint32_t port) {
   Dialled out;
   std::atomic<bool> done{false};
   std::thread worker([&] {
@@ -132,18 +132,24 @@ TEST(VmVsock, TheWorkerGetsTheListenerAndTheConnectChannelAndNoPath) {
   Dirs d;
   auto p = Plan::prepare(d.runtime, (d.root / "vm.sock").string(), 0);
   ASSERT_TRUE(p.ok()) << p.error().message;
-  ChildSpec w = (*p)->worker_spec("/x/moss-vsock", 9, true);
-  EXPECT_EQ(w.path, "/x/moss-vsock");
+  auto dev = device::vsock::plan((*p)->worker_host(), device::Vm{1, 64 << 20, true});
+  ASSERT_TRUE(dev.ok()) << dev.error().message;
+  ASSERT_TRUE(dev->worker.has_value());
+  const device::WorkerPlan& w = *dev->worker;
+  EXPECT_EQ(w.program, "moss-vsock");
   EXPECT_EQ(w.argv, (std::vector<std::string>{"moss-vsock", "--fd", "3", "--guest-cid", std::to_string((*p)->cid()),
                                               "--uds-fd", "4", "--connect-fd", "5"}));
   ASSERT_EQ(w.fds.size(), 3u);
-  EXPECT_EQ(w.fds[0], 9);
   int accepting = 0;
   socklen_t len = sizeof accepting;
   ASSERT_EQ(getsockopt(w.fds[1], SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len), 0);
   EXPECT_TRUE(accepting);
-  EXPECT_TRUE(w.sandbox.enabled);
-  EXPECT_EQ(w.sandbox.role, sandbox::Role::kVsock);
+  EXPECT_EQ(w.role, sandbox::Role::kVsock);
+  EXPECT_FALSE(w.control.valid());  // moss-vsock has no control channel yet.
+  // The broker hands these over once.
+  auto again = (*p)->worker_host();
+  EXPECT_FALSE(again.listener.valid());
+  EXPECT_FALSE(again.connect.valid());
 }
 
 TEST(VmVsock, GuestConnectionsReachSocketUnderscorePortThroughTheBroker) {
@@ -151,8 +157,9 @@ TEST(VmVsock, GuestConnectionsReachSocketUnderscorePortThroughTheBroker) {
   std::string sock = (d.root / "vm.sock").string();
   auto p = Plan::prepare(d.runtime, sock, 0);
   ASSERT_TRUE(p.ok()) << p.error().message;
+  auto p_host = (*p)->worker_host();
   UniqueFd program = listen_at(sock + "_5000");
-  auto got = dial(**p, 5000);
+  auto got = dial(**p, p_host.connect.get(), 5000);
   ASSERT_TRUE(got.worker_side.ok()) << got.worker_side.error().message;
   EXPECT_FALSE(got.agent);
   UniqueFd accepted(accept4(program.get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -160,15 +167,16 @@ TEST(VmVsock, GuestConnectionsReachSocketUnderscorePortThroughTheBroker) {
   expect_connected(got.worker_side->get(), accepted.get());
   EXPECT_TRUE(fcntl(got.worker_side->get(), F_GETFL) & O_NONBLOCK);
   // Nobody on a port: the guest is refused, with the reason.
-  auto none = dial(**p, 5001);
+  auto none = dial(**p, p_host.connect.get(), 5001);
   ASSERT_FALSE(none.worker_side.ok());
   EXPECT_EQ(none.worker_side.error().err, ENOENT) << none.worker_side.error().message;
 
   // The default socket's ports are in its private directory, reached through its fd.
   auto q = Plan::prepare(d.runtime, "", 0);
   ASSERT_TRUE(q.ok()) << q.error().message;
+  auto q_host = (*q)->worker_host();
   UniqueFd in_dir = listen_at((*q)->socket_path() + "_6000");
-  auto got_q = dial(**q, 6000);
+  auto got_q = dial(**q, q_host.connect.get(), 6000);
   ASSERT_TRUE(got_q.worker_side.ok()) << got_q.worker_side.error().message;
   UniqueFd accepted_q(accept4(in_dir.get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(accepted_q.valid());
@@ -181,9 +189,10 @@ TEST(VmVsock, TheFirstDialToTheAgentPortIsTheBrokersWhoeverListensThere) {
   std::string sock = (d.root / "vm.sock").string();
   auto p = Plan::prepare(d.runtime, sock, 1124);
   ASSERT_TRUE(p.ok()) << p.error().message;
+  auto p_host = (*p)->worker_host();
   // Another program listening on <socket>_1124 is not sent the guest's agent.
   UniqueFd squatter = listen_at(sock + "_1124");
-  auto first = dial(**p, 1124);
+  auto first = dial(**p, p_host.connect.get(), 1124);
   ASSERT_TRUE(first.worker_side.ok()) << first.worker_side.error().message;
   ASSERT_TRUE(first.agent.has_value());
   expect_connected(first.worker_side->get(), first.agent->get());
@@ -191,7 +200,7 @@ TEST(VmVsock, TheFirstDialToTheAgentPortIsTheBrokersWhoeverListensThere) {
   UniqueFd none(accept4(squatter.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
   EXPECT_FALSE(none.valid());
   // Later dials to that port are like any other.
-  auto second = dial(**p, 1124);
+  auto second = dial(**p, p_host.connect.get(), 1124);
   ASSERT_TRUE(second.worker_side.ok()) << second.worker_side.error().message;
   EXPECT_FALSE(second.agent.has_value());
   UniqueFd accepted(accept4(squatter.get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -202,13 +211,14 @@ TEST(VmVsock, AMalformedRequestIsDroppedAndAClosedChannelIsNoticed) {
   Dirs d;
   auto p = Plan::prepare(d.runtime, (d.root / "vm.sock").string(), 0);
   ASSERT_TRUE(p.ok()) << p.error().message;
-  int worker_end = (*p)->worker_spec("moss-vsock", 0, true).fds[2];
+  auto p_host = (*p)->worker_host();
+  int worker_end = p_host.connect.get();
   ASSERT_EQ(send(worker_end, "bad", 3, 0), 3);
   EXPECT_FALSE((*p)->serve_connect_requests());
   pollfd pfd{worker_end, POLLIN, 0};
   EXPECT_EQ(poll(&pfd, 1, 0), 0) << "a malformed request was answered";
   EXPECT_GE((*p)->connect_channel(), 0);
-  (*p)->worker_started();  // Closes the broker's copy of the worker's end: the channel is at EOF.
+  p_host.connect.reset();  // The broker's copy of the worker's end closed: the channel is at EOF.
   EXPECT_FALSE((*p)->serve_connect_requests());
   EXPECT_LT((*p)->connect_channel(), 0);
 }

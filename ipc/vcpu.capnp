@@ -7,7 +7,7 @@
 
 $import "/capnp/c++.capnp".namespace("moss::ipc");
 
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;
 
 struct MachineConfig {
   memBytes @0 :UInt64;
@@ -17,11 +17,33 @@ struct MachineConfig {
   kvmFd @3 :Int32;
   kernelFd @4 :Int32;
   initrdFd @5 :Int32;
-  # Connected vhost-user sockets of block-device workers (inherited fds), one virtio-pci
-  # disk each, in guest order (/dev/vda first).
-  vhostUserBlkFds @6 :List(Int32);
-  # The connected vhost-user socket of the VM's vsock worker (inherited fd), -1 for none.
-  vhostUserVsockFd @7 :Int32 = -1;
+  # The VM's virtio devices, each a virtio-pci function on PCI bus 0 in this order (disks
+  # first, so /dev/vda is the first), served by a vhost-user backend.
+  devices @6 :List(VhostUserDevice);
+}
+
+# A virtio device whose rings and configuration live in a vhost-user backend (a moss worker or
+# any other). The broker's device modules (devices/module.h) fill it; the vcpu process builds
+# every device from it alike, with no knowledge of any kind.
+struct VhostUserDevice {
+  name @0 :Text;             # For messages: "disk 1 (disk.img)".
+  fd @1 :Int32;              # The connected vhost-user socket (inherited fd).
+  virtioId @2 :UInt16;       # Virtio device id (2 block, 19 socket); PCI device 0x1040 + id.
+  pciClass @3 :UInt32;       # PCI class code: class << 16 | subclass << 8 | prog-if.
+  # Bytes of device configuration. The bytes themselves come from the backend (GET_CONFIG),
+  # which knows them (capacity, a MAC, a mount tag); this is how many the driver may read.
+  configSize @4 :UInt32;
+  # Queues: the VM uses numQueues, or fewer if the backend offers fewer (GET_QUEUE_NUM), but
+  # never fewer than minQueues (then the device fails). Net: rx/tx pairs and a control queue,
+  # numQueues = minQueues = 2 * pairs + 1; 9p: 1 and 1; vsock: 3 and 3.
+  numQueues @5 :UInt16;
+  minQueues @6 :UInt16 = 1;
+  # A feature bit without which the driver uses only minQueues (virtio-blk's MQ, 12); -1: none.
+  multiqueueFeature @7 :Int16 = -1;
+  # Where the configuration holds the number of queues in use (a le16, virtio-blk's num_queues
+  # at 34), rewritten to the count this VM uses; -1: nowhere.
+  queueCountOffset @8 :Int32 = -1;
+  maxQueueSize @9 :UInt16 = 256;  # The largest ring the driver may set up.
 }
 
 struct ExitInfo {

@@ -88,16 +88,13 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
     m->vcpus_.push_back(std::move(v));
   }
   m->ioeventfd_any_length_ = kvm_check_extension(m->vm_->fd(), KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
-  for (int fd : config.vhost_user_blk_fds) MOSS_CHECK(m->add_vhost_user_device(fd, VhostUserDevice::kBlockDeviceId));
-  if (config.vhost_user_vsock_fd >= 0) {
-    MOSS_CHECK(m->add_vhost_user_device(config.vhost_user_vsock_fd, VhostUserDevice::kSocketDeviceId));
-  }
+  for (const auto& spec : config.devices) MOSS_CHECK(m->add_vhost_user_device(spec));
   MOSS_CHECK(m->load_kernel(config));
   return m;
 }
 
-Result<void> Machine::add_vhost_user_device(int sock_fd, uint16_t device_id) {
-  UniqueFd sock(sock_fd);
+Result<void> Machine::add_vhost_user_device(const VhostUserDeviceSpec& spec) {
+  UniqueFd sock(spec.fd);
   size_t index = virtio_.size();
   if (index >= 31) return make_error("too many PCI devices (at most 31)");
   // A backend that stops answering must not hang the vCPU that asked it something.
@@ -108,11 +105,8 @@ Result<void> Machine::add_vhost_user_device(int sock_fd, uint16_t device_id) {
   for (const auto& r : memory_.regions()) {
     shared.push_back({r.gpa, r.size, r.host, memfd_.get(), static_cast<uint64_t>(r.host - base)});
   }
-  auto backend = VhostUserDevice::connect(std::move(sock), device_id, shared, static_cast<uint16_t>(config_.cpus));
-  if (!backend) {
-    return make_error((device_id == VhostUserDevice::kBlockDeviceId ? "disk " + std::to_string(index + 1) : std::string("vsock")) +
-                      ": " + backend.error().message);
-  }
+  auto backend = VhostUserDevice::connect(std::move(sock), spec, shared);
+  if (!backend) return make_error(spec.name + ": " + backend.error().message);
   VirtioDevice d;
   d.backend = std::move(*backend);
   d.transport = std::make_unique<virtio_pci::Transport>(d.backend->info(), *d.backend,
@@ -121,7 +115,7 @@ Result<void> Machine::add_vhost_user_device(int sock_fd, uint16_t device_id) {
   d.routes.resize(d.transport->num_queues());
   pci_bus_.add(d.transport->config_space());
   virtio_.push_back(std::move(d));
-  LOG_INFO("virtio %s on vhost-user: %u queue(s), BAR at %s", device_id == VhostUserDevice::kBlockDeviceId ? "blk" : "vsock",
+  LOG_INFO("%s: virtio device %u on vhost-user, %u queue(s), BAR at %s", spec.name.c_str(), spec.virtio_id,
            virtio_.back().transport->num_queues(),
            hex(boot::kPciHoleStart + index * virtio_pci::kBarSize).c_str());
   return {};

@@ -19,7 +19,7 @@
 #include "base/fd.h"
 #include "base/guest_memory.h"
 #include "base/result.h"
-#include "moss-init/cmdline.h"
+#include "ipc/guest_abi.h"
 #include "vcpu/i8042.h"
 #include "vcpu/kvm.h"
 #include "vcpu/pci.h"
@@ -31,8 +31,8 @@ namespace moss {
 
 // I/O port a guest writes its exit status to (32 bits, or fewer): the VM ends with it.
 // moss-init reports the guest command's status here; freestanding test guests report results.
-// The number is part of the host/guest contract in guest/moss-init/cmdline.h.
-constexpr uint16_t kExitPort = guest::kExitPort;
+// The number is part of the host/guest contract (ipc/guest_abi.h).
+constexpr uint16_t kExitPort = guest_abi::kExitPort;
 
 struct MachineConfig {
   uint64_t mem_bytes = 0;
@@ -41,11 +41,8 @@ struct MachineConfig {
   int kvm_fd = -1;
   int kernel_fd = -1;
   int initrd_fd = -1;  // -1: no initrd.
-  // Connected vhost-user sockets of block-device backends, one virtio-pci disk each, in
-  // order (the first is /dev/vda).
-  std::vector<int> vhost_user_blk_fds;
-  // A connected vhost-user socket of a vsock backend, or -1 for none.
-  int vhost_user_vsock_fd = -1;
+  // The virtio devices, each served by a vhost-user backend over spec.fd, in PCI slot order.
+  std::vector<VhostUserDeviceSpec> devices;
 };
 
 struct MachineExit {
@@ -85,7 +82,7 @@ class Machine {
  private:
   Machine() = default;
   Result<void> load_kernel(const MachineConfig& config);
-  Result<void> add_vhost_user_device(int sock_fd, uint16_t device_id);
+  Result<void> add_vhost_user_device(const VhostUserDeviceSpec& spec);
   // Brings KVM's ioeventfds, irqfds and MSI routes in line with what a device's transport
   // wants now (after the guest touched its config space or BAR). Holds pci_mu_.
   void sync_device(size_t index);

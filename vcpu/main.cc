@@ -86,8 +86,20 @@ Result<MachineConfig> read_start(int ctl) {
     c.kvm_fd = s.getKvmFd();
     c.kernel_fd = s.getKernelFd();
     c.initrd_fd = s.getInitrdFd();
-    for (int32_t fd : s.getVhostUserBlkFds()) c.vhost_user_blk_fds.push_back(fd);
-    c.vhost_user_vsock_fd = s.getVhostUserVsockFd();
+    for (auto d : s.getDevices()) {
+      VhostUserDeviceSpec spec;
+      spec.name = d.getName().cStr();
+      spec.fd = d.getFd();
+      spec.virtio_id = d.getVirtioId();
+      spec.pci_class = d.getPciClass();
+      spec.config_size = d.getConfigSize();
+      spec.num_queues = d.getNumQueues();
+      spec.min_queues = d.getMinQueues();
+      spec.multiqueue_feature = d.getMultiqueueFeature();
+      spec.queue_count_offset = d.getQueueCountOffset();
+      spec.max_queue_size = d.getMaxQueueSize();
+      c.devices.push_back(std::move(spec));
+    }
     ok = true;
   })) {
     return make_error(std::string("the start message is malformed: ") + e->getDescription().cStr());

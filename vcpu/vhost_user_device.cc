@@ -13,32 +13,31 @@ namespace {
 using vhost_user::bit;
 namespace pf = vhost_user::protocol_feature;
 
-constexpr uint32_t kBlkNumQueuesOffset = 34;
-constexpr int kBlkFeatureMq = 12;
-
-// What differs between the device kinds we front.
-struct Kind {
-  uint16_t device_id;
-  uint32_t pci_class;    // As QEMU's virtio-*-pci report it.
-  uint32_t config_size;  // What QEMU's vhost-user frontends ask GET_CONFIG for, so backends
-                         // written for QEMU answer.
-  uint16_t fixed_queues; // 0: one per vCPU, up to what the backend offers (MQ).
-};
-// Block: struct virtio_blk_config up to write_zeroes_may_unmap and its padding (5.2.4).
-// Socket: le64 guest_cid (5.10.4); rx, tx and event queues.
-constexpr Kind kKinds[] = {{VhostUserDevice::kBlockDeviceId, 0x010000, 60, 0},
-                           {VhostUserDevice::kSocketDeviceId, 0x078000, 8, 3}};
-
 }  // namespace
 
-Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock, uint16_t device_id,
-                                                                  std::span<const SharedRegion> memory,
-                                                                  uint16_t max_queues) {
-  const Kind* kind = nullptr;
-  for (const auto& k : kKinds) {
-    if (k.device_id == device_id) kind = &k;
+Result<void> check_spec(const VhostUserDeviceSpec& s) {
+  if (s.virtio_id == 0) return make_error("the device has no virtio device id");
+  if (s.config_size > virtio_pci::kDeviceMaxSize) {
+    return make_error("the device's configuration of " + std::to_string(s.config_size) + " bytes is larger than " +
+                      std::to_string(virtio_pci::kDeviceMaxSize));
   }
-  if (!kind) return make_error("vhost-user devices of virtio type " + std::to_string(device_id) + " are not supported");
+  if (s.num_queues == 0 || s.num_queues > virtio_pci::kMaxQueues || s.min_queues == 0 || s.min_queues > s.num_queues) {
+    return make_error("the device asks for " + std::to_string(s.min_queues) + " to " + std::to_string(s.num_queues) +
+                      " queues; a virtio-pci function here carries 1 to " + std::to_string(virtio_pci::kMaxQueues));
+  }
+  if (s.multiqueue_feature < -1 || s.multiqueue_feature >= 64) return make_error("the device's multiqueue feature bit is out of range");
+  if (s.queue_count_offset < -1 || (s.queue_count_offset >= 0 && uint64_t(s.queue_count_offset) + 2 > s.config_size)) {
+    return make_error("the device's queue count lies outside its configuration");
+  }
+  if (s.max_queue_size == 0 || s.max_queue_size > 32768 || (s.max_queue_size & (s.max_queue_size - 1)) != 0) {
+    return make_error("the device's largest queue size is not a power of 2 up to 32768");
+  }
+  return {};
+}
+
+Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock, const VhostUserDeviceSpec& spec,
+                                                                  std::span<const SharedRegion> memory) {
+  MOSS_CHECK(check_spec(spec));
   if (memory.empty() || memory.size() > vhost_user::kMaxMemTableRegions) {
     return make_error("guest memory must be 1 to 8 regions to share it over vhost-user");
   }
@@ -61,13 +60,13 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
     MOSS_TRY(queues, fe.get_queue_num());
     if (queues == 0) return make_error("the vhost-user backend reports zero queues");
   }
-  uint16_t nq;
-  if (kind->fixed_queues) {
-    if (queues < kind->fixed_queues) return make_error("the vhost-user backend offers too few queues");
-    nq = kind->fixed_queues;
-  } else {
-    nq = static_cast<uint16_t>(std::min<uint64_t>({queues, max_queues, virtio_pci::kMaxQueues}));
-    if (!(features & bit(kBlkFeatureMq))) nq = 1;
+  uint16_t nq = static_cast<uint16_t>(std::min<uint64_t>(queues, spec.num_queues));
+  // Without the device's multiqueue feature the driver uses only the queues every device has.
+  const bool multiqueue = spec.multiqueue_feature >= 0 && (features & bit(spec.multiqueue_feature));
+  if (spec.multiqueue_feature >= 0 && !multiqueue) nq = std::min(nq, spec.min_queues);
+  if (nq < spec.min_queues) {
+    return make_error("the vhost-user backend offers " + std::to_string(queues) + " queue(s); the device needs " +
+                      std::to_string(spec.min_queues));
   }
 
   std::vector<vhost_user::MemoryRegion> regions;
@@ -78,14 +77,18 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
   }
   MOSS_CHECK(fe.set_mem_table(regions, fds));
 
-  d->info_.device_id = device_id;
-  d->info_.pci_class = kind->pci_class;
+  d->info_.device_id = spec.virtio_id;
+  d->info_.pci_class = spec.pci_class;
   d->info_.features = features & ~bit(vhost_user::kFeatureProtocolFeatures);
   d->info_.num_queues = nq;
-  d->info_.max_queue_size = 256;
-  d->info_.config_size = kind->config_size;
+  d->info_.max_queue_size = spec.max_queue_size;
+  d->info_.config_size = spec.config_size;
+  // The driver sees the queue count this VM uses, which may be fewer than the backend has.
+  if (spec.queue_count_offset >= 0 && (spec.multiqueue_feature < 0 || multiqueue)) {
+    d->queue_count_offset_ = spec.queue_count_offset;
+  }
   // Read the configuration once now: a backend that cannot answer fails here, before boot.
-  std::vector<uint8_t> probe(kind->config_size);
+  std::vector<uint8_t> probe(spec.config_size);
   MOSS_CHECK(d->read_config(0, probe));
   for (uint16_t q = 0; q < nq; q++) {
     MOSS_TRY(int k, MOSS_SYS(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
@@ -99,10 +102,9 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
 Result<void> VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {
   MOSS_TRY(auto cfg, fe_.get_config(0, info_.config_size));
   if (cfg.size() != info_.config_size) return make_error("the backend answered GET_CONFIG with the wrong size");
-  // The driver sees the queue count this VM uses, which may be fewer than the backend has.
-  if (info_.device_id == kBlockDeviceId && (info_.features & bit(kBlkFeatureMq))) {
-    cfg[kBlkNumQueuesOffset] = static_cast<uint8_t>(info_.num_queues);
-    cfg[kBlkNumQueuesOffset + 1] = static_cast<uint8_t>(info_.num_queues >> 8);
+  if (queue_count_offset_ >= 0) {
+    cfg[queue_count_offset_] = static_cast<uint8_t>(info_.num_queues);
+    cfg[queue_count_offset_ + 1] = static_cast<uint8_t>(info_.num_queues >> 8);
   }
   MOSS_ASSERT(offset + data.size() <= cfg.size());
   std::memcpy(data.data(), cfg.data() + offset, data.size());

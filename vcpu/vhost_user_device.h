@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/fd.h"
@@ -32,17 +33,31 @@ struct SharedRegion {
   uint64_t fd_offset = 0;
 };
 
+// A device as the broker describes it in the start message (ipc/vcpu.capnp VhostUserDevice,
+// which says what each field means). Nothing here depends on the kind of device.
+struct VhostUserDeviceSpec {
+  std::string name;  // For messages: "disk 1 (disk.img)".
+  int fd = -1;
+  uint16_t virtio_id = 0;
+  uint32_t pci_class = 0;
+  uint32_t config_size = 0;
+  uint16_t num_queues = 1;
+  uint16_t min_queues = 1;
+  int16_t multiqueue_feature = -1;
+  int32_t queue_count_offset = -1;
+  uint16_t max_queue_size = 256;
+};
+
+// Whether `spec` describes a device a virtio-pci transport can carry; one sentence if not.
+Result<void> check_spec(const VhostUserDeviceSpec& spec);
+
 class VhostUserDevice final : public virtio_pci::VirtioBackend {
  public:
-  static constexpr uint16_t kBlockDeviceId = 2;
-  static constexpr uint16_t kSocketDeviceId = 19;  // virtio-vsock
-
-  // Connects over `sock` (already connected) to a backend of virtio device `device_id`
-  // (block or socket) and offers it `memory`. A block device uses one queue per vCPU, up to
-  // `max_queues` and what the backend has; a socket device its three.
-  static Result<std::unique_ptr<VhostUserDevice>> connect(UniqueFd sock, uint16_t device_id,
-                                                          std::span<const SharedRegion> memory,
-                                                          uint16_t max_queues);
+  // Connects over `sock` (already connected) to the backend of the device `spec` describes
+  // (its fd field is not used) and offers it `memory`. The device uses spec.num_queues queues,
+  // or as many as the backend has if fewer, but at least spec.min_queues.
+  static Result<std::unique_ptr<VhostUserDevice>> connect(UniqueFd sock, const VhostUserDeviceSpec& spec,
+                                                          std::span<const SharedRegion> memory);
 
   const virtio_pci::DeviceInfo& info() const { return info_; }
   int kick_fd(uint16_t queue) const { return kicks_.at(queue).get(); }
@@ -63,6 +78,7 @@ class VhostUserDevice final : public virtio_pci::VirtioBackend {
   uint64_t protocol_ = 0;
   std::vector<UniqueFd> kicks_, calls_;
   std::vector<uint16_t> started_;
+  int32_t queue_count_offset_ = -1;  // Where GET_CONFIG's answer gets num_queues; -1: nowhere.
 };
 
 }  // namespace moss

@@ -35,6 +35,8 @@
 #include "base/fd.h"
 #include "broker/jail.h"
 #include "broker/launcher.h"
+#include "devices/blk/module.h"
+#include "devices/vsock/module.h"
 
 namespace {
 
@@ -99,24 +101,26 @@ SpawnSample spawn_once(const std::string& build, Role role, bool jailed) {
     vsock_dir = tmpl;
     socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
     spec.path = build + "/moss-vsock";
-    spec.argv = {"moss-vsock", "--fd", "3", "--guest-cid", "3", "--uds-path", vsock_dir + "/vsock"};
-    spec.fds = {sv[1]};
-    spec.sandbox = moss::jail::vsock(jailed);
+    spec.argv = {"moss-vsock", "--fd", std::to_string(spec.pass_fd(sv[1])), "--guest-cid", "3", "--uds-path",
+                 vsock_dir + "/vsock"};
+    spec.sandbox = moss::jail::worker(Role::kVsock, moss::device::vsock::limits(), jailed);
   } else if (role == Role::kBlk) {
     socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
     other.reset(memfd_create("moss-bench-disk", MFD_CLOEXEC));
     if (ftruncate(other.get(), 1 << 20) != 0) std::abort();
     spec.path = build + "/moss-blk";
-    spec.argv = {"moss-blk", "--fd", "3", "--disk-fd", "4", "--disk", "bench.img"};
-    spec.fds = {sv[1], other.get()};
-    spec.sandbox = moss::jail::blk(1, 1 << 20, jailed);
+    int fd = spec.pass_fd(sv[1]);
+    int disk_fd = spec.pass_fd(other.get());
+    spec.argv = {"moss-blk", "--fd", std::to_string(fd), "--disk-fd", std::to_string(disk_fd), "--disk", "bench.img"};
+    spec.sandbox = moss::jail::worker(Role::kBlk, moss::device::blk::limits(1, 1 << 20), jailed);
   } else {
     socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
     other.reset(open("/dev/null", O_RDWR | O_CLOEXEC));
     spec.path = build + "/moss-vcpu";
-    spec.argv = {"moss-vcpu", "--control-fd", "3"};
-    spec.fds = {sv[1], other.get(), other.get()};
-    spec.sandbox = moss::jail::vcpu(1, 0, 64 << 20, jailed);
+    spec.argv = {"moss-vcpu", "--control-fd", std::to_string(spec.pass_fd(sv[1]))};
+    spec.pass_fd(other.get());
+    spec.pass_fd(other.get());
+    spec.sandbox = moss::jail::vcpu(1, 0, 0, 64 << 20, jailed);
   }
   ours.reset(sv[0]);
   theirs.reset(sv[1]);

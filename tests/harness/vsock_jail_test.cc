@@ -30,9 +30,12 @@
 #include <thread>
 #include <vector>
 
+#include "base/unix_socket.h"
 #include "broker/jail.h"
 #include "broker/launcher.h"
+#include "broker/vm_devices.h"
 #include "broker/vm_vsock.h"
+#include "devices/vsock/module.h"
 #include "tests/harness/guest.h"
 #include "tests/harness/stream_bytes.h"
 #include "tests/harness/vsock_driver.h"
@@ -98,11 +101,10 @@ class JailedVsock : public ::testing::Test {
     ASSERT_TRUE(log.valid());
     ChildSpec spec;
     spec.path = VsockProcess::binary_path();
-    spec.argv = {"moss-vsock", "--fd", "3", "--guest-cid", std::to_string(kCid), "--uds-path",
-                 uds_arg.empty() ? uds_ : uds_arg};
-    spec.fds = {theirs.get()};
+    spec.argv = {"moss-vsock", "--fd", std::to_string(spec.pass_fd(theirs.get())), "--guest-cid", std::to_string(kCid),
+                 "--uds-path", uds_arg.empty() ? uds_ : uds_arg};
     spec.stderr_fd = log.get();
-    spec.sandbox = jail::vsock(true);
+    spec.sandbox = jail::worker(sandbox::Role::kVsock, device::vsock::limits(), true);
     auto pid = spawn_child(spec);
     ASSERT_TRUE(pid.ok()) << pid.error().message << "\nits log:\n" << worker_log();
     pid_ = *pid;
@@ -117,24 +119,23 @@ class JailedVsock : public ::testing::Test {
     driver_ = std::move(*d);
   }
 
-  // Starts the worker as `moss run` does (vmvsock::Plan::worker_spec: its listener and connect
-  // channel as fds, no path), with a thread in the broker's place answering its connect
-  // requests, and connects the guest.
+  // Starts the worker as `moss run` does (the vsock module's plan from vmvsock::Plan's worker
+  // host: its listener and connect channel as fds, no path), with a thread in the broker's
+  // place answering its connect requests, and connects the guest.
   void start_like_the_broker(vmvsock::Plan& plan) {
     TrapEnv env;
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    UniqueFd ours(sv[0]), theirs(sv[1]);
     log_path_ = logs_->path() + "/vsock.log";
     UniqueFd log(::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     ASSERT_TRUE(log.valid());
-    ChildSpec spec = plan.worker_spec(VsockProcess::binary_path(), theirs.get(), true);
+    auto dev = device::vsock::plan(plan.worker_host(), device::Vm{1, 64 << 20, true});
+    ASSERT_TRUE(dev.ok()) << dev.error().message;
+    UniqueFd ours = std::move(dev->vhost_user);
+    ChildSpec spec = vmdevices::child_spec(*dev->worker, parent_dir(VsockProcess::binary_path()), true);
     spec.stderr_fd = log.get();
     auto pid = spawn_child(spec);
     ASSERT_TRUE(pid.ok()) << pid.error().message << "\nits log:\n" << worker_log();
     pid_ = *pid;
-    theirs.reset();
-    plan.worker_started();
+    dev->worker->started();
     broker_ = std::thread([this, &plan] {
       while (!stop_broker_ && plan.connect_channel() >= 0) {
         pollfd p{plan.connect_channel(), POLLIN, 0};

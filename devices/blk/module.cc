@@ -1,0 +1,214 @@
+#include "devices/blk/module.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <utility>
+
+#include "base/disk_lock.h"
+#include "base/file.h"
+#include "base/syscall.h"
+
+namespace moss::device::blk {
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+constexpr uint16_t kVirtioId = 2;
+constexpr uint32_t kPciClass = 0x010000;  // Mass storage, SCSI: what QEMU's virtio-blk-pci reports.
+// struct virtio_blk_config up to write_zeroes_may_unmap and its padding (5.2.4): what QEMU's
+// vhost-user-blk frontend asks GET_CONFIG for, so backends written for QEMU answer.
+constexpr uint32_t kConfigSize = 60;
+constexpr int16_t kFeatureMq = 12;          // VIRTIO_BLK_F_MQ
+constexpr int32_t kNumQueuesOffset = 34;    // le16 num_queues in struct virtio_blk_config
+constexpr uint32_t kMaxQueues = 64;         // What a virtio-pci function of the vcpu process carries.
+
+Result<UniqueFd> connect_unix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return make_error("the socket path " + path + " is too long");
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  MOSS_TRY(int fd, MOSS_SYS(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  UniqueFd sock(fd);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return make_error("cannot connect to the vhost-user backend at " + path + ": " + strerror(errno), errno);
+  }
+  return sock;
+}
+
+// A vhost-user backend is sent the guest's memory (the memfd, mapped read-write) and its
+// rings: whoever listens at the path must be this user or root, or the uid the user named
+// (",peer-uid=N"). Checked right after connect, before a byte is sent; a socket another user
+// put at a well-known path (/tmp/qsd.sock) is refused.
+Result<void> check_backend_peer(int sock, const Disk& d) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  MOSS_CHECK(MOSS_SYS(getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len)));
+  const uid_t me = geteuid();
+  if (cred.uid == me || cred.uid == 0 || (d.peer_uid && cred.uid == *d.peer_uid)) return {};
+  const std::string uid = std::to_string(cred.uid);
+  return make_error("the vhost-user backend at " + d.path + " runs as uid " + uid + ", neither you (uid " +
+                    std::to_string(me) + ") nor root, and would be given the guest's memory; if you trust that user, "
+                    "give --vhost-user-blk " + d.path + ",peer-uid=" + uid);
+}
+
+Result<Device> plan_external(const Disk& d, size_t index, const Vm& vm) {
+  Device dev;
+  dev.kind = "blk";
+  dev.name = "disk " + std::to_string(index + 1) + " (" + d.path + ")";
+  dev.guest = guest_device(vm.cpus);
+  MOSS_TRY(dev.vhost_user, connect_unix(d.path));
+  MOSS_CHECK(check_backend_peer(dev.vhost_user.get(), d));
+  return dev;
+}
+
+// The disk's identity: two names of one file (or block device) are one disk.
+using Identity = std::pair<dev_t, ino_t>;
+
+Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
+                           std::vector<std::pair<std::string, Identity>>& seen) {
+  // Opened here and passed in: the jailed worker has no path to open.
+  int fd = open(d.path.c_str(), (d.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd < 0) {
+    return make_error("cannot open the disk " + d.path + (d.readonly ? " for reading: " : " for reading and writing: ") +
+                      strerror(errno), errno);
+  }
+  UniqueFd disk(fd);
+  struct stat st;
+  MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    return make_error("the disk " + d.path + " is neither a regular file nor a block device");
+  }
+  Identity identity = S_ISBLK(st.st_mode) ? Identity{0, static_cast<ino_t>(st.st_rdev)} : Identity{st.st_dev, st.st_ino};
+  for (const auto& [path, id] : seen) {
+    if (id == identity) {
+      return make_error("the disk " + d.path + " is the same " + (S_ISBLK(st.st_mode) ? "device" : "file") +
+                        " as the disk " + path + " given before it; give each disk once");
+    }
+  }
+  seen.emplace_back(d.path, identity);
+  // One disk, one writer (base/disk_lock.h): another moss or QEMU using it is refused. The
+  // lock is on this open file, so it stays with the worker this fd is passed to.
+  MOSS_CHECK(lock_disk(fd, d.readonly, "the disk " + d.path));
+
+  Device dev;
+  dev.kind = "blk";
+  dev.name = "disk " + std::to_string(index + 1) + " (" + d.path + ")";
+  dev.guest = guest_device(vm.cpus);
+  MOSS_TRY(auto conn, vhost_user_pair());
+  MOSS_TRY(auto control, control_pair());
+  dev.vhost_user = std::move(conn.first);
+  WorkerPlan& w = dev.worker.emplace();
+  w.program = "moss-blk";
+  w.description = "the blk worker for " + d.path;
+  w.role = sandbox::Role::kBlk;
+  w.limits = limits(vm.cpus, disk_bytes(disk.get()));
+  w.control = std::move(control.first);
+  w.argv = {"moss-blk"};
+  w.argv.insert(w.argv.end(), {"--fd", std::to_string(w.pass(std::move(conn.second)))});
+  w.argv.insert(w.argv.end(), {"--disk-fd", std::to_string(w.pass(std::move(disk)))});
+  w.argv.insert(w.argv.end(), {"--control-fd", std::to_string(w.pass(std::move(control.second)))});
+  w.argv.insert(w.argv.end(), {"--disk", d.path});
+  if (d.readonly) w.argv.push_back("--readonly");
+  w.argv.insert(w.argv.end(), {"--num-queues", std::to_string(vm.cpus)});
+  return dev;
+}
+
+std::optional<uint64_t> number(const std::optional<std::string>& v) {
+  if (!v) return std::nullopt;
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+  if (ec != std::errc() || end != v->data() + v->size()) return std::nullopt;
+  return n;
+}
+
+class BlkModule final : public Module {
+ public:
+  std::string_view kind() const override { return "blk"; }
+  Result<Device> plan(std::string_view, const Vm&) const override {
+    return make_error("disks are given with --disk PATH[,ro] or --vhost-user-blk SOCKET, not --device blk");
+  }
+  sandbox::Role role() const override { return sandbox::Role::kBlk; }
+  sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
+    uint64_t queues = number(arg("--num-queues")).value_or(1);
+    auto path = arg("--disk");
+    if (!path) path = arg("--blk-file");
+    uint64_t bytes = 0;
+    if (path) {
+      // The size the jail allows the worker to write up to: the disk's (0 if it cannot be
+      // told: the worker then refuses the disk itself, with its own sentence).
+      UniqueFd fd(::open(path->c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+      if (fd.valid()) bytes = disk_bytes(fd.get());
+    }
+    return limits(static_cast<uint32_t>(queues > 256 ? 256 : queues), bytes);
+  }
+};
+
+}  // namespace
+
+GuestDevice guest_device(uint32_t cpus) {
+  GuestDevice g;
+  g.virtio_id = kVirtioId;
+  g.pci_class = kPciClass;
+  g.config_size = kConfigSize;
+  g.num_queues = static_cast<uint16_t>(cpus < kMaxQueues ? cpus : kMaxQueues);
+  g.min_queues = 1;
+  g.multiqueue_feature = kFeatureMq;
+  g.queue_count_offset = kNumQueuesOffset;
+  return g;
+}
+
+Result<std::vector<Device>> plan_disks(const std::vector<Disk>& disks, const Vm& vm) {
+  std::vector<Device> out;
+  std::vector<std::pair<std::string, Identity>> seen;
+  for (size_t i = 0; i < disks.size(); i++) {
+    if (disks[i].vhost_user) {
+      MOSS_TRY(Device d, plan_external(disks[i], i, vm));
+      out.push_back(std::move(d));
+    } else {
+      MOSS_TRY(Device d, plan_worker(disks[i], i, vm, seen));
+      out.push_back(std::move(d));
+    }
+  }
+  return out;
+}
+
+sandbox::Limits limits(uint32_t queues, uint64_t disk_bytes) {
+  sandbox::Limits l;
+  // stdio, the vhost-user socket, the disk, the io_uring and its eventfd, the event loop, up
+  // to 8 guest memory regions, the inflight buffer, and a kick and a call eventfd per queue.
+  l.nofile = 64 + 2ull * queues;
+  // clone is not in blk.policy; these are io_uring's io-wq workers, which the kernel counts
+  // as the worker's tasks and caps at this limit.
+  l.nproc = 64 + 4ull * queues;
+  // Writes stay inside the disk; the inflight buffer (a memfd it sizes) is far smaller than
+  // 64 MiB.
+  l.fsize = disk_bytes > 64 * kMiB ? disk_bytes : 64 * kMiB;
+  // Kernels before 5.12 charge io_uring's rings to RLIMIT_MEMLOCK.
+  l.memlock = 8 * kMiB;
+  return l;
+}
+
+uint64_t disk_bytes(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return 0;
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t size = 0;
+    return ioctl(fd, BLKGETSIZE64, &size) == 0 ? size : 0;
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
+
+const Module& module() {
+  static const BlkModule m;
+  return m;
+}
+
+}  // namespace moss::device::blk

@@ -1,0 +1,116 @@
+// Device modules: everything the broker and the vcpu process need to know about a kind of
+// device, kept with the device (devices/<kind>/module.{h,cc}, a small library per kind that
+// the broker links; it never links the worker's device code).
+//
+// A module turns what the user asked for into a planned Device: the worker process to start
+// (program, argv, the fds it is given and the numbers they have there, its sandbox role and
+// rlimits, its control channel), and the virtio device the vcpu process shows the guest for
+// it (virtio id, PCI class, config size, queue layout), with the vcpu process's end of the
+// vhost-user connection. The broker starts every planned worker the same way and hands every
+// guest device to the vcpu process in one list (ipc/vcpu.capnp VhostUserDevice); it has no
+// code of its own for any kind. docs/ARCHITECTURE.md has the recipe for adding a device.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/result.h"
+#include "policies/builtin.h"
+#include "policies/sandbox.h"
+
+namespace moss::device {
+
+// The facts of the VM a device is planned for.
+struct Vm {
+  uint32_t cpus = 1;
+  uint64_t mem_bytes = 0;
+  bool jailed = true;  // false: --no-sandbox
+};
+
+// A worker process as its module plans it; the broker starts it jailed (broker/launcher.h).
+struct WorkerPlan {
+  std::string program;            // Its binary's file name, found beside moss: "moss-blk".
+  std::string description;        // For messages: "the blk worker for disk.img".
+  std::vector<std::string> argv;  // argv[0] included; fd numbers come from pass().
+  sandbox::PassedFds fds;         // In order; each lands at the number pass() returned.
+  sandbox::Role role = sandbox::Role::kBlk;  // Names its seccomp policy (policies/ROLE.policy).
+  sandbox::Limits limits;
+  // The broker's end of the worker's control channel (ipc/worker.capnp), or invalid.
+  UniqueFd control;
+
+  // Gives the worker `fd`, kept open by the plan until the worker has started; returns the
+  // number it has in the worker.
+  int pass(UniqueFd fd) {
+    int n = fds.pass(fd.get());
+    owned_.push_back(std::move(fd));
+    return n;
+  }
+  // Gives the worker a fd whose owner keeps it open until the worker has started.
+  int pass_borrowed(int fd) { return fds.pass(fd); }
+  // The worker runs: the broker closes its copies of the fds passed.
+  void started() { owned_.clear(); }
+
+ private:
+  std::vector<UniqueFd> owned_;
+};
+
+// How the vcpu process shows the device to the guest: a virtio-pci function whose rings and
+// configuration are served over vhost-user (ipc/vcpu.capnp VhostUserDevice says what each
+// field means).
+struct GuestDevice {
+  uint16_t virtio_id = 0;
+  uint32_t pci_class = 0;
+  uint32_t config_size = 0;
+  uint16_t num_queues = 1;
+  uint16_t min_queues = 1;
+  int16_t multiqueue_feature = -1;
+  int32_t queue_count_offset = -1;
+  uint16_t max_queue_size = 256;
+};
+
+// One device of a VM, planned.
+struct Device {
+  std::string kind;  // Its module's: "blk", "vsock", "null". Workers are told apart by it.
+  std::string name;  // For messages: "disk 1 (disk.img)", "the vsock device".
+  std::optional<WorkerPlan> worker;  // None for an external backend (--vhost-user-blk).
+  GuestDevice guest;
+  UniqueFd vhost_user;  // The vcpu process's end of the vhost-user connection.
+};
+
+// A connected pair of stream sockets for a vhost-user connection: {vcpu's end, worker's}.
+Result<std::pair<UniqueFd, UniqueFd>> vhost_user_pair();
+// A worker control channel (SOCK_SEQPACKET): {broker's end, worker's}.
+Result<std::pair<UniqueFd, UniqueFd>> control_pair();
+
+// "key=value,flag" options of --device KIND,OPTIONS, in order.
+struct Option {
+  std::string key;
+  std::optional<std::string> value;
+};
+std::vector<Option> split_options(std::string_view text);
+
+// How a worker started by hand (`moss device KIND ARGS`) was told its options: the value of
+// option NAME ("--name V" or "--name=V"), or nullopt.
+using ArgLookup = std::function<std::optional<std::string>(std::string_view name)>;
+
+// A kind of device.
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual std::string_view kind() const = 0;
+  // Plans one device from `--device KIND,OPTIONS` (OPTIONS: what follows "KIND,").
+  virtual Result<Device> plan(std::string_view options, const Vm& vm) const = 0;
+  // Its worker started by hand (moss device KIND ARGS): the role and limits of its sandbox,
+  // and the options naming sockets it makes (removed when it exits: its jail cannot).
+  virtual sandbox::Role role() const = 0;
+  virtual sandbox::Limits standalone_limits(const ArgLookup& arg) const = 0;
+  virtual std::vector<std::string> socket_options() const { return {"--socket-path"}; }
+};
+
+}  // namespace moss::device
