@@ -1,6 +1,7 @@
 #include "broker/cli.h"
 
 #include "broker/control.h"
+#include "devices/modules.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -128,6 +129,14 @@ Result<Disk> parse_disk(const std::string& text) {
   return d;
 }
 
+Result<DeviceArg> parse_device(const std::string& text) {
+  size_t comma = text.find(',');
+  DeviceArg d{text.substr(0, comma), comma == std::string::npos ? std::string() : text.substr(comma + 1)};
+  if (d.kind.empty()) return make_error("--device needs KIND[,OPTIONS]");
+  if (device::find(d.kind) == nullptr) return make_error("--device " + d.kind + ": no such kind of device");
+  return d;
+}
+
 Result<Disk> parse_vhost_user_disk(const std::string& text) {
   Disk d;
   d.vhost_user = true;
@@ -215,9 +224,7 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
       o.disks.push_back(d);
     } else if (a == "--device") {
       MOSS_TRY(std::string v, value("--device"));
-      size_t comma = v.find(',');
-      DeviceArg d{v.substr(0, comma), comma == std::string::npos ? std::string() : v.substr(comma + 1)};
-      if (d.kind.empty()) return make_error("--device needs KIND[,OPTIONS]");
+      MOSS_TRY(DeviceArg d, parse_device(v));
       o.devices.push_back(d);
     } else if (a == "--name") {
       MOSS_TRY(o.name, value("--name"));

@@ -67,6 +67,8 @@ Result<Command> parse(const std::vector<std::string>& args);
 Result<uint64_t> parse_size(const std::string& text);
 // "PATH" or "PATH,ro" (--disk).
 Result<Disk> parse_disk(const std::string& text);
+// "KIND[,OPTIONS]" (--device) of a kind devices/modules.h knows; its module parses OPTIONS.
+Result<DeviceArg> parse_device(const std::string& text);
 // "SOCKET" or "SOCKET,peer-uid=N" (--vhost-user-blk).
 Result<Disk> parse_vhost_user_disk(const std::string& text);
 std::string usage();

@@ -64,6 +64,19 @@ TEST(Parse, DisksKeepTheirOrderAndReadOnlyFlag) {
   EXPECT_TRUE(c->run.disks[2].readonly);
 }
 
+TEST(Parse, DevicesOfAnyKnownKindKeepTheirOrderAndOptions) {
+  auto c = parse({"run", "--device", "null,capacity=1048576", "--disk", "a.img", "--device", "null"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_EQ(c->run.devices.size(), 2u);
+  EXPECT_EQ(c->run.devices[0].kind, "null");
+  EXPECT_EQ(c->run.devices[0].options, "capacity=1048576");
+  EXPECT_EQ(c->run.devices[1].kind, "null");
+  EXPECT_EQ(c->run.devices[1].options, "");
+  EXPECT_EQ(c->run.disks.size(), 1u);
+  EXPECT_EQ(parse({"run", "--device", "frob,x=1"}).error().message, "--device frob: no such kind of device");
+  EXPECT_EQ(parse({"run", "--device", ",x"}).error().message, "--device needs KIND[,OPTIONS]");
+}
+
 TEST(Parse, BadDisksAreRefused) {
   EXPECT_FALSE(parse({"run", "--disk"}).ok());
   EXPECT_FALSE(parse({"run", "--disk", ",ro"}).ok());

@@ -175,6 +175,31 @@ bool write_file(const char* path, const char* text) {
   _exit(127);
 }
 
+// The child's identity in its namespaces (root mapped to our uid and gid, its host name) and
+// its rlimits, prepared before clone.
+void plan_identity_and_limits(ChildPlan& plan, const jail::Sandbox& sb) {
+  std::snprintf(plan.uid_map, sizeof plan.uid_map, "0 %u 1\n", static_cast<unsigned>(geteuid()));
+  std::snprintf(plan.gid_map, sizeof plan.gid_map, "0 %u 1\n", static_cast<unsigned>(getegid()));
+  std::snprintf(plan.hostname, sizeof plan.hostname, "moss-%s", sandbox::role_name(sb.role));
+  const std::pair<int, uint64_t> limits[5] = {{RLIMIT_NOFILE, sb.limits.nofile},
+                                              {RLIMIT_NPROC, sb.limits.nproc},
+                                              {RLIMIT_FSIZE, sb.limits.fsize},
+                                              {RLIMIT_MEMLOCK, sb.limits.memlock},
+                                              {RLIMIT_CORE, 0}};  // A core file would hold guest memory.
+  for (size_t i = 0; i < 5; i++) {
+    plan.limit_ids[i] = limits[i].first;
+    plan.limits[i] = {limits[i].second, limits[i].second};
+  }
+  // A child must not ask for more than the broker has: lowering is all it can do.
+  for (size_t i = 0; i < 5; i++) {
+    rlimit cur;
+    if (getrlimit(static_cast<__rlimit_resource>(plan.limit_ids[i]), &cur) == 0 && cur.rlim_max != RLIM_INFINITY &&
+        plan.limits[i].rlim_max > cur.rlim_max) {
+      plan.limits[i] = {cur.rlim_max, cur.rlim_max};
+    }
+  }
+}
+
 std::string what_child(const ChildSpec& spec) {
   return std::string("the ") + sandbox::role_name(spec.sandbox.role) + " process";
 }
@@ -212,6 +237,47 @@ std::string clone_hint(int err) {
   if (err == ENOSPC || err == EUSERS) return " (the host's limit on namespaces is reached: sysctl user.max_user_namespaces)";
   if (err == EINVAL) return " (this kernel lacks one of the namespace kinds moss needs)";
   return "";
+}
+
+// The child `pid` was cloned: returns once it reports on `report_fd` that it entered its
+// sandbox; otherwise kills and reaps it and says why (spawn_child()).
+Result<pid_t> await_jail(const ChildSpec& spec, pid_t pid, int report_fd, int* exit_status) {
+  auto reaped = [&](const std::string& why) -> Error {
+    kill(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return make_error(what_child(spec) + " (" + spec.path + ") " + why);
+  };
+  auto line = read_report(report_fd, spec.enter_timeout_ms);
+  if (!line) {
+    if (line.error().message == "timeout") {
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%.1f", spec.enter_timeout_ms / 1000.0);
+      return reaped(std::string("did not enter its sandbox within ") + secs +
+                    " s (its main() must call moss::sandbox::enter first)");
+    }
+    return reaped("could not be watched: " + line.error().message);
+  }
+  if (*line == "ok") return pid;
+  if (line->rfind("error ", 0) == 0) return reaped("could not enter its sandbox: " + line->substr(6));
+  if (!line->empty() && (*line)[0] == 'E') {
+    int step = 0, e = 0;
+    std::sscanf(line->c_str(), "E%d %d", &step, &e);
+    return reaped("could not be started: " + std::string(step_text(step)) + ": " + strerror(e));
+  }
+  if (line->empty()) {
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+    }
+    // ECHILD: the child ended on its own (after saying why on stderr, if it could).
+    if (exit_status != nullptr) *exit_status = status;
+    return make_error(what_child(spec) + " (" + spec.path + ") " + describe_wait_status(status) +
+                          " before it entered its sandbox",
+                      ECHILD);
+  }
+  return reaped("sent a report moss does not understand: '" + *line + "'");
 }
 
 }  // namespace
@@ -288,26 +354,7 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   plan.report_fd = report_write.get();
   plan.broker_pidfd = broker_pidfd.get();
   plan.jail = sb.enabled;
-  std::snprintf(plan.uid_map, sizeof plan.uid_map, "0 %u 1\n", static_cast<unsigned>(geteuid()));
-  std::snprintf(plan.gid_map, sizeof plan.gid_map, "0 %u 1\n", static_cast<unsigned>(getegid()));
-  std::snprintf(plan.hostname, sizeof plan.hostname, "moss-%s", sandbox::role_name(sb.role));
-  const std::pair<int, uint64_t> limits[5] = {{RLIMIT_NOFILE, sb.limits.nofile},
-                                              {RLIMIT_NPROC, sb.limits.nproc},
-                                              {RLIMIT_FSIZE, sb.limits.fsize},
-                                              {RLIMIT_MEMLOCK, sb.limits.memlock},
-                                              {RLIMIT_CORE, 0}};  // A core file would hold guest memory.
-  for (size_t i = 0; i < 5; i++) {
-    plan.limit_ids[i] = limits[i].first;
-    plan.limits[i] = {limits[i].second, limits[i].second};
-  }
-  // A child must not ask for more than the broker has: lowering is all it can do.
-  for (size_t i = 0; i < 5; i++) {
-    rlimit cur;
-    if (getrlimit(static_cast<__rlimit_resource>(plan.limit_ids[i]), &cur) == 0 && cur.rlim_max != RLIM_INFINITY &&
-        plan.limits[i].rlim_max > cur.rlim_max) {
-      plan.limits[i] = {cur.rlim_max, cur.rlim_max};
-    }
-  }
+  plan_identity_and_limits(plan, sb);
 
   long flags = SIGCHLD;
   if (sb.enabled) {
@@ -324,42 +371,7 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   if (pid == 0) run_child(plan);
 
   report_write.reset();
-  auto reaped = [&](const std::string& why) -> Error {
-    kill(static_cast<pid_t>(pid), SIGKILL);
-    int status = 0;
-    while (waitpid(static_cast<pid_t>(pid), &status, 0) < 0 && errno == EINTR) {
-    }
-    return make_error(what_child(spec) + " (" + spec.path + ") " + why);
-  };
-  auto line = read_report(report_read.get(), spec.enter_timeout_ms);
-  if (!line) {
-    if (line.error().message == "timeout") {
-      char secs[32];
-      std::snprintf(secs, sizeof secs, "%.1f", spec.enter_timeout_ms / 1000.0);
-      return reaped(std::string("did not enter its sandbox within ") + secs +
-                    " s (its main() must call moss::sandbox::enter first)");
-    }
-    return reaped("could not be watched: " + line.error().message);
-  }
-  if (*line == "ok") return static_cast<pid_t>(pid);
-  if (line->rfind("error ", 0) == 0) return reaped("could not enter its sandbox: " + line->substr(6));
-  if (!line->empty() && (*line)[0] == 'E') {
-    int step = 0, e = 0;
-    std::sscanf(line->c_str(), "E%d %d", &step, &e);
-    return reaped("could not be started: " + std::string(step_text(step)) + ": " + strerror(e));
-  }
-  if (line->empty()) {
-    int status = 0;
-    pid_t r;
-    while ((r = waitpid(static_cast<pid_t>(pid), &status, 0)) < 0 && errno == EINTR) {
-    }
-    // ECHILD: the child ended on its own (after saying why on stderr, if it could).
-    if (exit_status != nullptr) *exit_status = status;
-    return make_error(what_child(spec) + " (" + spec.path + ") " + describe_wait_status(status) +
-                          " before it entered its sandbox",
-                      ECHILD);
-  }
-  return reaped("sent a report moss does not understand: '" + *line + "'");
+  return await_jail(spec, static_cast<pid_t>(pid), report_read.get(), exit_status);
 }
 
 std::string describe_wait_status(int status) {
