@@ -321,9 +321,11 @@ Result<Command> parse(const std::vector<std::string>& args) {
       c.help_topic = "device";
       return c;
     }
-    if (args.size() < 2) return make_error("moss device needs a device kind (this version has: blk, vsock)");
-    if (args[1] != "blk" && args[1] != "vsock") {
-      return make_error("unknown device kind '" + args[1] + "' (this version has: blk, vsock)");
+    std::string known;  // The kinds devices/modules.cc lists.
+    for (std::string_view k : device::kinds()) known += (known.empty() ? "" : ", ") + std::string(k);
+    if (args.size() < 2) return make_error("moss device needs a device kind (this version has: " + known + ")");
+    if (device::find(args[1]) == nullptr) {
+      return make_error("unknown device kind '" + args[1] + "' (this version has: " + known + ")");
     }
     c.verb = Command::Verb::kDevice;
     c.device = args[1];

@@ -7,7 +7,7 @@ target_link_libraries(moss_vsock_harness PUBLIC moss_harness moss_vsock_testing 
 
 moss_harness_test(vsock_acceptance_test moss-vsock MOSS_EXPECT_VSOCK_WORKER moss_vsock_harness)
 
-# moss-vsock jailed as the broker starts it (spawn_child, jail::vsock) with MOSS_SECCOMP_TRAP=1:
+# moss-vsock jailed as the broker starts it (spawn_child, the vsock module's limits) with MOSS_SECCOMP_TRAP=1:
 # connections both ways, refusals, its one kept directory, a clean exit (host-only).
 moss_harness_test(vsock_jail_test moss-vsock MOSS_EXPECT_VSOCK_WORKER moss_vsock_harness moss_broker)
 

@@ -1,4 +1,4 @@
-// moss-vsock jailed: spawn_child() with jail::vsock(true) and `--fd 3 --guest-cid N
+// moss-vsock jailed: spawn_child() with the vsock module's sandbox (devices/vsock/module.h) and `--fd N --guest-cid N
 // --uds-path P`, so it runs in its namespaces with the vsock role's seccomp filter and only
 // P's directory in its root; and as `moss run` starts it (vmvsock::Plan: --uds-fd and
 // --connect-fd, no directory at all). The harness's vsock driver is the guest
