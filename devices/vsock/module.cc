@@ -44,8 +44,7 @@ GuestDevice guest_device() {
   return g;
 }
 
-Result<Device> plan(Host host, const Vm& vm) {
-  (void)vm;
+Result<Device> plan(Host host, const Vm& /*vm: its limits do not depend on the VM*/) {
   Device dev;
   dev.kind = "vsock";
   dev.name = "the vsock device";
