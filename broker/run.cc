@@ -1,16 +1,12 @@
 #include "broker/run.h"
 
-#include <event2/event.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/ioctl.h>
 #include <sys/wait.h>
-#include <termios.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -20,13 +16,13 @@
 #include <optional>
 #include <string>
 
-#include <kj/exception.h>
 
 #include "base/disk_lock.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/syscall.h"
 #include "base/unix_socket.h"
+#include "broker/clock.h"
 #include "broker/console_sink.h"
 #include "broker/control.h"
 #include "broker/defaults.h"
@@ -34,8 +30,10 @@
 #include "broker/jail.h"
 #include "broker/launcher.h"
 #include "broker/standalone.h"
+#include "broker/session.h"
+#include "broker/stats_file.h"
+#include "broker/vcpu_link.h"
 #include "broker/vm_vsock.h"
-#include "broker/worker_control.h"
 #include "agent/client.h"
 #include "moss-init/cmdline.h"
 #include "ipc/channel.h"
@@ -52,15 +50,6 @@
 
 namespace moss {
 namespace {
-
-constexpr int kStopGraceSeconds = 5;
-constexpr int kExitGraceSeconds = 5;
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // The kernel or initrd: a regular file. Opened without blocking, so that a FIFO (or a device
 // that blocks on open) is refused at once instead of waiting forever for a writer.
@@ -227,726 +216,6 @@ std::string self_dir() {
   return path.substr(0, path.rfind('/'));
 }
 
-constexpr char kVsockWorker[] = "the vsock worker";
-
-// A device worker the broker started for this VM.
-struct Worker {
-  pid_t pid = -1;
-  std::string what;  // "the blk worker for disk.img"
-  bool reaped = false;
-  UniqueFd control;  // ipc/worker.capnp (broker/worker_control.h); invalid for none.
-};
-
-// Supervises one vcpu process, and the device workers, from a libevent loop.
-class Session {
- public:
-  Session(const cli::RunOptions& o, pid_t pid, UniqueFd ctl, uint64_t spawn_ns, std::vector<Worker> workers,
-          std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock)
-      : options_(o), pid_(pid), ctl_(std::move(ctl)), spawn_ns_(spawn_ns), workers_(std::move(workers)),
-        endpoint_(std::move(endpoint)), console_(std::move(console)), vsock_(std::move(vsock)) {}
-
-  int run();
-
- private:
-  static void on_control(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->read_control(); }
-  static void on_signal(evutil_socket_t sig, short, void* self) { static_cast<Session*>(self)->handle_signal(sig); }
-  static void on_stdin(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->read_stdin(); }
-  static void on_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->kill_child("did not stop in time"); }
-  static void on_exit_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->child_lingers(); }
-  static void on_worker_grace(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->worker_left(); }
-  static void on_control_client(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->accept_client(); }
-  static void on_agent_dial(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->accept_agent(); }
-  static void on_agent_fd(evutil_socket_t fd, short what, void* self) {
-    static_cast<Session*>(self)->agent_ready(fd, what);
-  }
-  static void on_shutdown_grace(evutil_socket_t, short, void* self) {
-    static_cast<Session*>(self)->guest_ignores_shutdown();
-  }
-  static void on_boot_timeout(evutil_socket_t, short, void* self) { static_cast<Session*>(self)->boot_timed_out(); }
-  void accept_client();
-  // The command (moss run -- CMD): moss-init dials in when its agent is up, and the command
-  // runs over that connection (agent::ExecClient, driven by this loop). The vsock worker's
-  // connect requests come in here too (vmvsock::Plan::serve_connect_requests).
-  void accept_agent();
-  void agent_ready(int fd, short what);
-  void sync_agent();
-  void guest_ignores_shutdown();
-  void boot_timed_out();
-  void set_raw_terminal();
-  void restore_terminal();
-  bool command_running() const { return client_ && !client_->finished(); }
-  // The VM is over or on its way out: nothing more to start or stop.
-  bool vm_ending() const {
-    return have_exit_ || child_reaped_ || stop_requested_ || stop_signal_ || !worker_failure_.empty();
-  }
-  control::VmStats stats() const;
-
-  void read_control();
-  bool handle_packet(ipc::Packet& packet);
-  void handle_signal(int sig);
-  void read_stdin();
-  void kill_child(const char* why);
-  void child_lingers();
-  void send_stop();
-  int finish();
-  int finish_vm();  // finish() without a command's outcome: how the VM ended.
-  void write_stats(const rusage& child);
-  void reap_workers();
-  void worker_left();
-  void stop_workers();
-
-  const cli::RunOptions& options_;
-  pid_t pid_;
-  UniqueFd ctl_;
-  uint64_t spawn_ns_;
-  std::vector<Worker> workers_;
-  std::string worker_failure_;  // A worker that died while the VM ran.
-  bool worker_exit_clean_ = false;   // ... with status 0 (its connection closed).
-  bool worker_stopped_vm_ = false;   // ... and the vcpu process did not follow within 1 s.
-  event* worker_grace_ev_ = nullptr;
-  std::optional<control::Endpoint> endpoint_;  // --name: the control socket.
-  ConsoleSink console_;
-  std::unique_ptr<vmvsock::Plan> vsock_;
-  event* agent_dial_ev_ = nullptr;
-  std::unique_ptr<agent::ExecClient> client_;
-  std::vector<event*> agent_evs_;  // One per ExecClient::watches() entry, remade after each event.
-  event* shutdown_grace_ev_ = nullptr;
-  event* boot_timeout_ev_ = nullptr;
-  std::string boot_failure_;  // The agent did not connect within --boot-timeout.
-  event* winch_ev_ = nullptr;
-  bool shutdown_sent_ = false;
-  int forwarded_signals_ = 0;
-  termios saved_termios_{};
-  bool raw_terminal_ = false;
-  uint64_t agent_connected_ns_ = 0, command_exited_ns_ = 0;
-  event* client_ev_ = nullptr;
-  bool stop_requested_ = false;  // moss stop NAME.
-  bool paused_ = false;          // moss pause NAME (answered by the vcpu process).
-  // moss pause/resume clients waiting for the vcpu process's answer, in request order (the
-  // vcpu process answers in order).
-  struct Waiting {
-    UniqueFd conn;
-    control::Verb verb;
-  };
-  std::vector<Waiting> waiting_;
-  void forward_pause(UniqueFd conn, control::Verb verb);
-  void answer_waiting(const Result<void>& outcome);
-  uint64_t first_run_ns_ = 0, first_exit_ns_ = 0;
-  event_base* base_ = nullptr;
-  event* ctl_ev_ = nullptr;
-  event* stdin_ev_ = nullptr;
-  event* grace_ev_ = nullptr;
-  event* exit_grace_ev_ = nullptr;
-  int lingering_ = 0;  // How many times the exit grace period ran out.
-  int stop_signal_ = 0;
-  bool have_exit_ = false;
-  bool child_reaped_ = false;
-  int wait_status_ = 0;
-  rusage child_usage_{};
-  ipc::ExitInfo::Reason exit_reason_ = ipc::ExitInfo::Reason::ERROR;
-  int32_t exit_status_ = 0;
-  std::string exit_message_;
-  std::string protocol_error_;
-};
-
-void Session::read_control() {
-  for (;;) {
-    auto packet = ipc::receive_message(ctl_.get());
-    if (!packet) {
-      if (packet.error().err == EAGAIN) return;
-      protocol_error_ = packet.error().message;
-    } else if (*packet && handle_packet(**packet)) {
-      continue;
-    }
-    // EOF or a bad message: stop listening; the child's exit (SIGCHLD) finishes the session.
-    if (ctl_ev_) event_del(ctl_ev_);
-    if (!protocol_error_.empty()) kill_child("sent a malformed control message");
-    return;
-  }
-}
-
-bool Session::handle_packet(ipc::Packet& packet) {
-  bool ok = true;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-    auto msg = packet.root<ipc::VcpuToBroker>();
-    if (msg.getVersion() != ipc::PROTOCOL_VERSION) {
-      protocol_error_ = "the vcpu process speaks control protocol version " + std::to_string(msg.getVersion());
-      ok = false;
-      return;
-    }
-    switch (msg.which()) {
-      case ipc::VcpuToBroker::CONSOLE: {
-        auto data = msg.getConsole();
-        console_.write(data.begin(), data.size());
-        break;
-      }
-      case ipc::VcpuToBroker::STARTED:
-        first_run_ns_ = msg.getStarted().getFirstRunNs();
-        break;
-      case ipc::VcpuToBroker::PAUSED:
-        paused_ = true;
-        answer_waiting({});
-        break;
-      case ipc::VcpuToBroker::RESUMED:
-        paused_ = false;
-        answer_waiting({});
-        break;
-      case ipc::VcpuToBroker::REFUSED:
-        answer_waiting(make_error(msg.getRefused().cStr()));
-        break;
-      case ipc::VcpuToBroker::CPU_STATE:
-      case ipc::VcpuToBroker::RESTORED:
-        protocol_error_ = "the vcpu process sent CPU state nobody asked for";
-        ok = false;
-        break;
-      case ipc::VcpuToBroker::EXITED: {
-        auto x = msg.getExited();
-        if (!have_exit_) {
-          // The VM has ended; the process should be gone in a moment. If it is not (a
-          // kernel that never finishes tearing the VM down), do not hang the user on it.
-          timeval grace{kExitGraceSeconds, 0};
-          evtimer_add(exit_grace_ev_, &grace);
-        }
-        have_exit_ = true;
-        exit_reason_ = x.getReason();
-        exit_status_ = x.getStatus();
-        exit_message_ = x.getMessage().cStr();
-        first_exit_ns_ = x.getFirstExitNs();
-        LOG_INFO("the vcpu process reports the end of the VM: %s (status %d)", exit_message_.c_str(), exit_status_);
-        break;
-      }
-    }
-  })) {
-    protocol_error_ = std::string("a control message from the vcpu process is malformed: ") + e->getDescription().cStr();
-    ok = false;
-  }
-  return ok;
-}
-
-void Session::send_stop() {
-  capnp::MallocMessageBuilder mb;
-  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
-  msg.setVersion(ipc::PROTOCOL_VERSION);
-  msg.setStop();
-  if (!ipc::send_message(ctl_.get(), mb)) kill_child("could not be asked to stop");
-  timeval grace{kStopGraceSeconds, 0};
-  evtimer_add(grace_ev_, &grace);
-}
-
-void Session::kill_child(const char* why) {
-  if (child_reaped_) return;
-  LOG_WARN("the vcpu process (pid %d) %s; killing it", pid_, why);
-  kill(pid_, SIGKILL);
-}
-
-void Session::child_lingers() {
-  if (child_reaped_) return;
-  if (lingering_++ == 0) {
-    kill_child("did not exit after the VM ended");
-    timeval grace{kExitGraceSeconds, 0};
-    evtimer_add(exit_grace_ev_, &grace);
-    return;
-  }
-  // SIGKILL did not reap it either: it is stuck in the kernel. The guest's result is known.
-  LOG_WARN("the vcpu process (pid %d) is stuck in the kernel after the VM ended; leaving it", pid_);
-  event_base_loopbreak(base_);
-}
-
-control::VmStats Session::stats() const {
-  control::VmStats s;
-  s.name = options_.name;
-  s.state = stop_signal_ || stop_requested_ || have_exit_ ? "stopping" : paused_ ? "paused" : "running";
-  s.uptime_ms = (now_ns() - spawn_ns_) / 1000000;
-  s.cpus = options_.cpus;
-  s.mem_bytes = options_.mem_bytes;
-  if (vsock_) {
-    s.vsock_cid = vsock_->cid();
-    s.vsock_socket = vsock_->socket_path();
-  }
-  s.processes.push_back(control::process_stats("broker", getpid()));
-  s.processes.push_back(control::process_stats("vcpu", pid_));
-  for (const auto& w : workers_) {
-    if (!w.reaped) s.processes.push_back(control::process_stats(w.what.substr(4), w.pid));  // Drop "the ".
-  }
-  for (const auto& d : options_.disks) s.disks.push_back(d.path + (d.readonly ? ",ro" : ""));
-  for (const auto& w : workers_) {
-    if (w.reaped || !w.control) continue;
-    // A short time-out: a wedged worker must not stall the broker's loop (its stats are
-    // then just missing).
-    auto r = worker::call(w.control.get(), worker::Request::kStats, {}, 500);
-    if (!r) continue;
-    const auto& st = r->stats;
-    s.disk_stats.push_back({w.what.substr(4), st.read_requests, st.write_requests, st.flush_requests,
-                            st.other_requests, st.bytes_read, st.bytes_written, st.errors, st.in_flight});
-  }
-  return s;
-}
-
-void Session::accept_client() {
-  for (;;) {
-    int conn = accept4(endpoint_->listen_fd(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (conn < 0) return;  // EAGAIN: all served.
-    control::serve_connection(UniqueFd(conn), {[this] { return stats(); },
-                                               [this] {
-                                                 if (stop_requested_ || stop_signal_) return;
-                                                 stop_requested_ = true;
-                                                 send_stop();
-                                               },
-                                               [this](UniqueFd c, control::Verb v) { forward_pause(std::move(c), v); }});
-  }
-}
-
-void Session::forward_pause(UniqueFd conn, control::Verb verb) {
-  if (have_exit_ || stop_signal_ || stop_requested_) {
-    control::answer_deferred(conn.get(), verb, make_error("the VM is stopping"));
-    return;
-  }
-  capnp::MallocMessageBuilder mb;
-  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
-  msg.setVersion(ipc::PROTOCOL_VERSION);
-  if (verb == control::Verb::kPause) msg.setPause();
-  else msg.setResume();
-  if (auto r = ipc::send_message(ctl_.get(), mb); !r) {
-    control::answer_deferred(conn.get(), verb, r.error());
-    return;
-  }
-  waiting_.push_back({std::move(conn), verb});
-}
-
-void Session::answer_waiting(const Result<void>& outcome) {
-  if (waiting_.empty()) return;
-  control::answer_deferred(waiting_.front().conn.get(), waiting_.front().verb, outcome);
-  waiting_.erase(waiting_.begin());
-}
-
-void Session::accept_agent() {
-  // The vsock worker asks for its guest connections to host ports; the first to the agent's
-  // port is moss-init's, and comes to us on a socketpair only the worker holds the other end
-  // of (no socket on disk that another process could reach first).
-  auto agent = vsock_->serve_connect_requests();
-  if (vsock_->connect_channel() < 0 && agent_dial_ev_) {  // The worker is gone.
-    event_free(agent_dial_ev_);
-    agent_dial_ev_ = nullptr;
-  }
-  if (!agent || client_) return;
-  UniqueFd sock = std::move(*agent);
-  agent_connected_ns_ = now_ns();
-  agent::ExecRequest req;
-  req.argv = options_.command;
-  req.env = options_.env;
-  req.cwd = options_.workdir;
-  if (options_.tty) {
-    req.mode = agent::Mode::kPty;
-    winsize ws{};
-    if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
-      req.rows = ws.ws_row;
-      req.cols = ws.ws_col;
-    }
-    if (const char* term = getenv("TERM")) req.env.insert(req.env.begin(), std::string("TERM=") + term);
-    set_raw_terminal();
-  }
-  client_ = std::make_unique<agent::ExecClient>(std::move(sock), req,
-                                                agent::ExecClient::UserFds{STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO});
-  sync_agent();
-}
-
-void Session::agent_ready(int fd, short what) {
-  short revents = 0;
-  if (what & EV_READ) revents |= POLLIN;
-  if (what & EV_WRITE) revents |= POLLOUT;
-  client_->on_ready(fd, revents);
-  sync_agent();
-}
-
-// Watches what the client asks for now. The loop uses poll(2) (see run()), where adding and
-// removing events is bookkeeping, not system calls, and regular files count as always ready.
-void Session::sync_agent() {
-  for (event* e : agent_evs_) event_free(e);
-  agent_evs_.clear();
-  if (client_->finished() && !shutdown_sent_ && command_exited_ns_ == 0) {
-    command_exited_ns_ = now_ns();
-    restore_terminal();
-    // The command is done and its output written: power the guest off (moss-init syncs its
-    // file systems first), and stop the VM if it does not go in time. Unless the VM is ending
-    // anyway (a stop, a dead worker: then the session broke because of it).
-    if (have_exit_ || stop_signal_ || stop_requested_ || !worker_failure_.empty()) return;
-    const auto& outcome = client_->outcome();
-    client_->request_shutdown(outcome ? outcome->shell_status() & 0xff : kExitFailure);
-    shutdown_sent_ = true;
-    timeval grace{kStopGraceSeconds, 0};
-    evtimer_add(shutdown_grace_ev_, &grace);
-  }
-  if (client_->finished() && !shutdown_sent_) return;
-  if (shutdown_sent_ && client_->flushed()) return;  // Nothing more to say; the VM goes down.
-  for (const auto& w : client_->watches()) {
-    short events = EV_PERSIST;
-    if (w.events & POLLIN) events |= EV_READ;
-    if (w.events & POLLOUT) events |= EV_WRITE;
-    event* e = event_new(base_, w.fd, events, on_agent_fd, this);
-    event_add(e, nullptr);
-    agent_evs_.push_back(e);
-  }
-}
-
-void Session::boot_timed_out() {
-  if (client_ || vm_ending()) return;
-  boot_failure_ = "the guest's agent did not connect within " + std::to_string(options_.boot_timeout_s) +
-                  " s of the start (--boot-timeout), so the command never ran";
-  send_stop();
-}
-
-void Session::guest_ignores_shutdown() {
-  if (vm_ending()) return;
-  LOG_WARN("the guest did not power off after the command ended; stopping the VM");
-  send_stop();
-}
-
-void Session::set_raw_terminal() {
-  if (raw_terminal_ || tcgetattr(STDIN_FILENO, &saved_termios_) != 0) return;
-  termios raw = saved_termios_;
-  cfmakeraw(&raw);
-  if (tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0) raw_terminal_ = true;
-}
-
-void Session::restore_terminal() {
-  if (!raw_terminal_) return;
-  tcsetattr(STDIN_FILENO, TCSANOW, &saved_termios_);
-  raw_terminal_ = false;
-}
-
-void Session::reap_workers() {
-  for (auto& w : workers_) {
-    if (w.reaped) continue;
-    int status;
-    if (waitpid(w.pid, &status, WNOHANG) != w.pid) continue;
-    w.reaped = true;
-    // After the loop (stop_workers) the VM is over: nothing is left to judge or stop.
-    if (base_ == nullptr || have_exit_ || child_reaped_ || !worker_failure_.empty()) continue;
-    // An exit report the vcpu process sent before closing its connections explains it.
-    read_control();
-    if (have_exit_) continue;
-    worker_failure_ = w.what + " (pid " + std::to_string(w.pid) + ") " + describe_wait_status(status) +
-                      " while the VM was running";
-    worker_exit_clean_ = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (worker_exit_clean_) {
-      // A worker ends cleanly when its vhost-user connection closes: the vcpu process is most
-      // likely on its way out (its SIGCHLD comes after its sockets close). Judge in a moment.
-      timeval grace{1, 0};
-      evtimer_add(worker_grace_ev_, &grace);
-      continue;
-    }
-    // The guest's device is gone: its I/O would hang forever. End the VM now, in order (its
-    // vCPUs leave KVM_RUN, the vcpu process exits and the other workers see their connections
-    // close), with the usual SIGKILL after the grace period.
-    if (!stop_signal_ && !stop_requested_) send_stop();
-  }
-}
-
-void Session::worker_left() {
-  if (have_exit_ || child_reaped_ || stop_signal_ || stop_requested_) return;
-  worker_stopped_vm_ = true;  // The vcpu process lives on without the device: a real failure.
-  send_stop();
-}
-
-void Session::stop_workers() {
-  // The vcpu process is gone, so each worker's connection closed and it is exiting; give it
-  // a moment, then make sure.
-  for (int round = 0; round < 3; round++) {
-    for (int i = 0; i < 100; i++) {
-      reap_workers();
-      bool all = true;
-      for (const auto& w : workers_) all = all && w.reaped;
-      if (all) return;
-      usleep(10000);
-    }
-    for (const auto& w : workers_) {
-      if (!w.reaped) kill(w.pid, round == 0 ? SIGTERM : SIGKILL);
-    }
-  }
-  for (const auto& w : workers_) {
-    if (!w.reaped) LOG_WARN("%s (pid %d) did not exit", w.what.c_str(), w.pid);
-  }
-}
-
-void Session::handle_signal(int sig) {
-  if (sig == SIGCHLD) {
-    reap_workers();
-    int status;
-    rusage ru{};
-    pid_t r = wait4(pid_, &status, WNOHANG, &ru);
-    if (r != pid_) return;
-    child_reaped_ = true;
-    wait_status_ = status;
-    child_usage_ = ru;
-    read_control();  // Whatever the child sent before it exited (its exit report).
-    event_base_loopbreak(base_);
-    return;
-  }
-  if (sig == SIGWINCH) {
-    winsize ws{};
-    if (client_ && ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) client_->resize(ws.ws_row, ws.ws_col);
-    return;
-  }
-  // While the command runs, signals are its (as if it ran here); the third stops the VM, for a
-  // program that ignores them.
-  if (command_running() && stop_signal_ == 0 && ++forwarded_signals_ < 3) {
-    client_->forward_signal(sig);
-    sync_agent();
-    return;
-  }
-  if (stop_signal_ == 0) {
-    stop_signal_ = sig;
-    send_stop();
-  } else {
-    kill_child("was asked twice to stop");
-  }
-}
-
-void Session::read_stdin() {
-  char buf[4096];
-  ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
-  if (n <= 0) {
-    if (n < 0 && errno == EINTR) return;
-    event_del(stdin_ev_);  // EOF: the UART has no way to say it; the guest just sees no more input.
-    return;
-  }
-  capnp::MallocMessageBuilder mb;
-  auto msg = mb.initRoot<ipc::BrokerToVcpu>();
-  msg.setVersion(ipc::PROTOCOL_VERSION);
-  msg.setConsoleInput(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(buf), static_cast<size_t>(n)));
-  (void)ipc::send_message(ctl_.get(), mb);
-}
-
-int Session::run() {
-  // poll(2), not epoll: the command's stdin or stdout may be a regular file or /dev/null,
-  // which epoll refuses and poll reports always ready; the loop has a handful of fds.
-  event_config* cfg = event_config_new();
-  MOSS_ASSERT(cfg != nullptr);
-  event_config_avoid_method(cfg, "epoll");
-  base_ = event_base_new_with_config(cfg);
-  event_config_free(cfg);
-  MOSS_ASSERT(base_ != nullptr);
-  int flags = fcntl(ctl_.get(), F_GETFL);
-  fcntl(ctl_.get(), F_SETFL, flags | O_NONBLOCK);
-  ctl_ev_ = event_new(base_, ctl_.get(), EV_READ | EV_PERSIST, on_control, this);
-  event_add(ctl_ev_, nullptr);
-  grace_ev_ = evtimer_new(base_, on_grace, this);
-  exit_grace_ev_ = evtimer_new(base_, on_exit_grace, this);
-  event* sigs[] = {evsignal_new(base_, SIGCHLD, on_signal, this), evsignal_new(base_, SIGINT, on_signal, this),
-                   evsignal_new(base_, SIGTERM, on_signal, this), evsignal_new(base_, SIGHUP, on_signal, this)};
-  for (event* e : sigs) evsignal_add(e, nullptr);
-  // run_vm() blocked these before the fork so that none is lost; libevent owns them now.
-  sigset_t handled;
-  sigemptyset(&handled);
-  for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, s);
-  sigprocmask(SIG_UNBLOCK, &handled, nullptr);
-  // Without a command the console is the VM's terminal; typed input goes to it. With one,
-  // stdin is the command's (through the agent).
-  if (!options_.has_command && isatty(STDIN_FILENO)) {
-    stdin_ev_ = event_new(base_, STDIN_FILENO, EV_READ | EV_PERSIST, on_stdin, this);
-    event_add(stdin_ev_, nullptr);
-  }
-  if (endpoint_) {
-    client_ev_ = event_new(base_, endpoint_->listen_fd(), EV_READ | EV_PERSIST, on_control_client, this);
-    event_add(client_ev_, nullptr);
-  }
-  shutdown_grace_ev_ = evtimer_new(base_, on_shutdown_grace, this);
-  boot_timeout_ev_ = evtimer_new(base_, on_boot_timeout, this);
-  if (options_.has_command && options_.boot_timeout_s > 0) {
-    timeval limit{static_cast<time_t>(options_.boot_timeout_s), 0};
-    evtimer_add(boot_timeout_ev_, &limit);
-  }
-  worker_grace_ev_ = evtimer_new(base_, on_worker_grace, this);
-  if (vsock_) {
-    agent_dial_ev_ = event_new(base_, vsock_->connect_channel(), EV_READ | EV_PERSIST, on_agent_dial, this);
-    event_add(agent_dial_ev_, nullptr);
-  }
-  if (options_.tty) {
-    winch_ev_ = evsignal_new(base_, SIGWINCH, on_signal, this);
-    evsignal_add(winch_ev_, nullptr);
-  }
-  // The child may have exited before the SIGCHLD handler was installed.
-  handle_signal(SIGCHLD);
-  if (!child_reaped_) event_base_dispatch(base_);
-  for (event* e : sigs) event_free(e);
-  if (stdin_ev_) event_free(stdin_ev_);
-  if (client_ev_) event_free(client_ev_);
-  if (agent_dial_ev_) event_free(agent_dial_ev_);
-  if (winch_ev_) event_free(winch_ev_);
-  for (event* e : agent_evs_) event_free(e);
-  agent_evs_.clear();
-  event_free(shutdown_grace_ev_);
-  event_free(boot_timeout_ev_);
-  event_free(worker_grace_ev_);
-  restore_terminal();
-  event_free(grace_ev_);
-  event_free(exit_grace_ev_);
-  event_free(ctl_ev_);
-  ctl_ev_ = nullptr;
-  event_base_free(base_);
-  base_ = nullptr;
-  stop_workers();
-  endpoint_.reset();  // The name is free again only once every process of the VM is gone.
-  int status = finish();
-  vsock_.reset();  // Its sockets and the CID, now that the worker is gone.
-  return status;
-}
-
-int Session::finish() {
-  if (!options_.stats_file.empty()) write_stats(child_usage_);
-  if (client_ && client_->finished() && client_->outcome()) {
-    // The command's outcome is known and its output written: that is moss run's result,
-    // however the VM went down after it.
-    const auto& outcome = *client_->outcome();
-    if (!outcome.message.empty()) std::fprintf(stderr, "moss: %s\n", outcome.message.c_str());
-    return outcome.shell_status();
-  }
-  // The session with the agent broke while the VM ran on, and we powered the guest off: no
-  // reason but the session's.
-  if (client_ && client_->finished() && shutdown_sent_ && protocol_error_.empty() && worker_failure_.empty() &&
-      have_exit_ && exit_reason_ == ipc::ExitInfo::Reason::GUEST_STATUS) {
-    std::fprintf(stderr, "moss: lost the command in the guest: %s\n", client_->outcome().error().message.c_str());
-    return kExitFailure;
-  }
-  // The command never finished: whatever ended the VM (a failure, or a signal to a guest that
-  // never dialled), its console says how far the guest got.
-  int status = finish_vm();
-  if (options_.has_command && status != 0) {
-    std::string tail = console_.tail();
-    if (!console_.file().empty()) {
-      std::fprintf(stderr, "moss: the guest console is in %s\n", console_.file().c_str());
-    } else if (!tail.empty() && !console_.to_stdout()) {
-      std::fprintf(stderr, "moss: the guest console's last lines:\n%s%s", tail.c_str(), tail.back() == '\n' ? "" : "\n");
-    }
-  }
-  return status;
-}
-
-int Session::finish_vm() {
-  using R = ipc::ExitInfo::Reason;
-  if (!protocol_error_.empty()) {
-    std::fprintf(stderr, "moss: %s\n", protocol_error_.c_str());
-    return kExitFailure;
-  }
-  if (!boot_failure_.empty() && have_exit_ && exit_reason_ == ipc::ExitInfo::Reason::STOPPED) {
-    std::fprintf(stderr, "moss: %s; the VM was stopped\n", boot_failure_.c_str());
-    return kExitFailure;
-  }
-  // A worker that ended cleanly only followed the vcpu process out, unless the VM ran on
-  // without it and had to be stopped.
-  if (!worker_failure_.empty() && (!worker_exit_clean_ || worker_stopped_vm_)) {
-    std::fprintf(stderr, "moss: %s; the VM was stopped\n", worker_failure_.c_str());
-    return kExitFailure;
-  }
-  if (!have_exit_) {
-    std::fprintf(stderr, "moss: the vcpu process (pid %d) %s before the VM ended; the VM is gone\n", pid_,
-                 describe_wait_status(wait_status_).c_str());
-    return kExitFailure;
-  }
-  switch (exit_reason_) {
-    case R::GUEST_STATUS:
-      if (options_.has_command) {
-        // moss-init's own status: the command's comes over the agent.
-        std::fprintf(stderr, "moss: the guest ended with status %d %s\n", exit_status_ & 0xff,
-                     client_ ? "before the command finished" : "before its agent connected to run the command");
-        return kExitFailure;
-      }
-      return exit_status_ & 0xff;
-    case R::STOPPED:
-      if (stop_requested_ && !stop_signal_) {
-        std::fprintf(stderr, "moss: the VM was stopped (moss stop %s)\n", options_.name.c_str());
-        return 128 + SIGTERM;  // As if it had been sent SIGTERM, which is what moss stop means.
-      }
-      std::fprintf(stderr, "moss: the VM was stopped (%s)\n", stop_signal_ ? sigabbrev_np(stop_signal_) : "by request");
-      return stop_signal_ ? 128 + stop_signal_ : kExitFailure;
-    case R::RESET:
-    case R::POWER_OFF:
-      if (options_.has_command) {
-        std::fprintf(stderr, "moss: %s before the command reported its exit status\n", exit_message_.c_str());
-        return kExitFailure;
-      }
-      return 0;
-    case R::ERROR:
-      std::fprintf(stderr, "moss: the VM failed: %s\n", exit_message_.c_str());
-      return kExitFailure;
-  }
-  return kExitFailure;
-}
-
-void Session::write_stats(const rusage& child) {
-  rusage self{};
-  getrusage(RUSAGE_SELF, &self);
-  auto cpu_ms = [](const rusage& r) {
-    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000.0 + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1000.0;
-  };
-  // Replaced whole (a new file renamed over it), so a reader never sees half of it; through a
-  // symlink, the file it points to is replaced. Never a FIFO or device that appeared there
-  // since the start (check_stats_file refused one then).
-  std::string target = options_.stats_file;
-  struct stat st;
-  if (lstat(target.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-    char* real = realpath(target.c_str(), nullptr);
-    if (real == nullptr) {
-      LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
-      return;
-    }
-    target = real;
-    std::free(real);
-  }
-  if (lstat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    LOG_WARN("did not write --stats file %s: it is now %s, not a regular file", options_.stats_file.c_str(),
-             describe_file_type(st.st_mode).c_str());
-    return;
-  }
-  std::string tmp = target + ".XXXXXX";
-  int fd = mkostemp(tmp.data(), O_CLOEXEC);
-  FILE* f = fd < 0 ? nullptr : fdopen(fd, "w");
-  if (!f) {
-    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
-    if (fd >= 0) {
-      close(fd);
-      unlink(tmp.c_str());
-    }
-    return;
-  }
-  fchmod(fd, 0644);
-  std::fprintf(f,
-               "{\"spawn_ns\": %llu, \"first_run_ns\": %llu, \"first_exit_ns\": %llu,\n"
-               " \"agent_connected_ns\": %llu, \"command_exited_ns\": %llu,\n"
-               " \"broker_maxrss_kib\": %ld, \"broker_cpu_ms\": %.3f,\n"
-               " \"vcpu_maxrss_kib\": %ld, \"vcpu_cpu_ms\": %.3f}\n",
-               static_cast<unsigned long long>(spawn_ns_), static_cast<unsigned long long>(first_run_ns_),
-               static_cast<unsigned long long>(first_exit_ns_), static_cast<unsigned long long>(agent_connected_ns_),
-               static_cast<unsigned long long>(command_exited_ns_), self.ru_maxrss, cpu_ms(self), child.ru_maxrss,
-               cpu_ms(child));
-  bool written = std::fflush(f) == 0 && !std::ferror(f);
-  written = std::fclose(f) == 0 && written;
-  if (!written || rename(tmp.c_str(), target.c_str()) != 0) {
-    LOG_WARN("cannot write --stats file %s: %s", options_.stats_file.c_str(), strerror(errno));
-    unlink(tmp.c_str());
-  }
-}
-
-// --stats FILE is replaced whole when the VM ends: refuse at the start what must not be
-// replaced (a FIFO, a device, a directory) or cannot be written (no such directory).
-Result<void> check_stats_file(const std::string& path) {
-  if (path.empty()) return {};
-  struct stat st;
-  if (stat(path.c_str(), &st) == 0) {
-    if (!S_ISREG(st.st_mode)) {
-      return make_error("the --stats file " + path + " is " + describe_file_type(st.st_mode) +
-                        ", which moss would replace; give the path of a regular file");
-    }
-    return {};
-  }
-  if (errno != ENOENT) return make_error("cannot use the --stats file " + path + ": " + strerror(errno), errno);
-  std::string dir = parent_dir(path);
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return make_error("the directory of the --stats file " + path + " does not exist");
-  }
-  return {};
-}
-
 // Opens /dev/null on any of fds 0-2 that is closed, so that no socket or file of ours lands
 // there and gets taken for the user's stdin, stdout or stderr.
 void ensure_stdio() {
@@ -1030,7 +299,7 @@ int run_vm(const cli::RunOptions& options) {
   sigprocmask(SIG_BLOCK, &block, nullptr);
 
   // Device workers first: each gets its end of the vhost-user connection as fd 3.
-  std::vector<Worker> workers;
+  std::vector<StartedWorker> workers;
   auto stop_started = [&] {
     for (auto& w : workers) {
       kill(w.pid, SIGKILL);
@@ -1061,7 +330,7 @@ int run_vm(const cli::RunOptions& options) {
       std::fprintf(stderr, "moss: cannot start the blk worker for %s: %s\n", d.path.c_str(), wpid.error().message.c_str());
       return kExitFailure;
     }
-    workers.push_back({*wpid, "the blk worker for " + d.path, false, std::move(control_ours)});
+    workers.push_back({*wpid, "blk", "blk worker for " + d.path, std::move(control_ours)});
     p.worker_sockets[i].reset();
     p.worker_disks[i].reset();
   }
@@ -1074,7 +343,7 @@ int run_vm(const cli::RunOptions& options) {
       return kExitFailure;
     }
     (*vsock)->worker_started();
-    workers.push_back({*wpid, kVsockWorker, false, UniqueFd()});
+    workers.push_back({*wpid, "vsock", "vsock worker", UniqueFd()});
     vsock_worker_end.reset();
   }
 
@@ -1093,7 +362,7 @@ int run_vm(const cli::RunOptions& options) {
   }
   int32_t vsock_fd = static_cast<int32_t>(3 + spec.fds.size());
   spec.fds.push_back(vsock_vcpu_end.get());
-  uint64_t spawn_ns = now_ns();
+  uint64_t spawn_ns = monotonic_ns();
   auto pid = spawn_child(spec);
   if (!pid) {
     stop_started();
@@ -1122,7 +391,7 @@ int run_vm(const cli::RunOptions& options) {
     LOG_WARN("cannot send the start message: %s", r.error().message.c_str());
   }
   console_cleanup.armed = false;  // The VM runs: the console file is its.
-  Session session(options, *pid, std::move(ours), spawn_ns, std::move(workers), std::move(endpoint),
+  Session session(options, StartedVcpu{*pid, std::move(ours), spawn_ns}, std::move(workers), std::move(endpoint),
                   std::move(*console), std::move(*vsock));
   return session.run();
 }
