@@ -36,6 +36,9 @@ class CommandSession {
   // `vsock` (may be null: no vsock device) outlives this.
   CommandSession(event_base* loop, const cli::RunOptions& options, vmvsock::Plan* vsock, Hooks hooks);
   ~CommandSession();  // Leaves the terminal as it found it.
+  // Its events call back into it: it stays where it was made.
+  CommandSession(const CommandSession&) = delete;
+  CommandSession& operator=(const CommandSession&) = delete;
 
   // SIGINT, SIGTERM or SIGHUP: passes it to the running command (true), the first two times;
   // false when there is no command running or it was told twice already.

@@ -29,6 +29,9 @@ class ControlServer {
   };
 
   ControlServer(event_base* loop, control::Endpoint endpoint, Hooks hooks);
+  // Its events call back into it: it stays where it was made.
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
   // Frees the VM's name (removes its socket and lock) and drops the clients still waiting to
   // be read. Answers still owed go to connections that stay open until then.
   void close();

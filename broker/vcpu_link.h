@@ -39,6 +39,9 @@ class VcpuLink {
 
   // `control`: the broker's end of the socketpair (made non-blocking here).
   VcpuLink(event_base* loop, pid_t pid, UniqueFd control, Hooks hooks);
+  // Its events call back into it: it stays where it was made.
+  VcpuLink(const VcpuLink&) = delete;
+  VcpuLink& operator=(const VcpuLink&) = delete;
 
   pid_t pid() const { return pid_; }
   // Asks the vcpu process to end the VM; SIGKILL if it is not gone kStopGraceSeconds later.

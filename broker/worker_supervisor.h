@@ -49,6 +49,9 @@ class WorkerSupervisor {
 
   // The workers' control fds are made non-blocking and watched from `loop`.
   WorkerSupervisor(event_base* loop, std::vector<StartedWorker> workers, Hooks hooks);
+  // Its events call back into it: it stays where it was made.
+  WorkerSupervisor(const WorkerSupervisor&) = delete;
+  WorkerSupervisor& operator=(const WorkerSupervisor&) = delete;
 
   // SIGCHLD: reaps the workers that exited and judges each death.
   void reap();
@@ -80,7 +83,7 @@ class WorkerSupervisor {
   struct Round {
     std::vector<StatsDone> clients;
     Event deadline;
-    std::chrono::milliseconds limit{0};
+    std::chrono::milliseconds limit;  // No initializer: clang wants Round complete for optional::emplace.
   };
 
   void judge_death(Supervised& s, int status);
