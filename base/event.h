@@ -28,6 +28,17 @@ class EventLoop {
     if (b == nullptr) return make_error("cannot create the event loop");
     return EventLoop(b);
   }
+  // As create(), but with poll(2) (or select) instead of epoll: for a loop that may watch a
+  // regular file or /dev/null, which epoll refuses and poll reports always ready.
+  static Result<EventLoop> create_without_epoll() {
+    event_config* cfg = event_config_new();
+    if (cfg == nullptr) return make_error("cannot create the event loop");
+    event_config_avoid_method(cfg, "epoll");
+    event_base* b = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    if (b == nullptr) return make_error("cannot create the event loop");
+    return EventLoop(b);
+  }
   EventLoop() = default;
   EventLoop(EventLoop&& o) noexcept : base_(std::exchange(o.base_, nullptr)) {}
   EventLoop& operator=(EventLoop&& o) noexcept {

@@ -26,7 +26,7 @@ namespace moss::control {
 namespace {
 
 constexpr size_t kMaxNameLength = 64;
-constexpr int kIoTimeoutSeconds = 2;
+constexpr int kIoTimeoutSeconds = 2;  // The broker answers at once, or within a pause.
 
 Result<UniqueFd> connect_to(const std::string& dir, const std::string& name) {
   MOSS_CHECK(check_name(name));
@@ -223,6 +223,8 @@ std::string to_json(const VmStats& s) {
            ", \"bytes_read\": " + std::to_string(d.bytes_read) + ", \"bytes_written\": " + std::to_string(d.bytes_written) +
            ", \"errors\": " + std::to_string(d.errors) + ", \"in_flight\": " + std::to_string(d.in_flight) + "}";
   }
+  out += "],\n \"missing_stats\": [";
+  for (size_t i = 0; i < s.missing_stats.size(); i++) out += std::string(i ? ", " : "") + json_string(s.missing_stats[i]);
   return out + "]}\n";
 }
 
@@ -239,69 +241,75 @@ std::string table_row(const VmStats& s) {
   return buf;
 }
 
-void serve_connection(UniqueFd conn_owned, const Handlers& handlers) {
-  int conn = conn_owned.get();
-  timeval tv{kIoTimeoutSeconds, 0};
-  setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  std::vector<uint8_t> buf(ipc::kMaxPacketBytes + 1);
-  ssize_t n = recv(conn, buf.data(), buf.size(), MSG_TRUNC);
-  if (n <= 0 || static_cast<size_t>(n) > ipc::kMaxPacketBytes) return;  // Gone, or not one of ours.
-  auto request = decode_request(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
-  if (request && (*request == Verb::kPause || *request == Verb::kResume)) {
-    handlers.deferred(std::move(conn_owned), *request);
-    return;
-  }
-  capnp::MallocMessageBuilder mb;
-  auto reply = mb.initRoot<ipc::ControlReply>();
-  reply.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
-  if (!request) {
-    reply.setError(request.error().message);
-  } else if (*request == Verb::kStats) {
-    VmStats s = handlers.stats();
-    auto out = reply.initStats();
-    out.setName(s.name);
-    out.setState(s.state);
-    out.setUptimeMs(s.uptime_ms);
-    out.setCpus(s.cpus);
-    out.setMemBytes(s.mem_bytes);
-    out.setVsockCid(s.vsock_cid);
-    out.setVsockSocket(s.vsock_socket);
-    auto procs = out.initProcesses(static_cast<unsigned>(s.processes.size()));
-    for (unsigned i = 0; i < s.processes.size(); i++) {
-      procs[i].setRole(s.processes[i].role);
-      procs[i].setPid(s.processes[i].pid);
-      procs[i].setRssKib(s.processes[i].rss_kib);
-      procs[i].setCpuMs(s.processes[i].cpu_ms);
-    }
-    auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
-    for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
-    auto ds = out.initDiskStats(static_cast<unsigned>(s.disk_stats.size()));
-    for (unsigned i = 0; i < s.disk_stats.size(); i++) {
-      const auto& d = s.disk_stats[i];
-      ds[i].setWorker(d.worker);
-      ds[i].setReadRequests(d.read_requests);
-      ds[i].setWriteRequests(d.write_requests);
-      ds[i].setFlushRequests(d.flush_requests);
-      ds[i].setOtherRequests(d.other_requests);
-      ds[i].setBytesRead(d.bytes_read);
-      ds[i].setBytesWritten(d.bytes_written);
-      ds[i].setErrors(d.errors);
-      ds[i].setInFlight(d.in_flight);
-    }
-  } else {
-    reply.setStopping();
-  }
-  (void)ipc::send_message(conn, mb);
-  if (request && *request == Verb::kStop) handlers.stop();
+namespace {
+
+ipc::ControlReply::Builder init_reply(capnp::MallocMessageBuilder& mb) {
+  auto out = mb.initRoot<ipc::ControlReply>();
+  out.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
+  return out;
 }
 
-void answer_deferred(int conn, Verb verb, const Result<void>& outcome) {
+void fill_stats(ipc::VmStats::Builder out, const VmStats& s) {
+  out.setName(s.name);
+  out.setState(s.state);
+  out.setUptimeMs(s.uptime_ms);
+  out.setCpus(s.cpus);
+  out.setMemBytes(s.mem_bytes);
+  out.setVsockCid(s.vsock_cid);
+  out.setVsockSocket(s.vsock_socket);
+  auto procs = out.initProcesses(static_cast<unsigned>(s.processes.size()));
+  for (unsigned i = 0; i < s.processes.size(); i++) {
+    procs[i].setRole(s.processes[i].role);
+    procs[i].setPid(s.processes[i].pid);
+    procs[i].setRssKib(s.processes[i].rss_kib);
+    procs[i].setCpuMs(s.processes[i].cpu_ms);
+  }
+  auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
+  for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
+  auto ds = out.initDiskStats(static_cast<unsigned>(s.disk_stats.size()));
+  for (unsigned i = 0; i < s.disk_stats.size(); i++) {
+    const auto& d = s.disk_stats[i];
+    ds[i].setWorker(d.worker);
+    ds[i].setReadRequests(d.read_requests);
+    ds[i].setWriteRequests(d.write_requests);
+    ds[i].setFlushRequests(d.flush_requests);
+    ds[i].setOtherRequests(d.other_requests);
+    ds[i].setBytesRead(d.bytes_read);
+    ds[i].setBytesWritten(d.bytes_written);
+    ds[i].setErrors(d.errors);
+    ds[i].setInFlight(d.in_flight);
+  }
+  auto missing = out.initMissingStats(static_cast<unsigned>(s.missing_stats.size()));
+  for (unsigned i = 0; i < s.missing_stats.size(); i++) missing.set(i, s.missing_stats[i]);
+}
+
+}  // namespace
+
+void answer_stats(int conn, const VmStats& s) {
   capnp::MallocMessageBuilder mb;
-  auto reply = mb.initRoot<ipc::ControlReply>();
-  reply.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
-  if (!outcome) reply.setError(outcome.error().message);
-  else if (verb == Verb::kPause) reply.setPaused();
+  auto reply = init_reply(mb);
+  fill_stats(reply.initStats(), s);
+  (void)ipc::send_message(conn, mb);
+}
+
+void answer_stopping(int conn) {
+  capnp::MallocMessageBuilder mb;
+  init_reply(mb).setStopping();
+  (void)ipc::send_message(conn, mb);
+}
+
+void answer_error(int conn, const std::string& message) {
+  capnp::MallocMessageBuilder mb;
+  auto reply = init_reply(mb);
+  reply.setError(message);
+  (void)ipc::send_message(conn, mb);
+}
+
+void answer_pause(int conn, Verb verb, const Result<void>& outcome) {
+  if (!outcome) return answer_error(conn, outcome.error().message);
+  capnp::MallocMessageBuilder mb;
+  auto reply = init_reply(mb);
+  if (verb == Verb::kPause) reply.setPaused();
   else reply.setResumed();
   (void)ipc::send_message(conn, mb);
 }
@@ -353,6 +361,7 @@ Result<VmStats> decode_stats_reply(std::span<const uint8_t> bytes) {
       s.disk_stats.push_back({d.getWorker().cStr(), d.getReadRequests(), d.getWriteRequests(), d.getFlushRequests(),
                               d.getOtherRequests(), d.getBytesRead(), d.getBytesWritten(), d.getErrors(), d.getInFlight()});
     }
+    for (auto m : in.getMissingStats()) s.missing_stats.push_back(m.cStr());
   })) {
     error = std::string("the VM's broker sent a malformed reply: ") + e->getDescription().cStr();
   }

@@ -76,6 +76,7 @@ struct VmStats {
   std::vector<ProcessStats> processes;
   std::vector<std::string> disks;
   std::vector<DiskStats> disk_stats;  // From the workers that answered in time.
+  std::vector<std::string> missing_stats;  // The workers that did not, and why: "blk worker for d.img: ...".
   uint32_t vsock_cid = 0;             // 0: no vsock device.
   std::string vsock_socket;           // Its hybrid socket (CONNECT <port>; guest port N: _N).
 };
@@ -93,17 +94,14 @@ enum class Verb { kStats, kStop, kPause, kResume };
 Result<Verb> decode_request(std::span<const uint8_t> packet);
 Result<VmStats> decode_stats_reply(std::span<const uint8_t> packet);
 
-// The broker's side: the one request on an accepted connection. stats and stop are answered
-// at once; pause and resume are handed to `deferred` with the connection, which answers
-// with answer_deferred() once the vcpu process has.
-struct Handlers {
-  std::function<VmStats()> stats;
-  std::function<void()> stop;
-  std::function<void(UniqueFd conn, Verb verb)> deferred;
-};
-void serve_connection(UniqueFd conn, const Handlers& handlers);
-// Answers a deferred pause/resume: done, or the sentence why not.
-void answer_deferred(int conn, Verb verb, const Result<void>& outcome);
+// The broker's side, one reply per connection (broker/control_server.h reads the request
+// with decode_request() and answers from its loop). A reply that cannot be sent is dropped:
+// the client sees the connection close.
+void answer_stats(int conn, const VmStats& s);
+void answer_stopping(int conn);
+void answer_error(int conn, const std::string& message);
+// Answers pause/resume: done, or the sentence why not.
+void answer_pause(int conn, Verb verb, const Result<void>& outcome);
 
 // The client's side: one request on a fresh connection to N's socket.
 Result<VmStats> query_stats(const std::string& dir, const std::string& name);

@@ -1,11 +1,17 @@
 #include "broker/control.h"
 
+#include "base/event.h"
+#include "broker/control_server.h"
+
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <fstream>
 #include <thread>
 
@@ -77,48 +83,108 @@ TEST_F(ControlTest, StaleFilesOfACrashedRunAreDetectedAndReplaced) {
   EXPECT_TRUE(b->removed_stale());
 }
 
+// The broker's control server (broker/control_server.h) on its own loop, in a thread, as the
+// broker runs it; the clients are the real ones of moss stats/pause/resume/stop.
+struct ServerThread {
+  EventLoop loop = EventLoop::create().value();
+  UniqueFd wake_ours, wake_loops;  // A byte here ends the loop (libevent is not told from another thread).
+  Event wake;
+  std::optional<ControlServer> server;
+  std::thread thread;
+  ServerThread(Endpoint e, ControlServer::Hooks hooks) {
+    int sv[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    wake_ours.reset(sv[0]);
+    wake_loops.reset(sv[1]);
+    wake = Event::on_fd(loop.get(), wake_loops.get(), EV_READ, [this](int, short) { loop.break_loop(); });
+    wake.add();
+    server.emplace(loop.get(), std::move(e), std::move(hooks));
+    thread = std::thread([this] { loop.dispatch(); });
+  }
+  ~ServerThread() {
+    EXPECT_EQ(write(wake_ours.get(), "x", 1), 1);
+    thread.join();
+    server.reset();  // Frees the name.
+  }
+};
+
 TEST_F(ControlTest, StatsAndStopRoundTrip) {
   auto e = Endpoint::claim(dir(), "rt");
   ASSERT_TRUE(e.ok());
-  bool stopped = false;
-  Handlers h{[] {
-               VmStats s;
-               s.name = "rt";
-               s.state = "running";
-               s.uptime_ms = 1234;
-               s.cpus = 2;
-               s.mem_bytes = 512ull << 20;
-               s.processes = {{"broker", 10, 4000, 5}, {"vcpu", 11, 100000, 900}};
-               s.disks = {"/tmp/a \"quoted\".img"};
-               return s;
-             },
-             [&] { stopped = true; },
-             [](UniqueFd conn, Verb v) { answer_deferred(conn.get(), v, {}); }};
-  std::thread server([&] {
-    for (int i = 0; i < 4; i++) {
-      int conn;
-      while ((conn = accept4(e->listen_fd(), nullptr, nullptr, SOCK_CLOEXEC)) < 0) std::this_thread::yield();
-      serve_connection(UniqueFd(conn), h);
+  std::atomic<bool> stopped = false;
+  ControlServer::Hooks h{[](auto answer) {
+                           VmStats s;
+                           s.name = "rt";
+                           s.state = "running";
+                           s.uptime_ms = 1234;
+                           s.cpus = 2;
+                           s.mem_bytes = 512ull << 20;
+                           s.processes = {{"broker", 10, 4000, 5}, {"vcpu", 11, 100000, 900}};
+                           s.disks = {"/tmp/a \"quoted\".img"};
+                           s.missing_stats = {"blk worker for /tmp/a: did not answer within 500 ms"};
+                           answer(s);
+                         },
+                         [&] { stopped = true; },
+                         [](bool, auto done) { done(Result<void>()); }};
+  auto r = [&] {
+    ServerThread server(std::move(*e), h);
+    EXPECT_TRUE(request_pause(dir(), "rt", true).ok());
+    EXPECT_TRUE(request_pause(dir(), "rt", false).ok());
+    auto s = query_stats(dir(), "rt");
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    if (s.ok()) {
+      EXPECT_EQ(s->cpus, 2u);
+      EXPECT_EQ(s->processes.size(), 2u);
+      EXPECT_EQ(s->processes.at(1).role, "vcpu");
+      EXPECT_EQ(s->processes.at(1).rss_kib, 100000u);
+      std::string json = to_json(*s);
+      EXPECT_NE(json.find("\"disks\": [\"/tmp/a \\\"quoted\\\".img\"]"), std::string::npos) << json;
+      EXPECT_NE(json.find("\"missing_stats\": [\"blk worker for /tmp/a: did not answer within 500 ms\"]"),
+                std::string::npos)
+          << json;
+      EXPECT_NE(table_row(*s).find("rt"), std::string::npos);
     }
-  });
-  EXPECT_TRUE(request_pause(dir(), "rt", true).ok());
-  EXPECT_TRUE(request_pause(dir(), "rt", false).ok());
-  auto s = query_stats(dir(), "rt");
-  ASSERT_TRUE(s.ok()) << s.error().message;
-  EXPECT_EQ(s->cpus, 2u);
-  ASSERT_EQ(s->processes.size(), 2u);
-  EXPECT_EQ(s->processes[1].role, "vcpu");
-  EXPECT_EQ(s->processes[1].rss_kib, 100000u);
-  std::string json = to_json(*s);
-  EXPECT_NE(json.find("\"disks\": [\"/tmp/a \\\"quoted\\\".img\"]"), std::string::npos) << json;
-  EXPECT_NE(table_row(*s).find("rt"), std::string::npos);
-  // The stop request is accepted; the name stays taken until the endpoint goes, so the
-  // waiting client times out here (1 s) with a message.
-  auto r = request_stop(dir(), "rt", 1);
-  server.join();
+    // The stop request is accepted; the name stays taken until the endpoint goes, so the
+    // waiting client times out here (1 s) with a message.
+    return request_stop(dir(), "rt", 1);
+  }();
   EXPECT_TRUE(stopped);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("still stopping"), std::string::npos);
+}
+
+// A client that connects and says nothing, and a stats answer that takes its time, hold up
+// nobody: the server answers others meanwhile.
+TEST_F(ControlTest, ASilentClientAndASlowAnswerDoNotHoldUpOthers) {
+  auto e = Endpoint::claim(dir(), "busy");
+  ASSERT_TRUE(e.ok());
+  std::function<void(const VmStats&)> owed;  // The slow stats answer, given after the pause.
+  std::atomic<bool> asked = false;
+  ControlServer::Hooks h{[&](auto answer) {
+                           owed = answer;
+                           asked = true;
+                         },
+                         [] {},
+                         [&](bool, auto done) {
+                           done(Result<void>());
+                           VmStats s;
+                           s.name = "busy";
+                           if (owed) owed(s);
+                         }};
+  ServerThread server(std::move(*e), h);
+  auto silent = privdir::Dir::open(dir(), "runtime directory", false);
+  ASSERT_TRUE(silent.ok());
+  auto quiet = privdir::connect_at(*silent, "busy.sock", SOCK_SEQPACKET);
+  ASSERT_TRUE(quiet.ok());
+  Result<VmStats> stats = make_error("not answered");
+  std::thread slow([&] { stats = query_stats(dir(), "busy"); });
+  // The stats client is accepted and waits; a pause still goes through (and then the stats).
+  for (int i = 0; i < 500 && !asked; i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(asked);
+  EXPECT_TRUE(request_pause(dir(), "busy", true).ok());
+  slow.join();
+  ASSERT_TRUE(stats.ok()) << stats.error().message;
+  EXPECT_EQ(stats->name, "busy");
 }
 
 TEST_F(ControlTest, UnknownVmIsOneSentence) {

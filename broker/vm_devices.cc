@@ -36,10 +36,10 @@ ChildSpec child_spec(const device::WorkerPlan& w, const std::string& dir, bool j
 
 void kill_workers(std::vector<Worker>& workers) {
   for (auto& w : workers) {
-    if (w.reaped) continue;
+    if (w.pid < 0) continue;
     kill(w.pid, SIGKILL);
     waitpid(w.pid, nullptr, 0);
-    w.reaped = true;
+    w.pid = -1;
   }
 }
 
@@ -50,10 +50,10 @@ Result<std::vector<Worker>> start_workers(std::vector<device::Device>& devices, 
     auto pid = spawn_child(child_spec(*d.worker, dir, jailed));
     if (!pid) {
       kill_workers(workers);
-      return make_error("cannot start " + d.worker->description + ": " + pid.error().message, pid.error().err);
+      return make_error("cannot start the " + d.worker->description + ": " + pid.error().message, pid.error().err);
     }
     d.worker->started();
-    workers.push_back({*pid, d.kind, d.worker->description, false, std::move(d.worker->control)});
+    workers.push_back({*pid, d.kind, d.worker->description, std::move(d.worker->control)});
   }
   return workers;
 }

@@ -13,6 +13,7 @@
 #include "base/result.h"
 #include "broker/cli.h"
 #include "broker/launcher.h"
+#include "broker/worker_supervisor.h"
 #include "devices/module.h"
 #include "devices/vsock/module.h"
 #include "ipc/vcpu.capnp.h"
@@ -20,13 +21,7 @@
 namespace moss::vmdevices {
 
 // A device worker the broker started for this VM.
-struct Worker {
-  pid_t pid = -1;
-  std::string kind;         // Its module's kind: "blk", "vsock", "null".
-  std::string description;  // "the blk worker for disk.img"
-  bool reaped = false;
-  UniqueFd control;  // ipc/worker.capnp (broker/worker_control.h); invalid for none.
-};
+using Worker = StartedWorker;
 
 // Plans the VM's devices, in PCI slot order: the disks (/dev/vda first), each --device, then
 // the vsock device (with what the broker prepared for its worker).

@@ -8,6 +8,7 @@
 
 #include <kj/exception.h>
 
+#include "base/syscall.h"
 #include "ipc/channel.h"
 #include "ipc/worker.capnp.h"
 
@@ -78,7 +79,7 @@ Result<Reply> decode_reply(std::span<const uint8_t> bytes) {
   return out;
 }
 
-Result<Reply> call(int fd, Request r, std::span<const uint8_t> state, int timeout_ms) {
+std::vector<uint8_t> encode_request(Request r, std::span<const uint8_t> state) {
   capnp::MallocMessageBuilder mb;
   auto m = mb.initRoot<ipc::BrokerToWorker>();
   m.setVersion(ipc::WORKER_PROTOCOL_VERSION);
@@ -91,7 +92,16 @@ Result<Reply> call(int fd, Request r, std::span<const uint8_t> state, int timeou
     case Request::kStats: m.setStats(); break;
     case Request::kShutdown: m.setShutdown(); break;
   }
-  MOSS_CHECK(ipc::send_message(fd, mb));
+  kj::Array<capnp::word> flat = capnp::messageToFlatArray(mb);
+  auto bytes = flat.asBytes();
+  return std::vector<uint8_t>(bytes.begin(), bytes.end());
+}
+
+Result<Reply> call(int fd, Request r, std::span<const uint8_t> state, int timeout_ms) {
+  std::vector<uint8_t> packet = encode_request(r, state);
+  if (packet.size() > ipc::kMaxPacketBytes) return make_error("control message too large to send");
+  MOSS_TRY(ssize_t sent, MOSS_SYS(send(fd, packet.data(), packet.size(), MSG_NOSIGNAL)));
+  if (static_cast<size_t>(sent) != packet.size()) return make_error("control message was truncated on send");
   pollfd p{fd, POLLIN, 0};
   int n;
   do {

@@ -45,6 +45,10 @@ Result<Reply> decode_reply(std::span<const uint8_t> packet);
 // The reply kind that answers `r` (anything else, except kError, is a protocol violation).
 Reply::Kind expected_reply(Request r);
 
+// Pure: the packet that asks for `r` (with `state` for kRestoreState), as call() sends it; for
+// a caller that sends from its own event loop and reads the reply with decode_reply().
+std::vector<uint8_t> encode_request(Request r, std::span<const uint8_t> state = {});
+
 // Sends `r` (with `state` for kRestoreState) on `fd` and waits up to `timeout_ms` for the
 // answer. A kError reply becomes an Error carrying the worker's sentence.
 Result<Reply> call(int fd, Request r, std::span<const uint8_t> state = {}, int timeout_ms = 10000);

@@ -36,7 +36,7 @@ struct Vm {
 // A worker process as its module plans it; the broker starts it jailed (broker/launcher.h).
 struct WorkerPlan {
   std::string program;            // Its binary's file name, found beside moss: "moss-blk".
-  std::string description;        // For messages: "the blk worker for disk.img".
+  std::string description;        // "blk worker for disk.img"; messages say "the " + description.
   std::vector<std::string> argv;  // argv[0] included; fd numbers come from pass().
   sandbox::PassedFds fds;         // In order; each lands at the number pass() returned.
   sandbox::Role role = sandbox::Role::kBlk;  // Names its seccomp policy (policies/ROLE.policy).

@@ -38,6 +38,7 @@ struct VmStats {
   diskStats @7 :List(DiskStats);
   vsockCid @8 :UInt32;      # The guest's vsock CID (0: none).
   vsockSocket @9 :Text;     # Its hybrid socket: CONNECT <port> here; guest port N -> <socket>_N.
+  missingStats @10 :List(Text);  # Workers whose stats did not come in time: "blk worker for d.img: why".
 }
 
 struct DiskStats {

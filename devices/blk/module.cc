@@ -107,7 +107,7 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
   dev.vhost_user = std::move(conn.first);
   WorkerPlan& w = dev.worker.emplace();
   w.program = "moss-blk";
-  w.description = "the blk worker for " + d.path;
+  w.description = "blk worker for " + d.path;
   w.role = sandbox::Role::kBlk;
   w.limits = limits(vm.cpus, disk_bytes(disk.get()));
   w.control = std::move(control.first);

@@ -75,7 +75,7 @@ Result<Device> plan(const Options& options, const Vm& vm) {
   dev.vhost_user = std::move(conn.first);
   WorkerPlan& w = dev.worker.emplace();
   w.program = "moss-null";
-  w.description = "the null worker";
+  w.description = "null worker";
   w.role = module().role();
   w.limits = limits(queues);
   w.control = std::move(control.first);

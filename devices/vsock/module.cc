@@ -53,7 +53,7 @@ Result<Device> plan(Host host, const Vm& /*vm: its limits do not depend on the V
   dev.vhost_user = std::move(conn.first);
   WorkerPlan& w = dev.worker.emplace();
   w.program = "moss-vsock";
-  w.description = "the vsock worker";
+  w.description = "vsock worker";
   w.role = sandbox::Role::kVsock;
   w.limits = limits();
   w.argv = {"moss-vsock"};
