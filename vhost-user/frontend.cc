@@ -30,6 +30,15 @@ Result<Frontend> Frontend::connect(const std::string& path) {
   return Frontend(std::move(sock));
 }
 
+Result<void> Frontend::set_timeout(std::chrono::milliseconds timeout) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  MOSS_CHECK(MOSS_SYS(::setsockopt(sock_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  MOSS_CHECK(MOSS_SYS(::setsockopt(sock_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
+  return {};
+}
+
 Result<Received> Frontend::receive_reply(Request r) {
   MOSS_TRY(auto rx, receive_message(sock_.get(), Direction::kReply));
   if (!rx) return make_error("vhost-user backend closed the connection instead of answering " + name(r));

@@ -9,6 +9,7 @@
 // Not thread-safe: one request in flight at a time.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -60,6 +61,9 @@ class Frontend {
   static Result<Frontend> connect(const std::string& path);
 
   int fd() const { return sock_.get(); }
+  // Every later send and reply waits at most `timeout` (SO_SNDTIMEO, SO_RCVTIMEO), so a
+  // wedged backend is an Error rather than a hang.
+  Result<void> set_timeout(std::chrono::milliseconds timeout);
   bool reply_ack() const { return reply_ack_; }
 
   Result<uint64_t> get_features();

@@ -131,11 +131,7 @@ class BlkBackendTest {
   bool answers_a_new_frontend() {
     auto fe = vhost_user::Frontend::connect(backend_->socket_path());
     bool answered = false;
-    if (fe.ok()) {
-      timeval tv{5, 0};
-      ::setsockopt(fe->fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      answered = fe->get_features().ok();
-    }
+    if (fe.ok()) answered = fe->set_timeout(5s).ok() && fe->get_features().ok();
     if (!answered) (void)backend_->wait_exit(5s);
     return answered;
   }

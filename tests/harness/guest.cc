@@ -32,13 +32,6 @@ Result<UniqueFd> make_eventfd() {
   return UniqueFd(fd);
 }
 
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
-}
-
 int remaining_ms(std::chrono::steady_clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
   return left.count() < 0 ? 0 : static_cast<int>(left.count());
@@ -122,11 +115,8 @@ Result<std::unique_ptr<Guest>> Guest::adopt(UniqueFd socket, const GuestOptions&
 }
 
 Result<void> Guest::use_socket(UniqueFd sock) {
-  timeval tv = to_timeval(options_.timeout);
-  MOSS_CHECK(MOSS_SYS(::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
-  MOSS_CHECK(MOSS_SYS(::setsockopt(sock.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
   frontend_.emplace(std::move(sock));
-  return {};
+  return frontend_->set_timeout(options_.timeout);
 }
 
 Result<void> Guest::open_socket(const std::string& path) {

@@ -96,8 +96,7 @@ Result<Session> connect_to(WorkerProcess& w, bool reply_ack = true) {
   std::optional<Frontend> fe;
   MOSS_TRY(Frontend c, connect_retrying(w));
   fe.emplace(std::move(c));
-  timeval tv{10, 0};
-  ::setsockopt(fe->fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  MOSS_CHECK(fe->set_timeout(10s));
   vhost_user::Negotiation want;
   want.protocol_features = bit(kConfig) | bit(kMq) | bit(kDeviceState) | (reply_ack ? bit(kReplyAck) : 0);
   MOSS_TRY(vhost_user::Negotiated n, fe->negotiate(want));
