@@ -9,7 +9,9 @@
 // `--control-fd 4` (a SOCK_SEQPACKET control socket, ipc/worker.capnp). start() builds that
 // part; a device adds only its own options:
 //
-//   auto w = WorkerProcess::start("moss-null", {"--capacity", "1048576"}, {.pass_fd = true});
+//   WorkerOptions o;
+//   o.pass_fd = true;
+//   auto w = WorkerProcess::start("moss-null", {"--capacity", "1048576"}, o);
 //   auto g = Guest::adopt((*w)->take_connection());
 #pragma once
 
