@@ -1,9 +1,10 @@
 // libFuzzer target: the device side of a split virtqueue (devices/virtio/queue.h) over guest
-// memory built from the input (format: devices/virtio/fuzz_input.h): ring placement, queue
-// size, features, the device's starting position, and every byte of the rings, descriptors,
-// indirect tables and buffers. It walks the first heads with the pure walker, then runs the
-// queue like a device would (pop, read, write, push used, notification decisions), checking
-// that every span the walker returns lies inside a region and adds up to the totals.
+// memory built from the input (format and steps: devices/virtio/fuzz_input.h): ring
+// placement, queue size, features, the device's starting position, and every byte of the
+// rings, descriptors, indirect tables and buffers. It walks the first heads with the pure
+// walker, then runs the queue like a device would (pop, read, write, push used, notification
+// decisions), checking that every span the walker returns lies inside a region and adds up
+// to the totals.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -15,6 +16,7 @@
 namespace {
 
 using moss::virtio::DescriptorChain;
+using moss::virtio::QueueConfig;
 using moss::virtio::testing::TwoRegions;
 
 bool inside(const std::vector<uint8_t>& region, const uint8_t* p, size_t n) {
@@ -60,35 +62,12 @@ uint32_t serve(const DescriptorChain& c) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Reused across inputs (decode zeroes it): two 64 KiB allocations per input would dominate.
   static TwoRegions* m = new TwoRegions;
-  auto in = moss::virtio::fuzz::decode({data, size}, *m);
-  if (!in) return 0;
-  const moss::virtio::QueueConfig& config = in->config;
-
-  // The pure walker, on whatever the descriptor table holds.
-  for (uint32_t head = 0; head < std::min<uint32_t>(config.size, 4); ++head) {
-    auto c = moss::virtio::walk_chain(m->mem, config, static_cast<uint16_t>(head));
-    if (c.ok()) check_chain(*m, config, *c);
-  }
-
-  auto q = moss::virtio::Queue::create(m->mem, config);
-  if (!q.ok()) return 0;
-  q->set_last_avail_idx(in->last_avail);
-  q->disable_notification();
-  for (int i = 0; i < 64; ++i) {
-    auto head = q->pop_head();
-    if (!head.ok() || !head->has_value()) break;
-    if (**head >= config.size) __builtin_trap();
-    // A lenient device: a malformed chain goes back with nothing written.
-    uint32_t written = 0;
-    auto c = moss::virtio::walk_chain(m->mem, config, **head);
-    if (c.ok()) {
-      check_chain(*m, config, *c);
-      written = serve(*c);
-    }
-    // Fails only when the guest-written used->idx we started from says too much is in flight.
-    if (!q->push_used(**head, written).ok()) break;
-    (void)q->needs_notification();
-  }
-  (void)q->enable_notification();
+  // The steps are fuzz_input.h's run(), which the seed tests run too; the checks are here.
+  (void)moss::virtio::fuzz::run(
+      {data, size}, *m, [&](const QueueConfig& config, const DescriptorChain& c) { check_chain(*m, config, c); },
+      [&](const QueueConfig& config, const DescriptorChain& c) {
+        check_chain(*m, config, c);
+        return serve(c);
+      });
   return 0;
 }

@@ -147,37 +147,37 @@ class BackendTest : public ::testing::Test {
 
   Frontend& fe() { return *frontend_; }
 
-  // Negotiation as QEMU does it, with REPLY_ACK so every call is synchronous.
+  // Negotiation as QEMU does it (Frontend::negotiate), with REPLY_ACK so every call is
+  // synchronous; without protocol features, there is no REPLY_ACK either.
   void negotiate(bool protocol_features = true) {
-    ASSERT_TRUE(fe().set_owner().ok());
-    auto pf = fe().get_protocol_features();
-    ASSERT_TRUE(pf.ok());
-    ASSERT_TRUE(fe().set_protocol_features(*pf).ok());
-    uint64_t f = kDeviceFeatures | (protocol_features ? bit(kFeatureProtocolFeatures) : 0);
-    ASSERT_TRUE(fe().set_features(f).ok());
+    Negotiation want;
+    want.use_protocol_features = protocol_features;
+    auto n = fe().negotiate(want);
+    ASSERT_TRUE(n.ok()) << n.error().message;
   }
 
   void share_memory(const char* name = "moss-test-guest") {
     guest_ = make_memfd(name, kGuestSize);
-    MemoryRegion r{0, kGuestSize, kUserBase, 0};
-    int fd = guest_.get();
-    auto res = fe().set_mem_table(std::span<const MemoryRegion>(&r, 1), std::span<const int>(&fd, 1));
+    auto res = fe().set_mem_table(MemoryRegion{0, kGuestSize, kUserBase, 0}, guest_.get());
     ASSERT_TRUE(res.ok()) << res.error().message;
   }
 
   // Configures queue `q` with its rings at guest addresses 0x1000/0x2000/0x3000 (+q*0x10000).
   void start_queue(uint32_t q, uint32_t base = 5) {
     uint64_t off = q * 0x10000;
-    ASSERT_TRUE(fe().set_vring_num(q, 256).ok());
-    ASSERT_TRUE(fe().set_vring_base(q, base).ok());
-    ASSERT_TRUE(fe().set_vring_addr(VringAddr{q, 0, kUserBase + 0x1000 + off, kUserBase + 0x3000 + off,
-                                              kUserBase + 0x2000 + off, 0})
-                    .ok());
     call_[q] = make_eventfd();
     kick_[q] = make_eventfd();
-    ASSERT_TRUE(fe().set_vring_call(q, call_[q].get()).ok());
-    auto r = fe().set_vring_kick(q, kick_[q].get());
-    ASSERT_TRUE(r.ok()) << r.error().message;
+    RingSetup r;
+    r.index = q;
+    r.size = 256;
+    r.base = base;
+    r.desc = kUserBase + 0x1000 + off;
+    r.avail = kUserBase + 0x2000 + off;
+    r.used = kUserBase + 0x3000 + off;
+    r.call = call_[q].get();
+    r.kick = kick_[q].get();
+    auto res = fe().start_ring(r);
+    ASSERT_TRUE(res.ok()) << res.error().message;
   }
 
   std::vector<WatchEvent> watches() {
@@ -279,8 +279,12 @@ TEST_F(BackendTest, GetVringBaseStopsTheRingAndReportsTheDevicesIndex) {
 
 TEST_F(BackendTest, WithoutProtocolFeaturesRingsStartEnabled) {
   negotiate(/*protocol_features=*/false);
+  EXPECT_FALSE(fe().reply_ack());
   share_memory();
   start_queue(0);
+  // No REPLY_ACK: a request with a reply is the barrier (the backend answers in order).
+  ASSERT_TRUE(fe().get_features().ok());
+  ASSERT_NE(device_.rings[0], nullptr);
   EXPECT_TRUE(device_.rings[0]->enabled);
 }
 
@@ -439,9 +443,7 @@ TEST_F(BackendTest, AddsAndRemovesMemoryRegions) {
 TEST_F(BackendTest, RefusesAMemoryTableWhoseFileIsTooShort) {
   negotiate();
   auto small = make_memfd("moss-test-short", 4096);
-  MemoryRegion r{0, kGuestSize, kUserBase, 0};
-  int fd = small.get();
-  auto res = fe().set_mem_table(std::span<const MemoryRegion>(&r, 1), std::span<const int>(&fd, 1));
+  auto res = fe().set_mem_table(MemoryRegion{0, kGuestSize, kUserBase, 0}, small.get());
   ASSERT_FALSE(res.ok());
   EXPECT_EQ(mappings_of("moss-test-short"), 0);
 }
@@ -511,7 +513,7 @@ TEST_F(BackendTest, RequestsThatConfigureTheDeviceBeforeSetOwnerAreRefused) {
   guest_ = make_memfd("moss-test-early", kGuestSize);
   MemoryRegion region{0, kGuestSize, kUserBase, 0};
   int fd = guest_.get();
-  EXPECT_FALSE(fe().set_mem_table(std::span<const MemoryRegion>(&region, 1), std::span<const int>(&fd, 1)).ok());
+  EXPECT_FALSE(fe().set_mem_table(region, fd).ok());
   EXPECT_EQ(mappings_of("moss-test-early"), 0);
   // After SET_OWNER the same requests go through.
   ASSERT_TRUE(fe().set_owner().ok());
@@ -523,7 +525,7 @@ TEST_F(BackendTest, GuestMemoryThatCouldBeTruncatedIsRefused) {
   auto loose = make_memfd("moss-test-unsealed", kGuestSize, /*sealed=*/false);
   MemoryRegion region{0, kGuestSize, kUserBase, 0};
   int fd = loose.get();
-  auto r = fe().set_mem_table(std::span<const MemoryRegion>(&region, 1), std::span<const int>(&fd, 1));
+  auto r = fe().set_mem_table(region, fd);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(mappings_of("moss-test-unsealed"), 0);
   EXPECT_FALSE(fe().add_mem_reg(region, fd).ok());

@@ -30,6 +30,15 @@ Result<Frontend> Frontend::connect(const std::string& path) {
   return Frontend(std::move(sock));
 }
 
+Result<void> Frontend::set_timeout(std::chrono::milliseconds timeout) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  MOSS_CHECK(MOSS_SYS(::setsockopt(sock_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  MOSS_CHECK(MOSS_SYS(::setsockopt(sock_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
+  return {};
+}
+
 Result<Received> Frontend::receive_reply(Request r) {
   MOSS_TRY(auto rx, receive_message(sock_.get(), Direction::kReply));
   if (!rx) return make_error("vhost-user backend closed the connection instead of answering " + name(r));
@@ -83,6 +92,39 @@ Result<void> Frontend::set_protocol_features(uint64_t features) {
 }
 
 Result<uint64_t> Frontend::get_queue_num() { return get_u64(Request::kGetQueueNum); }
+
+Result<Negotiated> Frontend::negotiate(const Negotiation& want) {
+  Negotiated n;
+  MOSS_TRY(n.offered_features, get_features());
+  const bool protocol = want.use_protocol_features && (n.offered_features & bit(kFeatureProtocolFeatures));
+  if (protocol) {
+    MOSS_TRY(uint64_t offered, get_protocol_features());
+    n.protocol_features = offered & want.protocol_features;
+    MOSS_CHECK(set_protocol_features(n.protocol_features));
+  }
+  if (n.has_protocol(protocol_feature::kMq)) {
+    MOSS_TRY(uint64_t queues, get_queue_num());
+    if (queues == 0 || queues > 0xffff) {
+      return make_error("vhost-user backend reports " + std::to_string(queues) + " queues");
+    }
+    n.queues = static_cast<uint32_t>(queues);
+  }
+  MOSS_CHECK(set_owner());
+  n.acked_features = n.offered_features & want.features & ~bit(kFeatureProtocolFeatures);
+  MOSS_CHECK(set_features(n.acked_features | (protocol ? bit(kFeatureProtocolFeatures) : 0)));
+  return n;
+}
+
+Result<void> Frontend::start_ring(const RingSetup& r) {
+  MOSS_CHECK(set_vring_num(r.index, r.size));
+  if (r.base) MOSS_CHECK(set_vring_base(r.index, *r.base));
+  MOSS_CHECK(set_vring_addr(VringAddr{r.index, 0, r.desc, r.used, r.avail, 0}));
+  if (r.call) MOSS_CHECK(set_vring_call(r.index, *r.call));
+  if (r.err) MOSS_CHECK(set_vring_err(r.index, *r.err));
+  if (r.kick) MOSS_CHECK(set_vring_kick(r.index, *r.kick));
+  if (r.enable) MOSS_CHECK(set_vring_enable(r.index, true));
+  return {};
+}
 
 Result<void> Frontend::set_mem_table(std::span<const MemoryRegion> regions, std::span<const int> fds) {
   MOSS_ASSERT(regions.size() == fds.size() && regions.size() <= kMaxMemTableRegions);

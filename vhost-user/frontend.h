@@ -9,7 +9,9 @@
 // Not thread-safe: one request in flight at a time.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,6 +23,37 @@
 
 namespace moss::vhost_user {
 
+// The handshake every frontend does, as three steps a caller may stop between or replace by
+// hand (a hostile test does the usual steps and attacks one): negotiate(), set_mem_table(),
+// start_ring() per queue. What to ask for:
+struct Negotiation {
+  uint64_t features = ~uint64_t{0};           // Device feature bits to accept when offered.
+  uint64_t protocol_features = ~uint64_t{0};  // Protocol features to accept when offered.
+  // False: a frontend that ignores protocol features (no GET/SET_PROTOCOL_FEATURES, bit 30
+  // not acked), so rings start enabled.
+  bool use_protocol_features = true;
+};
+// What the backend offered and what was agreed.
+struct Negotiated {
+  uint64_t offered_features = 0;   // GET_FEATURES, bit 30 included.
+  uint64_t acked_features = 0;     // Sent with SET_FEATURES, without bit 30.
+  uint64_t protocol_features = 0;  // Sent with SET_PROTOCOL_FEATURES (0 if not negotiated).
+  uint32_t queues = 1;             // GET_QUEUE_NUM with MQ, else 1.
+  bool has(int feature) const { return (acked_features >> feature) & 1; }
+  bool has_protocol(int feature) const { return (protocol_features >> feature) & 1; }
+};
+// One ring, as SET_VRING_NUM/BASE/ADDR/CALL/ERR/KICK/ENABLE give it. Addresses are the
+// frontend's (user) addresses. A step whose fd is nullopt is left out: without `kick` the
+// ring is configured but not started, for a caller that sends its own kick fd.
+struct RingSetup {
+  uint32_t index = 0;
+  uint32_t size = 0;
+  std::optional<uint32_t> base = 0;  // Nullopt: no SET_VRING_BASE (the backend's default, 0).
+  uint64_t desc = 0, avail = 0, used = 0;
+  std::optional<int> call, err, kick;
+  bool enable = false;  // SET_VRING_ENABLE(1) after the kick (needs protocol features).
+};
+
 class Frontend {
  public:
   explicit Frontend(UniqueFd sock) : sock_(std::move(sock)) {}
@@ -28,6 +61,9 @@ class Frontend {
   static Result<Frontend> connect(const std::string& path);
 
   int fd() const { return sock_.get(); }
+  // Every later send and reply waits at most `timeout` (SO_SNDTIMEO, SO_RCVTIMEO), so a
+  // wedged backend is an Error rather than a hang.
+  Result<void> set_timeout(std::chrono::milliseconds timeout);
   bool reply_ack() const { return reply_ack_; }
 
   Result<uint64_t> get_features();
@@ -38,8 +74,20 @@ class Frontend {
   Result<void> set_protocol_features(uint64_t features);
   Result<uint64_t> get_queue_num();
 
+  // GET_FEATURES; GET_PROTOCOL_FEATURES and SET_PROTOCOL_FEATURES (when bit 30 is offered
+  // and wanted); GET_QUEUE_NUM (with MQ); SET_OWNER; SET_FEATURES with what was offered and
+  // wanted (plus bit 30 when protocol features were negotiated). QEMU's order.
+  Result<Negotiated> negotiate(const Negotiation& want = {});
+  // SET_VRING_NUM, BASE, ADDR, CALL, ERR, KICK (the backend starts the ring), ENABLE: call
+  // and err go before the kick, since a backend may run the ring as soon as it has the kick.
+  Result<void> start_ring(const RingSetup& ring);
+
   // `fds[i]` backs `regions[i]`; both at most 8 long.
   Result<void> set_mem_table(std::span<const MemoryRegion> regions, std::span<const int> fds);
+  // One region backed by `fd` (guest RAM in one memfd).
+  Result<void> set_mem_table(const MemoryRegion& region, int fd) {
+    return set_mem_table(std::span<const MemoryRegion>(&region, 1), std::span<const int>(&fd, 1));
+  }
   Result<uint64_t> get_max_mem_slots();
   Result<void> add_mem_reg(const MemoryRegion& region, int fd);
   Result<void> rem_mem_reg(const MemoryRegion& region);

@@ -1,5 +1,6 @@
-// The input format of fuzz/fuzz_virtqueue_chain.cc, shared with the seed generator
-// (fuzz_seeds_test.cc) so the checked-in seeds always decode the way the fuzzer reads them.
+// The input format of fuzz/fuzz_virtqueue_chain.cc and what the fuzzer does with an input
+// (run()), shared with the seed tests (devices/virtio/fuzz_seeds_test.cc,
+// tests/harness/fuzz_seeds_test.cc) so a seed is checked exactly as the fuzzer runs it.
 //
 //   Header (20 bytes, little-endian), then an image of guest memory: the first `low_len`
 //   bytes go to the low region from gpa 0, the rest to the high region from its start.
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "devices/virtio/queue.h"
@@ -85,6 +87,67 @@ inline std::vector<uint8_t> encode(const QueueConfig& c, uint16_t last_avail,
   std::memcpy(out.data() + sizeof h, m.low.data(), low_len);
   std::memcpy(out.data() + sizeof h + low_len, m.high.data(), high_len);
   return out;
+}
+
+inline constexpr uint32_t kWalkedHeads = 4;   // Heads the pure walker is tried on.
+inline constexpr int kMaxChainsRun = 64;      // Chains the queue loop takes at most.
+
+// What fuzz_virtqueue_chain does with an input: decode it into `m`; the pure walker on the
+// first kWalkedHeads heads, whatever the table holds (`on_walk(config, chain)` sees each chain it
+// returns); then the queue as a lenient device runs it, at most kMaxChainsRun chains: pop a
+// head, walk it (`on_chain(config, chain)` sees each chain and returns the bytes it wrote; a chain
+// that fails to walk goes back with 0 written), push it used, ask whether to notify.
+// Returns the first error the queue steps met: "" if none, "too short" without a header.
+template <typename OnWalk, typename OnChain>
+std::string run(std::span<const uint8_t> data, testing::TwoRegions& m, OnWalk&& on_walk, OnChain&& on_chain) {
+  auto in = decode(data, m);
+  if (!in) return "too short";
+  const QueueConfig& config = in->config;
+  for (uint32_t head = 0; head < std::min<uint32_t>(config.size, kWalkedHeads); ++head) {
+    auto c = walk_chain(m.mem, config, static_cast<uint16_t>(head));
+    if (c.ok()) on_walk(config, *c);
+  }
+  auto q = Queue::create(m.mem, config);
+  if (!q.ok()) return q.error().message;
+  std::string first_error;
+  auto note = [&](const Error& e) {
+    if (first_error.empty()) first_error = e.message;
+  };
+  q->set_last_avail_idx(in->last_avail);
+  q->disable_notification();
+  for (int i = 0; i < kMaxChainsRun; ++i) {
+    auto head = q->pop_head();
+    if (!head.ok()) {
+      note(head.error());
+      break;
+    }
+    if (!head->has_value()) break;
+    MOSS_ASSERT(**head < config.size);  // pop_head() checks the guest's head.
+    uint32_t written = 0;
+    auto c = walk_chain(m.mem, config, **head);
+    if (c.ok()) {
+      written = on_chain(config, *c);
+    } else {
+      note(c.error());
+    }
+    // Fails only when the guest-written used->idx we started from says too much is in flight.
+    auto pushed = q->push_used(**head, written);
+    if (!pushed.ok()) {
+      note(pushed.error());
+      break;
+    }
+    (void)q->needs_notification();
+  }
+  (void)q->enable_notification();
+  return first_error;
+}
+
+// run() with nothing checked or written: the outcome alone (the seed tests).
+inline std::string run(std::span<const uint8_t> data) {
+  testing::TwoRegions m;
+  return run(
+      data, m, [](const QueueConfig&, const DescriptorChain&) {},
+      [](const QueueConfig&, const DescriptorChain&) { return uint32_t{0}; });
 }
 
 }  // namespace moss::virtio::fuzz

@@ -176,26 +176,9 @@ std::vector<uint8_t> build(const Seed& s) {
   return fuzz::encode(config, s.start, m, kLowImage, 0);
 }
 
-// Runs the decoded seed like the fuzzer's queue loop; the first error message, or "".
-std::string run(const std::vector<uint8_t>& bytes) {
-  TwoRegions m;
-  auto in = fuzz::decode(bytes, m);
-  if (!in) return "too short";
-  auto q = Queue::create(m.mem, in->config);
-  if (!q.ok()) return q.error().message;
-  q->set_last_avail_idx(in->last_avail);
-  for (;;) {
-    auto c = q->pop();
-    if (!c.ok()) return c.error().message;
-    if (!c->has_value()) return "";
-    auto pushed = q->push_used((*c)->head, 0);
-    if (!pushed.ok()) return pushed.error().message;
-  }
-}
-
 TEST(VirtqueueFuzzSeeds, EachSeedDecodesToItsExpectedOutcome) {
   for (const Seed& s : seeds()) {
-    std::string outcome = run(build(s));
+    std::string outcome = fuzz::run(build(s));  // As the fuzzer runs it.
     if (s.error == nullptr) {
       EXPECT_EQ(outcome, "") << s.name;
     } else {

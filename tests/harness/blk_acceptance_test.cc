@@ -20,7 +20,6 @@
 #include <cstring>
 #include <iostream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "tests/harness/backend_process.h"
@@ -124,6 +123,17 @@ class BlkBackendTest {
     if (!d.ok()) std::fprintf(stderr, "%s\n", d.error().message.c_str());
     MOSS_ASSERT(d.ok());
     return std::move(*d);
+  }
+
+  // A barrier after a frontend left: a new frontend's GET_FEATURES round trip. A worker serves
+  // one frontend at a time, so it answers only once it let go of the old one; false if it
+  // did not answer, and then a backend that died of the disconnect is reaped (alive() says).
+  bool answers_a_new_frontend() {
+    auto fe = vhost_user::Frontend::connect(backend_->socket_path());
+    bool answered = false;
+    if (fe.ok()) answered = fe->set_timeout(5s).ok() && fe->get_features().ok();
+    if (!answered) (void)backend_->wait_exit(5s);
+    return answered;
   }
 
   // A new frontend reads and writes correctly: the backend is alive and consistent.
@@ -428,9 +438,8 @@ TEST_P(BlkAcceptance, DisconnectWith32InFlightLeavesTheWorkerServing) {
   auto [completed, listed] = disconnect_with_32_in_flight(*g, d);
   note("in_flight", std::to_string(completed) + " of 32 completed before the disconnect; the inflight area listed " +
                         std::to_string(listed));
-  // Give a backend that is going to die time to do it.
-  std::this_thread::sleep_for(200ms);
   if (GetParam() == BackendKind::kQsd) {
+    (void)answers_a_new_frontend();
     note("qsd_disconnect", std::string("qemu-storage-daemon ") + backend_->describe() +
                                " after its frontend disconnected with requests in flight (recorded, not asserted)");
     if (!backend_->alive()) {
@@ -452,8 +461,9 @@ TEST_P(BlkAcceptance, ReconnectResubmitsTheRequestsInFlight) {
   auto [completed, listed] = disconnect_with_32_in_flight(*g, d);
   note("in_flight", std::to_string(completed) + " of 32 completed before the disconnect; the inflight area listed " +
                         std::to_string(listed));
-  std::this_thread::sleep_for(200ms);
-  if (GetParam() == BackendKind::kQsd && !backend_->alive()) {
+  // The reconnect is the barrier for moss-blk (it takes the new frontend only once it let go
+  // of the old one); a probe is, for qsd, whose death is recorded rather than asserted.
+  if (GetParam() == BackendKind::kQsd && !answers_a_new_frontend()) {
     note("qsd_abort", "qemu-storage-daemon 7.2 " + backend_->describe() +
                           " when its frontend disconnected with requests in flight (recorded, not a test failure)");
     return;
@@ -548,9 +558,7 @@ TEST_F(MossBlkOnly, ServesAConnectedSocketPassedAsAnFdAndExitsWhenItCloses) {
   ASSERT_EQ(status_of(d.flush()), blk::kOk);
   EXPECT_TRUE(file_has(image_, 8 * kSector, data));
   (*g)->disconnect();
-  auto deadline = std::chrono::steady_clock::now() + 3s;
-  while (backend_->alive() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
-  ASSERT_FALSE(backend_->alive()) << "moss-blk --fd kept running after its connection closed";
+  ASSERT_TRUE(backend_->wait_exit(3s)) << "moss-blk --fd kept running after its connection closed";
   EXPECT_TRUE(WIFEXITED(*backend_->exit_status()) && WEXITSTATUS(*backend_->exit_status()) == 0) << backend_->describe();
 }
 
@@ -627,7 +635,8 @@ TEST_P(MalformedChain, IsRefusedAndTheWorkerServesTheNextFrontend) {
   }
   note("outcome", std::string(backend_name(GetParam().backend)) + ", " + mc.name + ": " + outcome);
 
-  std::this_thread::sleep_for(50ms);  // A crash would show by now.
+  // The fresh frontend is the barrier: the worker takes it only once it let go of this one,
+  // so a crash over the malformed chain shows there.
   g->disconnect();
   expect_serves_a_fresh_frontend();
 }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "devices/blk/fuzz_input.h"
 #include "devices/blk/request.h"
 #include "devices/virtio/driver.h"
 #include "devices/virtio/fuzz_input.h"
@@ -64,64 +65,21 @@ Built build(const MalformedCase& mc) {
   Built out;
   out.ring_seed = virtio::fuzz::encode(d->config(), 0, m, kLowImage, 0);
   auto chain = virtio::walk_chain(m.mem, d->config(), 0);
-  if (mc.caught_by == CaughtBy::kRequest && chain.ok()) {
-    // fuzz_blk_request input: u16 split, u8 readable cut, u8 writable cut, u8 disk, then the
-    // readable bytes followed by the writable ones.
-    std::vector<uint8_t> bytes;
-    for (auto s : chain->readable) bytes.insert(bytes.end(), s.begin(), s.end());
-    for (auto s : chain->writable) bytes.insert(bytes.end(), s.begin(), s.end());
-    auto split = static_cast<uint16_t>(chain->readable_bytes);
-    uint8_t cut_r = chain->readable.empty() || chain->readable[0].size() > 255 ? 0 : static_cast<uint8_t>(chain->readable[0].size());
-    out.blk_seed = {static_cast<uint8_t>(split), static_cast<uint8_t>(split >> 8), cut_r, 0, kDiskByte};
-    out.blk_seed.insert(out.blk_seed.end(), bytes.begin(), bytes.end());
-  }
+  if (mc.caught_by == CaughtBy::kRequest && chain.ok()) out.blk_seed = blk::fuzz::encode_request(*chain, kDiskByte);
   return out;
-}
-
-// The first error running the ring seed the way fuzz_virtqueue_chain's queue loop does, or "".
-std::string run_ring(const std::vector<uint8_t>& bytes) {
-  TwoRegions m;
-  auto in = virtio::fuzz::decode(bytes, m);
-  if (!in) return "too short";
-  auto q = virtio::Queue::create(m.mem, in->config);
-  if (!q.ok()) return q.error().message;
-  q->set_last_avail_idx(in->last_avail);
-  for (;;) {
-    auto c = q->pop();
-    if (!c.ok()) return c.error().message;
-    if (!c->has_value()) return "";
-    if (!q->push_used((*c)->head, 0).ok()) return "push_used failed";
-  }
 }
 
 // The blk seed decoded exactly as fuzz/fuzz_blk_request.cc does, then parsed.
 blk::Parsed run_blk(const std::vector<uint8_t>& data, std::vector<uint8_t>& bytes) {
-  bytes.assign(data.begin() + 5, data.end());
-  size_t split = (data[0] | (data[1] << 8)) % (bytes.size() + 1);
-  size_t cut_r = data[2] % (split + 1), cut_w = split + data[3] % (bytes.size() - split + 1);
-  virtio::DescriptorChain chain;
-  auto add = [&](bool writable, size_t from, size_t to) {
-    if (from == to) return;
-    if (writable) {
-      chain.writable.emplace_back(bytes.data() + from, to - from);
-      chain.writable_bytes += to - from;
-    } else {
-      chain.readable.emplace_back(bytes.data() + from, to - from);
-      chain.readable_bytes += to - from;
-    }
-  };
-  add(false, 0, cut_r);
-  add(false, cut_r, split);
-  add(true, split, cut_w);
-  add(true, cut_w, bytes.size());
-  blk::DiskGeometry disk{static_cast<uint64_t>(data[4]) * 8, (data[4] & 1) != 0, true, (data[4] & 2) != 0};
-  return blk::parse_request(chain, disk);
+  auto in = blk::fuzz::decode_request(data, bytes);
+  MOSS_ASSERT(in.has_value());
+  return blk::parse_request(in->chain, in->disk);
 }
 
 TEST(HarnessFuzzSeeds, EveryMalformedCaseIsRefusedWhereItsFuzzerLooks) {
   for (const MalformedCase& mc : malformed_cases()) {
     Built b = build(mc);
-    std::string ring = run_ring(b.ring_seed);
+    std::string ring = virtio::fuzz::run(b.ring_seed);  // As fuzz_virtqueue_chain runs it.
     if (mc.caught_by == CaughtBy::kRing) {
       EXPECT_NE(ring, "") << mc.name << " should be refused by the virtqueue layer";
     } else {

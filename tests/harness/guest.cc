@@ -32,13 +32,6 @@ Result<UniqueFd> make_eventfd() {
   return UniqueFd(fd);
 }
 
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
-}
-
 int remaining_ms(std::chrono::steady_clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
   return left.count() < 0 ? 0 : static_cast<int>(left.count());
@@ -122,11 +115,8 @@ Result<std::unique_ptr<Guest>> Guest::adopt(UniqueFd socket, const GuestOptions&
 }
 
 Result<void> Guest::use_socket(UniqueFd sock) {
-  timeval tv = to_timeval(options_.timeout);
-  MOSS_CHECK(MOSS_SYS(::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
-  MOSS_CHECK(MOSS_SYS(::setsockopt(sock.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
   frontend_.emplace(std::move(sock));
-  return {};
+  return frontend_->set_timeout(options_.timeout);
 }
 
 Result<void> Guest::open_socket(const std::string& path) {
@@ -158,41 +148,29 @@ vhost_user::Frontend& Guest::frontend() {
 
 Result<void> Guest::handshake(bool reconnecting) {
   vhost_user::Frontend& fe = *frontend_;
-  MOSS_TRY(offered_features_, fe.get_features());
-  if (!(offered_features_ & (1ull << feature::kVersion1))) {
+  vhost_user::Negotiation want;
+  want.features = options_.device_features | (1ull << feature::kVersion1);
+  if (options_.event_idx) want.features |= 1ull << feature::kEventIdx;
+  if (options_.indirect) want.features |= 1ull << feature::kIndirectDesc;
+  want.protocol_features = bit(kMq) | bit(kReplyAck) | bit(kConfig) | bit(kResetDevice);
+  if (options_.inflight) want.protocol_features |= bit(kInflightShmfd);
+  MOSS_TRY(vhost_user::Negotiated n, fe.negotiate(want));
+  offered_features_ = n.offered_features;
+  acked_features_ = n.acked_features;
+  protocol_features_ = n.protocol_features;
+  backend_queues_ = n.queues;
+  if (!n.has(feature::kVersion1)) {
     return make_error("the backend does not offer VIRTIO_F_VERSION_1 (legacy devices are not supported)");
-  }
-  protocol_features_ = 0;
-  if (offered_features_ & bit(vhost_user::kFeatureProtocolFeatures)) {
-    MOSS_TRY(uint64_t offered, fe.get_protocol_features());
-    uint64_t wanted = bit(kMq) | bit(kReplyAck) | bit(kConfig) | bit(kResetDevice);
-    if (options_.inflight) wanted |= bit(kInflightShmfd);
-    protocol_features_ = offered & wanted;
-    MOSS_CHECK(fe.set_protocol_features(protocol_features_));
-  }
-  backend_queues_ = 1;
-  if (protocol_features_ & bit(kMq)) {
-    MOSS_TRY(uint64_t n, fe.get_queue_num());
-    backend_queues_ = static_cast<uint32_t>(n);
   }
   if (queues_.size() > backend_queues_) {
     return make_error("the backend serves " + std::to_string(backend_queues_) + " queue(s), the test asked for " +
                       std::to_string(queues_.size()));
   }
-  MOSS_CHECK(fe.set_owner());
-  if (protocol_features_ & bit(kConfig)) {
+  if (n.has_protocol(kConfig)) {
     MOSS_TRY(config_, fe.get_config(0, options_.config_bytes));
   }
 
-  uint64_t wanted = options_.device_features | (1ull << feature::kVersion1);
-  if (options_.event_idx) wanted |= 1ull << feature::kEventIdx;
-  if (options_.indirect) wanted |= 1ull << feature::kIndirectDesc;
-  acked_features_ = offered_features_ & wanted;
-  uint64_t to_set = acked_features_;
-  if (offered_features_ & bit(vhost_user::kFeatureProtocolFeatures)) to_set |= bit(vhost_user::kFeatureProtocolFeatures);
-  MOSS_CHECK(fe.set_features(to_set));
-
-  if (protocol_features_ & bit(kInflightShmfd)) {
+  if (n.has_protocol(kInflightShmfd)) {
     if (!reconnecting) {
       MOSS_TRY(auto in, fe.get_inflight_fd(static_cast<uint16_t>(queues_.size()), options_.queue_size));
       void* p = ::mmap(nullptr, in.info.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, in.fd.get(),
@@ -207,9 +185,7 @@ Result<void> Guest::handshake(bool reconnecting) {
     return make_error("the backend no longer offers INFLIGHT_SHMFD, so requests in flight cannot be resubmitted");
   }
 
-  vhost_user::MemoryRegion region{0, ram_->size(), reinterpret_cast<uint64_t>(ram_->host()), 0};
-  int fd = ram_->fd();
-  MOSS_CHECK(fe.set_mem_table(std::span<const vhost_user::MemoryRegion>(&region, 1), std::span<const int>(&fd, 1)));
+  MOSS_CHECK(fe.set_mem_table(vhost_user::MemoryRegion{0, ram_->size(), reinterpret_cast<uint64_t>(ram_->host()), 0}, ram_->fd()));
 
   for (uint32_t i = 0; i < queues_.size(); ++i) {
     Queue& q = queues_[i];
@@ -227,6 +203,7 @@ Result<void> Guest::handshake(bool reconnecting) {
       MOSS_CHECK(start_queue(i, *used));
     }
   }
+  // Enabled once all are started, as QEMU does.
   if (offered_features_ & bit(vhost_user::kFeatureProtocolFeatures)) {
     for (uint32_t i = 0; i < queues_.size(); ++i) MOSS_CHECK(fe.set_vring_enable(i, true));
   }
@@ -234,18 +211,20 @@ Result<void> Guest::handshake(bool reconnecting) {
 }
 
 Result<void> Guest::start_queue(uint32_t index, uint16_t base) {
-  vhost_user::Frontend& fe = *frontend_;
   Queue& q = queues_[index];
   const virtio::QueueConfig& c = q.driver->config();
   auto user = [&](uint64_t gpa) { return reinterpret_cast<uint64_t>(ram_->host() + gpa); };
-  MOSS_CHECK(fe.set_vring_num(index, c.size));
-  MOSS_CHECK(fe.set_vring_base(index, base));
-  MOSS_CHECK(fe.set_vring_addr(vhost_user::VringAddr{index, 0, user(c.desc_gpa), user(c.used_gpa), user(c.avail_gpa), 0}));
-  // Call and err before kick: a backend may start the ring as soon as it has the kick fd.
-  MOSS_CHECK(fe.set_vring_call(index, q.call.get()));
-  MOSS_CHECK(fe.set_vring_err(index, q.err.get()));
-  MOSS_CHECK(fe.set_vring_kick(index, q.kick.get()));
-  return {};
+  vhost_user::RingSetup r;
+  r.index = index;
+  r.size = c.size;
+  r.base = base;
+  r.desc = user(c.desc_gpa);
+  r.avail = user(c.avail_gpa);
+  r.used = user(c.used_gpa);
+  r.call = q.call.get();
+  r.err = q.err.get();
+  r.kick = q.kick.get();
+  return frontend_->start_ring(r);
 }
 
 virtio::DriverQueue& Guest::queue(uint32_t index) {
@@ -301,6 +280,11 @@ Result<void> Guest::reconnect(const std::string& socket_path) {
 }
 
 Result<uint32_t> Guest::stop_queue(uint32_t index) { return frontend().get_vring_base(index); }
+
+Result<void> Guest::sync() {
+  for (int i = 0; i < 2; ++i) MOSS_CHECK(frontend().get_features());
+  return {};
+}
 
 std::optional<InflightQueue> Guest::inflight(uint32_t index) const {
   if (inflight_map_ == nullptr || index >= inflight_info_.num_queues) return std::nullopt;

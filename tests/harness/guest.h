@@ -151,6 +151,12 @@ class Guest {
   Result<void> reconnect(const std::string& socket_path);
   // Stops queue `index` with GET_VRING_BASE and returns the backend's next avail index.
   Result<uint32_t> stop_queue(uint32_t index);
+  // A barrier, for a test about to check that something did not happen: returns once a moss
+  // worker has handled every kick and message sent before the call. Two GET_FEATURES round
+  // trips: a worker's event loop takes one vhost-user message per wake-up, and a kick already
+  // pending when the first request arrives is handled in that same wake-up at the latest,
+  // so before the second request is read.
+  Result<void> sync();
 
   bool has_inflight() const { return inflight_fd_.valid(); }
   std::optional<InflightQueue> inflight(uint32_t index) const;

@@ -7,6 +7,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -39,44 +41,25 @@ constexpr uint64_t kUserBase = 0x7f4400000000;
 
 enum class Kind { kBlk, kVsock };
 
-// Either worker, started fresh for one test, with a uniform face.
-class Worker {
- public:
-  static std::unique_ptr<Worker> start(Kind kind) {
-    auto w = std::unique_ptr<Worker>(new Worker());
-    if (kind == Kind::kBlk) {
-      auto dir = TempDir::create();
-      if (!dir.ok()) return nullptr;
-      w->disk_dir_.emplace(std::move(*dir));
-      std::string disk = w->disk_dir_->path() + "/disk.img";
-      std::ofstream(disk).put('\0');
-      if (::truncate(disk.c_str(), 1 << 20) != 0) return nullptr;
-      BackendOptions o;
-      o.disk = disk;
-      auto p = BackendProcess::start(o);
-      EXPECT_TRUE(p.ok()) << p.error().message;
-      if (!p.ok()) return nullptr;
-      w->blk_ = std::move(*p);
-    } else {
-      auto p = VsockProcess::start();
-      EXPECT_TRUE(p.ok()) << p.error().message;
-      if (!p.ok()) return nullptr;
-      w->vsock_ = std::move(*p);
-    }
-    return w;
-  }
-  pid_t pid() const { return blk_ ? blk_->pid() : vsock_->pid(); }
-  std::string socket_path() const { return blk_ ? blk_->socket_path() : vsock_->socket_path(); }
-  std::string log() const { return blk_ ? blk_->log() : vsock_->log(); }
-  bool alive() { return blk_ ? blk_->alive() : vsock_->alive(); }
-  std::optional<int> exit_status() const { return blk_ ? blk_->exit_status() : vsock_->exit_status(); }
-
- private:
-  Worker() = default;
-  std::optional<TempDir> disk_dir_;
-  std::unique_ptr<BackendProcess> blk_;
-  std::unique_ptr<VsockProcess> vsock_;
-};
+// Either worker, started fresh for one test (moss-blk on a 1 MiB image in `disk_dir`, which
+// must outlive it).
+std::unique_ptr<WorkerProcess> start_worker(Kind kind, std::optional<TempDir>& disk_dir) {
+  auto started = [](auto p) -> std::unique_ptr<WorkerProcess> {
+    EXPECT_TRUE(p.ok()) << p.error().message;
+    if (!p.ok()) return nullptr;
+    return std::move(*p);
+  };
+  if (kind == Kind::kVsock) return started(VsockProcess::start());
+  auto dir = TempDir::create();
+  if (!dir.ok()) return nullptr;
+  disk_dir.emplace(std::move(*dir));
+  std::string disk = disk_dir->path() + "/disk.img";
+  std::ofstream(disk).put('\0');
+  if (::truncate(disk.c_str(), 1 << 20) != 0) return nullptr;
+  BackendOptions o;
+  o.disk = disk;
+  return started(BackendProcess::start(o));
+}
 
 UniqueFd sealed_ram(bool sealed = true) {
   UniqueFd fd(::memfd_create("moss-hostile-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING));
@@ -88,9 +71,10 @@ UniqueFd sealed_ram(bool sealed = true) {
   return fd;
 }
 
-// A frontend that has done the handshake up to queue 0's kick: owner, features, memory (sealed
-// unless asked otherwise), ring size and addresses and a call eventfd. Replies are awaited for
-// at most 10 s, so a wedged worker fails the test rather than hanging it.
+// A frontend that has done the handshake (Frontend::negotiate), to which configure_queue0 adds
+// memory (sealed unless asked otherwise) and queue 0 up to its kick: ring size and addresses
+// and a call eventfd. Replies are awaited for at most 10 s, so a wedged worker fails the
+// test rather than hanging it.
 struct Session {
   std::optional<Frontend> fe;
   UniqueFd ram, call;
@@ -98,7 +82,7 @@ struct Session {
 };
 
 // A connection to the worker, which may still be between bind() and listen().
-Result<Frontend> connect_retrying(Worker& w) {
+Result<Frontend> connect_retrying(WorkerProcess& w) {
   for (int tries = 0; tries < 100; tries++) {
     auto c = Frontend::connect(w.socket_path());
     if (c.ok()) return c;
@@ -107,40 +91,40 @@ Result<Frontend> connect_retrying(Worker& w) {
   return make_error("cannot connect to " + w.socket_path());
 }
 
-Result<Session> connect_to(Worker& w, bool reply_ack = true) {
+Result<Session> connect_to(WorkerProcess& w, bool reply_ack = true) {
   Session s;
   std::optional<Frontend> fe;
   MOSS_TRY(Frontend c, connect_retrying(w));
   fe.emplace(std::move(c));
-  timeval tv{10, 0};
-  ::setsockopt(fe->fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  MOSS_TRY(uint64_t features, fe->get_features());
-  MOSS_TRY(uint64_t offered, fe->get_protocol_features());
-  s.protocol = offered & (bit(kConfig) | bit(kMq) | bit(kDeviceState) | (reply_ack ? bit(kReplyAck) : 0));
-  MOSS_CHECK(fe->set_protocol_features(s.protocol));
-  MOSS_CHECK(fe->set_owner());
-  MOSS_CHECK(fe->set_features(features));
+  MOSS_CHECK(fe->set_timeout(10s));
+  vhost_user::Negotiation want;
+  want.protocol_features = bit(kConfig) | bit(kMq) | bit(kDeviceState) | (reply_ack ? bit(kReplyAck) : 0);
+  MOSS_TRY(vhost_user::Negotiated n, fe->negotiate(want));
+  s.protocol = n.protocol_features;
   s.fe = std::move(fe);
   return s;
 }
 
 Result<void> share_ram(Session& s, bool sealed = true) {
   s.ram = sealed_ram(sealed);
-  vhost_user::MemoryRegion r{0, kRamBytes, kUserBase, 0};
-  int fd = s.ram.get();
-  return s.fe->set_mem_table(std::span(&r, 1), std::span(&fd, 1));
+  return s.fe->set_mem_table(vhost_user::MemoryRegion{0, kRamBytes, kUserBase, 0}, s.ram.get());
 }
 
+// Queue 0 configured up to its kick, which the caller sends (or attacks with).
 Result<void> configure_queue0(Session& s) {
   MOSS_CHECK(share_ram(s));
-  MOSS_CHECK(s.fe->set_vring_num(0, 64));
-  MOSS_CHECK(s.fe->set_vring_addr(vhost_user::VringAddr{0, 0, kUserBase + 0x1000, kUserBase + 0x3000, kUserBase + 0x2000, 0}));
   s.call.reset(::eventfd(0, EFD_CLOEXEC));
-  return s.fe->set_vring_call(0, s.call.get());
+  vhost_user::RingSetup r;
+  r.size = 64;
+  r.desc = kUserBase + 0x1000;
+  r.avail = kUserBase + 0x2000;
+  r.used = kUserBase + 0x3000;
+  r.call = s.call.get();
+  return s.fe->start_ring(r);
 }
 
 // The worker is alive and a new frontend gets through a whole handshake and a started ring.
-void expect_serves_the_next_frontend(Worker& w) {
+void expect_serves_the_next_frontend(WorkerProcess& w) {
   ASSERT_TRUE(w.alive()) << w.log();
   auto s = connect_to(w);
   ASSERT_TRUE(s.ok()) << s.error().message << "\n" << w.log();
@@ -160,13 +144,27 @@ bool dropped_within(int fd, std::chrono::milliseconds limit) {
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
+// Waits until the peer of Unix stream socket `fd` has read everything sent on it (SIOCOUTQ,
+// the bytes it has not taken yet, is 0), or `limit`.
+bool peer_took_everything(int fd, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    int unread = -1;
+    if (::ioctl(fd, SIOCOUTQ, &unread) != 0) return false;
+    if (unread == 0) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
 class HostileFrontend : public ::testing::TestWithParam<Kind> {
  protected:
   void SetUp() override {
-    worker_ = Worker::start(GetParam());
+    worker_ = start_worker(GetParam(), disk_dir_);
     ASSERT_NE(worker_, nullptr);
   }
-  std::unique_ptr<Worker> worker_;
+  std::optional<TempDir> disk_dir_;
+  std::unique_ptr<WorkerProcess> worker_;
 };
 
 TEST_P(HostileFrontend, KickCallAndErrFdsThatAreNotEventfdsAreRefused) {
@@ -255,13 +253,11 @@ TEST_P(HostileFrontend, SigtermEndsTheWorkerWhileAFrontendHoldsHalfAMessage) {
   ASSERT_TRUE(c.ok()) << c.error().message;
   const uint8_t part[5] = {1, 0, 0, 0, 1};
   ASSERT_EQ(::send(c->fd(), part, sizeof part, MSG_NOSIGNAL), 5);
-  std::this_thread::sleep_for(200ms);  // Let the worker start reading the message.
+  // The worker has taken the half message and waits for the rest.
+  ASSERT_TRUE(peer_took_everything(c->fd(), 5s)) << worker_->log();
   ASSERT_EQ(::kill(worker_->pid(), SIGTERM), 0);
-  auto t0 = std::chrono::steady_clock::now();
-  while (worker_->alive() && std::chrono::steady_clock::now() - t0 < 6s) std::this_thread::sleep_for(20ms);
-  ASSERT_FALSE(worker_->alive()) << "SIGTERM did not end the worker within 6 s\n" << worker_->log();
-  auto st = worker_->exit_status();
-  ASSERT_TRUE(st.has_value());
+  auto st = worker_->wait_exit(6s);
+  ASSERT_TRUE(st.has_value()) << "SIGTERM did not end the worker within 6 s\n" << worker_->log();
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << "wait status " << *st << "\n" << worker_->log();
 }
 
@@ -274,10 +270,11 @@ INSTANTIATE_TEST_SUITE_P(Workers, HostileFrontend, ::testing::Values(Kind::kBlk,
 class HostileStateTransfer : public ::testing::Test {
  protected:
   void SetUp() override {
-    worker_ = Worker::start(Kind::kBlk);
+    worker_ = start_worker(Kind::kBlk, disk_dir_);
     ASSERT_NE(worker_, nullptr);
   }
-  std::unique_ptr<Worker> worker_;
+  std::optional<TempDir> disk_dir_;
+  std::unique_ptr<WorkerProcess> worker_;
 };
 
 TEST_F(HostileStateTransfer, SavingIntoAFullPipeDropsTheFrontendAtTheDeadline) {

@@ -2,34 +2,16 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <thread>
 
 #include "base/syscall.h"
 
 namespace moss::harness {
 namespace {
-
-constexpr int kPassedFd = 3;
-constexpr int kFirstSpareFd = 10;
-
-std::string self_dir() {
-  std::error_code ec;
-  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : p.parent_path().string();
-}
 
 timeval to_timeval(std::chrono::milliseconds ms) {
   timeval tv{};
@@ -56,128 +38,20 @@ Result<UniqueFd> unix_connect(const std::string& path, std::chrono::milliseconds
 
 }  // namespace
 
-VsockProcess::VsockProcess(TempDir dir)
-    : dir_(std::move(dir)),
-      socket_(dir_.path() + "/vhost.sock"),
-      uds_(dir_.path() + "/vsock.sock"),
-      log_path_(dir_.path() + "/vsock.log") {}
-
-VsockProcess::~VsockProcess() {
-  if (pid_ > 0 && !status_) stop();
-}
-
-std::string VsockProcess::binary_path() {
-  if (const char* p = std::getenv("MOSS_VSOCK"); p != nullptr && *p != '\0') return p;
-  if (const char* b = std::getenv("MOSS_BUILD_DIR"); b != nullptr && *b != '\0') return std::string(b) + "/moss-vsock";
-  return self_dir() + "/moss-vsock";
-}
-
-std::optional<std::string> VsockProcess::unavailable() {
-  std::string path = binary_path();
-  if (::access(path.c_str(), X_OK) != 0) return path + " is not there (or not executable)";
-  return std::nullopt;
-}
+VsockProcess::VsockProcess(TempDir dir) : WorkerProcess("moss-vsock", std::move(dir)), uds_(this->dir() + "/vsock.sock") {}
 
 Result<std::unique_ptr<VsockProcess>> VsockProcess::start(const VsockProcessOptions& o, std::chrono::milliseconds timeout) {
   if (auto why = unavailable()) return make_error("moss-vsock: " + *why);
   MOSS_TRY(TempDir dir, TempDir::create());
   std::unique_ptr<VsockProcess> p(new VsockProcess(std::move(dir)));
   std::vector<std::string> args = {binary_path(), "--guest-cid", std::to_string(o.guest_cid), "--uds-path", p->uds_};
-  UniqueFd child_end;
-  if (o.pass_fd) {
-    int sv[2];
-    MOSS_CHECK(MOSS_SYS(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)));
-    p->connection_.reset(sv[0]);
-    UniqueFd theirs(sv[1]);
-    MOSS_TRY(int spare, MOSS_SYS(::fcntl(theirs.get(), F_DUPFD_CLOEXEC, kFirstSpareFd)));
-    child_end.reset(spare);
-    args.insert(args.end(), {"--fd", std::to_string(kPassedFd)});
-  } else {
-    args.insert(args.end(), {"--socket-path", p->socket_});
-  }
-  args.insert(args.end(), o.extra_args.begin(), o.extra_args.end());
-  // Everything the child needs is prepared before fork: it only calls async-signal-safe
-  // functions.
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  MOSS_TRY(int log_fd, MOSS_SYS(::open(p->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)));
-  UniqueFd log(log_fd);
-  MOSS_TRY(int null_fd, MOSS_SYS(::open("/dev/null", O_RDONLY | O_CLOEXEC)));
-  UniqueFd devnull(null_fd);
-  pid_t parent = ::getpid();
-  MOSS_TRY(pid_t pid, MOSS_SYS(::fork()));
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // A crashed test leaves no worker behind.
-    if (::getppid() != parent) ::_exit(127);
-    ::dup2(devnull.get(), 0);
-    ::dup2(log.get(), 1);
-    ::dup2(log.get(), 2);
-    if (child_end.valid()) ::dup2(child_end.get(), kPassedFd);  // dup2 clears FD_CLOEXEC.
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  p->pid_ = pid;
-  child_end.reset();
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    struct stat st;
-    bool uds = ::stat(p->uds_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
-    bool sock = o.pass_fd || (::stat(p->socket_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode));
-    if (uds && sock) return p;
-    if (!p->alive()) return make_error("moss-vsock " + p->describe() + " before creating its sockets; its log:\n" + p->log());
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return make_error("moss-vsock created no sockets within " + std::to_string(timeout.count()) + " ms; its log:\n" + p->log());
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
-
-bool VsockProcess::reap(bool block) {
-  if (status_) return true;
-  int st = 0;
-  pid_t r;
-  do {
-    r = ::waitpid(pid_, &st, block ? 0 : WNOHANG);
-  } while (r < 0 && errno == EINTR);
-  if (r == pid_) {
-    status_ = st;
-    return true;
-  }
-  return false;
-}
-
-bool VsockProcess::alive() { return pid_ > 0 && !reap(false); }
-
-int VsockProcess::stop(std::chrono::milliseconds grace) {
-  if (status_) return *status_;
-  ::kill(pid_, SIGTERM);
-  auto deadline = std::chrono::steady_clock::now() + grace;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (reap(false)) return *status_;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ::kill(pid_, SIGKILL);
-  reap(true);
-  return *status_;
-}
-
-std::string VsockProcess::log() const {
-  std::ifstream f(log_path_);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::string VsockProcess::describe() const {
-  if (!status_) return "is running";
-  int st = *status_;
-  if (WIFEXITED(st)) return "exited with status " + std::to_string(WEXITSTATUS(st));
-  if (WIFSIGNALED(st)) {
-    const char* abbrev = sigabbrev_np(WTERMSIG(st));
-    return "was killed by signal " + std::to_string(WTERMSIG(st)) + " (SIG" + (abbrev ? abbrev : "?") + ")";
-  }
-  return "ended with wait status " + std::to_string(st);
+  MOSS_TRY(auto common, p->common_args(o));
+  args.insert(args.end(), common.begin(), common.end());
+  MOSS_CHECK(p->spawn(std::move(args)));
+  std::vector<std::string> sockets = {p->uds_};
+  if (!o.pass_fd) sockets.push_back(p->socket_path());
+  MOSS_CHECK(p->wait_for_sockets(sockets, timeout));
+  return p;
 }
 
 // ---- Host programs ----

@@ -1,7 +1,6 @@
-// moss-vsock under test, as its own process: a fresh directory with the vhost-user socket, the
-// host side's socket (--uds-path) and the process's log; stopped by its pid (SIGTERM, then
-// SIGKILL) when the object goes, and killed with the test process if that crashes
-// (PR_SET_PDEATHSIG), as BackendProcess does for block backends.
+// moss-vsock under test, as its own process (a WorkerProcess, which says how it is started and
+// stopped), with the host side's socket (--uds-path) in its directory; and a host program's
+// side of hybrid vsock.
 #pragma once
 
 #include <sys/types.h>
@@ -14,52 +13,33 @@
 
 #include "base/fd.h"
 #include "base/result.h"
-#include "tests/harness/backend_process.h"
+#include "tests/harness/worker_process.h"
 
 namespace moss::harness {
 
-struct VsockProcessOptions {
+// With the shared worker options (WorkerOptions: pass_fd as the broker gives it, control,
+// extra_args).
+struct VsockProcessOptions : WorkerOptions {
   uint64_t guest_cid = 3;
-  bool pass_fd = false;  // Serve one connected socket passed as --fd 3 (the broker's way).
-  std::vector<std::string> extra_args;
 };
 
-class VsockProcess {
+class VsockProcess : public WorkerProcess {
  public:
   // Starts moss-vsock and waits until its sockets exist. Error if the binary is missing, or
   // the process exits or creates no socket within `timeout`; the message has its log.
   static Result<std::unique_ptr<VsockProcess>> start(const VsockProcessOptions& options = {},
                                                      std::chrono::milliseconds timeout = std::chrono::seconds(10));
-  ~VsockProcess();
-  VsockProcess(const VsockProcess&) = delete;
-  VsockProcess& operator=(const VsockProcess&) = delete;
 
-  pid_t pid() const { return pid_; }
-  const std::string& dir() const { return dir_.path(); }
-  const std::string& socket_path() const { return socket_; }  // vhost-user (unless pass_fd).
-  const std::string& uds_path() const { return uds_; }        // Host programs connect here.
-  // With pass_fd: our end of the connected vhost-user socket (Guest::adopt it).
-  UniqueFd take_connection() { return std::move(connection_); }
-
-  bool alive();
-  std::optional<int> exit_status() const { return status_; }
-  int stop(std::chrono::milliseconds grace = std::chrono::seconds(3));  // Wait status.
-  std::string log() const;
-  std::string describe() const;
+  const std::string& uds_path() const { return uds_; }  // Host programs connect here.
 
   // $MOSS_VSOCK, else $MOSS_BUILD_DIR/moss-vsock, else beside this binary.
-  static std::string binary_path();
-  static std::optional<std::string> unavailable();
+  static std::string binary_path() { return WorkerProcess::binary_path("moss-vsock"); }
+  static std::optional<std::string> unavailable() { return WorkerProcess::unavailable(binary_path()); }
 
  private:
-  VsockProcess(TempDir dir);
-  bool reap(bool block);
+  explicit VsockProcess(TempDir dir);
 
-  TempDir dir_;
-  std::string socket_, uds_, log_path_;
-  UniqueFd connection_;
-  pid_t pid_ = -1;
-  std::optional<int> status_;
+  std::string uds_;
 };
 
 // A host program's side of hybrid vsock: connect to the worker's socket and ask for a guest

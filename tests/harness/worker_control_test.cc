@@ -15,7 +15,6 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
-#include <thread>
 #include <vector>
 
 #include "broker/worker_control.h"
@@ -110,10 +109,7 @@ class WorkerControl : public ::testing::Test {
   }
 
   static int wait_exit(BackendProcess& b, std::chrono::milliseconds limit) {
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    while (b.alive() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
-    if (b.alive()) return -1;
-    return *b.exit_status();
+    return b.wait_exit(limit).value_or(-1);
   }
 
   static bool exited_zero(int status) { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
@@ -215,7 +211,7 @@ TEST_F(WorkerControl, QuiesceSaveRestoreResumeLosesNothing) {
   // ---- More offered and kicked while quiesced: none is taken ----
   for (uint32_t i = kFirst; i < ops.size(); ++i) submit(i);
   ASSERT_TRUE(guest.kick(0).ok());
-  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(guest.sync().ok()) << a->log();  // The worker has seen the kick.
   EXPECT_EQ(used(), kFirst) << "a quiesced worker completed a request";
   EXPECT_EQ(guest.inflight(0)->in_flight, 0u) << "a quiesced worker took a request";
   EXPECT_EQ(call_ok(*a, Request::kStats).stats.in_flight, 0u);
@@ -240,8 +236,9 @@ TEST_F(WorkerControl, QuiesceSaveRestoreResumeLosesNothing) {
   EXPECT_EQ(call_ok(*b, Request::kSaveState).state, saved);
   auto rc = guest.reconnect(b->socket_path());
   ASSERT_TRUE(rc.ok()) << rc.error().message << "\n" << b->log();
-  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(guest.sync().ok()) << b->log();  // The worker has seen the rings start.
   EXPECT_EQ(used(), kFirst) << "the restored worker ran before it was resumed";
+  EXPECT_EQ(guest.inflight(0)->in_flight, 0u) << "the restored worker took a request before it was resumed";
   call_ok(*b, Request::kResume);
 
   // ---- Everything completes, exactly once ----

@@ -672,10 +672,11 @@ LINUX_TEST(LinuxGuest, PtyShellHasAPromptATtyAndCtrlCInterruptsSleep) {
   EXPECT_TRUE(t.wait_for("40 100", mark, seconds(30))) << "the terminal size did not reach the guest: " << t.screen();
   // Ctrl-C ends the foreground sleep, not the VM: the shell prompts again and still answers.
   mark = t.size();
-  t.type("sleep 1000\r");
-  ASSERT_TRUE(t.wait_for("sleep 1000", mark, seconds(30))) << t.screen();
-  // Time for the shell to start sleep as the foreground job (a TCG guest is slow to fork).
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // The job says when it runs ("fore42" is in its output, not in the echoed command line):
+  // by then it is the foreground job, since a job-control shell's child takes the terminal
+  // for its process group before it runs anything.
+  t.type("sh -c 'echo fore$((40 + 2)); exec sleep 1000'\r");
+  ASSERT_TRUE(t.wait_for("fore42", mark, seconds(30))) << t.screen();
   mark = t.size();
   t.type("\x03");
   EXPECT_TRUE(t.wait_for("# ", mark, seconds(30))) << "no prompt after ^C: " << t.screen();
