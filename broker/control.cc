@@ -21,6 +21,7 @@
 #include "base/syscall.h"
 #include "ipc/channel.h"
 #include "ipc/control.capnp.h"
+#include "ipc/json.h"
 
 namespace moss::control {
 namespace {
@@ -69,19 +70,36 @@ Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string&
   return buf;
 }
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      out += b;
-    } else {
-      out += c;
-    }
+void fill_stats(const VmStats& s, ipc::VmStats::Builder out) {
+  out.setName(s.name);
+  out.setState(s.state);
+  out.setUptimeMs(s.uptime_ms);
+  out.setCpus(s.cpus);
+  out.setMemBytes(s.mem_bytes);
+  out.setVsockCid(s.vsock_cid);
+  out.setVsockSocket(s.vsock_socket);
+  auto procs = out.initProcesses(static_cast<unsigned>(s.processes.size()));
+  for (unsigned i = 0; i < s.processes.size(); i++) {
+    procs[i].setRole(s.processes[i].role);
+    procs[i].setPid(s.processes[i].pid);
+    procs[i].setRssKib(s.processes[i].rss_kib);
+    procs[i].setCpuMs(s.processes[i].cpu_ms);
   }
-  return out + "\"";
+  auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
+  for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
+  auto ds = out.initDiskStats(static_cast<unsigned>(s.disk_stats.size()));
+  for (unsigned i = 0; i < s.disk_stats.size(); i++) {
+    const auto& d = s.disk_stats[i];
+    ds[i].setWorker(d.worker);
+    ds[i].setReadRequests(d.read_requests);
+    ds[i].setWriteRequests(d.write_requests);
+    ds[i].setFlushRequests(d.flush_requests);
+    ds[i].setOtherRequests(d.other_requests);
+    ds[i].setBytesRead(d.bytes_read);
+    ds[i].setBytesWritten(d.bytes_written);
+    ds[i].setErrors(d.errors);
+    ds[i].setInFlight(d.in_flight);
+  }
 }
 
 }  // namespace
@@ -200,30 +218,10 @@ ProcessStats process_stats(const std::string& role, int pid) {
 }
 
 std::string to_json(const VmStats& s) {
-  std::string out = "{\"name\": " + json_string(s.name) + ", \"state\": " + json_string(s.state) +
-                    ", \"uptime_ms\": " + std::to_string(s.uptime_ms) + ", \"cpus\": " + std::to_string(s.cpus) +
-                    ", \"mem_bytes\": " + std::to_string(s.mem_bytes) + ",\n \"vsock_cid\": " +
-                    std::to_string(s.vsock_cid) + ", \"vsock_socket\": " + json_string(s.vsock_socket) +
-                    ",\n \"processes\": [";
-  for (size_t i = 0; i < s.processes.size(); i++) {
-    const auto& p = s.processes[i];
-    out += std::string(i ? ",\n  " : "\n  ") + "{\"role\": " + json_string(p.role) + ", \"pid\": " + std::to_string(p.pid) +
-           ", \"rss_kib\": " + std::to_string(p.rss_kib) + ", \"cpu_ms\": " + std::to_string(p.cpu_ms) + "}";
-  }
-  out += "],\n \"disks\": [";
-  for (size_t i = 0; i < s.disks.size(); i++) out += std::string(i ? ", " : "") + json_string(s.disks[i]);
-  out += "],\n \"disk_stats\": [";
-  for (size_t i = 0; i < s.disk_stats.size(); i++) {
-    const auto& d = s.disk_stats[i];
-    out += std::string(i ? ",\n  " : "\n  ") + "{\"worker\": " + json_string(d.worker) +
-           ", \"read_requests\": " + std::to_string(d.read_requests) +
-           ", \"write_requests\": " + std::to_string(d.write_requests) +
-           ", \"flush_requests\": " + std::to_string(d.flush_requests) +
-           ", \"other_requests\": " + std::to_string(d.other_requests) +
-           ", \"bytes_read\": " + std::to_string(d.bytes_read) + ", \"bytes_written\": " + std::to_string(d.bytes_written) +
-           ", \"errors\": " + std::to_string(d.errors) + ", \"in_flight\": " + std::to_string(d.in_flight) + "}";
-  }
-  return out + "]}\n";
+  capnp::MallocMessageBuilder mb;
+  auto out = mb.initRoot<ipc::VmStats>();
+  fill_stats(s, out);
+  return ipc::to_json(out.asReader());
 }
 
 std::string table_header() { return "NAME                 STATE     UPTIME   CPUS  MEMORY   RSS(ALL)  DISKS\n"; }
@@ -259,36 +257,7 @@ void serve_connection(UniqueFd conn_owned, const Handlers& handlers) {
     reply.setError(request.error().message);
   } else if (*request == Verb::kStats) {
     VmStats s = handlers.stats();
-    auto out = reply.initStats();
-    out.setName(s.name);
-    out.setState(s.state);
-    out.setUptimeMs(s.uptime_ms);
-    out.setCpus(s.cpus);
-    out.setMemBytes(s.mem_bytes);
-    out.setVsockCid(s.vsock_cid);
-    out.setVsockSocket(s.vsock_socket);
-    auto procs = out.initProcesses(static_cast<unsigned>(s.processes.size()));
-    for (unsigned i = 0; i < s.processes.size(); i++) {
-      procs[i].setRole(s.processes[i].role);
-      procs[i].setPid(s.processes[i].pid);
-      procs[i].setRssKib(s.processes[i].rss_kib);
-      procs[i].setCpuMs(s.processes[i].cpu_ms);
-    }
-    auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
-    for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
-    auto ds = out.initDiskStats(static_cast<unsigned>(s.disk_stats.size()));
-    for (unsigned i = 0; i < s.disk_stats.size(); i++) {
-      const auto& d = s.disk_stats[i];
-      ds[i].setWorker(d.worker);
-      ds[i].setReadRequests(d.read_requests);
-      ds[i].setWriteRequests(d.write_requests);
-      ds[i].setFlushRequests(d.flush_requests);
-      ds[i].setOtherRequests(d.other_requests);
-      ds[i].setBytesRead(d.bytes_read);
-      ds[i].setBytesWritten(d.bytes_written);
-      ds[i].setErrors(d.errors);
-      ds[i].setInFlight(d.in_flight);
-    }
+    fill_stats(s, reply.initStats());
   } else {
     reply.setStopping();
   }

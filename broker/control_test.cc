@@ -111,6 +111,8 @@ TEST_F(ControlTest, StatsAndStopRoundTrip) {
   EXPECT_EQ(s->processes[1].rss_kib, 100000u);
   std::string json = to_json(*s);
   EXPECT_NE(json.find("\"disks\": [\"/tmp/a \\\"quoted\\\".img\"]"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"uptime_ms\": 1234,"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"rss_kib\": 100000,"), std::string::npos) << json;
   EXPECT_NE(table_row(*s).find("rt"), std::string::npos);
   // The stop request is accepted; the name stays taken until the endpoint goes, so the
   // waiting client times out here (1 s) with a message.
