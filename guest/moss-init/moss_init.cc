@@ -254,8 +254,9 @@ void load_modules() {
 // agent connection asks for SHUTDOWN.
 [[noreturn]] void serve(moss::agent::Server* server) {
   moss::agent::ChildSignals sig;
-  bool have_sig = sig.install() == 0;
-  if (!have_sig) warn_errno("sigaction", "SIGCHLD", errno);
+  auto installed = sig.install();
+  bool have_sig = installed.ok();
+  if (!have_sig) (Line() << "warning: " << installed.error().message).emit();
   std::vector<pollfd> fds;
   for (;;) {
     fds.clear();
@@ -314,9 +315,9 @@ int main() {
   signal(SIGPIPE, SIG_IGN);  // The agent writes to sockets and pipes whose readers may go.
 
   // Listen before the marker: once "ready" is printed, the host can connect.
-  std::string agent_error;
-  moss::agent::Fd listen_fd = moss::agent::listen_vsock(moss::agent::kAgentPort, &agent_error);
-  if (!listen_fd.valid()) (Line() << "warning: agent: " << agent_error).emit();
+  auto listening_fd = moss::agent::listen_vsock(moss::agent::kAgentPort);
+  if (!listening_fd.ok()) (Line() << "warning: agent: " << listening_fd.error().message).emit();
+  moss::UniqueFd listen_fd = listening_fd.ok() ? std::move(listening_fd).value() : moss::UniqueFd();
 
   (Line() << "ready").emit(STDOUT_FILENO);
 
@@ -337,12 +338,12 @@ int main() {
   if (config.dial_port != 0 && listening) {
     // The host waits for this connection to run its program: a failure here would leave it
     // waiting, so end the VM instead (the host reports the status).
-    moss::agent::Fd conn = moss::agent::dial_vsock(VMADDR_CID_HOST, config.dial_port, &agent_error);
-    if (!conn.valid()) {
-      (Line() << "agent: " << agent_error).emit();
+    auto conn = moss::agent::dial_vsock(VMADDR_CID_HOST, config.dial_port);
+    if (!conn.ok()) {
+      (Line() << "agent: " << conn.error().message).emit();
       report_and_power_off(kStatusInitError);
     }
-    server.add_connection(std::move(conn));
+    server.add_connection(std::move(conn).value());
   }
   // Without the agent nothing could ever happen: stop.
   if (!listening) {
