@@ -63,7 +63,10 @@ Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string&
   do {
     n = recv(sock.get(), buf.data(), buf.size(), MSG_TRUNC);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return make_error("the VM named " + name + " did not answer: " + strerror(errno), errno);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    return timeout_error("the VM named " + name + " did not answer within " + std::to_string(kIoTimeoutSeconds + 5) + " s");
+  }
+  if (n < 0) return sys_error("get an answer from", "the VM named " + name);
   if (n == 0) return make_error("the VM named " + name + " closed its control socket without answering");
   if (static_cast<size_t>(n) > ipc::kMaxPacketBytes) return make_error("the VM named " + name + " sent an oversized reply");
   buf.resize(static_cast<size_t>(n));
@@ -144,7 +147,7 @@ Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name
     MOSS_TRY(UniqueFd lock, e.dir_.open_file(e.lock_name_, O_RDWR | O_CREAT, 0600));
     if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK) return make_error("a VM named " + name + " is already running (see moss ls)");
-      return make_error("cannot lock " + e.dir_.path_of(e.lock_name_) + ": " + strerror(errno), errno);
+      return sys_error("lock", e.dir_.path_of(e.lock_name_));
     }
     // The previous owner may have unlinked the file between our open and our flock: then the
     // lock we hold is on a file nobody else will find. Try again on the current one.
@@ -165,7 +168,7 @@ Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name
   if (path.size() >= sizeof addr.sun_path) return make_error("the control socket name " + e.sock_name_ + " is too long");
   std::memcpy(addr.sun_path, path.c_str(), path.size());
   if (bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return make_error("cannot create the control socket " + e.dir_.path_of(e.sock_name_) + ": " + strerror(errno), errno);
+    return sys_error("create", "the control socket " + e.dir_.path_of(e.sock_name_));
   }
   MOSS_CHECK(MOSS_SYS(listen(s, 8)));
   return e;

@@ -76,7 +76,7 @@ Result<Mapping> Mapping::map_shared(int fd, uint64_t offset, uint64_t len, const
                    static_cast<off_t>(aligned));
   if (p == MAP_FAILED) {
     int e = errno;
-    return make_error(std::string("cannot map ") + what + ": " + std::strerror(e), e);
+    return sys_error_code(e, "map", what);
   }
   Mapping m(p, static_cast<size_t>(maplen));
   m.skew_ = static_cast<size_t>(skew);

@@ -97,14 +97,9 @@ class Line {
   size_t n_ = 0;
 };
 
-std::string_view err_str(int err) { return strerror(err); }
-
+// "warning: cannot WHAT ARG: <errno text>".
 void warn_errno(std::string_view what, std::string_view arg, int err) {
-  Line l;
-  l << "warning: " << what;
-  if (!arg.empty()) l << " " << arg;
-  l << ": " << err_str(err);
-  l.emit();
+  (Line() << "warning: " << moss::sys_message(what, arg, err)).emit();
 }
 
 // ------------------------------------------------------------ file helpers --
@@ -166,7 +161,7 @@ void mount_filesystems() {
   };
   for (const MountSpec& m : kMounts) {
     if (mkdir(m.target, 0755) != 0 && errno != EEXIST)
-      warn_errno("mkdir", m.target, errno);
+      warn_errno("create the directory", m.target, errno);
     if (mount(m.source, m.target, m.type, m.flags, m.data) != 0 &&
         errno != EBUSY)
       warn_errno("mount", m.target, errno);
@@ -188,7 +183,7 @@ void loopback_up() {
   memcpy(ifr.ifr_name, "lo", 3);
   if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
     ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) warn_errno("ifup", "lo", errno);
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) warn_errno("bring up", "lo", errno);
   }
   close(s);
 }
@@ -238,11 +233,11 @@ void load_modules() {
     }
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-      warn_errno("module", path, errno);
+      warn_errno("load the module", path, errno);
       continue;
     }
     if (syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST)
-      warn_errno("module", path, errno);
+      warn_errno("load the module", path, errno);
     close(fd);
   }
 }
@@ -265,7 +260,7 @@ void load_modules() {
     // Without the SIGCHLD pipe, look for ended children now and then.
     int r = poll(fds.data(), fds.size(), have_sig ? -1 : 200);
     if (r < 0 && errno != EINTR) {
-      warn_errno("poll", "", errno);
+      warn_errno("wait for", "events", errno);
       report_and_power_off(kStatusInitError);
     }
     if (r < 0) continue;
@@ -288,7 +283,7 @@ void load_modules() {
   if (ioperm(moss::guest::kExitPort, 4, 1) == 0) {
     outl(static_cast<unsigned>(status), moss::guest::kExitPort);
   } else {
-    warn_errno("ioperm", "", errno);
+    warn_errno("get access to", "the exit port (ioperm)", errno);
   }
 #endif
   // Still running: no exit port (e.g. plain QEMU). Power off instead.
@@ -309,7 +304,7 @@ int main() {
   mount_filesystems();
   ensure_console();
   reboot(RB_DISABLE_CAD);  // Ctrl-Alt-Del sends SIGINT to us (ignored)
-  if (sethostname("moss", 4) != 0) warn_errno("sethostname", "", errno);
+  if (sethostname("moss", 4) != 0) warn_errno("set", "the hostname", errno);
   loopback_up();
   load_modules();
   signal(SIGPIPE, SIG_IGN);  // The agent writes to sockets and pipes whose readers may go.
