@@ -25,6 +25,7 @@
 #include "agent/client.h"
 #include "agent/protocol.h"
 #include "agent/server.h"
+#include "base/child.h"
 
 namespace moss::agent {
 namespace {
@@ -46,8 +47,8 @@ class AgentProcess {
   AgentProcess() {
     int sv[2];
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    pid_ = fork();
-    if (pid_ == 0) {
+    pid_t pid = fork();
+    if (pid == 0) {
       // Like the real agent, hold nothing of the test's: a copy of a test pipe's write end
       // would keep its reader from ever seeing EOF.
       dup2(sv[1], 3);
@@ -55,6 +56,7 @@ class AgentProcess {
       int st = serve_connection(UniqueFd(3));
       _exit(st < 0 ? 200 : st);
     }
+    child_ = ChildProcess(pid);
     close(sv[1]);
     host_.reset(sv[0]);
   }
@@ -62,29 +64,23 @@ class AgentProcess {
     // The client (and so the test's end of the socket) is gone by now: the agent sees EOF,
     // kills what it started and exits. Force it only if it does not.
     host_.reset();
-    if (pid_ > 0 && wait(seconds(3)) < 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
+    if (child_) (void)wait(seconds(3));  // If not, child_ kills it.
   }
   UniqueFd take_socket() { return std::move(host_); }
   // The agent process's exit code, waiting up to `timeout`; -1 if it did not end.
   int wait(seconds timeout = seconds(10)) {
     auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
-      int st;
-      pid_t p = waitpid(pid_, &st, WNOHANG);
-      if (p == pid_) {
-        pid_ = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      }
+      auto r = child_.try_wait();
+      if (!r.ok()) return -1;
+      if (std::optional<int> st = *r) return WIFEXITED(*st) ? WEXITSTATUS(*st) : 128 + WTERMSIG(*st);
       std::this_thread::sleep_for(milliseconds(5));
     }
     return -1;
   }
 
  private:
-  pid_t pid_ = -1;
+  ChildProcess child_;
   UniqueFd host_;
 };
 
