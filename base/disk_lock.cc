@@ -35,7 +35,7 @@ Result<Outcome> set_lock(int fd, short type, off_t start, off_t len, const std::
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EACCES) return Outcome::kHeldByAnother;
     if (errno == ENOLCK || errno == EOPNOTSUPP || errno == EINVAL) return Outcome::kNoLocksHere;
-    return make_error("cannot lock " + what + ": " + std::strerror(errno), errno);
+    return sys_error("lock", what);
   }
   return Outcome::kLocked;
 }
@@ -70,7 +70,7 @@ Result<void> lock_disk(int fd, bool read_only, const std::string& what) {
   for (off_t byte : {kPermBase + kWrite, kPermBase + kResize, kSharedBase + kConsistentRead}) {
     struct flock l = range(F_WRLCK, byte, 1);
     if (::fcntl(fd, F_OFD_GETLK, &l) != 0) {
-      return make_error("cannot test the locks on " + what + ": " + std::strerror(errno), errno);
+      return sys_error("test the locks on", what);
     }
     if (l.l_type != F_UNLCK) return in_use(what);
   }

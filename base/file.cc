@@ -47,7 +47,7 @@ Result<std::vector<uint8_t>> read_file_head(int fd, uint64_t max_bytes, const st
 
 Result<std::string> read_text_file(const std::string& path) {
   int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (raw < 0) return make_error("cannot open " + path + ": " + std::strerror(errno), errno);
+  if (raw < 0) return sys_error("open", path);
   UniqueFd fd(raw);
   std::string out;
   char buf[4096];

@@ -29,19 +29,19 @@ Result<UniqueFd> listen_unix(const std::string& path, int backlog, bool nonblock
       return make_error("another process is already listening on " + path);
     }
     if (errno != ECONNREFUSED) {
-      return make_error("cannot tell whether " + path + " is in use: " + std::strerror(errno), errno);
+      return sys_error("tell whether", path + " is in use");
     }
     // Nobody listens: a socket left by a worker that died. Replace it.
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return make_error("cannot remove the stale socket " + path + ": " + std::strerror(errno), errno);
+      return sys_error("remove", "the stale socket " + path);
     }
   }
   MOSS_TRY(int raw, MOSS_SYS(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0)));
   UniqueFd fd(raw);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return make_error("cannot create the socket " + path + ": " + std::strerror(errno), errno);
+    return sys_error("create", "the socket " + path);
   }
-  if (::listen(fd.get(), backlog) != 0) return make_error("cannot listen on " + path + ": " + std::strerror(errno), errno);
+  if (::listen(fd.get(), backlog) != 0) return sys_error("listen on", path);
   return fd;
 }
 

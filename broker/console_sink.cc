@@ -31,7 +31,7 @@ Result<ConsoleSink> ConsoleSink::open(bool to_stdout, const std::string& file) {
   }
   if (fd < 0) {
     if (errno == ENXIO) return make_error("nobody is reading the FIFO " + file + " given to --console; start its reader first", ENXIO);
-    return make_error("cannot open the --console file " + file + ": " + strerror(errno), errno);
+    return sys_error("open", "the --console file " + file);
   }
   s.fd_.reset(fd);
   struct stat st;

@@ -21,6 +21,7 @@
 #include "base/syscall.h"
 #include "ipc/channel.h"
 #include "ipc/control.capnp.h"
+#include "ipc/json.h"
 
 namespace moss::control {
 namespace {
@@ -62,26 +63,48 @@ Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string&
   do {
     n = recv(sock.get(), buf.data(), buf.size(), MSG_TRUNC);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return make_error("the VM named " + name + " did not answer: " + strerror(errno), errno);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    return timeout_error("the VM named " + name + " did not answer within " + std::to_string(kIoTimeoutSeconds + 5) + " s");
+  }
+  if (n < 0) return sys_error("get an answer from", "the VM named " + name);
   if (n == 0) return make_error("the VM named " + name + " closed its control socket without answering");
   if (static_cast<size_t>(n) > ipc::kMaxPacketBytes) return make_error("the VM named " + name + " sent an oversized reply");
   buf.resize(static_cast<size_t>(n));
   return buf;
 }
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      out += b;
-    } else {
-      out += c;
-    }
+void fill_stats(ipc::VmStats::Builder out, const VmStats& s) {
+  out.setName(s.name);
+  out.setState(s.state);
+  out.setUptimeMs(s.uptime_ms);
+  out.setCpus(s.cpus);
+  out.setMemBytes(s.mem_bytes);
+  out.setVsockCid(s.vsock_cid);
+  out.setVsockSocket(s.vsock_socket);
+  auto procs = out.initProcesses(static_cast<unsigned>(s.processes.size()));
+  for (unsigned i = 0; i < s.processes.size(); i++) {
+    procs[i].setRole(s.processes[i].role);
+    procs[i].setPid(s.processes[i].pid);
+    procs[i].setRssKib(s.processes[i].rss_kib);
+    procs[i].setCpuMs(s.processes[i].cpu_ms);
   }
-  return out + "\"";
+  auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
+  for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
+  auto ds = out.initDiskStats(static_cast<unsigned>(s.disk_stats.size()));
+  for (unsigned i = 0; i < s.disk_stats.size(); i++) {
+    const auto& d = s.disk_stats[i];
+    ds[i].setWorker(d.worker);
+    ds[i].setReadRequests(d.read_requests);
+    ds[i].setWriteRequests(d.write_requests);
+    ds[i].setFlushRequests(d.flush_requests);
+    ds[i].setOtherRequests(d.other_requests);
+    ds[i].setBytesRead(d.bytes_read);
+    ds[i].setBytesWritten(d.bytes_written);
+    ds[i].setErrors(d.errors);
+    ds[i].setInFlight(d.in_flight);
+  }
+  auto missing = out.initMissingStats(static_cast<unsigned>(s.missing_stats.size()));
+  for (unsigned i = 0; i < s.missing_stats.size(); i++) missing.set(i, s.missing_stats[i]);
 }
 
 }  // namespace
@@ -126,7 +149,7 @@ Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name
     MOSS_TRY(UniqueFd lock, e.dir_.open_file(e.lock_name_, O_RDWR | O_CREAT, 0600));
     if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK) return make_error("a VM named " + name + " is already running (see moss ls)");
-      return make_error("cannot lock " + e.dir_.path_of(e.lock_name_) + ": " + strerror(errno), errno);
+      return sys_error("lock", e.dir_.path_of(e.lock_name_));
     }
     // The previous owner may have unlinked the file between our open and our flock: then the
     // lock we hold is on a file nobody else will find. Try again on the current one.
@@ -147,7 +170,7 @@ Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name
   if (path.size() >= sizeof addr.sun_path) return make_error("the control socket name " + e.sock_name_ + " is too long");
   std::memcpy(addr.sun_path, path.c_str(), path.size());
   if (bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return make_error("cannot create the control socket " + e.dir_.path_of(e.sock_name_) + ": " + strerror(errno), errno);
+    return sys_error("create", "the control socket " + e.dir_.path_of(e.sock_name_));
   }
   MOSS_CHECK(MOSS_SYS(listen(s, 8)));
   return e;
@@ -200,32 +223,10 @@ ProcessStats process_stats(const std::string& role, int pid) {
 }
 
 std::string to_json(const VmStats& s) {
-  std::string out = "{\"name\": " + json_string(s.name) + ", \"state\": " + json_string(s.state) +
-                    ", \"uptime_ms\": " + std::to_string(s.uptime_ms) + ", \"cpus\": " + std::to_string(s.cpus) +
-                    ", \"mem_bytes\": " + std::to_string(s.mem_bytes) + ",\n \"vsock_cid\": " +
-                    std::to_string(s.vsock_cid) + ", \"vsock_socket\": " + json_string(s.vsock_socket) +
-                    ",\n \"processes\": [";
-  for (size_t i = 0; i < s.processes.size(); i++) {
-    const auto& p = s.processes[i];
-    out += std::string(i ? ",\n  " : "\n  ") + "{\"role\": " + json_string(p.role) + ", \"pid\": " + std::to_string(p.pid) +
-           ", \"rss_kib\": " + std::to_string(p.rss_kib) + ", \"cpu_ms\": " + std::to_string(p.cpu_ms) + "}";
-  }
-  out += "],\n \"disks\": [";
-  for (size_t i = 0; i < s.disks.size(); i++) out += std::string(i ? ", " : "") + json_string(s.disks[i]);
-  out += "],\n \"disk_stats\": [";
-  for (size_t i = 0; i < s.disk_stats.size(); i++) {
-    const auto& d = s.disk_stats[i];
-    out += std::string(i ? ",\n  " : "\n  ") + "{\"worker\": " + json_string(d.worker) +
-           ", \"read_requests\": " + std::to_string(d.read_requests) +
-           ", \"write_requests\": " + std::to_string(d.write_requests) +
-           ", \"flush_requests\": " + std::to_string(d.flush_requests) +
-           ", \"other_requests\": " + std::to_string(d.other_requests) +
-           ", \"bytes_read\": " + std::to_string(d.bytes_read) + ", \"bytes_written\": " + std::to_string(d.bytes_written) +
-           ", \"errors\": " + std::to_string(d.errors) + ", \"in_flight\": " + std::to_string(d.in_flight) + "}";
-  }
-  out += "],\n \"missing_stats\": [";
-  for (size_t i = 0; i < s.missing_stats.size(); i++) out += std::string(i ? ", " : "") + json_string(s.missing_stats[i]);
-  return out + "]}\n";
+  capnp::MallocMessageBuilder mb;
+  auto out = mb.initRoot<ipc::VmStats>();
+  fill_stats(out, s);
+  return ipc::to_json(out.asReader());
 }
 
 std::string table_header() { return "NAME                 STATE     UPTIME   CPUS  MEMORY   RSS(ALL)  DISKS\n"; }
@@ -249,39 +250,6 @@ ipc::ControlReply::Builder init_reply(capnp::MallocMessageBuilder& mb) {
   return out;
 }
 
-void fill_stats(ipc::VmStats::Builder out, const VmStats& s) {
-  out.setName(s.name);
-  out.setState(s.state);
-  out.setUptimeMs(s.uptime_ms);
-  out.setCpus(s.cpus);
-  out.setMemBytes(s.mem_bytes);
-  out.setVsockCid(s.vsock_cid);
-  out.setVsockSocket(s.vsock_socket);
-  auto procs = out.initProcesses(static_cast<unsigned>(s.processes.size()));
-  for (unsigned i = 0; i < s.processes.size(); i++) {
-    procs[i].setRole(s.processes[i].role);
-    procs[i].setPid(s.processes[i].pid);
-    procs[i].setRssKib(s.processes[i].rss_kib);
-    procs[i].setCpuMs(s.processes[i].cpu_ms);
-  }
-  auto disks = out.initDisks(static_cast<unsigned>(s.disks.size()));
-  for (unsigned i = 0; i < s.disks.size(); i++) disks.set(i, s.disks[i]);
-  auto ds = out.initDiskStats(static_cast<unsigned>(s.disk_stats.size()));
-  for (unsigned i = 0; i < s.disk_stats.size(); i++) {
-    const auto& d = s.disk_stats[i];
-    ds[i].setWorker(d.worker);
-    ds[i].setReadRequests(d.read_requests);
-    ds[i].setWriteRequests(d.write_requests);
-    ds[i].setFlushRequests(d.flush_requests);
-    ds[i].setOtherRequests(d.other_requests);
-    ds[i].setBytesRead(d.bytes_read);
-    ds[i].setBytesWritten(d.bytes_written);
-    ds[i].setErrors(d.errors);
-    ds[i].setInFlight(d.in_flight);
-  }
-  auto missing = out.initMissingStats(static_cast<unsigned>(s.missing_stats.size()));
-  for (unsigned i = 0; i < s.missing_stats.size(); i++) missing.set(i, s.missing_stats[i]);
-}
 
 }  // namespace
 

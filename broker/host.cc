@@ -54,7 +54,7 @@ Result<UniqueFd> open_kvm(const std::string& path) {
   if (e == EACCES || e == EPERM) {
     return make_error("no permission to open " + path + ": add yourself to its group (check with: ls -l " + path + ")", e);
   }
-  return make_error("cannot open " + path + ": " + std::strerror(e), e);
+  return sys_error_code(e, "open", path);
 }
 
 }  // namespace moss::host

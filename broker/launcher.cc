@@ -213,7 +213,7 @@ Result<std::string> read_report(int fd, int timeout_ms) {
     timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-    if (elapsed >= timeout_ms) return make_error("timeout");
+    if (elapsed >= timeout_ms) return timeout_error("no report within " + std::to_string(timeout_ms) + " ms");
     pollfd pfd{fd, POLLIN, 0};
     int r = poll(&pfd, 1, static_cast<int>(timeout_ms - elapsed));
     if (r < 0 && errno == EINTR) continue;
@@ -251,7 +251,7 @@ Result<pid_t> await_jail(const ChildSpec& spec, pid_t pid, int report_fd, int* e
   };
   auto line = read_report(report_fd, spec.enter_timeout_ms);
   if (!line) {
-    if (line.error().message == "timeout") {
+    if (line.error().is_timeout()) {
       char secs[32];
       std::snprintf(secs, sizeof secs, "%.1f", spec.enter_timeout_ms / 1000.0);
       return reaped(std::string("did not enter its sandbox within ") + secs +

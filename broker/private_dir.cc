@@ -28,7 +28,7 @@ Result<UniqueFd> open_checked(int parent, const std::string& name, const std::st
                               bool create) {
   auto refuse = [&](const std::string& why, int err = 0) { return make_error("the " + what + " " + shown + " " + why, err); };
   if (create && mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST) {
-    return refuse(std::string("cannot be created: ") + strerror(errno), errno);
+    return sys_error("create", "the " + what + " " + shown);
   }
   int raw = openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (raw < 0) {
@@ -39,7 +39,7 @@ Result<UniqueFd> open_checked(int parent, const std::string& name, const std::st
       if (S_ISLNK(st.st_mode)) return refuse("is a symbolic link, which moss does not follow", ELOOP);
       if (!S_ISDIR(st.st_mode)) return refuse("is not a directory", ENOTDIR);
     }
-    return refuse(std::string("cannot be opened: ") + strerror(e), e);
+    return sys_error_code(e, "open", "the " + what + " " + shown);
   }
   UniqueFd fd(raw);
   struct stat st;
@@ -73,8 +73,8 @@ Result<Dir> Dir::open(const std::string& path, const std::string& what, bool cre
   int raw = ::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (raw < 0) {
     int e = errno;
-    return make_error("the " + what + " " + p + " cannot be used: its parent " + parent + " " +
-                      (e == ENOENT ? "does not exist" : std::string("cannot be opened: ") + strerror(e)), e);
+    if (e == ENOENT) return make_error("the " + what + " " + p + " cannot be used: its parent " + parent + " does not exist", e);
+    return sys_error_code(e, "open", "its parent " + parent).add_context("the " + what + " " + p + " cannot be used");
   }
   UniqueFd parent_fd(raw);
   Dir d;
@@ -108,7 +108,7 @@ Result<UniqueFd> Dir::open_file(const std::string& name, int flags, mode_t mode)
   if (raw < 0) {
     int e = errno;
     if (e == ELOOP) return make_error(path_of(name) + " is a symbolic link, which moss does not follow", e);
-    return make_error("cannot open " + path_of(name) + ": " + strerror(e), e);
+    return sys_error_code(e, "open", path_of(name));
   }
   return UniqueFd(raw);
 }
@@ -163,7 +163,7 @@ Result<UniqueFd> connect_at(const Dir& dir, const std::string& name, int type) {
   UniqueFd sock(raw);
   if (connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int e = errno;
-    return make_error("cannot connect to " + dir.path_of(name) + ": " + strerror(e), e);
+    return sys_error_code(e, "connect to", dir.path_of(name));
   }
   return sock;
 }

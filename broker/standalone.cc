@@ -117,7 +117,7 @@ int run(const std::string& kind, const std::string& worker_path, std::vector<std
     for (auto& a : argv) cargv.push_back(a.data());
     cargv.push_back(nullptr);
     ::execv(worker_path.c_str(), cargv.data());
-    std::fprintf(stderr, "moss: cannot run the %s worker %s: %s\n", kind.c_str(), worker_path.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "moss: %s\n", sys_message("run", "the " + kind + " worker " + worker_path, errno).c_str());
     return 125;
   }
   auto spec = worker_spec(kind, worker_path, args);

@@ -107,14 +107,14 @@ Result<Reply> call(int fd, Request r, std::span<const uint8_t> state, int timeou
   do {
     n = poll(&p, 1, timeout_ms);
   } while (n < 0 && errno == EINTR);
-  if (n == 0) return make_error("the worker did not answer within " + std::to_string(timeout_ms) + " ms");
-  if (n < 0) return make_error(std::string("poll failed: ") + strerror(errno), errno);
+  if (n == 0) return timeout_error("the worker did not answer within " + std::to_string(timeout_ms) + " ms");
+  if (n < 0) return sys_error("wait for", "the worker's reply");
   std::vector<uint8_t> buf(ipc::kMaxPacketBytes + 1);
   ssize_t got;
   do {
     got = recv(fd, buf.data(), buf.size(), MSG_TRUNC);
   } while (got < 0 && errno == EINTR);
-  if (got < 0) return make_error(std::string("cannot read the worker's reply: ") + strerror(errno), errno);
+  if (got < 0) return sys_error("read", "the worker's reply");
   if (got == 0) return make_error("the worker closed its control channel");
   if (static_cast<size_t>(got) > ipc::kMaxPacketBytes) return make_error("the worker's reply is too large");
   MOSS_TRY(Reply reply, decode_reply(std::span<const uint8_t>(buf.data(), static_cast<size_t>(got))));

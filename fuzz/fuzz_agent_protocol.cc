@@ -29,18 +29,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (;;) {
     Frame f;
     size_t used = 0;
-    const char* err = nullptr;
+    moss::Error err;
     DecodeStatus s = moss::agent::decode_frame(dir, stream + at, n - at, &f, &used, &err);
     if (s != DecodeStatus::kFrame) {
-      if (s == DecodeStatus::kError && err == nullptr) abort();
+      if (s == DecodeStatus::kError && err.message.empty()) abort();
       whole_failed = s == DecodeStatus::kError;
       break;
     }
     ++whole_frames;
     if (used < moss::agent::kHeaderSize || used > n - at) abort();
-    if (moss::agent::check_frame(dir, f) != nullptr) abort();
+    if (!moss::agent::check_frame(dir, f).ok()) abort();
     std::string again;
-    if (moss::agent::encode(dir, f, &again) != nullptr) abort();
+    if (!moss::agent::encode(dir, f, &again).ok()) abort();
     if (again != std::string(reinterpret_cast<const char*>(stream + at), used)) abort();
     Frame g;
     size_t used2 = 0;

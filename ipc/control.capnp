@@ -7,6 +7,7 @@
 @0xc7f2f45777afcfd9;
 
 $import "/capnp/c++.capnp".namespace("moss::ipc");
+using Json = import "/capnp/compat/json.capnp";
 
 const controlProtocolVersion :UInt32 = 1;
 
@@ -20,37 +21,38 @@ struct ControlRequest {
   }
 }
 
+# VmStats is also the JSON of `moss stats --json` (ipc/json.h): $Json.name gives its keys.
 struct ProcessStats {
   role @0 :Text;        # "broker", "vcpu", "blk worker for disk.img"
   pid @1 :Int32;
-  rssKib @2 :UInt64;    # Resident set now.
-  cpuMs @3 :UInt64;     # User + system CPU time so far.
+  rssKib @2 :UInt64 $Json.name("rss_kib");    # Resident set now.
+  cpuMs @3 :UInt64 $Json.name("cpu_ms");     # User + system CPU time so far.
 }
 
 struct VmStats {
   name @0 :Text;
-  uptimeMs @1 :UInt64;
+  uptimeMs @1 :UInt64 $Json.name("uptime_ms");
   cpus @2 :UInt32;
-  memBytes @3 :UInt64;
+  memBytes @3 :UInt64 $Json.name("mem_bytes");
   state @4 :Text;       # "running" or "stopping"
   processes @5 :List(ProcessStats);
   disks @6 :List(Text);
-  diskStats @7 :List(DiskStats);
-  vsockCid @8 :UInt32;      # The guest's vsock CID (0: none).
-  vsockSocket @9 :Text;     # Its hybrid socket: CONNECT <port> here; guest port N -> <socket>_N.
-  missingStats @10 :List(Text);  # Workers whose stats did not come in time: "blk worker for d.img: why".
+  diskStats @7 :List(DiskStats) $Json.name("disk_stats");
+  vsockCid @8 :UInt32 $Json.name("vsock_cid");      # The guest's vsock CID (0: none).
+  vsockSocket @9 :Text $Json.name("vsock_socket");     # Its hybrid socket: CONNECT <port> here; guest port N -> <socket>_N.
+  missingStats @10 :List(Text) $Json.name("missing_stats");  # Workers whose stats did not come in time: "blk worker for d.img: why".
 }
 
 struct DiskStats {
   worker @0 :Text;
-  readRequests @1 :UInt64;
-  writeRequests @2 :UInt64;
-  flushRequests @3 :UInt64;
-  otherRequests @4 :UInt64;
-  bytesRead @5 :UInt64;
-  bytesWritten @6 :UInt64;
+  readRequests @1 :UInt64 $Json.name("read_requests");
+  writeRequests @2 :UInt64 $Json.name("write_requests");
+  flushRequests @3 :UInt64 $Json.name("flush_requests");
+  otherRequests @4 :UInt64 $Json.name("other_requests");
+  bytesRead @5 :UInt64 $Json.name("bytes_read");
+  bytesWritten @6 :UInt64 $Json.name("bytes_written");
   errors @7 :UInt64;
-  inFlight @8 :UInt32;
+  inFlight @8 :UInt32 $Json.name("in_flight");
 }
 
 struct ControlReply {

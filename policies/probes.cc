@@ -119,7 +119,7 @@ void run_probes_if_asked(Role role, const policy::Filter* filter) {
     for (const auto& p : kProbes) {
       pid_t pid = fork();
       if (pid < 0) {
-        say(who + " " + p.name + " not run (fork failed: " + strerror(errno) + ")");
+        say(who + " " + p.name + " not run (" + sys_message("fork", "", errno) + ")");
         continue;
       }
       if (pid == 0) {

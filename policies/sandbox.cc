@@ -82,7 +82,7 @@ Result<std::vector<KeptDir>> check_keep_dirs(const std::vector<std::string>& dir
     if (k.parts.empty()) return bad("that is the whole host tree");
     if (k.parts[0] == "proc") return bad("the sandbox's own root is mounted over /proc while it is built");
     struct stat st;
-    if (stat(k.path.c_str(), &st) != 0) return bad(strerror(errno));
+    if (stat(k.path.c_str(), &st) != 0) return bad(strerror(errno));  // The sentence names the directory already.
     if (!S_ISDIR(st.st_mode)) return bad("it is not a directory");
     out.push_back(std::move(k));
   }
@@ -107,17 +107,17 @@ Result<void> keep_dir(const KeptDir& k) {
     at += "/" + part;
     // EEXIST: made for another kept directory with the same parents.
     if (mkdir(at.c_str(), 0555) != 0 && errno != EEXIST) {
-      return make_error("cannot make " + k.path + " in the new root: " + strerror(errno), errno);
+      return sys_error("make", k.path + " in the new root");
     }
   }
   if (mount(k.path.c_str(), at.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
-    return make_error("cannot bind-mount " + k.path + ": " + strerror(errno), errno);
+    return sys_error("bind-mount", k.path);
   }
   struct statvfs sv;
-  if (statvfs(at.c_str(), &sv) != 0) return make_error("cannot read the flags of " + k.path + ": " + strerror(errno), errno);
+  if (statvfs(at.c_str(), &sv) != 0) return sys_error("read the flags of", k.path);
   unsigned long locked = (sv.f_flag & ST_RDONLY) ? MS_RDONLY : 0;  // Atime flags are kept by a bind remount.
   if (mount(nullptr, at.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC | locked, nullptr) != 0) {
-    return make_error("cannot remount " + k.path + " nosuid, nodev and noexec: " + strerror(errno), errno);
+    return sys_error("remount", k.path + " nosuid, nodev and noexec");
   }
   return {};
 }
@@ -267,7 +267,7 @@ void enter(Role role, const std::vector<std::string>& keep_dirs) {
   if (auto r = pivot_to_empty_root(*keep); !r) fail(role, fd, "cannot pivot into an empty root: " + r.error().message);
   if (auto r = drop_capabilities(last_cap); !r) fail(role, fd, r.error().message);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) {
-    fail(role, fd, std::string("cannot set no_new_privs: ") + strerror(errno));
+    fail(role, fd, sys_message("set", "no_new_privs", errno));
   }
 #ifdef MOSS_TEST_HOOKS
   run_probes_if_asked(role, &*filter);

@@ -120,7 +120,7 @@ Result<void> Filter::load() const {
 
 Result<std::string> Filter::pfc() const {
   int fd = memfd_create("moss-policy-pfc", MFD_CLOEXEC);
-  if (fd < 0) return make_error(std::string("memfd_create failed: ") + std::strerror(errno), errno);
+  if (fd < 0) return sys_error("create", "a memfd for the filter text");
   UniqueFd owned(fd);
   int rc = seccomp_export_pfc(ctx_, fd);
   if (rc < 0) return libseccomp_error("cannot export the filter", rc);
@@ -156,7 +156,7 @@ Result<void> forbid_ioctls(std::span<const uint64_t> commands) {
   sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
   if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &fprog) != 0) {
     int e = errno;
-    return make_error(std::string("cannot load the filter that ends the set-up ioctls: ") + std::strerror(e), e);
+    return sys_error_code(e, "load", "the filter that ends the set-up ioctls");
   }
   return {};
 }

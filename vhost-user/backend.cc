@@ -559,7 +559,7 @@ Result<void> Backend::transfer(uint32_t direction, int fd, bool& channel_failed)
       }
       if (n < 0) {
         channel_failed = true;
-        return make_error(std::string("cannot write the device state: ") + std::strerror(errno), errno);
+        return sys_error("write", "the device state");
       }
       done += static_cast<size_t>(n);
     }
@@ -576,7 +576,7 @@ Result<void> Backend::transfer(uint32_t direction, int fd, bool& channel_failed)
     }
     if (n < 0) {
       channel_failed = true;
-      return make_error(std::string("cannot read the device state: ") + std::strerror(errno), errno);
+      return sys_error("read", "the device state");
     }
     if (n == 0) break;
     if (bytes.size() + static_cast<size_t>(n) > device_.max_state_bytes()) {
@@ -593,8 +593,7 @@ Result<void> Backend::consume_kick(int fd, uint32_t queue) {
   ssize_t n = ::read(fd, &count, sizeof count);
   if (n == sizeof count || (n < 0 && (errno == EAGAIN || errno == EINTR))) return {};
   if (n < 0) {
-    return make_error("cannot read the kick eventfd of queue " + std::to_string(queue) + ": " + std::strerror(errno),
-                      errno);
+    return sys_error("read", "the kick eventfd of queue " + std::to_string(queue));
   }
   return make_error("the kick fd of queue " + std::to_string(queue) + " gave " + std::to_string(n) +
                     " bytes, not an eventfd counter");

@@ -3,7 +3,12 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <capnp/message.h>
+
 #include <charconv>
+
+#include "ipc/json.capnp.h"
+#include "ipc/json.h"
 
 namespace moss::vhost_user {
 
@@ -81,6 +86,16 @@ Result<UniqueFd> adopt_socket(int fd, const char* option) {
   }
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   return UniqueFd(fd);
+}
+
+std::string capabilities_json(std::string_view type, std::initializer_list<std::string_view> features) {
+  capnp::MallocMessageBuilder mb;
+  auto caps = mb.initRoot<ipc::BackendCapabilities>();
+  caps.setType(capnp::Text::Reader(type.data(), type.size()));
+  auto list = caps.initFeatures(static_cast<unsigned>(features.size()));
+  unsigned i = 0;
+  for (std::string_view f : features) list.set(i++, capnp::Text::Reader(f.data(), f.size()));
+  return ipc::to_json(caps.asReader());
 }
 
 }  // namespace moss::vhost_user

@@ -7,9 +7,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "base/fd.h"
 #include "base/result.h"
@@ -52,5 +54,10 @@ Result<void> parse_backend_cli(std::span<const char* const> args, BackendArgs* o
 
 // The --fd socket a backend was handed, checked to be one and made close-on-exec.
 Result<UniqueFd> adopt_socket(int fd, const char* option);
+
+// What --print-capabilities prints: the JSON object of QEMU's docs/interop/vhost-user.json
+// (VHostUserBackendCapabilities), e.g. {"type": "block", "features": ["read-only"]}, and a
+// newline. Encoded from ipc/json.capnp's BackendCapabilities.
+std::string capabilities_json(std::string_view type, std::initializer_list<std::string_view> features);
 
 }  // namespace moss::vhost_user

@@ -65,6 +65,12 @@ TEST(BackendCli, HelpAndCapabilitiesNeedNoSocket) {
   EXPECT_EQ(r->args.mode, BackendArgs::Mode::kHelp);
 }
 
+TEST(BackendCli, CapabilitiesAreQemusJsonObject) {
+  EXPECT_EQ(capabilities_json("block", {"read-only", "blk-file"}),
+            "{\"type\": \"block\", \"features\": [\"read-only\", \"blk-file\"]}\n");
+  EXPECT_EQ(capabilities_json("vsock", {}), "{\"type\": \"vsock\", \"features\": []}\n");
+}
+
 TEST(BackendCli, BadUsageIsOneSentenceNamingTheOption) {
   refused({}, "give --socket-path PATH or --fd N");
   refused({"--quiet"}, "give --socket-path PATH or --fd N");

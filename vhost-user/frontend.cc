@@ -25,7 +25,7 @@ Result<Frontend> Frontend::connect(const std::string& path) {
   UniqueFd sock(raw);
   if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     int e = errno;
-    return make_error("cannot connect to the vhost-user backend at " + path + ": " + std::strerror(e), e);
+    return sys_error_code(e, "connect to", "the vhost-user backend at " + path);
   }
   return Frontend(std::move(sock));
 }

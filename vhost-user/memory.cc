@@ -28,24 +28,6 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
-Mapping::Mapping(Mapping&& o) noexcept
-    : addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0)), skew_(std::exchange(o.skew_, 0)) {}
-
-Mapping& Mapping::operator=(Mapping&& o) noexcept {
-  if (this != &o) {
-    if (addr_ != nullptr) ::munmap(addr_, len_);
-    addr_ = std::exchange(o.addr_, nullptr);
-    len_ = std::exchange(o.len_, 0);
-    skew_ = std::exchange(o.skew_, 0);
-  }
-  return *this;
-}
-
-Mapping::~Mapping() {
-  if (addr_ != nullptr) ::munmap(addr_, len_);  // Fails only for invalid arguments (a bug).
-  addr_ = nullptr;
-}
-
 Result<Mapping> Mapping::map_shared(int fd, uint64_t offset, uint64_t len, const char* what) {
   struct stat st;
   MOSS_CHECK(MOSS_SYS(::fstat(fd, &st)));
@@ -72,15 +54,9 @@ Result<Mapping> Mapping::map_shared(int fd, uint64_t offset, uint64_t len, const
   uint64_t skew = offset - aligned;
   uint64_t maplen = len + skew;
   if (maplen > SIZE_MAX) return make_error(std::string(what) + " is too large to map");
-  void* p = ::mmap(nullptr, static_cast<size_t>(maplen), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                   static_cast<off_t>(aligned));
-  if (p == MAP_FAILED) {
-    int e = errno;
-    return make_error(std::string("cannot map ") + what + ": " + std::strerror(e), e);
-  }
-  Mapping m(p, static_cast<size_t>(maplen));
-  m.skew_ = static_cast<size_t>(skew);
-  return m;
+  MOSS_TRY(moss::Mapping map, moss::Mapping::map(static_cast<size_t>(maplen), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                                                 static_cast<off_t>(aligned), what));
+  return Mapping(std::move(map), static_cast<size_t>(skew));
 }
 
 Result<void> MemoryMap::add(const MemoryRegion& r, int fd) {

@@ -10,21 +10,17 @@
 
 #include "base/fd.h"
 #include "base/guest_memory.h"
+#include "base/mapping.h"
 #include "base/result.h"
 #include "vhost-user/message.h"
 
 namespace moss::vhost_user {
 
-// One mmap'd range; unmapped on destruction.
+// One mmap'd range of a file a peer sent (base's Mapping, which unmaps it, and where the
+// requested offset starts in it).
 class Mapping {
  public:
   Mapping() = default;
-  Mapping(void* addr, size_t len) : addr_(addr), len_(len) {}
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  Mapping(Mapping&& o) noexcept;
-  Mapping& operator=(Mapping&& o) noexcept;
-  ~Mapping();
 
   // Maps [offset, offset+len) of `fd` shared and read-write. The file must be a regular file
   // (memfd, hugetlbfs, tmpfs) at least that long and sealed against shrinking (F_SEAL_SHRINK):
@@ -32,12 +28,12 @@ class Mapping {
   // owner could still truncate, is refused here rather than crashing us later.
   static Result<Mapping> map_shared(int fd, uint64_t offset, uint64_t len, const char* what);
 
-  uint8_t* data() const { return static_cast<uint8_t*>(addr_) + skew_; }
-  size_t size() const { return len_ - skew_; }
+  uint8_t* data() const { return map_.bytes() + skew_; }
+  size_t size() const { return map_.size() - skew_; }
 
  private:
-  void* addr_ = nullptr;
-  size_t len_ = 0;
+  Mapping(moss::Mapping map, size_t skew) : map_(std::move(map)), skew_(skew) {}
+  moss::Mapping map_;
   size_t skew_ = 0;  // mmap wants a page-aligned offset; data() starts this far in.
 };
 

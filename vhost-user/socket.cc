@@ -75,7 +75,7 @@ Result<bool> read_fully(int sock, std::span<uint8_t> buf, std::vector<UniqueFd>&
     }
     if (n < 0) {
       int e = errno;
-      return make_error(std::string("recvmsg on the vhost-user socket failed: ") + std::strerror(e), e);
+      return sys_error_code(e, "receive from", "the vhost-user socket");
     }
     MOSS_CHECK(collect_fds(msg, fds));
     if (!deadline && n > 0) deadline = Clock::now() + std::chrono::milliseconds(kMessageDeadlineMs);
@@ -118,7 +118,7 @@ Result<void> send_bytes(int sock, std::span<const uint8_t> bytes, std::span<cons
     }
     if (n < 0) {
       int e = errno;
-      return make_error(std::string("sendmsg on the vhost-user socket failed: ") + std::strerror(e), e);
+      return sys_error_code(e, "send on", "the vhost-user socket");
     }
     done += static_cast<size_t>(n);
   }

@@ -70,14 +70,6 @@ std::string usage_text() {
          "SIGTERM or SIGINT ends it with status 0. MOSS_LOG=info|debug logs more.\n";
 }
 
-std::string capabilities_json() {
-  return "{\n"
-         "  \"type\": \"block\",\n"
-         "  \"features\": [\n"
-         "    \"read-only\",\n"
-         "    \"blk-file\"\n"
-         "  ]\n"
-         "}\n";
-}
+std::string capabilities_json() { return vhost_user::capabilities_json("block", {"read-only", "blk-file"}); }
 
 }  // namespace moss::blk

@@ -81,11 +81,6 @@ std::string usage_text() {
          "SIGTERM or SIGINT ends it with status 0. MOSS_LOG=info|debug logs more.\n";
 }
 
-std::string capabilities_json() {
-  return "{\n"
-         "  \"type\": \"vsock\",\n"
-         "  \"features\": []\n"
-         "}\n";
-}
+std::string capabilities_json() { return vhost_user::capabilities_json("vsock", {}); }
 
 }  // namespace moss::vsock

@@ -53,12 +53,11 @@ Result<void> handshake(int fd, uint32_t port, std::chrono::milliseconds timeout,
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
       *not_listening = errno == EPIPE || errno == ECONNRESET;
-      return make_error("cannot send CONNECT " + std::to_string(port) + " to the vsock worker: " + strerror(errno),
-                        errno);
+      return sys_error("send", "CONNECT " + std::to_string(port) + " to the vsock worker");
     }
     int r = wait_fd(fd, POLLOUT, deadline);
-    if (r <= 0) return make_error("the vsock worker took no CONNECT request within " +
-                                  std::to_string(timeout.count()) + " ms");
+    if (r <= 0) return timeout_error("the vsock worker took no CONNECT request within " +
+                                     std::to_string(timeout.count()) + " ms");
   }
   std::string line;
   for (;;) {
@@ -80,12 +79,12 @@ Result<void> handshake(int fd, uint32_t port, std::chrono::milliseconds timeout,
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      return make_error(std::string("cannot read the vsock worker's answer: ") + strerror(errno), errno);
+      return sys_error("read", "the vsock worker's answer");
     }
     int w = wait_fd(fd, POLLIN, deadline);
     if (w <= 0) {
-      return make_error("the vsock worker did not answer CONNECT " + std::to_string(port) + " within " +
-                        std::to_string(timeout.count()) + " ms");
+      return timeout_error("the vsock worker did not answer CONNECT " + std::to_string(port) + " within " +
+                           std::to_string(timeout.count()) + " ms");
     }
   }
   // "OK <host port>": the number is the worker's local port for this connection.
@@ -127,7 +126,7 @@ Result<UniqueFd> connect_agent(const std::string& uds_path, std::chrono::millise
     if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
       int e = errno;
       retry = e == ENOENT || e == ECONNREFUSED || e == EINTR;
-      err = make_error("cannot connect to the vsock socket " + uds_path + ": " + strerror(e), e);
+      err = sys_error_code(e, "connect to", "the vsock socket " + uds_path);
     } else {
       auto left = std::chrono::milliseconds(ms_left(deadline));
       bool not_listening = false;
@@ -164,7 +163,7 @@ ExecClient::ExecClient(UniqueFd sock, const ExecRequest& req, UserFds fds)
   }
   int fl = fcntl(sock_.get(), F_GETFL);
   if (fl < 0 || fcntl(sock_.get(), F_SETFL, fl | O_NONBLOCK) != 0) {
-    fail(std::string("cannot make the agent socket non-blocking: ") + strerror(errno));
+    fail(sys_message("make", "the agent socket non-blocking", errno));
     return;
   }
   Frame hello;
@@ -175,8 +174,8 @@ ExecClient::ExecClient(UniqueFd sock, const ExecRequest& req, UserFds fds)
   Frame exec;
   exec.type = MsgType::kExec;
   exec.exec = req;
-  if (const char* err = encode(Direction::kToAgent, exec, &sock_out_)) {
-    fail(std::string("cannot send the program to the guest: ") + err);
+  if (auto sent = encode(Direction::kToAgent, exec, &sock_out_); !sent.ok()) {
+    fail("cannot send the program to the guest: " + sent.error().message);
     return;
   }
   if (user_.in < 0) {
@@ -247,7 +246,7 @@ void ExecClient::on_socket_readable() {
   ssize_t r = recv(sock_.get(), buf, sizeof(buf), MSG_DONTWAIT);
   if (r < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-    if (!exited_) fail(std::string("the connection to the guest agent failed: ") + strerror(errno));
+    if (!exited_) fail(sys_message("use", "the connection to the guest agent", errno));
     sock_eof_ = true;
     return;
   }
@@ -263,7 +262,7 @@ void ExecClient::on_socket_readable() {
     DecodeStatus s = dec_.next(&f);
     if (s == DecodeStatus::kNeedMore) break;
     if (s == DecodeStatus::kError) {
-      fail(std::string("the guest agent sent a malformed message: ") + dec_.error());
+      fail("the guest agent sent a malformed message: " + dec_.error()->message);
       return;
     }
     on_frame(f);
@@ -386,7 +385,7 @@ void ExecClient::flush_socket() {
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      if (!exited_) fail(std::string("the connection to the guest agent failed: ") + strerror(errno));
+      if (!exited_) fail(sys_message("use", "the connection to the guest agent", errno));
       sock_out_.clear();
       sock_out_pos_ = 0;
       return;
@@ -431,7 +430,7 @@ Result<void> ExecClient::poll_once(int timeout_ms) {
   int r = poll(fds.data(), fds.size(), timeout_ms);
   if (r < 0) {
     if (errno == EINTR) return {};
-    return make_error(std::string("poll failed: ") + strerror(errno), errno);
+    return sys_error("wait for", "the guest agent or the user's terminal");
   }
   for (const pollfd& p : fds)
     if (p.revents) on_ready(p.fd, p.revents);
@@ -456,20 +455,20 @@ Result<void> send_shutdown(int sock, int status, std::chrono::milliseconds timeo
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK)
-      return make_error(std::string("cannot send the shutdown request to the guest agent: ") + strerror(errno), errno);
-    if (wait_fd(sock, POLLOUT, deadline) <= 0) return make_error("the guest agent took no shutdown request in time");
+      return sys_error("send", "the shutdown request to the guest agent");
+    if (wait_fd(sock, POLLOUT, deadline) <= 0) return timeout_error("the guest agent took no shutdown request in time");
   }
   Decoder dec(Direction::kToHost);
   for (;;) {
     Frame f;
     DecodeStatus s = dec.next(&f);
-    if (s == DecodeStatus::kError) return make_error(std::string("the guest agent sent a malformed message: ") + dec.error());
+    if (s == DecodeStatus::kError) return make_error("the guest agent sent a malformed message: " + dec.error()->message);
     if (s == DecodeStatus::kFrame) {
       if (f.type == MsgType::kHello) return {};
       if (f.type == MsgType::kError) return make_error("the guest agent refused the shutdown request: " + f.data);
       return make_error("the guest agent did not answer HELLO");
     }
-    if (wait_fd(sock, POLLIN, deadline) <= 0) return make_error("the guest agent did not answer in time");
+    if (wait_fd(sock, POLLIN, deadline) <= 0) return timeout_error("the guest agent did not answer in time");
     char buf[256];
     ssize_t r = recv(sock, buf, sizeof(buf), MSG_DONTWAIT);
     // The request is out: a VM going down may drop the connection before the answer leaves it.
@@ -477,7 +476,7 @@ Result<void> send_shutdown(int sock, int status, std::chrono::milliseconds timeo
     if (r < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
       if (errno == ECONNRESET) return {};
-      return make_error(std::string("cannot read the guest agent's answer: ") + strerror(errno), errno);
+      return sys_error("read", "the guest agent's answer");
     }
     dec.feed(buf, static_cast<size_t>(r));
   }

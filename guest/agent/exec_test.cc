@@ -25,6 +25,7 @@
 #include "agent/client.h"
 #include "agent/protocol.h"
 #include "agent/server.h"
+#include "base/child.h"
 
 namespace moss::agent {
 namespace {
@@ -46,15 +47,16 @@ class AgentProcess {
   AgentProcess() {
     int sv[2];
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    pid_ = fork();
-    if (pid_ == 0) {
+    pid_t pid = fork();
+    if (pid == 0) {
       // Like the real agent, hold nothing of the test's: a copy of a test pipe's write end
       // would keep its reader from ever seeing EOF.
       dup2(sv[1], 3);
       syscall(SYS_close_range, 4U, ~0U, 0U);
-      int st = serve_connection(Fd(3));
+      int st = serve_connection(UniqueFd(3));
       _exit(st < 0 ? 200 : st);
     }
+    child_ = ChildProcess(pid);
     close(sv[1]);
     host_.reset(sv[0]);
   }
@@ -62,29 +64,23 @@ class AgentProcess {
     // The client (and so the test's end of the socket) is gone by now: the agent sees EOF,
     // kills what it started and exits. Force it only if it does not.
     host_.reset();
-    if (pid_ > 0 && wait(seconds(3)) < 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
+    if (child_) (void)wait(seconds(3));  // If not, child_ kills it.
   }
   UniqueFd take_socket() { return std::move(host_); }
   // The agent process's exit code, waiting up to `timeout`; -1 if it did not end.
   int wait(seconds timeout = seconds(10)) {
     auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
-      int st;
-      pid_t p = waitpid(pid_, &st, WNOHANG);
-      if (p == pid_) {
-        pid_ = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      }
+      auto r = child_.try_wait();
+      if (!r.ok()) return -1;
+      if (std::optional<int> st = *r) return WIFEXITED(*st) ? WEXITSTATUS(*st) : 128 + WTERMSIG(*st);
       std::this_thread::sleep_for(milliseconds(5));
     }
     return -1;
   }
 
  private:
-  pid_t pid_ = -1;
+  ChildProcess child_;
   UniqueFd host_;
 };
 
@@ -468,7 +464,7 @@ TEST(AgentExec, ConnectionsRunConcurrentlyAndShutdownEndsTheServer) {
   if (server == 0) {
     dup2(l, 3);
     syscall(SYS_close_range, 4U, ~0U, 0U);
-    Server s{Fd(3)};
+    Server s{UniqueFd(3)};
     int st = run_server(&s, false);
     _exit(st < 0 ? 200 : st);
   }
@@ -522,7 +518,7 @@ TEST(AgentExec, AgentRefusesGarbageWithAnErrorAndCloses) {
   Decoder d(Direction::kToHost);
   d.feed(got.data(), got.size());
   Frame f;
-  ASSERT_EQ(d.next(&f), DecodeStatus::kFrame) << (d.error() ? d.error() : "");
+  ASSERT_EQ(d.next(&f), DecodeStatus::kFrame) << (d.error() ? d.error()->message : "");
   EXPECT_EQ(f.type, MsgType::kError);
   EXPECT_EQ(f.error, ErrorCode::kProtocol);
   EXPECT_EQ(f.data.find("the agent received a bad message: "), 0u) << f.data;
@@ -536,11 +532,11 @@ TEST(AgentExec, AgentRefusesStdinBeyondItsCredit) {
   Frame h;
   h.type = MsgType::kHello;
   h.version_min = h.version_max = 1;
-  ASSERT_EQ(encode(Direction::kToAgent, h, &out), nullptr);
+  ASSERT_TRUE(encode(Direction::kToAgent, h, &out).ok());
   Frame e;
   e.type = MsgType::kExec;
   e.exec = cmd({"sleep", "1000"});
-  ASSERT_EQ(encode(Direction::kToAgent, e, &out), nullptr);
+  ASSERT_TRUE(encode(Direction::kToAgent, e, &out).ok());
   // The window, plus what the agent passes on (and credits back) before sleep's stdin pipe is
   // full, plus more: far beyond anything granted, sent without reading any credit.
   std::string chunk(kMaxDataPayload, 'z');
@@ -606,7 +602,7 @@ std::string hello_reply() {
   Frame h;
   h.type = MsgType::kHello;
   h.version_min = h.version_max = 1;
-  EXPECT_EQ(encode(Direction::kToHost, h, &s), nullptr);
+  EXPECT_TRUE(encode(Direction::kToHost, h, &s).ok());
   return s;
 }
 
@@ -618,7 +614,7 @@ TEST(AgentClient, FailsCleanlyOnAMisbehavingAgent) {
   v.type = MsgType::kHello;
   v.version_min = v.version_max = 7;
   std::string wrong_version;
-  ASSERT_EQ(encode(Direction::kToHost, v, &wrong_version), nullptr);
+  ASSERT_TRUE(encode(Direction::kToHost, v, &wrong_version).ok());
   expect_client_failure(wrong_version, "the guest agent did not answer HELLO with a version this host speaks");
   std::string too_much = hello_reply();
   std::string chunk(kMaxDataPayload, 'o');
@@ -632,7 +628,7 @@ TEST(AgentClient, FailsCleanlyOnAMisbehavingAgent) {
   e.error = ErrorCode::kVersion;
   e.data = "no";
   std::string refused;
-  ASSERT_EQ(encode(Direction::kToHost, e, &refused), nullptr);
+  ASSERT_TRUE(encode(Direction::kToHost, e, &refused).ok());
   expect_client_failure(refused, "the guest agent refused the session: no");
 }
 

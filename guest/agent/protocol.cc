@@ -327,7 +327,8 @@ std::string_view type_name(MsgType t) {
   return "unknown";
 }
 
-const char* check_frame(Direction d, const Frame& f) {
+// The rules of check_frame(): nullptr, or a static sentence.
+static const char* frame_problem(Direction d, const Frame& f) {
   if (!valid_type(static_cast<uint8_t>(f.type))) return "unknown message type";
   if (!allowed(d, f.type))
     return d == Direction::kToAgent ? "a message the agent never receives" : "a message the host never receives";
@@ -385,8 +386,13 @@ const char* check_frame(Direction d, const Frame& f) {
   return "unknown message type";
 }
 
-const char* encode(Direction d, const Frame& f, std::string* out) {
-  if (const char* err = check_frame(d, f)) return err;
+Result<void> check_frame(Direction d, const Frame& f) {
+  if (const char* problem = frame_problem(d, f)) return Error(problem);
+  return {};
+}
+
+Result<void> encode(Direction d, const Frame& f, std::string* out) {
+  if (const char* problem = frame_problem(d, f)) return Error(problem);
   std::string p;
   switch (f.type) {
     case MsgType::kHello:
@@ -410,7 +416,7 @@ const char* encode(Direction d, const Frame& f, std::string* out) {
     case MsgType::kStdout:
     case MsgType::kStderr:
       encode_data(f.type, f.data.data(), f.data.size(), out);
-      return nullptr;
+      return {};
     case MsgType::kStdinEof:
       break;
     case MsgType::kSignal:
@@ -442,7 +448,7 @@ const char* encode(Direction d, const Frame& f, std::string* out) {
   }
   put_header(out, f.type, p.size());
   out->append(p);
-  return nullptr;
+  return {};
 }
 
 void encode_data(MsgType type, const void* data, size_t n, std::string* out) {
@@ -459,7 +465,7 @@ void encode_simple(MsgType type, uint32_t number, std::string* out) {
   f.number = number;
   Direction d = type == MsgType::kStarted ? Direction::kToHost : Direction::kToAgent;
   if (type != MsgType::kSignal && type != MsgType::kShutdown && type != MsgType::kStarted) abort();
-  if (encode(d, f, out) != nullptr) abort();
+  if (!encode(d, f, out).ok()) abort();
 }
 
 void encode_credit(Stream s, uint32_t bytes, Direction d, std::string* out) {
@@ -467,28 +473,28 @@ void encode_credit(Stream s, uint32_t bytes, Direction d, std::string* out) {
   f.type = MsgType::kCredit;
   f.stream = s;
   f.number = bytes;
-  if (encode(d, f, out) != nullptr) abort();
+  if (!encode(d, f, out).ok()) abort();
 }
 
 void encode_stream_closed(Stream s, Direction d, std::string* out) {
   Frame f;
   f.type = MsgType::kStreamClosed;
   f.stream = s;
-  if (encode(d, f, out) != nullptr) abort();
+  if (!encode(d, f, out).ok()) abort();
 }
 
 DecodeStatus decode_frame(Direction d, const uint8_t* data, size_t n, Frame* out, size_t* consumed,
-                          const char** error) {
+                          Error* error) {
   // Check what the header says as soon as the bytes are there, so a peer sending garbage is
   // refused before we wait for (or buffer) a payload that will never be valid.
   if (n >= 5) {
     uint8_t t = data[4];
     if (!valid_type(t)) {
-      *error = "unknown message type";
+      *error = Error("unknown message type");
       return DecodeStatus::kError;
     }
     if (!allowed(d, static_cast<MsgType>(t))) {
-      *error = d == Direction::kToAgent ? "a message the agent never receives" : "a message the host never receives";
+      *error = Error(d == Direction::kToAgent ? "a message the agent never receives" : "a message the host never receives");
       return DecodeStatus::kError;
     }
   }
@@ -497,18 +503,18 @@ DecodeStatus decode_frame(Direction d, const uint8_t* data, size_t n, Frame* out
     if (n >= 5) {
       MsgType t = static_cast<MsgType>(data[4]);
       if (has_fixed_size(t) ? len != fixed_size(t) : len > max_size(t)) {
-        *error = "payload length wrong for the message type";
+        *error = Error("payload length wrong for the message type");
         return DecodeStatus::kError;
       }
     }
     if (len > kMaxPayload) {
-      *error = "frame larger than 1 MiB";
+      *error = Error("frame larger than 1 MiB");
       return DecodeStatus::kError;
     }
   }
   for (size_t i = 5; i < kHeaderSize && i < n; ++i) {
     if (data[i] != 0) {
-      *error = "reserved header bytes not zero";
+      *error = Error("reserved header bytes not zero");
       return DecodeStatus::kError;
     }
   }
@@ -518,11 +524,11 @@ DecodeStatus decode_frame(Direction d, const uint8_t* data, size_t n, Frame* out
   Frame f;
   Reader r(data + kHeaderSize, len);
   if (const char* err = parse_payload(static_cast<MsgType>(data[4]), r, &f)) {
-    *error = err;
+    *error = Error(err);
     return DecodeStatus::kError;
   }
-  if (const char* err = check_frame(d, f)) {
-    *error = err;
+  if (const char* err = frame_problem(d, f)) {
+    *error = Error(err);
     return DecodeStatus::kError;
   }
   *out = std::move(f);
@@ -531,7 +537,7 @@ DecodeStatus decode_frame(Direction d, const uint8_t* data, size_t n, Frame* out
 }
 
 void Decoder::feed(const void* data, size_t n) {
-  if (error_ != nullptr) return;
+  if (failed_) return;
   // Drop what was consumed before growing, so the buffer stays near one frame.
   if (pos_ > 0 && (pos_ == buf_.size() || pos_ >= (64u << 10))) {
     buf_.erase(0, pos_);
@@ -541,11 +547,12 @@ void Decoder::feed(const void* data, size_t n) {
 }
 
 DecodeStatus Decoder::next(Frame* out) {
-  if (error_ != nullptr) return DecodeStatus::kError;
+  if (failed_) return DecodeStatus::kError;
   size_t used = 0;
   DecodeStatus s = decode_frame(dir_, reinterpret_cast<const uint8_t*>(buf_.data()) + pos_, buf_.size() - pos_,
                                 out, &used, &error_);
   if (s == DecodeStatus::kFrame) pos_ += used;
+  if (s == DecodeStatus::kError) failed_ = true;
   return s;
 }
 

@@ -53,6 +53,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/result.h"
+
 namespace moss::agent {
 
 // The vsock port the agent listens on in the guest (AF_VSOCK, VMADDR_CID_ANY). Above 1023 so it
@@ -153,13 +155,12 @@ struct Frame {
 };
 
 // Checks every field of `f` against the rules above for a frame travelling in direction `d`.
-// Returns nullptr if it is valid, else a short sentence naming the problem. Used by encode()
-// and by the decoder, so both sides apply the same rules.
-const char* check_frame(Direction d, const Frame& f);
+// The error is a short sentence naming the problem. Used by encode() and by the decoder, so
+// both sides apply the same rules.
+Result<void> check_frame(Direction d, const Frame& f);
 
-// Appends the encoding of `f` to *out. Returns nullptr, or check_frame's error (nothing is
-// appended then).
-const char* encode(Direction d, const Frame& f, std::string* out);
+// Appends the encoding of `f` to *out, or returns check_frame's error (nothing is appended then).
+Result<void> encode(Direction d, const Frame& f, std::string* out);
 
 // Shorthands that cannot fail for valid arguments (our own bugs otherwise: they abort).
 void encode_data(MsgType type, const void* data, size_t n, std::string* out);  // 1..kMaxDataPayload
@@ -172,8 +173,7 @@ enum class DecodeStatus { kFrame, kNeedMore, kError };
 // Decodes the frame at the start of [data, data + n) travelling in direction `d`.
 // kFrame: *out is set and *consumed is its size. kNeedMore: not a whole frame yet (the header
 // seen so far is valid). kError: *error is set. Never reads past n.
-DecodeStatus decode_frame(Direction d, const uint8_t* data, size_t n, Frame* out, size_t* consumed,
-                          const char** error);
+DecodeStatus decode_frame(Direction d, const uint8_t* data, size_t n, Frame* out, size_t* consumed, Error* error);
 
 // Incremental decoder: feed it the bytes read from the socket, take whole frames out.
 // Buffers at most one partial frame plus what was fed since the last next() drained it.
@@ -183,14 +183,16 @@ class Decoder {
   explicit Decoder(Direction d) : dir_(d) {}
   void feed(const void* data, size_t n);
   DecodeStatus next(Frame* out);
-  const char* error() const { return error_; }
+  // After kError: why (a short sentence); nullptr before.
+  const Error* error() const { return failed_ ? &error_ : nullptr; }
   size_t buffered() const { return buf_.size() - pos_; }
 
  private:
   Direction dir_;
   std::string buf_;
   size_t pos_ = 0;
-  const char* error_ = nullptr;
+  bool failed_ = false;
+  Error error_;
 };
 
 // Human names, for messages: "STDOUT", "EXEC", ...; "unknown" for anything else.

@@ -68,9 +68,9 @@ void write_seed(const std::string& name, Direction d, const std::string& bytes) 
 Frame decode_one(Direction d, const std::string& bytes) {
   Frame f;
   size_t used = 0;
-  const char* err = nullptr;
+  Error err;
   DecodeStatus s = decode_frame(d, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &f, &used, &err);
-  EXPECT_EQ(s, DecodeStatus::kFrame) << (err ? err : "");
+  EXPECT_EQ(s, DecodeStatus::kFrame) << err.message;
   EXPECT_EQ(used, bytes.size());
   return f;
 }
@@ -79,16 +79,16 @@ Frame decode_one(Direction d, const std::string& bytes) {
 std::string decode_error(Direction d, const std::string& bytes) {
   Frame f;
   size_t used = 0;
-  const char* err = nullptr;
+  Error err;
   DecodeStatus s = decode_frame(d, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &f, &used, &err);
   if (s != DecodeStatus::kError) return "";
-  EXPECT_NE(err, nullptr);
-  return err ? err : "?";
+  EXPECT_FALSE(err.message.empty());
+  return err.message;
 }
 
 void expect_round_trip(Direction d, const Frame& f, const std::string& seed_name) {
   std::string bytes;
-  ASSERT_EQ(encode(d, f, &bytes), nullptr) << type_name(f.type);
+  ASSERT_TRUE(encode(d, f, &bytes).ok()) << type_name(f.type);
   EXPECT_EQ(decode_one(d, bytes), f) << type_name(f.type);
   // The other direction refuses it unless the type travels both ways.
   Direction other = d == Direction::kToAgent ? Direction::kToHost : Direction::kToAgent;
@@ -216,14 +216,14 @@ TEST(AgentProtocol, ShorthandsEncodeTheSameBytes) {
   encode_data(MsgType::kStdout, "abc", 3, &a);
   Frame f = make(MsgType::kStdout);
   f.data = "abc";
-  ASSERT_EQ(encode(Direction::kToHost, f, &b), nullptr);
+  ASSERT_TRUE(encode(Direction::kToHost, f, &b).ok());
   EXPECT_EQ(a, b);
   a.clear();
   b.clear();
   encode_simple(MsgType::kSignal, 15, &a);
   f = make(MsgType::kSignal);
   f.number = 15;
-  ASSERT_EQ(encode(Direction::kToAgent, f, &b), nullptr);
+  ASSERT_TRUE(encode(Direction::kToAgent, f, &b).ok());
   EXPECT_EQ(a, b);
   a.clear();
   encode_credit(Stream::kStdin, 9, Direction::kToHost, &a);
@@ -244,7 +244,7 @@ TEST(AgentProtocol, DecoderYieldsWholeFramesFedOneByteAtATime) {
   Frame in = make(MsgType::kStdin);
   in.data = std::string(1000, 'z');
   std::vector<Frame> sent = {hello, exec, in, make(MsgType::kStdinEof)};
-  for (const Frame& f : sent) ASSERT_EQ(encode(Direction::kToAgent, f, &stream), nullptr);
+  for (const Frame& f : sent) ASSERT_TRUE(encode(Direction::kToAgent, f, &stream).ok());
   write_seed("session-to-agent", Direction::kToAgent, stream);
 
   Decoder d(Direction::kToAgent);
@@ -254,7 +254,7 @@ TEST(AgentProtocol, DecoderYieldsWholeFramesFedOneByteAtATime) {
     Frame f;
     DecodeStatus s;
     while ((s = d.next(&f)) == DecodeStatus::kFrame) got.push_back(f);
-    ASSERT_EQ(s, DecodeStatus::kNeedMore) << (d.error() ? d.error() : "");
+    ASSERT_EQ(s, DecodeStatus::kNeedMore) << (d.error() ? d.error()->message : "");
   }
   EXPECT_EQ(got, sent);
   EXPECT_EQ(d.buffered(), 0u);
@@ -264,7 +264,7 @@ TEST(AgentProtocol, DecoderTakesManyFramesFromOneFeed) {
   std::string stream;
   for (int i = 1; i <= 100; ++i) encode_data(MsgType::kStdout, std::string(static_cast<size_t>(i), 'a').data(), i, &stream);
   Frame ex = make(MsgType::kExit);
-  ASSERT_EQ(encode(Direction::kToHost, ex, &stream), nullptr);
+  ASSERT_TRUE(encode(Direction::kToHost, ex, &stream).ok());
   write_seed("session-to-host", Direction::kToHost, stream);
   Decoder d(Direction::kToHost);
   d.feed(stream.data(), stream.size());
@@ -290,7 +290,8 @@ TEST(AgentProtocol, DecoderErrorIsSticky) {
   encode_simple(MsgType::kSignal, 2, &good);
   d.feed(good.data(), good.size());
   EXPECT_EQ(d.next(&f), DecodeStatus::kError);
-  EXPECT_STREQ(d.error(), "unknown message type");
+  ASSERT_NE(d.error(), nullptr);
+  EXPECT_EQ(d.error()->message, "unknown message type");
 }
 
 // A header that can never lead to a valid frame is refused before its payload arrives, so a
@@ -460,21 +461,21 @@ TEST(AgentProtocol, EveryMalformedFrameIsRefusedWithItsReason) {
 TEST(AgentProtocol, EncoderRefusesWhatTheDecoderWouldRefuse) {
   std::string out;
   Frame f = make(MsgType::kExec);
-  EXPECT_STREQ(encode(Direction::kToAgent, f, &out), "exec request: empty argv");
+  EXPECT_EQ(encode(Direction::kToAgent, f, &out).error().message, "exec request: empty argv");
   f.exec.argv = {"ls"};
   f.exec.env = {"novalue"};
-  EXPECT_STREQ(encode(Direction::kToAgent, f, &out), "exec request: environment entry not of the form KEY=VALUE");
+  EXPECT_EQ(encode(Direction::kToAgent, f, &out).error().message, "exec request: environment entry not of the form KEY=VALUE");
   f.exec.env.clear();
   f.exec.argv.assign(kMaxArgc + 1, "a");
-  EXPECT_STREQ(encode(Direction::kToAgent, f, &out), "exec request: too many arguments");
+  EXPECT_EQ(encode(Direction::kToAgent, f, &out).error().message, "exec request: too many arguments");
   f.exec.argv.assign(16, std::string(100000, 'a'));  // 1.6 MB: each fits, the whole does not.
-  EXPECT_STREQ(encode(Direction::kToAgent, f, &out), "exec request: arguments and environment larger than 1 MiB");
+  EXPECT_EQ(encode(Direction::kToAgent, f, &out).error().message, "exec request: arguments and environment larger than 1 MiB");
   Frame s = make(MsgType::kStdout);
-  EXPECT_STREQ(encode(Direction::kToAgent, s, &out), "a message the agent never receives");
-  EXPECT_STREQ(encode(Direction::kToHost, s, &out), "empty data frame");
+  EXPECT_EQ(encode(Direction::kToAgent, s, &out).error().message, "a message the agent never receives");
+  EXPECT_EQ(encode(Direction::kToHost, s, &out).error().message, "empty data frame");
   Frame sig = make(MsgType::kSignal);
   sig.number = 0;
-  EXPECT_NE(encode(Direction::kToAgent, sig, &out), nullptr);
+  EXPECT_FALSE(encode(Direction::kToAgent, sig, &out).ok());
   EXPECT_TRUE(out.empty());
 }
 
@@ -488,7 +489,7 @@ TEST(AgentProtocol, LargestExecRequestRoundTrips) {
     used += 4 + 1000;
   }
   std::string bytes;
-  ASSERT_EQ(encode(Direction::kToAgent, f, &bytes), nullptr);
+  ASSERT_TRUE(encode(Direction::kToAgent, f, &bytes).ok());
   EXPECT_LE(bytes.size(), kHeaderSize + kMaxPayload);
   EXPECT_EQ(decode_one(Direction::kToAgent, bytes), f);
 }

@@ -30,11 +30,11 @@ bool set_nonblock(int fd) {
 
 }  // namespace
 
-Server::Server(Fd listen_fd) : listen_(std::move(listen_fd)) {
+Server::Server(UniqueFd listen_fd) : listen_(std::move(listen_fd)) {
   if (listen_.valid() && !set_nonblock(listen_.get())) listen_.reset();
 }
 
-void Server::add_connection(Fd conn) {
+void Server::add_connection(UniqueFd conn) {
   if (sessions_.size() >= kMaxSessions) return;  // `conn` closes: the host sees EOF.
   sessions_.push_back(std::make_unique<Session>(std::move(conn)));
 }
@@ -73,7 +73,7 @@ void Server::accept_all() {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       return;  // EAGAIN, or a failure the next connection may not have (EMFILE, ENOMEM).
     }
-    add_connection(Fd(c));
+    add_connection(UniqueFd(c));
   }
 }
 
@@ -89,9 +89,9 @@ bool Server::child_exited(pid_t pid, int status) {
   return false;
 }
 
-int ChildSignals::install() {
+Result<void> ChildSignals::install() {
   int p[2];
-  if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return errno;
+  if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return sys_error("create", "the SIGCHLD pipe");
   read_.reset(p[0]);
   write_.reset(p[1]);
   g_sigchld_write_fd = write_.get();
@@ -99,8 +99,8 @@ int ChildSignals::install() {
   sa.sa_handler = on_sigchld;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-  if (sigaction(SIGCHLD, &sa, nullptr) != 0) return errno;
-  return 0;
+  if (sigaction(SIGCHLD, &sa, nullptr) != 0) return sys_error("install", "the SIGCHLD handler");
+  return {};
 }
 
 void ChildSignals::drain() {
@@ -126,10 +126,10 @@ void reap_children(Server* server, pid_t also, int* also_status, bool* also_reap
 
 namespace {
 
-// A vsock stream socket and the address cid:port, or an empty Fd and *error.
-Fd vsock_socket(uint32_t cid, uint32_t port, sockaddr_vm* addr, std::string* error) {
-  Fd s(socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid()) *error = std::string("cannot create a vsock socket (is the vsock module loaded?): ") + strerror(errno);
+// A vsock stream socket and the address cid:port.
+Result<UniqueFd> vsock_socket(uint32_t cid, uint32_t port, sockaddr_vm* addr) {
+  UniqueFd s(socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return sys_error("create", "a vsock socket (is the vsock module loaded?)");
   *addr = {};
   addr->svm_family = AF_VSOCK;
   addr->svm_cid = cid;
@@ -139,28 +139,21 @@ Fd vsock_socket(uint32_t cid, uint32_t port, sockaddr_vm* addr, std::string* err
 
 }  // namespace
 
-Fd listen_vsock(uint32_t port, std::string* error) {
+Result<UniqueFd> listen_vsock(uint32_t port) {
   sockaddr_vm addr;
-  Fd s = vsock_socket(VMADDR_CID_ANY, port, &addr, error);
-  if (!s.valid()) return Fd();
+  MOSS_TRY(UniqueFd s, vsock_socket(VMADDR_CID_ANY, port, &addr));
   if (bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    *error = "cannot bind vsock port " + std::to_string(port) + ": " + strerror(errno);
-    return Fd();
+    return sys_error("bind", "vsock port " + std::to_string(port));
   }
-  if (listen(s.get(), 16) != 0) {
-    *error = "cannot listen on vsock port " + std::to_string(port) + ": " + strerror(errno);
-    return Fd();
-  }
+  if (listen(s.get(), 16) != 0) return sys_error("listen on", "vsock port " + std::to_string(port));
   return s;
 }
 
-Fd dial_vsock(uint32_t cid, uint32_t port, std::string* error) {
+Result<UniqueFd> dial_vsock(uint32_t cid, uint32_t port) {
   sockaddr_vm addr;
-  Fd s = vsock_socket(cid, port, &addr, error);
-  if (!s.valid()) return Fd();
+  MOSS_TRY(UniqueFd s, vsock_socket(cid, port, &addr));
   if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    *error = "cannot connect to vsock " + std::to_string(cid) + ":" + std::to_string(port) + ": " + strerror(errno);
-    return Fd();
+    return sys_error("connect to", "vsock " + std::to_string(cid) + ":" + std::to_string(port));
   }
   return s;
 }
@@ -168,7 +161,7 @@ Fd dial_vsock(uint32_t cid, uint32_t port, std::string* error) {
 int run_server(Server* server, bool until_idle) {
   signal(SIGPIPE, SIG_IGN);
   ChildSignals sig;
-  if (sig.install() != 0) return -1;
+  if (!sig.install().ok()) return -1;
   std::vector<pollfd> fds;
   int status = -1;
   while (!(until_idle && server->session_count() == 0)) {
@@ -190,8 +183,8 @@ int run_server(Server* server, bool until_idle) {
   return status;
 }
 
-int serve_connection(Fd conn) {
-  Server server{Fd()};
+int serve_connection(UniqueFd conn) {
+  Server server{UniqueFd()};
   server.add_connection(std::move(conn));
   return run_server(&server, true);
 }

@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "fd.h"
+#include "base/fd.h"
+#include "base/result.h"
 #include "session.h"
 
 namespace moss::agent {
@@ -20,10 +21,10 @@ class Server {
  public:
   static constexpr size_t kMaxSessions = 64;  // Beyond this a new connection is closed at once.
 
-  // `listen_fd`: a listening stream socket (made non-blocking here), or an empty Fd.
-  explicit Server(Fd listen_fd);
+  // `listen_fd`: a listening stream socket (made non-blocking here), or an empty UniqueFd.
+  explicit Server(UniqueFd listen_fd);
 
-  void add_connection(Fd conn);
+  void add_connection(UniqueFd conn);
 
   // Appends the pollfds to wait on; handle() takes them back (with revents) in the same order.
   void fill(std::vector<pollfd>* fds);
@@ -43,7 +44,7 @@ class Server {
  private:
   void accept_all();
 
-  Fd listen_;
+  UniqueFd listen_;
   std::vector<std::unique_ptr<Session>> sessions_;
   std::vector<size_t> counts_;  // Entries each session added in the last fill().
   int shutdown_status_ = -1;
@@ -53,13 +54,13 @@ class Server {
 // children to reap. One per process: a signal handler reaches only static state.
 class ChildSignals {
  public:
-  // Installs the handler (SA_RESTART | SA_NOCLDSTOP). Returns 0 or an errno value.
-  int install();
+  // Installs the handler (SA_RESTART | SA_NOCLDSTOP).
+  Result<void> install();
   int fd() const { return read_.get(); }
   void drain();
 
  private:
-  Fd read_, write_;
+  UniqueFd read_, write_;
 };
 
 // Reaps every child that has ended without blocking (waitpid(-1, WNOHANG)), passing each to
@@ -69,12 +70,11 @@ class ChildSignals {
 void reap_children(Server* server, pid_t also = -1, int* also_status = nullptr, bool* also_reaped = nullptr);
 
 // Opens the agent's listening socket: AF_VSOCK, VMADDR_CID_ANY, `port`, O_CLOEXEC.
-// Returns an empty Fd and sets *error (one sentence) on failure.
-Fd listen_vsock(uint32_t port, std::string* error);
+Result<UniqueFd> listen_vsock(uint32_t port);
 
 // Connects a vsock stream socket to `cid`:`port` (blocking: the kernel's connect time-out
-// bounds it). Returns an empty Fd and sets *error (one sentence) on failure.
-Fd dial_vsock(uint32_t cid, uint32_t port, std::string* error);
+// bounds it).
+Result<UniqueFd> dial_vsock(uint32_t cid, uint32_t port);
 
 // Runs `server` as moss-init would, reaping children (waitpid(-1)), until a SHUTDOWN arrives or,
 // if `until_idle`, no session is left. Returns the SHUTDOWN status, or -1. Ignores SIGPIPE and
@@ -82,6 +82,6 @@ Fd dial_vsock(uint32_t cid, uint32_t port, std::string* error);
 int run_server(Server* server, bool until_idle);
 
 // run_server() over one connection: serves it to its end.
-int serve_connection(Fd conn);
+int serve_connection(UniqueFd conn);
 
 }  // namespace moss::agent

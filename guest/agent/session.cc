@@ -26,7 +26,7 @@ constexpr uint32_t kCreditBatch = kInitialWindow / 4;
 
 }  // namespace
 
-Session::Session(Fd sock) : sock_(std::move(sock)) {
+Session::Session(UniqueFd sock) : sock_(std::move(sock)) {
   if (!set_nonblock(sock_.get())) finish();
 }
 
@@ -114,7 +114,7 @@ void Session::on_socket_readable() {
     DecodeStatus s = dec_.next(&f);
     if (s == DecodeStatus::kNeedMore) return;
     if (s == DecodeStatus::kError) {
-      protocol_error(dec_.error());
+      protocol_error(dec_.error()->message.c_str());
       return;
     }
     on_frame(f);
@@ -134,7 +134,7 @@ void Session::send_error(ErrorCode code, const std::string& message) {
   e.data = message.substr(0, kMaxErrorBytes);
   for (char& c : e.data)
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  if (encode(Direction::kToHost, e, &out_) != nullptr) abort();
+  if (!encode(Direction::kToHost, e, &out_).ok()) abort();
 }
 
 void Session::on_frame(const Frame& f) {
@@ -149,7 +149,7 @@ void Session::on_frame(const Frame& f) {
       Frame h;
       h.type = MsgType::kHello;
       h.version_min = h.version_max = f.version_max < kProtocolVersion ? f.version_max : kProtocolVersion;
-      if (encode(Direction::kToHost, h, &out_) != nullptr) abort();
+      if (!encode(Direction::kToHost, h, &out_).ok()) abort();
       phase_ = Phase::kExec;
       return;
     }
@@ -225,18 +225,19 @@ void Session::on_frame(const Frame& f) {
 }
 
 void Session::start(const ExecRequest& req) {
-  Child c;
-  SpawnResult r = spawn(req, &c);
-  if (!r.ok) {
-    send_error(r.error, r.message);
+  int failure_status = 0;
+  auto spawned = spawn(req, &failure_status);
+  if (!spawned.ok()) {
+    send_error(spawn_error_code(failure_status), spawned.error().message);
     Frame e;
     e.type = MsgType::kExit;
-    e.exit.code = static_cast<uint32_t>(r.status);
-    if (encode(Direction::kToHost, e, &out_) != nullptr) abort();
+    e.exit.code = static_cast<uint32_t>(failure_status);
+    if (!encode(Direction::kToHost, e, &out_).ok()) abort();
     phase_ = Phase::kExited;
     reaped_ = true;
     return;
   }
+  Child& c = *spawned;
   pty_ = req.mode == Mode::kPty;
   pid_ = c.pid;
   in_ = std::move(c.in);
@@ -254,7 +255,7 @@ void Session::child_exited(int status) {
 }
 
 bool Session::read_output(int s) {
-  Fd& fd = outs_[s];
+  UniqueFd& fd = outs_[s];
   if (s == 0 && out_eof_) {
     if (reaped_) fd.reset();
     return false;
@@ -347,7 +348,7 @@ void Session::progress() {
         } else {
           e.exit.code = static_cast<uint32_t>(WEXITSTATUS(wait_status_));
         }
-        if (encode(Direction::kToHost, e, &out_) != nullptr) abort();
+        if (!encode(Direction::kToHost, e, &out_).ok()) abort();
         phase_ = Phase::kExited;
       }
     }

@@ -13,14 +13,14 @@
 #include <string>
 #include <vector>
 
-#include "fd.h"
+#include "base/fd.h"
 #include "protocol.h"
 
 namespace moss::agent {
 
 class Session {
  public:
-  explicit Session(Fd sock);  // A connected stream socket; made non-blocking here.
+  explicit Session(UniqueFd sock);  // A connected stream socket; made non-blocking here.
   ~Session();                 // Kills the program's process group if it still runs.
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -62,7 +62,7 @@ class Session {
   void finish();  // Closes everything; done().
   int stdin_fd() const;
 
-  Fd sock_;
+  UniqueFd sock_;
   Decoder dec_{Direction::kToAgent};
   Phase phase_ = Phase::kHello;
   bool pty_ = false;
@@ -72,7 +72,7 @@ class Session {
   pid_t pid_ = -1;
   bool reaped_ = false;
   int wait_status_ = 0;
-  Fd in_, outs_[2];  // Pipes: stdin, {stdout, stderr}. Pty: outs_[0] is the master.
+  UniqueFd in_, outs_[2];  // Pipes: stdin, {stdout, stderr}. Pty: outs_[0] is the master.
   // Pty: the master said EIO (no process has the terminal open) before the program was
   // reaped. It stays open until then: closing it would hang up the terminal and SIGHUP a
   // program that closed its stdio on the way out but has not exited yet.

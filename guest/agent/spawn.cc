@@ -31,8 +31,6 @@ struct ChildError {
   int err;
 };
 
-std::string err_text(int e) { return strerror(e); }
-
 // A program name or path for a message: control characters become '?', so the sentence stays
 // one printable line whatever the host asked to run.
 std::string printable(const std::string& s) {
@@ -42,15 +40,13 @@ std::string printable(const std::string& s) {
   return out;
 }
 
-SpawnResult resource_failure(const char* what, int e) {
-  SpawnResult r;
-  r.error = ErrorCode::kResource;
-  r.message = std::string("cannot start the program: ") + what + " failed: " + err_text(e);
-  r.status = 125;
-  return r;
+// "cannot start the program: cannot OP WHAT: <errno text>".
+Error resource_failure(std::string_view op, std::string_view what, int e, int* status) {
+  *status = kStatusSetupFailed;
+  return sys_error_code(e, op, what).add_context("cannot start the program");
 }
 
-bool make_pipe(Fd* r, Fd* w) {
+bool make_pipe(UniqueFd* r, UniqueFd* w) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return false;
   r->reset(p[0]);
@@ -64,7 +60,7 @@ bool set_nonblock(int fd) {
 }
 
 // Opens a new pty; *master and *slave are O_CLOEXEC, neither becomes our controlling tty.
-int open_pty(Fd* master, Fd* slave, uint16_t rows, uint16_t cols) {
+int open_pty(UniqueFd* master, UniqueFd* slave, uint16_t rows, uint16_t cols) {
   master->reset(open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC));
   if (!master->valid()) return errno;
   int unlock = 0;
@@ -154,7 +150,7 @@ std::vector<std::string> merge_env(const std::vector<std::string>& extra) {
   return env;
 }
 
-SpawnResult spawn(const ExecRequest& req, Child* out) {
+Result<Child> spawn(const ExecRequest& req, int* failure_status) {
   // Everything the child needs is built before fork, so it only makes system calls.
   std::vector<std::string> args = req.argv;
   std::vector<char*> argv;
@@ -166,28 +162,28 @@ SpawnResult spawn(const ExecRequest& req, Child* out) {
   envp.push_back(nullptr);
   std::string cwd = req.cwd.empty() ? "/" : req.cwd;
 
-  Fd in_r, in_w, out_r, out_w, err_r, err_w, master, slave;
+  UniqueFd in_r, in_w, out_r, out_w, err_r, err_w, master, slave;
   int stdio[3];
   int ctty = -1;
   if (req.mode == Mode::kPty) {
-    if (int e = open_pty(&master, &slave, req.rows, req.cols)) return resource_failure("opening a pty", e);
-    if (!set_nonblock(master.get())) return resource_failure("fcntl", errno);
+    if (int e = open_pty(&master, &slave, req.rows, req.cols)) return resource_failure("open", "a pty", e, failure_status);
+    if (!set_nonblock(master.get())) return resource_failure("make", "the pty non-blocking", errno, failure_status);
     stdio[0] = stdio[1] = stdio[2] = ctty = slave.get();
   } else {
     if (!make_pipe(&in_r, &in_w) || !make_pipe(&out_r, &out_w) || !make_pipe(&err_r, &err_w))
-      return resource_failure("pipe", errno);
+      return resource_failure("create", "the program's pipes", errno, failure_status);
     // Our ends only: each end of a pipe is its own open file, the program's stay blocking.
     if (!set_nonblock(in_w.get()) || !set_nonblock(out_r.get()) || !set_nonblock(err_r.get()))
-      return resource_failure("fcntl", errno);
+      return resource_failure("make", "the pipes non-blocking", errno, failure_status);
     stdio[0] = in_r.get();
     stdio[1] = out_w.get();
     stdio[2] = err_w.get();
   }
-  Fd err_pipe_r, err_pipe_w;
-  if (!make_pipe(&err_pipe_r, &err_pipe_w)) return resource_failure("pipe", errno);
+  UniqueFd err_pipe_r, err_pipe_w;
+  if (!make_pipe(&err_pipe_r, &err_pipe_w)) return resource_failure("create", "the exec report pipe", errno, failure_status);
 
   pid_t pid = fork();
-  if (pid < 0) return resource_failure("fork", errno);
+  if (pid < 0) return resource_failure("fork", "", errno, failure_status);
   if (pid == 0) run_child(argv.data(), envp.data(), cwd.c_str(), err_pipe_w.get(), stdio, ctty);
 
   // Parent. Our copies of the child's ends go; the pty slave stays open until the program has
@@ -209,33 +205,28 @@ SpawnResult spawn(const ExecRequest& req, Child* out) {
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
-    SpawnResult r;
-    r.error = ErrorCode::kExecFailed;
     if (ce.stage == kStageChdir) {
-      r.message = "cannot change to the working directory " + printable(cwd) + ": " + err_text(ce.err);
-      r.status = 127;
-    } else if (ce.stage == kStageExec) {
-      r.message = "cannot execute " + printable(req.argv[0]) + ": " + err_text(ce.err);
-      r.status = ce.err == ENOENT ? 127 : 126;
-    } else {
-      r.error = ErrorCode::kResource;
-      r.message = "cannot set up the program's session or terminal: " + err_text(ce.err);
-      r.status = 125;
+      *failure_status = kStatusNotFound;
+      return sys_error_code(ce.err, "change to", "the working directory " + printable(cwd));
     }
-    return r;
+    if (ce.stage == kStageExec) {
+      *failure_status = ce.err == ENOENT ? kStatusNotFound : kStatusCannotExec;
+      return sys_error_code(ce.err, "execute", printable(req.argv[0]));
+    }
+    *failure_status = kStatusSetupFailed;
+    return sys_error_code(ce.err, "set up", "the program's session or terminal");
   }
 
+  Child child;
   if (req.mode == Mode::kPty) {
-    out->out = std::move(master);
+    child.out = std::move(master);
   } else {
-    out->in = std::move(in_w);
-    out->out = std::move(out_r);
-    out->err = std::move(err_r);
+    child.in = std::move(in_w);
+    child.out = std::move(out_r);
+    child.err = std::move(err_r);
   }
-  out->pid = pid;
-  SpawnResult ok;
-  ok.ok = true;
-  return ok;
+  child.pid = pid;
+  return child;
 }
 
 }  // namespace moss::agent

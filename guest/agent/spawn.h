@@ -7,7 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "fd.h"
+#include "base/fd.h"
+#include "base/result.h"
 #include "protocol.h"
 
 namespace moss::agent {
@@ -20,21 +21,25 @@ struct Child {
   pid_t pid = -1;
   // Pipes mode: our ends of the program's stdin, stdout and stderr. Pty mode: `out` is the
   // pty master (both directions), `in` and `err` are empty. All O_NONBLOCK and O_CLOEXEC.
-  Fd in, out, err;
+  UniqueFd in, out, err;
 };
 
-struct SpawnResult {
-  bool ok = false;
-  ErrorCode error = ErrorCode::kExecFailed;  // When !ok: kExecFailed or kResource.
-  std::string message;                       // When !ok: one sentence.
-  int status = 0;                            // When !ok: 127 not found, 126 cannot execute, 125 set-up.
-};
+// The exit status reported for a program that could not be started.
+inline constexpr int kStatusNotFound = 127;     // Not found (or no such working directory).
+inline constexpr int kStatusCannotExec = 126;   // Found, but could not be executed.
+inline constexpr int kStatusSetupFailed = 125;  // The agent could not set it up (fork, pipe, pty).
 
 // Starts `req` (already checked by the protocol). The program leads a new session (so its
 // process group is its pid); in pty mode the pty is its controlling terminal, of req.rows x
 // req.cols when those are not 0. Every signal disposition is reset and the signal mask cleared;
 // fds other than 0-2 are not inherited. Blocks only until the program has called exec (or
-// failed to; the failed child is reaped here).
-SpawnResult spawn(const ExecRequest& req, Child* out);
+// failed to; the failed child is reaped here). On failure the Error is one sentence and
+// *failure_status one of the kStatus values above.
+Result<Child> spawn(const ExecRequest& req, int* failure_status);
+
+// The protocol's code for a failure_status: kResource for kStatusSetupFailed, else kExecFailed.
+inline ErrorCode spawn_error_code(int failure_status) {
+  return failure_status == kStatusSetupFailed ? ErrorCode::kResource : ErrorCode::kExecFailed;
+}
 
 }  // namespace moss::agent

@@ -97,14 +97,9 @@ class Line {
   size_t n_ = 0;
 };
 
-std::string_view err_str(int err) { return strerror(err); }
-
+// "warning: cannot WHAT ARG: <errno text>".
 void warn_errno(std::string_view what, std::string_view arg, int err) {
-  Line l;
-  l << "warning: " << what;
-  if (!arg.empty()) l << " " << arg;
-  l << ": " << err_str(err);
-  l.emit();
+  (Line() << "warning: " << moss::sys_message(what, arg, err)).emit();
 }
 
 // ------------------------------------------------------------ file helpers --
@@ -166,7 +161,7 @@ void mount_filesystems() {
   };
   for (const MountSpec& m : kMounts) {
     if (mkdir(m.target, 0755) != 0 && errno != EEXIST)
-      warn_errno("mkdir", m.target, errno);
+      warn_errno("create the directory", m.target, errno);
     if (mount(m.source, m.target, m.type, m.flags, m.data) != 0 &&
         errno != EBUSY)
       warn_errno("mount", m.target, errno);
@@ -188,7 +183,7 @@ void loopback_up() {
   memcpy(ifr.ifr_name, "lo", 3);
   if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
     ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) warn_errno("ifup", "lo", errno);
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) warn_errno("bring up", "lo", errno);
   }
   close(s);
 }
@@ -238,11 +233,11 @@ void load_modules() {
     }
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-      warn_errno("module", path, errno);
+      warn_errno("load the module", path, errno);
       continue;
     }
     if (syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST)
-      warn_errno("module", path, errno);
+      warn_errno("load the module", path, errno);
     close(fd);
   }
 }
@@ -254,8 +249,9 @@ void load_modules() {
 // agent connection asks for SHUTDOWN.
 [[noreturn]] void serve(moss::agent::Server* server) {
   moss::agent::ChildSignals sig;
-  bool have_sig = sig.install() == 0;
-  if (!have_sig) warn_errno("sigaction", "SIGCHLD", errno);
+  auto installed = sig.install();
+  bool have_sig = installed.ok();
+  if (!have_sig) (Line() << "warning: " << installed.error().message).emit();
   std::vector<pollfd> fds;
   for (;;) {
     fds.clear();
@@ -264,7 +260,7 @@ void load_modules() {
     // Without the SIGCHLD pipe, look for ended children now and then.
     int r = poll(fds.data(), fds.size(), have_sig ? -1 : 200);
     if (r < 0 && errno != EINTR) {
-      warn_errno("poll", "", errno);
+      warn_errno("wait for", "events", errno);
       report_and_power_off(kStatusInitError);
     }
     if (r < 0) continue;
@@ -287,7 +283,7 @@ void load_modules() {
   if (ioperm(moss::guest::kExitPort, 4, 1) == 0) {
     outl(static_cast<unsigned>(status), moss::guest::kExitPort);
   } else {
-    warn_errno("ioperm", "", errno);
+    warn_errno("get access to", "the exit port (ioperm)", errno);
   }
 #endif
   // Still running: no exit port (e.g. plain QEMU). Power off instead.
@@ -308,15 +304,15 @@ int main() {
   mount_filesystems();
   ensure_console();
   reboot(RB_DISABLE_CAD);  // Ctrl-Alt-Del sends SIGINT to us (ignored)
-  if (sethostname("moss", 4) != 0) warn_errno("sethostname", "", errno);
+  if (sethostname("moss", 4) != 0) warn_errno("set", "the hostname", errno);
   loopback_up();
   load_modules();
   signal(SIGPIPE, SIG_IGN);  // The agent writes to sockets and pipes whose readers may go.
 
   // Listen before the marker: once "ready" is printed, the host can connect.
-  std::string agent_error;
-  moss::agent::Fd listen_fd = moss::agent::listen_vsock(moss::agent::kAgentPort, &agent_error);
-  if (!listen_fd.valid()) (Line() << "warning: agent: " << agent_error).emit();
+  auto listening_fd = moss::agent::listen_vsock(moss::agent::kAgentPort);
+  if (!listening_fd.ok()) (Line() << "warning: agent: " << listening_fd.error().message).emit();
+  moss::UniqueFd listen_fd = listening_fd.ok() ? std::move(listening_fd).value() : moss::UniqueFd();
 
   (Line() << "ready").emit(STDOUT_FILENO);
 
@@ -337,12 +333,12 @@ int main() {
   if (config.dial_port != 0 && listening) {
     // The host waits for this connection to run its program: a failure here would leave it
     // waiting, so end the VM instead (the host reports the status).
-    moss::agent::Fd conn = moss::agent::dial_vsock(VMADDR_CID_HOST, config.dial_port, &agent_error);
-    if (!conn.valid()) {
-      (Line() << "agent: " << agent_error).emit();
+    auto conn = moss::agent::dial_vsock(VMADDR_CID_HOST, config.dial_port);
+    if (!conn.ok()) {
+      (Line() << "agent: " << conn.error().message).emit();
       report_and_power_off(kStatusInitError);
     }
-    server.add_connection(std::move(conn));
+    server.add_connection(std::move(conn).value());
   }
   // Without the agent nothing could ever happen: stop.
   if (!listening) {

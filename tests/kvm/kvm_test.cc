@@ -263,8 +263,8 @@ KVM_TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   EXPECT_NE(st.out.find("\"role\": \"vcpu\", \"pid\": " + std::to_string(vcpu)), std::string::npos) << describe(st);
   EXPECT_NE(st.out.find("\"mem_bytes\": 67108864"), std::string::npos) << describe(st);
   // The disk worker answers over its control channel (ipc/worker.capnp).
-  EXPECT_NE(st.out.find("{\"worker\": \"blk worker for " + img + "\", \"read_requests\": 0"), std::string::npos)
-      << describe(st);
+  EXPECT_NE(st.out.find("\"worker\": \"blk worker for " + img + "\""), std::string::npos) << describe(st);
+  EXPECT_NE(st.out.find("\"read_requests\": 0"), std::string::npos) << describe(st);
   // The name is taken while it runs; a bad name is refused before anything starts.
   auto dup = run({moss(), "run", "--name", "spin-1", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"},
                  seconds(30), env);

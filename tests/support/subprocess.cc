@@ -34,8 +34,9 @@ Process::Process(const std::vector<std::string>& argv, const std::map<std::strin
   int o[2], e[2];
   if (pipe2(o, O_CLOEXEC) != 0 || pipe2(e, O_CLOEXEC) != 0) std::abort();
   start_ = std::chrono::steady_clock::now();
-  pid_ = fork();
-  if (pid_ == 0) {
+  pid_t pid = fork();
+  if (pid < 0) std::abort();
+  if (pid == 0) {
     setpgid(0, 0);
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
@@ -48,6 +49,8 @@ Process::Process(const std::vector<std::string>& argv, const std::map<std::strin
     execvp(args[0], args.data());  // PATH lookup for bare names (sh, qemu-storage-daemon).
     _exit(127);
   }
+  setpgid(pid, pid);  // Also here, so a kill of the group cannot come before the child's setpgid.
+  child_ = ChildProcess(pid, ChildProcess::Group::kGroup);
   close(o[1]);
   close(e[1]);
   out_fd_ = o[0];
@@ -55,11 +58,7 @@ Process::Process(const std::vector<std::string>& argv, const std::map<std::strin
 }
 
 Process::~Process() {
-  if (pid_ > 0) {
-    kill(-pid_, SIGKILL);
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
+  child_.reset();  // Kills the process group if still running, and reaps.
   if (out_fd_ >= 0) close(out_fd_);
   if (err_fd_ >= 0) close(err_fd_);
 }
@@ -92,19 +91,25 @@ Outcome Process::wait(std::chrono::seconds timeout) {
   Outcome r;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   int status = 0;
+  const pid_t group = child_.pid();
+  auto reap = [&] {
+    auto ended = child_.try_wait();
+    if (!ended.ok()) std::abort();  // Our own child: only a bug makes waitpid fail.
+    if (*ended) status = **ended;
+    return ended->has_value();
+  };
   for (;;) {
-    pid_t w = waitpid(pid_, &status, WNOHANG);
-    if (w == pid_) break;
+    if (reap()) break;
     if (std::chrono::steady_clock::now() > deadline) {
       // SIGTERM first, so that what hung can say what it was doing (moss prints the guest
       // console's last lines, maybe after a shell leading its group is gone); SIGKILL
       // whatever is left 15 s later.
       r.timed_out = true;
-      kill(-pid_, SIGTERM);
+      (void)child_.signal(SIGTERM);
       auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(15);
       bool reaped = false;
       while (std::chrono::steady_clock::now() < grace) {
-        if (!reaped) reaped = waitpid(pid_, &status, WNOHANG) == pid_;
+        if (!reaped) reaped = reap();
         if (reaped && out_fd_ < 0 && err_fd_ < 0) break;
         if (out_fd_ >= 0 || err_fd_ >= 0) {
           pump(50);
@@ -112,10 +117,11 @@ Outcome Process::wait(std::chrono::seconds timeout) {
           std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
       }
-      kill(-pid_, SIGKILL);
+      kill(-group, SIGKILL);  // What is left of the group, its leader reaped or not.
       if (!reaped) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
+        (void)child_.signal(SIGKILL);
+        auto st = child_.wait();
+        if (st.ok()) status = *st;
       }
       break;
     }
@@ -125,7 +131,6 @@ Outcome Process::wait(std::chrono::seconds timeout) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
-  pid_ = -1;
   while (out_fd_ >= 0 || err_fd_ >= 0) pump(200);  // Drain; the writers are gone.
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = out_;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "base/child.h"
+
 namespace moss::test {
 
 struct Outcome {
@@ -23,7 +25,7 @@ class Process {
  public:
   Process(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {});
   ~Process();  // Kills the process group if still running.
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_.pid(); }  // -1 once wait() has reaped it.
   // Waits until `needle` appears on stdout, or the timeout passes. Returns whether it did.
   bool wait_for_output(const std::string& needle, std::chrono::seconds timeout);
   Outcome wait(std::chrono::seconds timeout);
@@ -31,7 +33,7 @@ class Process {
 
  private:
   void pump(int timeout_ms);
-  pid_t pid_ = -1;
+  ChildProcess child_;
   int out_fd_ = -1, err_fd_ = -1;
   std::string out_, err_;
   std::chrono::steady_clock::time_point start_;
