@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -188,6 +189,7 @@ Result<ChunkStore> ChunkStore::open(const std::string& dir) {
     if (!::getcwd(cwd, sizeof cwd)) return make_error("cannot find the current directory: " + errno_text(errno), errno);
     abs = std::string(cwd) + "/" + dir;
   }
+  abs = std::filesystem::path(abs).lexically_normal().string();
   while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
   auto made = mkdir_parents_0700(abs);
   if (!made) return make_error("cannot create the chunk store " + abs + ": " + made.error().message, made.error().err);
