@@ -345,8 +345,8 @@ struct ChunkBatch::State {
   bool committed = false;
 };
 
-ChunkBatch::ChunkBatch(ChunkStore& store, int zstd_level)
-    : store_(store), level_(zstd_level), s_(std::make_unique<State>()) {}
+ChunkBatch::ChunkBatch(ChunkStore& store, int zstd_level, SyncMode sync)
+    : store_(store), level_(zstd_level), sync_(sync), s_(std::make_unique<State>()) {}
 
 ChunkBatch::~ChunkBatch() {
   if (s_->committed) return;
@@ -388,7 +388,7 @@ Result<std::vector<ChunkRef>> ChunkBatch::add(std::span<const uint8_t> bytes, ui
       size_t c = ZSTD_compress2(cctx, out.data(), out.size(), chunk.data(), chunk.size());
       MOSS_ASSERT(!ZSTD_isError(c));  // The output buffer is compressBound: only our bug fails.
       std::string tmp = temp_name(tmpdir, id.hex());
-      auto w = write_new_file(store_, tmp, {out.data(), c}, false);
+      auto w = write_new_file(store_, tmp, {out.data(), c}, sync_ == SyncMode::kFsyncEach);
       std::lock_guard<std::mutex> g(s_->mu);
       if (!w) {
         if (!failed.exchange(true)) first_error = std::move(w).take_error();
@@ -414,7 +414,7 @@ Result<void> ChunkBatch::add_compressed(const ChunkId& id, size_t size, std::spa
   MOSS_CHECK(decompress_chunk(id, size, compressed, owner));
   if (!s_->in_batch.insert(id).second || store_.has(id)) return {};
   std::string tmp = temp_name(store_.dir() + "/tmp", id.hex());
-  MOSS_CHECK(write_new_file(store_, tmp, compressed, false));
+  MOSS_CHECK(write_new_file(store_, tmp, compressed, sync_ == SyncMode::kFsyncEach));
   s_->pending.push_back({tmp, store_.chunk_path(id)});
   ++s_->chunks;
   s_->bytes += compressed.size();
@@ -423,7 +423,7 @@ Result<void> ChunkBatch::add_compressed(const ChunkId& id, size_t size, std::spa
 
 Result<void> ChunkBatch::commit() {
   MOSS_ASSERT(!s_->committed);
-  if (!s_->pending.empty()) {
+  if (!s_->pending.empty() && sync_ == SyncMode::kSyncfs) {
     // One syncfs for the whole batch instead of an fsync per chunk.
     int fd = ::open((store_.dir() + "/tmp").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return io_error(store_, "open " + store_.dir() + "/tmp", errno);

@@ -11,8 +11,9 @@
 //                       gc never deletes the chunks of a spore being written; kill -9 of a
 //                       writer releases its flock and gc then removes what it left.
 //
-// Crash safety: a chunk is written to tmp/, the whole batch is flushed with one syncfs(2) (as
-// OSTree does), then each is renamed into place and each touched directory is fsynced once.
+// Crash safety: a chunk is written to tmp/ and made durable (by default the whole batch with
+// one syncfs(2), as OSTree does; or an fsync per file), then each is renamed into place and
+// each touched directory is fsynced once.
 // A chunk file is therefore complete or absent; reads still verify size and hash.
 #pragma once
 
@@ -115,9 +116,15 @@ class ChunkStore {
 // chunks, compresses and writes the rest under tmp/; commit() makes them durable and renames
 // them into place. Destroying an uncommitted batch removes its temp files. The caller holds
 // the store's shared lock from before the first add() until its root is written.
+// How a batch makes its chunks durable before renaming them into place.
+enum class SyncMode {
+  kSyncfs,     // One syncfs(2) of the store's filesystem for the whole batch (OSTree's way).
+  kFsyncEach,  // fsync(2) each chunk file as it is written, on the compressing threads.
+};
+
 class ChunkBatch {
  public:
-  explicit ChunkBatch(ChunkStore& store, int zstd_level = kZstdLevel);
+  explicit ChunkBatch(ChunkStore& store, int zstd_level = kZstdLevel, SyncMode sync = SyncMode::kSyncfs);
   ~ChunkBatch();
   ChunkBatch(const ChunkBatch&) = delete;
   ChunkBatch& operator=(const ChunkBatch&) = delete;
@@ -139,6 +146,7 @@ class ChunkBatch {
   struct State;
   ChunkStore& store_;
   int level_;
+  SyncMode sync_;
   std::unique_ptr<State> s_;
 };
 

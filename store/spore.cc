@@ -117,7 +117,7 @@ Result<SporeWritten> write_spore(ChunkStore& store, const std::string& path_in, 
   MOSS_TRY(std::string path, absolute_path(path_in));
   MOSS_CHECK(check_absent(path));
   MOSS_TRY(StoreLock lock, store.lock_shared());
-  ChunkBatch batch(store, options.zstd_level);
+  ChunkBatch batch(store, options.zstd_level, options.sync);
   auto root = message.getRoot<spore::Manifest>();
   root.setFormatVersion(spore::SPORE_FORMAT_VERSION);
   auto memory = root.initMemory();

@@ -45,6 +45,7 @@ struct WriteOptions {
   uint32_t chunk_bytes = kChunkBytes;
   int zstd_level = kZstdLevel;
   unsigned threads = 2;
+  SyncMode sync = SyncMode::kSyncfs;
   // Called between steps, for tests that kill a writer mid-write ("chunks", "root").
   std::function<void(const char* step)> after_step;
 };
