@@ -443,8 +443,17 @@ Result<void> ChunkBatch::commit() {
     // Renamed: no longer ours to remove if a later step fails (gc collects it if unreferenced).
     s_->pending[i].tmp.clear();
   }
-  for (const auto& shard : shards) MOSS_CHECK(fsync_dir(shard));
-  if (new_shard) MOSS_CHECK(fsync_dir(store_.dir() + "/chunks"));
+  if (sync_ == SyncMode::kSyncfs) {
+    // The renames (and new shard directories) durable with a second syncfs: two journal
+    // commits per batch, where an fsync of each touched shard costs one each (up to 256).
+    int fd = ::open((store_.dir() + "/chunks").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return io_error(store_, "open " + store_.dir() + "/chunks", errno);
+    UniqueFd chunks(fd);
+    if (::syncfs(chunks.get()) != 0) return io_error(store_, "sync the chunk store " + store_.dir(), errno);
+  } else {
+    for (const auto& shard : shards) MOSS_CHECK(fsync_dir(shard));
+    if (new_shard) MOSS_CHECK(fsync_dir(store_.dir() + "/chunks"));
+  }
   s_->committed = true;
   return {};
 }

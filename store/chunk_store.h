@@ -11,9 +11,10 @@
 //                       gc never deletes the chunks of a spore being written; kill -9 of a
 //                       writer releases its flock and gc then removes what it left.
 //
-// Crash safety: a chunk is written to tmp/ and made durable (by default the whole batch with
-// one syncfs(2), as OSTree does; or an fsync per file), then each is renamed into place and
-// each touched directory is fsynced once.
+// Crash safety: a chunk is written to tmp/ and made durable, then renamed into place, and the
+// renames made durable: by default with one syncfs(2) before the renames and one after (as
+// OSTree does), or with an fsync per file and per touched directory (bench/store measures
+// both).
 // A chunk file is therefore complete or absent; reads still verify size and hash.
 #pragma once
 
@@ -118,8 +119,9 @@ class ChunkStore {
 // the store's shared lock from before the first add() until its root is written.
 // How a batch makes its chunks durable before renaming them into place.
 enum class SyncMode {
-  kSyncfs,     // One syncfs(2) of the store's filesystem for the whole batch (OSTree's way).
-  kFsyncEach,  // fsync(2) each chunk file as it is written, on the compressing threads.
+  kSyncfs,     // syncfs(2) of the store's filesystem before the renames and after them.
+  kFsyncEach,  // fsync(2) each chunk file as it is written (on the compressing threads), then
+               // each touched shard directory after the renames.
 };
 
 class ChunkBatch {

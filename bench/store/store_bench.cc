@@ -393,8 +393,9 @@ int main(int argc, char** argv) {
   std::fprintf(out, "| zstd CLI -T1 over the whole image (peer) | 1 | %.0f | - | - | - | - |\n", bytes / z1 / 1e6);
   std::fprintf(out, "| zstd CLI -T1 over the whole image (peer) | 3 | %.0f | - | - | - | - |\n", bytes / z3 / 1e6);
   std::fprintf(out, "\n## The store's whole write and read path\n\n");
-  std::fprintf(out, "write_spore into a fresh store in %s (%s): chunk files under tmp/, one syncfs, renames, one "
-                    "fsync per touched shard directory, the root, the manifest; then read_spore + load_ram (every "
+  std::fprintf(out, "write_spore into a fresh store in %s (%s): chunk files under tmp/; made durable with one "
+                    "syncfs before the renames and one after, or an fsync of each file and each touched shard "
+                    "directory; the root, the manifest; then read_spore + load_ram (every "
                     "chunk read, decompressed and verified), page cache warm. zstd -1, best of 2.\n\n",
                store_dir.c_str(), fs_type.c_str());
   std::fprintf(out, "| chunk | compression threads | durability | write MB/s | read MB/s | chunk files | stored MiB |\n");
