@@ -363,7 +363,6 @@ Result<std::vector<ChunkRef>> ChunkBatch::add(std::span<const uint8_t> bytes, ui
   std::vector<ChunkRef> refs(n);
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
-  std::mutex err_mu;
   Error first_error;
   const std::string tmpdir = store_.dir() + "/tmp";
   auto work = [&] {

@@ -82,24 +82,9 @@ std::vector<uint8_t> encode_message(capnp::MessageBuilder& message) {
   return {bytes.begin(), bytes.end()};
 }
 
-Result<std::unique_ptr<Manifest>> decode_manifest(std::span<const uint8_t> bytes) {
-  MOSS_CHECK(check_header(bytes));
-  auto m = std::make_unique<Manifest>();
-  m->words_.resize(bytes.size() / sizeof(capnp::word));
-  std::memcpy(m->words_.data(), bytes.data(), bytes.size());
-  std::string why;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = m->words_.size() * 4 + 1024;
-    options.nestingLimit = 16;
-    m->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(
-        kj::ArrayPtr<const capnp::word>(m->words_.data(), m->words_.size()), options);
-    m->root_ = m->reader_->getRoot<spore::Manifest>();
-    touch(capnp::toDynamic(m->root_));
-  })) {
-    return make_error(std::string("the manifest is malformed: ") + e->getDescription().cStr());
-  }
-  auto root = m->root_;
+// The checks beyond the message's own structure; fills the map of `m`.
+Result<void> check_and_copy(spore::Manifest::Reader root, Manifest& mm) {
+  Manifest* m = &mm;
   if (root.getFormatVersion() != spore::SPORE_FORMAT_VERSION) {
     return make_error("the manifest has format version " + std::to_string(root.getFormatVersion()) +
                       ", which this moss does not know (it reads version " +
@@ -157,7 +142,39 @@ Result<std::unique_ptr<Manifest>> decode_manifest(std::span<const uint8_t> bytes
     return make_error("the manifest's memory map covers " + std::to_string(covered) + " bytes of the machine's " +
                       std::to_string(ram_total) + " bytes of RAM, and it has no parent to take the rest from");
   }
+  return {};
+}
+
+Result<std::unique_ptr<Manifest>> decode_manifest(std::span<const uint8_t> bytes) {
+  MOSS_CHECK(check_header(bytes));
+  auto m = std::make_unique<Manifest>();
+  m->words_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(m->words_.begin(), bytes.data(), bytes.size());
+  // Cap'n Proto checks pointers lazily and charges every read to the reader's traversal
+  // budget, which bounds the work a crafted message (many pointers to one list) can cause.
+  // The check reads every field once (touch) and copies the memory map, all inside one
+  // exception boundary, on a reader of its own; the view then gets a fresh reader with four
+  // times that budget, so that its users (restore, inspect) can read every field again and
+  // nothing they read can throw.
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords = m->words_.size() * 4 + 1024;
+  options.nestingLimit = 16;
+  kj::ArrayPtr<const capnp::word> words(m->words_.begin(), m->words_.size());
+  Result<void> checked;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    capnp::FlatArrayMessageReader reader(words, options);
+    auto root = reader.getRoot<spore::Manifest>();
+    touch(capnp::toDynamic(root));
+    checked = check_and_copy(root, *m);
+  })) {
+    return make_error(std::string("the manifest is malformed: ") + e->getDescription().cStr());
+  }
+  if (!checked) return std::move(checked).take_error();
+  options.traversalLimitInWords *= 4;
+  m->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
+  m->root_ = m->reader_->getRoot<spore::Manifest>();
   return m;
 }
+
 
 }  // namespace moss::store

@@ -38,7 +38,8 @@ class Manifest {
 
  private:
   friend Result<std::unique_ptr<Manifest>> decode_manifest(std::span<const uint8_t> bytes);
-  std::vector<capnp::word> words_;
+  friend Result<void> check_and_copy(spore::Manifest::Reader root, Manifest& m);
+  kj::Array<capnp::word> words_;
   std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
   spore::Manifest::Reader root_;
   uint32_t chunk_bytes_ = 0;
