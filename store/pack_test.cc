@@ -285,14 +285,23 @@ TEST_F(PackTest, RecordsOutOfPlaceAreRefused) {
   }
 }
 
-// MOSS_WRITE_CORPUS=DIR writes the seeds of fuzz/corpus/fuzz_spore_pack/ (with the cases of
-// RecordsOutOfPlaceAreRefused, run with the same variable).
-TEST_F(PackTest, SeedCorpus) {
-  const char* dir = std::getenv("MOSS_WRITE_CORPUS");
-  if (!dir) GTEST_SKIP() << "set MOSS_WRITE_CORPUS=DIR to write the seed corpus";
+// Every malformed case has a seed of that name in fuzz/corpus/fuzz_spore_pack/ (the bytes
+// hold zstd frames, so they may differ with another zstd); MOSS_WRITE_CORPUS=DIR writes them,
+// with those of RecordsOutOfPlaceAreRefused.
+TEST_F(PackTest, EveryMalformedCaseIsASeed) {
+  const fs::path seeds = fs::path(MOSS_SOURCE_DIR) / "fuzz" / "corpus" / "fuzz_spore_pack";
   auto good = pack_bytes();
-  spit(fs::path(dir) / "good", good);
-  for (const auto& c : malformed_cases(good)) spit(fs::path(dir) / c.name, c.bytes);
+  const char* dir = std::getenv("MOSS_WRITE_CORPUS");
+  if (dir) spit(fs::path(dir) / "good", good);
+  for (const auto& c : malformed_cases(good)) {
+    if (dir) spit(fs::path(dir) / c.name, c.bytes);
+    EXPECT_TRUE(fs::exists(seeds / c.name)) << "no seed " << (seeds / c.name);
+  }
+  for (const char* name : {"chunk_before_manifest", "end_before_manifest", "second_manifest", "chunk_twice",
+                           "end_miscounts", "chunk_not_in_manifest", "chunk_wrong_size", "chunk_record_too_short",
+                           "chunk_missing", "manifest_truncated"}) {
+    EXPECT_TRUE(fs::exists(seeds / name)) << "no seed " << (seeds / name);
+  }
 }
 
 }  // namespace
