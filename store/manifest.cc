@@ -167,7 +167,11 @@ Result<std::unique_ptr<Manifest>> decode_manifest(std::span<const uint8_t> bytes
     touch(capnp::toDynamic(root));
     checked = check_and_copy(root, *m);
   })) {
-    return make_error(std::string("the manifest is malformed: ") + e->getDescription().cStr());
+    // One sentence: Cap'n Proto's description may span lines.
+    std::string why = e->getDescription().cStr();
+    for (char& ch : why)
+      if (ch == '\n' || ch == '\r') ch = ' ';
+    return make_error("the manifest is malformed: " + why);
   }
   if (!checked) return std::move(checked).take_error();
   options.traversalLimitInWords *= 4;
