@@ -61,14 +61,17 @@ Result<void> fsync_dir(const std::string& path) {
   return {};
 }
 
-std::vector<std::string> list_dir(const std::string& path) {
+Result<std::vector<std::string>> list_dir(const std::string& path) {
   std::vector<std::string> names;
   DIR* d = ::opendir(path.c_str());
-  if (!d) return names;
+  if (!d) return make_error("cannot list " + path + ": " + errno_text(errno), errno);
+  errno = 0;
   while (dirent* e = ::readdir(d)) {
     if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
   }
+  int e = errno;
   ::closedir(d);
+  if (e) return make_error("cannot list " + path + ": " + errno_text(e), e);
   return names;
 }
 
@@ -278,42 +281,57 @@ Result<void> ChunkStore::remove_root(const std::string& spore_path) {
 Result<GcStats> ChunkStore::gc(const ManifestChunks& chunks_of_manifest) {
   MOSS_TRY(StoreLock lock, lock_exclusive());
   GcStats stats;
-  // With the exclusive lock no writer is running: everything in tmp/ was left by one that died.
-  for (const auto& name : list_dir(dir_ + "/tmp")) {
-    if (::unlink((dir_ + "/tmp/" + name).c_str()) == 0) ++stats.temp_files_deleted;
-  }
+  // A root is dropped only when its spore is gone or its manifest changed. Anything else that
+  // keeps gc from knowing a spore's chunks (an unreadable root or manifest, a manifest this
+  // moss cannot decode, e.g. a newer version) stops it before it deletes anything.
   std::set<ChunkId> live;
-  for (const auto& name : list_dir(dir_ + "/roots")) {
+  std::vector<std::string> drop;
+  MOSS_TRY(auto roots, list_dir(dir_ + "/roots"));
+  for (const auto& name : roots) {
     std::string path = dir_ + "/roots/" + name;
+    auto stop = [&](const std::string& why) {
+      return make_error("gc deleted nothing: " + why + "; fix or remove " + path);
+    };
     int err;
     auto text = read_whole(path, 1 << 16, &err);
-    bool keep = false;
-    if (text) {
-      std::string s(text->begin(), text->end());
-      size_t nl = s.find('\n');
-      if (nl != std::string::npos && s.size() == nl + 34 && s.back() == '\n') {
-        std::string spore = s.substr(0, nl);
-        auto want = ChunkId::parse(s.substr(nl + 1, 32));
-        auto manifest = read_whole(spore + "/manifest", 1ull << 30, &err);
-        if (want && manifest && ChunkId::of(*manifest) == *want) {
-          auto chunks = chunks_of_manifest(*manifest);
-          if (chunks) {
-            live.insert(chunks->begin(), chunks->end());
-            keep = true;
-          }
-        }
-      }
+    if (!text) return stop("cannot read the root " + text.error().message);
+    std::string s(text->begin(), text->end());
+    size_t nl = s.find('\n');
+    if (nl == std::string::npos || nl == 0 || s.size() != nl + 34 || s.back() != '\n') {
+      return stop("the root " + path + " is malformed");
     }
-    if (keep) {
-      ++stats.roots_kept;
-    } else if (::unlink(path.c_str()) == 0) {
-      ++stats.roots_dropped;
+    std::string spore = s.substr(0, nl);
+    auto want = ChunkId::parse(s.substr(nl + 1, 32));
+    if (!want) return stop("the root " + path + " is malformed");
+    auto manifest = read_whole(spore + "/manifest", 1ull << 30, &err);
+    if (!manifest && (err == ENOENT || err == ENOTDIR)) {
+      drop.push_back(path);  // The spore is gone.
+      continue;
     }
+    if (!manifest) return stop("cannot read the spore " + spore + " (" + manifest.error().message + ")");
+    if (!(ChunkId::of(*manifest) == *want)) {
+      drop.push_back(path);  // Replaced or changed: not the spore this root kept.
+      continue;
+    }
+    auto chunks = chunks_of_manifest(*manifest);
+    if (!chunks) return stop("cannot read the spore " + spore + " (" + chunks.error().message + ")");
+    live.insert(chunks->begin(), chunks->end());
+    ++stats.roots_kept;
   }
-  for (const auto& shard : list_dir(dir_ + "/chunks")) {
+  for (const auto& path : drop) {
+    if (::unlink(path.c_str()) == 0) ++stats.roots_dropped;
+  }
+  // With the exclusive lock no writer is running: everything in tmp/ was left by one that died.
+  MOSS_TRY(auto temps, list_dir(dir_ + "/tmp"));
+  for (const auto& name : temps) {
+    if (::unlink((dir_ + "/tmp/" + name).c_str()) == 0) ++stats.temp_files_deleted;
+  }
+  MOSS_TRY(auto shards, list_dir(dir_ + "/chunks"));
+  for (const auto& shard : shards) {
     std::string sdir = dir_ + "/chunks/" + shard;
     bool deleted = false;
-    for (const auto& name : list_dir(sdir)) {
+    MOSS_TRY(auto names, list_dir(sdir));
+    for (const auto& name : names) {
       auto id = ChunkId::parse(name);
       if (id && live.count(*id)) {
         ++stats.chunks_kept;

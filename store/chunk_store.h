@@ -103,8 +103,9 @@ class ChunkStore {
   Result<void> remove_root(const std::string& spore_path);
 
   // Takes the exclusive lock itself. `chunks_of_manifest` lists the chunks a manifest's bytes
-  // name, or fails when they are not a manifest (store/spore.h provides it); roots whose
-  // manifest is gone, changed or undecodable are dropped.
+  // name, or fails when they are not a manifest (store/spore.h provides it). Roots whose spore
+  // is gone or whose manifest changed are dropped; a root or manifest gc cannot read or
+  // decode (e.g. a newer format) makes it fail before it deletes anything.
   using ManifestChunks = std::function<Result<std::vector<ChunkId>>(std::span<const uint8_t> manifest)>;
   Result<GcStats> gc(const ManifestChunks& chunks_of_manifest);
 

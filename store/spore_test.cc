@@ -167,6 +167,41 @@ TEST_F(SporeTest, GcKeepsLiveSporesAndDropsRemovedAndChangedOnes) {
   EXPECT_EQ(load("a.spore"), ram_);
 }
 
+TEST_F(SporeTest, GcThatCannotReadASporeDeletesNothing) {
+  ASSERT_TRUE(write("a.spore", ram_).ok());
+  ASSERT_TRUE(write("b.spore", testing::fake_ram(ram_.size(), 2)).ok());
+  fs::remove_all(dir_ / "b.spore");  // Would be dropped, its chunks deleted...
+  size_t before = files_under("chunks");
+  // ...but a.spore's manifest cannot be read (here: it is a directory), so gc stops.
+  fs::rename(dir_ / "a.spore" / "manifest", dir_ / "a.manifest");
+  fs::create_directory(dir_ / "a.spore" / "manifest");
+  auto stats = store_->gc(chunks_of_manifest);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_EQ(stats.error().message.rfind("gc deleted nothing: cannot read the spore " + (dir_ / "a.spore").string(), 0), 0u)
+      << stats.error().message;
+  EXPECT_EQ(files_under("chunks"), before);
+  EXPECT_EQ(files_under("roots"), 2u);
+  // A manifest of a newer format: the same.
+  fs::remove(dir_ / "a.spore" / "manifest");
+  fs::rename(dir_ / "a.manifest", dir_ / "a.spore" / "manifest");
+  auto bytes = std::vector<uint8_t>(std::istreambuf_iterator<char>(std::ifstream(dir_ / "a.spore" / "manifest", std::ios::binary).rdbuf()), {});
+  auto newer = decode_manifest(bytes);
+  ASSERT_TRUE(newer.ok());
+  capnp::MallocMessageBuilder message;
+  message.setRoot((*newer)->root());
+  message.getRoot<spore::Manifest>().setFormatVersion(spore::SPORE_FORMAT_VERSION + 1);
+  auto newer_bytes = encode_message(message);
+  ASSERT_TRUE(store_->add_root((dir_ / "a.spore").string(), ChunkId::of(newer_bytes)).ok());
+  fs::permissions(dir_ / "a.spore" / "manifest", fs::perms::owner_all);
+  std::ofstream(dir_ / "a.spore" / "manifest", std::ios::binary | std::ios::trunc)
+      .write((const char*)newer_bytes.data(), newer_bytes.size());
+  stats = store_->gc(chunks_of_manifest);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("format version 2, which this moss does not know"), std::string::npos)
+      << stats.error().message;
+  EXPECT_EQ(files_under("chunks"), before);
+}
+
 TEST_F(SporeTest, GcDuringAWriteWaitsAndDeletesNoneOfItsChunks) {
   std::atomic<bool> gc_done{false};
   std::thread gc_thread;
