@@ -59,6 +59,7 @@ std::string usage() {
   return std::string(kRunSynopsis) +
          "       moss ls | moss stats NAME | moss stop NAME | moss pause NAME | moss resume NAME\n"
          "       moss device blk|vsock ARGS... (moss device KIND --help)\n"
+         "       moss inspect SPORE | moss pack SPORE -o FILE | moss unpack FILE -o DIR | moss store gc\n"
          "       moss --help | --version | moss VERB --help\n"
          "\n" +
          kRunText +
@@ -67,6 +68,7 @@ std::string usage() {
 }
 
 std::string usage(const std::string& topic) {
+  if (std::string u = spore_usage(topic); !u.empty()) return u;
   if (topic == "run") return std::string(kRunSynopsis) + "\n" + kRunText;
   if (topic == "ls") {
     return "usage: moss ls\n\nLists your named VMs that are running (moss run --name NAME): name, state, uptime,\n"
@@ -273,8 +275,10 @@ Result<Command> parse(const std::vector<std::string>& args) {
     if (args.size() == 2) {
       c.help_topic = args[1] == "list" ? "ls" : args[1];
       static const char* const kTopics[] = {"run", "ls", "stats", "stop", "pause", "resume", "device"};
-      if (std::find(std::begin(kTopics), std::end(kTopics), c.help_topic) == std::end(kTopics)) {
-        return make_error("moss help knows no verb '" + args[1] + "' (this version has: run, ls, stats, stop, pause, resume, device)");
+      if (std::find(std::begin(kTopics), std::end(kTopics), c.help_topic) == std::end(kTopics) &&
+          !is_spore_verb(c.help_topic)) {
+        return make_error("moss help knows no verb '" + args[1] +
+                          "' (this version has: run, ls, stats, stop, pause, resume, device, inspect, pack, unpack, store)");
       }
     }
     return c;
@@ -332,7 +336,9 @@ Result<Command> parse(const std::vector<std::string>& args) {
     c.device_args.assign(args.begin() + 2, args.end());
     return c;
   }
-  return make_error("unknown command '" + args[0] + "' (this version has: run, ls, stats, stop, pause, resume, device; see moss --help)");
+  if (is_spore_verb(args[0])) return parse_spore_command(args);
+  return make_error("unknown command '" + args[0] +
+                    "' (this version has: run, ls, stats, stop, pause, resume, device, inspect, pack, unpack, store; see moss --help)");
 }
 
 }  // namespace moss::cli

@@ -50,7 +50,8 @@ struct RunOptions {
 };
 
 struct Command {
-  enum class Verb { kRun, kDevice, kList, kStats, kStop, kPause, kResume, kHelp, kVersion };
+  enum class Verb { kRun, kDevice, kList, kStats, kStop, kPause, kResume, kHelp, kVersion,
+                    kStoreGc, kPack, kUnpack, kInspect };
   Verb verb = Verb::kHelp;
   RunOptions run;
   // moss device KIND ARGS...: run a device worker standalone (its own program parses ARGS).
@@ -60,9 +61,18 @@ struct Command {
   // kHelp: whose usage to print ("" for moss's own; "run", "ls", "stats", "stop", "pause",
   // "resume", "device"), from `moss VERB --help` (or -h) and `moss help VERB`.
   std::string help_topic;
+  // moss store gc | pack SPORE -o FILE | unpack FILE -o DIR | inspect SPORE (spore_cli.cc).
+  std::string spore_input;   // SPORE (pack, inspect) or FILE (unpack).
+  std::string spore_output;  // -o
+  std::string store_dir;     // --store DIR; empty: the default store.
 };
 
 Result<Command> parse(const std::vector<std::string>& args);
+// The spore verbs (broker/spore_cli.cc): whether args[0] is one, their parser, their usage
+// ("" for a topic that is not theirs).
+bool is_spore_verb(const std::string& verb);
+Result<Command> parse_spore_command(const std::vector<std::string>& args);
+std::string spore_usage(const std::string& topic);
 // "512M", "2G", "1024" (MiB, like QEMU's -m), "65536K".
 Result<uint64_t> parse_size(const std::string& text);
 // "PATH" or "PATH,ro" (--disk).

@@ -175,7 +175,8 @@ TEST(Parse, EveryVerbsHelpIsThatVerbsUsage) {
   // A worker's --help is the worker's.
   EXPECT_EQ(parse({"device", "blk", "--help"})->verb, Command::Verb::kDevice);
   EXPECT_EQ(parse({"help", "tape"}).error().message,
-            "moss help knows no verb 'tape' (this version has: run, ls, stats, stop, pause, resume, device)");
+            "moss help knows no verb 'tape' (this version has: run, ls, stats, stop, pause, resume, device, inspect, pack, "
+            "unpack, store)");
   EXPECT_EQ(usage(""), usage());
 }
 

@@ -6,6 +6,7 @@
 #include "base/log.h"
 #include "broker/cli.h"
 #include "broker/run.h"
+#include "broker/spore_commands.h"
 
 #ifndef MOSS_VERSION
 #define MOSS_VERSION "0.1.0"
@@ -36,6 +37,11 @@ int main(int argc, char** argv) {
     case moss::cli::Command::Verb::kPause:
     case moss::cli::Command::Verb::kResume:
       return moss::control_command(*cmd);
+    case moss::cli::Command::Verb::kStoreGc:
+    case moss::cli::Command::Verb::kPack:
+    case moss::cli::Command::Verb::kUnpack:
+    case moss::cli::Command::Verb::kInspect:
+      return moss::spore_command(*cmd);
   }
   return moss::kExitUsage;
 }
