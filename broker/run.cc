@@ -395,6 +395,7 @@ bool Session::handle_packet(ipc::Packet& packet) {
         answer_waiting(make_error(msg.getRefused().cStr()));
         break;
       case ipc::VcpuToBroker::CPU_STATE:
+      case ipc::VcpuToBroker::MACHINE_STATE:
       case ipc::VcpuToBroker::RESTORED:
         protocol_error_ = "the vcpu process sent CPU state nobody asked for";
         ok = false;

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -423,7 +424,11 @@ KVM_TEST(VcpuControl, RestoredCpuStateTakesTheGuestBackToWhereItWasSaved) {
   ASSERT_TRUE(d.wait_console(later, seconds(60))) << d.console();
   ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
   // A state of the wrong shape is refused and changes nothing.
-  auto bad = d.call([](auto m) { m.initRestoreCpuState(1)[0].setRegs(kj::heapArray<capnp::byte>(3)); });
+  auto bad = d.call([](auto m) {
+    auto c = m.initRestoreCpuState(1)[0];
+    c.setVersion(ipc::CPU_STATE_VERSION);
+    c.setRegs(kj::heapArray<capnp::byte>(3));
+  });
   ASSERT_TRUE(bad && bad->root<ipc::VcpuToBroker>().isRefused());
   EXPECT_NE(std::string(bad->root<ipc::VcpuToBroker>().getRefused().cStr()).find("the saved general registers is 3 bytes"),
             std::string::npos);
@@ -437,6 +442,89 @@ KVM_TEST(VcpuControl, RestoredCpuStateTakesTheGuestBackToWhereItWasSaved) {
   char again[64];
   std::snprintf(again, sizeof again, "tick %016zx\n", saved_ticks + 2);
   EXPECT_TRUE(d.wait_console(again, seconds(60), mark)) << d.console().substr(mark);
+  auto stop = d.call([](auto m) { m.setStop(); });
+  ASSERT_TRUE(stop && stop->root<ipc::VcpuToBroker>().isExited());
+}
+
+// The guest's kvmclock in a saved VmState (struct kvm_clock_data's first field).
+uint64_t saved_kvmclock_ns(ipc::MachineState::Reader m) {
+  uint64_t ns = 0;
+  auto clock = m.getVm().getClock();
+  EXPECT_GE(clock.size(), sizeof ns);
+  if (clock.size() >= sizeof ns) std::memcpy(&ns, clock.begin(), sizeof ns);
+  return ns;
+}
+
+KVM_TEST(VcpuControl, SavedMachineStateContinuesInAFreshVcpuProcess) {
+  require_kvm();
+  std::unique_ptr<ipc::Packet> saved;
+  size_t saved_ticks = 0;
+  std::chrono::steady_clock::time_point saved_at;
+  {
+    VcpuDriver d(guest("counter"));
+    ASSERT_TRUE(d.wait_console("tick 0000000000000005\n", seconds(60))) << d.console();
+    // Old enough that a fresh VM's own clock is well behind this one's (checked below).
+    std::this_thread::sleep_for(seconds(2));
+    ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+    saved = d.call([](auto m) { m.setSaveMachineState(); });
+    saved_at = std::chrono::steady_clock::now();
+    ASSERT_TRUE(saved);
+    auto msg = saved->root<ipc::VcpuToBroker>();
+    ASSERT_TRUE(msg.isMachineState()) << (msg.isRefused() ? msg.getRefused().cStr() : "");
+    d.next_reply(seconds(1));  // Let the console catch up.
+    saved_ticks = std::count(d.console().begin(), d.console().end(), '\n');
+  }  // SIGKILL: that VM is gone.
+  auto state = saved->root<ipc::VcpuToBroker>().getMachineState();
+  ASSERT_EQ(state.getCpus().size(), 1u);
+  EXPECT_GT(state.getCpus()[0].getMsrs().size(), 0u);
+  EXPECT_GT(state.getCpus()[0].getCpuid().size(), 0u);
+  EXPECT_GT(state.getCpus()[0].getTscKhz(), 0u);
+  EXPECT_GE(state.getCpus()[0].getXsave().size(), 4096u);
+  EXPECT_GT(state.getUart().size(), 0u);
+  const uint64_t clock_at_save = saved_kvmclock_ns(state);
+
+  VcpuDriver d(guest("counter"));
+  ASSERT_TRUE(d.wait_console("tick 0000000000000001\n", seconds(60))) << d.console();
+  ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+  // A state from another CPU model is refused with one sentence, before anything changes.
+  auto bad = d.call([&](auto m) {
+    auto r = m.initRestoreMachineState();
+    r.setState(state);
+    auto cpu = r.getState().getCpus()[0];
+    auto cpuid = kj::heapArray<capnp::byte>(cpu.getCpuid());
+    cpuid[12] ^= 1;  // Leaf 0's EAX: the highest basic leaf.
+    cpu.setCpuid(cpuid);
+  });
+  ASSERT_TRUE(bad && bad->root<ipc::VcpuToBroker>().isRefused());
+  EXPECT_NE(std::string(bad->root<ipc::VcpuToBroker>().getRefused().cStr()).find("the saved CPUID differs"), std::string::npos)
+      << bad->root<ipc::VcpuToBroker>().getRefused().cStr();
+  auto restore_at = std::chrono::steady_clock::now();
+  auto restored = d.call([&](auto m) { m.initRestoreMachineState().setState(state); });
+  ASSERT_TRUE(restored);
+  auto r = restored->root<ipc::VcpuToBroker>();
+  ASSERT_TRUE(r.isRestored()) << (r.isRefused() ? r.getRefused().cStr() : "");
+  // The guest's clock continues from the saved value: the time between the save and the
+  // restore (a whole VM start) does not show, and it does not go back.
+  auto again = d.call([](auto m) { m.setSaveMachineState(); });
+  ASSERT_TRUE(again && again->root<ipc::VcpuToBroker>().isMachineState());
+  const uint64_t clock_now = saved_kvmclock_ns(again->root<ipc::VcpuToBroker>().getMachineState());
+  const auto since_restore = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - restore_at);
+  const auto gap = std::chrono::duration_cast<std::chrono::nanoseconds>(restore_at - saved_at);
+  EXPECT_GE(clock_now, clock_at_save);
+  EXPECT_LE(clock_now - clock_at_save, static_cast<uint64_t>(since_restore.count()) + 50'000'000)
+      << "the guest's clock moved by " << (clock_now - clock_at_save) << " ns; the VM was away for " << gap.count() << " ns";
+  d.next_reply(seconds(1));
+  size_t mark = d.console().size();
+  ASSERT_TRUE(d.call([](auto m) { m.setResume(); })->root<ipc::VcpuToBroker>().isResumed());
+  // The count continues from the saved VM's, in this process: the first whole line printed
+  // after the resume is the saved VM's count plus 2 (the line it was in, or about to start,
+  // completes first).
+  char next[64];
+  std::snprintf(next, sizeof next, "moss-test-guest: tick %016zx\n", saved_ticks + 2);
+  ASSERT_TRUE(d.wait_console(next, seconds(60), mark)) << d.console().substr(mark);
+  size_t first_nl = d.console().find('\n', mark);
+  ASSERT_NE(first_nl, std::string::npos);
+  EXPECT_EQ(d.console().substr(first_nl + 1, std::strlen(next)), next) << d.console().substr(mark);
   auto stop = d.call([](auto m) { m.setStop(); });
   ASSERT_TRUE(stop && stop->root<ipc::VcpuToBroker>().isExited());
 }
