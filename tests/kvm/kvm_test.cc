@@ -19,6 +19,7 @@
 #include <memory>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
@@ -525,6 +526,64 @@ KVM_TEST(VcpuControl, SavedMachineStateContinuesInAFreshVcpuProcess) {
   size_t first_nl = d.console().find('\n', mark);
   ASSERT_NE(first_nl, std::string::npos);
   EXPECT_EQ(d.console().substr(first_nl + 1, std::strlen(next)), next) << d.console().substr(mark);
+  auto stop = d.call([](auto m) { m.setStop(); });
+  ASSERT_TRUE(stop && stop->root<ipc::VcpuToBroker>().isExited());
+}
+
+// Runs `kernel` until `line` is printed, pauses it, saves the whole machine and kills that
+// vcpu process; returns the saved message and how many lines the guest had finished.
+std::pair<std::unique_ptr<ipc::Packet>, size_t> save_and_kill(const std::string& kernel, const std::string& line) {
+  VcpuDriver d(kernel);
+  EXPECT_TRUE(d.wait_console(line, seconds(60))) << d.console();
+  EXPECT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+  auto saved = d.call([](auto m) { m.setSaveMachineState(); });
+  EXPECT_TRUE(saved && saved->root<ipc::VcpuToBroker>().isMachineState())
+      << (saved && saved->root<ipc::VcpuToBroker>().isRefused() ? saved->root<ipc::VcpuToBroker>().getRefused().cStr() : "");
+  d.next_reply(seconds(1));
+  return {std::move(saved), static_cast<size_t>(std::count(d.console().begin(), d.console().end(), '\n'))};
+}
+
+KVM_TEST(VcpuControl, TscDeadlineTimerKeepsFiringAfterARestoreInAFreshVcpuProcess) {
+  require_kvm();
+  // The guest counts LAPIC timer interrupts in TSC-deadline mode, re-arming IA32_TSC_DEADLINE
+  // in each; the count goes on only while the timer fires.
+  auto [saved, lines] = save_and_kill(guest("timer"), "timer 0000000000000003\n");
+  ASSERT_TRUE(saved && saved->root<ipc::VcpuToBroker>().isMachineState());
+  auto state = saved->root<ipc::VcpuToBroker>().getMachineState();
+  // The fresh VM runs the same guest first (its RAM must hold the same code and IDT), and so
+  // has a deadline of its own armed in KVM, which a restored LAPIC would re-arm and fire.
+  VcpuDriver d(guest("timer"));
+  ASSERT_TRUE(d.wait_console("timer 0000000000000001\n", seconds(60))) << d.console();
+  ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+  // So first a copy of the state whose LAPIC timer is in one-shot mode replaces that one:
+  // leaving TSC-deadline mode clears KVM's deadline, and returning to it (the real restore
+  // below) starts from none, so only the saved IA32_TSC_DEADLINE, restored after the LAPIC
+  // and IA32_TSC, can fire.
+  auto far = d.call([&](auto m) {
+    auto req = m.initRestoreMachineState();
+    req.setState(state);
+    auto cpu = req.getState().getCpus()[0];
+    auto lapic = kj::heapArray<capnp::byte>(cpu.getLapic());
+    ASSERT_GE(lapic.size(), 0x324u);
+    uint32_t lvtt;
+    std::memcpy(&lvtt, lapic.begin() + 0x320, 4);  // LVT timer
+    EXPECT_EQ(lvtt & (3u << 17), 2u << 17) << "the saved LAPIC timer is not in TSC-deadline mode";
+    lvtt &= ~(3u << 17);
+    std::memcpy(lapic.begin() + 0x320, &lvtt, 4);
+    cpu.setLapic(lapic);
+  });
+  ASSERT_TRUE(far && far->root<ipc::VcpuToBroker>().isRestored());
+  auto restored = d.call([&](auto m) { m.initRestoreMachineState().setState(state); });
+  ASSERT_TRUE(restored);
+  auto r = restored->root<ipc::VcpuToBroker>();
+  ASSERT_TRUE(r.isRestored()) << (r.isRefused() ? r.getRefused().cStr() : "");
+  d.next_reply(seconds(1));
+  size_t mark = d.console().size();
+  ASSERT_TRUE(d.call([](auto m) { m.setResume(); })->root<ipc::VcpuToBroker>().isResumed());
+  // Three more interrupts (~40 ms apart), numbered on from the saved VM's count.
+  char next[64];
+  std::snprintf(next, sizeof next, "moss-test-guest: timer %016zx\n", lines + 3);
+  EXPECT_TRUE(d.wait_console(next, seconds(30), mark)) << "the restored timer did not fire: " << d.console().substr(mark);
   auto stop = d.call([](auto m) { m.setStop(); });
   ASSERT_TRUE(stop && stop->root<ipc::VcpuToBroker>().isExited());
 }
