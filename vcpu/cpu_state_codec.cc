@@ -74,7 +74,7 @@ Result<VcpuState> decode_cpu_state(ipc::CpuState::Reader in) {
   MOSS_CHECK(read_exact(in.getSregs(), s.sregs, "special registers"));
   auto xsave = in.getXsave();
   if (xsave.size() < kLegacyXsaveBytes || xsave.size() > kMaxXsaveBytes || xsave.size() % 4 != 0) {
-    return make_error("the saved XSAVE area is " + std::to_string(xsave.size()) + " bytes, not a multiple of 4 from " +
+    return make_error("the saved XSAVE area is " + std::to_string(xsave.size()) + " bytes; it must be a multiple of 4 from " +
                       std::to_string(kLegacyXsaveBytes) + " to " + std::to_string(kMaxXsaveBytes));
   }
   s.xsave.assign(xsave.begin(), xsave.end());

@@ -89,7 +89,11 @@ TEST(CpuStateCodec, EachMalformedStateIsRefusedWithItsReason) {
     std::function<void(ipc::MachineState::Builder)> edit;
     const char* reason;
   };
-  auto bytes = [](size_t n) { return kj::heapArray<capnp::byte>(n); };
+  auto bytes = [](size_t n) {
+    auto a = kj::heapArray<capnp::byte>(n);
+    std::memset(a.begin(), 0, n);
+    return a;
+  };
   const Case cases[] = {
       {"unknown cpu version", [](auto m) { m.getCpus()[0].setVersion(2); }, "vCPU 0: the saved vCPU state has version 2, this moss reads 1"},
       {"no version", [](auto m) { m.getCpus()[0].setVersion(0); }, "has version 0"},
@@ -97,7 +101,7 @@ TEST(CpuStateCodec, EachMalformedStateIsRefusedWithItsReason) {
       {"long sregs", [&](auto m) { m.getCpus()[0].setSregs(bytes(sizeof(kvm_sregs) + 1)); }, "the saved special registers is"},
       {"short xsave", [&](auto m) { m.getCpus()[0].setXsave(bytes(4092)); }, "the saved XSAVE area is 4092 bytes"},
       {"huge xsave", [&](auto m) { m.getCpus()[0].setXsave(bytes(kMaxXsaveBytes + 4)); }, "the saved XSAVE area is"},
-      {"odd xsave", [&](auto m) { m.getCpus()[0].setXsave(bytes(4097)); }, "not a multiple of 4"},
+      {"odd xsave", [&](auto m) { m.getCpus()[0].setXsave(bytes(4097)); }, "it must be a multiple of 4"},
       {"lapic", [&](auto m) { m.getCpus()[0].setLapic(bytes(1000)); }, "the saved local APIC is 1000 bytes"},
       {"events", [&](auto m) { m.getCpus()[0].setEvents(bytes(0)); }, "the saved vCPU events is 0 bytes"},
       {"debugregs", [&](auto m) { m.getCpus()[0].setDebugregs(bytes(8)); }, "the saved debug registers is 8 bytes"},
