@@ -115,7 +115,7 @@ TEST(CpuStateCodec, EachMalformedStateIsRefusedWithItsReason) {
          }
          m.getCpus()[0].setMsrs(b);
        },
-       "the saved MSR list has 256 entries, not 0 to 255"},
+       "the saved MSR list has 1025 entries, not 0 to 1024"},
       {"msr twice",
        [&](auto m) {
          std::vector<kvm_msr_entry> e{{0x10, 0, 1}, {0x10, 0, 2}};

@@ -238,15 +238,23 @@ Result<int> kvm_io(KvmIoctl& io, const char* name, unsigned long request, void* 
 }
 #define KVM_IO(io, request, arg) kvm_io(io, #request, request, arg)
 
-// KVM_GET_MSRS / KVM_SET_MSRS of `entries` in one call; returns how many KVM processed (it
-// stops at the first it cannot read or write).
+// KVM_GET_MSRS / KVM_SET_MSRS of `entries`; returns how many KVM processed (it stops at the
+// first it cannot read or write). KVM takes fewer than MAX_IO_MSRS (256) per call (E2BIG
+// otherwise), so longer lists go in batches.
 Result<size_t> msrs_io(KvmIoctl& io, bool set, std::vector<kvm_msr_entry>& entries) {
-  std::vector<uint8_t> buf(sizeof(KvmMsrsHeader) + entries.size() * sizeof(kvm_msr_entry));
-  reinterpret_cast<KvmMsrsHeader*>(buf.data())->nmsrs = static_cast<uint32_t>(entries.size());
-  if (!entries.empty()) std::memcpy(buf.data() + sizeof(KvmMsrsHeader), entries.data(), entries.size() * sizeof(kvm_msr_entry));
-  MOSS_TRY(int n, set ? kvm_io(io, "KVM_SET_MSRS", kKvmSetMsrs, buf.data()) : kvm_io(io, "KVM_GET_MSRS", kKvmGetMsrs, buf.data()));
-  if (!entries.empty()) std::memcpy(entries.data(), buf.data() + sizeof(KvmMsrsHeader), entries.size() * sizeof(kvm_msr_entry));
-  return static_cast<size_t>(n);
+  constexpr size_t kBatch = 255;
+  size_t done = 0;
+  while (done < entries.size()) {
+    size_t count = std::min(kBatch, entries.size() - done);
+    std::vector<uint8_t> buf(sizeof(KvmMsrsHeader) + count * sizeof(kvm_msr_entry));
+    reinterpret_cast<KvmMsrsHeader*>(buf.data())->nmsrs = static_cast<uint32_t>(count);
+    std::memcpy(buf.data() + sizeof(KvmMsrsHeader), entries.data() + done, count * sizeof(kvm_msr_entry));
+    MOSS_TRY(int n, set ? kvm_io(io, "KVM_SET_MSRS", kKvmSetMsrs, buf.data()) : kvm_io(io, "KVM_GET_MSRS", kKvmGetMsrs, buf.data()));
+    std::memcpy(entries.data() + done, buf.data() + sizeof(KvmMsrsHeader), count * sizeof(kvm_msr_entry));
+    done += std::min(static_cast<size_t>(n), count);
+    if (static_cast<size_t>(n) < count) break;
+  }
+  return done;
 }
 
 // KVM's own tolerance (module parameter tsc_tolerance_ppm, 250 by default): within it KVM

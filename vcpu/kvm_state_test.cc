@@ -2,6 +2,7 @@
 // records every call that save/restore (vcpu/kvm.cc) makes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
@@ -52,6 +53,10 @@ class FakeKvm : public KvmIoctl {
       std::memcpy(hdr + 1, cpuid.data(), cpuid.size() * sizeof(kvm_cpuid_entry2));
     } else if (request == kKvmGetMsrs || request == kKvmSetMsrs) {
       auto* hdr = static_cast<KvmMsrsHeader*>(arg);
+      if (hdr->nmsrs >= 256) {  // KVM's MAX_IO_MSRS.
+        errno = E2BIG;
+        return -1;
+      }
       auto* e = reinterpret_cast<kvm_msr_entry*>(hdr + 1);
       uint32_t n = 0;
       for (; n < hdr->nmsrs && !unreadable.count(e[n].index); n++) {
@@ -252,6 +257,21 @@ TEST(KvmStateSave, MpStateIsReadFirstAndXsave2UsedWhereTheHostHasIt) {
   EXPECT_EQ(s->msrs.size(), 2u);
   EXPECT_EQ(s->tsc_khz, 2'000'000u);
   EXPECT_EQ(s->cpuid.size(), 1u);
+}
+
+TEST(KvmStateSave, MoreMsrsThanOneIoctlTakesGoInBatches) {
+  std::vector<std::string> log;
+  FakeKvm cpu("cpu", &log);
+  std::vector<uint32_t> many;
+  for (uint32_t i = 0; i < 600; i++) many.push_back(0x1000 + i);
+  auto s = save_vcpu_state(cpu, host_caps(), many);
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->msrs.size(), 600u);
+  EXPECT_EQ(std::count(log.begin(), log.end(), "cpu:GET_MSRS"), 3);
+  log.clear();
+  ASSERT_TRUE(restore_vcpu_state(cpu, host_caps(), *s));
+  EXPECT_EQ(std::count(log.begin(), log.end(), "cpu:SET_MSRS"), 3);
+  EXPECT_EQ(cpu.msrs_written.size(), 600u);
 }
 
 TEST(KvmStateSave, AnMsrThatBecameUnreadableFailsTheSaveNamingIt) {
