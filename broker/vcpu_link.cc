@@ -107,6 +107,7 @@ bool VcpuLink::handle_packet(ipc::VcpuToBroker::Reader msg) {
       return true;
     case ipc::VcpuToBroker::REFUSED: answer_pause(make_error(msg.getRefused().cStr())); return true;
     case ipc::VcpuToBroker::CPU_STATE:
+    case ipc::VcpuToBroker::MACHINE_STATE:
     case ipc::VcpuToBroker::RESTORED:
       protocol_error_ = "the vcpu process sent CPU state nobody asked for";
       return false;

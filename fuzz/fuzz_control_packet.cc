@@ -22,6 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case moss::ipc::VcpuToBroker::PAUSED:
       case moss::ipc::VcpuToBroker::RESUMED:
       case moss::ipc::VcpuToBroker::CPU_STATE:
+      case moss::ipc::VcpuToBroker::MACHINE_STATE:
       case moss::ipc::VcpuToBroker::RESTORED:
         break;
       case moss::ipc::VcpuToBroker::EXITED: {

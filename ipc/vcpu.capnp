@@ -70,22 +70,57 @@ struct BrokerToVcpu {
     resume @5 :Void;           # Answered by `resumed`.
     saveCpuState @6 :Void;     # Only while paused; answered by `cpuState`.
     restoreCpuState @7 :List(CpuState);  # Only while paused; answered by `restored`.
+    # The whole machine (vCPUs, the VM's irqchip/PIT/clock, the platform device models), only
+    # while paused: answered by `machineState`, and by `restored`.
+    saveMachineState @8 :Void;
+    restoreMachineState @9 :MachineRestore;
   }
   version @3 :UInt32;
 }
 
 # One vCPU as KVM holds it: the kernel's own structures, byte for byte (same host
-# architecture on both sides of a save and restore). Sizes are checked on restore.
+# architecture on both sides of a save and restore). Every size, count and the version are
+# checked on restore (vcpu/cpu_state_codec.h), before anything changes.
+const cpuStateVersion :UInt32 = 1;
 struct CpuState {
   regs @0 :Data;        # struct kvm_regs
   sregs @1 :Data;       # struct kvm_sregs
-  xsave @2 :Data;       # struct kvm_xsave (4096 bytes)
+  xsave @2 :Data;       # struct kvm_xsave: KVM_CAP_XSAVE2's size where the host has it, else 4096
   xcrs @3 :Data;        # struct kvm_xcrs
   lapic @4 :Data;       # struct kvm_lapic_state
-  msrs @5 :Data;        # struct kvm_msr_entry[]
+  msrs @5 :Data;        # struct kvm_msr_entry[] (the saveable ones: vcpu/kvm.cc)
   mpState @6 :UInt32;
   events @7 :Data;      # struct kvm_vcpu_events
   debugregs @8 :Data;   # struct kvm_debugregs
+  version @9 :UInt32;   # cpuStateVersion; any other is refused.
+  cpuid @10 :Data;      # struct kvm_cpuid_entry2[]: what the vCPU was given (KVM_GET_CPUID2)
+  tscKhz @11 :UInt32;   # KVM_GET_TSC_KHZ
+}
+
+# The VM-wide in-kernel state, kernel structures byte for byte as in CpuState.
+const vmStateVersion :UInt32 = 1;
+struct VmState {
+  version @0 :UInt32;   # vmStateVersion
+  pit @1 :Data;         # struct kvm_pit_state2 (KVM_GET_PIT2)
+  clock @2 :Data;       # struct kvm_clock_data (KVM_GET_CLOCK, with its flags)
+  picMaster @3 :Data;   # struct kvm_irqchip, chip_id KVM_IRQCHIP_PIC_MASTER
+  picSlave @4 :Data;    # struct kvm_irqchip, chip_id KVM_IRQCHIP_PIC_SLAVE
+  ioapic @5 :Data;      # struct kvm_irqchip, chip_id KVM_IRQCHIP_IOAPIC
+}
+
+# Everything the vcpu process holds of a paused VM but guest RAM and the virtio-pci side.
+struct MachineState {
+  cpus @0 :List(CpuState);
+  vm @1 :VmState;
+  uart @2 :Data;        # vcpu/uart.h Uart::state(): a versioned blob
+  i8042 @3 :Data;       # vcpu/i8042.h I8042::state(): a versioned blob
+}
+
+struct MachineRestore {
+  state @0 :MachineState;
+  # Advance the guest's clock by the wall time since the save (KVM_CLOCK_REALTIME) instead of
+  # continuing it from the saved value (the default: monotonic time does not jump).
+  realtimeClock @1 :Bool;
 }
 
 struct VcpuToBroker {
@@ -98,6 +133,7 @@ struct VcpuToBroker {
     cpuState @6 :List(CpuState);
     restored @7 :Void;
     refused @8 :Text;          # A pause/resume/save/restore request failed; one sentence.
+    machineState @9 :MachineState;
   }
   version @3 :UInt32;
 }

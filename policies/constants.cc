@@ -36,6 +36,9 @@ constexpr uint64_t kKvmSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, 8);
 constexpr uint64_t kKvmGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, 8);
 constexpr uint64_t kKvmSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, 8);
 constexpr uint64_t kKvmSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, 8);
+constexpr uint64_t kKvmGetCpuid2 = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x91, 8);
+// struct kvm_xsave: its fixed part is 4096 bytes (the flexible tail adds nothing to sizeof).
+constexpr uint64_t kKvmGetXsave2 = _IOC(_IOC_READ, KVMIO, 0xcf, 4096);
 
 const Named kConstants[] = {
     // mmap / mprotect
@@ -76,6 +79,7 @@ const Named kConstants[] = {
     C(KVM_SET_XCRS), C(KVM_GET_DEBUGREGS), C(KVM_SET_DEBUGREGS), C(KVM_KVMCLOCK_CTRL), C(KVM_GET_TSC_KHZ),
     C(KVM_SET_TSC_KHZ), {"KVM_SET_CPUID2", kKvmSetCpuid2}, {"KVM_GET_MSRS", kKvmGetMsrs},
     {"KVM_SET_MSRS", kKvmSetMsrs},
+    {"KVM_GET_CPUID2", kKvmGetCpuid2}, {"KVM_GET_XSAVE2", kKvmGetXsave2},
 };
 
 const Named kErrnos[] = {

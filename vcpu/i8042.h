@@ -8,8 +8,25 @@
 
 #include <cstdint>
 #include <deque>
+#include <span>
+#include <vector>
+
+#include "base/result.h"
 
 namespace moss {
+
+struct I8042State {
+  uint8_t command_byte = 0x45;
+  uint8_t pending_command = 0;  // 0, or the command waiting for its data byte (0x60, 0xd4).
+  std::vector<uint8_t> output;  // At most I8042::kMaxOutput bytes.
+};
+
+// The blob I8042::state() writes: u32 version (kI8042StateVersion, little-endian), the command
+// byte, the pending command, the output buffer's length (one byte) and its bytes. Pure;
+// refuses another version, a short or long blob, an unknown pending command and an output
+// buffer beyond the controller's.
+inline constexpr uint32_t kI8042StateVersion = 1;
+Result<I8042State> decode_i8042_state(std::span<const uint8_t> blob);
 
 class I8042 {
  public:
@@ -21,6 +38,10 @@ class I8042 {
   void write_data(uint8_t value);
   // Returns true when the command pulses the CPU reset line.
   bool write_command(uint8_t command);
+
+  static constexpr size_t kMaxOutput = 16;
+  std::vector<uint8_t> state() const;
+  void restore(const I8042State& s);
 
  private:
   uint8_t command_byte_ = 0x45;  // Keyboard interrupt on, system flag, translation.

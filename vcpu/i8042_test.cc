@@ -46,5 +46,51 @@ TEST(I8042, OutputBufferIsBounded) {
   EXPECT_EQ(n, 16);
 }
 
+TEST(I8042State, ARestoredControllerAnswersAsTheSavedOne) {
+  I8042 kbd;
+  kbd.write_command(0xad);  // Keyboard off: command byte 0x55.
+  kbd.write_command(0xaa);  // Self test: 0x55 waits in the output buffer.
+  kbd.write_command(0x60);  // Waits for the new command byte.
+  auto blob = kbd.state();
+  auto s = decode_i8042_state(blob);
+  ASSERT_TRUE(s) << s.error().message;
+  I8042 fresh;
+  fresh.restore(*s);
+  EXPECT_EQ(fresh.state(), blob);
+  EXPECT_EQ(fresh.read_status() & 0x09, 0x09);  // Output full, command pending.
+  EXPECT_EQ(fresh.read_data(), 0x55);
+  fresh.write_data(0x47);
+  fresh.write_command(0x20);
+  EXPECT_EQ(fresh.read_data(), 0x47);
+}
+
+TEST(I8042State, EachMalformedBlobIsRefusedWithItsReason) {
+  const std::vector<uint8_t> good = I8042().state();
+  auto with = [&](size_t at, uint8_t v) {
+    auto b = good;
+    b[at] = v;
+    return b;
+  };
+  auto longer = good;
+  longer.push_back(0);
+  const struct {
+    std::vector<uint8_t> blob;
+    const char* reason;
+  } cases[] = {
+      {{}, "the saved i8042 state is truncated"},
+      {with(1, 1), "the saved i8042 state has version 257, this moss reads 1"},
+      {std::vector<uint8_t>(good.begin(), good.end() - 1), "the saved i8042 state is truncated"},
+      {longer, "the saved i8042 state is 8 bytes, its header says 7"},
+      {with(6, 2), "the saved i8042 state is 7 bytes, its header says 9"},
+      {with(6, 17), "the saved i8042 output buffer is larger than the controller's"},
+      {with(5, 0xaa), "waits for data of a command that takes none"},
+  };
+  for (const auto& c : cases) {
+    auto r = decode_i8042_state(c.blob);
+    ASSERT_FALSE(r) << c.reason;
+    EXPECT_NE(r.error().message.find(c.reason), std::string::npos) << r.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace moss

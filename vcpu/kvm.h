@@ -41,19 +41,92 @@ inline constexpr unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, KvmMsrsHeader);
 inline constexpr unsigned long kKvmGetXsave = _IOR(KVMIO, 0xa4, KvmXsaveRegion);
 inline constexpr unsigned long kKvmSetXsave = _IOW(KVMIO, 0xa5, KvmXsaveRegion);
 
+inline constexpr unsigned long kKvmGetCpuid2 = _IOWR(KVMIO, 0x91, KvmCpuid2Header);
+inline constexpr unsigned long kKvmGetXsave2 = _IOR(KVMIO, 0xcf, KvmXsaveRegion);
+
+// The largest XSAVE area we accept (KVM_CAP_XSAVE2 reports the host's; AMX makes it ~11 KiB).
+inline constexpr size_t kMaxXsaveBytes = 64 * 1024;
+inline constexpr size_t kLegacyXsaveBytes = sizeof(KvmXsaveRegion);
+inline constexpr uint32_t kMsrIa32Tsc = 0x10;
+inline constexpr uint32_t kMsrIa32McgCtl = 0x17b;
+inline constexpr uint32_t kMsrIa32TscDeadline = 0x6e0;
+
 // Everything KVM holds for one vCPU, as the kernel's own structures (same host
 // architecture on both ends of a save and restore).
 struct VcpuState {
+  std::vector<kvm_cpuid_entry2> cpuid;  // What the vCPU was given (KVM_GET_CPUID2).
+  kvm_mp_state mp_state{};
   kvm_regs regs{};
   kvm_sregs sregs{};
-  KvmXsaveRegion xsave{};
+  std::vector<uint8_t> xsave;  // struct kvm_xsave, KVM_CAP_XSAVE2's size (>= 4096).
   kvm_xcrs xcrs{};
+  kvm_debugregs debugregs{};
   kvm_lapic_state lapic{};
   std::vector<kvm_msr_entry> msrs;
-  kvm_mp_state mp_state{};
   kvm_vcpu_events events{};
-  kvm_debugregs debugregs{};
+  uint32_t tsc_khz = 0;  // KVM_GET_TSC_KHZ.
 };
+
+// The VM-wide state of the in-kernel devices and clock.
+struct VmState {
+  kvm_pit_state2 pit{};
+  kvm_clock_data clock{};  // KVM_GET_CLOCK, flags as KVM returned them.
+  kvm_irqchip pic_master{};
+  kvm_irqchip pic_slave{};
+  kvm_irqchip ioapic{};
+};
+
+// What the host's KVM offers for saving and restoring state, probed once at set-up.
+struct KvmStateCaps {
+  size_t xsave_bytes = kLegacyXsaveBytes;  // KVM_CAP_XSAVE2's size, or 4096 without it.
+  bool xsave2 = false;                     // KVM_GET_XSAVE2 exists.
+  bool tsc_control = false;                // KVM_CAP_TSC_CONTROL: KVM_SET_TSC_KHZ can scale.
+  uint32_t host_tsc_khz = 0;               // A fresh vCPU's KVM_GET_TSC_KHZ.
+  uint32_t clock_flags = 0;                // KVM_CAP_ADJUST_CLOCK: the KVM_CLOCK_* flags KVM knows.
+};
+Result<KvmStateCaps> kvm_state_caps(int vm_fd, int vcpu_fd);
+
+// The ioctl layer state save and restore go through: a real fd, or a test's recorder, so the
+// restore order is a tested fact (vcpu/kvm_state_test.cc). Returns ioctl(2)'s result, or -1
+// with errno set.
+class KvmIoctl {
+ public:
+  virtual ~KvmIoctl() = default;
+  virtual int ioctl(unsigned long request, void* arg) = 0;
+};
+class FdKvmIoctl final : public KvmIoctl {
+ public:
+  explicit FdKvmIoctl(int fd) : fd_(fd) {}
+  int ioctl(unsigned long request, void* arg) override;
+
+ private:
+  int fd_;
+};
+
+// One vCPU's state; only while it is outside KVM_RUN. `msr_indices`: what to save
+// (kvm_saveable_msrs()).
+Result<VcpuState> save_vcpu_state(KvmIoctl& vcpu, const KvmStateCaps& caps, const std::vector<uint32_t>& msr_indices);
+// Restores one vCPU in the order KVM needs (the comments in kvm.cc say why each step is where
+// it is). Refuses, before changing anything, a state whose TSC frequency this host cannot
+// give the guest, or whose XSAVE area is larger than this host's.
+Result<void> restore_vcpu_state(KvmIoctl& vcpu, const KvmStateCaps& caps, const VcpuState& s);
+// Checks what restore_vcpu_state() would refuse without touching KVM.
+Result<void> check_vcpu_state_fits(const KvmStateCaps& caps, const VcpuState& s);
+Result<VmState> save_vm_state(KvmIoctl& vm);
+// After every vCPU is restored. The guest's clock continues from the saved kvmclock value
+// (its monotonic time does not jump over the suspension); with `realtime`, and when the
+// saved clock carries KVM_CLOCK_REALTIME and this host's KVM knows it, KVM advances the
+// clock by the wall time that passed since the save instead.
+Result<void> restore_vm_state(KvmIoctl& vm, const KvmStateCaps& caps, const VmState& s, bool realtime);
+
+// A whole machine: every vCPU's state is checked first (nothing changes if one would be
+// refused), then each vCPU is restored, then the VM's irqchip, PIT and clock.
+Result<void> restore_machine_state(const std::vector<KvmIoctl*>& vcpus, KvmIoctl& vm, const KvmStateCaps& caps,
+                                   const std::vector<VcpuState>& cpus, const VmState& vm_state, bool realtime);
+
+// The MSRs of `listed` (KVM_GET_MSR_INDEX_LIST) that `vcpu` can read, minus those never saved
+// (see kvm.cc). Call once at set-up, after the vCPU got its CPUID.
+Result<std::vector<uint32_t>> kvm_saveable_msrs(KvmIoctl& vcpu, const std::vector<uint32_t>& listed);
 
 Result<std::vector<kvm_cpuid_entry2>> kvm_supported_cpuid(int kvm_fd);
 // The MSRs KVM can save and restore (KVM_GET_MSR_INDEX_LIST).
@@ -79,10 +152,6 @@ class KvmVcpu {
   Result<void> set_fpu(const kvm_fpu& fpu);
   // LINT0 = ExtINT and LINT1 = NMI, as firmware leaves them for a PC.
   Result<void> setup_lapic_lints();
-  // Only while the vCPU is outside KVM_RUN. `msr_indices`: what to save (MSRs KVM lists but
-  // cannot read for this vCPU are left out).
-  Result<VcpuState> save_state(const std::vector<uint32_t>& msr_indices);
-  Result<void> restore_state(const VcpuState& state);
 
  private:
   UniqueFd fd_;

@@ -79,12 +79,17 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
                                     });
 
   MOSS_TRY(auto supported, kvm_supported_cpuid(config.kvm_fd));
-  MOSS_TRY(m->msr_indices_, kvm_msr_index_list(config.kvm_fd));
+  MOSS_TRY(auto listed_msrs, kvm_msr_index_list(config.kvm_fd));
   for (uint32_t i = 0; i < config.cpus; i++) {
     MOSS_TRY(KvmVcpu v, m->vm_->create_vcpu(i));
     MOSS_CHECK(v.set_cpuid(x86::cpuid_for_vcpu(supported, i, config.cpus)));
     MOSS_CHECK(v.set_msrs(x86::boot_msrs()));
     MOSS_CHECK(v.setup_lapic_lints());
+    if (i == 0) {
+      FdKvmIoctl io(v.fd());
+      MOSS_TRY(m->msr_indices_, kvm_saveable_msrs(io, listed_msrs));
+      MOSS_TRY(m->state_caps_, kvm_state_caps(m->vm_->fd(), v.fd()));
+    }
     m->vcpus_.push_back(std::move(v));
   }
   m->ioeventfd_any_length_ = kvm_check_extension(m->vm_->fd(), KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
@@ -357,7 +362,8 @@ Result<std::vector<VcpuState>> Machine::save_cpus() {
   if (!pause_flag_.load()) return make_error("the VM must be paused to save its vCPUs");
   std::vector<VcpuState> out;
   for (auto& v : vcpus_) {
-    MOSS_TRY(auto s, v.save_state(msr_indices_));
+    FdKvmIoctl io(v.fd());
+    MOSS_TRY(auto s, save_vcpu_state(io, state_caps_, msr_indices_));
     out.push_back(std::move(s));
   }
   return out;
@@ -369,7 +375,47 @@ Result<void> Machine::restore_cpus(const std::vector<VcpuState>& states) {
     return make_error("the saved state has " + std::to_string(states.size()) + " vCPUs, this VM " +
                       std::to_string(vcpus_.size()));
   }
-  for (size_t i = 0; i < states.size(); i++) MOSS_CHECK(vcpus_[i].restore_state(states[i]));
+  for (const auto& s : states) MOSS_CHECK(check_vcpu_state_fits(state_caps_, s));
+  for (size_t i = 0; i < states.size(); i++) {
+    FdKvmIoctl io(vcpus_[i].fd());
+    MOSS_CHECK(restore_vcpu_state(io, state_caps_, states[i]));
+  }
+  return {};
+}
+
+Result<VmState> Machine::save_vm() {
+  if (!pause_flag_.load()) return make_error("the VM must be paused to save its state");
+  FdKvmIoctl io(vm_->fd());
+  return save_vm_state(io);
+}
+
+std::vector<uint8_t> Machine::save_uart() {
+  std::lock_guard<std::mutex> lock(uart_mu_);
+  return uart_->state();
+}
+
+std::vector<uint8_t> Machine::save_i8042() {
+  std::lock_guard<std::mutex> lock(i8042_mu_);
+  return i8042_.state();
+}
+
+Result<void> Machine::restore_machine(const std::vector<VcpuState>& cpus, const VmState& vm, const UartState& uart,
+                                      const I8042State& i8042, bool realtime) {
+  if (!pause_flag_.load()) return make_error("the VM must be paused to restore its state");
+  std::vector<FdKvmIoctl> ios;
+  for (auto& v : vcpus_) ios.emplace_back(v.fd());
+  std::vector<KvmIoctl*> ptrs;
+  for (auto& io : ios) ptrs.push_back(&io);
+  FdKvmIoctl vm_io(vm_->fd());
+  MOSS_CHECK(restore_machine_state(ptrs, vm_io, state_caps_, cpus, vm, realtime));
+  // Devices last: the UART drives its interrupt line to the restored level, on top of the
+  // IOAPIC and PICs restored just before.
+  {
+    std::lock_guard<std::mutex> lock(uart_mu_);
+    uart_->restore(uart);
+  }
+  std::lock_guard<std::mutex> lock(i8042_mu_);
+  i8042_.restore(i8042);
   return {};
 }
 

@@ -75,7 +75,16 @@ class Machine {
   void resume();
   bool paused() const { return pause_flag_.load(); }
   Result<std::vector<VcpuState>> save_cpus();
+  // Only the vCPUs (a rewind within this VM: its irqchip and clock run on).
   Result<void> restore_cpus(const std::vector<VcpuState>& states);
+  Result<VmState> save_vm();
+  // The platform device models' state blobs (Uart::state(), I8042::state()).
+  std::vector<uint8_t> save_uart();
+  std::vector<uint8_t> save_i8042();
+  // The whole machine into this (paused) VM: vCPUs and VM in KVM's order
+  // (restore_machine_state, kvm.h), then the device models, last.
+  Result<void> restore_machine(const std::vector<VcpuState>& cpus, const VmState& vm, const UartState& uart,
+                               const I8042State& i8042, bool realtime);
   uint64_t first_run_ns() const { return first_run_ns_; }
   uint64_t first_exit_ns() const { return first_exit_ns_.load(); }
 
@@ -130,7 +139,8 @@ class Machine {
   uint64_t first_run_ns_ = 0;
   std::atomic<uint64_t> first_exit_ns_{0};
 
-  std::vector<uint32_t> msr_indices_;  // What save_cpus() saves.
+  std::vector<uint32_t> msr_indices_;  // What save_cpus() saves (kvm_saveable_msrs).
+  KvmStateCaps state_caps_;
   std::atomic<bool> pause_flag_{false};
   std::mutex park_mu_;
   std::condition_variable park_cv_;

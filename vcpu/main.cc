@@ -225,6 +225,30 @@ int run(int ctl, bool jailed) {
             reply(ctl, r, [](auto x) { x.setRestored(); });
             break;
           }
+          case ipc::BrokerToVcpu::SAVE_MACHINE_STATE: {
+            auto cpus = m.save_cpus();
+            Result<VmState> vm = cpus ? m.save_vm() : Result<VmState>(cpus.error());
+            reply(ctl, vm ? Result<void>() : Result<void>(vm.error()), [&](auto r) {
+              auto out = r.initMachineState();
+              auto list = out.initCpus(static_cast<unsigned>(cpus->size()));
+              for (unsigned i = 0; i < cpus->size(); i++) encode_cpu_state((*cpus)[i], list[i]);
+              encode_vm_state(*vm, out.initVm());
+              auto uart = m.save_uart();
+              out.setUart(kj::arrayPtr(uart.data(), uart.size()));
+              auto kbd = m.save_i8042();
+              out.setI8042(kj::arrayPtr(kbd.data(), kbd.size()));
+            });
+            break;
+          }
+          case ipc::BrokerToVcpu::RESTORE_MACHINE_STATE: {
+            // Everything is decoded and checked before KVM sees any of it.
+            auto req = msg.getRestoreMachineState();
+            auto d = decode_machine_state(req.getState());
+            Result<void> r = d ? m.restore_machine(d->cpus, d->vm, d->uart, d->i8042, req.getRealtimeClock())
+                               : Result<void>(d.error());
+            reply(ctl, r, [](auto x) { x.setRestored(); });
+            break;
+          }
           default: bad = true; break;
         }
       })) {

@@ -1,5 +1,8 @@
 #include "vcpu/uart.h"
 
+#include <cstring>
+#include <string>
+
 namespace moss {
 namespace {
 // Register offsets.
@@ -116,6 +119,70 @@ size_t Uart::push_input(std::span<const uint8_t> bytes) {
   }
   update_irq();
   return n;
+}
+
+namespace {
+constexpr size_t kUartFixedBytes = 4 + 8 + 4;
+
+void put_u32(std::vector<uint8_t>& out, uint32_t v) {
+  for (int i = 0; i < 4; i++) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+uint32_t get_u32(const uint8_t* p) { return p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24; }
+}  // namespace
+
+std::vector<uint8_t> Uart::state() const {
+  std::vector<uint8_t> out;
+  put_u32(out, kUartStateVersion);
+  for (uint8_t b : {ier_, lcr_, mcr_, scr_, dll_, dlm_, static_cast<uint8_t>(fifo_), static_cast<uint8_t>(thr_interrupt_)}) {
+    out.push_back(b);
+  }
+  put_u32(out, static_cast<uint32_t>(rx_.size()));
+  out.insert(out.end(), rx_.begin(), rx_.end());
+  return out;
+}
+
+Result<UartState> decode_uart_state(std::span<const uint8_t> blob) {
+  if (blob.size() < 4) return make_error("the saved UART state is truncated");
+  if (uint32_t v = get_u32(blob.data()); v != kUartStateVersion) {
+    return make_error("the saved UART state has version " + std::to_string(v) + ", this moss reads " +
+                      std::to_string(kUartStateVersion));
+  }
+  if (blob.size() < kUartFixedBytes) return make_error("the saved UART state is truncated");
+  const uint8_t* r = blob.data() + 4;
+  UartState s;
+  s.ier = r[0];
+  s.lcr = r[1];
+  s.mcr = r[2];
+  s.scr = r[3];
+  s.dll = r[4];
+  s.dlm = r[5];
+  if (r[6] > 1 || r[7] > 1) return make_error("the saved UART state has a flag that is neither 0 nor 1");
+  s.fifo = r[6];
+  s.thr_interrupt = r[7];
+  if (s.ier & ~0x0f) return make_error("the saved UART interrupt-enable register has reserved bits set");
+  if (s.mcr & ~0x1f) return make_error("the saved UART modem-control register has reserved bits set");
+  uint32_t rx = get_u32(blob.data() + 12);
+  if (rx > Uart::kRxCapacity) return make_error("the saved UART receive buffer is larger than the UART's");
+  if (blob.size() != kUartFixedBytes + rx) {
+    return make_error("the saved UART state is " + std::to_string(blob.size()) + " bytes, its header says " +
+                      std::to_string(kUartFixedBytes + rx));
+  }
+  s.rx.assign(blob.begin() + kUartFixedBytes, blob.end());
+  return s;
+}
+
+void Uart::restore(const UartState& s) {
+  ier_ = s.ier;
+  lcr_ = s.lcr;
+  mcr_ = s.mcr;
+  scr_ = s.scr;
+  dll_ = s.dll;
+  dlm_ = s.dlm;
+  fifo_ = s.fifo;
+  thr_interrupt_ = s.thr_interrupt;
+  rx_.assign(s.rx.begin(), s.rx.end());
+  irq_level_ = (iir() & kIirNone) == 0;
+  irq_(irq_level_);
 }
 
 }  // namespace moss

@@ -9,8 +9,25 @@
 #include <deque>
 #include <functional>
 #include <span>
+#include <vector>
+
+#include "base/result.h"
 
 namespace moss {
+
+// What a save holds of the UART: every guest-visible register and the receive FIFO (the
+// interrupt line's level follows from them).
+struct UartState {
+  uint8_t ier = 0, lcr = 0, mcr = 0, scr = 0, dll = 0x0c, dlm = 0;
+  bool fifo = false, thr_interrupt = false;
+  std::vector<uint8_t> rx;
+};
+
+// The blob Uart::state() writes (little-endian): u32 version (kUartStateVersion), then ier,
+// lcr, mcr, scr, dll, dlm, fifo (0/1), thr_interrupt (0/1), u32 rx length, the rx bytes.
+// Pure; refuses another version, a short or long blob, bad flags and an rx beyond capacity.
+inline constexpr uint32_t kUartStateVersion = 1;
+Result<UartState> decode_uart_state(std::span<const uint8_t> blob);
 
 class Uart {
  public:
@@ -25,6 +42,10 @@ class Uart {
   size_t push_input(std::span<const uint8_t> bytes);
 
   static constexpr size_t kRxCapacity = 4096;
+
+  std::vector<uint8_t> state() const;
+  // Takes a decoded state over and drives the interrupt line to the level it implies.
+  void restore(const UartState& s);
 
  private:
   uint8_t iir() const;

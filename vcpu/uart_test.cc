@@ -75,5 +75,70 @@ TEST(Uart, ReceiveFifoIsBounded) {
   EXPECT_EQ(h.uart.push_input(big), Uart::kRxCapacity);
 }
 
+TEST(UartState, ARestoredUartReadsAsTheSavedOneAndRaisesItsLine) {
+  Harness h;
+  h.uart.write(3, 0x80);  // DLAB: divisor 0x0201.
+  h.uart.write(0, 0x01);
+  h.uart.write(1, 0x02);
+  h.uart.write(3, 0x03);
+  h.uart.write(7, 0x77);
+  h.uart.write(2, 0x01);
+  h.uart.write(1, 0x01);  // Receive interrupts on.
+  const uint8_t in[] = {'a', 'b'};
+  h.uart.push_input(in);
+  auto blob = h.uart.state();
+  auto s = decode_uart_state(blob);
+  ASSERT_TRUE(s) << s.error().message;
+
+  Harness fresh;
+  fresh.uart.restore(*s);
+  ASSERT_FALSE(fresh.irqs.empty());
+  EXPECT_TRUE(fresh.irqs.back());  // Data waits with its interrupt enabled.
+  EXPECT_EQ(fresh.uart.state(), blob);
+  EXPECT_EQ(fresh.uart.read(7), 0x77);
+  EXPECT_EQ(fresh.uart.read(2) & 0xcf, 0xc4);  // FIFO on, receive data interrupt.
+  EXPECT_EQ(fresh.uart.read(0), 'a');
+  EXPECT_EQ(fresh.uart.read(0), 'b');
+  fresh.uart.write(3, 0x80);
+  EXPECT_EQ(fresh.uart.read(0), 0x01);
+  EXPECT_EQ(fresh.uart.read(1), 0x02);
+}
+
+TEST(UartState, EachMalformedBlobIsRefusedWithItsReason) {
+  Harness h;
+  const std::vector<uint8_t> good = h.uart.state();
+  auto with = [&](size_t at, uint8_t v) {
+    auto b = good;
+    b[at] = v;
+    return b;
+  };
+  auto longer = good;
+  longer.push_back(0);
+  auto claims_rx = with(12, 1);  // Says one byte follows; none does.
+  auto huge_rx = good;
+  huge_rx[12] = 0x01;
+  huge_rx[13] = 0x10;  // 4097 bytes.
+  const struct {
+    std::vector<uint8_t> blob;
+    const char* reason;
+  } cases[] = {
+      {{}, "the saved UART state is truncated"},
+      {{1, 0, 0}, "the saved UART state is truncated"},
+      {with(0, 2), "the saved UART state has version 2, this moss reads 1"},
+      {std::vector<uint8_t>(good.begin(), good.end() - 1), "the saved UART state is truncated"},
+      {longer, "the saved UART state is 17 bytes, its header says 16"},
+      {claims_rx, "the saved UART state is 16 bytes, its header says 17"},
+      {huge_rx, "the saved UART receive buffer is larger than the UART's"},
+      {with(10, 2), "a flag that is neither 0 nor 1"},
+      {with(4, 0x10), "interrupt-enable register has reserved bits set"},
+      {with(6, 0x20), "modem-control register has reserved bits set"},
+  };
+  for (const auto& c : cases) {
+    auto r = decode_uart_state(c.blob);
+    ASSERT_FALSE(r) << c.reason;
+    EXPECT_NE(r.error().message.find(c.reason), std::string::npos) << r.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace moss

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -18,6 +19,7 @@
 #include <memory>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
@@ -423,7 +425,11 @@ KVM_TEST(VcpuControl, RestoredCpuStateTakesTheGuestBackToWhereItWasSaved) {
   ASSERT_TRUE(d.wait_console(later, seconds(60))) << d.console();
   ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
   // A state of the wrong shape is refused and changes nothing.
-  auto bad = d.call([](auto m) { m.initRestoreCpuState(1)[0].setRegs(kj::heapArray<capnp::byte>(3)); });
+  auto bad = d.call([](auto m) {
+    auto c = m.initRestoreCpuState(1)[0];
+    c.setVersion(ipc::CPU_STATE_VERSION);
+    c.setRegs(kj::heapArray<capnp::byte>(3));
+  });
   ASSERT_TRUE(bad && bad->root<ipc::VcpuToBroker>().isRefused());
   EXPECT_NE(std::string(bad->root<ipc::VcpuToBroker>().getRefused().cStr()).find("the saved general registers is 3 bytes"),
             std::string::npos);
@@ -437,6 +443,146 @@ KVM_TEST(VcpuControl, RestoredCpuStateTakesTheGuestBackToWhereItWasSaved) {
   char again[64];
   std::snprintf(again, sizeof again, "tick %016zx\n", saved_ticks + 2);
   EXPECT_TRUE(d.wait_console(again, seconds(60), mark)) << d.console().substr(mark);
+  auto stop = d.call([](auto m) { m.setStop(); });
+  ASSERT_TRUE(stop && stop->root<ipc::VcpuToBroker>().isExited());
+}
+
+// The guest's kvmclock in a saved VmState (struct kvm_clock_data's first field).
+uint64_t saved_kvmclock_ns(ipc::MachineState::Reader m) {
+  uint64_t ns = 0;
+  auto clock = m.getVm().getClock();
+  EXPECT_GE(clock.size(), sizeof ns);
+  if (clock.size() >= sizeof ns) std::memcpy(&ns, clock.begin(), sizeof ns);
+  return ns;
+}
+
+KVM_TEST(VcpuControl, SavedMachineStateContinuesInAFreshVcpuProcess) {
+  require_kvm();
+  std::unique_ptr<ipc::Packet> saved;
+  size_t saved_ticks = 0;
+  std::chrono::steady_clock::time_point saved_at;
+  {
+    VcpuDriver d(guest("counter"));
+    // The counter's ticks are a busy loop: slow under PVM's emulation on a loaded host.
+    ASSERT_TRUE(d.wait_console("tick 0000000000000003\n", seconds(180))) << d.console();
+    ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+    saved = d.call([](auto m) { m.setSaveMachineState(); });
+    saved_at = std::chrono::steady_clock::now();
+    ASSERT_TRUE(saved);
+    auto msg = saved->root<ipc::VcpuToBroker>();
+    ASSERT_TRUE(msg.isMachineState()) << (msg.isRefused() ? msg.getRefused().cStr() : "");
+    d.next_reply(seconds(1));  // Let the console catch up.
+    saved_ticks = std::count(d.console().begin(), d.console().end(), '\n');
+  }  // SIGKILL: that VM is gone.
+  auto state = saved->root<ipc::VcpuToBroker>().getMachineState();
+  ASSERT_EQ(state.getCpus().size(), 1u);
+  EXPECT_GT(state.getCpus()[0].getMsrs().size(), 0u);
+  EXPECT_GT(state.getCpus()[0].getCpuid().size(), 0u);
+  EXPECT_GT(state.getCpus()[0].getTscKhz(), 0u);
+  EXPECT_GE(state.getCpus()[0].getXsave().size(), 4096u);
+  EXPECT_GT(state.getUart().size(), 0u);
+  const uint64_t clock_at_save = saved_kvmclock_ns(state);
+
+  VcpuDriver d(guest("counter"));
+  ASSERT_TRUE(d.wait_console("tick 0000000000000001\n", seconds(60))) << d.console();
+  ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+  // A state from another CPU model is refused with one sentence, before anything changes.
+  auto bad = d.call([&](auto m) {
+    auto r = m.initRestoreMachineState();
+    r.setState(state);
+    auto cpu = r.getState().getCpus()[0];
+    auto cpuid = kj::heapArray<capnp::byte>(cpu.getCpuid());
+    cpuid[12] ^= 1;  // Leaf 0's EAX: the highest basic leaf.
+    cpu.setCpuid(cpuid);
+  });
+  ASSERT_TRUE(bad && bad->root<ipc::VcpuToBroker>().isRefused());
+  EXPECT_NE(std::string(bad->root<ipc::VcpuToBroker>().getRefused().cStr()).find("the saved CPUID differs"), std::string::npos)
+      << bad->root<ipc::VcpuToBroker>().getRefused().cStr();
+  auto restore_at = std::chrono::steady_clock::now();
+  auto restored = d.call([&](auto m) { m.initRestoreMachineState().setState(state); });
+  ASSERT_TRUE(restored);
+  auto r = restored->root<ipc::VcpuToBroker>();
+  ASSERT_TRUE(r.isRestored()) << (r.isRefused() ? r.getRefused().cStr() : "");
+  // The guest's clock continues from the saved value: the time between the save and the
+  // restore (a whole VM start) does not show, and it does not go back.
+  auto again = d.call([](auto m) { m.setSaveMachineState(); });
+  ASSERT_TRUE(again && again->root<ipc::VcpuToBroker>().isMachineState());
+  const uint64_t clock_now = saved_kvmclock_ns(again->root<ipc::VcpuToBroker>().getMachineState());
+  const auto since_restore = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - restore_at);
+  const auto gap = std::chrono::duration_cast<std::chrono::nanoseconds>(restore_at - saved_at);
+  EXPECT_GE(clock_now, clock_at_save);
+  EXPECT_LE(clock_now - clock_at_save, static_cast<uint64_t>(since_restore.count()) + 50'000'000)
+      << "the guest's clock moved by " << (clock_now - clock_at_save) << " ns; the VM was away for " << gap.count() << " ns";
+  d.next_reply(seconds(1));
+  size_t mark = d.console().size();
+  ASSERT_TRUE(d.call([](auto m) { m.setResume(); })->root<ipc::VcpuToBroker>().isResumed());
+  // The count continues from the saved VM's, in this process: the first whole line printed
+  // after the resume is the saved VM's count plus 2 (the line it was in, or about to start,
+  // completes first).
+  char next[64];
+  std::snprintf(next, sizeof next, "moss-test-guest: tick %016zx\n", saved_ticks + 2);
+  ASSERT_TRUE(d.wait_console(next, seconds(180), mark)) << d.console().substr(mark);
+  size_t first_nl = d.console().find('\n', mark);
+  ASSERT_NE(first_nl, std::string::npos);
+  EXPECT_EQ(d.console().substr(first_nl + 1, std::strlen(next)), next) << d.console().substr(mark);
+  auto stop = d.call([](auto m) { m.setStop(); });
+  ASSERT_TRUE(stop && stop->root<ipc::VcpuToBroker>().isExited());
+}
+
+// Runs `kernel` until `line` is printed, pauses it, saves the whole machine and kills that
+// vcpu process; returns the saved message and how many lines the guest had finished.
+std::pair<std::unique_ptr<ipc::Packet>, size_t> save_and_kill(const std::string& kernel, const std::string& line) {
+  VcpuDriver d(kernel);
+  EXPECT_TRUE(d.wait_console(line, seconds(60))) << d.console();
+  EXPECT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+  auto saved = d.call([](auto m) { m.setSaveMachineState(); });
+  EXPECT_TRUE(saved && saved->root<ipc::VcpuToBroker>().isMachineState())
+      << (saved && saved->root<ipc::VcpuToBroker>().isRefused() ? saved->root<ipc::VcpuToBroker>().getRefused().cStr() : "");
+  d.next_reply(seconds(1));
+  return {std::move(saved), static_cast<size_t>(std::count(d.console().begin(), d.console().end(), '\n'))};
+}
+
+KVM_TEST(VcpuControl, TscDeadlineTimerKeepsFiringAfterARestoreInAFreshVcpuProcess) {
+  require_kvm();
+  // The guest counts LAPIC timer interrupts in TSC-deadline mode, re-arming IA32_TSC_DEADLINE
+  // in each; the count goes on only while the timer fires.
+  auto [saved, lines] = save_and_kill(guest("timer"), "timer 0000000000000003\n");
+  ASSERT_TRUE(saved && saved->root<ipc::VcpuToBroker>().isMachineState());
+  auto state = saved->root<ipc::VcpuToBroker>().getMachineState();
+  // The fresh VM runs the same guest first (its RAM must hold the same code and IDT), and so
+  // has a deadline of its own armed in KVM, which a restored LAPIC would re-arm and fire.
+  VcpuDriver d(guest("timer"));
+  ASSERT_TRUE(d.wait_console("timer 0000000000000001\n", seconds(60))) << d.console();
+  ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
+  // So first a copy of the state whose LAPIC timer is in one-shot mode replaces that one:
+  // leaving TSC-deadline mode clears KVM's deadline, and returning to it (the real restore
+  // below) starts from none, so only the saved IA32_TSC_DEADLINE, restored after the LAPIC
+  // and IA32_TSC, can fire.
+  auto far = d.call([&](auto m) {
+    auto req = m.initRestoreMachineState();
+    req.setState(state);
+    auto cpu = req.getState().getCpus()[0];
+    auto lapic = kj::heapArray<capnp::byte>(cpu.getLapic());
+    ASSERT_GE(lapic.size(), 0x324u);
+    uint32_t lvtt;
+    std::memcpy(&lvtt, lapic.begin() + 0x320, 4);  // LVT timer
+    EXPECT_EQ(lvtt & (3u << 17), 2u << 17) << "the saved LAPIC timer is not in TSC-deadline mode";
+    lvtt &= ~(3u << 17);
+    std::memcpy(lapic.begin() + 0x320, &lvtt, 4);
+    cpu.setLapic(lapic);
+  });
+  ASSERT_TRUE(far && far->root<ipc::VcpuToBroker>().isRestored());
+  auto restored = d.call([&](auto m) { m.initRestoreMachineState().setState(state); });
+  ASSERT_TRUE(restored);
+  auto r = restored->root<ipc::VcpuToBroker>();
+  ASSERT_TRUE(r.isRestored()) << (r.isRefused() ? r.getRefused().cStr() : "");
+  d.next_reply(seconds(1));
+  size_t mark = d.console().size();
+  ASSERT_TRUE(d.call([](auto m) { m.setResume(); })->root<ipc::VcpuToBroker>().isResumed());
+  // Three more interrupts (~40 ms apart), numbered on from the saved VM's count.
+  char next[64];
+  std::snprintf(next, sizeof next, "moss-test-guest: timer %016zx\n", lines + 3);
+  EXPECT_TRUE(d.wait_console(next, seconds(30), mark)) << "the restored timer did not fire: " << d.console().substr(mark);
   auto stop = d.call([](auto m) { m.setStop(); });
   ASSERT_TRUE(stop && stop->root<ipc::VcpuToBroker>().isExited());
 }
