@@ -64,7 +64,7 @@ TEST(BlkModule, ADiskIsAWorkerGivenItsConnectionDiskAndControlChannelByNumber) {
   ASSERT_TRUE(d.worker.has_value());
   WorkerPlan& w = *d.worker;
   EXPECT_EQ(w.program, "moss-blk");
-  EXPECT_EQ(w.description, "the blk worker for " + img);
+  EXPECT_EQ(w.description, "blk worker for " + img);
   EXPECT_EQ(w.argv, (std::vector<std::string>{"moss-blk", "--fd", "3", "--disk-fd", "4", "--control-fd", "5", "--disk",
                                               img, "--readonly", "--num-queues", "2"}));
   ASSERT_EQ(w.fds.size(), 3u);
