@@ -473,11 +473,12 @@ control::VmStats Session::stats() const {
     if (w.reaped || !w.control) continue;
     // A short time-out: a wedged worker must not stall the broker's loop (its stats are
     // then just missing).
-    auto r = worker::call(w.control.get(), worker::Request::kStats, {}, 500);
+    auto r = worker::call(w.control.get(), worker::Request::kStats, 500);
     if (!r) continue;
     const auto& st = r->stats;
-    s.disk_stats.push_back({w.what.substr(4), st.read_requests, st.write_requests, st.flush_requests,
-                            st.other_requests, st.bytes_read, st.bytes_written, st.errors, st.in_flight});
+    s.disk_stats.push_back({w.what.substr(4), st.counter("readRequests"), st.counter("writeRequests"),
+                            st.counter("flushRequests"), st.counter("otherRequests"), st.bytes_out, st.bytes_in,
+                            st.errors, st.in_flight});
   }
   return s;
 }
@@ -1042,7 +1043,7 @@ int run_vm(const cli::RunOptions& options) {
     if (d.vhost_user) continue;
     ChildSpec w;
     w.path = self_dir() + "/moss-blk";
-    int cv[2];  // The worker's control channel: it answers describe/stats/quiesce/... on it.
+    int cv[2];  // The worker's control channel: it answers describe, stats and shutdown on it.
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cv) != 0) {
       stop_started();
       std::fprintf(stderr, "moss: cannot create a worker's control channel: %s\n", strerror(errno));

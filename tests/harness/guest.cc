@@ -165,7 +165,7 @@ Result<void> Guest::handshake(bool reconnecting) {
   protocol_features_ = 0;
   if (offered_features_ & bit(vhost_user::kFeatureProtocolFeatures)) {
     MOSS_TRY(uint64_t offered, fe.get_protocol_features());
-    uint64_t wanted = bit(kMq) | bit(kReplyAck) | bit(kConfig) | bit(kResetDevice);
+    uint64_t wanted = bit(kMq) | bit(kReplyAck) | bit(kConfig) | bit(kResetDevice) | bit(kDeviceState);
     if (options_.inflight) wanted |= bit(kInflightShmfd);
     protocol_features_ = offered & wanted;
     MOSS_CHECK(fe.set_protocol_features(protocol_features_));
