@@ -67,6 +67,20 @@ Sandbox vsock(bool enabled, uint32_t max_connections) {
   return s;
 }
 
+Sandbox null_device(uint32_t queues, bool enabled) {
+  Sandbox s;
+  s.role = sandbox::Role::kNull;
+  s.enabled = enabled;
+  // stdio, the vhost-user socket, the event loop, up to 8 guest memory regions, and a kick, a
+  // call and an error eventfd per queue.
+  s.limits.nofile = 64 + 3ull * queues;
+  // One thread, and room for the test hooks' probes (one child at a time).
+  s.limits.nproc = 16;
+  s.limits.fsize = 1 * kMiB;  // It writes no file; a little room rather than none.
+  s.limits.memlock = 0;
+  return s;
+}
+
 uint64_t disk_bytes(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return 0;

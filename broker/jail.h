@@ -34,6 +34,8 @@ Sandbox blk(uint32_t queues, uint64_t disk_bytes, bool enabled);
 // --max-connections; 256 unless told). Started by moss run it keeps no host directory (the
 // broker connects for it); started by hand it keeps its --uds-path's (policies/sandbox.h).
 Sandbox vsock(bool enabled, uint32_t max_connections = 256);
+// A moss-null worker (devices/null/: the test device) with `queues` request queues.
+Sandbox null_device(uint32_t queues, bool enabled);
 // The size of a disk image or block device (0 if it cannot be told).
 uint64_t disk_bytes(int fd);
 

@@ -131,6 +131,12 @@ Child start(Role role, bool jailed) {
     spec.argv = {"moss-vsock", "--fd", "3", "--guest-cid", "3", "--uds-path", c.dir.path + "/vsock.sock"};
     spec.fds = {sv[1]};
     spec.sandbox = jail::vsock(jailed);
+  } else if (role == Role::kNull) {
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    spec.path = build_dir() + "/moss-null";
+    spec.argv = {"moss-null", "--fd", "3", "--capacity", "1048576"};
+    spec.fds = {sv[1]};
+    spec.sandbox = jail::null_device(1, jailed);
   } else {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
     disk.reset(open("/dev/null", O_RDWR | O_CLOEXEC));  // Stands in for /dev/kvm and the kernel.
