@@ -32,16 +32,7 @@ using namespace testing;
 using runtime::ControlRequest;
 
 std::vector<uint8_t> request_bytes(ControlRequest kind, uint32_t version = ipc::WORKER_PROTOCOL_VERSION) {
-  capnp::MallocMessageBuilder mb;
-  auto m = mb.initRoot<ipc::BrokerToWorker>();
-  m.setVersion(version);
-  switch (kind) {
-    case ControlRequest::kDescribe: m.setDescribe(); break;
-    case ControlRequest::kStats: m.setStats(); break;
-    case ControlRequest::kShutdown: m.setShutdown(); break;
-  }
-  auto flat = capnp::messageToFlatArray(mb);
-  return std::vector<uint8_t>(flat.asBytes().begin(), flat.asBytes().end());
+  return runtime::encode_control_request(kind, version);
 }
 
 // A decoded WorkerToBroker (the broker's own decoder lives above devices/; this is the test's).

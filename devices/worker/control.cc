@@ -71,6 +71,20 @@ Result<ControlRequest> decode_control_request(std::span<const uint8_t> bytes) {
   return out;
 }
 
+std::vector<uint8_t> encode_control_request(ControlRequest request, uint32_t version) {
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<ipc::BrokerToWorker>();
+  m.setVersion(version != 0 ? version : ipc::WORKER_PROTOCOL_VERSION);
+  switch (request) {
+    case ControlRequest::kDescribe: m.setDescribe(); break;
+    case ControlRequest::kStats: m.setStats(); break;
+    case ControlRequest::kShutdown: m.setShutdown(); break;
+  }
+  kj::Array<capnp::word> flat = capnp::messageToFlatArray(mb);
+  auto bytes = flat.asBytes();
+  return std::vector<uint8_t>(bytes.begin(), bytes.end());
+}
+
 std::vector<uint8_t> encode_control_reply(const ControlReply& r) {
   capnp::MallocMessageBuilder mb;
   auto m = mb.initRoot<ipc::WorkerToBroker>();

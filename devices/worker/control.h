@@ -45,5 +45,7 @@ struct ControlReply {
 
 // The bytes of one packet (a flat Cap'n Proto message, version workerProtocolVersion).
 std::vector<uint8_t> encode_control_reply(const ControlReply& reply);
+// The broker's side, for tests: one request packet; `version` 0 means the current one.
+std::vector<uint8_t> encode_control_request(ControlRequest request, uint32_t version = 0);
 
 }  // namespace moss::runtime

@@ -15,16 +15,7 @@ namespace moss::runtime {
 namespace {
 
 std::vector<uint8_t> request_bytes(ControlRequest kind, uint32_t version = ipc::WORKER_PROTOCOL_VERSION) {
-  capnp::MallocMessageBuilder mb;
-  auto m = mb.initRoot<ipc::BrokerToWorker>();
-  m.setVersion(version);
-  switch (kind) {
-    case ControlRequest::kDescribe: m.setDescribe(); break;
-    case ControlRequest::kStats: m.setStats(); break;
-    case ControlRequest::kShutdown: m.setShutdown(); break;
-  }
-  auto flat = capnp::messageToFlatArray(mb);
-  return std::vector<uint8_t>(flat.asBytes().begin(), flat.asBytes().end());
+  return encode_control_request(kind, version);
 }
 
 TEST(WorkerControl, DecodesEveryRequestKind) {
