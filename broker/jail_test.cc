@@ -31,6 +31,7 @@
 #include "broker/launcher.h"
 #include "devices/blk/module.h"
 #include "devices/vsock/module.h"
+#include "devices/null/module.h"
 #include "policies/probes.h"
 
 namespace moss {
@@ -134,6 +135,11 @@ Child start(Role role, bool jailed) {
     spec.argv = {"moss-vsock", "--fd", std::to_string(spec.pass_fd(sv[1])), "--guest-cid", "3", "--uds-path",
                  c.dir.path + "/vsock.sock"};
     spec.sandbox = jail::worker(Role::kVsock, device::vsock::limits(), jailed);
+  } else if (role == Role::kNull) {
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    spec.path = build_dir() + "/moss-null";
+    spec.argv = {"moss-null", "--fd", std::to_string(spec.pass_fd(sv[1])), "--capacity", "1048576"};
+    spec.sandbox = jail::worker(Role::kNull, device::null::limits(1), jailed);
   } else {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
     disk.reset(open("/dev/null", O_RDWR | O_CLOEXEC));  // Stands in for /dev/kvm and the kernel.

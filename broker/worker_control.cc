@@ -13,14 +13,33 @@
 #include "ipc/worker.capnp.h"
 
 namespace moss::worker {
+namespace {
+
+std::string bounded(capnp::Text::Reader t) {
+  std::string s = t.cStr();
+  if (s.size() > kMaxTextBytes) s.resize(kMaxTextBytes);  // One sentence, not a flood.
+  return s;
+}
+
+}  // namespace
+
+std::string Description::detail(const std::string& key) const {
+  for (const auto& [k, v] : details) {
+    if (k == key) return v;
+  }
+  return "";
+}
+
+uint64_t Stats::counter(const std::string& name) const {
+  for (const auto& [n, v] : counters) {
+    if (n == name) return v;
+  }
+  return 0;
+}
 
 Reply::Kind expected_reply(Request r) {
   switch (r) {
     case Request::kDescribe: return Reply::Kind::kDescription;
-    case Request::kQuiesce: return Reply::Kind::kQuiesced;
-    case Request::kSaveState: return Reply::Kind::kState;
-    case Request::kRestoreState: return Reply::Kind::kRestored;
-    case Request::kResume: return Reply::Kind::kResumed;
     case Request::kStats: return Reply::Kind::kStats;
     case Request::kShutdown: return Reply::Kind::kShuttingDown;
   }
@@ -42,32 +61,36 @@ Result<Reply> decode_reply(std::span<const uint8_t> bytes) {
       case W::DESCRIPTION: {
         auto d = m.getDescription();
         out.kind = Reply::Kind::kDescription;
-        out.description = {d.getKind().cStr(), d.getDisk().cStr(), d.getReadOnly(), d.getCapacityBytes(),
-                           d.getNumQueues()};
+        out.description.kind = bounded(d.getKind());
+        out.description.num_queues = d.getNumQueues();
+        auto details = d.getDetails();
+        if (details.size() > kMaxListEntries) {
+          problem = "the worker's description has " + std::to_string(details.size()) + " details";
+          return;
+        }
+        for (auto kv : details) out.description.details.emplace_back(bounded(kv.getKey()), bounded(kv.getValue()));
         break;
       }
-      case W::QUIESCED: out.kind = Reply::Kind::kQuiesced; break;
-      case W::STATE: {
-        auto s = m.getState();
-        out.kind = Reply::Kind::kState;
-        out.state.assign(s.begin(), s.end());
-        break;
-      }
-      case W::RESTORED: out.kind = Reply::Kind::kRestored; break;
-      case W::RESUMED: out.kind = Reply::Kind::kResumed; break;
       case W::STATS: {
         auto s = m.getStats();
         out.kind = Reply::Kind::kStats;
-        out.stats = {s.getReadRequests(), s.getWriteRequests(), s.getFlushRequests(), s.getOtherRequests(),
-                     s.getBytesRead(),    s.getBytesWritten(),  s.getErrors(),        s.getInFlight(),
-                     s.getQuiesced()};
+        out.stats.requests = s.getRequests();
+        out.stats.errors = s.getErrors();
+        out.stats.bytes_in = s.getBytesIn();
+        out.stats.bytes_out = s.getBytesOut();
+        out.stats.in_flight = s.getInFlight();
+        auto counters = s.getCounters();
+        if (counters.size() > kMaxListEntries) {
+          problem = "the worker's stats have " + std::to_string(counters.size()) + " counters";
+          return;
+        }
+        for (auto c : counters) out.stats.counters.emplace_back(bounded(c.getName()), c.getValue());
         break;
       }
       case W::SHUTTING_DOWN: out.kind = Reply::Kind::kShuttingDown; break;
       case W::ERROR: {
         out.kind = Reply::Kind::kError;
-        out.error = m.getError().cStr();
-        if (out.error.size() > 512) out.error.resize(512);  // One sentence, not a flood.
+        out.error = bounded(m.getError());
         break;
       }
       default: problem = "the worker sent a reply of an unknown kind"; break;
@@ -79,16 +102,12 @@ Result<Reply> decode_reply(std::span<const uint8_t> bytes) {
   return out;
 }
 
-std::vector<uint8_t> encode_request(Request r, std::span<const uint8_t> state) {
+std::vector<uint8_t> encode_request(Request r) {
   capnp::MallocMessageBuilder mb;
   auto m = mb.initRoot<ipc::BrokerToWorker>();
   m.setVersion(ipc::WORKER_PROTOCOL_VERSION);
   switch (r) {
     case Request::kDescribe: m.setDescribe(); break;
-    case Request::kQuiesce: m.setQuiesce(); break;
-    case Request::kSaveState: m.setSaveState(); break;
-    case Request::kRestoreState: m.setRestoreState(kj::arrayPtr(state.data(), state.size())); break;
-    case Request::kResume: m.setResume(); break;
     case Request::kStats: m.setStats(); break;
     case Request::kShutdown: m.setShutdown(); break;
   }
@@ -97,8 +116,8 @@ std::vector<uint8_t> encode_request(Request r, std::span<const uint8_t> state) {
   return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
-Result<Reply> call(int fd, Request r, std::span<const uint8_t> state, int timeout_ms) {
-  std::vector<uint8_t> packet = encode_request(r, state);
+Result<Reply> call(int fd, Request r, int timeout_ms) {
+  std::vector<uint8_t> packet = encode_request(r);
   if (packet.size() > ipc::kMaxPacketBytes) return make_error("control message too large to send");
   MOSS_TRY(ssize_t sent, MOSS_SYS(send(fd, packet.data(), packet.size(), MSG_NOSIGNAL)));
   if (static_cast<size_t>(sent) != packet.size()) return make_error("control message was truncated on send");

@@ -42,67 +42,75 @@ void send(int fd, const std::function<void(ipc::WorkerToBroker::Builder)>& fill,
   ASSERT_TRUE(ipc::send_message(fd, mb).ok());
 }
 
-TEST(WorkerControl, RestoreCarriesTheStateAndSaveReturnsIt) {
-  std::vector<uint8_t> seen;
+TEST(WorkerControl, StatsAndDescriptionAreDecoded) {
   {
     FakeWorker w([&](int fd, ipc::BrokerToWorker::Reader req) {
-      ASSERT_TRUE(req.isRestoreState());
-      seen.assign(req.getRestoreState().begin(), req.getRestoreState().end());
-      send(fd, [](auto m) { m.setRestored(); });
+      ASSERT_TRUE(req.isStats());
+      send(fd, [](auto m) {
+        auto s = m.initStats();
+        s.setRequests(5);
+        s.setBytesIn(4096);
+        s.setInFlight(3);
+        auto c = s.initCounters(2);
+        c[0].setName("readRequests");
+        c[0].setValue(4);
+        c[1].setName("writeRequests");
+        c[1].setValue(1);
+      });
     });
-    std::vector<uint8_t> state{1, 2, 3, 0xff};
-    auto r = call(w.broker.get(), Request::kRestoreState, state);
+    auto r = call(w.broker.get(), Request::kStats);
     ASSERT_TRUE(r.ok()) << r.error().message;
-    EXPECT_EQ(r->kind, Reply::Kind::kRestored);
+    EXPECT_EQ(r->stats.requests, 5u);
+    EXPECT_EQ(r->stats.bytes_in, 4096u);
+    EXPECT_EQ(r->stats.in_flight, 3u);
+    EXPECT_EQ(r->stats.counter("readRequests"), 4u);
+    EXPECT_EQ(r->stats.counter("writeRequests"), 1u);
+    EXPECT_EQ(r->stats.counter("flushRequests"), 0u);
   }
-  EXPECT_EQ(seen, (std::vector<uint8_t>{1, 2, 3, 0xff}));
   FakeWorker w([&](int fd, ipc::BrokerToWorker::Reader req) {
-    ASSERT_TRUE(req.isSaveState());
+    ASSERT_TRUE(req.isDescribe());
     send(fd, [](auto m) {
-      uint8_t b[] = {9, 8, 7};
-      m.setState(kj::arrayPtr(b, 3));
+      auto d = m.initDescription();
+      d.setKind("vsock");
+      d.setNumQueues(3);
+      auto kv = d.initDetails(1);
+      kv[0].setKey("guestCid");
+      kv[0].setValue("42");
     });
   });
-  auto r = call(w.broker.get(), Request::kSaveState);
+  auto r = call(w.broker.get(), Request::kDescribe);
   ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(r->state, (std::vector<uint8_t>{9, 8, 7}));
+  EXPECT_EQ(r->description.kind, "vsock");
+  EXPECT_EQ(r->description.num_queues, 3u);
+  EXPECT_EQ(r->description.detail("guestCid"), "42");
+  EXPECT_EQ(r->description.detail("disk"), "");
 }
 
-TEST(WorkerControl, StatsAndDescriptionAreDecoded) {
-  FakeWorker w([&](int fd, ipc::BrokerToWorker::Reader req) {
-    ASSERT_TRUE(req.isStats());
-    send(fd, [](auto m) {
-      auto s = m.initStats();
-      s.setReadRequests(5);
-      s.setBytesWritten(4096);
-      s.setInFlight(3);
-      s.setQuiesced(true);
-    });
+TEST(WorkerControl, OverlongListsAreRefused) {
+  FakeWorker w([&](int fd, auto) {
+    send(fd, [](auto m) { m.initStats().initCounters(kMaxListEntries + 1); });
   });
   auto r = call(w.broker.get(), Request::kStats);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(r->stats.read_requests, 5u);
-  EXPECT_EQ(r->stats.bytes_written, 4096u);
-  EXPECT_EQ(r->stats.in_flight, 3u);
-  EXPECT_TRUE(r->stats.quiesced);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "the worker's stats have 65 counters");
 }
 
 TEST(WorkerControl, RefusalsWrongAnswersAndSilenceAreErrors) {
   {
-    FakeWorker w([](int fd, auto) { send(fd, [](auto m) { m.setError("not quiesced"); }); });
-    auto r = call(w.broker.get(), Request::kSaveState);
+    FakeWorker w([](int fd, auto) { send(fd, [](auto m) { m.setError("cannot flush the disk"); }); });
+    auto r = call(w.broker.get(), Request::kShutdown);
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.error().message, "the worker refused: not quiesced");
+    EXPECT_EQ(r.error().message, "the worker refused: cannot flush the disk");
   }
   {
-    FakeWorker w([](int fd, auto) { send(fd, [](auto m) { m.setResumed(); }); });
-    auto r = call(w.broker.get(), Request::kQuiesce);
+    FakeWorker w([](int fd, auto) { send(fd, [](auto m) { m.setShuttingDown(); }); });
+    auto r = call(w.broker.get(), Request::kStats);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().message, "the worker answered a different request");
   }
   {
-    FakeWorker w([](int fd, auto) { send(fd, [](auto m) { m.setQuiesced(); }, 99); });
-    auto r = call(w.broker.get(), Request::kQuiesce);
+    FakeWorker w([](int fd, auto) { send(fd, [](auto m) { m.setShuttingDown(); }, 99); });
+    auto r = call(w.broker.get(), Request::kShutdown);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().message, "the worker speaks control protocol version 99");
   }
@@ -112,12 +120,12 @@ TEST(WorkerControl, RefusalsWrongAnswersAndSilenceAreErrors) {
   }
   {
     FakeWorker w([](int, auto) {});  // Reads the request, never answers, then closes.
-    auto r = call(w.broker.get(), Request::kDescribe, {}, 200);
+    auto r = call(w.broker.get(), Request::kDescribe, 200);
     EXPECT_FALSE(r.ok());
   }
   {
     FakeWorker w([](int fd, auto) { std::this_thread::sleep_for(std::chrono::milliseconds(300)); (void)fd; });
-    auto r = call(w.broker.get(), Request::kDescribe, {}, 50);
+    auto r = call(w.broker.get(), Request::kDescribe, 50);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().message, "the worker did not answer within 50 ms");
   }
@@ -125,10 +133,6 @@ TEST(WorkerControl, RefusalsWrongAnswersAndSilenceAreErrors) {
 
 TEST(WorkerControl, EveryRequestHasItsOwnReplyKind) {
   EXPECT_EQ(expected_reply(Request::kDescribe), Reply::Kind::kDescription);
-  EXPECT_EQ(expected_reply(Request::kQuiesce), Reply::Kind::kQuiesced);
-  EXPECT_EQ(expected_reply(Request::kSaveState), Reply::Kind::kState);
-  EXPECT_EQ(expected_reply(Request::kRestoreState), Reply::Kind::kRestored);
-  EXPECT_EQ(expected_reply(Request::kResume), Reply::Kind::kResumed);
   EXPECT_EQ(expected_reply(Request::kStats), Reply::Kind::kStats);
   EXPECT_EQ(expected_reply(Request::kShutdown), Reply::Kind::kShuttingDown);
 }

@@ -152,8 +152,9 @@ void WorkerSupervisor::take_reply(Supervised& s, std::span<const uint8_t> packet
   if (reply->kind == worker::Reply::Kind::kError) return give_up(s, "refused: " + reply->error);
   if (reply->kind != worker::Reply::Kind::kStats) return give_up(s, "answered a different request");
   const auto& st = reply->stats;
-  s.answer = control::DiskStats{s.w.description, st.read_requests, st.write_requests, st.flush_requests,
-                                st.other_requests, st.bytes_read, st.bytes_written, st.errors, st.in_flight};
+  s.answer = control::DiskStats{s.w.description, st.counter("readRequests"), st.counter("writeRequests"),
+                                st.counter("flushRequests"), st.counter("otherRequests"), st.bytes_out, st.bytes_in,
+                                st.errors, st.in_flight};
   s.asked = false;
   maybe_finish_round();
 }

@@ -1,6 +1,10 @@
-# Control messages between the broker and a device worker (moss-blk today). The worker holds
-# only this interface: it cannot ask the broker for anything. The data path (vhost-user on
-# another socket, guest RAM, eventfds) never passes here.
+# Control messages between the broker and a device worker (every moss worker: the runtime in
+# devices/worker/ answers them). The worker holds only this interface: it cannot ask the broker
+# for anything. The data path (vhost-user on another socket, guest RAM, eventfds) never passes
+# here, and neither do quiescing and device state: those travel over vhost-user itself
+# (GET_VRING_BASE stops a ring and drains it; SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE move the
+# state), so that any frontend can checkpoint a moss worker. What stays here is what vhost-user
+# has no message for.
 #
 # Transport: one Cap'n Proto message per SOCK_SEQPACKET packet on the socketpair made at spawn
 # (ipc/channel.h); the worker gets it as an inherited fd (--control-fd N). Each request gets
@@ -9,58 +13,54 @@
 
 $import "/capnp/c++.capnp".namespace("moss::ipc");
 
-const workerProtocolVersion :UInt32 = 1;
+# 2: device-neutral describe/stats; quiesce, saveState, restoreState and resume left for
+# vhost-user's own messages.
+const workerProtocolVersion :UInt32 = 2;
 
 struct BrokerToWorker {
   version @0 :UInt32;
   union {
     describe @1 :Void;
-    # Stop taking new requests from the rings and wait until every request in flight has
-    # completed and been returned to the guest. Kicks that arrive meanwhile stay pending.
-    quiesce @2 :Void;
-    # Only while quiesced: the device's whole state (ring indices, negotiated features,
-    # config), in the device's own versioned format (devices/blk/state.h).
-    saveState @3 :Void;
-    # Only while quiesced: replace the device's state with a saved one.
-    restoreState @4 :Data;
-    # Leave the quiesced state: process the rings again, including kicks that came meanwhile.
-    resume @5 :Void;
-    stats @6 :Void;
-    # Finish in-flight I/O, flush the disk and exit 0.
-    shutdown @7 :Void;
+    stats @2 :Void;
+    # Stop taking requests, finish those in flight, flush (blk: fdatasync the disk), reply
+    # and exit 0.
+    shutdown @3 :Void;
   }
 }
 
+# A device-specific fact, as text (blk: disk, readOnly, capacityBytes; vsock: guestCid).
+struct Detail {
+  key @0 :Text;
+  value @1 :Text;
+}
+
 struct WorkerDescription {
-  kind @0 :Text;             # "blk"
-  disk @1 :Text;             # The path or fd the worker serves.
-  readOnly @2 :Bool;
-  capacityBytes @3 :UInt64;
-  numQueues @4 :UInt32;
+  kind @0 :Text;             # "blk", "vsock", "null", ...
+  numQueues @1 :UInt32;
+  details @2 :List(Detail);
+}
+
+# A device-specific counter (blk: readRequests, ...; vsock: packetsToGuest, ...).
+struct Counter {
+  name @0 :Text;
+  value @1 :UInt64;
 }
 
 struct WorkerStats {
-  readRequests @0 :UInt64;
-  writeRequests @1 :UInt64;
-  flushRequests @2 :UInt64;
-  otherRequests @3 :UInt64;   # discard, write-zeroes, get-id
-  bytesRead @4 :UInt64;
-  bytesWritten @5 :UInt64;
-  errors @6 :UInt64;          # Requests answered with a non-OK status.
-  inFlight @7 :UInt32;
-  quiesced @8 :Bool;
+  requests @0 :UInt64;       # Requests (chains, packets) returned to the guest.
+  errors @1 :UInt64;         # Of those, answered with an error.
+  bytesIn @2 :UInt64;        # Payload bytes taken from the guest (blk: written).
+  bytesOut @3 :UInt64;       # Payload bytes given to the guest (blk: read).
+  inFlight @4 :UInt32;       # Taken from a ring and not yet returned.
+  counters @5 :List(Counter);
 }
 
 struct WorkerToBroker {
   version @0 :UInt32;
   union {
     description @1 :WorkerDescription;
-    quiesced @2 :Void;
-    state @3 :Data;
-    restored @4 :Void;
-    resumed @5 :Void;
-    stats @6 :WorkerStats;
-    shuttingDown @7 :Void;
-    error @8 :Text;           # The request was refused (e.g. saveState while running); one sentence.
+    stats @2 :WorkerStats;
+    shuttingDown @3 :Void;
+    error @4 :Text;           # The request was refused; one sentence.
   }
 }

@@ -7,6 +7,7 @@ const char* role_name(Role role) {
     case Role::kVcpu: return "vcpu";
     case Role::kBlk: return "blk";
     case Role::kVsock: return "vsock";
+    case Role::kNull: return "null";
   }
   return "?";
 }
@@ -18,7 +19,7 @@ std::optional<Role> role_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-std::vector<Role> all_roles() { return {Role::kVcpu, Role::kBlk, Role::kVsock}; }
+std::vector<Role> all_roles() { return {Role::kVcpu, Role::kBlk, Role::kVsock, Role::kNull}; }
 
 }  // namespace moss::sandbox
 

@@ -13,9 +13,9 @@
 namespace moss::sandbox {
 
 // A kind of jailed child process. Each has a policy of the same name (vcpu.policy, ...).
-enum class Role { kVcpu, kBlk, kVsock };
+enum class Role { kVcpu, kBlk, kVsock, kNull };
 
-const char* role_name(Role role);  // "vcpu", "blk", "vsock"
+const char* role_name(Role role);  // "vcpu", "blk", "vsock", "null"
 std::optional<Role> role_from_name(std::string_view name);
 std::vector<Role> all_roles();
 

@@ -278,7 +278,7 @@ TEST(MossPolicyTool, PrintsTheBpfProgram) {
 }
 
 TEST(MossPolicyTool, RefusesAnUnknownRoleWithOneSentence) {
-  EXPECT_EQ(run_tool("net"), "moss-policy: 'net' is not a role (the roles are: vcpu, blk, vsock)\n\nstatus 1");
+  EXPECT_EQ(run_tool("net"), "moss-policy: 'net' is not a role (the roles are: vcpu, blk, vsock, null)\n\nstatus 1");
 }
 
 TEST(SandboxLaunch, TheEnvironmentValueRoundTrips) {

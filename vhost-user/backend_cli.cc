@@ -68,6 +68,8 @@ Result<void> parse_backend_cli(std::span<const char* const> args, BackendArgs* o
     } else if (opt.name() == "--fd") {
       MOSS_TRY(out->fd, opt.fd());
       have_fd = true;
+    } else if (opt.name() == "--control-fd") {
+      MOSS_TRY(out->control_fd, opt.fd());
     } else {
       MOSS_TRY(bool known, device_option(opt));
       if (!known) return make_error("unknown option '" + opt.name() + "'");
@@ -76,6 +78,7 @@ Result<void> parse_backend_cli(std::span<const char* const> args, BackendArgs* o
   if (out->mode == BackendArgs::Mode::kServe && out->socket_path.empty() == !have_fd) {
     return make_error(have_fd ? "give --socket-path or --fd, not both" : "give --socket-path PATH or --fd N");
   }
+  if (out->control_fd >= 0 && out->control_fd == out->fd) return make_error("--control-fd and --fd must be different sockets");
   return {};
 }
 

@@ -1,6 +1,7 @@
 // The command line every vhost-user backend program shares, after the vhost-user spec's
 // "Backend program conventions" (QEMU's docs/interop/vhost-user.rst): --socket-path PATH or
-// --fd N, --print-capabilities, --help; "--opt value" and "--opt=value". A device parses its
+// --fd N, --print-capabilities, --help; "--opt value" and "--opt=value"; and moss's own
+// --control-fd N (the broker's control socket, ipc/worker.capnp), common to every worker. A device parses its
 // own options through the callback and checks what they need together afterwards. Pure:
 // argv in, options or a one-sentence usage error out.
 #pragma once
@@ -23,6 +24,7 @@ struct BackendArgs {
   Mode mode = Mode::kServe;
   std::string socket_path;  // Exactly one of socket_path and fd (>= 0) in kServe.
   int fd = -1;
+  int control_fd = -1;  // --control-fd: the broker's control socket (SOCK_SEQPACKET); -1: none.
 };
 
 // One option on the command line, as a device's parser sees it.
@@ -49,7 +51,7 @@ using DeviceOption = std::function<Result<bool>(Option&)>;
 
 // Parses `args` (without the program name) into `out`, handing every option but the shared
 // ones to `device_option`. In kServe it checks that exactly one of --socket-path and --fd
-// was given.
+// was given, and that --control-fd is not the --fd socket.
 Result<void> parse_backend_cli(std::span<const char* const> args, BackendArgs* out, const DeviceOption& device_option);
 
 // The --fd socket a backend was handed, checked to be one and made close-on-exec.

@@ -8,8 +8,9 @@
 //   - fio with ioengine=io_uring, direct=1 on the file: no virtqueue, no second process, the
 //     physical limit,
 // a section with one CPU-bound process running beside every peer (contended by design: what
-// batching completions buys), a transport-only part: moss's vhost-user Backend with a null
-// device (null_device.h) beside qemu-storage-daemon exporting a null-co node, so neither
+// batching completions buys), a transport-only part: moss-null (devices/null/: the worker
+// runtime with a device that answers at once) beside qemu-storage-daemon exporting a null-co
+// node, so neither
 // touches a disk, and fio alone on the CPU taking the disk's interrupts, away from it, and on
 // any (the limit's own spread).
 //
@@ -59,7 +60,6 @@
 #include <string>
 #include <vector>
 
-#include "bench/blk/null_device.h"
 #include "bench/blk/quiet.h"
 #include "tests/harness/backend_process.h"
 #include "tests/harness/blk_driver.h"
@@ -330,22 +330,23 @@ Peer process_peer(const std::string& column, const BackendOptions& o, uint64_t c
           }};
 }
 
-// The null device in a child process of ours, so its CPU time is its own.
+// The null device, the moss-null binary beside this one, in a child process of ours.
 Peer moss_null_peer(const std::string& column, const std::string& dir, uint64_t capacity) {
   std::string path = dir + "/null.sock";
-  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  if (lfd < 0 || ::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(lfd, 4) != 0) {
-    return failed_peer(column, std::string("cannot listen on ") + path + ": " + std::strerror(errno));
-  }
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return failed_peer(column, "cannot find this program's directory");
+  self[n] = '\0';
+  std::string binary = std::string(self).substr(0, std::string(self).rfind('/')) + "/moss-null";
+  if (::access(binary.c_str(), X_OK) != 0) return failed_peer(column, binary + " is not built");
+  std::string cap = std::to_string(capacity);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::_exit(serve_null_blk(lfd, capacity));
+    ::execl(binary.c_str(), "moss-null", "--socket-path", path.c_str(), "--capacity", cap.c_str(), nullptr);
+    ::_exit(127);
   }
-  ::close(lfd);
+  // Guest::connect retries until the socket is there.
   return {column,
           [path, pid, capacity](const Workload& w, uint32_t qd, double seconds) {
             return harness_row(path, pid, w, qd, seconds, capacity);
@@ -948,9 +949,10 @@ void write_results(const Options& o, const Facts& facts, const Section& disk, co
   }
 
   out << "\n## Transport only: null backends\n\n"
-      << "moss null: moss's vhost-user `Backend` and device-side `Queue` with a device that parses each "
-         "request and answers OK without I/O (`bench/blk/null_device.cc`); qsd null-co: "
-         "`--blockdev driver=null-co,size=" << o.size << "` (bytes) exported the same way. Neither touches the data, so every row "
+      << "moss null: the moss-null worker (`devices/null/`: the worker runtime, vhost-user `Backend` and "
+         "device-side rings with a device that parses each request and answers OK without I/O, reads "
+         "giving zeros); qsd null-co: "
+         "`--blockdev driver=null-co,size=" << o.size << "` (bytes) exported the same way. Neither touches a disk, so every row "
          "is in requests per second, and CPU is given per request.\n\n"
       << "| workload | QD | s x rounds | moss null req/s | qsd null-co req/s | moss / qsd | CPU us/req moss null | CPU us/req qsd null-co |\n"
       << "|---|---|---|---|---|---|---|---|\n";

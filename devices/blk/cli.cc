@@ -11,8 +11,6 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
     if (name == "--readonly" || name == "--read-only") {
       MOSS_CHECK(opt.flag());
       o.read_only = true;
-    } else if (name == "--control-fd") {
-      MOSS_TRY(o.control_fd, opt.fd());
     } else if (name == "--disk-fd") {
       MOSS_TRY(o.disk_fd, opt.fd());
     } else if (name == "--disk" || name == "--blk-file") {
@@ -39,7 +37,6 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
   if (o.disk_fd >= 0 && (o.disk_fd == o.fd || o.disk_fd == o.control_fd)) {
     return make_error("--disk-fd must be a file descriptor of its own");
   }
-  if (o.control_fd >= 0 && o.control_fd == o.fd) return make_error("--control-fd and --fd must be different sockets");
   return o;
 }
 

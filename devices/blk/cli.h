@@ -15,7 +15,6 @@ namespace moss::blk {
 
 // The shared backend options (mode, --socket-path, --fd) and moss-blk's own.
 struct CliOptions : vhost_user::BackendArgs {
-  int control_fd = -1;  // The broker's control socket (SOCK_SEQPACKET); -1: none.
   std::string disk;
   int disk_fd = -1;  // --disk-fd N: the disk, already open (a jailed worker cannot open paths).
   bool read_only = false;

@@ -26,16 +26,6 @@ void put(std::array<uint8_t, kConfigSize>& c, size_t off, T v) {
 
 Engine::Tag make_tag(uint32_t q, uint16_t head) { return (Engine::Tag{q} << 16) | head; }
 
-void signal_fd(const UniqueFd& fd) {
-  if (!fd.valid()) return;
-  uint64_t one = 1;
-  // EAGAIN: the counter is saturated, so the reader will wake anyway. Other errors mean the
-  // frontend gave us a broken fd; nothing to do but not crash.
-  if (::write(fd.get(), &one, sizeof one) < 0 && errno != EAGAIN) {
-    LOG_DEBUG("cannot signal an eventfd: %s", std::strerror(errno));
-  }
-}
-
 }  // namespace
 
 std::array<uint8_t, kConfigSize> config_space(const DiskInfo& disk, uint32_t num_queues) {
@@ -84,15 +74,19 @@ Counters& Counters::operator+=(const Counters& o) {
   return *this;
 }
 
-BlkDevice::BlkDevice(const Disk& disk, Engine& engine, DeviceOptions options)
+BlkDevice::BlkDevice(const Disk& disk, Engine& engine, DeviceOptions options, event_base* loop)
     : disk_(disk),
       engine_(engine),
       serial_(options.serial.empty() ? disk.info().serial : options.serial),
       config_(config_space(disk.info(), options.num_queues)),
+      rings_(options.num_queues, "virtio-blk"),
       queues_(options.num_queues),
       positions_(options.num_queues) {
   MOSS_ASSERT(options.num_queues >= 1 && options.num_queues <= 256);
   MOSS_ASSERT(serial_.size() <= kIdBytes);
+  // A wake-up left from an earlier device finds nothing to poll: each drains before it goes.
+  engine_event_ = Event::on_fd(loop, engine_.completion_fd(), EV_READ | EV_PERSIST, [this](int, short) { on_io_ready(); });
+  engine_event_.add();
 }
 
 BlkDevice::~BlkDevice() {
@@ -126,11 +120,7 @@ Result<void> BlkDevice::set_features(uint64_t acked) {
 }
 
 Result<std::vector<uint8_t>> BlkDevice::get_config(uint32_t offset, uint32_t size) {
-  if (offset > kConfigSize || size > kConfigSize - offset) {
-    return make_error("frontend read virtio-blk config bytes " + std::to_string(offset) + "+" + std::to_string(size) +
-                      ", past its " + std::to_string(kConfigSize) + " bytes");
-  }
-  return std::vector<uint8_t>(config_.begin() + offset, config_.begin() + offset + size);
+  return runtime::config_read(config_, offset, size, "virtio-blk");
 }
 
 Result<void> BlkDevice::set_config(uint32_t, std::span<const uint8_t>, uint32_t) {
@@ -146,85 +136,83 @@ DiskGeometry BlkDevice::geometry() const {
 // ---- Rings ----
 
 Result<void> BlkDevice::on_queue_started(uint32_t index, const vhost_user::Vring& vring) {
-  MOSS_ASSERT(backend_ != nullptr && index < queues_.size());
+  MOSS_ASSERT(index < queues_.size());
   QueueState& qs = queues_[index];
-  MOSS_ASSERT(qs.vring == nullptr && qs.in_flight == 0);
+  MOSS_ASSERT(qs.in_flight == 0);
   qs = QueueState{};
-  qs.config = virtio::QueueConfig{static_cast<uint16_t>(vring.num), vring.desc_gpa, vring.avail_gpa, vring.used_gpa,
-                                  (acked_ & fbit(feature::kEventIdx)) != 0,
-                                  (acked_ & fbit(feature::kIndirectDesc)) != 0};
-  MOSS_TRY(virtio::Queue queue, virtio::Queue::create(backend_->memory(), qs.config));
-  queue.set_last_avail_idx(vring.base);
-
-  vhost_user::InflightArea area = backend_->inflight();
-  if (area.data != nullptr && (backend_->acked_protocol_features() & bit(pf::kInflightShmfd))) {
+  MOSS_TRY(virtio::Queue* queue, rings_.start(index, vring, acked_));
+  auto refuse = [&](Error e) -> Result<void> {
+    rings_.discard(index);
+    qs = QueueState{};
+    return e;
+  };
+  const vhost_user::Backend& backend = rings_.backend();
+  vhost_user::InflightArea area = backend.inflight();
+  if (area.data != nullptr && (backend.acked_protocol_features() & bit(pf::kInflightShmfd))) {
     if (index >= area.num_queues) {
-      return make_error("the inflight buffer covers " + std::to_string(area.num_queues) + " queues, not queue " +
-                        std::to_string(index));
+      return refuse(make_error("the inflight buffer covers " + std::to_string(area.num_queues) + " queues, not queue " +
+                               std::to_string(index)));
     }
     uint64_t per_queue = vhost_user::Backend::inflight_queue_region_size(area.queue_size);
     MOSS_ASSERT(per_queue * area.num_queues <= area.size);  // The Backend checked the geometry.
     std::span<uint8_t> region(area.data + per_queue * index, per_queue);
-    MOSS_TRY(InflightTracker t, InflightTracker::attach(region, area.queue_size, qs.config.size, queue.used_idx()));
-    if (!t.fresh()) {
-      uint16_t next = t.next_avail(queue.used_idx());
+    auto t = InflightTracker::attach(region, area.queue_size, rings_.config(index).size, queue->used_idx());
+    if (!t.ok()) return refuse(std::move(t).take_error());
+    if (!t->fresh()) {
+      uint16_t next = t->next_avail(queue->used_idx());
       if (next != vring.base) {
         LOG_INFO("queue %u resumes at available index %u from the inflight buffer (%zu requests to resubmit), "
-                 "not at %u", index, next, t.resubmit().size(), vring.base);
+                 "not at %u", index, next, t->resubmit().size(), vring.base);
       }
-      queue.set_last_avail_idx(next);
-      qs.resubmit = t.resubmit();
+      queue->set_last_avail_idx(next);
+      qs.resubmit = t->resubmit();
     }
-    qs.inflight = std::move(t);
+    qs.inflight = std::move(*t);
     qs.inflight_base = area.data;
   }
 
   if (index < expected_positions_.size() && expected_positions_[index].valid) {
     const QueuePosition& want = expected_positions_[index];
-    if (want.next_avail != queue.last_avail_idx() || want.used_idx != queue.used_idx()) {
-      return make_error("queue " + std::to_string(index) + " resumes at available index " +
-                        std::to_string(queue.last_avail_idx()) + " and used index " + std::to_string(queue.used_idx()) +
-                        " but the restored state says " + std::to_string(want.next_avail) + " and " +
-                        std::to_string(want.used_idx));
+    if (want.next_avail != queue->last_avail_idx() || want.used_idx != queue->used_idx()) {
+      return refuse(make_error("queue " + std::to_string(index) + " resumes at available index " +
+                               std::to_string(queue->last_avail_idx()) + " and used index " +
+                               std::to_string(queue->used_idx()) + " but the restored state says " +
+                               std::to_string(want.next_avail) + " and " + std::to_string(want.used_idx)));
     }
     expected_positions_[index] = QueuePosition{};
   }
 
-  qs.slots.resize(qs.config.size);
-  qs.queue = std::move(queue);
-  qs.vring = &vring;
+  qs.slots.resize(rings_.config(index).size);
   if (vring.enabled) process(index);
   return {};
 }
 
 uint16_t BlkDevice::on_queue_stopped(uint32_t index) {
-  MOSS_ASSERT(index < queues_.size());
-  QueueState& qs = queues_[index];
-  MOSS_ASSERT(qs.vring != nullptr);
+  MOSS_ASSERT(index < queues_.size() && rings_.started(index));
   drain(index);
-  uint16_t next = qs.queue->last_avail_idx();
-  positions_[index] = QueuePosition{true, next, qs.queue->used_idx()};
-  qs = QueueState{};
+  const uint16_t used = rings_.queue(index).used_idx();
+  uint16_t next = rings_.stop(index);
+  positions_[index] = QueuePosition{true, next, used};
+  queues_[index] = QueueState{};
   return next;
 }
 
 void BlkDevice::on_queue_enabled(uint32_t index, bool enabled) {
   // A disabled ring is left alone (no side effects); enabling it picks up what is waiting.
-  if (enabled && index < queues_.size() && queues_[index].vring != nullptr) process(index);
+  if (enabled && rings_.started(index)) process(index);
 }
 
 void BlkDevice::on_memory_changing() {
   // Requests point into the old mapping, and so do the rings: finish the I/O now, and
   // rebuild each ring on the new table before it is touched again.
   for (uint32_t q = 0; q < queues_.size(); q++) {
-    if (queues_[q].vring == nullptr) continue;
-    drain(q);
-    queues_[q].stale = true;
+    if (rings_.started(q)) drain(q);
   }
+  rings_.memory_changing();
 }
 
 void BlkDevice::reset() {
-  for (const auto& q : queues_) MOSS_ASSERT(q.vring == nullptr);  // The Backend stopped them.
+  for (uint32_t q = 0; q < queues_.size(); q++) MOSS_ASSERT(!rings_.started(q));  // The Backend stopped them.
   acked_ = 0;
   std::fill(positions_.begin(), positions_.end(), QueuePosition{});
   expected_features_.reset();
@@ -232,22 +220,7 @@ void BlkDevice::reset() {
 }
 
 void BlkDevice::on_kick(uint32_t queue) {
-  if (queue < queues_.size() && queues_[queue].vring != nullptr) process(queue);
-}
-
-bool BlkDevice::refresh(uint32_t q) {
-  QueueState& qs = queues_[q];
-  if (!qs.stale) return true;
-  MOSS_ASSERT(qs.in_flight == 0);  // on_memory_changing drained.
-  auto fresh = virtio::Queue::create(backend_->memory(), qs.config);
-  if (!fresh.ok()) {
-    break_queue(q, "after the memory table changed: " + fresh.error().message);
-    return false;
-  }
-  fresh->set_last_avail_idx(qs.queue->last_avail_idx());
-  qs.queue = std::move(*fresh);
-  qs.stale = false;
-  return true;
+  if (rings_.started(queue)) process(queue);
 }
 
 InflightTracker* BlkDevice::tracker(uint32_t q) {
@@ -255,7 +228,7 @@ InflightTracker* BlkDevice::tracker(uint32_t q) {
   if (!qs.inflight) return nullptr;
   // A frontend that replaces the inflight buffer while the ring runs (SET_INFLIGHT_FD) has
   // unmapped the one we track: stop tracking rather than write into a stale pointer.
-  if (backend_->inflight().data != qs.inflight_base) {
+  if (rings_.backend().inflight().data != qs.inflight_base) {
     LOG_WARN("the frontend replaced the inflight buffer while queue %u runs; inflight tracking stops", q);
     qs.inflight.reset();
     return nullptr;
@@ -265,53 +238,54 @@ InflightTracker* BlkDevice::tracker(uint32_t q) {
 
 void BlkDevice::process(uint32_t q) {
   QueueState& qs = queues_[q];
-  // Quiesced: the kick that brought us here is dropped; set_quiesced(false) looks again.
-  if (quiesced_ || qs.broken || !qs.vring->enabled || !refresh(q)) return;
+  // RingSet::ready: in memory changes, on_memory_changing drained first.
+  if (!rings_.ready(q)) return;
+  virtio::Queue& queue = rings_.queue(q);
   // Requests a previous backend left in flight go first, in the order it took them.
   std::vector<uint16_t> resubmit;
   resubmit.swap(qs.resubmit);
   for (uint16_t head : resubmit) {
-    if (!qs.broken) start_request(q, head);
+    if (!rings_.broken(q)) start_request(q, head);
   }
   // At most one ring's worth per call, so one busy queue cannot starve the others or the
   // control socket; a self-kick brings us back after the loop has served them.
-  uint32_t budget = qs.config.size;
+  uint32_t budget = rings_.config(q).size;
   bool more = false;
   for (;;) {
-    qs.queue->disable_notification();
-    while (!qs.broken && budget > 0) {
-      auto head = qs.queue->pop_head();
+    queue.disable_notification();
+    while (!rings_.broken(q) && budget > 0) {
+      auto head = queue.pop_head();
       if (!head.ok()) {
-        break_queue(q, head.error().message);
+        rings_.break_ring(q, head.error().message);
         break;
       }
       if (!*head) break;
       --budget;
       if (qs.slots[**head].busy) {
-        break_queue(q, "the driver offered head " + std::to_string(**head) + " again while it is in flight");
+        rings_.break_ring(q, "the driver offered head " + std::to_string(**head) + " again while it is in flight");
         break;
       }
       if (InflightTracker* t = tracker(q)) t->mark(**head);
       start_request(q, **head);
     }
-    if (qs.broken) break;
+    if (rings_.broken(q)) break;
     if (budget == 0) {
       more = true;
       break;
     }
-    if (!qs.queue->enable_notification()) break;
+    if (!queue.enable_notification()) break;
   }
   engine_.submit();
-  signal_used();
-  if (more) signal_fd(qs.vring->kick);
+  rings_.signal_used();
+  if (more) rings_.kick_self(q);
 }
 
 void BlkDevice::start_request(uint32_t q, uint16_t head) {
   QueueState& qs = queues_[q];
-  auto chain = virtio::walk_chain(backend_->memory(), qs.config, head);
-  if (!chain.ok()) return break_queue(q, chain.error().message);
+  auto chain = virtio::walk_chain(rings_.backend().memory(), rings_.config(q), head);
+  if (!chain.ok()) return rings_.break_ring(q, chain.error().message);
   Parsed p = parse_request(*chain, geometry());
-  if (p.error && p.error->status_byte.empty()) return break_queue(q, p.error->message);
+  if (p.error && p.error->status_byte.empty()) return rings_.break_ring(q, p.error->message);
 
   Slot& s = qs.slots[head];
   MOSS_ASSERT(!s.busy);
@@ -394,7 +368,6 @@ void BlkDevice::on_done(Engine::Tag tag, int res) {
 
 void BlkDevice::complete(uint32_t q, uint16_t head) {
   QueueState& qs = queues_[q];
-  MOSS_ASSERT(!qs.stale);  // Memory changes drain first, so nothing completes on a stale ring.
   Slot& s = qs.slots[head];
   // On failure only the status byte counts as written (len may understate, never overstate).
   if (s.status != kOk) s.used_len = 1;
@@ -402,16 +375,17 @@ void BlkDevice::complete(uint32_t q, uint16_t head) {
   count(s);
   InflightTracker* t = tracker(q);
   if (t != nullptr) t->before_push(head);
-  auto pushed = qs.queue->push_used(head, s.used_len);
+  // Memory changes drain first, so nothing completes on a ring that needs rebuilding.
+  auto pushed = rings_.queue(q).push_used(head, s.used_len);
   s = Slot{};
   --qs.in_flight;
   if (!pushed.ok()) {
     // Our count of taken heads disagrees with used->idx: the guest wrote the used index,
     // which only the device may write.
-    return break_queue(q, pushed.error().message);
+    return rings_.break_ring(q, pushed.error().message);
   }
-  if (t != nullptr) t->after_push(head, qs.queue->used_idx());
-  qs.notify = true;
+  if (t != nullptr) t->after_push(head, rings_.queue(q).used_idx());
+  rings_.pushed(q);
 }
 
 void BlkDevice::count(const Slot& s) {
@@ -430,41 +404,35 @@ void BlkDevice::count(const Slot& s) {
   if (s.status != kOk) ++counters_.errors;
 }
 
-void BlkDevice::signal_used() {
-  for (auto& qs : queues_) {
-    if (!qs.notify) continue;
-    qs.notify = false;
-    if (qs.queue->needs_notification()) signal_fd(qs.vring->call);
-  }
-}
-
 void BlkDevice::on_io_ready() {
   engine_.poll([this](Engine::Tag tag, int res) { on_done(tag, res); });
-  signal_used();
+  rings_.signal_used();
 }
 
 void BlkDevice::drain(uint32_t q) {
   while (queues_[q].in_flight > 0) engine_.wait([this](Engine::Tag tag, int res) { on_done(tag, res); });
-  signal_used();
+  rings_.signal_used();
 }
 
-void BlkDevice::break_queue(uint32_t q, const std::string& why) {
-  QueueState& qs = queues_[q];
-  if (qs.broken) return;
-  qs.broken = true;
-  LOG_WARN("virtio-blk queue %u stops until the driver resets the device: %s", q, why.c_str());
-  signal_fd(qs.vring->err);
+void BlkDevice::drain() {
+  for (uint32_t q = 0; q < queues_.size(); q++) drain(q);
 }
 
-// ---- Quiescing and state ----
+// ---- Counters and state ----
 
-void BlkDevice::set_quiesced(bool quiesced) {
-  if (quiesced_ == quiesced) return;
-  quiesced_ = quiesced;
-  if (quiesced) return;
-  for (uint32_t q = 0; q < queues_.size(); q++) {
-    if (queues_[q].vring != nullptr) process(q);
-  }
+runtime::Stats BlkDevice::stats() const {
+  const Counters& c = counters_;
+  runtime::Stats s;
+  s.requests = c.read_requests + c.write_requests + c.flush_requests + c.other_requests;
+  s.errors = c.errors;
+  s.bytes_in = c.bytes_written;
+  s.bytes_out = c.bytes_read;
+  s.in_flight = in_flight();
+  s.counters = {{"readRequests", c.read_requests},
+                {"writeRequests", c.write_requests},
+                {"flushRequests", c.flush_requests},
+                {"otherRequests", c.other_requests}};
+  return s;
 }
 
 uint32_t BlkDevice::in_flight() const {
@@ -482,51 +450,11 @@ SavedState BlkDevice::state() const {
   s.serial = serial_;
   s.queues = positions_;
   for (uint32_t q = 0; q < queues_.size(); q++) {
-    const QueueState& qs = queues_[q];
-    if (qs.vring != nullptr) s.queues[q] = QueuePosition{true, qs.queue->last_avail_idx(), qs.queue->used_idx()};
+    if (!rings_.started(q)) continue;
+    const virtio::Queue& queue = rings_.queue(q);
+    s.queues[q] = QueuePosition{true, queue.last_avail_idx(), queue.used_idx()};
   }
   return s;
-}
-
-Result<void> BlkDevice::restore(const SavedState& s) {
-  MOSS_ASSERT(in_flight() == 0);
-  MOSS_CHECK(check_state_fits(s, disk_.info(), serial_, num_queues()));
-  if (acked_ != 0 && acked_ != s.acked_features) {
-    return make_error("the driver's features differ from those in the saved state");
-  }
-  // Check every running ring before changing any.
-  for (uint32_t q = 0; q < queues_.size(); q++) {
-    const QueueState& qs = queues_[q];
-    if (qs.vring == nullptr) continue;
-    const QueuePosition& want = s.queues[q];
-    const std::string name = "queue " + std::to_string(q);
-    if (!want.valid) return make_error(name + " runs, but it had not been started when the state was saved");
-    if (want.used_idx != qs.queue->used_idx()) {
-      return make_error(name + "'s used index is " + std::to_string(qs.queue->used_idx()) +
-                        " in guest memory but " + std::to_string(want.used_idx) + " in the saved state");
-    }
-    // Requests the saved device had taken and not returned must be ones this worker will
-    // resubmit (from the inflight buffer); any other would be lost.
-    uint16_t taken = static_cast<uint16_t>(want.next_avail - want.used_idx);
-    if (taken > qs.config.size || taken != qs.resubmit.size()) {
-      return make_error("the saved state has " + std::to_string(taken) + " requests of " + name +
-                        " taken and not returned, but this worker has " + std::to_string(qs.resubmit.size()) +
-                        " to resubmit");
-    }
-  }
-  expected_features_ = s.acked_features;
-  expected_positions_.assign(queues_.size(), QueuePosition{});
-  for (uint32_t q = 0; q < queues_.size(); q++) {
-    QueueState& qs = queues_[q];
-    if (qs.vring != nullptr) {
-      qs.queue->set_last_avail_idx(s.queues[q].next_avail);
-      positions_[q] = QueuePosition{};
-    } else {
-      expected_positions_[q] = s.queues[q];
-      positions_[q] = s.queues[q];
-    }
-  }
-  return {};
 }
 
 Result<std::vector<uint8_t>> BlkDevice::save_state() { return encode_state(state()); }
@@ -539,6 +467,7 @@ Result<void> BlkDevice::load_state(std::span<const uint8_t> bytes) {
   }
   expected_features_ = s.acked_features;
   expected_positions_ = s.queues;
+  positions_ = s.queues;  // What a save reports until the rings start.
   return {};
 }
 

@@ -1,10 +1,11 @@
 // The virtio-blk device (virtio 1.2, 5.2) as a vhost-user DeviceInterface: rings in, disk I/O
 // through the Engine out of order, used elements and interrupts back.
 //
-// One BlkDevice serves one frontend connection (one Backend); the Disk and the Engine outlive
-// it and serve the next. Everything runs on the worker's thread: the Backend calls the
-// DeviceInterface methods, the event loop calls on_kick() when a ring's kick eventfd fired
-// (the loop has read it) and on_io_ready() when the engine's completion fd did.
+// One BlkDevice serves one frontend connection (one Backend) on the worker runtime
+// (devices/worker/device.h); the Disk and the Engine outlive it and serve the next. Everything
+// runs on the worker's thread: the Backend calls the DeviceInterface methods, the runtime calls
+// on_kick() when a ring's kick eventfd fired (it has read it), and the device watches the
+// engine's completion fd itself while it lives.
 //
 // Guest input is trusted for nothing: chains go through walk_chain and parse_request, and a
 // request the guest got wrong is answered with VIRTIO_BLK_S_IOERR or UNSUPP in its status
@@ -12,10 +13,9 @@
 // breaks the queue: it stops being processed and its error eventfd is signalled, until the
 // driver resets the device.
 //
-// Quiescing (the broker's control channel, worker.h): while quiesced the device takes no chain
-// from any ring (kicks are consumed and forgotten; resuming re-reads every available ring), and
-// the requests already taken go on to complete and be returned to the guest. Once in_flight()
-// is 0 the device's whole state is state(), and restore() can replace it.
+// Quiescing and state travel over vhost-user: GET_VRING_BASE stops a ring and drains what is in
+// flight (on_queue_stopped); with every ring stopped, DEVICE_STATE saves state() or loads a
+// saved one (load_state), which the rings must then start from.
 #pragma once
 
 #include <array>
@@ -30,7 +30,9 @@
 #include "devices/blk/inflight.h"
 #include "devices/blk/request.h"
 #include "devices/blk/state.h"
-#include "devices/virtio/queue.h"
+#include "base/event.h"
+#include "devices/virtio/rings.h"
+#include "devices/worker/device.h"
 #include "vhost-user/backend.h"
 
 namespace moss::blk {
@@ -46,9 +48,7 @@ constexpr int kTopology = 10;
 constexpr int kMq = 12;
 constexpr int kDiscard = 13;
 constexpr int kWriteZeroes = 14;
-constexpr int kIndirectDesc = 28;
-constexpr int kEventIdx = 29;
-constexpr int kVersion1 = 32;
+using namespace virtio::feature;
 }  // namespace feature
 
 struct DeviceOptions {
@@ -84,41 +84,30 @@ struct Counters {
   bool operator==(const Counters&) const = default;
 };
 
-class BlkDevice final : public vhost_user::DeviceInterface {
+class BlkDevice final : public runtime::Device {
  public:
-  // `disk` and `engine` outlive the device; options.num_queues is 1..256.
-  BlkDevice(const Disk& disk, Engine& engine, DeviceOptions options);
+  // `disk` and `engine` outlive the device; options.num_queues is 1..256. `loop`: where the
+  // device watches the engine's completions.
+  BlkDevice(const Disk& disk, Engine& engine, DeviceOptions options, event_base* loop);
   ~BlkDevice() override;
   BlkDevice(const BlkDevice&) = delete;
   BlkDevice& operator=(const BlkDevice&) = delete;
 
-  // The Backend this device serves (for guest memory and the inflight buffer). Call once,
-  // before the Backend handles a message.
-  void attach(const vhost_user::Backend& backend) { backend_ = &backend; }
+  // runtime::Device.
+  void attach(const vhost_user::Backend& backend) override { rings_.attach(backend); }
+  void on_kick(uint32_t queue) override;
+  uint32_t in_flight() const override;
+  void drain() override;
+  runtime::Stats stats() const override;
 
-  void on_kick(uint32_t queue);
   void on_io_ready();
-
-  // Quiesced: take nothing new from any ring. Clearing it processes every running ring, so
-  // buffers the driver offered meanwhile are seen although their kicks were dropped.
-  void set_quiesced(bool quiesced);
-  bool quiesced() const { return quiesced_; }
-  // Requests taken from the rings and not yet returned.
-  uint32_t in_flight() const;
   const Counters& counters() const { return counters_; }
   const std::string& serial() const { return serial_; }
 
-  // The device's state as save_state() writes it: the driver's features (or those a restore
-  // expects), and per ring where it stands now if it runs, or where it stopped. Needs
-  // in_flight() == 0 (quiesced and drained, or every ring stopped).
+  // The device's state as save_state() writes it: the driver's features (or those a loaded
+  // state expects), and per ring where it stands now if it runs, or where it stopped. Needs
+  // in_flight() == 0 (every ring stopped, or drained).
   SavedState state() const;
-  // Replaces the device's state with `s`, or refuses (an Error naming the inconsistency) and
-  // changes nothing. `s` must fit the disk (check_state_fits) and agree with what the frontend
-  // already set: the driver's features, and for each running ring its used index in guest
-  // memory and the requests taken but not returned (only those a previous worker left for
-  // resubmission). A running ring then continues from the saved available index; a ring that
-  // starts later must start where `s` says (as after load_state). Needs in_flight() == 0.
-  Result<void> restore(const SavedState& s);
 
   // DeviceInterface.
   uint64_t features() const override;
@@ -148,30 +137,22 @@ class BlkDevice final : public vhost_user::DeviceInterface {
     uint32_t used_len = 0;   // Bytes written into the chain, status byte included.
     std::span<uint8_t> status_byte;
   };
+  // What blk keeps per ring beside the RingSet.
   struct QueueState {
-    const vhost_user::Vring* vring = nullptr;  // Non-null while started.
-    virtio::QueueConfig config;
-    std::optional<virtio::Queue> queue;
     std::optional<InflightTracker> inflight;
     const uint8_t* inflight_base = nullptr;  // The buffer mapping the tracker was made for.
     std::vector<uint16_t> resubmit;  // Heads a previous backend left in flight.
     std::vector<Slot> slots;         // By head.
     uint32_t in_flight = 0;
-    bool broken = false;
-    bool stale = false;   // Guest memory was remapped: rebuild `queue` before touching it.
-    bool notify = false;  // Used elements pushed since the last interrupt decision.
   };
 
   DiskGeometry geometry() const;
   bool write_through() const { return !(acked_ & (uint64_t{1} << feature::kFlush)); }
   void process(uint32_t q);
-  bool refresh(uint32_t q);
   void start_request(uint32_t q, uint16_t head);
   void complete(uint32_t q, uint16_t head);
   void on_done(Engine::Tag tag, int res);
-  void signal_used();
   void drain(uint32_t q);
-  void break_queue(uint32_t q, const std::string& why);
   void count(const Slot& s);
   InflightTracker* tracker(uint32_t q);
 
@@ -179,16 +160,16 @@ class BlkDevice final : public vhost_user::DeviceInterface {
   Engine& engine_;
   const std::string serial_;
   const std::array<uint8_t, kConfigSize> config_;
-  const vhost_user::Backend* backend_ = nullptr;
   uint64_t acked_ = 0;
+  virtio::RingSet rings_;
   std::vector<QueueState> queues_;
   // Where each ring stood when it last stopped: what save_state records.
   std::vector<QueuePosition> positions_;
   // From load_state: what the frontend's features and ring positions must match.
   std::optional<uint64_t> expected_features_;
   std::vector<QueuePosition> expected_positions_;
-  bool quiesced_ = false;
   Counters counters_;
+  Event engine_event_;
 };
 
 }  // namespace moss::blk

@@ -1,5 +1,5 @@
-// The virtio-blk device end to end, in one process: a Worker serves one end of a socketpair
-// on its own thread (the production event loop, engine and disk), the test plays the
+// The virtio-blk device end to end, in one process: the worker runtime serves one end of a
+// socketpair on its own thread (the production event loop, engine and disk), the test plays the
 // frontend (vhost_user::Frontend) and the guest driver (virtio::DriverQueue) over guest
 // memory in a memfd. Everything is observed the way a guest or a VMM would: used rings,
 // status bytes, interrupts, the error eventfd, the disk file.
@@ -24,6 +24,7 @@
 #include "devices/blk/state.h"
 #include "devices/blk/test_guest.h"
 #include "devices/blk/worker.h"
+#include "devices/worker/runtime.h"
 
 namespace moss::blk {
 namespace {
@@ -41,8 +42,11 @@ class BlkDeviceTest : public GuestDriverTest {
   void connect(Conn c = {}) {
     auto d = Disk::open(disk_path_, c.read_only);
     ASSERT_TRUE(d.ok()) << d.error().message;
-    disk_ = std::make_unique<Disk>(std::move(*d));
-    auto w = Worker::create(*disk_, DeviceOptions{c.num_queues, c.serial});
+    disk_ = std::make_shared<Disk>(std::move(*d));
+    auto engine = Engine::create(*disk_);
+    ASSERT_TRUE(engine.ok()) << engine.error().message;
+    auto w = runtime::Runtime::create(
+        worker_spec(disk_, std::shared_ptr<Engine>(std::move(*engine)), DeviceOptions{c.num_queues, c.serial}, disk_path_));
     ASSERT_TRUE(w.ok()) << w.error().message;
     worker_ = std::move(*w);
     int sv[2];
@@ -63,8 +67,8 @@ class BlkDeviceTest : public GuestDriverTest {
     disk_.reset();
   }
 
-  std::unique_ptr<Disk> disk_;
-  std::unique_ptr<Worker> worker_;
+  std::shared_ptr<Disk> disk_;
+  std::unique_ptr<runtime::Runtime> worker_;
   std::thread thread_;
   std::string serve_result_;
 };
@@ -279,7 +283,7 @@ TEST_F(BlkDeviceTest, ChainWithoutStatusByteBreaksOnlyItsQueue) {
   kick(1);
   wait_one(1, other);
   EXPECT_EQ(status(other), kOk);
-  ::usleep(50 * 1000);
+  barrier();
   auto u = dq(0).pop_used();
   ASSERT_TRUE(u.ok());
   EXPECT_FALSE(*u);

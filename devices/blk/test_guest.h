@@ -132,6 +132,14 @@ class GuestDriverTest : public ::testing::Test {
 
   vhost_user::Frontend& fe() { return *frontend_; }
 
+  // Returns once the worker's loop has handled everything that was ready before the call
+  // (kicks included): two vhost-user round trips. The first reply can come from the turn
+  // that also sees an earlier kick; the second request is only read on a later turn, after
+  // that kick was handled. A barrier for negative assertions, instead of a sleep.
+  void barrier() {
+    for (int i = 0; i < 2; i++) ASSERT_TRUE(fe().get_features().ok());
+  }
+
   struct Driver {
     DriverQueue dq;
     UniqueFd kick, call, err;

@@ -27,7 +27,7 @@ class NullModule final : public Module {
     return null::plan(o, vm);
   }
   // moss-null is a virtio-blk backend without a disk: the blk role's policy covers it.
-  sandbox::Role role() const override { return sandbox::Role::kBlk; }
+  sandbox::Role role() const override { return sandbox::Role::kNull; }
   sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
     auto q = arg("--num-queues");
     uint64_t queues = q ? number(*q).value_or(1) : 1;
@@ -90,8 +90,8 @@ Result<Device> plan(const Options& options, const Vm& vm) {
 sandbox::Limits limits(uint32_t queues) {
   sandbox::Limits l;
   // stdio, the vhost-user socket, the control channel, the event loop, up to 8 guest memory
-  // regions, and a kick and a call eventfd per queue.
-  l.nofile = 64 + 2ull * queues;
+  // regions, and a kick, a call and an error eventfd per queue.
+  l.nofile = 64 + 3ull * queues;
   l.nproc = 16;
   // It writes no file; only its stderr can be one (see the vsock module).
   l.fsize = 64 * kMiB;

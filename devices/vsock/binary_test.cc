@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +20,9 @@
 #include <thread>
 
 #include "devices/vsock/cli.h"
+#include "devices/worker/control.h"
+#include "ipc/channel.h"
+#include "ipc/worker.capnp.h"
 #include "tests/support/subprocess.h"
 #include "vhost-user/frontend.h"
 
@@ -165,6 +169,45 @@ TEST(VsockBinary, FdModeExitsZeroWhenTheFrontendCloses) {
   EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(exists(uds));
+}
+
+TEST(VsockBinary, ControlFdAnswersDescribeAndShutdownEndsItWithZero) {
+  TempDir dir;
+  std::string uds = dir.path() + "/vsock.sock";
+  int sv[2], cv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);  // Not CLOEXEC: the child inherits the second ends.
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, cv), 0);
+  UniqueFd ours(sv[0]), theirs(sv[1]), control(cv[0]), their_control(cv[1]);
+  ::fcntl(ours.get(), F_SETFD, FD_CLOEXEC);
+  ::fcntl(control.get(), F_SETFD, FD_CLOEXEC);
+  moss::test::Process p({moss_vsock(), "--fd", std::to_string(theirs.get()), "--control-fd",
+                         std::to_string(their_control.get()), "--guest-cid", "99", "--uds-path", uds});
+  theirs.reset();
+  their_control.reset();
+  auto ask = [&](runtime::ControlRequest r) -> std::vector<uint8_t> {
+    auto req = runtime::encode_control_request(r);
+    EXPECT_EQ(::send(control.get(), req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+    std::vector<uint8_t> buf(ipc::kMaxPacketBytes);
+    pollfd pf{control.get(), POLLIN, 0};
+    if (::poll(&pf, 1, 5000) != 1) return {};
+    ssize_t n = ::recv(control.get(), buf.data(), buf.size(), 0);
+    buf.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return buf;
+  };
+  auto described = ipc::decode_packet(ask(runtime::ControlRequest::kDescribe));
+  ASSERT_TRUE(described.ok()) << described.error().message;
+  auto d = (*described)->root<ipc::WorkerToBroker>();
+  ASSERT_TRUE(d.isDescription());
+  EXPECT_EQ(std::string(d.getDescription().getKind().cStr()), "vsock");
+  EXPECT_EQ(d.getDescription().getNumQueues(), 3u);
+  ASSERT_EQ(d.getDescription().getDetails().size(), 2u);
+  EXPECT_EQ(std::string(d.getDescription().getDetails()[0].getValue().cStr()), "99");
+  auto shut = ipc::decode_packet(ask(runtime::ControlRequest::kShutdown));
+  ASSERT_TRUE(shut.ok()) << shut.error().message;
+  EXPECT_TRUE((*shut)->root<ipc::WorkerToBroker>().isShuttingDown());
+  auto r = p.wait(seconds(5));
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 TEST(VsockBinary, HostProgramWithNoGuestConnectedIsClosed) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <ctime>
 #include <cstring>
 
 #include "base/log.h"
@@ -20,16 +21,6 @@ using vhost_user::bit;
 namespace pf = vhost_user::protocol_feature;
 
 constexpr uint64_t fbit(int n) { return uint64_t{1} << n; }
-
-void signal_fd(const UniqueFd& fd) {
-  if (!fd.valid()) return;
-  uint64_t one = 1;
-  // EAGAIN: the counter is saturated, so the reader wakes anyway. Other errors mean the
-  // frontend gave us a broken fd; nothing to do but not crash.
-  if (::write(fd.get(), &one, sizeof one) < 0 && errno != EAGAIN) {
-    LOG_DEBUG("cannot signal an eventfd: %s", std::strerror(errno));
-  }
-}
 
 // The writable bytes of `chain` after the header, at most `max`, as iovecs (at most IOV_MAX:
 // a read may then fill fewer bytes, which is allowed).
@@ -66,37 +57,68 @@ bool peer_closed(int fd) {
 
 }  // namespace
 
-VsockDevice::VsockDevice(DeviceOptions options, HostEnv env)
-    : options_(std::move(options)), env_(std::move(env)), table_(options_.guest_cid, options_.limits) {
+uint64_t monotonic_ms() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+VsockDevice::VsockDevice(DeviceOptions options, event_base* loop)
+    : options_(std::move(options)),
+      loop_(loop),
+      rings_(kNumQueues, "virtio-vsock", {"receive", "transmit", "event"}),
+      table_(options_.guest_cid, options_.limits) {
   MOSS_ASSERT(options_.guest_cid >= kMinGuestCid && options_.guest_cid <= kMaxGuestCid);
-  MOSS_ASSERT(env_.watch && env_.now_ms);
+  timer_ = Event::timer(loop_, [this](int, short) { on_timer(); }, /*persist=*/true);
+  timer_.add(std::chrono::milliseconds(1000));
 }
 
 VsockDevice::~VsockDevice() {
-  for (auto& [key, s] : sockets_) {
-    if (s.watch_read || s.watch_write) env_.watch(s.fd.get(), false, false);
-  }
+  host_events_.clear();  // Before the sockets they watch close.
+}
+
+void VsockDevice::watch(int fd, bool read, bool write) {
+  host_events_.erase(fd);
+  if (!read && !write) return;
+  short what = static_cast<short>(EV_PERSIST | (read ? EV_READ : 0) | (write ? EV_WRITE : 0));
+  Event ev = Event::on_fd(loop_, fd, what, [this](int ready, short got) {
+    on_host_event(ready, (got & EV_READ) != 0, (got & EV_WRITE) != 0);
+  });
+  ev.add();
+  host_events_[fd] = std::move(ev);
+}
+
+runtime::Stats VsockDevice::stats() const {
+  runtime::Stats s;
+  s.requests = counters_.packets_from_guest;
+  s.errors = table_.counters().refused_packets + table_.counters().protocol_violations;
+  s.bytes_in = table_.counters().bytes_to_host;
+  s.bytes_out = table_.counters().bytes_to_guest;
+  s.counters = {{"packetsToGuest", counters_.packets_to_guest},
+                {"transportResets", counters_.transport_resets},
+                {"connections", table_.counters().connections},
+                {"refusedConnections", table_.counters().refused_connections}};
+  return s;
 }
 
 uint64_t VsockDevice::features() const {
   return fbit(feature::kVersion1) | fbit(feature::kEventIdx) | fbit(feature::kIndirectDesc);
 }
 
-uint64_t VsockDevice::protocol_features() const { return bit(pf::kConfig); }
+uint64_t VsockDevice::protocol_features() const { return bit(pf::kConfig) | bit(pf::kDeviceState); }
 
 Result<void> VsockDevice::set_features(uint64_t acked) {
+  if (expected_features_ && acked != *expected_features_) {
+    return make_error("the driver's features differ from those in the saved state being restored");
+  }
   acked_ = acked;
   return {};
 }
 
 Result<std::vector<uint8_t>> VsockDevice::get_config(uint32_t offset, uint32_t size) {
-  if (offset > kConfigSize || size > kConfigSize - offset) {
-    return make_error("frontend read virtio-vsock config bytes " + std::to_string(offset) + "+" + std::to_string(size) +
-                      ", past its " + std::to_string(kConfigSize) + " bytes");
-  }
-  std::vector<uint8_t> c(kConfigSize);
+  std::array<uint8_t, kConfigSize> c;
   for (size_t i = 0; i < kConfigSize; i++) c[i] = static_cast<uint8_t>(options_.guest_cid >> (8 * i));
-  return std::vector<uint8_t>(c.begin() + offset, c.begin() + offset + size);
+  return runtime::config_read(c, offset, size, "virtio-vsock");
 }
 
 Result<void> VsockDevice::set_config(uint32_t, std::span<const uint8_t>, uint32_t) {
@@ -106,81 +128,78 @@ Result<void> VsockDevice::set_config(uint32_t, std::span<const uint8_t>, uint32_
 // ---- Rings ----
 
 Result<void> VsockDevice::on_queue_started(uint32_t index, const vhost_user::Vring& vring) {
-  MOSS_ASSERT(backend_ != nullptr && index < kNumQueues);
-  QueueState& qs = queues_[index];
-  MOSS_ASSERT(qs.vring == nullptr);
-  qs = QueueState{};
-  qs.config = virtio::QueueConfig{static_cast<uint16_t>(vring.num), vring.desc_gpa, vring.avail_gpa, vring.used_gpa,
-                                  (acked_ & fbit(feature::kEventIdx)) != 0,
-                                  (acked_ & fbit(feature::kIndirectDesc)) != 0};
-  MOSS_TRY(virtio::Queue queue, virtio::Queue::create(backend_->memory(), qs.config));
-  queue.set_last_avail_idx(vring.base);
-  qs.queue = std::move(queue);
-  qs.vring = &vring;
+  MOSS_ASSERT(index < kNumQueues);
+  MOSS_TRY(virtio::Queue* queue, rings_.start(index, vring, acked_));
+  RingPosition& want = expected_positions_[index];
+  if (want.valid) {
+    if (want.next_avail != queue->last_avail_idx() || want.used_idx != queue->used_idx()) {
+      rings_.discard(index);
+      return make_error("queue " + std::to_string(index) + " resumes at available index " +
+                        std::to_string(vring.base) + " but the restored state says " + std::to_string(want.next_avail) +
+                        " (used index " + std::to_string(want.used_idx) + ")");
+    }
+    want = RingPosition{};
+  }
   if (vring.enabled) on_kick(index);
   return {};
 }
 
 uint16_t VsockDevice::on_queue_stopped(uint32_t index) {
   MOSS_ASSERT(index < kNumQueues);
-  QueueState& qs = queues_[index];
-  MOSS_ASSERT(qs.vring != nullptr);
   // Nothing is held between events: every chain taken was returned or un-popped.
-  uint16_t next = qs.queue->last_avail_idx();
-  qs = QueueState{};
+  const uint16_t used = rings_.queue(index).used_idx();
+  uint16_t next = rings_.stop(index);
+  positions_[index] = RingPosition{true, next, used};
   return next;
 }
 
 void VsockDevice::on_queue_enabled(uint32_t index, bool enabled) {
-  if (enabled && index < kNumQueues && queues_[index].vring != nullptr) on_kick(index);
+  if (enabled && rings_.started(index)) on_kick(index);
 }
 
 void VsockDevice::on_memory_changing() {
   // No span into guest memory outlives an event; the rings are rebuilt before next use.
-  for (auto& qs : queues_) {
-    if (qs.vring != nullptr) qs.stale = true;
-  }
+  rings_.memory_changing();
 }
 
 void VsockDevice::reset() {
-  for (const auto& qs : queues_) MOSS_ASSERT(qs.vring == nullptr);  // The Backend stopped them.
+  for (uint32_t q = 0; q < kNumQueues; q++) MOSS_ASSERT(!rings_.started(q));  // The Backend stopped them.
   acked_ = 0;
   // The driver starts over: its connections are gone, so ours go too, silently.
   table_.clear();
   run_actions();
   reset_event_pending_ = true;
+  positions_ = {};
+  expected_positions_ = {};
+  expected_features_.reset();
 }
 
-bool VsockDevice::ready(uint32_t q) {
-  QueueState& qs = queues_[q];
-  if (qs.vring == nullptr || !qs.vring->enabled || qs.broken) return false;
-  if (!qs.stale) return true;
-  auto fresh = virtio::Queue::create(backend_->memory(), qs.config);
-  if (!fresh.ok()) {
-    break_queue(q, "after the memory table changed: " + fresh.error().message);
-    return false;
+Result<std::vector<uint8_t>> VsockDevice::save_state() {
+  SavedState s;
+  s.guest_cid = options_.guest_cid;
+  s.acked_features = acked_ != 0 ? acked_ : expected_features_.value_or(0);
+  for (uint32_t q = 0; q < kNumQueues; q++) {
+    s.rings[q] = expected_positions_[q].valid ? expected_positions_[q] : positions_[q];
   }
-  fresh->set_last_avail_idx(qs.queue->last_avail_idx());
-  qs.queue = std::move(*fresh);
-  qs.stale = false;
-  return true;
+  return encode_state(s);
 }
 
-void VsockDevice::break_queue(uint32_t q, const std::string& why) {
-  QueueState& qs = queues_[q];
-  if (qs.broken) return;
-  qs.broken = true;
-  static const char* const kNames[] = {"receive", "transmit", "event"};
-  LOG_WARN("the %s queue stops until the driver resets the device: %s", kNames[q], why.c_str());
-  if (qs.vring != nullptr) signal_fd(qs.vring->err);
-}
-
-void VsockDevice::signal_used() {
-  for (auto& qs : queues_) {
-    if (!qs.notify || qs.vring == nullptr) continue;
-    qs.notify = false;
-    if (qs.queue->needs_notification()) signal_fd(qs.vring->call);
+Result<void> VsockDevice::load_state(std::span<const uint8_t> bytes) {
+  MOSS_TRY(SavedState s, decode_state(bytes));
+  if (s.guest_cid != options_.guest_cid) {
+    return make_error("the saved state is for guest CID " + std::to_string(s.guest_cid) + ", but this worker serves CID " +
+                      std::to_string(options_.guest_cid));
   }
+  if (acked_ != 0 && acked_ != s.acked_features) {
+    return make_error("the driver's features differ from those in the saved state");
+  }
+  expected_features_ = s.acked_features;
+  expected_positions_ = s.rings;
+  // The guest's connections are not carried: it learns so from TRANSPORT_RESET.
+  table_.clear();
+  run_actions();
+  reset_event_pending_ = true;
+  return {};
 }
 
 void VsockDevice::on_kick(uint32_t queue) {
@@ -194,37 +213,37 @@ void VsockDevice::settle() {
   run_actions();
   fill_rx();
   send_events();
-  signal_used();
+  rings_.signal_used();
 }
 
 void VsockDevice::on_timer() {
-  table_.expire(env_.now_ms());
+  table_.expire(monotonic_ms());
   settle();
 }
 
 // ---- Transmit: guest -> host ----
 
 void VsockDevice::process_tx() {
-  if (!ready(kTxQueue)) return;
-  QueueState& qs = queues_[kTxQueue];
+  if (!rings_.ready(kTxQueue)) return;
+  virtio::Queue& queue = rings_.queue(kTxQueue);
   // At most one ring's worth per event, so a busy guest cannot starve the host sockets or the
   // vhost-user socket; a self-kick brings us back after the loop has served them.
-  uint32_t budget = qs.config.size;
+  uint32_t budget = rings_.config(kTxQueue).size;
   bool more = false;
   for (;;) {
-    qs.queue->disable_notification();
-    while (!qs.broken && budget > 0) {
-      auto head = qs.queue->pop_head();
-      if (!head.ok()) return break_queue(kTxQueue, head.error().message);
+    queue.disable_notification();
+    while (!rings_.broken(kTxQueue) && budget > 0) {
+      auto head = queue.pop_head();
+      if (!head.ok()) return rings_.break_ring(kTxQueue, head.error().message);
       if (!*head) break;
       --budget;
-      auto chain = virtio::walk_chain(backend_->memory(), qs.config, **head);
-      if (!chain.ok()) return break_queue(kTxQueue, chain.error().message);
+      auto chain = virtio::walk_chain(rings_.backend().memory(), rings_.config(kTxQueue), **head);
+      if (!chain.ok()) return rings_.break_ring(kTxQueue, chain.error().message);
       Parsed p = parse_packet(*chain, options_.guest_cid);
       ++counters_.packets_from_guest;
       if (p.packet) {
         const uint64_t violations = table_.counters().protocol_violations;
-        table_.on_packet(*p.packet, env_.now_ms());
+        table_.on_packet(*p.packet, monotonic_ms());
         if (table_.counters().protocol_violations != violations) {
           LOG_DEBUG("%s from guest port %u to host port %u broke the protocol (credit, state or fwd_cnt): reset",
                     op_name(p.packet->header.op), p.packet->header.src_port, p.packet->header.dst_port);
@@ -238,42 +257,42 @@ void VsockDevice::process_tx() {
       run_actions();
       fill_rx();
       // Transmit buffers are only read: nothing written into them.
-      auto pushed = qs.queue->push_used(**head, 0);
+      auto pushed = queue.push_used(**head, 0);
       MOSS_ASSERT(pushed.ok());  // We just popped it.
-      qs.notify = true;
+      rings_.pushed(kTxQueue);
     }
-    if (qs.broken) return;
+    if (rings_.broken(kTxQueue)) return;
     if (budget == 0) {
       more = true;
       break;
     }
-    if (!qs.queue->enable_notification()) break;
+    if (!queue.enable_notification()) break;
   }
-  if (more) signal_fd(qs.vring->kick);
+  if (more) rings_.kick_self(kTxQueue);
 }
 
 // ---- Receive: host -> guest ----
 
 VsockDevice::Take VsockDevice::take_rx_buffer(RxBuffer& out, bool ask_for_kick) {
-  QueueState& qs = queues_[kRxQueue];
+  virtio::Queue& queue = rings_.queue(kRxQueue);
   for (;;) {
-    auto head = qs.queue->pop_head();
+    auto head = queue.pop_head();
     if (!head.ok()) {
-      break_queue(kRxQueue, head.error().message);
+      rings_.break_ring(kRxQueue, head.error().message);
       return Take::kBroken;
     }
     if (!*head) {
       // Starved: ask for a kick when the driver adds buffers (and look again if it just did).
-      if (ask_for_kick && qs.queue->enable_notification()) continue;
+      if (ask_for_kick && queue.enable_notification()) continue;
       return Take::kNone;
     }
-    auto chain = virtio::walk_chain(backend_->memory(), qs.config, **head);
+    auto chain = virtio::walk_chain(rings_.backend().memory(), rings_.config(kRxQueue), **head);
     if (!chain.ok()) {
-      break_queue(kRxQueue, chain.error().message);
+      rings_.break_ring(kRxQueue, chain.error().message);
       return Take::kBroken;
     }
     if (chain->readable_bytes != 0 || chain->writable_bytes < kHeaderSize) {
-      break_queue(kRxQueue, "receive buffer " + std::to_string(**head) + " has " + std::to_string(chain->readable_bytes) +
+      rings_.break_ring(kRxQueue, "receive buffer " + std::to_string(**head) + " has " + std::to_string(chain->readable_bytes) +
                                 " device-readable and " + std::to_string(chain->writable_bytes) +
                                 " writable bytes (it needs none and at least " + std::to_string(kHeaderSize) + ")");
       return Take::kBroken;
@@ -287,17 +306,16 @@ VsockDevice::Take VsockDevice::take_rx_buffer(RxBuffer& out, bool ask_for_kick) 
 
 void VsockDevice::give_back_rx(size_t n) {
   // Buffers taken but not used are the last ones taken: un-pop them, untouched.
-  virtio::Queue& q = *queues_[kRxQueue].queue;
+  virtio::Queue& q = rings_.queue(kRxQueue);
   q.set_last_avail_idx(static_cast<uint16_t>(q.last_avail_idx() - n));
 }
 
 void VsockDevice::finish_rx(const RxBuffer& b, const PacketHeader& h, uint32_t payload) {
-  QueueState& qs = queues_[kRxQueue];
   auto written = virtio::ChainWriter(b.chain).write(encode_header(h));
   MOSS_ASSERT(written.ok());  // writable_bytes >= kHeaderSize was checked.
-  auto pushed = qs.queue->push_used(b.head, kHeaderSize + payload);
+  auto pushed = rings_.queue(kRxQueue).push_used(b.head, kHeaderSize + payload);
   MOSS_ASSERT(pushed.ok());
-  qs.notify = true;
+  rings_.pushed(kRxQueue);
   ++counters_.packets_to_guest;
 }
 
@@ -353,14 +371,13 @@ size_t VsockDevice::read_into_rx(RxBuffer& first, const RxItem& item, size_t bud
 }
 
 void VsockDevice::fill_rx() {
-  if (!table_.has_rx_work() || !ready(kRxQueue)) return;
-  QueueState& qs = queues_[kRxQueue];
-  size_t budget = qs.config.size;
-  while (table_.has_rx_work() && budget > 0 && !qs.broken) {
+  if (!table_.has_rx_work() || !rings_.ready(kRxQueue)) return;
+  size_t budget = rings_.config(kRxQueue).size;
+  while (table_.has_rx_work() && budget > 0 && !rings_.broken(kRxQueue)) {
     RxBuffer b;
     if (take_rx_buffer(b, true) != Take::kOk) return;
     size_t used = 0;
-    while (used == 0 && !qs.broken) {
+    while (used == 0 && !rings_.broken(kRxQueue)) {
       auto item = table_.next_rx(b.room);
       if (!item) break;
       if (item->kind == RxItem::Kind::kPacket) {
@@ -372,37 +389,37 @@ void VsockDevice::fill_rx() {
       run_actions();
     }
     if (used == 0) {
-      if (!qs.broken) give_back_rx(1);  // Nothing for this buffer after all.
+      if (!rings_.broken(kRxQueue)) give_back_rx(1);  // Nothing for this buffer after all.
       return;
     }
     budget -= std::min(budget, used);
   }
   // Out of budget with work left: come back after the loop has served everything else.
-  if (budget == 0 && table_.has_rx_work()) signal_fd(qs.vring->kick);
+  if (budget == 0 && table_.has_rx_work()) rings_.kick_self(kRxQueue);
 }
 
 // ---- Event queue ----
 
 void VsockDevice::send_events() {
-  if (!reset_event_pending_ || !ready(kEventQueue)) return;
-  QueueState& qs = queues_[kEventQueue];
+  if (!reset_event_pending_ || !rings_.ready(kEventQueue)) return;
+  virtio::Queue& queue = rings_.queue(kEventQueue);
   for (;;) {
-    auto head = qs.queue->pop_head();
-    if (!head.ok()) return break_queue(kEventQueue, head.error().message);
+    auto head = queue.pop_head();
+    if (!head.ok()) return rings_.break_ring(kEventQueue, head.error().message);
     if (!*head) {
-      if (qs.queue->enable_notification()) continue;
+      if (queue.enable_notification()) continue;
       return;
     }
-    auto chain = virtio::walk_chain(backend_->memory(), qs.config, **head);
-    if (!chain.ok()) return break_queue(kEventQueue, chain.error().message);
+    auto chain = virtio::walk_chain(rings_.backend().memory(), rings_.config(kEventQueue), **head);
+    if (!chain.ok()) return rings_.break_ring(kEventQueue, chain.error().message);
     if (chain->readable_bytes != 0 || chain->writable_bytes < kEventSize) {
-      return break_queue(kEventQueue, "event buffer " + std::to_string(**head) + " cannot hold a 4-byte event");
+      return rings_.break_ring(kEventQueue, "event buffer " + std::to_string(**head) + " cannot hold a 4-byte event");
     }
     auto written = virtio::ChainWriter(*chain).write_obj<uint32_t>(kEventTransportReset);
     MOSS_ASSERT(written.ok());
-    auto pushed = qs.queue->push_used(**head, kEventSize);
+    auto pushed = queue.push_used(**head, kEventSize);
     MOSS_ASSERT(pushed.ok());
-    qs.notify = true;
+    rings_.pushed(kEventQueue);
     reset_event_pending_ = false;
     ++counters_.transport_resets;
     LOG_INFO("sent TRANSPORT_RESET to the guest");
@@ -413,7 +430,7 @@ void VsockDevice::send_events() {
 // ---- Host sockets ----
 
 Result<void> VsockDevice::connect_from_host(UniqueFd sock, uint32_t port) {
-  MOSS_TRY(ConnKey key, table_.host_connect(port, env_.now_ms()));
+  MOSS_TRY(ConnKey key, table_.host_connect(port, monotonic_ms()));
   by_fd_[sock.get()] = key;
   sockets_[key] = HostSocket{std::move(sock)};
   LOG_DEBUG("a host program asks for guest port %u (%s)", port, describe(key).c_str());
@@ -492,14 +509,14 @@ void VsockDevice::sync(ConnKey key) {
   if (side.read != s.watch_read || s.write_blocked != s.watch_write) {
     s.watch_read = side.read;
     s.watch_write = s.write_blocked;
-    env_.watch(s.fd.get(), s.watch_read, s.watch_write);
+    watch(s.fd.get(), s.watch_read, s.watch_write);
   }
 }
 
 void VsockDevice::close_socket(ConnKey key) {
   auto it = sockets_.find(key);
   if (it == sockets_.end()) return;
-  if (it->second.watch_read || it->second.watch_write) env_.watch(it->second.fd.get(), false, false);
+  if (it->second.watch_read || it->second.watch_write) watch(it->second.fd.get(), false, false);
   by_fd_.erase(it->second.fd.get());
   sockets_.erase(it);
 }

@@ -5,11 +5,15 @@
 // space: le64 guest_cid. Features: VERSION_1, RING_EVENT_IDX, RING_INDIRECT_DESC (stream
 // sockets only: no VIRTIO_VSOCK_F_SEQPACKET).
 //
-// One VsockDevice serves one frontend connection; everything runs on the worker's thread. The
-// Backend calls the DeviceInterface methods; the event loop calls on_kick() when a ring's kick
-// eventfd fired, on_host_event() when a host socket the device asked to watch is ready,
-// connect_from_host() when a host program sent its CONNECT line, and on_timer() about once a
-// second.
+// One VsockDevice serves one frontend connection on the worker runtime (devices/worker/);
+// everything runs on the worker's thread. The Backend calls the DeviceInterface methods; the
+// runtime calls on_kick() when a ring's kick eventfd fired; the device watches its host sockets
+// and a 1 s timer (connect time-outs) on the runtime's loop itself; the host listener
+// (worker.h) calls connect_from_host() when a host program sent its CONNECT line.
+//
+// State (DEVICE_STATE, state.h): the rings' positions, the driver's features and the guest CID;
+// connections are not carried, and a device that loaded a state sends TRANSPORT_RESET like any
+// new one.
 //
 // Guest input is trusted for nothing: transmit chains go through walk_chain and parse_packet;
 // a packet that is refused, breaks the protocol or overruns its credit is answered with an RST
@@ -36,19 +40,20 @@
 #include <string>
 #include <vector>
 
+#include "base/event.h"
 #include "base/fd.h"
-#include "devices/virtio/queue.h"
+#include "devices/virtio/rings.h"
 #include "devices/vsock/connection.h"
 #include "devices/vsock/packet.h"
+#include "devices/vsock/state.h"
+#include "devices/worker/device.h"
 #include "vhost-user/backend.h"
 
 namespace moss::vsock {
 
 // Virtio feature bits (virtio 1.2, 5.10.3 and 6).
 namespace feature {
-constexpr int kIndirectDesc = 28;
-constexpr int kEventIdx = 29;
-constexpr int kVersion1 = 32;
+using namespace virtio::feature;  // No device bits: stream sockets only.
 }  // namespace feature
 
 constexpr uint32_t kMaxQueueSize = 1024;
@@ -63,13 +68,8 @@ struct DeviceOptions {
   std::function<Result<UniqueFd>(uint32_t port)> connect_host;
 };
 
-// What the device needs from the event loop that runs it.
-struct HostEnv {
-  // Watch `fd` (a host socket the device owns) for readable/writable; both false: stop
-  // watching (called before the fd closes).
-  std::function<void(int fd, bool read, bool write)> watch;
-  std::function<uint64_t()> now_ms;  // Monotonic.
-};
+// Monotonic milliseconds (connection time-outs).
+uint64_t monotonic_ms();
 
 struct DeviceCounters {
   uint64_t packets_from_guest = 0;
@@ -77,18 +77,20 @@ struct DeviceCounters {
   uint64_t transport_resets = 0;  // TRANSPORT_RESET events delivered.
 };
 
-class VsockDevice final : public vhost_user::DeviceInterface {
+class VsockDevice final : public runtime::Device {
  public:
-  VsockDevice(DeviceOptions options, HostEnv env);
+  // `loop`: where the device watches its host sockets and its timer.
+  VsockDevice(DeviceOptions options, event_base* loop);
   // Closes every host socket (the guest's side of them is gone with its frontend).
   ~VsockDevice() override;
   VsockDevice(const VsockDevice&) = delete;
   VsockDevice& operator=(const VsockDevice&) = delete;
 
-  // The Backend this device serves (for guest memory). Call once, before it handles a message.
-  void attach(const vhost_user::Backend& backend) { backend_ = &backend; }
+  // runtime::Device.
+  void attach(const vhost_user::Backend& backend) override { rings_.attach(backend); }
+  void on_kick(uint32_t queue) override;
+  runtime::Stats stats() const override;
 
-  void on_kick(uint32_t queue);
   void on_host_event(int fd, bool readable, bool writable);
   // A host program asked for guest port `port` on `sock` (a connected, non-blocking stream
   // socket whose CONNECT line has been read). Error (and `sock` closed) at the connection limit.
@@ -111,16 +113,11 @@ class VsockDevice final : public vhost_user::DeviceInterface {
   void on_queue_enabled(uint32_t index, bool enabled) override;
   void on_memory_changing() override;
   void reset() override;
+  Result<std::vector<uint8_t>> save_state() override;
+  Result<void> load_state(std::span<const uint8_t> bytes) override;
+  size_t max_state_bytes() const override { return SavedState::kBytes; }
 
  private:
-  struct QueueState {
-    const vhost_user::Vring* vring = nullptr;  // Non-null while started.
-    virtio::QueueConfig config;
-    std::optional<virtio::Queue> queue;
-    bool broken = false;
-    bool stale = false;   // Guest memory was remapped: rebuild `queue` before touching it.
-    bool notify = false;  // Used elements pushed since the last interrupt decision.
-  };
   struct HostSocket {
     UniqueFd fd;
     bool watch_read = false;
@@ -137,7 +134,7 @@ class VsockDevice final : public vhost_user::DeviceInterface {
   };
   enum class Take { kOk, kNone, kBroken };
 
-  bool ready(uint32_t q);
+  void watch(int fd, bool read, bool write);
   void process_tx();
   void fill_rx();
   // The next receive buffer, checked. kNone: the ring is empty (with ask_for_kick, the driver
@@ -155,21 +152,25 @@ class VsockDevice final : public vhost_user::DeviceInterface {
   void sync(ConnKey key);
   void flush(ConnKey key, HostSocket& s);
   void close_socket(ConnKey key);
-  void signal_used();
-  void break_queue(uint32_t q, const std::string& why);
   // All the work an event can have caused: actions, receive buffers, interrupts.
   void settle();
 
   const DeviceOptions options_;
-  HostEnv env_;
-  const vhost_user::Backend* backend_ = nullptr;
+  event_base* loop_;
   uint64_t acked_ = 0;
-  std::array<QueueState, kNumQueues> queues_;
+  virtio::RingSet rings_;
+  // Where each ring stood when it last stopped (save_state), and from load_state where each
+  // must start and the features the driver must accept.
+  std::array<RingPosition, kNumQueues> positions_{};
+  std::array<RingPosition, kNumQueues> expected_positions_{};
+  std::optional<uint64_t> expected_features_;
   ConnectionTable table_;
   std::map<ConnKey, HostSocket> sockets_;
   std::map<int, ConnKey> by_fd_;
   bool reset_event_pending_ = true;
   DeviceCounters counters_;
+  std::map<int, Event> host_events_;  // Host sockets watched, by fd.
+  Event timer_;
 };
 
 }  // namespace moss::vsock

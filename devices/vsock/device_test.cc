@@ -99,15 +99,18 @@ class VsockDeviceTest : public ::testing::Test {
     std::filesystem::remove_all(dir_, ec);
   }
 
-  void start(Limits limits = {}) {
+  void start_unnegotiated() { start({}, false); }
+  void start(Limits limits = {}, bool negotiated = true) {
     DeviceOptions o{kCid, uds_, limits, connect_host_};
-    auto w = Worker::create(o);
+    auto w = runtime::Runtime::create(worker_spec(o));
     ASSERT_TRUE(w.ok()) << w.error().message;
     worker_ = std::move(*w);
     auto l = listen_unix(uds_, 64, true);
     ASSERT_TRUE(l.ok()) << l.error().message;
     listener_ = std::move(*l);
-    ASSERT_TRUE(worker_->accept_hosts(listener_.get()).ok());
+    auto h = HostListener::create(*worker_, listener_.get());
+    ASSERT_TRUE(h.ok()) << h.error().message;
+    hosts_ = std::move(*h);
     int sv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     fe_.emplace(UniqueFd(sv[0]));
@@ -115,7 +118,7 @@ class VsockDeviceTest : public ::testing::Test {
       auto r = worker_->serve_connection(UniqueFd(fd));
       serve_error_ = r.ok() ? "" : r.error().message;
     });
-    negotiate();
+    if (negotiated) negotiate();
   }
 
   // Set before start(): DeviceOptions::connect_host.
@@ -124,37 +127,78 @@ class VsockDeviceTest : public ::testing::Test {
   void disconnect() {
     fe_.reset();
     if (thread_.joinable()) thread_.join();
+    hosts_.reset();
     worker_.reset();
   }
 
-  void negotiate() {
+  void negotiate(bool fresh_rings = true, std::array<uint16_t, kNumQueues> bases = {}) {
+    negotiate_features();
+    start_rings(fresh_rings, bases);
+  }
+  void negotiate_features() {
     auto features = fe_->get_features();
     ASSERT_TRUE(features.ok()) << features.error().message;
     features_ = *features;
-    ASSERT_TRUE(fe_->set_protocol_features(bit(pf::kConfig) | bit(pf::kMq) | bit(pf::kReplyAck)).ok());
+    ASSERT_TRUE(fe_->set_protocol_features(bit(pf::kConfig) | bit(pf::kMq) | bit(pf::kReplyAck) | bit(pf::kDeviceState)).ok());
     ASSERT_TRUE(fe_->set_owner().ok());
     ASSERT_TRUE(fe_->set_features(fbit(feature::kVersion1) | fbit(feature::kEventIdx) |
                                   bit(vhost_user::kFeatureProtocolFeatures)).ok());
     vhost_user::MemoryRegion region{0, kGuestBytes, reinterpret_cast<uint64_t>(host_), 0};
     int fd = mem_fd_.get();
     ASSERT_TRUE(fe_->set_mem_table(std::span(&region, 1), std::span(&fd, 1)).ok());
+  }
+  // Starts the three rings at `bases`: laid out afresh, or (fresh = false) as guest memory holds them.
+  void start_rings(bool fresh, std::array<uint16_t, kNumQueues> bases) {
     for (uint32_t q = 0; q < kNumQueues; q++) {
-      auto d = virtio::DriverQueue::create(mem_, q * kRingArea, kQueueSize, true, false);
-      ASSERT_TRUE(d.ok()) << d.error().message;
-      queues_[q].emplace(std::move(*d));
+      if (fresh) {
+        auto d = virtio::DriverQueue::create(mem_, q * kRingArea, kQueueSize, true, false);
+        ASSERT_TRUE(d.ok()) << d.error().message;
+        queues_[q].emplace(std::move(*d));
+      }
       call_[q].reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       kick_[q].reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       err_[q].reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       const auto& c = queues_[q]->config();
       auto user = [&](uint64_t gpa) { return reinterpret_cast<uint64_t>(host_ + gpa); };
       ASSERT_TRUE(fe_->set_vring_num(q, kQueueSize).ok());
-      ASSERT_TRUE(fe_->set_vring_base(q, 0).ok());
+      ASSERT_TRUE(fe_->set_vring_base(q, bases[q]).ok());
       ASSERT_TRUE(fe_->set_vring_addr({q, 0, user(c.desc_gpa), user(c.used_gpa), user(c.avail_gpa), 0}).ok());
       ASSERT_TRUE(fe_->set_vring_call(q, call_[q].get()).ok());
       ASSERT_TRUE(fe_->set_vring_err(q, err_[q].get()).ok());
       ASSERT_TRUE(fe_->set_vring_kick(q, kick_[q].get()).ok());
       ASSERT_TRUE(fe_->set_vring_enable(q, true).ok());
     }
+  }
+
+  // Returns once the worker's loop has handled everything that was ready before the call
+  // (kicks included): two vhost-user round trips (the first reply can come from the turn that
+  // also sees an earlier kick; the second request is read on a later turn).
+  void barrier() {
+    for (int i = 0; i < 2; i++) ASSERT_TRUE(fe_->get_features().ok());
+  }
+
+  // DEVICE_STATE, as a frontend does it.
+  Result<std::vector<uint8_t>> save_state() {
+    int p[2];
+    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    UniqueFd rd(p[0]), wr(p[1]);
+    MOSS_CHECK(fe_->set_device_state_fd(vhost_user::kTransferSave, wr.get()));
+    wr.reset();
+    std::vector<uint8_t> blob;
+    uint8_t buf[512];
+    for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;) blob.insert(blob.end(), buf, buf + n);
+    MOSS_CHECK(fe_->check_device_state());
+    return blob;
+  }
+  Result<void> load_state(const std::vector<uint8_t>& bytes) {
+    int p[2];
+    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    UniqueFd rd(p[0]), wr(p[1]);
+    MOSS_CHECK(fe_->set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
+    rd.reset();
+    EXPECT_EQ(::write(wr.get(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    wr.reset();
+    return fe_->check_device_state();
   }
 
   uint64_t alloc(uint64_t n) {
@@ -239,7 +283,8 @@ class VsockDeviceTest : public ::testing::Test {
   uint8_t* host_ = nullptr;
   GuestMemory mem_;
   uint64_t next_ = 0;
-  std::unique_ptr<Worker> worker_;
+  std::unique_ptr<runtime::Runtime> worker_;
+  std::unique_ptr<HostListener> hosts_;
   UniqueFd listener_;
   std::optional<vhost_user::Frontend> fe_;
   std::thread thread_;
@@ -281,10 +326,69 @@ TEST_F(VsockDeviceTest, SendsTransportResetOnceOnTheEventQueue) {
   ASSERT_TRUE(u.ok() && *u);
   EXPECT_EQ((*u)->second, 4u);
   EXPECT_EQ(*mem_.read_obj<uint32_t>(kHeapStart), kEventTransportReset);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  barrier();
   auto again = queues_[kEventQueue]->pop_used();
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(*again) << "one reset per frontend";
+}
+
+TEST_F(VsockDeviceTest, StateMovesToAFreshWorkerWhichResetsTheGuestsConnections) {
+  start();
+  auto post_event = [&](uint64_t gpa) {
+    ASSERT_TRUE(mem_.write_obj<uint32_t>(gpa, 0xffffffff).ok());
+    virtio::DriverQueue::Buffer b{gpa, 4};
+    ASSERT_TRUE(queues_[kEventQueue]->add_chain({}, std::span(&b, 1)).ok());
+    kick(kEventQueue);
+  };
+  post_event(alloc(4));
+  ASSERT_TRUE(wait_readable(call_[kEventQueue].get(), kWaitMs));
+  auto first = queues_[kEventQueue]->pop_used();
+  ASSERT_TRUE(first.ok() && *first);
+  // A guest connection, which the state does not carry.
+  auto l = listen_unix(guest_port_path(uds_, 5000), 64, true);
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  post_rx(4);
+  send(guest(Op::kRequest, 1025, 5000));
+  expect_packet(Op::kResponse);
+
+  std::array<uint16_t, kNumQueues> bases{};
+  for (uint32_t q = 0; q < kNumQueues; q++) {
+    auto b = fe_->get_vring_base(q);
+    ASSERT_TRUE(b.ok()) << b.error().message;
+    bases[q] = static_cast<uint16_t>(*b);
+  }
+  auto blob = save_state();
+  ASSERT_TRUE(blob.ok()) << blob.error().message;
+  auto s = decode_state(*blob);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->guest_cid, kCid);
+  for (uint32_t q = 0; q < kNumQueues; q++) EXPECT_EQ(s->rings[q], (RingPosition{true, bases[q], bases[q]})) << q;
+  EXPECT_EQ(bases[kEventQueue], 1u);
+  disconnect();
+  listener_.reset();  // The next worker listens on the same path.
+
+  // A fresh worker refuses what is not its state, and changes nothing.
+  start_unnegotiated();
+  negotiate_features();
+  SavedState other = *s;
+  other.guest_cid = kCid + 1;
+  EXPECT_FALSE(load_state(encode_state(other)).ok());
+  EXPECT_FALSE(load_state(std::vector<uint8_t>(blob->begin(), blob->end() - 1)).ok());
+  auto fresh = save_state();
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message;
+  EXPECT_EQ(decode_state(*fresh)->rings[kEventQueue], RingPosition{}) << "a refused state changed the device";
+  // It takes its own, its rings must start where it says, and the guest hears TRANSPORT_RESET.
+  ASSERT_TRUE(load_state(*blob).ok());
+  auto again = save_state();
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(*again, *blob);
+  start_rings(false, bases);
+  const uint64_t event = alloc(4);
+  post_event(event);
+  ASSERT_TRUE(wait_readable(call_[kEventQueue].get(), kWaitMs));
+  auto reset = queues_[kEventQueue]->pop_used();
+  ASSERT_TRUE(reset.ok() && *reset);
+  EXPECT_EQ(*mem_.read_obj<uint32_t>(event), kEventTransportReset);
 }
 
 TEST_F(VsockDeviceTest, GuestConnectsToTheHostListenerAndDataFlowsBothWays) {

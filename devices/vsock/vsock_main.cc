@@ -16,15 +16,10 @@
 #include "devices/vsock/cli.h"
 #include "devices/vsock/host_connector.h"
 #include "devices/vsock/worker.h"
-#include "policies/sandbox.h"
+#include "devices/worker/main.h"
 
 namespace moss::vsock {
 namespace {
-
-int fail(int status, const std::string& message) {
-  std::fprintf(stderr, "moss-vsock: %s\n", message.c_str());
-  return status;
-}
 
 // --uds-path as the jailed worker must use it: its directory resolved (absolute, no symlinks,
 // no "." or ".."), since the jail's working directory is / and it keeps only that directory.
@@ -63,105 +58,58 @@ Result<UniqueFd> adopt_listener(int fd) {
   return l;
 }
 
-}  // namespace
-
-int vsock_main(int argc, char** argv) {
-  log_init("moss-vsock");
-  std::vector<const char*> args(argv + (argc > 0 ? 1 : 0), argv + argc);
-  auto parsed = parse_cli(args);
-  if (!parsed.ok()) return fail(2, parsed.error().message + " (see moss-vsock --help)");
-  const CliOptions& o = *parsed;
-  if (o.mode == CliOptions::Mode::kHelp) {
-    std::fputs(usage_text().c_str(), stdout);
-    return 0;
-  }
-  if (o.mode == CliOptions::Mode::kPrintCapabilities) {
-    std::fputs(capabilities_json().c_str(), stdout);
-    return 0;
-  }
-  // A peer that goes away mid-write must be an error value, not a signal.
-  ::signal(SIGPIPE, SIG_IGN);
-  // SIGTERM and SIGINT wait until the loop handles them (stop_on_signals, below): the listening
-  // socket exists before that, and a starter that sees it may signal at once.
-  sigset_t ending;
-  sigemptyset(&ending);
-  sigaddset(&ending, SIGTERM);
-  sigaddset(&ending, SIGINT);
-  ::sigprocmask(SIG_BLOCK, &ending, nullptr);
-
-  UniqueFd sock;
-  if (o.fd >= 0) {
-    auto adopted = vhost_user::adopt_socket(o.fd, "--fd");
-    if (!adopted.ok()) return fail(1, adopted.error().message);
-    sock = std::move(*adopted);
-  }
-  // Everything that needs the host's tree comes before the sandbox: the listeners (a stale
+Result<runtime::Prepared> prepare(const CliOptions& o, bool jailed) {
+  // Everything that needs the host's tree comes before the sandbox: the host listener (a stale
   // socket is replaced by path), and the --uds-path directory it keeps (sandbox.h) if it has
   // to connect there itself (no --connect-fd).
-  const bool jailed = sandbox::launched_jailed();
-  const bool needs_dir = o.connect_fd < 0;
   std::string uds_path = o.uds_path;
   if (jailed && !uds_path.empty()) {
-    auto resolved = jailed_uds_path(o.uds_path, kMaxUdsPath);
-    if (!resolved.ok()) return fail(1, resolved.error().message);
-    uds_path = *resolved;
+    MOSS_TRY(uds_path, jailed_uds_path(o.uds_path, kMaxUdsPath));
   }
-  UniqueFd host_listener;
+  std::shared_ptr<UniqueFd> host_listener;
   if (o.uds_fd >= 0) {
-    auto adopted = adopt_listener(o.uds_fd);
-    if (!adopted.ok()) return fail(1, adopted.error().message);
-    host_listener = std::move(*adopted);
+    MOSS_TRY(UniqueFd l, adopt_listener(o.uds_fd));
+    host_listener = std::make_shared<UniqueFd>(std::move(l));
   } else {
-    auto l = listen_unix(uds_path, 64, /*nonblocking=*/true);
-    if (!l.ok()) return fail(1, l.error().message);
-    host_listener = std::move(*l);
-  }
-  UniqueFd connector;
-  if (o.connect_fd >= 0) {
-    auto adopted = vhost_user::adopt_socket(o.connect_fd, "--connect-fd");
-    if (!adopted.ok()) return fail(1, adopted.error().message);
-    connector = std::move(*adopted);
-  }
-  UniqueFd listener;
-  if (!o.socket_path.empty()) {
-    auto l = listen_unix(o.socket_path, 8, /*nonblocking=*/true);
-    if (!l.ok()) return fail(1, l.error().message);
-    listener = std::move(*l);
+    MOSS_TRY(UniqueFd l, listen_unix(uds_path, 64, /*nonblocking=*/true));
+    host_listener = std::make_shared<UniqueFd>(std::move(l));
   }
   // Jailed, the worker cannot remove its sockets (vsock.policy has no unlink): whoever started
   // it does (the broker, which chose the paths). A --uds-fd listener is its starter's anyway.
-  std::optional<SocketPathGuard> host_guard, guard;
-  if (!jailed) {
-    if (o.uds_fd < 0) host_guard.emplace(uds_path);
-    if (listener.valid()) guard.emplace(o.socket_path);
-  }
-  std::vector<std::string> keep;
-  if (needs_dir) keep.push_back(parent_dir(uds_path));
-  sandbox::enter(sandbox::Role::kVsock, keep);
-
+  std::shared_ptr<SocketPathGuard> host_guard;
+  if (!jailed && o.uds_fd < 0) host_guard = std::make_shared<SocketPathGuard>(uds_path);
+  std::shared_ptr<StarterConnector> starter;
+  std::shared_ptr<UniqueFd> connector;
   DeviceOptions d;
   d.guest_cid = o.guest_cid;
   d.uds_path = uds_path;
   d.limits.max_connections = o.max_connections;
-  std::optional<StarterConnector> starter;
-  if (connector.valid()) {
-    starter.emplace(connector.get());
-    d.connect_host = [&starter](uint32_t port) { return starter->connect(port); };
+  if (o.connect_fd >= 0) {
+    MOSS_TRY(UniqueFd c, vhost_user::adopt_socket(o.connect_fd, "--connect-fd"));
+    connector = std::make_shared<UniqueFd>(std::move(c));
+    starter = std::make_shared<StarterConnector>(connector->get());
+    d.connect_host = [starter, connector](uint32_t port) { return starter->connect(port); };
   }
-  auto worker = Worker::create(d);
-  if (!worker.ok()) return fail(1, worker.error().message);
-  if (auto r = (*worker)->stop_on_signals(); !r.ok()) return fail(1, r.error().message);
-  ::sigprocmask(SIG_UNBLOCK, &ending, nullptr);
-  if (auto r = (*worker)->accept_hosts(host_listener.get()); !r.ok()) return fail(1, r.error().message);
+  runtime::Prepared p;
+  p.spec = worker_spec(std::move(d));
+  if (o.connect_fd < 0) p.keep_dirs.push_back(parent_dir(uds_path));
+  p.start = [host_listener, host_guard](runtime::Runtime& rt) -> Result<std::shared_ptr<void>> {
+    MOSS_TRY(std::unique_ptr<HostListener> h, HostListener::create(rt, host_listener->get()));
+    struct Held {
+      std::shared_ptr<UniqueFd> listener;
+      std::shared_ptr<SocketPathGuard> guard;
+      std::unique_ptr<HostListener> hosts;
+    };
+    return std::shared_ptr<void>(std::make_shared<Held>(Held{host_listener, host_guard, std::move(h)}));
+  };
+  return p;
+}
 
-  if (listener.valid()) {
-    auto r = (*worker)->serve_listener(listener.get());
-    if (!r.ok()) return fail(1, r.error().message);
-    return 0;
-  }
-  auto r = (*worker)->serve_connection(std::move(sock));
-  if (!r.ok()) return fail(1, "dropped the frontend: " + r.error().message);
-  return 0;
+}  // namespace
+
+int vsock_main(int argc, char** argv) {
+  return runtime::worker_main(argc, argv, {"moss-vsock", sandbox::Role::kVsock, usage_text, capabilities_json}, parse_cli,
+                              prepare);
 }
 
 }  // namespace moss::vsock

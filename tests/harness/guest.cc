@@ -152,7 +152,7 @@ Result<void> Guest::handshake(bool reconnecting) {
   want.features = options_.device_features | (1ull << feature::kVersion1);
   if (options_.event_idx) want.features |= 1ull << feature::kEventIdx;
   if (options_.indirect) want.features |= 1ull << feature::kIndirectDesc;
-  want.protocol_features = bit(kMq) | bit(kReplyAck) | bit(kConfig) | bit(kResetDevice);
+  want.protocol_features = bit(kMq) | bit(kReplyAck) | bit(kConfig) | bit(kResetDevice) | bit(kDeviceState);
   if (options_.inflight) want.protocol_features |= bit(kInflightShmfd);
   MOSS_TRY(vhost_user::Negotiated n, fe.negotiate(want));
   offered_features_ = n.offered_features;

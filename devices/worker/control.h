@@ -1,6 +1,6 @@
 // The worker's side of the broker's control interface (ipc/worker.capnp): the pure decoder of
-// a request packet and the encoder of a reply packet. The worker loop (worker.h) does the
-// rest: it reads one packet per readable event and sends exactly one reply per request, in
+// a request packet and the encoder of a reply packet, for every device. The runtime
+// (runtime.h) reads one packet per readable event and sends exactly one reply per request, in
 // order.
 //
 // The broker is trusted, but a packet that does not decode, has another protocol version or
@@ -14,40 +14,22 @@
 #include <vector>
 
 #include "base/result.h"
-#include "devices/blk/device.h"
+#include "devices/worker/device.h"
 
-namespace moss::blk {
+namespace moss::runtime {
 
-struct ControlRequest {
-  enum class Kind { kDescribe, kQuiesce, kSaveState, kRestoreState, kResume, kStats, kShutdown };
-  Kind kind = Kind::kDescribe;
-  std::vector<uint8_t> state;  // kRestoreState: the blob as sent (decode_state checks it).
-};
+enum class ControlRequest { kDescribe, kStats, kShutdown };
 
 // Pure: one packet's bytes to a request, or an Error in one sentence (bad framing, another
 // protocol version, a request kind this worker does not know).
 Result<ControlRequest> decode_control_request(std::span<const uint8_t> packet);
 
-struct WorkerDescription {
-  std::string disk;  // As given on the command line.
-  bool read_only = false;
-  uint64_t capacity_bytes = 0;
-  uint32_t num_queues = 0;
-};
-
-struct WorkerStats {
-  Counters counters;
-  uint32_t in_flight = 0;
-  bool quiesced = false;
-};
-
 struct ControlReply {
-  enum class Kind { kDescription, kQuiesced, kState, kRestored, kResumed, kStats, kShuttingDown, kError };
+  enum class Kind { kDescription, kStats, kShuttingDown, kError };
   Kind kind = Kind::kError;
-  WorkerDescription description;  // kDescription
-  WorkerStats stats;              // kStats
-  std::vector<uint8_t> state;     // kState
-  std::string error;              // kError: one sentence.
+  Description description;  // kDescription
+  Stats stats;              // kStats
+  std::string error;        // kError: one sentence.
 
   static ControlReply of(Kind k) {
     ControlReply r;
@@ -63,5 +45,7 @@ struct ControlReply {
 
 // The bytes of one packet (a flat Cap'n Proto message, version workerProtocolVersion).
 std::vector<uint8_t> encode_control_reply(const ControlReply& reply);
+// The broker's side, for tests: one request packet; `version` 0 means the current one.
+std::vector<uint8_t> encode_control_request(ControlRequest request, uint32_t version = 0);
 
-}  // namespace moss::blk
+}  // namespace moss::runtime

@@ -1,0 +1,50 @@
+// The virtio-vsock worker's saved state (vhost-user DEVICE_STATE; a spore's per-device blob):
+// a small versioned binary format and its pure decoder.
+//
+// What a resumed device needs beyond what the frontend re-sends: the features the driver
+// accepted, where each of the three rings stood, and the guest CID the guest saw (a worker for
+// another CID refuses the state). Connections are not carried: after a load the device sends
+// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue, as for any new frontend, and the
+// guest drops the connections it had. Nothing is held between events, so every ring's next
+// available index equals its used index.
+//
+// Layout, version 1, little-endian, 56 bytes:
+//   0  char[8] "MOSSVSK\0"   8  u32 version   12 u32 total length in bytes (56)
+//   16 u64 guest CID         24 u64 acked features
+//   32 3 x { u8 flags (bit 0: the ring was started), u8 0, u16 next_avail, u16 used_idx,
+//            u16 0 } (receive, transmit, event)
+// The decoder checks every field, the exact length and that reserved bytes are zero.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/result.h"
+
+namespace moss::vsock {
+
+struct RingPosition {
+  bool valid = false;  // The ring had been started (and then stopped) when state was saved.
+  uint16_t next_avail = 0;
+  uint16_t used_idx = 0;
+  bool operator==(const RingPosition&) const = default;
+};
+
+struct SavedState {
+  static constexpr uint32_t kVersion = 1;
+  static constexpr size_t kBytes = 56;
+
+  uint64_t guest_cid = 0;
+  uint64_t acked_features = 0;
+  std::array<RingPosition, 3> rings;
+  bool operator==(const SavedState&) const = default;
+};
+
+// The wire bytes.
+std::vector<uint8_t> encode_state(const SavedState& s);
+// Pure: validates everything; an Error says what is wrong in one sentence.
+Result<SavedState> decode_state(std::span<const uint8_t> bytes);
+
+}  // namespace moss::vsock
