@@ -23,7 +23,7 @@ std::string describe_file_type(unsigned mode) {
 
 Result<uint64_t> regular_file_size(int fd, const std::string& what) {
   struct stat st;
-  MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
+  MOSS_TRY_VOID(MOSS_SYS(fstat(fd, &st)));
   if (!S_ISREG(st.st_mode)) return make_error(what + " is not a regular file");
   return static_cast<uint64_t>(st.st_size);
 }
@@ -41,7 +41,7 @@ Result<void> pread_exact(int fd, uint64_t offset, std::span<uint8_t> out, const 
 Result<std::vector<uint8_t>> read_file_head(int fd, uint64_t max_bytes, const std::string& what) {
   MOSS_TRY(uint64_t size, regular_file_size(fd, what));
   std::vector<uint8_t> buf(static_cast<size_t>(size < max_bytes ? size : max_bytes));
-  MOSS_CHECK(pread_exact(fd, 0, buf, what));
+  MOSS_TRY_VOID(pread_exact(fd, 0, buf, what));
   return buf;
 }
 

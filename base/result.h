@@ -162,6 +162,3 @@ inline Error sys_error_code(int err, std::string_view op, std::string_view what 
     auto moss_try_void_ = (expr);                                                             \
     if (!moss_try_void_.ok()) return std::move(moss_try_void_).take_error().add_context(context); \
   } while (0)
-
-// Until the sweep renames the callers (MOSS_CHECK returned, it did not abort).
-#define MOSS_CHECK(expr) MOSS_TRY_VOID(expr)

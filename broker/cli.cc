@@ -230,7 +230,7 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
       o.devices.push_back(d);
     } else if (a == "--name") {
       MOSS_TRY(o.name, value("--name"));
-      MOSS_CHECK(control::check_name(o.name));
+      MOSS_TRY_VOID(control::check_name(o.name));
     } else if (a == "-t" || a == "--tty") {
       o.tty = true;
     } else if (a == "--env") {

@@ -30,7 +30,7 @@ constexpr size_t kMaxNameLength = 64;
 constexpr int kIoTimeoutSeconds = 2;  // The broker answers at once, or within a pause.
 
 Result<UniqueFd> connect_to(const std::string& dir, const std::string& name) {
-  MOSS_CHECK(check_name(name));
+  MOSS_TRY_VOID(check_name(name));
   auto d = open_runtime_dir(dir, /*create=*/false);
   if (!d && d.error().err == ENOENT) return make_error("no VM named " + name + " is running", ENOENT);
   if (!d) return std::move(d).take_error();
@@ -41,7 +41,7 @@ Result<UniqueFd> connect_to(const std::string& dir, const std::string& name) {
     return std::move(sock).take_error();
   }
   timeval tv{kIoTimeoutSeconds + 5, 0};  // A pause waits for every vCPU (up to 5 s).
-  MOSS_CHECK(MOSS_SYS(setsockopt(sock->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  MOSS_TRY_VOID(MOSS_SYS(setsockopt(sock->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
   return sock;
 }
 
@@ -57,7 +57,7 @@ Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string&
     case Verb::kPause: req.setPause(); break;
     case Verb::kResume: req.setResume(); break;
   }
-  MOSS_CHECK(ipc::send_message(sock.get(), mb));
+  MOSS_TRY_VOID(ipc::send_message(sock.get(), mb));
   std::vector<uint8_t> buf(ipc::kMaxPacketBytes + 1);
   ssize_t n;
   do {
@@ -139,7 +139,7 @@ Result<privdir::Dir> open_runtime_dir(const std::string& path, bool create) {
 }
 
 Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name) {
-  MOSS_CHECK(check_name(name));
+  MOSS_TRY_VOID(check_name(name));
   Endpoint e;
   MOSS_TRY(e.dir_, open_runtime_dir(dir, /*create=*/true));
   e.name_ = name;
@@ -172,7 +172,7 @@ Result<Endpoint> Endpoint::claim(const std::string& dir, const std::string& name
   if (bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     return sys_error("create", "the control socket " + e.dir_.path_of(e.sock_name_));
   }
-  MOSS_CHECK(MOSS_SYS(listen(s, 8)));
+  MOSS_TRY_VOID(MOSS_SYS(listen(s, 8)));
   return e;
 }
 

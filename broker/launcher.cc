@@ -328,7 +328,7 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   argv.push_back(nullptr);
 
   int report_pipe[2];
-  MOSS_CHECK(MOSS_SYS(pipe2(report_pipe, O_CLOEXEC)));
+  MOSS_TRY_VOID(MOSS_SYS(pipe2(report_pipe, O_CLOEXEC)));
   UniqueFd report_read(report_pipe[0]), report_write(report_pipe[1]);
   sandbox::Launch launch{sb.role, sb.enabled, spec.fds.next()};
   std::vector<std::string> env_store = child_environment(environ, launch);
@@ -337,7 +337,7 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   envp.push_back(nullptr);
 
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull < 0) return make_error(std::string("cannot open /dev/null: ") + strerror(errno), errno);
+  if (devnull < 0) return sys_error("open /dev/null");
   UniqueFd devnull_owned(devnull);
   // -1 on kernels before 5.3: the child then cannot notice a broker that died before its
   // PR_SET_PDEATHSIG, a window of microseconds.

@@ -43,7 +43,7 @@ Result<UniqueFd> open_checked(int parent, const std::string& name, const std::st
   }
   UniqueFd fd(raw);
   struct stat st;
-  MOSS_CHECK(MOSS_SYS(fstat(fd.get(), &st)));
+  MOSS_TRY_VOID(MOSS_SYS(fstat(fd.get(), &st)));
   if (st.st_uid != geteuid()) {
     return refuse("belongs to another user (uid " + std::to_string(st.st_uid) + "), not to you (uid " +
                   std::to_string(geteuid()) + ")", EPERM);
@@ -55,7 +55,7 @@ Result<UniqueFd> open_checked(int parent, const std::string& name, const std::st
   }
   // Ours, and only we could have written in it: make it 0700 if it is not (made just now, the
   // umask may have taken bits we need; made by the user, it may be readable by others).
-  if ((st.st_mode & 07777) != 0700) MOSS_CHECK(MOSS_SYS(fchmod(fd.get(), 0700)));
+  if ((st.st_mode & 07777) != 0700) MOSS_TRY_VOID(MOSS_SYS(fchmod(fd.get(), 0700)));
   return fd;
 }
 

@@ -62,11 +62,11 @@ Result<UniqueFd> open_input(const std::string& path, const char* what) {
   }
   UniqueFd file(fd);
   struct stat st;
-  MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
+  MOSS_TRY_VOID(MOSS_SYS(fstat(fd, &st)));
   if (!S_ISREG(st.st_mode)) {
     return make_error(std::string("the ") + what + " " + path + " is not a regular file (it is " + describe_file_type(st.st_mode) + ")");
   }
-  MOSS_CHECK(MOSS_SYS(fcntl(fd, F_SETFL, O_RDONLY)));
+  MOSS_TRY_VOID(MOSS_SYS(fcntl(fd, F_SETFL, O_RDONLY)));
   return file;
 }
 
@@ -99,14 +99,14 @@ Result<Prepared> prepare(const cli::RunOptions& o, device::vsock::Host vsock) {
     MOSS_TRY(p.initrd, open_input(initrd_path, "initrd"));
     MOSS_TRY(initrd_size, regular_file_size(p.initrd.get(), "the initrd " + initrd_path));
     uint8_t probe[1];
-    if (initrd_size) MOSS_CHECK(pread_exact(p.initrd.get(), 0, probe, "the initrd " + initrd_path));
+    if (initrd_size) MOSS_TRY_VOID(pread_exact(p.initrd.get(), 0, probe, "the initrd " + initrd_path));
   }
 
   p.cmdline = kBaseCmdline;
   if (!o.append.empty()) p.cmdline += " " + o.append;
   // moss-init connects to the host when its agent is up; the command then goes over that.
   if (o.has_command) p.cmdline += " " + guest::encode_dial(agent::kAgentPort);
-  MOSS_CHECK(boot::plan_boot(*kernel, o.mem_bytes, initrd_size, p.cmdline.size()));
+  MOSS_TRY_VOID(boot::plan_boot(*kernel, o.mem_bytes, initrd_size, p.cmdline.size()));
 
   auto meminfo = read_text_file("/proc/meminfo");
   uint64_t host_mem = meminfo ? host::mem_total_from_meminfo(*meminfo) : 0;
@@ -117,7 +117,7 @@ Result<Prepared> prepare(const cli::RunOptions& o, device::vsock::Host vsock) {
 
   MOSS_TRY(p.devices, vmdevices::plan(o, std::move(vsock)));
   MOSS_TRY(p.kvm, host::open_kvm(host::kvm_path()));
-  MOSS_CHECK(kvm_check_api(p.kvm.get()));
+  MOSS_TRY_VOID(kvm_check_api(p.kvm.get()));
   const uint32_t max_vcpus = kvm_max_vcpus(p.kvm.get());
   if (o.cpus > max_vcpus) {
     return make_error("--cpus " + std::to_string(o.cpus) + " is more than this host's KVM allows (at most " +
@@ -189,7 +189,7 @@ struct Vcpu {
 Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    return make_error(std::string("cannot create the control channel: ") + strerror(errno), errno);
+    return sys_error("create the control channel");
   }
   UniqueFd ours(sv[0]), theirs(sv[1]);
   ChildSpec spec;

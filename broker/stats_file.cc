@@ -81,7 +81,7 @@ Result<void> check_stats_file(const std::string& path) {
     }
     return {};
   }
-  if (errno != ENOENT) return make_error("cannot use the --stats file " + path + ": " + strerror(errno), errno);
+  if (errno != ENOENT) return sys_error("use the --stats file", path);
   std::string dir = parent_dir(path);
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return make_error("the directory of the --stats file " + path + " does not exist");

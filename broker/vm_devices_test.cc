@@ -86,9 +86,9 @@ TEST(VmDevices, PlannedWorkersStartJailedAndAnswerOnTheFdsTheirArgvNames) {
   ASSERT_TRUE((*workers)[0].control.valid());
   auto described = worker::call((*workers)[0].control.get(), worker::Request::kDescribe);
   ASSERT_TRUE(described.ok()) << described.error().message;
-  EXPECT_EQ(described->description.capacity_bytes, 1u << 20);
+  EXPECT_EQ(described->description.detail("capacityBytes"), std::to_string(1u << 20));
   EXPECT_EQ(described->description.num_queues, 2u);
-  EXPECT_FALSE(described->description.read_only);
+  EXPECT_EQ(described->description.detail("readOnly"), "false");
   // Each answers on its --fd, the other end of what the vcpu process would get.
   for (auto& d : *devices) {
     vhost_user::Frontend fe(std::move(d.vhost_user));

@@ -67,11 +67,11 @@ Result<std::unique_ptr<Plan>> Plan::prepare(const std::string& runtime_dir, cons
     p->socket_guard_.emplace(p->socket_);
   }
   int sv[2];
-  MOSS_CHECK(MOSS_SYS(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)));
+  MOSS_TRY_VOID(MOSS_SYS(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)));
   p->channel_.reset(sv[0]);
   p->worker_channel_.reset(sv[1]);
   int flags = fcntl(sv[0], F_GETFL);
-  MOSS_CHECK(MOSS_SYS(fcntl(sv[0], F_SETFL, flags | O_NONBLOCK)));
+  MOSS_TRY_VOID(MOSS_SYS(fcntl(sv[0], F_SETFL, flags | O_NONBLOCK)));
   return p;
 }
 
@@ -92,7 +92,7 @@ Result<UniqueFd> Plan::connect_port(uint32_t port) const {
   UniqueFd sock(raw);
   // A Unix stream connect completes at once or fails (EAGAIN: the listener's backlog is full).
   if (connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return make_error("cannot connect to " + path + ": " + strerror(errno), errno);
+    return sys_error("connect to", path);
   }
   return sock;
 }

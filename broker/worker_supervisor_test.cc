@@ -44,7 +44,9 @@ void answer_stats(int fd, uint64_t read_requests) {
   capnp::MallocMessageBuilder mb;
   auto m = mb.initRoot<ipc::WorkerToBroker>();
   m.setVersion(ipc::WORKER_PROTOCOL_VERSION);
-  m.initStats().setReadRequests(read_requests);
+  auto counters = m.initStats().initCounters(1);
+  counters[0].setName("readRequests");
+  counters[0].setValue(read_requests);
   (void)ipc::send_message(fd, mb);
 }
 

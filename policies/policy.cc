@@ -57,13 +57,13 @@ class ConditionParser {
   explicit ConditionParser(std::string_view text) : text_(text) {}
 
   Result<std::vector<Alternative>> parse() {
-    MOSS_CHECK(advance());
+    MOSS_TRY_VOID(advance());
     std::vector<Alternative> any;
     for (;;) {
       MOSS_TRY(Alternative alt, alternative());
       any.push_back(std::move(alt));
       if (is_op("||")) {
-        MOSS_CHECK(advance());
+        MOSS_TRY_VOID(advance());
         continue;
       }
       if (tok_.kind != Token::Kind::kEnd) return make_error("expected '||', '&&' or the end of the line, not '" + tok_.text + "'");
@@ -125,7 +125,7 @@ class ConditionParser {
       }
       alt.all.push_back(cmp);
       if (!is_op("&&")) return alt;
-      MOSS_CHECK(advance());
+      MOSS_TRY_VOID(advance());
     }
   }
 
@@ -136,12 +136,12 @@ class ConditionParser {
     }
     Compare c;
     c.arg = static_cast<unsigned>(tok_.text[3] - '0');
-    MOSS_CHECK(advance());
+    MOSS_TRY_VOID(advance());
     if (is_op("&")) {
-      MOSS_CHECK(advance());
+      MOSS_TRY_VOID(advance());
       MOSS_TRY(c.mask, value());
       if (!is_op("==")) return make_error("a masked comparison is 'argN & MASK == VALUE'; expected '=='");
-      MOSS_CHECK(advance());
+      MOSS_TRY_VOID(advance());
       MOSS_TRY(c.value, value());
       c.op = Compare::Op::kMaskedEq;
       if ((c.value & ~c.mask) != 0) return make_error("the value has bits outside the mask, so it can never match");
@@ -153,7 +153,7 @@ class ConditionParser {
     auto it = tok_.kind == Token::Kind::kOp ? kOps.find(tok_.text) : kOps.end();
     if (it == kOps.end()) return make_error("expected a comparison (==, !=, <, <=, >, >= or '& MASK =='), not '" + tok_.text + "'");
     c.op = it->second;
-    MOSS_CHECK(advance());
+    MOSS_TRY_VOID(advance());
     MOSS_TRY(c.value, value());
     return c;
   }
@@ -162,7 +162,7 @@ class ConditionParser {
   Result<uint64_t> value() {
     MOSS_TRY(uint64_t v, term());
     while (is_op("|")) {
-      MOSS_CHECK(advance());
+      MOSS_TRY_VOID(advance());
       MOSS_TRY(uint64_t t, term());
       v |= t;
     }
@@ -171,21 +171,21 @@ class ConditionParser {
 
   Result<uint64_t> term() {
     if (is_op("(")) {
-      MOSS_CHECK(advance());
+      MOSS_TRY_VOID(advance());
       MOSS_TRY(uint64_t v, value());
       if (!is_op(")")) return make_error("expected ')'");
-      MOSS_CHECK(advance());
+      MOSS_TRY_VOID(advance());
       return v;
     }
     if (tok_.kind == Token::Kind::kNumber) {
       uint64_t v = tok_.number;
-      MOSS_CHECK(advance());
+      MOSS_TRY_VOID(advance());
       return v;
     }
     if (tok_.kind == Token::Kind::kIdent) {
       auto v = constant(tok_.text);
       if (!v) return make_error("'" + tok_.text + "' is not a constant moss knows (policies/constants.cc lists them)");
-      MOSS_CHECK(advance());
+      MOSS_TRY_VOID(advance());
       return *v;
     }
     return make_error(tok_.kind == Token::Kind::kEnd ? std::string("a value is missing at the end of the line")
@@ -256,7 +256,7 @@ class Flattener {
       if (line.compare(0, 8, "include ") == 0 || line == "include") {
         std::string inc = trim(std::string_view(line).substr(7));
         if (!valid_policy_name(inc)) return make_error(where + ": '" + inc + "' is not a policy name (e.g. include common)");
-        MOSS_CHECK(file(inc, where));
+        MOSS_TRY_VOID(file(inc, where));
         continue;
       }
       auto rule = parse_rule(line);
@@ -264,7 +264,7 @@ class Flattener {
       rule->where = where;
       rule->text = line;
       rule->comment = comment;
-      MOSS_CHECK(check_conflict(*rule));
+      MOSS_TRY_VOID(check_conflict(*rule));
       rules_.push_back(std::move(*rule));
     }
     stack_.pop_back();
@@ -301,7 +301,7 @@ std::string hex(uint64_t v) {
 Result<Policy> parse(const std::string& name, const Source& source) {
   if (!valid_policy_name(name)) return make_error("'" + name + "' is not a policy name");
   Flattener f(source);
-  MOSS_CHECK(f.file(name, ""));
+  MOSS_TRY_VOID(f.file(name, ""));
   return Policy{name, f.take()};
 }
 

@@ -130,17 +130,17 @@ Result<void> pivot_to_empty_root(const std::vector<KeptDir>& keep) {
   size_t dirs = 0;
   for (const auto& k : keep) dirs += k.parts.size();
   std::string options = "size=" + std::to_string(4 * (1 + dirs)) + "k,nr_inodes=" + std::to_string(4 + dirs) + ",mode=0555";
-  MOSS_CHECK(MOSS_SYS(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr)));
-  MOSS_CHECK(MOSS_SYS(mount("moss-sandbox", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str())));
-  MOSS_CHECK(MOSS_SYS(chdir("/proc")));
-  for (const auto& k : keep) MOSS_CHECK(keep_dir(k));
+  MOSS_TRY_VOID(MOSS_SYS(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr)));
+  MOSS_TRY_VOID(MOSS_SYS(mount("moss-sandbox", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str())));
+  MOSS_TRY_VOID(MOSS_SYS(chdir("/proc")));
+  for (const auto& k : keep) MOSS_TRY_VOID(keep_dir(k));
   // pivot_root(".", "."): the old root ends up stacked on the new one, and goes with the
   // detach below (pivot_root(2), "NOTES"). The kept directories are mounts on the new root's
   // directories, not the old root's, so they stay.
-  MOSS_CHECK(MOSS_SYS(syscall(SYS_pivot_root, ".", ".")));
-  MOSS_CHECK(MOSS_SYS(umount2(".", MNT_DETACH)));
-  MOSS_CHECK(MOSS_SYS(chdir("/")));
-  MOSS_CHECK(MOSS_SYS(mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+  MOSS_TRY_VOID(MOSS_SYS(syscall(SYS_pivot_root, ".", ".")));
+  MOSS_TRY_VOID(MOSS_SYS(umount2(".", MNT_DETACH)));
+  MOSS_TRY_VOID(MOSS_SYS(chdir("/")));
+  MOSS_TRY_VOID(MOSS_SYS(mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                             nullptr)));
   return {};
 }
@@ -148,7 +148,7 @@ Result<void> pivot_to_empty_root(const std::vector<KeptDir>& keep) {
 Result<void> drop_capabilities(int last_cap) {
   // Lock the securebits first (that needs CAP_SETPCAP): uid 0 in our user namespace must not
   // regain capabilities by any route (exec is denied by seccomp too).
-  MOSS_CHECK(MOSS_SYS(prctl(PR_SET_SECUREBITS, SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_SETUID_FIXUP |
+  MOSS_TRY_VOID(MOSS_SYS(prctl(PR_SET_SECUREBITS, SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_SETUID_FIXUP |
                                                    SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_NOROOT |
                                                    SECBIT_NOROOT_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |
                                                    SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
@@ -160,7 +160,7 @@ Result<void> drop_capabilities(int last_cap) {
   // Check, rather than trust: nothing effective, permitted, inheritable, ambient or bounding.
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
-  MOSS_CHECK(MOSS_SYS(syscall(SYS_capget, &hdr, data)));
+  MOSS_TRY_VOID(MOSS_SYS(syscall(SYS_capget, &hdr, data)));
   for (const auto& d : data) {
     if (d.effective || d.permitted || d.inheritable) return make_error("capabilities are left after dropping them all");
   }

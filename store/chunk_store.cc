@@ -196,7 +196,7 @@ Result<ChunkStore> ChunkStore::open(const std::string& dir) {
   while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
   auto made = mkdir_parents_0700(abs);
   if (!made) return make_error("cannot create the chunk store " + abs + ": " + made.error().message, made.error().err);
-  for (const char* sub : {"/chunks", "/roots", "/tmp"}) MOSS_CHECK(mkdir_0700(abs + sub));
+  for (const char* sub : {"/chunks", "/roots", "/tmp"}) MOSS_TRY_VOID(mkdir_0700(abs + sub));
   int fd = ::open((abs + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return make_error("cannot create " + abs + "/lock: " + errno_text(errno), errno);
   ::close(fd);
@@ -208,7 +208,7 @@ static Result<StoreLock> lock_store(const std::string& dir, int how) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return make_error("cannot open " + path + ": " + errno_text(errno), errno);
   UniqueFd f(fd);
-  MOSS_CHECK(MOSS_SYS(::flock(f.get(), how)));
+  MOSS_TRY_VOID(MOSS_SYS(::flock(f.get(), how)));
   return StoreLock(std::move(f));
 }
 
@@ -262,7 +262,7 @@ static std::string root_path(const std::string& dir, const std::string& spore_pa
 Result<void> ChunkStore::add_root(const std::string& spore_path, const ChunkId& manifest_id) {
   std::string text = spore_path + "\n" + manifest_id.hex() + "\n";
   std::string tmp = temp_name(dir_ + "/tmp", "root");
-  MOSS_CHECK(write_new_file(*this, tmp, {reinterpret_cast<const uint8_t*>(text.data()), text.size()}, true));
+  MOSS_TRY_VOID(write_new_file(*this, tmp, {reinterpret_cast<const uint8_t*>(text.data()), text.size()}, true));
   if (::rename(tmp.c_str(), root_path(dir_, spore_path).c_str()) != 0) {
     int e = errno;
     ::unlink(tmp.c_str());
@@ -346,9 +346,9 @@ Result<GcStats> ChunkStore::gc(const ManifestChunks& chunks_of_manifest) {
         deleted = true;
       }
     }
-    if (deleted) MOSS_CHECK(fsync_dir(sdir));
+    if (deleted) MOSS_TRY_VOID(fsync_dir(sdir));
   }
-  MOSS_CHECK(fsync_dir(dir_ + "/roots"));
+  MOSS_TRY_VOID(fsync_dir(dir_ + "/roots"));
   return stats;
 }
 
@@ -428,10 +428,10 @@ Result<std::vector<ChunkRef>> ChunkBatch::add(std::span<const uint8_t> bytes, ui
 Result<void> ChunkBatch::add_compressed(const ChunkId& id, size_t size, std::span<const uint8_t> compressed,
                                         const std::string& owner) {
   MOSS_ASSERT(!s_->committed);
-  MOSS_CHECK(decompress_chunk(id, size, compressed, owner));
+  MOSS_TRY_VOID(decompress_chunk(id, size, compressed, owner));
   if (!s_->in_batch.insert(id).second || store_.has(id)) return {};
   std::string tmp = temp_name(store_.dir() + "/tmp", id.hex());
-  MOSS_CHECK(write_new_file(store_, tmp, compressed, sync_ == SyncMode::kFsyncEach));
+  MOSS_TRY_VOID(write_new_file(store_, tmp, compressed, sync_ == SyncMode::kFsyncEach));
   s_->pending.push_back({tmp, store_.chunk_path(id)});
   ++s_->chunks;
   s_->bytes += compressed.size();
@@ -468,8 +468,8 @@ Result<void> ChunkBatch::commit() {
     UniqueFd chunks(fd);
     if (::syncfs(chunks.get()) != 0) return io_error(store_, "sync the chunk store " + store_.dir(), errno);
   } else {
-    for (const auto& shard : shards) MOSS_CHECK(fsync_dir(shard));
-    if (new_shard) MOSS_CHECK(fsync_dir(store_.dir() + "/chunks"));
+    for (const auto& shard : shards) MOSS_TRY_VOID(fsync_dir(shard));
+    if (new_shard) MOSS_TRY_VOID(fsync_dir(store_.dir() + "/chunks"));
   }
   s_->committed = true;
   return {};

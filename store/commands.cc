@@ -45,14 +45,14 @@ Result<void> store_gc_command(const std::string& store_dir) {
 
 Result<void> pack_command(const std::string& spore, const std::string& out_file, const std::string& store_dir) {
   MOSS_TRY(ChunkStore store, open_store(store_dir));
-  MOSS_CHECK(pack_spore(store, spore, out_file, terminal_progress("packing")));
+  MOSS_TRY_VOID(pack_spore(store, spore, out_file, terminal_progress("packing")));
   std::printf("packed %s into %s\n", spore.c_str(), out_file.c_str());
   return {};
 }
 
 Result<void> unpack_command(const std::string& pack_file, const std::string& out_dir, const std::string& store_dir) {
   MOSS_TRY(ChunkStore store, open_store(store_dir));
-  MOSS_CHECK(unpack_spore(store, pack_file, out_dir, terminal_progress("unpacking")));
+  MOSS_TRY_VOID(unpack_spore(store, pack_file, out_dir, terminal_progress("unpacking")));
   std::printf("unpacked %s into %s (chunks in %s)\n", pack_file.c_str(), out_dir.c_str(), store.dir().c_str());
   return {};
 }

@@ -146,7 +146,7 @@ Result<void> check_and_copy(spore::Manifest::Reader root, Manifest& mm) {
 }
 
 Result<std::unique_ptr<Manifest>> decode_manifest(std::span<const uint8_t> bytes) {
-  MOSS_CHECK(check_header(bytes));
+  MOSS_TRY_VOID(check_header(bytes));
   auto m = std::make_unique<Manifest>();
   m->words_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
   std::memcpy(m->words_.begin(), bytes.data(), bytes.size());

@@ -232,9 +232,9 @@ Result<void> pack_spore(const ChunkStore& store, const std::string& spore_path, 
   std::vector<uint8_t> header(kPackMagic, kPackMagic + 8);
   put32(header, kPackVersion);
   put32(header, 0);
-  MOSS_CHECK(put(header));
-  MOSS_CHECK(put(record_header(kManifestRecord, spore.bytes, {})));
-  MOSS_CHECK(put(spore.bytes));
+  MOSS_TRY_VOID(put(header));
+  MOSS_TRY_VOID(put(record_header(kManifestRecord, spore.bytes, {})));
+  MOSS_TRY_VOID(put(spore.bytes));
   for (const auto& [id, size] : sizes) {
     auto frame = store.read_compressed(id, spore.path);
     if (!frame) return fail(std::move(frame).take_error());
@@ -244,15 +244,15 @@ Result<void> pack_spore(const ChunkStore& store, const std::string& spore_path, 
     put64(fixed, id.hi);
     put64(fixed, id.lo);
     put64(fixed, size);
-    MOSS_CHECK(put(record_header(kChunkRecord, fixed, *frame)));
-    MOSS_CHECK(put(fixed));
-    MOSS_CHECK(put(*frame));
+    MOSS_TRY_VOID(put(record_header(kChunkRecord, fixed, *frame)));
+    MOSS_TRY_VOID(put(fixed));
+    MOSS_TRY_VOID(put(*frame));
     if (progress) progress(done, total);
   }
   std::vector<uint8_t> end;
   put64(end, sizes.size());
-  MOSS_CHECK(put(record_header(kEndRecord, end, {})));
-  MOSS_CHECK(put(end));
+  MOSS_TRY_VOID(put(record_header(kEndRecord, end, {})));
+  MOSS_TRY_VOID(put(end));
   if (::fsync(f.get()) != 0 || ::close(f.release()) != 0) {
     return fail(make_error("cannot write the pack " + out_path + ": " + errno_text(errno), errno));
   }
@@ -282,12 +282,12 @@ Result<void> unpack_spore(ChunkStore& store, const std::string& pack_file, const
   ChunkBatch batch(store);
   uint64_t done = 0;
   for (const auto& c : contents->chunks) {
-    MOSS_CHECK(batch.add_compressed(c.id, c.size, c.frame, "the pack " + pack_file));
+    MOSS_TRY_VOID(batch.add_compressed(c.id, c.size, c.frame, "the pack " + pack_file));
     done += c.frame.size() + kRecordHeaderBytes + 24;
     if (progress) progress(done, bytes.size());
   }
-  MOSS_CHECK(batch.commit());
-  MOSS_CHECK(write_spore_manifest(store, path, contents->manifest_bytes));
+  MOSS_TRY_VOID(batch.commit());
+  MOSS_TRY_VOID(write_spore_manifest(store, path, contents->manifest_bytes));
   if (progress) progress(bytes.size(), bytes.size());
   return {};
 }

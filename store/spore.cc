@@ -89,7 +89,7 @@ Result<void> check_absent(const std::string& path) {
 Result<ChunkId> publish(ChunkStore& store, const std::string& path, std::span<const uint8_t> bytes,
                         const WriteOptions& options) {
   ChunkId id = ChunkId::of(bytes);
-  MOSS_CHECK(store.add_root(path, id));
+  MOSS_TRY_VOID(store.add_root(path, id));
   if (options.after_step) options.after_step("root");
   auto published = publish_manifest(path, bytes);
   if (!published) {
@@ -115,7 +115,7 @@ Result<std::string> absolute_path(const std::string& path) {
 Result<SporeWritten> write_spore(ChunkStore& store, const std::string& path_in, capnp::MessageBuilder& message,
                                  std::span<const RamRegion> ram, const WriteOptions& options) {
   MOSS_TRY(std::string path, absolute_path(path_in));
-  MOSS_CHECK(check_absent(path));
+  MOSS_TRY_VOID(check_absent(path));
   MOSS_TRY(StoreLock lock, store.lock_shared());
   ChunkBatch batch(store, options.zstd_level, options.sync);
   auto root = message.getRoot<spore::Manifest>();
@@ -141,7 +141,7 @@ Result<SporeWritten> write_spore(ChunkStore& store, const std::string& path_in, 
   std::vector<uint8_t> bytes = encode_message(message);
   auto check = decode_manifest(bytes);
   if (!check) return make_error("cannot write the spore " + path + ": " + check.error().message);
-  MOSS_CHECK(batch.commit());
+  MOSS_TRY_VOID(batch.commit());
   out.new_chunks = batch.chunks_written();
   out.new_bytes = batch.bytes_written();
   if (options.after_step) options.after_step("chunks");
@@ -152,7 +152,7 @@ Result<SporeWritten> write_spore(ChunkStore& store, const std::string& path_in, 
 Result<SporeWritten> write_spore_manifest(ChunkStore& store, const std::string& path_in,
                                           std::span<const uint8_t> manifest_bytes) {
   MOSS_TRY(std::string path, absolute_path(path_in));
-  MOSS_CHECK(check_absent(path));
+  MOSS_TRY_VOID(check_absent(path));
   MOSS_TRY(auto manifest, decode_manifest(manifest_bytes));
   SporeWritten out;
   for (const auto& r : manifest->ranges()) {

@@ -70,18 +70,18 @@ Result<VcpuState> decode_cpu_state(ipc::CpuState::Reader in) {
                       std::to_string(ipc::CPU_STATE_VERSION));
   }
   VcpuState s;
-  MOSS_CHECK(read_exact(in.getRegs(), s.regs, "general registers"));
-  MOSS_CHECK(read_exact(in.getSregs(), s.sregs, "special registers"));
+  MOSS_TRY_VOID(read_exact(in.getRegs(), s.regs, "general registers"));
+  MOSS_TRY_VOID(read_exact(in.getSregs(), s.sregs, "special registers"));
   auto xsave = in.getXsave();
   if (xsave.size() < kLegacyXsaveBytes || xsave.size() > kMaxXsaveBytes || xsave.size() % 4 != 0) {
     return make_error("the saved XSAVE area is " + std::to_string(xsave.size()) + " bytes; it must be a multiple of 4 from " +
                       std::to_string(kLegacyXsaveBytes) + " to " + std::to_string(kMaxXsaveBytes));
   }
   s.xsave.assign(xsave.begin(), xsave.end());
-  MOSS_CHECK(read_exact(in.getXcrs(), s.xcrs, "XCRs"));
+  MOSS_TRY_VOID(read_exact(in.getXcrs(), s.xcrs, "XCRs"));
   if (s.xcrs.nr_xcrs > KVM_MAX_XCRS) return make_error("the saved XCR count is out of range");
-  MOSS_CHECK(read_exact(in.getDebugregs(), s.debugregs, "debug registers"));
-  MOSS_CHECK(read_exact(in.getLapic(), s.lapic, "local APIC"));
+  MOSS_TRY_VOID(read_exact(in.getDebugregs(), s.debugregs, "debug registers"));
+  MOSS_TRY_VOID(read_exact(in.getLapic(), s.lapic, "local APIC"));
   MOSS_TRY(s.msrs, read_array<kvm_msr_entry>(in.getMsrs(), 0, kMaxSavedMsrs, "MSR list"));
   {
     std::vector<uint32_t> indices;
@@ -91,7 +91,7 @@ Result<VcpuState> decode_cpu_state(ipc::CpuState::Reader in) {
       return make_error("the saved MSR list names an MSR twice");
     }
   }
-  MOSS_CHECK(read_exact(in.getEvents(), s.events, "vCPU events"));
+  MOSS_TRY_VOID(read_exact(in.getEvents(), s.events, "vCPU events"));
   MOSS_TRY(s.cpuid, read_array<kvm_cpuid_entry2>(in.getCpuid(), 1, kMaxSavedCpuidEntries, "CPUID"));
   s.mp_state.mp_state = in.getMpState();
   if (s.mp_state.mp_state > KVM_MP_STATE_AP_RESET_HOLD) return make_error("the saved MP state is unknown");
@@ -115,11 +115,11 @@ Result<VmState> decode_vm_state(ipc::VmState::Reader in) {
                       std::to_string(ipc::VM_STATE_VERSION));
   }
   VmState s;
-  MOSS_CHECK(read_exact(in.getPit(), s.pit, "PIT"));
-  MOSS_CHECK(read_exact(in.getClock(), s.clock, "kvmclock"));
-  MOSS_CHECK(read_exact(in.getPicMaster(), s.pic_master, "master PIC"));
-  MOSS_CHECK(read_exact(in.getPicSlave(), s.pic_slave, "slave PIC"));
-  MOSS_CHECK(read_exact(in.getIoapic(), s.ioapic, "IOAPIC"));
+  MOSS_TRY_VOID(read_exact(in.getPit(), s.pit, "PIT"));
+  MOSS_TRY_VOID(read_exact(in.getClock(), s.clock, "kvmclock"));
+  MOSS_TRY_VOID(read_exact(in.getPicMaster(), s.pic_master, "master PIC"));
+  MOSS_TRY_VOID(read_exact(in.getPicSlave(), s.pic_slave, "slave PIC"));
+  MOSS_TRY_VOID(read_exact(in.getIoapic(), s.ioapic, "IOAPIC"));
   if (s.pic_master.chip_id != KVM_IRQCHIP_PIC_MASTER || s.pic_slave.chip_id != KVM_IRQCHIP_PIC_SLAVE ||
       s.ioapic.chip_id != KVM_IRQCHIP_IOAPIC) {
     return make_error("the saved interrupt controllers are not the master PIC, slave PIC and IOAPIC in that order");

@@ -37,7 +37,7 @@ Result<void> KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
   std::vector<uint8_t> buf(sizeof(KvmCpuid2Header) + entries.size() * sizeof(kvm_cpuid_entry2));
   reinterpret_cast<KvmCpuid2Header*>(buf.data())->nent = static_cast<uint32_t>(entries.size());
   std::memcpy(buf.data() + sizeof(KvmCpuid2Header), entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), kKvmSetCpuid2, buf.data())));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), kKvmSetCpuid2, buf.data())));
   return {};
 }
 
@@ -55,23 +55,23 @@ Result<void> KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
 }
 
 Result<void> KvmVcpu::set_regs(const kvm_regs& regs) {
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_REGS, &regs)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_SET_REGS, &regs)));
   return {};
 }
 
 Result<kvm_sregs> KvmVcpu::get_sregs() {
   kvm_sregs s;
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_SREGS, &s)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_GET_SREGS, &s)));
   return s;
 }
 
 Result<void> KvmVcpu::set_sregs(const kvm_sregs& sregs) {
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_SREGS, &sregs)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_SET_SREGS, &sregs)));
   return {};
 }
 
 Result<void> KvmVcpu::set_fpu(const kvm_fpu& fpu) {
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_FPU, &fpu)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_SET_FPU, &fpu)));
   return {};
 }
 
@@ -79,7 +79,7 @@ Result<void> KvmVcpu::setup_lapic_lints() {
   constexpr size_t kLvtLint0 = 0x350, kLvtLint1 = 0x360;
   constexpr uint32_t kDeliveryExtInt = 7 << 8, kDeliveryNmi = 4 << 8, kDeliveryMask = 7 << 8;
   kvm_lapic_state lapic;
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_GET_LAPIC, &lapic)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_GET_LAPIC, &lapic)));
   auto patch = [&](size_t off, uint32_t mode) {
     uint32_t v;
     std::memcpy(&v, lapic.regs + off, 4);
@@ -88,12 +88,12 @@ Result<void> KvmVcpu::setup_lapic_lints() {
   };
   patch(kLvtLint0, kDeliveryExtInt);
   patch(kLvtLint1, kDeliveryNmi);
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_LAPIC, &lapic)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_SET_LAPIC, &lapic)));
   return {};
 }
 
 Result<KvmVm> KvmVm::create(int kvm_fd) {
-  MOSS_CHECK(kvm_check_api(kvm_fd));
+  MOSS_TRY_VOID(kvm_check_api(kvm_fd));
   MOSS_TRY(int fd, MOSS_SYS(ioctl(kvm_fd, KVM_CREATE_VM, 0)));
   return KvmVm(kvm_fd, UniqueFd(fd));
 }
@@ -104,20 +104,20 @@ Result<void> KvmVm::set_memory(uint32_t slot, uint64_t gpa, uint64_t size, void*
   r.guest_phys_addr = gpa;
   r.memory_size = size;
   r.userspace_addr = reinterpret_cast<uint64_t>(host);
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_USER_MEMORY_REGION, &r)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_SET_USER_MEMORY_REGION, &r)));
   return {};
 }
 
 Result<void> KvmVm::create_platform() {
   // Three pages just below the BIOS area at 4 GiB - 256 KiB, inside the MMIO hole, for
   // Intel's real-mode TSS and identity map; unused on AMD.
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_TSS_ADDR, 0xfffbd000ul)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_SET_TSS_ADDR, 0xfffbd000ul)));
   uint64_t identity = 0xfffbc000;
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_SET_IDENTITY_MAP_ADDR, &identity)));
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_CREATE_IRQCHIP, 0)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_SET_IDENTITY_MAP_ADDR, &identity)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_CREATE_IRQCHIP, 0)));
   kvm_pit_config pit{};
   pit.flags = KVM_PIT_SPEAKER_DUMMY;
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_CREATE_PIT2, &pit)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_CREATE_PIT2, &pit)));
   return {};
 }
 
@@ -134,7 +134,7 @@ Result<void> KvmVm::irq_line(uint32_t irq, bool level) {
   kvm_irq_level l{};
   l.irq = irq;
   l.level = level ? 1 : 0;
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_IRQ_LINE, &l)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_IRQ_LINE, &l)));
   return {};
 }
 
@@ -174,7 +174,7 @@ Result<void> KvmVm::set_msi_routes(const std::vector<MsiRoute>& msi) {
   uint32_t header[2] = {static_cast<uint32_t>(entries.size()), 0};
   std::memcpy(buf.data(), header, sizeof header);
   std::memcpy(buf.data() + 8, entries.data(), entries.size() * sizeof(kvm_irq_routing_entry));
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), kKvmSetGsiRouting, buf.data())));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), kKvmSetGsiRouting, buf.data())));
   return {};
 }
 
@@ -183,7 +183,7 @@ Result<void> KvmVm::irqfd(int event_fd, uint32_t gsi, bool assign) {
   r.fd = static_cast<uint32_t>(event_fd);
   r.gsi = gsi;
   r.flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN;
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_IRQFD, &r)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_IRQFD, &r)));
   return {};
 }
 
@@ -193,7 +193,7 @@ Result<void> KvmVm::ioeventfd(int event_fd, uint64_t gpa, uint32_t len, bool ass
   r.len = len;
   r.fd = event_fd;
   r.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN;
-  MOSS_CHECK(MOSS_SYS(ioctl(fd(), KVM_IOEVENTFD, &r)));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(fd(), KVM_IOEVENTFD, &r)));
   return {};
 }
 
@@ -204,7 +204,7 @@ Result<std::vector<uint32_t>> kvm_msr_index_list(int kvm_fd) {
   }
   std::vector<uint32_t> buf(1 + probe.nmsrs);
   buf[0] = probe.nmsrs;
-  MOSS_CHECK(MOSS_SYS(ioctl(kvm_fd, kKvmGetMsrIndexList, buf.data())));
+  MOSS_TRY_VOID(MOSS_SYS(ioctl(kvm_fd, kKvmGetMsrIndexList, buf.data())));
   return std::vector<uint32_t>(buf.begin() + 1, buf.begin() + 1 + buf[0]);
 }
 
@@ -259,7 +259,7 @@ Result<std::vector<kvm_cpuid_entry2>> get_cpuid2(KvmIoctl& io) {
     reinterpret_cast<KvmCpuid2Header*>(buf.data())->nent = n;
     auto r = kvm_io(io, "KVM_GET_CPUID2", kKvmGetCpuid2, buf.data());
     if (!r && r.error().err == E2BIG) continue;
-    MOSS_CHECK(r);
+    MOSS_TRY_VOID(r);
     std::vector<kvm_cpuid_entry2> out(std::min(n, reinterpret_cast<KvmCpuid2Header*>(buf.data())->nent));
     if (!out.empty()) std::memcpy(out.data(), buf.data() + sizeof(KvmCpuid2Header), out.size() * sizeof(kvm_cpuid_entry2));
     return out;
@@ -312,15 +312,15 @@ Result<VcpuState> save_vcpu_state(KvmIoctl& io, const KvmStateCaps& caps, const 
   MOSS_TRY(s.cpuid, get_cpuid2(io));
   // MP state first: KVM_GET_MP_STATE processes a pending INIT or SIPI (kvm_apic_accept_events),
   // which changes the registers and the LAPIC read after it.
-  MOSS_CHECK(KVM_IO(io, KVM_GET_MP_STATE, &s.mp_state));
-  MOSS_CHECK(KVM_IO(io, KVM_GET_REGS, &s.regs));
-  MOSS_CHECK(KVM_IO(io, KVM_GET_SREGS, &s.sregs));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_MP_STATE, &s.mp_state));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_REGS, &s.regs));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_SREGS, &s.sregs));
   s.xsave.assign(caps.xsave_bytes, 0);
-  if (caps.xsave2) MOSS_CHECK(KVM_IO(io, kKvmGetXsave2, s.xsave.data()));
-  else MOSS_CHECK(KVM_IO(io, kKvmGetXsave, s.xsave.data()));
-  MOSS_CHECK(KVM_IO(io, KVM_GET_XCRS, &s.xcrs));
-  MOSS_CHECK(KVM_IO(io, KVM_GET_DEBUGREGS, &s.debugregs));
-  MOSS_CHECK(KVM_IO(io, KVM_GET_LAPIC, &s.lapic));
+  if (caps.xsave2) MOSS_TRY_VOID(KVM_IO(io, kKvmGetXsave2, s.xsave.data()));
+  else MOSS_TRY_VOID(KVM_IO(io, kKvmGetXsave, s.xsave.data()));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_XCRS, &s.xcrs));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_DEBUGREGS, &s.debugregs));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_LAPIC, &s.lapic));
   std::vector<kvm_msr_entry> msrs;
   for (uint32_t index : msr_indices) msrs.push_back(kvm_msr_entry{index, 0, 0});
   MOSS_TRY(size_t n, msrs_io(io, false, msrs));
@@ -333,7 +333,7 @@ Result<VcpuState> save_vcpu_state(KvmIoctl& io, const KvmStateCaps& caps, const 
     return make_error(text);
   }
   s.msrs = std::move(msrs);
-  MOSS_CHECK(KVM_IO(io, KVM_GET_VCPU_EVENTS, &s.events));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_VCPU_EVENTS, &s.events));
   if (caps.host_tsc_khz == 0) {
     return make_error("this host's KVM cannot report the guest's TSC frequency (no KVM_CAP_GET_TSC_KHZ), so its state cannot be saved");
   }
@@ -374,7 +374,7 @@ Result<void> check_vcpu_state_fits(const KvmStateCaps& caps, const VcpuState& s)
 //  6. vCPU events after the registers: KVM_SET_REGS and KVM_SET_SREGS drop a pending
 //     exception and queue the interrupt bitmap; the events put back what was pending.
 Result<void> restore_vcpu_state(KvmIoctl& io, const KvmStateCaps& caps, const VcpuState& s) {
-  MOSS_CHECK(check_vcpu_state_fits(caps, s));
+  MOSS_TRY_VOID(check_vcpu_state_fits(caps, s));
   {
     MOSS_TRY(auto now, get_cpuid2(io));
     bool same = now.size() == s.cpuid.size();
@@ -398,17 +398,17 @@ Result<void> restore_vcpu_state(KvmIoctl& io, const KvmStateCaps& caps, const Vc
   kvm_debugregs debugregs = s.debugregs;
   kvm_lapic_state lapic = s.lapic;
   kvm_vcpu_events events = s.events;
-  MOSS_CHECK(KVM_IO(io, KVM_SET_MP_STATE, &mp));
-  MOSS_CHECK(KVM_IO(io, KVM_SET_REGS, &regs));
-  MOSS_CHECK(KVM_IO(io, KVM_SET_SREGS, &sregs));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_MP_STATE, &mp));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_REGS, &regs));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_SREGS, &sregs));
   // KVM_SET_XSAVE reads as many bytes as this host's area holds; a smaller saved area (from a
   // host without some component) leaves the rest in its initial state (zeros).
   std::vector<uint8_t> xsave(caps.xsave_bytes, 0);
   std::memcpy(xsave.data(), s.xsave.data(), s.xsave.size());
-  MOSS_CHECK(KVM_IO(io, kKvmSetXsave, xsave.data()));
-  MOSS_CHECK(KVM_IO(io, KVM_SET_XCRS, &xcrs));
-  MOSS_CHECK(KVM_IO(io, KVM_SET_DEBUGREGS, &debugregs));
-  MOSS_CHECK(KVM_IO(io, KVM_SET_LAPIC, &lapic));
+  MOSS_TRY_VOID(KVM_IO(io, kKvmSetXsave, xsave.data()));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_XCRS, &xcrs));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_DEBUGREGS, &debugregs));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_LAPIC, &lapic));
   std::vector<kvm_msr_entry> msrs, deadline;
   for (const auto& e : s.msrs) {
     if (e.index == kMsrIa32TscDeadline) {
@@ -426,20 +426,20 @@ Result<void> restore_vcpu_state(KvmIoctl& io, const KvmStateCaps& caps, const Vc
     std::snprintf(text, sizeof text, "KVM refused the saved MSR 0x%x", msrs[n].index);
     return make_error(text);
   }
-  MOSS_CHECK(KVM_IO(io, KVM_SET_VCPU_EVENTS, &events));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_VCPU_EVENTS, &events));
   return {};
 }
 
 Result<VmState> save_vm_state(KvmIoctl& io) {
   VmState s;
-  MOSS_CHECK(KVM_IO(io, KVM_GET_PIT2, &s.pit));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_PIT2, &s.pit));
   s.pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
   s.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
   s.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
-  MOSS_CHECK(KVM_IO(io, KVM_GET_IRQCHIP, &s.pic_master));
-  MOSS_CHECK(KVM_IO(io, KVM_GET_IRQCHIP, &s.pic_slave));
-  MOSS_CHECK(KVM_IO(io, KVM_GET_IRQCHIP, &s.ioapic));
-  MOSS_CHECK(KVM_IO(io, KVM_GET_CLOCK, &s.clock));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_IRQCHIP, &s.pic_master));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_IRQCHIP, &s.pic_slave));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_IRQCHIP, &s.ioapic));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_GET_CLOCK, &s.clock));
   return s;
 }
 
@@ -459,13 +459,13 @@ Result<void> check_clock_restorable(const KvmStateCaps& caps, const VmState& s, 
 // KVM_SET_CLOCK computes the kvmclock offset from the TSCs as they are now, and a TSC write
 // after it would shift the guest's clock again.
 Result<void> restore_vm_state(KvmIoctl& io, const KvmStateCaps& caps, const VmState& s, bool realtime) {
-  MOSS_CHECK(check_clock_restorable(caps, s, realtime));
+  MOSS_TRY_VOID(check_clock_restorable(caps, s, realtime));
   kvm_pit_state2 pit = s.pit;
   kvm_irqchip master = s.pic_master, slave = s.pic_slave, ioapic = s.ioapic;
-  MOSS_CHECK(KVM_IO(io, KVM_SET_PIT2, &pit));
-  MOSS_CHECK(KVM_IO(io, KVM_SET_IRQCHIP, &master));
-  MOSS_CHECK(KVM_IO(io, KVM_SET_IRQCHIP, &slave));
-  MOSS_CHECK(KVM_IO(io, KVM_SET_IRQCHIP, &ioapic));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_PIT2, &pit));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_IRQCHIP, &master));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_IRQCHIP, &slave));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_IRQCHIP, &ioapic));
   // Without KVM_CLOCK_REALTIME the guest's kvmclock continues from the saved value: its
   // monotonic time does not see the suspension. KVM takes only that flag on a set.
   kvm_clock_data clock{};
@@ -474,7 +474,7 @@ Result<void> restore_vm_state(KvmIoctl& io, const KvmStateCaps& caps, const VmSt
     clock.flags = KVM_CLOCK_REALTIME;
     clock.realtime = s.clock.realtime;
   }
-  MOSS_CHECK(KVM_IO(io, KVM_SET_CLOCK, &clock));
+  MOSS_TRY_VOID(KVM_IO(io, KVM_SET_CLOCK, &clock));
   return {};
 }
 
@@ -483,8 +483,8 @@ Result<void> restore_machine_state(const std::vector<KvmIoctl*>& vcpus, KvmIoctl
   if (cpus.size() != vcpus.size()) {
     return make_error("the saved state has " + std::to_string(cpus.size()) + " vCPUs and this VM " + std::to_string(vcpus.size()));
   }
-  for (const auto& s : cpus) MOSS_CHECK(check_vcpu_state_fits(caps, s));
-  MOSS_CHECK(check_clock_restorable(caps, vm_state, realtime));
+  for (const auto& s : cpus) MOSS_TRY_VOID(check_vcpu_state_fits(caps, s));
+  MOSS_TRY_VOID(check_clock_restorable(caps, vm_state, realtime));
   for (size_t i = 0; i < cpus.size(); i++) {
     auto r = restore_vcpu_state(*vcpus[i], caps, cpus[i]);
     if (!r) return make_error("vCPU " + std::to_string(i) + ": " + r.error().message, r.error().err);

@@ -47,27 +47,27 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
   m->console_ = std::move(console);
   MOSS_TRY(KvmVm vm, KvmVm::create(config.kvm_fd));
   m->vm_ = std::make_unique<KvmVm>(std::move(vm));
-  MOSS_CHECK(m->vm_->create_platform());
+  MOSS_TRY_VOID(m->vm_->create_platform());
 
   // Guest RAM: one memfd (later shared with device workers), low part below the PCI hole and
   // the rest above 4 GiB, mapped contiguously in our address space.
   auto map = boot::memory_map(config.mem_bytes);
   MOSS_TRY(int mfd, MOSS_SYS(memfd_create("moss-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
   m->memfd_.reset(mfd);
-  MOSS_CHECK(MOSS_SYS(ftruncate(mfd, static_cast<off_t>(config.mem_bytes))));
+  MOSS_TRY_VOID(MOSS_SYS(ftruncate(mfd, static_cast<off_t>(config.mem_bytes))));
   // Device workers map this file: sealed, its size can never change under them (a shrink
   // would turn their accesses into SIGBUS).
-  MOSS_CHECK(MOSS_SYS(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
+  MOSS_TRY_VOID(MOSS_SYS(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
   void* ram = mmap(nullptr, config.mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, mfd, 0);
-  if (ram == MAP_FAILED) return make_error(std::string("cannot map guest memory: ") + strerror(errno), errno);
+  if (ram == MAP_FAILED) return sys_error("map guest memory");
   m->ram_ = ram;
   m->ram_size_ = config.mem_bytes;
   auto* base = static_cast<uint8_t*>(ram);
   std::vector<GuestRegion> regions{{0, map.low_bytes, base}};
-  MOSS_CHECK(m->vm_->set_memory(0, 0, map.low_bytes, base));
+  MOSS_TRY_VOID(m->vm_->set_memory(0, 0, map.low_bytes, base));
   if (map.high_bytes) {
     regions.push_back({boot::kHighRamStart, map.high_bytes, base + map.low_bytes});
-    MOSS_CHECK(m->vm_->set_memory(1, boot::kHighRamStart, map.high_bytes, base + map.low_bytes));
+    MOSS_TRY_VOID(m->vm_->set_memory(1, boot::kHighRamStart, map.high_bytes, base + map.low_bytes));
   }
   m->memory_ = GuestMemory(std::move(regions));
 
@@ -82,9 +82,9 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
   MOSS_TRY(auto listed_msrs, kvm_msr_index_list(config.kvm_fd));
   for (uint32_t i = 0; i < config.cpus; i++) {
     MOSS_TRY(KvmVcpu v, m->vm_->create_vcpu(i));
-    MOSS_CHECK(v.set_cpuid(x86::cpuid_for_vcpu(supported, i, config.cpus)));
-    MOSS_CHECK(v.set_msrs(x86::boot_msrs()));
-    MOSS_CHECK(v.setup_lapic_lints());
+    MOSS_TRY_VOID(v.set_cpuid(x86::cpuid_for_vcpu(supported, i, config.cpus)));
+    MOSS_TRY_VOID(v.set_msrs(x86::boot_msrs()));
+    MOSS_TRY_VOID(v.setup_lapic_lints());
     if (i == 0) {
       FdKvmIoctl io(v.fd());
       MOSS_TRY(m->msr_indices_, kvm_saveable_msrs(io, listed_msrs));
@@ -93,8 +93,8 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
     m->vcpus_.push_back(std::move(v));
   }
   m->ioeventfd_any_length_ = kvm_check_extension(m->vm_->fd(), KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
-  for (const auto& spec : config.devices) MOSS_CHECK(m->add_vhost_user_device(spec));
-  MOSS_CHECK(m->load_kernel(config));
+  for (const auto& spec : config.devices) MOSS_TRY_VOID(m->add_vhost_user_device(spec));
+  MOSS_TRY_VOID(m->load_kernel(config));
   return m;
 }
 
@@ -104,7 +104,7 @@ Result<void> Machine::add_vhost_user_device(const VhostUserDeviceSpec& spec) {
   if (index >= 31) return make_error("too many PCI devices (at most 31)");
   // A backend that stops answering must not hang the vCPU that asked it something.
   timeval timeout{10, 0};
-  MOSS_CHECK(MOSS_SYS(setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout)));
+  MOSS_TRY_VOID(MOSS_SYS(setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout)));
   std::vector<SharedRegion> shared;
   auto* base = static_cast<uint8_t*>(ram_);
   for (const auto& r : memory_.regions()) {
@@ -146,12 +146,12 @@ void Machine::sync_device(size_t index) {
       uint32_t len = ioeventfd_any_length_ ? 0 : 2;  // Linux notifies with 16-bit writes.
       for (uint16_t q = 0; q < d.transport->num_queues(); q++) {
         uint64_t off = virtio_pci::kNotifyOffset + q * virtio_pci::kNotifyMultiplier;
-        if (d.ioevent_bar) MOSS_CHECK(vm_->ioeventfd(d.backend->kick_fd(q), *d.ioevent_bar + off, len, false));
+        if (d.ioevent_bar) MOSS_TRY_VOID(vm_->ioeventfd(d.backend->kick_fd(q), *d.ioevent_bar + off, len, false));
       }
       d.ioevent_bar.reset();
       if (bar) {
         for (uint16_t q = 0; q < d.transport->num_queues(); q++) {
-          MOSS_CHECK(vm_->ioeventfd(d.backend->kick_fd(q), *bar + virtio_pci::kNotifyOffset + q * virtio_pci::kNotifyMultiplier, len, true));
+          MOSS_TRY_VOID(vm_->ioeventfd(d.backend->kick_fd(q), *bar + virtio_pci::kNotifyOffset + q * virtio_pci::kNotifyMultiplier, len, true));
         }
         d.ioevent_bar = bar;
       }
@@ -168,10 +168,10 @@ void Machine::sync_device(size_t index) {
       else if (!d.routes[q]) add.push_back(q);
       routes_changed = true;
     }
-    for (uint16_t q : drop) MOSS_CHECK(vm_->irqfd(d.backend->call_fd(q), d.gsi_base + q, false));
+    for (uint16_t q : drop) MOSS_TRY_VOID(vm_->irqfd(d.backend->call_fd(q), d.gsi_base + q, false));
     for (uint16_t q = 0; q < d.transport->num_queues(); q++) d.routes[q] = d.transport->queue_interrupt(q);
-    if (routes_changed) MOSS_CHECK(apply_msi_routes());
-    for (uint16_t q : add) MOSS_CHECK(vm_->irqfd(d.backend->call_fd(q), d.gsi_base + q, true));
+    if (routes_changed) MOSS_TRY_VOID(apply_msi_routes());
+    for (uint16_t q : add) MOSS_TRY_VOID(vm_->irqfd(d.backend->call_fd(q), d.gsi_base + q, true));
     return {};
   }();
   d.synced = d.transport->generation();
@@ -189,19 +189,19 @@ Result<void> Machine::load_kernel(const MachineConfig& config) {
   }
   MOSS_TRY(auto plan, boot::plan_boot(kernel, config.mem_bytes, initrd_size, config.cmdline.size()));
   MOSS_TRY(auto kernel_dst, memory_.slice(boot::kKernelGpa, kernel.kernel_size));
-  MOSS_CHECK(pread_exact(config.kernel_fd, kernel.kernel_offset, kernel_dst, "the kernel"));
+  MOSS_TRY_VOID(pread_exact(config.kernel_fd, kernel.kernel_offset, kernel_dst, "the kernel"));
   if (initrd_size) {
     MOSS_TRY(auto initrd_dst, memory_.slice(plan.initrd_gpa, initrd_size));
-    MOSS_CHECK(pread_exact(config.initrd_fd, 0, initrd_dst, "the initrd"));
+    MOSS_TRY_VOID(pread_exact(config.initrd_fd, 0, initrd_dst, "the initrd"));
   }
   std::vector<uint8_t> cmdline(config.cmdline.begin(), config.cmdline.end());
   cmdline.push_back(0);
-  MOSS_CHECK(memory_.write(boot::kCmdlineGpa, cmdline));
-  MOSS_CHECK(memory_.write(boot::kBootParamsGpa, boot::build_boot_params(kernel, plan)));
-  MOSS_CHECK(memory_.write(boot::kMpTableGpa, boot::build_mptable(boot::kMpTableGpa, config.cpus)));
-  MOSS_CHECK(memory_.write(boot::kAcpiGpa, boot::build_acpi_tables(boot::kAcpiGpa, config.cpus)));
-  MOSS_CHECK(x86::write_long_mode_tables(memory_));
-  MOSS_CHECK(x86::setup_boot_vcpu(vcpus_[0], plan.entry64, boot::kBootParamsGpa));
+  MOSS_TRY_VOID(memory_.write(boot::kCmdlineGpa, cmdline));
+  MOSS_TRY_VOID(memory_.write(boot::kBootParamsGpa, boot::build_boot_params(kernel, plan)));
+  MOSS_TRY_VOID(memory_.write(boot::kMpTableGpa, boot::build_mptable(boot::kMpTableGpa, config.cpus)));
+  MOSS_TRY_VOID(memory_.write(boot::kAcpiGpa, boot::build_acpi_tables(boot::kAcpiGpa, config.cpus)));
+  MOSS_TRY_VOID(x86::write_long_mode_tables(memory_));
+  MOSS_TRY_VOID(x86::setup_boot_vcpu(vcpus_[0], plan.entry64, boot::kBootParamsGpa));
   LOG_INFO("loaded %s kernel (%u bytes, protocol %x), initrd %" PRIu64 " bytes at %s, entry %s",
            kernel.is_linux ? "Linux" : "non-Linux", kernel.kernel_size, kernel.protocol, initrd_size,
            hex(plan.initrd_gpa).c_str(), hex(plan.entry64).c_str());
@@ -225,7 +225,7 @@ Result<void> Machine::start(int done_fd) {
   struct sigaction sa{};
   sa.sa_handler = kick_handler;  // No SA_RESTART: KVM_RUN must return EINTR.
   sigemptyset(&sa.sa_mask);
-  MOSS_CHECK(MOSS_SYS(sigaction(kKickSignal, &sa, nullptr)));
+  MOSS_TRY_VOID(MOSS_SYS(sigaction(kKickSignal, &sa, nullptr)));
   first_run_ns_ = monotonic_ns();
   // Under exit_mu_: a vCPU that stops the VM at once must not walk threads_ while it grows.
   std::lock_guard<std::mutex> lock(exit_mu_);
@@ -375,10 +375,10 @@ Result<void> Machine::restore_cpus(const std::vector<VcpuState>& states) {
     return make_error("the saved state has " + std::to_string(states.size()) + " vCPUs, this VM " +
                       std::to_string(vcpus_.size()));
   }
-  for (const auto& s : states) MOSS_CHECK(check_vcpu_state_fits(state_caps_, s));
+  for (const auto& s : states) MOSS_TRY_VOID(check_vcpu_state_fits(state_caps_, s));
   for (size_t i = 0; i < states.size(); i++) {
     FdKvmIoctl io(vcpus_[i].fd());
-    MOSS_CHECK(restore_vcpu_state(io, state_caps_, states[i]));
+    MOSS_TRY_VOID(restore_vcpu_state(io, state_caps_, states[i]));
   }
   return {};
 }
@@ -407,7 +407,7 @@ Result<void> Machine::restore_machine(const std::vector<VcpuState>& cpus, const 
   std::vector<KvmIoctl*> ptrs;
   for (auto& io : ios) ptrs.push_back(&io);
   FdKvmIoctl vm_io(vm_->fd());
-  MOSS_CHECK(restore_machine_state(ptrs, vm_io, state_caps_, cpus, vm, realtime));
+  MOSS_TRY_VOID(restore_machine_state(ptrs, vm_io, state_caps_, cpus, vm, realtime));
   // Devices last: the UART drives its interrupt line to the restored level, on top of the
   // IOAPIC and PICs restored just before.
   {

@@ -36,7 +36,7 @@ Result<void> send_console(int fd, const std::string& bytes) {
     msg.setVersion(ipc::PROTOCOL_VERSION);
     size_t n = std::min(kChunk, bytes.size() - off);
     msg.setConsole(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(bytes.data() + off), n));
-    MOSS_CHECK(ipc::send_message(fd, mb));
+    MOSS_TRY_VOID(ipc::send_message(fd, mb));
   }
   return {};
 }

@@ -37,7 +37,7 @@ Result<void> check_spec(const VhostUserDeviceSpec& s) {
 
 Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock, const VhostUserDeviceSpec& spec,
                                                                   std::span<const SharedRegion> memory) {
-  MOSS_CHECK(check_spec(spec));
+  MOSS_TRY_VOID(check_spec(spec));
   if (memory.empty() || memory.size() > vhost_user::kMaxMemTableRegions) {
     return make_error("guest memory must be 1 to 8 regions to share it over vhost-user");
   }
@@ -53,8 +53,8 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
     return make_error("the vhost-user backend cannot serve the device configuration (no CONFIG protocol feature)");
   }
   d->protocol_ = offered & (bit(pf::kMq) | bit(pf::kReplyAck) | bit(pf::kConfig) | bit(pf::kResetDevice));
-  MOSS_CHECK(fe.set_protocol_features(d->protocol_));
-  MOSS_CHECK(fe.set_owner());
+  MOSS_TRY_VOID(fe.set_protocol_features(d->protocol_));
+  MOSS_TRY_VOID(fe.set_owner());
   uint64_t queues = 1;
   if (d->protocol_ & bit(pf::kMq)) {
     MOSS_TRY(queues, fe.get_queue_num());
@@ -75,7 +75,7 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
     regions.push_back({r.gpa, r.size, reinterpret_cast<uint64_t>(r.host), r.fd_offset});
     fds.push_back(r.fd);
   }
-  MOSS_CHECK(fe.set_mem_table(regions, fds));
+  MOSS_TRY_VOID(fe.set_mem_table(regions, fds));
 
   d->info_.device_id = spec.virtio_id;
   d->info_.pci_class = spec.pci_class;
@@ -89,7 +89,7 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
   }
   // Read the configuration once now: a backend that cannot answer fails here, before boot.
   std::vector<uint8_t> probe(spec.config_size);
-  MOSS_CHECK(d->read_config(0, probe));
+  MOSS_TRY_VOID(d->read_config(0, probe));
   for (uint16_t q = 0; q < nq; q++) {
     MOSS_TRY(int k, MOSS_SYS(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
     d->kicks_.emplace_back(k);
@@ -125,7 +125,7 @@ Result<uint64_t> VhostUserDevice::user_address(uint64_t gpa, uint64_t len) const
 }
 
 Result<void> VhostUserDevice::activate(uint64_t features, std::span<const virtio_pci::QueueState> queues) {
-  MOSS_CHECK(fe_.set_features(features | bit(vhost_user::kFeatureProtocolFeatures)));
+  MOSS_TRY_VOID(fe_.set_features(features | bit(vhost_user::kFeatureProtocolFeatures)));
   for (uint16_t q = 0; q < queues.size() && q < info_.num_queues; q++) {
     const auto& s = queues[q];
     if (!s.enabled) continue;
@@ -134,12 +134,12 @@ Result<void> VhostUserDevice::activate(uint64_t features, std::span<const virtio
     MOSS_TRY(uint64_t desc, user_address(s.desc, 16ull * s.size));
     MOSS_TRY(uint64_t avail, user_address(s.driver, 6 + 2ull * s.size));
     MOSS_TRY(uint64_t used, user_address(s.device, 6 + 8ull * s.size));
-    MOSS_CHECK(fe_.set_vring_num(q, s.size));
-    MOSS_CHECK(fe_.set_vring_base(q, 0));
-    MOSS_CHECK(fe_.set_vring_addr({q, 0, desc, used, avail, 0}));
-    MOSS_CHECK(fe_.set_vring_kick(q, kicks_[q].get()));
-    MOSS_CHECK(fe_.set_vring_call(q, calls_[q].get()));
-    MOSS_CHECK(fe_.set_vring_enable(q, true));
+    MOSS_TRY_VOID(fe_.set_vring_num(q, s.size));
+    MOSS_TRY_VOID(fe_.set_vring_base(q, 0));
+    MOSS_TRY_VOID(fe_.set_vring_addr({q, 0, desc, used, avail, 0}));
+    MOSS_TRY_VOID(fe_.set_vring_kick(q, kicks_[q].get()));
+    MOSS_TRY_VOID(fe_.set_vring_call(q, calls_[q].get()));
+    MOSS_TRY_VOID(fe_.set_vring_enable(q, true));
     started_.push_back(q);
   }
   return {};
@@ -149,8 +149,8 @@ Result<void> VhostUserDevice::reset() {
   // GET_VRING_BASE stops each ring once its in-flight requests are done (the spec's way to
   // take a ring back); RESET_DEVICE then clears what else the backend keeps.
   auto started = std::exchange(started_, {});
-  for (uint16_t q : started) MOSS_CHECK(fe_.get_vring_base(q));
-  if (protocol_ & bit(pf::kResetDevice)) MOSS_CHECK(fe_.reset_device());
+  for (uint16_t q : started) MOSS_TRY_VOID(fe_.get_vring_base(q));
+  if (protocol_ & bit(pf::kResetDevice)) MOSS_TRY_VOID(fe_.reset_device());
   return {};
 }
 

@@ -78,15 +78,15 @@ std::vector<kvm_msr_entry> boot_msrs() {
 }
 
 Result<void> write_long_mode_tables(const GuestMemory& mem) {
-  for (size_t i = 0; i < std::size(kGdt); i++) MOSS_CHECK(mem.write_obj(boot::kGdtGpa + i * 8, kGdt[i]));
+  for (size_t i = 0; i < std::size(kGdt); i++) MOSS_TRY_VOID(mem.write_obj(boot::kGdtGpa + i * 8, kGdt[i]));
   constexpr uint64_t kPdpt = boot::kPml4Gpa + 0x1000, kPd = boot::kPml4Gpa + 0x2000;
   constexpr uint64_t kPresentWrite = 0x3, kHuge = 0x80;
-  MOSS_CHECK(mem.write_obj<uint64_t>(boot::kPml4Gpa, kPdpt | kPresentWrite));
+  MOSS_TRY_VOID(mem.write_obj<uint64_t>(boot::kPml4Gpa, kPdpt | kPresentWrite));
   for (uint64_t g = 0; g < 4; g++) {
-    MOSS_CHECK(mem.write_obj<uint64_t>(kPdpt + g * 8, (kPd + g * 0x1000) | kPresentWrite));
+    MOSS_TRY_VOID(mem.write_obj<uint64_t>(kPdpt + g * 8, (kPd + g * 0x1000) | kPresentWrite));
     for (uint64_t i = 0; i < 512; i++) {
       uint64_t addr = (g << 30) | (i << 21);
-      MOSS_CHECK(mem.write_obj<uint64_t>(kPd + g * 0x1000 + i * 8, addr | kPresentWrite | kHuge));
+      MOSS_TRY_VOID(mem.write_obj<uint64_t>(kPd + g * 0x1000 + i * 8, addr | kPresentWrite | kHuge));
     }
   }
   return {};
@@ -105,18 +105,18 @@ Result<void> setup_boot_vcpu(KvmVcpu& vcpu, uint64_t entry, uint64_t boot_params
   s.cr3 = boot::kPml4Gpa;
   s.cr4 = kCr4Pae;
   s.efer = kEferLme | kEferLma;
-  MOSS_CHECK(vcpu.set_sregs(s));
+  MOSS_TRY_VOID(vcpu.set_sregs(s));
 
   kvm_regs r{};
   r.rip = entry;
   r.rsi = boot_params;
   r.rflags = 0x2;  // Reserved bit 1; interrupts off.
-  MOSS_CHECK(vcpu.set_regs(r));
+  MOSS_TRY_VOID(vcpu.set_regs(r));
 
   kvm_fpu fpu{};
   fpu.fcw = 0x37f;
   fpu.mxcsr = 0x1f80;
-  MOSS_CHECK(vcpu.set_fpu(fpu));
+  MOSS_TRY_VOID(vcpu.set_fpu(fpu));
   return {};
 }
 

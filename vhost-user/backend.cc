@@ -95,7 +95,7 @@ Result<void> check_eventfd(int fd, const char* what, uint32_t queue) {
   }();
   if (!anon) return make_error("cannot create an eventfd to check the frontend's fds against");
   struct stat st;
-  MOSS_CHECK(MOSS_SYS(::fstat(fd, &st)));
+  MOSS_TRY_VOID(MOSS_SYS(::fstat(fd, &st)));
   if (st.st_dev != anon->first || st.st_ino != anon->second) {
     return make_error("frontend gave queue " + std::to_string(queue) + " a " + what + " fd that is not an eventfd");
   }
@@ -217,7 +217,7 @@ Result<void> Backend::dispatch(const Message& m, std::vector<UniqueFd>& fds, Han
     }
     case Request::kGetVringBase: {
       const VringState& s = state();
-      MOSS_CHECK(ring(s.index, req));
+      MOSS_TRY_VOID(ring(s.index, req));
       uint16_t base = stop(s.index);
       out.reply = make_reply(req, VringState{s.index, base});
       return {};
@@ -228,7 +228,7 @@ Result<void> Backend::dispatch(const Message& m, std::vector<UniqueFd>& fds, Han
       return set_vring_fd(req, u64(), fds);
     case Request::kSetVringEnable: return set_vring_enable(state());
     case Request::kGetConfig: {
-      MOSS_CHECK(require(kConfig, req));
+      MOSS_TRY_VOID(require(kConfig, req));
       const Config& c = payload<Config>(m);
       auto data = device_.get_config(c.offset, static_cast<uint32_t>(c.data.size()));
       if (!data.ok() || data->size() != c.data.size()) {
@@ -241,35 +241,35 @@ Result<void> Backend::dispatch(const Message& m, std::vector<UniqueFd>& fds, Han
       return {};
     }
     case Request::kSetConfig: {
-      MOSS_CHECK(require(kConfig, req));
+      MOSS_TRY_VOID(require(kConfig, req));
       const Config& c = payload<Config>(m);
       return device_.set_config(c.offset, c.data, c.flags);
     }
     case Request::kGetInflightFd:
-      MOSS_CHECK(require(kInflightShmfd, req));
+      MOSS_TRY_VOID(require(kInflightShmfd, req));
       return get_inflight_fd(payload<Inflight>(m), out);
     case Request::kSetInflightFd:
-      MOSS_CHECK(require(kInflightShmfd, req));
+      MOSS_TRY_VOID(require(kInflightShmfd, req));
       return set_inflight_fd(payload<Inflight>(m), std::move(fds.at(0)));
     case Request::kResetDevice:
-      MOSS_CHECK(require(kResetDevice, req));
+      MOSS_TRY_VOID(require(kResetDevice, req));
       reset_device();
       return {};
     case Request::kGetMaxMemSlots:
-      MOSS_CHECK(require(kConfigureMemSlots, req));
+      MOSS_TRY_VOID(require(kConfigureMemSlots, req));
       out.reply = make_reply(req, uint64_t{kMaxMemSlots});
       return {};
     case Request::kAddMemReg:
-      MOSS_CHECK(require(kConfigureMemSlots, req));
+      MOSS_TRY_VOID(require(kConfigureMemSlots, req));
       if (memory_.size() >= kMaxMemSlots) return make_error("frontend added more memory regions than the 32 slots offered");
       return memory_.add(payload<SingleMemoryRegion>(m).region, fds.at(0).get());
     case Request::kRemMemReg:
-      MOSS_CHECK(require(kConfigureMemSlots, req));
+      MOSS_TRY_VOID(require(kConfigureMemSlots, req));
       // A stray fd is tolerated by the spec; it is closed with `fds` unused.
       if (any_started()) device_.on_memory_changing();
       return memory_.remove(payload<SingleMemoryRegion>(m).region);
     case Request::kSetDeviceStateFd: {
-      MOSS_CHECK(require(kDeviceState, req));
+      MOSS_TRY_VOID(require(kDeviceState, req));
       auto r = set_device_state_fd(payload<DeviceStateTransfer>(m), std::move(fds.at(0)));
       if (!r.ok()) LOG_WARN("refused SET_DEVICE_STATE_FD: %s", r.error().message.c_str());
       // Bits 0-7 are the status; bit 8 says we return no fd of our own (we use the frontend's).
@@ -277,7 +277,7 @@ Result<void> Backend::dispatch(const Message& m, std::vector<UniqueFd>& fds, Han
       return {};
     }
     case Request::kCheckDeviceState: {
-      MOSS_CHECK(require(kDeviceState, req));
+      MOSS_TRY_VOID(require(kDeviceState, req));
       bool ok = transfer_result_.has_value() && transfer_result_->ok();
       if (transfer_result_.has_value() && !transfer_result_->ok()) {
         LOG_WARN("device state transfer failed: %s", transfer_result_->error().message.c_str());
@@ -299,7 +299,7 @@ Result<void> Backend::set_features(uint64_t v) {
     return make_error("frontend acknowledged features " + hex(v & ~offered_features()) + " the device did not offer");
   }
   if (any_started() && v != acked_features_) return make_error("frontend changed features while queues run");
-  MOSS_CHECK(device_.set_features(v & ~bit(kFeatureProtocolFeatures)));
+  MOSS_TRY_VOID(device_.set_features(v & ~bit(kFeatureProtocolFeatures)));
   acked_features_ = v;
   // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE: rings are enabled.
   if (!(v & bit(kFeatureProtocolFeatures))) {
@@ -311,7 +311,7 @@ Result<void> Backend::set_features(uint64_t v) {
 Result<void> Backend::set_mem_table(const MemoryTable& t, std::vector<UniqueFd>& fds) {
   // Build the new table aside, so a bad region leaves the old one in place.
   MemoryMap fresh;
-  for (size_t i = 0; i < t.regions.size(); i++) MOSS_CHECK(fresh.add(t.regions[i], fds.at(i).get()));
+  for (size_t i = 0; i < t.regions.size(); i++) MOSS_TRY_VOID(fresh.add(t.regions[i], fds.at(i).get()));
   if (any_started()) device_.on_memory_changing();
   std::swap(memory_, fresh);  // The old mappings go with `fresh`.
   return {};
@@ -359,12 +359,12 @@ Result<void> Backend::set_vring_fd(Request r, uint64_t v, std::vector<UniqueFd>&
   UniqueFd fd = nofd ? UniqueFd() : std::move(fds.at(0));
   if (!nofd) {
     const char* what = r == Request::kSetVringKick ? "kick" : r == Request::kSetVringCall ? "call" : "err";
-    MOSS_CHECK(check_eventfd(fd.get(), what, index));
+    MOSS_TRY_VOID(check_eventfd(fd.get(), what, index));
     // We only ever write 1 to a call or err eventfd: a frontend that saturated its counter must
     // not block the worker (EAGAIN then means the reader is due to wake anyway). The kick fd
     // is read without blocking by the worker's loop (consume_kick).
     MOSS_TRY(int flags, MOSS_SYS(::fcntl(fd.get(), F_GETFL)));
-    if (!(flags & O_NONBLOCK)) MOSS_CHECK(MOSS_SYS(::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK)));
+    if (!(flags & O_NONBLOCK)) MOSS_TRY_VOID(MOSS_SYS(::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK)));
   }
   if (r == Request::kSetVringCall) {
     vr.call = std::move(fd);
@@ -386,7 +386,7 @@ Result<void> Backend::set_vring_fd(Request r, uint64_t v, std::vector<UniqueFd>&
 }
 
 Result<void> Backend::set_vring_enable(const VringState& s) {
-  MOSS_CHECK(ring(s.index, Request::kSetVringEnable));
+  MOSS_TRY_VOID(ring(s.index, Request::kSetVringEnable));
   if (s.num > 1) return make_error("frontend sent SET_VRING_ENABLE with a value other than 0 or 1");
   set_enabled(s.index, s.num == 1);
   return {};
@@ -419,7 +419,7 @@ Result<void> Backend::maybe_start(uint32_t index) {
                         hex(p.gpa) + " is misaligned or outside guest memory");
     }
   }
-  MOSS_CHECK(device_.on_queue_started(index, v));
+  MOSS_TRY_VOID(device_.on_queue_started(index, v));
   v.started = true;
   watch_(v.kick.get(), index, true);
   return {};
@@ -472,14 +472,14 @@ Result<void> Backend::check_inflight_geometry(const Inflight& in) const {
 }
 
 Result<void> Backend::get_inflight_fd(const Inflight& in, Handled& out) {
-  MOSS_CHECK(check_inflight_geometry(in));
+  MOSS_TRY_VOID(check_inflight_geometry(in));
   uint64_t size = inflight_queue_region_size(in.queue_size) * in.num_queues;
   MOSS_TRY(int raw, MOSS_SYS(::memfd_create("moss-vhost-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
   UniqueFd fd(raw);
-  MOSS_CHECK(MOSS_SYS(::ftruncate(fd.get(), static_cast<off_t>(size))));
+  MOSS_TRY_VOID(MOSS_SYS(::ftruncate(fd.get(), static_cast<off_t>(size))));
   // The frontend maps it too: sealed, it can neither shrink it under our mapping (SIGBUS) nor
   // grow it.
-  MOSS_CHECK(MOSS_SYS(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
+  MOSS_TRY_VOID(MOSS_SYS(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
   MOSS_TRY(Mapping map, Mapping::map_shared(fd.get(), 0, size, "the inflight buffer"));
   inflight_fd_ = std::move(fd);
   inflight_map_ = std::move(map);
@@ -491,7 +491,7 @@ Result<void> Backend::get_inflight_fd(const Inflight& in, Handled& out) {
 }
 
 Result<void> Backend::set_inflight_fd(const Inflight& in, UniqueFd fd) {
-  MOSS_CHECK(check_inflight_geometry(in));
+  MOSS_TRY_VOID(check_inflight_geometry(in));
   uint64_t need = inflight_queue_region_size(in.queue_size) * in.num_queues;
   if (in.mmap_size < need) {
     return make_error("frontend's inflight buffer of " + std::to_string(in.mmap_size) + " bytes is smaller than the " +
@@ -546,7 +546,7 @@ Result<void> Backend::transfer(uint32_t direction, int fd, bool& channel_failed)
     return {};
   };
   MOSS_TRY(int flags, MOSS_SYS(::fcntl(fd, F_GETFL)));
-  MOSS_CHECK(MOSS_SYS(::fcntl(fd, F_SETFL, flags | O_NONBLOCK)));
+  MOSS_TRY_VOID(MOSS_SYS(::fcntl(fd, F_SETFL, flags | O_NONBLOCK)));
   if (direction == kTransferSave) {
     MOSS_TRY(std::vector<uint8_t> bytes, device_.save_state());
     size_t done = 0;
@@ -554,7 +554,7 @@ Result<void> Backend::transfer(uint32_t direction, int fd, bool& channel_failed)
       ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) {
-        MOSS_CHECK(wait(POLLOUT));
+        MOSS_TRY_VOID(wait(POLLOUT));
         continue;
       }
       if (n < 0) {
@@ -571,7 +571,7 @@ Result<void> Backend::transfer(uint32_t direction, int fd, bool& channel_failed)
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
-      MOSS_CHECK(wait(POLLIN));
+      MOSS_TRY_VOID(wait(POLLIN));
       continue;
     }
     if (n < 0) {
@@ -604,8 +604,8 @@ Result<bool> Backend::serve_one(int sock) {
   if (!rx) return false;
   MOSS_TRY(Handled h, handle(rx->message, std::move(rx->fds)));
   if (h.refused) LOG_WARN("refused vhost-user %s: %s", request_name(rx->message.request), h.refused->message.c_str());
-  if (h.reply) MOSS_CHECK(send_message(sock, *h.reply, h.reply_fds));
-  MOSS_CHECK(after_reply());
+  if (h.reply) MOSS_TRY_VOID(send_message(sock, *h.reply, h.reply_fds));
+  MOSS_TRY_VOID(after_reply());
   return true;
 }
 

@@ -58,10 +58,10 @@ Result<void> parse_backend_cli(std::span<const char* const> args, BackendArgs* o
     if (arg.rfind("--", 0) != 0) return make_error(arg == "-h" ? "use --help" : "unexpected argument '" + arg + "'");
     Option opt(args, &i);
     if (opt.name() == "--help") {
-      MOSS_CHECK(opt.flag());
+      MOSS_TRY_VOID(opt.flag());
       out->mode = BackendArgs::Mode::kHelp;
     } else if (opt.name() == "--print-capabilities") {
-      MOSS_CHECK(opt.flag());
+      MOSS_TRY_VOID(opt.flag());
       out->mode = BackendArgs::Mode::kPrintCapabilities;
     } else if (opt.name() == "--socket-path") {
       MOSS_TRY(out->socket_path, opt.path());

@@ -21,7 +21,7 @@ Result<Parsed> parse(std::vector<const char*> argv) {
   Parsed p;
   auto own = [&p](Option& opt) -> Result<bool> {
     if (opt.name() == "--quiet") {
-      MOSS_CHECK(opt.flag());
+      MOSS_TRY_VOID(opt.flag());
       p.quiet = true;
     } else if (opt.name() == "--level") {
       MOSS_TRY(p.level, opt.number(1, 9, "a level from 1 to 9"));
@@ -30,7 +30,7 @@ Result<Parsed> parse(std::vector<const char*> argv) {
     }
     return true;
   };
-  MOSS_CHECK(parse_backend_cli(argv, &p.args, own));
+  MOSS_TRY_VOID(parse_backend_cli(argv, &p.args, own));
   return p;
 }
 

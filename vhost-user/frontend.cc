@@ -34,8 +34,8 @@ Result<void> Frontend::set_timeout(std::chrono::milliseconds timeout) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  MOSS_CHECK(MOSS_SYS(::setsockopt(sock_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
-  MOSS_CHECK(MOSS_SYS(::setsockopt(sock_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
+  MOSS_TRY_VOID(MOSS_SYS(::setsockopt(sock_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  MOSS_TRY_VOID(MOSS_SYS(::setsockopt(sock_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
   return {};
 }
 
@@ -50,7 +50,7 @@ Result<Received> Frontend::receive_reply(Request r) {
 
 Result<void> Frontend::command(Message m, std::span<const int> fds) {
   m.need_reply = reply_ack_;
-  MOSS_CHECK(send_message(sock_.get(), m, fds));
+  MOSS_TRY_VOID(send_message(sock_.get(), m, fds));
   if (!reply_ack_) return {};
   auto reply = receive_reply(m.request);
   if (!reply.ok()) return std::move(reply).take_error();
@@ -62,7 +62,7 @@ Result<void> Frontend::command(Message m, std::span<const int> fds) {
 }
 
 Result<Received> Frontend::transact(const Message& m, std::span<const int> fds) {
-  MOSS_CHECK(send_message(sock_.get(), m, fds));
+  MOSS_TRY_VOID(send_message(sock_.get(), m, fds));
   return receive_reply(m.request);
 }
 
@@ -86,7 +86,7 @@ Result<void> Frontend::set_owner() { return command(make_request(Request::kSetOw
 Result<uint64_t> Frontend::get_protocol_features() { return get_u64(Request::kGetProtocolFeatures); }
 
 Result<void> Frontend::set_protocol_features(uint64_t features) {
-  MOSS_CHECK(command(make_request(Request::kSetProtocolFeatures, features)));
+  MOSS_TRY_VOID(command(make_request(Request::kSetProtocolFeatures, features)));
   reply_ack_ = features & bit(protocol_feature::kReplyAck);
   return {};
 }
@@ -100,7 +100,7 @@ Result<Negotiated> Frontend::negotiate(const Negotiation& want) {
   if (protocol) {
     MOSS_TRY(uint64_t offered, get_protocol_features());
     n.protocol_features = offered & want.protocol_features;
-    MOSS_CHECK(set_protocol_features(n.protocol_features));
+    MOSS_TRY_VOID(set_protocol_features(n.protocol_features));
   }
   if (n.has_protocol(protocol_feature::kMq)) {
     MOSS_TRY(uint64_t queues, get_queue_num());
@@ -109,20 +109,20 @@ Result<Negotiated> Frontend::negotiate(const Negotiation& want) {
     }
     n.queues = static_cast<uint32_t>(queues);
   }
-  MOSS_CHECK(set_owner());
+  MOSS_TRY_VOID(set_owner());
   n.acked_features = n.offered_features & want.features & ~bit(kFeatureProtocolFeatures);
-  MOSS_CHECK(set_features(n.acked_features | (protocol ? bit(kFeatureProtocolFeatures) : 0)));
+  MOSS_TRY_VOID(set_features(n.acked_features | (protocol ? bit(kFeatureProtocolFeatures) : 0)));
   return n;
 }
 
 Result<void> Frontend::start_ring(const RingSetup& r) {
-  MOSS_CHECK(set_vring_num(r.index, r.size));
-  if (r.base) MOSS_CHECK(set_vring_base(r.index, *r.base));
-  MOSS_CHECK(set_vring_addr(VringAddr{r.index, 0, r.desc, r.used, r.avail, 0}));
-  if (r.call) MOSS_CHECK(set_vring_call(r.index, *r.call));
-  if (r.err) MOSS_CHECK(set_vring_err(r.index, *r.err));
-  if (r.kick) MOSS_CHECK(set_vring_kick(r.index, *r.kick));
-  if (r.enable) MOSS_CHECK(set_vring_enable(r.index, true));
+  MOSS_TRY_VOID(set_vring_num(r.index, r.size));
+  if (r.base) MOSS_TRY_VOID(set_vring_base(r.index, *r.base));
+  MOSS_TRY_VOID(set_vring_addr(VringAddr{r.index, 0, r.desc, r.used, r.avail, 0}));
+  if (r.call) MOSS_TRY_VOID(set_vring_call(r.index, *r.call));
+  if (r.err) MOSS_TRY_VOID(set_vring_err(r.index, *r.err));
+  if (r.kick) MOSS_TRY_VOID(set_vring_kick(r.index, *r.kick));
+  if (r.enable) MOSS_TRY_VOID(set_vring_enable(r.index, true));
   return {};
 }
 

@@ -30,7 +30,7 @@ std::string hex(uint64_t v) {
 
 Result<Mapping> Mapping::map_shared(int fd, uint64_t offset, uint64_t len, const char* what) {
   struct stat st;
-  MOSS_CHECK(MOSS_SYS(::fstat(fd, &st)));
+  MOSS_TRY_VOID(MOSS_SYS(::fstat(fd, &st)));
   if (!S_ISREG(st.st_mode)) {
     return make_error(std::string("the fd for ") + what + " is not a shared-memory file (memfd, tmpfs or hugetlbfs)");
   }

@@ -184,10 +184,10 @@ Result<Payload> decode_payload(Request r, Layout layout, std::span<const uint8_t
   }
   switch (layout.kind) {
     case Kind::kEmpty:
-      MOSS_CHECK(expect_size(r, p, 0));
+      MOSS_TRY_VOID(expect_size(r, p, 0));
       return Payload{Empty{}};
     case Kind::kU64: {
-      MOSS_CHECK(expect_size(r, p, 8));
+      MOSS_TRY_VOID(expect_size(r, p, 8));
       uint64_t v = load<uint64_t>(p, 0);
       if (layout.fds == Fds::kUnlessNoFdBit) {
         // Both users (vring fds, device-state reply) put a flag in bit 8 and a small value in
@@ -202,10 +202,10 @@ Result<Payload> decode_payload(Request r, Layout layout, std::span<const uint8_t
       return Payload{v};
     }
     case Kind::kVringState:
-      MOSS_CHECK(expect_size(r, p, 8));
+      MOSS_TRY_VOID(expect_size(r, p, 8));
       return Payload{VringState{load<uint32_t>(p, 0), load<uint32_t>(p, 4)}};
     case Kind::kVringAddr:
-      MOSS_CHECK(expect_size(r, p, kVringAddrBytes));
+      MOSS_TRY_VOID(expect_size(r, p, kVringAddrBytes));
       return Payload{VringAddr{load<uint32_t>(p, 0), load<uint32_t>(p, 4), load<uint64_t>(p, 8),
                                load<uint64_t>(p, 16), load<uint64_t>(p, 24), load<uint64_t>(p, 32)}};
     case Kind::kMemoryTable: {
@@ -215,14 +215,14 @@ Result<Payload> decode_payload(Request r, Layout layout, std::span<const uint8_t
         return make_error("vhost-user SET_MEM_TABLE lists " + std::to_string(n) +
                           " regions; at most 8 are allowed");
       }
-      MOSS_CHECK(expect_size(r, p, kMemTableHeaderBytes + n * kRegionBytes));
+      MOSS_TRY_VOID(expect_size(r, p, kMemTableHeaderBytes + n * kRegionBytes));
       if (nfds != n) return fd_error(r, nfds, n);
       MemoryTable t;
       for (uint32_t i = 0; i < n; i++) t.regions.push_back(load_region(p, kMemTableHeaderBytes + i * kRegionBytes));
       return Payload{std::move(t)};
     }
     case Kind::kSingleRegion:
-      MOSS_CHECK(expect_size(r, p, kSingleRegionBytes));
+      MOSS_TRY_VOID(expect_size(r, p, kSingleRegionBytes));
       return Payload{SingleMemoryRegion{load_region(p, 8)}};
     case Kind::kConfigOrEmpty:
       if (p.empty()) return Payload{Empty{}};
@@ -234,7 +234,7 @@ Result<Payload> decode_payload(Request r, Layout layout, std::span<const uint8_t
         return make_error(std::string("vhost-user ") + request_name(r) + " asks for " + std::to_string(size) +
                           " bytes of config space; at most 256 are allowed");
       }
-      MOSS_CHECK(expect_size(r, p, kConfigHeaderBytes + size));
+      MOSS_TRY_VOID(expect_size(r, p, kConfigHeaderBytes + size));
       Config c;
       c.offset = load<uint32_t>(p, 0);
       c.flags = load<uint32_t>(p, 8);
@@ -242,7 +242,7 @@ Result<Payload> decode_payload(Request r, Layout layout, std::span<const uint8_t
       return Payload{std::move(c)};
     }
     case Kind::kInflight: {
-      MOSS_CHECK(expect_size(r, p, kInflightBytes));
+      MOSS_TRY_VOID(expect_size(r, p, kInflightBytes));
       Inflight in{load<uint64_t>(p, 0), load<uint64_t>(p, 8), load<uint16_t>(p, 16), load<uint16_t>(p, 18)};
       if (layout.fds == Fds::kUnlessEmpty) {
         size_t want = in.mmap_size == 0 ? 0 : 1;
@@ -251,10 +251,10 @@ Result<Payload> decode_payload(Request r, Layout layout, std::span<const uint8_t
       return Payload{in};
     }
     case Kind::kDeviceState:
-      MOSS_CHECK(expect_size(r, p, 8));
+      MOSS_TRY_VOID(expect_size(r, p, 8));
       return Payload{DeviceStateTransfer{load<uint32_t>(p, 0), load<uint32_t>(p, 4)}};
     case Kind::kLog:
-      MOSS_CHECK(expect_size(r, p, 16));
+      MOSS_TRY_VOID(expect_size(r, p, 16));
       return Payload{Log{load<uint64_t>(p, 0), load<uint64_t>(p, 8)}};
     case Kind::kUnsupported:
       break;

@@ -70,14 +70,14 @@ Result<bool> read_fully(int sock, std::span<uint8_t> buf, std::vector<UniqueFd>&
     ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (deadline ? MSG_DONTWAIT : 0));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && deadline) {
-      MOSS_CHECK(wait_until(sock, POLLIN, *deadline, "sent nothing more"));
+      MOSS_TRY_VOID(wait_until(sock, POLLIN, *deadline, "sent nothing more"));
       continue;
     }
     if (n < 0) {
       int e = errno;
       return sys_error_code(e, "receive from", "the vhost-user socket");
     }
-    MOSS_CHECK(collect_fds(msg, fds));
+    MOSS_TRY_VOID(collect_fds(msg, fds));
     if (!deadline && n > 0) deadline = Clock::now() + std::chrono::milliseconds(kMessageDeadlineMs);
     if (n == 0) {
       if (done == 0 && eof_ok) return false;
@@ -113,7 +113,7 @@ Result<void> send_bytes(int sock, std::span<const uint8_t> bytes, std::span<cons
     ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      MOSS_CHECK(wait_until(sock, POLLOUT, deadline, "took nothing"));
+      MOSS_TRY_VOID(wait_until(sock, POLLOUT, deadline, "took nothing"));
       continue;
     }
     if (n < 0) {

@@ -9,7 +9,7 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
   auto own_option = [&o](vhost_user::Option& opt) -> Result<bool> {
     const std::string& name = opt.name();
     if (name == "--readonly" || name == "--read-only") {
-      MOSS_CHECK(opt.flag());
+      MOSS_TRY_VOID(opt.flag());
       o.read_only = true;
     } else if (name == "--disk-fd") {
       MOSS_TRY(o.disk_fd, opt.fd());
@@ -31,7 +31,7 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
     }
     return true;
   };
-  MOSS_CHECK(vhost_user::parse_backend_cli(args, &o, own_option));
+  MOSS_TRY_VOID(vhost_user::parse_backend_cli(args, &o, own_option));
   if (o.mode != CliOptions::Mode::kServe) return o;
   if (o.disk.empty() && o.disk_fd < 0) return make_error("give the disk image or block device with --disk FILE");
   if (o.disk_fd >= 0 && (o.disk_fd == o.fd || o.disk_fd == o.control_fd)) {

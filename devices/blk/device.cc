@@ -461,7 +461,7 @@ Result<std::vector<uint8_t>> BlkDevice::save_state() { return encode_state(state
 
 Result<void> BlkDevice::load_state(std::span<const uint8_t> bytes) {
   MOSS_TRY(SavedState s, decode_state(bytes));
-  MOSS_CHECK(check_state_fits(s, disk_.info(), serial_, num_queues()));
+  MOSS_TRY_VOID(check_state_fits(s, disk_.info(), serial_, num_queues()));
   if (acked_ != 0 && acked_ != s.acked_features) {
     return make_error("the driver's features differ from those in the saved state");
   }

@@ -63,7 +63,7 @@ Result<uint32_t> enable_direct(int fd, bool block_device, const std::string& wha
     }
   }
   uint32_t align = direct_mem_align(fd, block_device, what);
-  if (align == 0) MOSS_CHECK(MOSS_SYS(::fcntl(fd, F_SETFL, flags & ~O_DIRECT)));
+  if (align == 0) MOSS_TRY_VOID(MOSS_SYS(::fcntl(fd, F_SETFL, flags & ~O_DIRECT)));
   return align;
 }
 
@@ -98,13 +98,13 @@ Result<Disk> Disk::open(const std::string& path, bool read_only) {
   UniqueFd fd(raw);
   // One disk, one writer (base/disk_lock.h): another moss-blk, a moss run or QEMU using it
   // is refused. The lock lasts as long as this open file.
-  MOSS_CHECK(lock_disk(fd.get(), read_only, "the disk " + path));
+  MOSS_TRY_VOID(lock_disk(fd.get(), read_only, "the disk " + path));
   return from_fd(std::move(fd), read_only, "the disk " + path);
 }
 
 Result<Disk> Disk::from_fd(UniqueFd fd, bool read_only, const std::string& what) {
   struct stat st;
-  MOSS_CHECK(MOSS_SYS(::fstat(fd.get(), &st)));
+  MOSS_TRY_VOID(MOSS_SYS(::fstat(fd.get(), &st)));
   DiskInfo info;
   info.read_only = read_only;
   MOSS_TRY(int flags, MOSS_SYS(::fcntl(fd.get(), F_GETFL)));
@@ -114,7 +114,7 @@ Result<Disk> Disk::from_fd(UniqueFd fd, bool read_only, const std::string& what)
   uint64_t size = 0;
   if (S_ISBLK(st.st_mode)) {
     info.block_device = true;
-    MOSS_CHECK(MOSS_SYS(::ioctl(fd.get(), BLKGETSIZE64, &size)));
+    MOSS_TRY_VOID(MOSS_SYS(::ioctl(fd.get(), BLKGETSIZE64, &size)));
     unsigned int pbs = 0, opt = 0;
     if (::ioctl(fd.get(), BLKPBSZGET, &pbs) == 0) info.physical_block_size = clamp_block(pbs);
     if (::ioctl(fd.get(), BLKIOOPT, &opt) == 0) info.opt_io_size = opt;

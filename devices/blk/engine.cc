@@ -67,7 +67,7 @@ Engine::Engine(const Disk& disk, Options options) : disk_(disk), options_(option
 Result<std::unique_ptr<Engine>> Engine::create(const Disk& disk, Options options) {
   MOSS_ASSERT(options.ring_entries >= 1 && options.ring_entries <= 4096);
   std::unique_ptr<Engine> e(new Engine(disk, options));
-  MOSS_CHECK(e->init());
+  MOSS_TRY_VOID(e->init());
   return e;
 }
 
@@ -99,7 +99,7 @@ Result<void> Engine::init() {
   // Without NODROP a full completion queue loses completions, and with them requests.
   if (!(p.features & IORING_FEAT_NODROP)) return make_error("this kernel's io_uring can drop completions; moss needs Linux 5.5 or later");
   r = io_uring_register_eventfd(&ring_, event_fd_.get());
-  if (r < 0) return make_error(std::string("cannot register an eventfd with the io_uring: ") + std::strerror(-r), -r);
+  if (r < 0) return sys_error_code(-r, "register an eventfd with the io_uring");
   std::vector<io_uring_restriction> rules;
   for (uint8_t op : kRingOps) {
     io_uring_restriction x{};
@@ -111,17 +111,17 @@ Result<void> Engine::init() {
   // SQE flags are allowed either (links, drains, async, buffer selection: prep() uses none).
   r = ring_register(&ring_, IORING_REGISTER_RESTRICTIONS, rules.data(), static_cast<unsigned>(rules.size()));
   if (r < 0) {
-    return make_error(std::string("cannot restrict the io_uring (moss needs Linux 5.10 or later): ") + std::strerror(-r), -r);
+    return sys_error_code(-r, "restrict the io_uring (moss needs Linux 5.10 or later)");
   }
   r = ring_register(&ring_, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
-  if (r < 0) return make_error(std::string("cannot enable the io_uring: ") + std::strerror(-r), -r);
+  if (r < 0) return sys_error_code(-r, "enable the io_uring");
   // Real pages made read-only: the zero-writing fallback can point thousands of iovecs at
   // them and nothing can ever make them non-zero.
   void* z = ::mmap(nullptr, kZeroChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (z == MAP_FAILED) return make_error(std::string("cannot map the zero buffer: ") + std::strerror(errno), errno);
+  if (z == MAP_FAILED) return sys_error("map the zero buffer");
   zeroes_ = z;
   std::memset(zeroes_, 0, kZeroChunk);
-  MOSS_CHECK(MOSS_SYS(::mprotect(zeroes_, kZeroChunk, PROT_READ)));
+  MOSS_TRY_VOID(MOSS_SYS(::mprotect(zeroes_, kZeroChunk, PROT_READ)));
   return {};
 }
 

@@ -38,7 +38,7 @@ Result<UniqueFd> connect_unix(const std::string& path) {
   MOSS_TRY(int fd, MOSS_SYS(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
   UniqueFd sock(fd);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return make_error("cannot connect to the vhost-user backend at " + path + ": " + strerror(errno), errno);
+    return sys_error("connect to the vhost-user backend at", path);
   }
   return sock;
 }
@@ -50,7 +50,7 @@ Result<UniqueFd> connect_unix(const std::string& path) {
 Result<void> check_backend_peer(int sock, const Disk& d) {
   ucred cred{};
   socklen_t len = sizeof cred;
-  MOSS_CHECK(MOSS_SYS(getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len)));
+  MOSS_TRY_VOID(MOSS_SYS(getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len)));
   const uid_t me = geteuid();
   if (cred.uid == me || cred.uid == 0 || (d.peer_uid && cred.uid == *d.peer_uid)) return {};
   const std::string uid = std::to_string(cred.uid);
@@ -65,7 +65,7 @@ Result<Device> plan_external(const Disk& d, size_t index, const Vm& vm) {
   dev.name = "disk " + std::to_string(index + 1) + " (" + d.path + ")";
   dev.guest = guest_device(vm.cpus);
   MOSS_TRY(dev.vhost_user, connect_unix(d.path));
-  MOSS_CHECK(check_backend_peer(dev.vhost_user.get(), d));
+  MOSS_TRY_VOID(check_backend_peer(dev.vhost_user.get(), d));
   return dev;
 }
 
@@ -82,7 +82,7 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
   }
   UniqueFd disk(fd);
   struct stat st;
-  MOSS_CHECK(MOSS_SYS(fstat(fd, &st)));
+  MOSS_TRY_VOID(MOSS_SYS(fstat(fd, &st)));
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return make_error("the disk " + d.path + " is neither a regular file nor a block device");
   }
@@ -96,7 +96,7 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
   seen.emplace_back(d.path, identity);
   // One disk, one writer (base/disk_lock.h): another moss or QEMU using it is refused. The
   // lock is on this open file, so it stays with the worker this fd is passed to.
-  MOSS_CHECK(lock_disk(fd, d.readonly, "the disk " + d.path));
+  MOSS_TRY_VOID(lock_disk(fd, d.readonly, "the disk " + d.path));
 
   Device dev;
   dev.kind = "blk";

@@ -155,12 +155,12 @@ class GuestDriverTest : public ::testing::Test {
     }
     Driver& d = *drivers_.at(q);
     const auto& c = d.dq.config();
-    MOSS_CHECK(fe().set_vring_num(q, size));
-    MOSS_CHECK(fe().set_vring_base(q, base));
-    MOSS_CHECK(fe().set_vring_addr({q, 0, kUserBase + c.desc_gpa, kUserBase + c.used_gpa, kUserBase + c.avail_gpa, 0}));
-    MOSS_CHECK(fe().set_vring_call(q, d.call.get()));
-    MOSS_CHECK(fe().set_vring_err(q, d.err.get()));
-    MOSS_CHECK(fe().set_vring_kick(q, d.kick.get()));
+    MOSS_TRY_VOID(fe().set_vring_num(q, size));
+    MOSS_TRY_VOID(fe().set_vring_base(q, base));
+    MOSS_TRY_VOID(fe().set_vring_addr({q, 0, kUserBase + c.desc_gpa, kUserBase + c.used_gpa, kUserBase + c.avail_gpa, 0}));
+    MOSS_TRY_VOID(fe().set_vring_call(q, d.call.get()));
+    MOSS_TRY_VOID(fe().set_vring_err(q, d.err.get()));
+    MOSS_TRY_VOID(fe().set_vring_kick(q, d.kick.get()));
     return fe().set_vring_enable(q, true);
   }
   void start_queue(uint32_t q, uint16_t size = 128) {

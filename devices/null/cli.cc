@@ -20,7 +20,7 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
     }
     return true;
   };
-  MOSS_CHECK(vhost_user::parse_backend_cli(args, &o, own_option));
+  MOSS_TRY_VOID(vhost_user::parse_backend_cli(args, &o, own_option));
   if (o.mode == CliOptions::Mode::kServe && !have_capacity) return make_error("give the disk's size with --capacity BYTES");
   return o;
 }

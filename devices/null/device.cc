@@ -51,7 +51,7 @@ Result<void> NullDevice::set_config(uint32_t, std::span<const uint8_t>, uint32_t
 }
 
 Result<void> NullDevice::on_queue_started(uint32_t index, const vhost_user::Vring& vring) {
-  MOSS_CHECK(rings_.start(index, vring, acked_));
+  MOSS_TRY_VOID(rings_.start(index, vring, acked_));
   if (vring.enabled) process(index);
   return {};
 }

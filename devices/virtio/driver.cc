@@ -34,7 +34,7 @@ Result<DriverQueue> DriverQueue::create(const GuestMemory& mem, uint64_t base_gp
   config.used_gpa = base_gpa + used_offset(size);
   config.event_idx = event_idx;
   config.indirect = indirect;
-  MOSS_CHECK(validate_queue_config(mem, config));
+  MOSS_TRY_VOID(validate_queue_config(mem, config));
   MOSS_TRY(auto whole, mem.slice(base_gpa, footprint(size)));
   std::memset(whole.data(), 0, whole.size());
   MOSS_TRY(auto desc, mem.slice(config.desc_gpa, desc_table_bytes(size)));
@@ -102,14 +102,14 @@ Result<uint16_t> DriverQueue::add_indirect_chain(std::span<const Buffer> readabl
   size_t n = readable.size() + writable.size();
   if (n == 0 || n > kMaxIndirectDescriptors) return make_error("bad indirect table length");
   uint32_t table_bytes = static_cast<uint32_t>(n * sizeof(Descriptor));
-  MOSS_CHECK(mem_->slice(table_gpa, table_bytes));  // All of it in one region, like the device wants.
+  MOSS_TRY_VOID(mem_->slice(table_gpa, table_bytes));  // All of it in one region, like the device wants.
   for (size_t i = 0; i < n; ++i) {
     bool w = i >= readable.size();
     const Buffer& b = w ? writable[i - readable.size()] : readable[i];
     bool last = i + 1 == n;
     uint16_t flags = static_cast<uint16_t>((w ? kDescFWrite : 0) | (last ? 0 : kDescFNext));
     Descriptor d{b.gpa, b.len, flags, last ? uint16_t{0} : static_cast<uint16_t>(i + 1)};
-    MOSS_CHECK(mem_->write_obj(table_gpa + i * sizeof(Descriptor), d));
+    MOSS_TRY_VOID(mem_->write_obj(table_gpa + i * sizeof(Descriptor), d));
   }
   MOSS_TRY(auto ids, allocate(1));
   put_descriptor(ids[0], Descriptor{table_gpa, table_bytes, kDescFIndirect, 0});

@@ -141,7 +141,7 @@ Result<void> walk_indirect(Walk& w, const Descriptor& ind, uint16_t at_index) {
     if (d.flags & kDescFIndirect) {
       return chain_error(w, here.name() + " is itself INDIRECT (nested tables are not allowed)");
     }
-    MOSS_CHECK(add_buffer(w, here, d));
+    MOSS_TRY_VOID(add_buffer(w, here, d));
     if (!(d.flags & kDescFNext)) return {};
     if (d.next >= entries) {
       return chain_error(w, fmt("%s links to %u, past the end of its %u-entry table",
@@ -205,10 +205,10 @@ Result<DescriptorChain> walk_chain(const GuestMemory& mem, const QueueConfig& co
                                   "negotiated", index));
       }
       // The indirect descriptor ends the chain (NEXT with INDIRECT is refused inside).
-      MOSS_CHECK(walk_indirect(w, d, index));
+      MOSS_TRY_VOID(walk_indirect(w, d, index));
       break;
     }
-    MOSS_CHECK(add_buffer(w, Where{false, index}, d));
+    MOSS_TRY_VOID(add_buffer(w, Where{false, index}, d));
     if (!(d.flags & kDescFNext)) break;
     if (d.next >= config.size) {
       return chain_error(w, fmt("descriptor %u links to %u, outside the %u-entry table", index,
@@ -275,7 +275,7 @@ Queue::Queue(const GuestMemory& mem, const QueueConfig& config, std::span<uint8_
 }
 
 Result<Queue> Queue::create(const GuestMemory& mem, const QueueConfig& config) {
-  MOSS_CHECK(validate_queue_config(mem, config));
+  MOSS_TRY_VOID(validate_queue_config(mem, config));
   MOSS_TRY(auto avail, mem.slice(config.avail_gpa, avail_ring_bytes(config.size)));
   MOSS_TRY(auto used, mem.slice(config.used_gpa, used_ring_bytes(config.size)));
   return Queue(mem, config, avail, used);

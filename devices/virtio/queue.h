@@ -192,7 +192,7 @@ class ChainReader {
   Result<T> read_obj() {
     static_assert(std::is_trivially_copyable_v<T>);
     T obj;
-    MOSS_CHECK(read(std::span<uint8_t>(reinterpret_cast<uint8_t*>(&obj), sizeof(T))));
+    MOSS_TRY_VOID(read(std::span<uint8_t>(reinterpret_cast<uint8_t*>(&obj), sizeof(T))));
     return obj;
   }
 

@@ -35,7 +35,7 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
     }
     return true;
   };
-  MOSS_CHECK(vhost_user::parse_backend_cli(args, &o, own_option));
+  MOSS_TRY_VOID(vhost_user::parse_backend_cli(args, &o, own_option));
   if (o.mode != CliOptions::Mode::kServe) return o;
   if (!have_cid) return make_error("give the guest's CID with --guest-cid N");
   if (o.uds_path.empty() && o.uds_fd < 0) {

@@ -182,19 +182,19 @@ class VsockDeviceTest : public ::testing::Test {
     int p[2];
     EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
     UniqueFd rd(p[0]), wr(p[1]);
-    MOSS_CHECK(fe_->set_device_state_fd(vhost_user::kTransferSave, wr.get()));
+    MOSS_TRY_VOID(fe_->set_device_state_fd(vhost_user::kTransferSave, wr.get()));
     wr.reset();
     std::vector<uint8_t> blob;
     uint8_t buf[512];
     for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;) blob.insert(blob.end(), buf, buf + n);
-    MOSS_CHECK(fe_->check_device_state());
+    MOSS_TRY_VOID(fe_->check_device_state());
     return blob;
   }
   Result<void> load_state(const std::vector<uint8_t>& bytes) {
     int p[2];
     EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
     UniqueFd rd(p[0]), wr(p[1]);
-    MOSS_CHECK(fe_->set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
+    MOSS_TRY_VOID(fe_->set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
     rd.reset();
     EXPECT_EQ(::write(wr.get(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
     wr.reset();

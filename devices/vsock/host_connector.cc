@@ -34,7 +34,7 @@ Result<UniqueFd> StarterConnector::connect(uint32_t port) {
     sent = ::sendmsg(fd_, &out_msg, MSG_NOSIGNAL);  // sendmsg: what vhost-user.policy allows.
   } while (sent < 0 && errno == EINTR);
   if (sent != static_cast<ssize_t>(request.size())) {
-    return make_error(std::string("cannot ask the starter to connect: ") + std::strerror(errno), errno);
+    return sys_error("ask the starter to connect");
   }
   const int64_t deadline = now_ms() + timeout_ms_;
   for (;;) {
@@ -43,7 +43,7 @@ Result<UniqueFd> StarterConnector::connect(uint32_t port) {
     pollfd p{fd_, POLLIN, 0};
     int n = ::poll(&p, 1, static_cast<int>(left));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return make_error(std::string("cannot wait for the starter: ") + std::strerror(errno), errno);
+    if (n < 0) return sys_error("wait for the starter");
     if (n == 0) continue;
     uint8_t buf[kConnectMessageBytes + 1];
     iovec iov{buf, sizeof buf};
@@ -55,7 +55,7 @@ Result<UniqueFd> StarterConnector::connect(uint32_t port) {
     msg.msg_controllen = sizeof control;
     ssize_t got = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (got < 0) return make_error(std::string("cannot read the starter's answer: ") + std::strerror(errno), errno);
+    if (got < 0) return sys_error("read the starter's answer");
     if (got == 0) return make_error("the starter closed its connect channel", EPIPE);
     // Own whatever fd came along first, so that every way out below closes it.
     UniqueFd attached;
@@ -78,7 +78,7 @@ Result<UniqueFd> StarterConnector::connect(uint32_t port) {
     }
     int flags = ::fcntl(attached.get(), F_GETFL);
     if (flags < 0 || ::fcntl(attached.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
-      return make_error(std::string("cannot make the host socket non-blocking: ") + std::strerror(errno), errno);
+      return sys_error("make the host socket non-blocking");
     }
     return attached;
   }

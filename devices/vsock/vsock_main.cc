@@ -30,7 +30,7 @@ Result<std::string> jailed_uds_path(const std::string& uds_path, size_t max_byte
   if (name.empty() || name == "." || name == "..") return make_error("--uds-path must name a socket, not '" + uds_path + "'");
   char resolved[PATH_MAX];
   if (::realpath(dir.c_str(), resolved) == nullptr) {
-    return make_error("cannot resolve the directory of --uds-path " + uds_path + ": " + std::strerror(errno), errno);
+    return sys_error("resolve the directory of --uds-path", uds_path);
   }
   std::string out = std::string(resolved) + (std::strcmp(resolved, "/") == 0 ? "" : "/") + name;
   if (out.size() > max_bytes) {
@@ -53,7 +53,7 @@ Result<UniqueFd> adopt_listener(int fd) {
   if (!ok) return make_error("--uds-fd " + std::to_string(fd) + " is not a listening Unix stream socket");
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-    return make_error(std::string("cannot make --uds-fd non-blocking: ") + std::strerror(errno), errno);
+    return sys_error("make --uds-fd non-blocking");
   }
   return l;
 }

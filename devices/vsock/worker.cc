@@ -23,7 +23,7 @@ runtime::WorkerSpec worker_spec(DeviceOptions options) {
 
 Result<std::unique_ptr<HostListener>> HostListener::create(runtime::Runtime& runtime, int listener) {
   MOSS_TRY(int flags, MOSS_SYS(::fcntl(listener, F_GETFL)));
-  MOSS_CHECK(MOSS_SYS(::fcntl(listener, F_SETFL, flags | O_NONBLOCK)));
+  MOSS_TRY_VOID(MOSS_SYS(::fcntl(listener, F_SETFL, flags | O_NONBLOCK)));
   std::unique_ptr<HostListener> h(new HostListener(runtime));
   HostListener* self = h.get();
   h->accept_ = Event::on_fd(runtime.loop(), listener, EV_READ | EV_PERSIST, [self](int fd, short) { self->on_accept(fd); });

@@ -143,8 +143,8 @@ Result<void> Runtime::serve() {
 Result<void> Runtime::serve_connection(UniqueFd sock) {
   one_connection_ = true;
   connection_error_.reset();
-  MOSS_CHECK(open_connection(std::move(sock)));
-  MOSS_CHECK(serve());
+  MOSS_TRY_VOID(open_connection(std::move(sock)));
+  MOSS_TRY_VOID(serve());
   if (connection_error_) return std::move(*connection_error_);
   return {};
 }
@@ -152,7 +152,7 @@ Result<void> Runtime::serve_connection(UniqueFd sock) {
 Result<void> Runtime::serve_listener(int listener) {
   one_connection_ = false;
   MOSS_TRY(int flags, MOSS_SYS(::fcntl(listener, F_GETFL)));
-  MOSS_CHECK(MOSS_SYS(::fcntl(listener, F_SETFL, flags | O_NONBLOCK)));
+  MOSS_TRY_VOID(MOSS_SYS(::fcntl(listener, F_SETFL, flags | O_NONBLOCK)));
   accept_ = Event::on_fd(loop(), listener, EV_READ | EV_PERSIST, [this](int fd, short) { on_accept(fd); });
   accept_.add();
   auto r = serve();  // A dropped frontend does not end a listening worker.
@@ -178,7 +178,7 @@ Result<void> Runtime::watch_control(UniqueFd control) {
   MOSS_TRY(int flags, MOSS_SYS(::fcntl(control.get(), F_GETFL)));
   // Our end of a socketpair, shared with no one: a broker that stops reading replies must
   // not block the loop that serves the guest.
-  MOSS_CHECK(MOSS_SYS(::fcntl(control.get(), F_SETFL, flags | O_NONBLOCK)));
+  MOSS_TRY_VOID(MOSS_SYS(::fcntl(control.get(), F_SETFL, flags | O_NONBLOCK)));
   control_ = std::move(control);
   control_buf_.resize(ipc::kMaxPacketBytes + 8);
   control_event_ = Event::on_fd(loop(), control_.get(), EV_READ | EV_PERSIST, [this](int fd, short) { on_control(fd); });

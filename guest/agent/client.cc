@@ -484,7 +484,7 @@ Result<void> send_shutdown(int sock, int status, std::chrono::milliseconds timeo
 
 Result<ExecOutcome> run_exec(UniqueFd sock, const ExecRequest& req, ExecClient::UserFds fds) {
   ExecClient c(std::move(sock), req, fds);
-  while (!c.finished()) MOSS_CHECK(c.poll_once(-1));
+  while (!c.finished()) MOSS_TRY_VOID(c.poll_once(-1));
   return c.outcome();
 }
 

@@ -52,9 +52,9 @@ Result<std::unique_ptr<BackendProcess>> BackendProcess::start(const BackendOptio
     args = {qsd_path(), "--blockdev", node, "--export", exp};
     args.insert(args.end(), o.extra_args.begin(), o.extra_args.end());
   }
-  MOSS_CHECK(p->spawn(std::move(args)));
+  MOSS_TRY_VOID(p->spawn(std::move(args)));
   bool connected = o.kind == BackendKind::kMossBlk && o.pass_fd;
-  if (!connected) MOSS_CHECK(p->wait_for_sockets({p->socket_path()}, timeout));
+  if (!connected) MOSS_TRY_VOID(p->wait_for_sockets({p->socket_path()}, timeout));
   return p;
 }
 

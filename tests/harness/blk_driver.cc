@@ -116,10 +116,10 @@ Result<void> BlkDriver::submit(uint32_t slot_index, const BlkOp& op) {
   switch (op.type) {
     case blk::Type::kIn:
     case blk::Type::kGetId:
-      MOSS_CHECK(add_data(s.data_gpa, op.bytes, writable));
+      MOSS_TRY_VOID(add_data(s.data_gpa, op.bytes, writable));
       break;
     case blk::Type::kOut:
-      MOSS_CHECK(add_data(s.data_gpa, op.bytes, readable));
+      MOSS_TRY_VOID(add_data(s.data_gpa, op.bytes, readable));
       break;
     case blk::Type::kDiscard:
     case blk::Type::kWriteZeroes: {
@@ -128,7 +128,7 @@ Result<void> BlkDriver::submit(uint32_t slot_index, const BlkOp& op) {
       uint64_t bytes = segs.size() * sizeof(Segment);
       if (bytes > options_.max_bytes) return make_error("too many discard or write-zeroes segments for the slot");
       std::memcpy(ram.bytes(s.data_gpa, bytes).data(), segs.data(), bytes);
-      MOSS_CHECK(add_data(s.data_gpa, bytes, readable));
+      MOSS_TRY_VOID(add_data(s.data_gpa, bytes, readable));
       break;
     }
     case blk::Type::kFlush:
@@ -173,14 +173,14 @@ Result<std::vector<Completion>> BlkDriver::reap(size_t at_least) {
     }
     if (out.size() >= at_least || in_flight_ == 0) return out;
     if (q.enable_interrupts()) continue;
-    MOSS_CHECK(guest_->wait_call(options_.queue, until));
+    MOSS_TRY_VOID(guest_->wait_call(options_.queue, until));
   }
 }
 
 Result<uint8_t> BlkDriver::one(const BlkOp& op) {
   if (in_flight_ != 0) return make_error("a blocking request needs an idle driver");
-  MOSS_CHECK(submit(0, op));
-  MOSS_CHECK(kick());
+  MOSS_TRY_VOID(submit(0, op));
+  MOSS_TRY_VOID(kick());
   MOSS_TRY(auto done, reap(1));
   MOSS_ASSERT(done.size() == 1);
   return done[0].status;

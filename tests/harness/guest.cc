@@ -49,10 +49,10 @@ GuestRam::~GuestRam() { ::munmap(host_, size_); }
 Result<std::unique_ptr<GuestRam>> GuestRam::create(uint64_t bytes) {
   MOSS_TRY(int raw, MOSS_SYS(::memfd_create("moss-harness-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
   UniqueFd fd(raw);
-  MOSS_CHECK(MOSS_SYS(::ftruncate(fd.get(), static_cast<off_t>(bytes))));
+  MOSS_TRY_VOID(MOSS_SYS(::ftruncate(fd.get(), static_cast<off_t>(bytes))));
   // The backend maps this file: sealing its size means no one can make its mapping fault
   // (vhost-user/README.md, "Not supported").
-  MOSS_CHECK(MOSS_SYS(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
+  MOSS_TRY_VOID(MOSS_SYS(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return make_error("cannot map " + std::to_string(bytes) + " bytes of guest RAM", errno);
   return std::unique_ptr<GuestRam>(new GuestRam(std::move(fd), static_cast<uint8_t*>(p), bytes));
@@ -102,15 +102,15 @@ Result<std::unique_ptr<Guest>> Guest::create(const GuestOptions& options) {
 
 Result<std::unique_ptr<Guest>> Guest::connect(const std::string& socket_path, const GuestOptions& options) {
   MOSS_TRY(auto g, create(options));
-  MOSS_CHECK(g->open_socket(socket_path));
-  MOSS_CHECK(g->handshake(false));
+  MOSS_TRY_VOID(g->open_socket(socket_path));
+  MOSS_TRY_VOID(g->handshake(false));
   return g;
 }
 
 Result<std::unique_ptr<Guest>> Guest::adopt(UniqueFd socket, const GuestOptions& options) {
   MOSS_TRY(auto g, create(options));
-  MOSS_CHECK(g->use_socket(std::move(socket)));
-  MOSS_CHECK(g->handshake(false));
+  MOSS_TRY_VOID(g->use_socket(std::move(socket)));
+  MOSS_TRY_VOID(g->handshake(false));
   return g;
 }
 
@@ -135,7 +135,7 @@ Result<void> Guest::open_socket(const std::string& path) {
     // Not there yet, or bound but not listening yet: a backend that is still starting.
     bool starting = e == ENOENT || e == ECONNREFUSED || e == EAGAIN || e == EINTR;
     if (!starting || std::chrono::steady_clock::now() >= deadline) {
-      return make_error("cannot connect to the vhost-user backend at " + path + ": " + std::strerror(e), e);
+      return sys_error_code(e, "connect to the vhost-user backend at", path);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -180,12 +180,12 @@ Result<void> Guest::handshake(bool reconnecting) {
       inflight_info_ = in.info;
       inflight_fd_ = std::move(in.fd);
     }
-    MOSS_CHECK(fe.set_inflight_fd(inflight_info_, inflight_fd_.get()));
+    MOSS_TRY_VOID(fe.set_inflight_fd(inflight_info_, inflight_fd_.get()));
   } else if (reconnecting) {
     return make_error("the backend no longer offers INFLIGHT_SHMFD, so requests in flight cannot be resubmitted");
   }
 
-  MOSS_CHECK(fe.set_mem_table(vhost_user::MemoryRegion{0, ram_->size(), reinterpret_cast<uint64_t>(ram_->host()), 0}, ram_->fd()));
+  MOSS_TRY_VOID(fe.set_mem_table(vhost_user::MemoryRegion{0, ram_->size(), reinterpret_cast<uint64_t>(ram_->host()), 0}, ram_->fd()));
 
   for (uint32_t i = 0; i < queues_.size(); ++i) {
     Queue& q = queues_[i];
@@ -194,18 +194,18 @@ Result<void> Guest::handshake(bool reconnecting) {
                                                     has_feature(feature::kEventIdx),
                                                     has_feature(feature::kIndirectDesc)));
       q.driver.emplace(std::move(d));
-      MOSS_CHECK(start_queue(i, 0));
+      MOSS_TRY_VOID(start_queue(i, 0));
     } else {
       // What QEMU does when its backend went away (virtio_queue_restore_last_avail_idx): the
       // base is the used index; the backend's inflight tracking covers what lies beyond it.
       auto used = ram_->memory().read_obj<uint16_t>(q.driver->config().used_gpa + virtio::kRingIdxOffset);
       MOSS_ASSERT(used.ok());
-      MOSS_CHECK(start_queue(i, *used));
+      MOSS_TRY_VOID(start_queue(i, *used));
     }
   }
   // Enabled once all are started, as QEMU does.
   if (offered_features_ & bit(vhost_user::kFeatureProtocolFeatures)) {
-    for (uint32_t i = 0; i < queues_.size(); ++i) MOSS_CHECK(fe.set_vring_enable(i, true));
+    for (uint32_t i = 0; i < queues_.size(); ++i) MOSS_TRY_VOID(fe.set_vring_enable(i, true));
   }
   return {};
 }
@@ -235,7 +235,7 @@ virtio::DriverQueue& Guest::queue(uint32_t index) {
 Result<void> Guest::kick(uint32_t index) {
   MOSS_ASSERT(index < queues_.size());
   uint64_t one = 1;
-  MOSS_CHECK(MOSS_SYS(::write(queues_[index].kick.get(), &one, sizeof one)));
+  MOSS_TRY_VOID(MOSS_SYS(::write(queues_[index].kick.get(), &one, sizeof one)));
   return {};
 }
 
@@ -275,14 +275,14 @@ Result<void> Guest::reconnect(const std::string& socket_path) {
     return make_error("reconnecting needs the inflight buffer, which this backend did not offer");
   }
   frontend_.reset();
-  MOSS_CHECK(open_socket(socket_path));
+  MOSS_TRY_VOID(open_socket(socket_path));
   return handshake(true);
 }
 
 Result<uint32_t> Guest::stop_queue(uint32_t index) { return frontend().get_vring_base(index); }
 
 Result<void> Guest::sync() {
-  for (int i = 0; i < 2; ++i) MOSS_CHECK(frontend().get_features());
+  for (int i = 0; i < 2; ++i) MOSS_TRY_VOID(frontend().get_features());
   return {};
 }
 

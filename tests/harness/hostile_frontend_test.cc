@@ -96,7 +96,7 @@ Result<Session> connect_to(WorkerProcess& w, bool reply_ack = true) {
   std::optional<Frontend> fe;
   MOSS_TRY(Frontend c, connect_retrying(w));
   fe.emplace(std::move(c));
-  MOSS_CHECK(fe->set_timeout(10s));
+  MOSS_TRY_VOID(fe->set_timeout(10s));
   vhost_user::Negotiation want;
   want.protocol_features = bit(kConfig) | bit(kMq) | bit(kDeviceState) | (reply_ack ? bit(kReplyAck) : 0);
   MOSS_TRY(vhost_user::Negotiated n, fe->negotiate(want));
@@ -112,7 +112,7 @@ Result<void> share_ram(Session& s, bool sealed = true) {
 
 // Queue 0 configured up to its kick, which the caller sends (or attacks with).
 Result<void> configure_queue0(Session& s) {
-  MOSS_CHECK(share_ram(s));
+  MOSS_TRY_VOID(share_ram(s));
   s.call.reset(::eventfd(0, EFD_CLOEXEC));
   vhost_user::RingSetup r;
   r.size = 64;

@@ -31,7 +31,7 @@ GuestOptions VsockDriver::guest_options(uint16_t queue_size, uint64_t memory_byt
 
 Result<std::unique_ptr<VsockDriver>> VsockDriver::create(Guest& guest, VsockDriverOptions options) {
   std::unique_ptr<VsockDriver> d(new VsockDriver(guest, options));
-  MOSS_CHECK(d->init());
+  MOSS_TRY_VOID(d->init());
   return d;
 }
 
@@ -50,13 +50,13 @@ Result<void> VsockDriver::init() {
     MOSS_TRY(tx_slots_[i].payload_gpa, ram.alloc(o_.tx_buffer_bytes, 64));
     tx_free_.push_back(i);
   }
-  MOSS_CHECK(post_rx(o_.rx_buffers));
+  MOSS_TRY_VOID(post_rx(o_.rx_buffers));
   for (uint32_t i = 0; i < o_.event_buffers; i++) {
     MOSS_TRY(uint64_t gpa, ram.alloc(vsock::kEventSize, 8));
-    MOSS_CHECK(post_event(gpa));
+    MOSS_TRY_VOID(post_event(gpa));
   }
-  MOSS_CHECK(guest_.kick(kEvent));
-  if (o_.await_transport_reset) MOSS_CHECK(wait_for([&] { return transport_resets_ > 0; }, "TRANSPORT_RESET"));
+  MOSS_TRY_VOID(guest_.kick(kEvent));
+  if (o_.await_transport_reset) MOSS_TRY_VOID(wait_for([&] { return transport_resets_ > 0; }, "TRANSPORT_RESET"));
   return {};
 }
 
@@ -80,13 +80,13 @@ Result<void> VsockDriver::post_rx(uint32_t n) {
   for (uint32_t i = 0; i < n && !rx_free_.empty(); i++) {
     size_t slot = rx_free_.back();
     rx_free_.pop_back();
-    MOSS_CHECK(post_rx_slot(slot));
+    MOSS_TRY_VOID(post_rx_slot(slot));
   }
   return guest_.kick_if_needed(kRx);
 }
 
 Result<void> VsockDriver::post_event(uint64_t gpa) {
-  MOSS_CHECK(guest_.memory().write_obj<uint32_t>(gpa, 0xffffffff));
+  MOSS_TRY_VOID(guest_.memory().write_obj<uint32_t>(gpa, 0xffffffff));
   virtio::DriverQueue::Buffer b{gpa, vsock::kEventSize};
   MOSS_TRY(uint16_t head, guest_.queue(kEvent).add_chain({}, std::span(&b, 1)));
   event_heads_[head] = gpa;
@@ -141,10 +141,10 @@ Result<void> VsockDriver::send(const PacketHeader& h, std::span<const uint8_t> p
   tx_free_.pop_back();
   const TxSlot& s = tx_slots_[slot];
   auto bytes = vsock::encode_header(h);
-  MOSS_CHECK(guest_.memory().write(s.header_gpa, bytes));
+  MOSS_TRY_VOID(guest_.memory().write(s.header_gpa, bytes));
   std::vector<virtio::DriverQueue::Buffer> bufs = {{s.header_gpa, kHeaderSize}};
   if (!payload.empty()) {
-    MOSS_CHECK(guest_.memory().write(s.payload_gpa, payload));
+    MOSS_TRY_VOID(guest_.memory().write(s.payload_gpa, payload));
     bufs.push_back({s.payload_gpa, static_cast<uint32_t>(payload.size())});
   }
   MOSS_TRY(uint16_t head, guest_.queue(kTx).add_chain(bufs, {}));
@@ -156,7 +156,7 @@ Result<void> VsockDriver::send_chain(const vsock::testing::TxChain& c) {
   std::vector<virtio::DriverQueue::Buffer> readable, writable;
   for (const auto& r : c.readable) {
     MOSS_TRY(uint64_t gpa, guest_.ram().alloc(std::max<size_t>(r.size(), 1), 16));
-    MOSS_CHECK(guest_.memory().write(gpa, r));
+    MOSS_TRY_VOID(guest_.memory().write(gpa, r));
     readable.push_back({gpa, static_cast<uint32_t>(r.size())});
   }
   for (uint32_t w : c.writable) {
@@ -253,24 +253,24 @@ Result<bool> VsockDriver::pump(Clock::time_point until) {
         ++device_errors_;
       } else {
         std::array<uint8_t, kHeaderSize> raw;
-        MOSS_CHECK(guest_.memory().read(rx_slots_[slot].header_gpa, raw));
+        MOSS_TRY_VOID(guest_.memory().read(rx_slots_[slot].header_gpa, raw));
         p.header = vsock::decode_header(raw);
         if (len != kHeaderSize + p.header.len || p.header.len > o_.rx_buffer_bytes) {
           ++device_errors_;
         } else {
           p.payload.resize(p.header.len);
-          MOSS_CHECK(guest_.memory().read(rx_slots_[slot].payload_gpa, p.payload));
+          MOSS_TRY_VOID(guest_.memory().read(rx_slots_[slot].payload_gpa, p.payload));
         }
         handle(std::move(p));
       }
       if (replenish_) {
-        MOSS_CHECK(post_rx_slot(slot));
+        MOSS_TRY_VOID(post_rx_slot(slot));
       } else {
         rx_free_.push_back(slot);
       }
       any = true;
     }
-    if (any && replenish_) MOSS_CHECK(guest_.kick_if_needed(kRx));
+    if (any && replenish_) MOSS_TRY_VOID(guest_.kick_if_needed(kRx));
     for (;;) {
       MOSS_TRY(auto u, guest_.queue(kEvent).pop_used());
       if (!u) break;
@@ -284,12 +284,12 @@ Result<bool> VsockDriver::pump(Clock::time_point until) {
       } else {
         ++device_errors_;
       }
-      MOSS_CHECK(post_event(gpa));
-      MOSS_CHECK(guest_.kick_if_needed(kEvent));
+      MOSS_TRY_VOID(post_event(gpa));
+      MOSS_TRY_VOID(guest_.kick_if_needed(kEvent));
       any = true;
     }
     auto owed = std::exchange(owed_, {});
-    for (const PacketHeader& h : owed) MOSS_CHECK(send(h));
+    for (const PacketHeader& h : owed) MOSS_TRY_VOID(send(h));
     if (any || waited || Clock::now() >= until) return any;
     // Ask for an interrupt, and look once more before sleeping on it.
     if (guest_.queue(kRx).enable_interrupts()) continue;
@@ -302,14 +302,14 @@ Result<void> VsockDriver::wait_for(const std::function<bool()>& pred, const char
   auto until = deadline();
   while (!pred()) {
     if (Clock::now() >= until) return make_error(std::string("timed out waiting for ") + what, kErrTimedOut);
-    MOSS_CHECK(pump(until));
+    MOSS_TRY_VOID(pump(until));
   }
   return {};
 }
 
 Result<VsockPacket> VsockDriver::take_unclaimed(const std::function<bool(const VsockPacket&)>& pred, const char* what) {
   std::optional<VsockPacket> found;
-  MOSS_CHECK(wait_for(
+  MOSS_TRY_VOID(wait_for(
       [&] {
         auto it = std::find_if(unclaimed_.begin(), unclaimed_.end(), pred);
         if (it == unclaimed_.end()) return false;
@@ -333,8 +333,8 @@ Result<ConnKey> VsockDriver::connect(uint32_t host_port, uint32_t guest_port) {
   s.key = key;
   s.buf_alloc = o_.buf_alloc;
   streams_[key] = s;
-  MOSS_CHECK(send(header(key, Op::kRequest)));
-  MOSS_CHECK(wait_for([&] { return stream(key).connected || stream(key).reset; }, "RESPONSE or RST"));
+  MOSS_TRY_VOID(send(header(key, Op::kRequest)));
+  MOSS_TRY_VOID(wait_for([&] { return stream(key).connected || stream(key).reset; }, "RESPONSE or RST"));
   if (stream(key).reset) {
     streams_.erase(key);
     return make_error("the device refused the connection to host port " + std::to_string(host_port), ECONNREFUSED);
@@ -354,7 +354,7 @@ Result<ConnKey> VsockDriver::accept(uint32_t port) {
   s.peer_buf_alloc = req.header.buf_alloc;
   s.peer_fwd_cnt = req.header.fwd_cnt;
   streams_[key] = s;
-  MOSS_CHECK(send(header(key, Op::kResponse)));
+  MOSS_TRY_VOID(send(header(key, Op::kResponse)));
   return key;
 }
 
@@ -370,11 +370,11 @@ Result<void> VsockDriver::write(ConnKey key, std::span<const uint8_t> bytes) {
     GuestStream* s = &stream(key);
     if (s->reset) return make_error("the stream was reset", ECONNRESET);
     if (s->credit() == 0) {
-      MOSS_CHECK(wait_for([&] { return stream(key).credit() > 0 || stream(key).reset; }, "credit from the device"));
+      MOSS_TRY_VOID(wait_for([&] { return stream(key).credit() > 0 || stream(key).reset; }, "credit from the device"));
       continue;
     }
     uint32_t n = std::min<uint32_t>({static_cast<uint32_t>(std::min<size_t>(bytes.size(), UINT32_MAX)), s->credit(), o_.tx_buffer_bytes});
-    MOSS_CHECK(send(header(key, Op::kRw, n), bytes.first(n)));
+    MOSS_TRY_VOID(send(header(key, Op::kRw, n), bytes.first(n)));
     stream(key).tx_cnt += n;
     bytes = bytes.subspan(n);
   }
@@ -382,14 +382,14 @@ Result<void> VsockDriver::write(ConnKey key, std::span<const uint8_t> bytes) {
 }
 
 Result<std::vector<uint8_t>> VsockDriver::read(ConnKey key, size_t max) {
-  MOSS_CHECK(wait_for([&] { return !stream(key).inbox.empty() || stream(key).eof(); }, "data from the device"));
+  MOSS_TRY_VOID(wait_for([&] { return !stream(key).inbox.empty() || stream(key).eof(); }, "data from the device"));
   GuestStream& s = stream(key);
   std::vector<uint8_t> out = s.inbox.take(max);
   const size_t n = out.size();
   s.fwd_cnt += static_cast<uint32_t>(n);
   maybe_credit_update(s);
   auto owed = std::exchange(owed_, {});
-  for (const PacketHeader& h : owed) MOSS_CHECK(send(h));
+  for (const PacketHeader& h : owed) MOSS_TRY_VOID(send(h));
   return out;
 }
 

@@ -28,10 +28,10 @@ Result<UniqueFd> unix_connect(const std::string& path, std::chrono::milliseconds
   MOSS_TRY(int raw, MOSS_SYS(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
   UniqueFd fd(raw);
   timeval tv = to_timeval(timeout);
-  MOSS_CHECK(MOSS_SYS(::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
-  MOSS_CHECK(MOSS_SYS(::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
+  MOSS_TRY_VOID(MOSS_SYS(::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  MOSS_TRY_VOID(MOSS_SYS(::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
   if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    return make_error("cannot connect to " + path + ": " + std::strerror(errno), errno);
+    return sys_error("connect to", path);
   }
   return fd;
 }
@@ -47,10 +47,10 @@ Result<std::unique_ptr<VsockProcess>> VsockProcess::start(const VsockProcessOpti
   std::vector<std::string> args = {binary_path(), "--guest-cid", std::to_string(o.guest_cid), "--uds-path", p->uds_};
   MOSS_TRY(auto common, p->common_args(o));
   args.insert(args.end(), common.begin(), common.end());
-  MOSS_CHECK(p->spawn(std::move(args)));
+  MOSS_TRY_VOID(p->spawn(std::move(args)));
   std::vector<std::string> sockets = {p->uds_};
   if (!o.pass_fd) sockets.push_back(p->socket_path());
-  MOSS_CHECK(p->wait_for_sockets(sockets, timeout));
+  MOSS_TRY_VOID(p->wait_for_sockets(sockets, timeout));
   return p;
 }
 
@@ -59,7 +59,7 @@ Result<std::unique_ptr<VsockProcess>> VsockProcess::start(const VsockProcessOpti
 Result<UniqueFd> host_connect(const std::string& uds_path, uint32_t guest_port, std::chrono::milliseconds timeout) {
   MOSS_TRY(UniqueFd fd, unix_connect(uds_path, timeout));
   std::string line = "CONNECT " + std::to_string(guest_port) + "\n";
-  MOSS_CHECK(MOSS_SYS(::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL)));
+  MOSS_TRY_VOID(MOSS_SYS(::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL)));
   return fd;
 }
 
@@ -86,8 +86,8 @@ Result<UniqueFd> host_listen(const std::string& uds_path, uint32_t port) {
   ::unlink(path.c_str());
   MOSS_TRY(int raw, MOSS_SYS(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
   UniqueFd fd(raw);
-  MOSS_CHECK(MOSS_SYS(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr)));
-  MOSS_CHECK(MOSS_SYS(::listen(fd.get(), 16)));
+  MOSS_TRY_VOID(MOSS_SYS(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr)));
+  MOSS_TRY_VOID(MOSS_SYS(::listen(fd.get(), 16)));
   return fd;
 }
 
@@ -98,8 +98,8 @@ Result<UniqueFd> host_accept(int listener, std::chrono::milliseconds timeout) {
   MOSS_TRY(int raw, MOSS_SYS(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC)));
   UniqueFd fd(raw);
   timeval tv = to_timeval(std::chrono::milliseconds(5000));
-  MOSS_CHECK(MOSS_SYS(::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
-  MOSS_CHECK(MOSS_SYS(::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
+  MOSS_TRY_VOID(MOSS_SYS(::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  MOSS_TRY_VOID(MOSS_SYS(::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv)));
   return fd;
 }
 

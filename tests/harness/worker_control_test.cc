@@ -114,19 +114,19 @@ class WorkerControl : public ::testing::Test {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return make_error("pipe2 failed", errno);
     UniqueFd rd(p[0]), wr(p[1]);
-    MOSS_CHECK(g.frontend().set_device_state_fd(vhost_user::kTransferSave, wr.get()));
+    MOSS_TRY_VOID(g.frontend().set_device_state_fd(vhost_user::kTransferSave, wr.get()));
     wr.reset();
     std::vector<uint8_t> blob;
     uint8_t buf[4096];
     for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;) blob.insert(blob.end(), buf, buf + n);
-    MOSS_CHECK(g.frontend().check_device_state());
+    MOSS_TRY_VOID(g.frontend().check_device_state());
     return blob;
   }
   static Result<void> load_state(Guest& g, const std::vector<uint8_t>& bytes) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return make_error("pipe2 failed", errno);
     UniqueFd rd(p[0]), wr(p[1]);
-    MOSS_CHECK(g.frontend().set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
+    MOSS_TRY_VOID(g.frontend().set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
     rd.reset();
     if (!bytes.empty() && ::write(wr.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
       return make_error("cannot write the state");

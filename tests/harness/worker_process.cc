@@ -94,9 +94,9 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(const std::string& p
   argv.insert(argv.end(), device_args.begin(), device_args.end());
   MOSS_TRY(auto common, p->common_args(options));
   argv.insert(argv.end(), common.begin(), common.end());
-  MOSS_CHECK(p->spawn(std::move(argv)));
+  MOSS_TRY_VOID(p->spawn(std::move(argv)));
   if (options.pass_fd) return p;  // Connected already.
-  MOSS_CHECK(p->wait_for_sockets({p->socket_path()}, timeout));
+  MOSS_TRY_VOID(p->wait_for_sockets({p->socket_path()}, timeout));
   return p;
 }
 
@@ -105,7 +105,7 @@ Result<std::vector<std::string>> WorkerProcess::common_args(const WorkerOptions&
   // Each socketpair's far end goes to the child at `number`, moved above the low numbers first.
   auto pair = [&](int type, UniqueFd& ours, int number) -> Result<void> {
     int sv[2];
-    MOSS_CHECK(MOSS_SYS(::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv)));
+    MOSS_TRY_VOID(MOSS_SYS(::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv)));
     ours.reset(sv[0]);
     UniqueFd theirs(sv[1]);
     MOSS_TRY(int spare, MOSS_SYS(::fcntl(theirs.get(), F_DUPFD_CLOEXEC, kFirstSpareFd)));
@@ -113,13 +113,13 @@ Result<std::vector<std::string>> WorkerProcess::common_args(const WorkerOptions&
     return {};
   };
   if (o.pass_fd) {
-    MOSS_CHECK(pair(SOCK_STREAM, connection_, kPassedFd));
+    MOSS_TRY_VOID(pair(SOCK_STREAM, connection_, kPassedFd));
     args.insert(args.end(), {"--fd", std::to_string(kPassedFd)});
   } else {
     args.insert(args.end(), {"--socket-path", socket_});
   }
   if (o.control) {
-    MOSS_CHECK(pair(SOCK_SEQPACKET, control_, kControlFd));
+    MOSS_TRY_VOID(pair(SOCK_SEQPACKET, control_, kControlFd));
     args.insert(args.end(), {"--control-fd", std::to_string(kControlFd)});
   }
   args.insert(args.end(), o.extra_args.begin(), o.extra_args.end());
