@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "broker/defaults.h"
-#include "moss-init/cmdline.h"
+#include "guest/moss-init/cmdline.h"
 
 namespace {
 

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/client.h"
+#include "guest/agent/client.h"
 #include "base/event.h"
 #include "broker/cli.h"
 #include "broker/vm_vsock.h"

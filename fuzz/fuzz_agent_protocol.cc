@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "agent/protocol.h"
+#include "guest/agent/protocol.h"
 
 using moss::agent::DecodeStatus;
 using moss::agent::Decoder;

@@ -32,7 +32,7 @@ struct Embedded {
 };
 
 const Embedded kPolicies[] = {
-#include "builtin_policies.inc"
+#include "policies/builtin_policies.inc"
 };
 
 }  // namespace

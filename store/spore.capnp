@@ -22,7 +22,7 @@ struct Manifest {
   machine @2 :MachineConfig;
   # One per vCPU, in vCPU index order: KVM's own structures byte for byte (ipc/vcpu.capnp).
   vcpus @3 :List(Vcpu.CpuState);
-  vm @4 :VmState;
+  vm @4 :Vcpu.VmState;            # PIT, kvmclock, PICs and IOAPIC (ipc/vcpu.capnp).
   # The vcpu process's device models (PCI config spaces, each virtio-pci transport, UART,
   # i8042, ACPI PM), one opaque blob each, versioned by the vcpu process.
   deviceModels @5 :List(DeviceModelState);
@@ -71,17 +71,6 @@ struct Device {
   # Kind-specific configuration the device was created with, e.g. for blk the disk's size in
   # bytes and identity (never a path to open for writing: the user names disks on restore).
   config @1 :Data;
-}
-
-# The VM-wide KVM state. The vcpu-state work (ipc/vcpu.capnp VmState: pit2, clock, pic
-# master/slave, ioapic) had not landed when this schema was written: these placeholders carry
-# the same kernel structures byte for byte and give way to ipc/vcpu.capnp's VmState when it does.
-struct VmState {
-  pit2 @0 :Data;                  # struct kvm_pit_state2
-  clock @1 :Data;                 # struct kvm_clock_data
-  picMaster @2 :Data;             # struct kvm_irqchip, chip_id KVM_IRQCHIP_PIC_MASTER
-  picSlave @3 :Data;              # struct kvm_irqchip, chip_id KVM_IRQCHIP_PIC_SLAVE
-  ioapic @4 :Data;                # struct kvm_irqchip, chip_id KVM_IRQCHIP_IOAPIC
 }
 
 struct DeviceModelState {

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/client.h"
+#include "guest/agent/client.h"
 
 namespace {
 

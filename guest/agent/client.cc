@@ -1,5 +1,5 @@
 // The host side of the agent protocol (see client.h).
-#include "client.h"
+#include "guest/agent/client.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -21,7 +21,7 @@
 
 #include "base/fd.h"
 #include "base/result.h"
-#include "protocol.h"
+#include "guest/agent/protocol.h"
 
 namespace moss::agent {
 

@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
-#include "agent/client.h"
-#include "agent/protocol.h"
-#include "agent/server.h"
+#include "guest/agent/client.h"
+#include "guest/agent/protocol.h"
+#include "guest/agent/server.h"
 #include "base/child.h"
 
 namespace moss::agent {

@@ -1,5 +1,5 @@
 // The moss agent protocol codec (see protocol.h). Pure: no I/O, no exceptions.
-#include "protocol.h"
+#include "guest/agent/protocol.h"
 
 #include <cstdlib>
 #include <cstring>

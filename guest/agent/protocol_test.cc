@@ -1,7 +1,7 @@
 // The agent protocol codec: every message both ways, the incremental decoder, and every
 // malformed case the decoder must refuse. MOSS_WRITE_AGENT_SEEDS=DIR also writes the frames
 // used here as fuzz seeds (fuzz/corpus/fuzz_agent_protocol/).
-#include "agent/protocol.h"
+#include "guest/agent/protocol.h"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // The agent's connections (see server.h).
-#include "server.h"
+#include "guest/agent/server.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -13,7 +13,7 @@
 
 #include "base/fd.h"
 #include "base/result.h"
-#include "session.h"
+#include "guest/agent/session.h"
 
 namespace moss::agent {
 

@@ -1,5 +1,5 @@
 // One agent connection (see session.h).
-#include "session.h"
+#include "guest/agent/session.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,7 +10,7 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "spawn.h"
+#include "guest/agent/spawn.h"
 
 namespace moss::agent {
 namespace {

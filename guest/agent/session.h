@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "base/fd.h"
-#include "protocol.h"
+#include "guest/agent/protocol.h"
 
 namespace moss::agent {
 

@@ -1,5 +1,5 @@
 // Starting a program for the agent (see spawn.h).
-#include "spawn.h"
+#include "guest/agent/spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>

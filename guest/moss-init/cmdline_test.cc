@@ -1,4 +1,4 @@
-#include "cmdline.h"
+#include "guest/moss-init/cmdline.h"
 
 #include <gtest/gtest.h>
 

@@ -35,9 +35,9 @@
 #include <string_view>
 #include <vector>
 
-#include "agent/protocol.h"
-#include "agent/server.h"
-#include "cmdline.h"
+#include "guest/agent/protocol.h"
+#include "guest/agent/server.h"
+#include "guest/moss-init/cmdline.h"
 
 extern char** environ;
 
