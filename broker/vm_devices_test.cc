@@ -1,5 +1,5 @@
 // broker/vm_devices: the modules' plans started as `moss run` starts them, against the real
-// moss-blk and moss-vsock, jailed: each worker's argv numbers are the fds it got (it answers
+// moss-blk, moss-vsock and moss-null, jailed: each worker's argv numbers are the fds it got (it answers
 // on its vhost-user connection and its control channel), and the vcpu process's device list
 // names the fd numbers its ChildSpec will give it.
 #include <fcntl.h>
@@ -97,6 +97,44 @@ TEST(VmDevices, PlannedWorkersStartJailedAndAnswerOnTheFdsTheirArgvNames) {
   }
   kill_workers(*workers);
   for (const auto& w : *workers) EXPECT_EQ(w.pid, -1);
+  EXPECT_EQ(waitpid(-1, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
+}
+
+// The null device (devices/null/) is added by its folder alone: `--device null,...` reaches its
+// module through the registry, and the broker starts moss-null jailed like any worker, from
+// the plan's argv and fds, with no line here or in the broker that names it.
+TEST(VmDevices, ADeviceOfAnyKindIsPlannedByItsModuleAndItsWorkerStartsJailed) {
+  Fixture f;
+  f.options.disks.clear();
+  f.options.devices.push_back({"null", "capacity=1048576,num-queues=3"});
+  auto devices = plan(f.options, f.vsock->worker_host());
+  ASSERT_TRUE(devices.ok()) << devices.error().message;
+  ASSERT_EQ(devices->size(), 2u);
+  EXPECT_EQ((*devices)[0].kind, "null");
+  EXPECT_EQ((*devices)[0].guest.num_queues, 3u);
+  auto workers = start_workers(*devices, build_dir(), /*jailed=*/true);
+  ASSERT_TRUE(workers.ok()) << workers.error().message;
+  ASSERT_EQ(workers->size(), 2u);
+  EXPECT_EQ((*workers)[0].kind, "null");
+  EXPECT_EQ((*workers)[0].description, "null worker");
+  // moss-null answers its --control-fd with what its --capacity and --num-queues said.
+  ASSERT_TRUE((*workers)[0].control.valid());
+  auto described = worker::call((*workers)[0].control.get(), worker::Request::kDescribe);
+  ASSERT_TRUE(described.ok()) << described.error().message;
+  EXPECT_EQ(described->description.kind, "null");
+  EXPECT_EQ(described->description.num_queues, 3u);
+  EXPECT_EQ(described->description.detail("capacityBytes"), "1048576");
+  // And its --fd is a vhost-user backend of a virtio-blk device: VERSION_1, protocol features,
+  // flush and multiqueue offered.
+  vhost_user::Frontend fe(std::move((*devices)[0].vhost_user));
+  auto features = fe.get_features();
+  ASSERT_TRUE(features.ok()) << features.error().message;
+  for (int bit : {32 /* VIRTIO_F_VERSION_1 */, 30 /* VHOST_USER_F_PROTOCOL_FEATURES */, 9 /* VIRTIO_BLK_F_FLUSH */,
+                  12 /* VIRTIO_BLK_F_MQ */}) {
+    EXPECT_TRUE(*features & (1ull << bit)) << "feature bit " << bit << " not offered: " << std::hex << *features;
+  }
+  kill_workers(*workers);
   EXPECT_EQ(waitpid(-1, nullptr, WNOHANG), -1);
   EXPECT_EQ(errno, ECHILD);
 }

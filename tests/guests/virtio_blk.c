@@ -7,6 +7,11 @@
  *     (o = 0, 4, ..., 4092) is o * 0x9e3779b1 + 0x6d6f7373 (mod 2^32);
  *   - the guest writes pattern B to sectors 8..15: the word at byte offset o
  *     (o = 4096, ..., 8188) is o * 0x9e3779b1 + 0x77726974; nothing else is written.
+ * Built with -DVIRTIO_BLK_NULL_CONTRACT (the guest virtio_blk_null), the contract is instead
+ * that of moss-null (devices/null/), a disk that keeps nothing:
+ *   - at least 16 sectors, and FLUSH offered;
+ *   - sectors 0..7 read as zeros; the write of pattern B to sectors 8..15 and the flush
+ *     complete with VIRTIO_BLK_S_OK; sectors 8..15 then still read as zeros.
  * On success the last console line is "virtio-blk-guest: ok" and the status is 0; every failed
  * step prints "virtio-blk-guest: FAIL ..." and returns its own status (enum step below).
  *
@@ -34,6 +39,7 @@ enum step {
   kReadBackFailed = 13, /* the read of sectors 8..15 */
   kReadBackMismatch = 14,
   kDeviceNeedsReset = 15, /* DEVICE_NEEDS_RESET or a used element we did not submit */
+  kNoFlush = 16,        /* the null contract: FLUSH not offered */
 };
 
 /* ---- port I/O, MMIO, console ------------------------------------------------------------ */
@@ -349,6 +355,33 @@ static int check_pattern(uint32_t first, uint32_t salt) {
   return 0;
 }
 
+/* Checks that buffer holds zeros, which were disk offsets [first, first + 4096). */
+static int check_zeros(uint32_t first) {
+  const uint32_t* w = (const uint32_t*)buffer;
+  for (uint32_t i = 0; i < 1024; i++) {
+    if (w[i] != 0) {
+      puts("virtio-blk-guest: disk offset ");
+      puthex(first + 4 * i);
+      puts(" holds ");
+      puthex(w[i]);
+      puts(", expected 0\n");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Which contract (the top of this file) this build of the guest checks. */
+#ifdef VIRTIO_BLK_NULL_CONTRACT
+static const int null_contract = 1;
+#else
+static const int null_contract = 0;
+#endif
+
+/* What sectors 0..7 hold, and what sectors 8..15 hold after the write. */
+static int check_first_sectors(void) { return null_contract ? check_zeros(0) : check_pattern(0, PATTERN_A); }
+static int check_written_sectors(void) { return null_contract ? check_zeros(4096) : check_pattern(4096, PATTERN_B); }
+
 /* Finds 1af4:1042 (virtio-blk, modern only) on bus 0. Returns its device number, or -1. */
 static int find_device(void) {
   for (int dev = 0; dev < 32; dev++) {
@@ -434,6 +467,7 @@ int guest_main(void) {
     capacity = mmio_read32(devcfg.base) | (uint64_t)mmio_read32(devcfg.base + 4) << 32;
   } while (generation != mmio_read8(c + COMMON_CFGGENERATION));
   if (capacity < 16) return fail(kTooSmall, "the disk has fewer than 16 sectors");
+  if (null_contract && !(offered & (1ull << VIRTIO_BLK_F_FLUSH))) return fail(kNoFlush, "FLUSH is not offered");
 
   mmio_write16(c + COMMON_Q_SELECT, 0);
   uint16_t max = mmio_read16(c + COMMON_Q_SIZE);
@@ -457,13 +491,14 @@ int guest_main(void) {
   putdec(queue_size);
   puts(offered & (1ull << VIRTIO_BLK_F_FLUSH) ? ", flush offered\n" : ", no flush\n");
 
-  /* Read sectors 0..7: pattern A. */
+  /* Read sectors 0..7: pattern A (zeros under the null contract). */
+  uint32_t* w = (uint32_t*)buffer;
+  for (uint32_t i = 0; i < 1024; i++) w[i] = 0xa5a5a5a5u; /* what the device reads must replace */
   if (submit(VIRTIO_BLK_T_IN, 0, buffer, sizeof buffer)) return fail(kReadFailed, "reading sectors 0-7");
-  if (check_pattern(0, PATTERN_A)) return fail(kReadMismatch, "sectors 0-7 do not hold the expected pattern");
+  if (check_first_sectors()) return fail(kReadMismatch, "sectors 0-7 do not hold what the contract says");
   puts("virtio-blk-guest: read sectors 0-7 ok\n");
 
-  /* Write pattern B to sectors 8..15, flush, read it back. */
-  uint32_t* w = (uint32_t*)buffer;
+  /* Write pattern B to sectors 8..15, flush, read it back (zeros under the null contract). */
   for (uint32_t i = 0; i < 1024; i++) w[i] = pattern(4096 + 4 * i, PATTERN_B);
   if (submit(VIRTIO_BLK_T_OUT, 8, buffer, sizeof buffer)) return fail(kWriteFailed, "writing sectors 8-15");
   puts("virtio-blk-guest: wrote sectors 8-15\n");
@@ -471,9 +506,9 @@ int guest_main(void) {
     if (submit(VIRTIO_BLK_T_FLUSH, 0, NULL, 0)) return fail(kFlushFailed, "flushing");
     puts("virtio-blk-guest: flush ok\n");
   }
-  for (uint32_t i = 0; i < 1024; i++) w[i] = 0;
+  for (uint32_t i = 0; i < 1024; i++) w[i] = 0xa5a5a5a5u;
   if (submit(VIRTIO_BLK_T_IN, 8, buffer, sizeof buffer)) return fail(kReadBackFailed, "reading back sectors 8-15");
-  if (check_pattern(4096, PATTERN_B)) return fail(kReadBackMismatch, "sectors 8-15 do not hold what was written");
+  if (check_written_sectors()) return fail(kReadBackMismatch, "sectors 8-15 do not hold what the contract says");
   puts("virtio-blk-guest: read back sectors 8-15 ok\n");
   puts("virtio-blk-guest: ok\n");
   return kOk;
