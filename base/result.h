@@ -96,6 +96,11 @@ inline Error make_error(std::string message, int err = 0) { return Error(std::mo
 // A deadline passed: "MESSAGE", kind kTimeout, err ETIMEDOUT.
 inline Error timeout_error(std::string message) { return Error(std::move(message), ETIMEDOUT, Error::Kind::kTimeout); }
 
+// The text of an errno value ("No such file or directory"), for the few sentences that put it
+// elsewhere than at their end ("the disk is full (Disk quota exceeded)"); the helpers below
+// make the usual ones.
+inline std::string errno_text(int err) { return std::strerror(err); }
+
 // The sentence for a failed system call: "cannot OP WHAT: <strerror(err)>", or "cannot OP:
 // ..." when `what` is empty. For logs that are not Errors.
 inline std::string sys_message(std::string_view op, std::string_view what, int err) {
@@ -106,7 +111,16 @@ inline std::string sys_message(std::string_view op, std::string_view what, int e
     m += what;
   }
   m += ": ";
-  m += std::strerror(err);
+  m += errno_text(err);
+  return m;
+}
+
+// The sentence for a failure that does not read "cannot OP WHAT": "CONTEXT: <strerror(err)>",
+// as in errno_message("KVM_RUN failed on vCPU 0", EFAULT) or errno_message(path, EIO).
+inline std::string errno_message(std::string_view context, int err) {
+  std::string m(context);
+  m += ": ";
+  m += errno_text(err);
   return m;
 }
 
@@ -120,6 +134,13 @@ inline Error sys_error(std::string_view op, std::string_view what = {}) {
 inline Error sys_error_code(int err, std::string_view op, std::string_view what = {}) {
   return Error(sys_message(op, what, err), err);
 }
+// Errors of errno_message: errno_error reads errno once, errno_error_code takes a saved value.
+//   errno_error("poll failed") -> "poll failed: Bad address" (err EFAULT).
+inline Error errno_error(std::string_view context) {
+  int e = errno;
+  return Error(errno_message(context, e), e);
+}
+inline Error errno_error_code(int err, std::string_view context) { return Error(errno_message(context, err), err); }
 
 [[noreturn]] inline void assert_fail(const char* expr, const char* file, int line) {
   std::fprintf(stderr, "moss: internal error: assertion '%s' failed at %s:%d\n", expr, file, line);

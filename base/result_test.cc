@@ -94,6 +94,18 @@ TEST(SysError, NamesTheOperationTheObjectAndErrnoOnce) {
   EXPECT_TRUE(sys_error_code(ETIMEDOUT, "connect to", "the starter").is_timeout());
 }
 
+TEST(SysError, ErrnoErrorPutsTheTextAfterItsContext) {
+  ASSERT_LT(::close(-1), 0);
+  Error e = errno_error("poll failed");
+  EXPECT_EQ(e.message, "poll failed: Bad file descriptor");
+  EXPECT_EQ(e.err, EBADF);
+  EXPECT_EQ(errno_error_code(EIO, "/x/chunk").message, "/x/chunk: Input/output error");
+  EXPECT_TRUE(errno_error_code(ETIMEDOUT, "the starter could not connect").is_timeout());
+  EXPECT_EQ(errno_message("KVM_RUN failed on vCPU 1", EFAULT), "KVM_RUN failed on vCPU 1: Bad address");
+  EXPECT_EQ(sys_message("write", "--stats file /s", ENOSPC), "cannot write --stats file /s: No space left on device");
+  EXPECT_EQ(errno_text(EDQUOT), "Disk quota exceeded");
+}
+
 TEST(SysError, MossSysKeepsTheCallAsWritten) {
   auto r = MOSS_SYS(::close(-1));
   ASSERT_FALSE(r.ok());

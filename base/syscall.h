@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cerrno>
-#include <cstring>
 #include <string>
 
 #include "base/result.h"
@@ -17,8 +16,8 @@ auto sys_retry(const char* what, F&& f) -> Result<decltype(f())> {
     auto r = f();
     if (r != static_cast<decltype(r)>(-1)) return r;
     if (errno == EINTR) continue;
-    int e = errno;
-    return make_error(std::string(what) + " failed: " + std::strerror(e), e);
+    int e = errno;  // Before the message's allocation.
+    return errno_error_code(e, std::string(what) + " failed");
   }
 }
 
@@ -28,7 +27,7 @@ auto sys_once(const char* what, F&& f) -> Result<decltype(f())> {
   auto r = f();
   if (r != static_cast<decltype(r)>(-1)) return r;
   int e = errno;
-  return make_error(std::string(what) + " failed: " + std::strerror(e), e);
+  return errno_error_code(e, std::string(what) + " failed");
 }
 
 }  // namespace moss

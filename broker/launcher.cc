@@ -217,7 +217,7 @@ Result<std::string> read_report(int fd, int timeout_ms) {
     pollfd pfd{fd, POLLIN, 0};
     int r = poll(&pfd, 1, static_cast<int>(timeout_ms - elapsed));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return make_error(std::string("poll failed: ") + strerror(errno), errno);
+    if (r < 0) return errno_error("poll failed");
     if (r == 0) continue;
     char buf[512];
     ssize_t n = read(fd, buf, sizeof buf);
@@ -264,7 +264,7 @@ Result<pid_t> await_jail(const ChildSpec& spec, pid_t pid, int report_fd, int* e
   if (!line->empty() && (*line)[0] == 'E') {
     int step = 0, e = 0;
     std::sscanf(line->c_str(), "E%d %d", &step, &e);
-    return reaped("could not be started: " + std::string(step_text(step)) + ": " + strerror(e));
+    return reaped(errno_message("could not be started: " + std::string(step_text(step)), e));
   }
   if (line->empty()) {
     int status = 0;
@@ -364,8 +364,8 @@ Result<pid_t> spawn_child(const ChildSpec& spec, int* exit_status) {
   long pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
   if (pid < 0) {
     int e = errno;
-    return make_error("cannot create the namespaces for " + what_child(spec) + "'s sandbox: " + strerror(e) +
-                          clone_hint(e) + "; --no-sandbox runs without one, for debugging only",
+    return make_error(sys_message("create", "the namespaces for " + what_child(spec) + "'s sandbox", e) + clone_hint(e) +
+                          "; --no-sandbox runs without one, for debugging only",
                       e);
   }
   if (pid == 0) run_child(plan);

@@ -57,8 +57,8 @@ namespace {
 Result<UniqueFd> open_input(const std::string& path, const char* what) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
-    return make_error(std::string("cannot read the ") + what + " " + path + ": " + strerror(errno) +
-                      (errno == ENOENT ? std::string(" (check the path)") : std::string()), errno);
+    int e = errno;
+    return make_error(sys_message("read", std::string("the ") + what + " " + path, e) + (e == ENOENT ? " (check the path)" : ""), e);
   }
   UniqueFd file(fd);
   struct stat st;

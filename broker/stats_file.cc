@@ -29,7 +29,7 @@ void write_stats_file(const std::string& path, const RunTimes& t, const rusage& 
   if (lstat(target.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
     char* real = realpath(target.c_str(), nullptr);
     if (real == nullptr) {
-      LOG_WARN("cannot write --stats file %s: %s", path.c_str(), strerror(errno));
+      LOG_WARN("%s", sys_message("write", "--stats file " + path, errno).c_str());
       return;
     }
     target = real;
@@ -44,7 +44,7 @@ void write_stats_file(const std::string& path, const RunTimes& t, const rusage& 
   int fd = mkostemp(tmp.data(), O_CLOEXEC);
   FILE* f = fd < 0 ? nullptr : fdopen(fd, "w");
   if (!f) {
-    LOG_WARN("cannot write --stats file %s: %s", path.c_str(), strerror(errno));
+    LOG_WARN("%s", sys_message("write", "--stats file " + path, errno).c_str());
     if (fd >= 0) {
       close(fd);
       unlink(tmp.c_str());
@@ -64,7 +64,7 @@ void write_stats_file(const std::string& path, const RunTimes& t, const rusage& 
   bool written = std::fflush(f) == 0 && !std::ferror(f);
   written = std::fclose(f) == 0 && written;
   if (!written || rename(tmp.c_str(), target.c_str()) != 0) {
-    LOG_WARN("cannot write --stats file %s: %s", path.c_str(), strerror(errno));
+    LOG_WARN("%s", sys_message("write", "--stats file " + path, errno).c_str());
     unlink(tmp.c_str());
   }
 }

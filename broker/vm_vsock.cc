@@ -45,7 +45,7 @@ Result<std::unique_ptr<Plan>> Plan::prepare(const std::string& runtime_dir, cons
     p->socket_ = socket;
   } else {
     char cwd[PATH_MAX];
-    if (getcwd(cwd, sizeof cwd) == nullptr) return make_error(std::string("cannot tell the working directory: ") + strerror(errno));
+    if (getcwd(cwd, sizeof cwd) == nullptr) return sys_error("tell", "the working directory");
     p->socket_ = std::string(cwd) + "/" + socket;
   }
   // Host programs listen on "<socket>_<port>" for the guest: leave room for the longest port.

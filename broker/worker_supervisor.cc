@@ -118,7 +118,7 @@ void WorkerSupervisor::ask(Supervised& s) {
   // Never blocks: a worker whose channel is full (it reads nothing) is just missing.
   if (send(s.w.control.get(), packet.data(), packet.size(), MSG_DONTWAIT | MSG_NOSIGNAL) !=
       static_cast<ssize_t>(packet.size())) {
-    s.problem = std::string("cannot be asked: ") + strerror(errno);
+    s.problem = errno_message("cannot be asked", errno);
     return;
   }
   s.outstanding++;

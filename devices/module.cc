@@ -11,7 +11,7 @@ namespace {
 Result<std::pair<UniqueFd, UniqueFd>> pair_of(int type, const char* what) {
   int sv[2];
   if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) {
-    return make_error(std::string("cannot create ") + what + ": " + strerror(errno), errno);
+    return sys_error("create", what);
   }
   return std::make_pair(UniqueFd(sv[0]), UniqueFd(sv[1]));
 }

@@ -82,7 +82,7 @@ Result<std::vector<KeptDir>> check_keep_dirs(const std::vector<std::string>& dir
     if (k.parts.empty()) return bad("that is the whole host tree");
     if (k.parts[0] == "proc") return bad("the sandbox's own root is mounted over /proc while it is built");
     struct stat st;
-    if (stat(k.path.c_str(), &st) != 0) return bad(strerror(errno));  // The sentence names the directory already.
+    if (stat(k.path.c_str(), &st) != 0) return errno_error("it cannot keep the directory '" + d + "'");  // As bad(), with the errno.
     if (!S_ISDIR(st.st_mode)) return bad("it is not a directory");
     out.push_back(std::move(k));
   }

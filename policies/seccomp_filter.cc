@@ -32,7 +32,7 @@ scmp_compare to_scmp(Compare::Op op) {
 }
 
 Error libseccomp_error(const std::string& what, int rc) {
-  return make_error(what + ": " + std::strerror(-rc), -rc);
+  return errno_error_code(-rc, what);
 }
 
 }  // namespace

@@ -22,32 +22,30 @@
 namespace moss::store {
 namespace {
 
-std::string errno_text(int e) { return std::strerror(e); }
-
 // "the chunk store S is full" for ENOSPC/EDQUOT, else "cannot WHAT: strerror".
 Error io_error(const ChunkStore& store, const std::string& what, int e) {
   if (e == ENOSPC || e == EDQUOT) {
     return make_error("the chunk store " + store.dir() + " is full (" + errno_text(e) + "); free space or use --store DIR",
                       e);
   }
-  return make_error("cannot " + what + ": " + errno_text(e), e);
+  return sys_error_code(e, what);
 }
 
 Result<void> mkdir_0700(const std::string& path) {
   if (::mkdir(path.c_str(), 0700) == 0 || errno == EEXIST) {
     struct stat st;
-    if (::stat(path.c_str(), &st) != 0) return make_error("cannot use " + path + ": " + errno_text(errno), errno);
+    if (::stat(path.c_str(), &st) != 0) return sys_error("use", path);
     if (!S_ISDIR(st.st_mode)) return make_error(path + " is not a directory");
     return {};
   }
-  return make_error("cannot create the directory " + path + ": " + errno_text(errno), errno);
+  return sys_error("create", "the directory " + path);
 }
 
 Result<void> mkdir_parents_0700(const std::string& path) {
   for (size_t pos = 1; (pos = path.find('/', pos)) != std::string::npos; ++pos) {
     std::string prefix = path.substr(0, pos);
     if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
-      return make_error("cannot create the directory " + prefix + ": " + errno_text(errno), errno);
+      return sys_error("create", "the directory " + prefix);
     }
   }
   return mkdir_0700(path);
@@ -55,23 +53,23 @@ Result<void> mkdir_parents_0700(const std::string& path) {
 
 Result<void> fsync_dir(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return make_error("cannot open the directory " + path + ": " + errno_text(errno), errno);
+  if (fd < 0) return sys_error("open", "the directory " + path);
   UniqueFd dir(fd);
-  if (::fsync(dir.get()) != 0) return make_error("cannot sync the directory " + path + ": " + errno_text(errno), errno);
+  if (::fsync(dir.get()) != 0) return sys_error("sync", "the directory " + path);
   return {};
 }
 
 Result<std::vector<std::string>> list_dir(const std::string& path) {
   std::vector<std::string> names;
   DIR* d = ::opendir(path.c_str());
-  if (!d) return make_error("cannot list " + path + ": " + errno_text(errno), errno);
+  if (!d) return sys_error("list", path);
   errno = 0;
   while (dirent* e = ::readdir(d)) {
     if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
   }
   int e = errno;
   ::closedir(d);
-  if (e) return make_error("cannot list " + path + ": " + errno_text(e), e);
+  if (e) return sys_error_code(e, "list", path);
   return names;
 }
 
@@ -80,11 +78,11 @@ Result<std::vector<uint8_t>> read_whole(const std::string& path, size_t max_byte
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     *err = errno;
-    return make_error(path + ": " + errno_text(errno), errno);
+    return errno_error(path);
   }
   UniqueFd f(fd);
   struct stat st;
-  if (::fstat(f.get(), &st) != 0) return make_error(path + ": " + errno_text(errno), errno);
+  if (::fstat(f.get(), &st) != 0) return errno_error(path);
   if (!S_ISREG(st.st_mode)) return make_error(path + " is not a regular file");
   if (static_cast<uint64_t>(st.st_size) > max_bytes) return make_error(path + " is too large");
   std::vector<uint8_t> out(st.st_size);
@@ -92,7 +90,7 @@ Result<std::vector<uint8_t>> read_whole(const std::string& path, size_t max_byte
   while (done < out.size()) {
     ssize_t n = ::pread(f.get(), out.data() + done, out.size() - done, done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return make_error(path + ": " + errno_text(errno), errno);
+    if (n < 0) return errno_error(path);
     if (n == 0) break;
     done += n;
   }
@@ -189,7 +187,7 @@ Result<ChunkStore> ChunkStore::open(const std::string& dir) {
   std::string abs = dir;
   if (abs[0] != '/') {
     char cwd[4096];
-    if (!::getcwd(cwd, sizeof cwd)) return make_error("cannot find the current directory: " + errno_text(errno), errno);
+    if (!::getcwd(cwd, sizeof cwd)) return sys_error("find", "the current directory");
     abs = std::string(cwd) + "/" + dir;
   }
   abs = std::filesystem::path(abs).lexically_normal().string();
@@ -198,7 +196,7 @@ Result<ChunkStore> ChunkStore::open(const std::string& dir) {
   if (!made) return make_error("cannot create the chunk store " + abs + ": " + made.error().message, made.error().err);
   for (const char* sub : {"/chunks", "/roots", "/tmp"}) MOSS_TRY_VOID(mkdir_0700(abs + sub));
   int fd = ::open((abs + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error("cannot create " + abs + "/lock: " + errno_text(errno), errno);
+  if (fd < 0) return sys_error("create", abs + "/lock");
   ::close(fd);
   return ChunkStore(abs);
 }
@@ -206,7 +204,7 @@ Result<ChunkStore> ChunkStore::open(const std::string& dir) {
 static Result<StoreLock> lock_store(const std::string& dir, int how) {
   std::string path = dir + "/lock";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error("cannot open " + path + ": " + errno_text(errno), errno);
+  if (fd < 0) return sys_error("open", path);
   UniqueFd f(fd);
   MOSS_TRY_VOID(MOSS_SYS(::flock(f.get(), how)));
   return StoreLock(std::move(f));
@@ -273,7 +271,7 @@ Result<void> ChunkStore::add_root(const std::string& spore_path, const ChunkId& 
 
 Result<void> ChunkStore::remove_root(const std::string& spore_path) {
   if (::unlink(root_path(dir_, spore_path).c_str()) != 0 && errno != ENOENT) {
-    return make_error("cannot remove the root of " + spore_path + ": " + errno_text(errno), errno);
+    return sys_error("remove", "the root of " + spore_path);
   }
   return fsync_dir(dir_ + "/roots");
 }

@@ -59,8 +59,6 @@ std::vector<uint8_t> record_header(uint32_t type, std::span<const uint8_t> paylo
   return out;
 }
 
-std::string errno_text(int e) { return std::strerror(e); }
-
 class Mapped {
  public:
   ~Mapped() {
@@ -68,15 +66,15 @@ class Mapped {
   }
   Result<std::span<const uint8_t>> map(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return make_error("cannot read the pack " + path + ": " + errno_text(errno), errno);
+    if (fd < 0) return sys_error("read", "the pack " + path);
     UniqueFd f(fd);
     struct stat st;
-    if (::fstat(f.get(), &st) != 0) return make_error("cannot read the pack " + path + ": " + errno_text(errno), errno);
+    if (::fstat(f.get(), &st) != 0) return sys_error("read", "the pack " + path);
     if (!S_ISREG(st.st_mode)) return make_error("the pack " + path + " is not a regular file");
     len_ = st.st_size;
     if (len_ == 0) return make_error("the pack " + path + " is empty");
     addr_ = ::mmap(nullptr, len_, PROT_READ, MAP_PRIVATE, f.get(), 0);
-    if (addr_ == MAP_FAILED) return make_error("cannot read the pack " + path + ": " + errno_text(errno), errno);
+    if (addr_ == MAP_FAILED) return sys_error("read", "the pack " + path);
     return std::span<const uint8_t>(static_cast<const uint8_t*>(addr_), len_);
   }
 
@@ -206,7 +204,7 @@ Result<void> pack_spore(const ChunkStore& store, const std::string& spore_path, 
   MOSS_TRY(std::string out_path, absolute_path(out_file));
   std::string tmp = out_path + ".tmp-" + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error("cannot write the pack " + out_path + ": " + errno_text(errno), errno);
+  if (fd < 0) return sys_error("write", "the pack " + out_path);
   UniqueFd f(fd);
   uint64_t done = 0;
   auto put = [&](std::span<const uint8_t> b) -> Result<void> {
@@ -217,8 +215,8 @@ Result<void> pack_spore(const ChunkStore& store, const std::string& spore_path, 
       if (n < 0) {
         int e = errno;
         ::unlink(tmp.c_str());
-        std::string why = e == ENOSPC || e == EDQUOT ? "the disk is full" : errno_text(e);
-        return make_error("cannot write the pack " + out_path + ": " + why, e);
+        if (e == ENOSPC || e == EDQUOT) return make_error("cannot write the pack " + out_path + ": the disk is full", e);
+        return sys_error_code(e, "write", "the pack " + out_path);
       }
       off += n;
     }
@@ -254,10 +252,10 @@ Result<void> pack_spore(const ChunkStore& store, const std::string& spore_path, 
   MOSS_TRY_VOID(put(record_header(kEndRecord, end, {})));
   MOSS_TRY_VOID(put(end));
   if (::fsync(f.get()) != 0 || ::close(f.release()) != 0) {
-    return fail(make_error("cannot write the pack " + out_path + ": " + errno_text(errno), errno));
+    return fail(sys_error("write", "the pack " + out_path));
   }
   if (::rename(tmp.c_str(), out_path.c_str()) != 0) {
-    return fail(make_error("cannot write the pack " + out_path + ": " + errno_text(errno), errno));
+    return fail(sys_error("write", "the pack " + out_path));
   }
   std::string parent = out_path.substr(0, out_path.rfind('/'));
   int pfd = ::open(parent.empty() ? "/" : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

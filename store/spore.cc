@@ -13,11 +13,9 @@
 namespace moss::store {
 namespace {
 
-std::string errno_text(int e) { return std::strerror(e); }
-
 Error write_error(const std::string& what, int e) {
   if (e == ENOSPC || e == EDQUOT) return make_error("cannot write " + what + ": the disk is full (" + errno_text(e) + ")", e);
-  return make_error("cannot write " + what + ": " + errno_text(e), e);
+  return sys_error_code(e, "write", what);
 }
 
 // The manifest into a temp directory beside `path`, then the directory renamed to `path`.
@@ -68,16 +66,16 @@ Result<void> publish_manifest(const std::string& path, std::span<const uint8_t> 
     return write_error("the spore " + path, e);
   }
   int pfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (pfd < 0) return make_error("cannot sync " + parent + ": " + errno_text(errno), errno);
+  if (pfd < 0) return sys_error("sync", parent);
   UniqueFd parent_fd(pfd);
-  if (::fsync(parent_fd.get()) != 0) return make_error("cannot sync " + parent + ": " + errno_text(errno), errno);
+  if (::fsync(parent_fd.get()) != 0) return sys_error("sync", parent);
   return {};
 }
 
 Result<void> check_absent(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) == 0) return make_error("the spore " + path + " already exists; remove it or choose another path");
-  if (errno != ENOENT) return make_error("cannot use " + path + ": " + errno_text(errno), errno);
+  if (errno != ENOENT) return sys_error("use", path);
   std::string parent = path.substr(0, path.rfind('/'));
   if (!parent.empty() && ::stat(parent.c_str(), &st) != 0) {
     return make_error("cannot write the spore " + path + ": its directory " + parent + " does not exist");
@@ -105,7 +103,7 @@ Result<std::string> absolute_path(const std::string& path) {
   if (path.empty()) return make_error("the spore path is empty");
   std::error_code ec;
   auto abs = std::filesystem::absolute(path, ec);
-  if (ec) return make_error("cannot resolve " + path + ": " + ec.message());
+  if (ec) return sys_error_code(ec.value(), "resolve", path);
   std::string s = abs.lexically_normal().string();
   while (s.size() > 1 && s.back() == '/') s.pop_back();
   if (s == "/") return make_error("the spore path cannot be /");
@@ -179,11 +177,11 @@ Result<Spore> read_spore(const std::string& path_in) {
     struct stat st;
     if (e == ENOENT && ::stat(path.c_str(), &st) != 0) return make_error("there is no spore at " + path, e);
     if (e == ENOENT || e == ENOTDIR) return make_error(path + " is not a spore (it has no manifest)", e);
-    return make_error("cannot read the spore " + path + ": " + errno_text(e), e);
+    return sys_error_code(e, "read", "the spore " + path);
   }
   UniqueFd f(fd);
   struct stat st;
-  if (::fstat(f.get(), &st) != 0) return make_error("cannot read the spore " + path + ": " + errno_text(errno), errno);
+  if (::fstat(f.get(), &st) != 0) return sys_error("read", "the spore " + path);
   if (!S_ISREG(st.st_mode)) return make_error(path + " is not a spore (its manifest is not a file)");
   if (static_cast<uint64_t>(st.st_size) > kMaxManifestBytes) {
     return make_error("the spore " + path + " is corrupt: its manifest is larger than any spore's");
@@ -193,7 +191,7 @@ Result<Spore> read_spore(const std::string& path_in) {
   while (done < s.bytes.size()) {
     ssize_t n = ::pread(f.get(), s.bytes.data() + done, s.bytes.size() - done, done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return make_error("cannot read the spore " + path + ": " + errno_text(errno), errno);
+    if (n < 0) return sys_error("read", "the spore " + path);
     if (n == 0) break;
     done += n;
   }

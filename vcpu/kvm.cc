@@ -21,7 +21,7 @@ Result<std::vector<kvm_cpuid_entry2>> kvm_supported_cpuid(int kvm_fd) {
       std::memcpy(out.data(), buf.data() + sizeof(KvmCpuid2Header), out.size() * sizeof(kvm_cpuid_entry2));
       return out;
     }
-    if (errno != E2BIG) return make_error(std::string("ioctl(KVM_GET_SUPPORTED_CPUID) failed: ") + strerror(errno), errno);
+    if (errno != E2BIG) return errno_error("ioctl(KVM_GET_SUPPORTED_CPUID) failed");
   }
   return make_error("KVM reports an implausible number of CPUID leaves");
 }
@@ -126,7 +126,7 @@ Result<KvmVcpu> KvmVm::create_vcpu(uint32_t index) {
   MOSS_TRY(int vfd, MOSS_SYS(ioctl(fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(index))));
   UniqueFd owned(vfd);
   void* run = mmap(nullptr, static_cast<size_t>(mmap_size), PROT_READ | PROT_WRITE, MAP_SHARED, vfd, 0);
-  if (run == MAP_FAILED) return make_error(std::string("mmap of the vCPU run area failed: ") + strerror(errno), errno);
+  if (run == MAP_FAILED) return errno_error("mmap of the vCPU run area failed");
   return KvmVcpu(std::move(owned), static_cast<kvm_run*>(run), static_cast<size_t>(mmap_size), index);
 }
 
@@ -200,7 +200,7 @@ Result<void> KvmVm::ioeventfd(int event_fd, uint64_t gpa, uint32_t len, bool ass
 Result<std::vector<uint32_t>> kvm_msr_index_list(int kvm_fd) {
   KvmMsrListHeader probe{0};
   if (ioctl(kvm_fd, kKvmGetMsrIndexList, &probe) < 0 && errno != E2BIG) {
-    return make_error(std::string("KVM_GET_MSR_INDEX_LIST failed: ") + strerror(errno), errno);
+    return errno_error("KVM_GET_MSR_INDEX_LIST failed");
   }
   std::vector<uint32_t> buf(1 + probe.nmsrs);
   buf[0] = probe.nmsrs;
@@ -219,7 +219,7 @@ Result<int> kvm_io(KvmIoctl& io, const char* name, unsigned long request, void* 
     if (r >= 0) return r;
     if (errno == EINTR) continue;
     int e = errno;
-    return make_error(std::string(name) + " failed: " + strerror(e), e);
+    return errno_error_code(e, std::string(name) + " failed");
   }
 }
 #define KVM_IO(io, request, arg) kvm_io(io, #request, request, arg)

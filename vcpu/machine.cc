@@ -280,7 +280,7 @@ void Machine::vcpu_loop(size_t i) {
     }
     if (ioctl(vcpu.fd(), KVM_RUN, 0) < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;  // A kick; the loop condition decides.
-      request_stop({R::kError, 0, std::string("KVM_RUN failed on vCPU ") + std::to_string(i) + ": " + strerror(errno)});
+      request_stop({R::kError, 0, errno_message("KVM_RUN failed on vCPU " + std::to_string(i), errno)});
       return;
     }
     if (i == 0 && first_exit_ns_.load() == 0) first_exit_ns_.store(monotonic_ns());

@@ -117,7 +117,7 @@ int run(int ctl, bool jailed) {
   int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int done = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (ev < 0 || done < 0) {
-    LOG_ERROR("eventfd failed: %s", strerror(errno));
+    LOG_ERROR("%s", errno_message("eventfd failed", errno).c_str());
     return 1;
   }
   UniqueFd ev_owned(ev), done_owned(done);
@@ -163,7 +163,7 @@ int run(int ctl, bool jailed) {
     pollfd fds[3] = {{ev, POLLIN, 0}, {done, POLLIN, 0}, {control_open ? ctl : -1, POLLIN, 0}};
     if (poll(fds, 3, timeout_ms) < 0) {
       if (errno == EINTR) continue;
-      m.request_stop({MachineExit::Reason::kError, 0, std::string("poll failed: ") + strerror(errno)});
+      m.request_stop({MachineExit::Reason::kError, 0, errno_message("poll failed", errno)});
       break;
     }
     if (fds[0].revents) {

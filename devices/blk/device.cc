@@ -360,7 +360,7 @@ void BlkDevice::on_done(Engine::Tag tag, int res) {
   Slot& s = queues_[q].slots[head];
   MOSS_ASSERT(s.busy && s.pending > 0);
   if (res < 0) {
-    LOG_DEBUG("queue %u head %u: disk I/O failed: %s", q, head, std::strerror(-res));
+    LOG_DEBUG("queue %u head %u: %s", q, head, errno_message("disk I/O failed", -res).c_str());
     s.status = kIoErr;
   }
   if (--s.pending == 0) complete(q, head);

@@ -90,10 +90,7 @@ Result<Disk> Disk::open(const std::string& path, bool read_only) {
   // an fd from elsewhere and a path take one code path.
   int raw = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (raw < 0) {
-    int e = errno;
-    return make_error("cannot open the disk " + path + (read_only ? " for reading: " : " for reading and writing: ") +
-                          std::strerror(e),
-                      e);
+    return sys_error("open", "the disk " + path + (read_only ? " for reading" : " for reading and writing"));
   }
   UniqueFd fd(raw);
   // One disk, one writer (base/disk_lock.h): another moss-blk, a moss run or QEMU using it

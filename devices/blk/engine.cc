@@ -34,7 +34,7 @@ uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 // io_uring failing on its own ring is our bug or a broken kernel: operations may be in flight
 // into guest memory, so there is no safe way to go on.
 [[noreturn]] void ring_failed(const char* what, int err) {
-  LOG_ERROR("io_uring %s failed: %s", what, std::strerror(err));
+  LOG_ERROR("%s", errno_message(std::string("io_uring ") + what + " failed", err).c_str());
   std::abort();
 }
 
@@ -92,8 +92,7 @@ Result<void> Engine::init() {
   p.cq_entries = options_.ring_entries * 4;
   int r = io_uring_queue_init_params(options_.ring_entries, &ring_, &p);
   if (r < 0) {
-    return make_error(std::string("cannot create an io_uring (is it disabled by kernel.io_uring_disabled or a "
-                                  "seccomp policy?): ") + std::strerror(-r), -r);
+    return sys_error_code(-r, "create", "an io_uring (is it disabled by kernel.io_uring_disabled or a seccomp policy?)");
   }
   ring_ready_ = true;
   // Without NODROP a full completion queue loses completions, and with them requests.

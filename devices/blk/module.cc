@@ -77,8 +77,7 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
   // Opened here and passed in: the jailed worker has no path to open.
   int fd = open(d.path.c_str(), (d.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (fd < 0) {
-    return make_error("cannot open the disk " + d.path + (d.readonly ? " for reading: " : " for reading and writing: ") +
-                      strerror(errno), errno);
+    return sys_error("open", "the disk " + d.path + (d.readonly ? " for reading" : " for reading and writing"));
   }
   UniqueFd disk(fd);
   struct stat st;

@@ -19,7 +19,7 @@ void signal_eventfd(const UniqueFd& fd) {
   // EAGAIN: the counter is saturated, so the reader will wake anyway. Other errors mean the
   // frontend gave us a broken fd; nothing to do but not crash.
   if (::write(fd.get(), &one, sizeof one) < 0 && errno != EAGAIN) {
-    LOG_DEBUG("cannot signal an eventfd: %s", std::strerror(errno));
+    LOG_DEBUG("%s", sys_message("signal", "an eventfd", errno).c_str());
   }
 }
 

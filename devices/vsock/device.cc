@@ -354,7 +354,7 @@ size_t VsockDevice::read_into_rx(RxBuffer& first, const RxItem& item, size_t bud
       table_.host_would_block(item.key);
       sync(item.key);
     } else {
-      LOG_DEBUG("reading the host socket of %s failed: %s", describe(item.key).c_str(), std::strerror(errno));
+      LOG_DEBUG("%s", errno_message("reading the host socket of " + describe(item.key) + " failed", errno).c_str());
       table_.host_failed(item.key);
     }
     return 0;
@@ -456,7 +456,7 @@ void VsockDevice::connect_to_host(ConnKey key, uint32_t port) {
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     // A Unix stream connect completes at once or fails (EAGAIN: the listener's backlog is full).
     ok = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
-    if (!ok) LOG_DEBUG("guest connection to %s refused: %s", path.c_str(), std::strerror(errno));
+    if (!ok) LOG_DEBUG("%s", errno_message("guest connection to " + path + " refused", errno).c_str());
   }
   if (ok) {
     by_fd_[fd.get()] = key;
@@ -485,7 +485,7 @@ void VsockDevice::flush(ConnKey key, HostSocket& s) {
       s.write_blocked = true;
       return;
     }
-    LOG_DEBUG("writing the host socket of %s failed: %s", describe(key).c_str(), std::strerror(errno));
+    LOG_DEBUG("%s", errno_message("writing the host socket of " + describe(key) + " failed", errno).c_str());
     table_.host_failed(key);
     return;
   }

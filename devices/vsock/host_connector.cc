@@ -70,7 +70,7 @@ Result<UniqueFd> StarterConnector::connect(uint32_t port) {
     auto reply = decode_connect_reply(std::span<const uint8_t>(buf, static_cast<size_t>(got)));
     if (!reply.ok() || reply->seq != seq) continue;  // Malformed, or late for a request that timed out.
     if (reply->error != 0) {
-      return make_error(std::string("the starter could not connect: ") + std::strerror(reply->error), reply->error);
+      return errno_error_code(reply->error, "the starter could not connect");
     }
     struct stat st;
     if (!attached.valid() || ::fstat(attached.get(), &st) != 0 || !S_ISSOCK(st.st_mode)) {

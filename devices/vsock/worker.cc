@@ -37,7 +37,7 @@ void HostListener::on_accept(int listener) {
   int s = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (s < 0) {
     if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-      LOG_WARN("accepting a host program failed: %s", std::strerror(errno));
+      LOG_WARN("%s", errno_message("accepting a host program failed", errno).c_str());
     }
     return;
   }

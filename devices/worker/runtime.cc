@@ -117,7 +117,7 @@ void Runtime::on_socket(int fd) {
 void Runtime::on_accept(int fd) {
   int s = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
   if (s < 0) {
-    if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) LOG_WARN("accept failed: %s", std::strerror(errno));
+    if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) LOG_WARN("%s", errno_message("accept failed", errno).c_str());
     return;
   }
   // One frontend at a time: others wait in the listen backlog.

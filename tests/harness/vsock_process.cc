@@ -69,7 +69,7 @@ Result<std::string> read_line(int fd) {
     char c;
     ssize_t n = ::read(fd, &c, 1);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return make_error("reading a line failed: " + std::string(std::strerror(errno)), errno);
+    if (n < 0) return errno_error("reading a line failed");
     if (n == 0) return make_error("the connection closed before a full line (got '" + line + "')");
     if (c == '\n') return line;
     line.push_back(c);
