@@ -19,9 +19,7 @@
 #include <thread>
 
 #include "devices/blk/state.h"
-#include "devices/blk/test_guest.h"
-#include "devices/blk/worker.h"
-#include "devices/worker/runtime.h"
+#include "devices/blk/test_worker.h"
 #include "ipc/channel.h"
 #include "ipc/worker.capnp.h"
 
@@ -74,46 +72,28 @@ Answer decode_answer(std::span<const uint8_t> bytes) {
   return a;
 }
 
-class BlkWorkerTest : public GuestDriverTest {
+class BlkWorkerTest : public InProcessWorkerTest {
  protected:
   void TearDown() override {
     stop();
-    GuestDriverTest::TearDown();
+    InProcessWorkerTest::TearDown();
   }
 
   // A worker serving a fresh vhost-user socketpair, with a control socketpair; negotiated.
   void start(Conn c = {}) {
-    auto d = Disk::open(disk_path_, c.read_only);
-    ASSERT_TRUE(d.ok()) << d.error().message;
-    disk_ = std::make_shared<Disk>(std::move(*d));
-    auto engine = Engine::create(*disk_);
-    ASSERT_TRUE(engine.ok()) << engine.error().message;
-    auto w = runtime::Runtime::create(
-        worker_spec(disk_, std::shared_ptr<Engine>(std::move(*engine)), DeviceOptions{c.num_queues, c.serial}, disk_path_));
-    ASSERT_TRUE(w.ok()) << w.error().message;
-    worker_ = std::move(*w);
+    make_worker(c);
+    if (HasFatalFailure()) return;
     int cv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cv), 0);
     control_.reset(cv[0]);
     ASSERT_TRUE(worker_->watch_control(UniqueFd(cv[1])).ok());
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    frontend_.emplace(UniqueFd(sv[0]));
-    served_ = false;
-    thread_ = std::thread([this, fd = sv[1]] {
-      auto r = worker_->serve_connection(UniqueFd(fd));
-      serve_result_ = r.ok() ? "" : r.error().message;
-      served_ = true;
-    });
-    negotiate(c);
+    serve(c);
   }
 
   void stop() {
     frontend_.reset();
     control_.reset();
-    if (thread_.joinable()) thread_.join();
-    worker_.reset();
-    disk_.reset();
+    finish();
   }
 
   Answer receive() {
@@ -168,12 +148,7 @@ class BlkWorkerTest : public GuestDriverTest {
     return fe().check_device_state();
   }
 
-  std::shared_ptr<Disk> disk_;
-  std::unique_ptr<runtime::Runtime> worker_;
   UniqueFd control_;
-  std::thread thread_;
-  std::string serve_result_;
-  std::atomic<bool> served_ = false;
 };
 
 // ---- The broker's control channel ----

@@ -22,55 +22,20 @@
 #include <thread>
 
 #include "devices/blk/state.h"
-#include "devices/blk/test_guest.h"
-#include "devices/blk/worker.h"
-#include "devices/worker/runtime.h"
+#include "devices/blk/test_worker.h"
 
 namespace moss::blk {
 namespace {
 
 using namespace testing;
 
-class BlkDeviceTest : public GuestDriverTest {
+class BlkDeviceTest : public InProcessWorkerTest {
  protected:
-  void TearDown() override {
-    disconnect();
-    GuestDriverTest::TearDown();
-  }
-
   // Starts a worker on a thread, serving a fresh socketpair, and negotiates over it.
   void connect(Conn c = {}) {
-    auto d = Disk::open(disk_path_, c.read_only);
-    ASSERT_TRUE(d.ok()) << d.error().message;
-    disk_ = std::make_shared<Disk>(std::move(*d));
-    auto engine = Engine::create(*disk_);
-    ASSERT_TRUE(engine.ok()) << engine.error().message;
-    auto w = runtime::Runtime::create(
-        worker_spec(disk_, std::shared_ptr<Engine>(std::move(*engine)), DeviceOptions{c.num_queues, c.serial}, disk_path_));
-    ASSERT_TRUE(w.ok()) << w.error().message;
-    worker_ = std::move(*w);
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    frontend_.emplace(UniqueFd(sv[0]));
-    thread_ = std::thread([this, fd = sv[1]] {
-      auto r = worker_->serve_connection(UniqueFd(fd));
-      serve_result_ = r.ok() ? "" : r.error().message;
-    });
-    negotiate(c);
+    make_worker(c);
+    if (!HasFatalFailure()) serve(c);
   }
-
-  // Closes the frontend's socket and waits for the worker to finish with it.
-  void disconnect() {
-    frontend_.reset();
-    if (thread_.joinable()) thread_.join();
-    worker_.reset();
-    disk_.reset();
-  }
-
-  std::shared_ptr<Disk> disk_;
-  std::unique_ptr<runtime::Runtime> worker_;
-  std::thread thread_;
-  std::string serve_result_;
 };
 
 TEST_F(BlkDeviceTest, OffersFeaturesAndConfigSpace) {

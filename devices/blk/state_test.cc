@@ -2,12 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <random>
+#include "devices/virtio/state_test_support.h"
 
 namespace moss::blk {
 namespace {
@@ -22,12 +17,6 @@ SavedState sample() {
   return s;
 }
 
-void expect_refused(std::vector<uint8_t> bytes, const std::string& needle) {
-  auto d = decode_state(bytes);
-  ASSERT_FALSE(d.ok()) << "accepted a blob that should say: " << needle;
-  EXPECT_NE(d.error().message.find(needle), std::string::npos) << d.error().message;
-}
-
 TEST(BlkState, RoundTripsEveryField) {
   SavedState s = sample();
   auto bytes = encode_state(s);
@@ -37,17 +26,11 @@ TEST(BlkState, RoundTripsEveryField) {
   EXPECT_EQ(*d, s);
 }
 
-// A named blob and what decode_state must say: accept it (empty needle) or refuse it with a
-// sentence containing `needle`. Also the seeds of fuzz/corpus/fuzz_blk_state (named as here).
-struct Case {
-  std::string name;
-  std::vector<uint8_t> bytes;
-  std::string needle;
-};
-
-std::vector<Case> cases() {
+// A named blob and what decode_state must say (virtio::StateCase). Also the seeds of
+// fuzz/corpus/fuzz_blk_state (named as here).
+std::vector<virtio::StateCase> cases() {
   const auto good = encode_state(sample());
-  std::vector<Case> out;
+  std::vector<virtio::StateCase> out;
   auto add = [&](std::string name, std::string needle, auto change) {
     auto b = good;
     change(b);
@@ -95,35 +78,13 @@ std::vector<Case> cases() {
 }
 
 TEST(BlkState, RefusesEveryMalformedField) {
-  for (const Case& c : cases()) {
-    SCOPED_TRACE(c.name);
-    if (c.needle.empty()) {
-      auto d = decode_state(c.bytes);
-      ASSERT_TRUE(d.ok()) << d.error().message;
-      EXPECT_EQ(encode_state(*d), c.bytes);
-    } else {
-      expect_refused(c.bytes, c.needle);
-    }
-  }
+  virtio::expect_cases(cases(), encode_state, decode_state);
 }
 
 // Every case above is a seed of the fuzz target (fuzz/fuzz_blk_state.cc), byte for byte.
 // Regenerate after changing the cases or the format: MOSS_WRITE_BLK_STATE_SEEDS=1 blk_state_test
 TEST(BlkState, FuzzSeedsAreTheCasesAbove) {
-  const std::string dir = std::string(MOSS_SOURCE_DIR) + "/fuzz/corpus/fuzz_blk_state/";
-  const bool write = std::getenv("MOSS_WRITE_BLK_STATE_SEEDS") != nullptr;
-  for (const Case& c : cases()) {
-    const std::string path = dir + c.name;
-    if (write) {
-      std::filesystem::create_directories(dir);
-      std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(c.bytes.data()),
-                                                  static_cast<std::streamsize>(c.bytes.size()));
-    }
-    std::ifstream in(path, std::ios::binary);
-    ASSERT_TRUE(in.good()) << path << " is missing; run with MOSS_WRITE_BLK_STATE_SEEDS=1 to write it";
-    std::vector<uint8_t> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_EQ(got, c.bytes) << path << " differs from the case; run with MOSS_WRITE_BLK_STATE_SEEDS=1";
-  }
+  virtio::expect_seed_files(cases(), "fuzz_blk_state", "MOSS_WRITE_BLK_STATE_SEEDS");
 }
 
 TEST(BlkState, AcceptsTheLargestDevice) {
@@ -140,31 +101,7 @@ TEST(BlkState, AcceptsTheLargestDevice) {
 // reads out of bounds (the sanitizer build checks), and whatever it accepts re-encodes to
 // exactly the bytes it read: the format has one spelling for each state.
 TEST(BlkState, MutatedBlobsAreRefusedOrCanonical) {
-  const auto good = encode_state(sample());
-  auto check = [](const std::vector<uint8_t>& b) {
-    auto d = decode_state(b);
-    if (d.ok()) {
-      EXPECT_EQ(encode_state(*d), b);
-    } else {
-      EXPECT_FALSE(d.error().message.empty());
-    }
-  };
-  for (size_t i = 0; i < good.size(); i++) {
-    for (int bitn = 0; bitn < 8; bitn++) {
-      auto b = good;
-      b[i] ^= static_cast<uint8_t>(1 << bitn);
-      check(b);
-    }
-  }
-  std::mt19937 rng(42);
-  for (int round = 0; round < 2000; round++) {
-    auto b = good;
-    b.resize(rng() % (good.size() + 16));
-    for (int k = 0; k < 4; k++) {
-      if (!b.empty()) b[rng() % b.size()] = static_cast<uint8_t>(rng());
-    }
-    check(b);
-  }
+  virtio::expect_mutations_refused_or_canonical(encode_state(sample()), 42, encode_state, decode_state);
 }
 
 }  // namespace
