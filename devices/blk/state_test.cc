@@ -18,63 +18,52 @@ SavedState sample() {
 }
 
 TEST(BlkState, RoundTripsEveryField) {
-  SavedState s = sample();
-  auto bytes = encode_state(s);
-  EXPECT_EQ(bytes.size(), 64u + 3 * 8);
-  auto d = decode_state(bytes);
-  ASSERT_TRUE(d.ok()) << d.error().message;
-  EXPECT_EQ(*d, s);
+  virtio::expect_round_trip(sample(), 64u + 3 * 8, encode_state, decode_state);
 }
 
 // A named blob and what decode_state must say (virtio::StateCase). Also the seeds of
 // fuzz/corpus/fuzz_blk_state (named as here).
 std::vector<virtio::StateCase> cases() {
-  const auto good = encode_state(sample());
-  std::vector<virtio::StateCase> out;
-  auto add = [&](std::string name, std::string needle, auto change) {
-    auto b = good;
-    change(b);
-    out.push_back({std::move(name), std::move(b), std::move(needle)});
-  };
+  virtio::StateCases c{encode_state(sample()), {}};
   // Valid states.
-  out.push_back({"valid-three-queues", good, ""});
+  c.accept("valid-three-queues", c.good);
   SavedState one;
   one.acked_features = (uint64_t{1} << 32) | (1 << 29) | (1 << 28) | (1 << 9) | (1 << 13) | (1 << 14);
   one.capacity_sectors = 16384;
   one.serial = "moss0123456789abcdef";
   one.queues = {{true, 40, 40}};
-  out.push_back({"valid-one-queue", encode_state(one), ""});
+  c.accept("valid-one-queue", encode_state(one));
   SavedState fresh;
   fresh.capacity_sectors = 1;
   fresh.queues.assign(4, QueuePosition{});
-  out.push_back({"valid-never-started", encode_state(fresh), ""});
+  c.accept("valid-never-started", encode_state(fresh));
   SavedState largest;
   largest.queues.assign(256, QueuePosition{true, 1, 1});
-  out.push_back({"valid-256-queues", encode_state(largest), ""});
+  c.accept("valid-256-queues", encode_state(largest));
   // Malformed ones.
-  out.push_back({"empty", {}, "shorter than its header"});
-  out.push_back({"short-header", std::vector<uint8_t>(good.begin(), good.begin() + 63), "shorter than its header"});
-  add("bad-magic", "magic", [](auto& b) { b[0] = 'X'; });
-  add("version-2", "has version 2", [](auto& b) { b[8] = 2; });
-  add("one-byte-long", "says it is 88 bytes but 89 arrived", [](auto& b) { b.push_back(0); });
-  add("one-byte-short", "says it is 88 bytes but 87 arrived", [](auto& b) { b.pop_back(); });
-  add("zero-queues", "has 0 queues", [](auto& b) { b[32] = 0; });
+  c.refuse("empty", {}, "shorter than its header");
+  c.refuse("short-header", std::vector<uint8_t>(c.good.begin(), c.good.begin() + 63), "shorter than its header");
+  c.refuse_changed("bad-magic", "magic", [](auto& b) { b[0] = 'X'; });
+  c.refuse_changed("version-2", "has version 2", [](auto& b) { b[8] = 2; });
+  c.refuse_changed("one-byte-long", "says it is 88 bytes but 89 arrived", [](auto& b) { b.push_back(0); });
+  c.refuse_changed("one-byte-short", "says it is 88 bytes but 87 arrived", [](auto& b) { b.pop_back(); });
+  c.refuse_changed("zero-queues", "has 0 queues", [](auto& b) { b[32] = 0; });
   // The length field and the size still say 3 queues.
-  add("queue-count-mismatch", "wrong length for 4 queues", [](auto& b) { b[32] = 4; });
-  add("unknown-flags", "unknown flags", [](auto& b) { b[34] = 2; });
-  add("serial-too-long", "serial longer than 20", [](auto& b) { b[35] = 21; });
-  add("serial-padding", "reserved", [](auto& b) { b[36 + 19] = 'x'; });  // Past the 14-byte serial.
-  add("reserved-header", "reserved", [](auto& b) { b[60] = 1; });
-  add("queue-reserved", "queue 1", [](auto& b) { b[64 + 8 + 1] = 1; });
+  c.refuse_changed("queue-count-mismatch", "wrong length for 4 queues", [](auto& b) { b[32] = 4; });
+  c.refuse_changed("unknown-flags", "unknown flags", [](auto& b) { b[34] = 2; });
+  c.refuse_changed("serial-too-long", "serial longer than 20", [](auto& b) { b[35] = 21; });
+  c.refuse_changed("serial-padding", "reserved", [](auto& b) { b[36 + 19] = 'x'; });  // Past the 14-byte serial.
+  c.refuse_changed("reserved-header", "reserved", [](auto& b) { b[60] = 1; });
+  c.refuse_changed("queue-reserved", "queue 1", [](auto& b) { b[64 + 8 + 1] = 1; });
   // Queue 1 was never started yet has a position.
-  add("never-started-position", "never started", [](auto& b) { b[64 + 8 + 2] = 5; });
+  c.refuse_changed("never-started-position", "never started", [](auto& b) { b[64 + 8 + 2] = 5; });
   // Queue 0: used 0, avail 0x9000, more than a ring ahead.
-  add("avail-too-far-ahead", "more requests taken than a ring can hold", [](auto& b) {
+  c.refuse_changed("avail-too-far-ahead", "more requests taken than a ring can hold", [](auto& b) {
     b[64 + 4] = 0;
     b[64 + 2] = 0;
     b[64 + 3] = 0x90;
   });
-  return out;
+  return std::move(c.list);
 }
 
 TEST(BlkState, RefusesEveryMalformedField) {
@@ -90,11 +79,7 @@ TEST(BlkState, FuzzSeedsAreTheCasesAbove) {
 TEST(BlkState, AcceptsTheLargestDevice) {
   SavedState s;
   s.queues.assign(256, QueuePosition{true, 1, 1});
-  auto bytes = encode_state(s);
-  EXPECT_EQ(bytes.size(), SavedState::kMaxBytes);
-  auto d = decode_state(bytes);
-  ASSERT_TRUE(d.ok()) << d.error().message;
-  EXPECT_EQ(*d, s);
+  virtio::expect_round_trip(s, SavedState::kMaxBytes, encode_state, decode_state);
 }
 
 // Every single-bit flip and a batch of random rewrites of a valid blob: the decoder never

@@ -26,6 +26,34 @@ struct StateCase {
   std::string needle;
 };
 
+// The cases of a state test, built from a valid blob `good`.
+struct StateCases {
+  std::vector<uint8_t> good;
+  std::vector<StateCase> list;
+
+  void accept(std::string name, std::vector<uint8_t> bytes) { list.push_back({std::move(name), std::move(bytes), ""}); }
+  void refuse(std::string name, std::vector<uint8_t> bytes, std::string needle) {
+    list.push_back({std::move(name), std::move(bytes), std::move(needle)});
+  }
+  // `good` changed by `change(bytes)`, refused with `needle`.
+  template <typename F>
+  void refuse_changed(std::string name, std::string needle, F change) {
+    auto b = good;
+    change(b);
+    refuse(std::move(name), std::move(b), std::move(needle));
+  }
+};
+
+// `s` encodes to `size` bytes and decodes back to itself.
+template <typename State, typename Encode, typename Decode>
+void expect_round_trip(const State& s, size_t size, Encode encode, Decode decode) {
+  auto bytes = encode(s);
+  EXPECT_EQ(bytes.size(), size);
+  auto d = decode(bytes);
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_EQ(*d, s);
+}
+
 template <typename Encode, typename Decode>
 void expect_cases(const std::vector<StateCase>& cases, Encode encode, Decode decode) {
   for (const StateCase& c : cases) {

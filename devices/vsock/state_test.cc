@@ -16,46 +16,35 @@ SavedState sample() {
 }
 
 TEST(VsockState, RoundTripsEveryField) {
-  SavedState s = sample();
-  auto bytes = encode_state(s);
-  EXPECT_EQ(bytes.size(), SavedState::kBytes);
-  auto d = decode_state(bytes);
-  ASSERT_TRUE(d.ok()) << d.error().message;
-  EXPECT_EQ(*d, s);
+  virtio::expect_round_trip(sample(), SavedState::kBytes, encode_state, decode_state);
 }
 
 // A named blob and what decode_state must say (virtio::StateCase). Also the seeds of
 // fuzz/corpus/fuzz_vsock_state (named as here).
 std::vector<virtio::StateCase> cases() {
-  const auto good = encode_state(sample());
-  std::vector<virtio::StateCase> out;
-  auto add = [&](std::string name, std::string needle, auto change) {
-    auto b = good;
-    change(b);
-    out.push_back({std::move(name), std::move(b), std::move(needle)});
-  };
-  out.push_back({"valid", good, ""});
+  virtio::StateCases c{encode_state(sample()), {}};
+  c.accept("valid", c.good);
   SavedState fresh;
   fresh.guest_cid = 3;
-  out.push_back({"valid-never-started", encode_state(fresh), ""});
-  out.push_back({"empty", {}, "shorter than its header"});
-  add("bad-magic", "magic", [](auto& b) { b[4] = 'X'; });
-  add("version-2", "has version 2", [](auto& b) { b[8] = 2; });
-  add("one-byte-long", "says it is 56 bytes but 57 arrived", [](auto& b) { b.push_back(0); });
-  add("one-byte-short", "says it is 56 bytes but 55 arrived", [](auto& b) { b.pop_back(); });
-  add("length-says-short", "is 48 bytes, not 56", [](auto& b) {
+  c.accept("valid-never-started", encode_state(fresh));
+  c.refuse("empty", {}, "shorter than its header");
+  c.refuse_changed("bad-magic", "magic", [](auto& b) { b[4] = 'X'; });
+  c.refuse_changed("version-2", "has version 2", [](auto& b) { b[8] = 2; });
+  c.refuse_changed("one-byte-long", "says it is 56 bytes but 57 arrived", [](auto& b) { b.push_back(0); });
+  c.refuse_changed("one-byte-short", "says it is 56 bytes but 55 arrived", [](auto& b) { b.pop_back(); });
+  c.refuse_changed("length-says-short", "is 48 bytes, not 56", [](auto& b) {
     b.resize(48);
     b[12] = 48;
   });
-  add("reserved-cid", "guest CID 2", [](auto& b) {
+  c.refuse_changed("reserved-cid", "guest CID 2", [](auto& b) {
     b[16] = 2;
     b[17] = 0;
   });
-  add("ring-flags", "unknown flags or reserved bytes for the receive ring", [](auto& b) { b[32] = 3; });
-  add("ring-reserved", "unknown flags or reserved bytes for the event ring", [](auto& b) { b[32 + 16 + 7] = 1; });
-  add("never-started-position", "never started", [](auto& b) { b[32 + 16 + 2] = 1; });
-  add("buffers-held", "taken and not returned", [](auto& b) { b[32 + 8 + 2] = 0; });
-  return out;
+  c.refuse_changed("ring-flags", "unknown flags or reserved bytes for the receive ring", [](auto& b) { b[32] = 3; });
+  c.refuse_changed("ring-reserved", "unknown flags or reserved bytes for the event ring", [](auto& b) { b[32 + 16 + 7] = 1; });
+  c.refuse_changed("never-started-position", "never started", [](auto& b) { b[32 + 16 + 2] = 1; });
+  c.refuse_changed("buffers-held", "taken and not returned", [](auto& b) { b[32 + 8 + 2] = 0; });
+  return std::move(c.list);
 }
 
 TEST(VsockState, RefusesEveryMalformedField) {
