@@ -124,30 +124,6 @@ class BlkWorkerTest : public InProcessWorkerTest {
     return used;
   }
 
-  // DEVICE_STATE, as a frontend does it: the whole state over a pipe, then CHECK_DEVICE_STATE.
-  Result<std::vector<uint8_t>> save_state() {
-    int p[2];
-    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
-    UniqueFd rd(p[0]), wr(p[1]);
-    MOSS_TRY_VOID(fe().set_device_state_fd(vhost_user::kTransferSave, wr.get()));
-    wr.reset();
-    std::vector<uint8_t> blob;
-    uint8_t buf[4096];
-    for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;) blob.insert(blob.end(), buf, buf + n);
-    MOSS_TRY_VOID(fe().check_device_state());
-    return blob;
-  }
-  Result<void> load_state(const std::vector<uint8_t>& bytes) {
-    int p[2];
-    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
-    UniqueFd rd(p[0]), wr(p[1]);
-    MOSS_TRY_VOID(fe().set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
-    rd.reset();
-    EXPECT_EQ(::write(wr.get(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-    wr.reset();
-    return fe().check_device_state();
-  }
-
   UniqueFd control_;
 };
 
@@ -289,12 +265,7 @@ TEST_F(BlkWorkerTest, StoppingARingWithRequestsInFlightReturnsEachOnceAndTakesNo
 
 TEST_F(BlkWorkerTest, StateRestoredIntoAFreshWorkerDecidesWhereTheRingsStart) {
   start({.serial = "ctl"});
-  start_queue(0);
-  for (int i = 0; i < 5; i++) read(0, i, 512);
-  kick(0);
-  wait_used(0, 5);
-  auto base = fe().get_vring_base(0);
-  ASSERT_TRUE(base.ok()) << base.error().message;
+  ASSERT_NO_FATAL_FAILURE(read_then_stop(5));
   auto blob = save_state();
   ASSERT_TRUE(blob.ok()) << blob.error().message;
   // Offered while stopped, so the next worker must take it.
@@ -316,12 +287,7 @@ TEST_F(BlkWorkerTest, StateRestoredIntoAFreshWorkerDecidesWhereTheRingsStart) {
 
 TEST_F(BlkWorkerTest, BadStateIsRefusedAndChangesNothing) {
   start({.serial = "ctl"});
-  start_queue(0);
-  for (int i = 0; i < 7; i++) read(0, i, 512);
-  kick(0);
-  wait_used(0, 7);
-  auto base = fe().get_vring_base(0);
-  ASSERT_TRUE(base.ok()) << base.error().message;
+  ASSERT_NO_FATAL_FAILURE(read_then_stop(7));
   auto blob = save_state();
   ASSERT_TRUE(blob.ok()) << blob.error().message;
   auto s = decode_state(*blob);
@@ -347,7 +313,7 @@ TEST_F(BlkWorkerTest, BadStateIsRefusedAndChangesNothing) {
   auto again = save_state();
   ASSERT_TRUE(again.ok()) << again.error().message;
   EXPECT_EQ(*again, *blob);
-  restart_queue(0, 128, *base);
+  restart_queue(0, 128, 7);
   Req r = read(0, 64, 512);
   kick(0);
   wait_one(0, r);

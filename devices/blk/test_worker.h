@@ -2,7 +2,9 @@
 // fixture's disk, serving frontend_ over a socketpair on a thread of the test.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -10,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "devices/blk/test_guest.h"
 #include "devices/blk/worker.h"
@@ -50,6 +53,42 @@ class InProcessWorkerTest : public GuestDriverTest {
       served_ = true;
     });
     negotiate(c);
+  }
+
+  // Starts queue 0, completes `n` reads (sectors 0 to n-1) on it and stops it with
+  // GET_VRING_BASE, which must say `n`: a quiesced device, as a frontend saves it.
+  void read_then_stop(uint32_t n) {
+    start_queue(0);
+    for (uint32_t i = 0; i < n; i++) read(0, i, 512);
+    kick(0);
+    wait_used(0, n);
+    auto base = fe().get_vring_base(0);
+    ASSERT_TRUE(base.ok()) << base.error().message;
+    EXPECT_EQ(*base, n);
+  }
+
+  // DEVICE_STATE, as a frontend does it: the whole state over a pipe, then CHECK_DEVICE_STATE.
+  Result<std::vector<uint8_t>> save_state() {
+    int p[2];
+    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    UniqueFd rd(p[0]), wr(p[1]);
+    MOSS_TRY_VOID(fe().set_device_state_fd(vhost_user::kTransferSave, wr.get()));
+    wr.reset();
+    std::vector<uint8_t> blob;
+    uint8_t buf[4096];
+    for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;) blob.insert(blob.end(), buf, buf + n);
+    MOSS_TRY_VOID(fe().check_device_state());
+    return blob;
+  }
+  Result<void> load_state(const std::vector<uint8_t>& bytes) {
+    int p[2];
+    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    UniqueFd rd(p[0]), wr(p[1]);
+    MOSS_TRY_VOID(fe().set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
+    rd.reset();
+    EXPECT_EQ(::write(wr.get(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    wr.reset();
+    return fe().check_device_state();
   }
 
   // Closes the frontend's socket and waits for the worker to finish with it.

@@ -39,6 +39,12 @@ constexpr uint64_t kImageBytes = (8ull << 20) + 3 * kSector;
 
 // ---- Helpers ----
 
+// A run of the disk: where it starts and how many bytes.
+struct Extent {
+  uint64_t sector;
+  size_t bytes;
+};
+
 bool file_has(const std::string& path, uint64_t offset, const std::vector<uint8_t>& want) {
   return file_bytes(path, offset, want.size()) == want;
 }
@@ -161,10 +167,7 @@ TEST_P(BlkAcceptance, ReadsReturnTheFilesBytes) {
   auto g = connect();
   ASSERT_TRUE(g);
   BlkDriver d = driver(*g);
-  struct {
-    uint64_t sector;
-    size_t bytes;
-  } reads[] = {{0, 512}, {1, 4096}, {1000, 65536}, {kImageBytes / kSector - 1, 512}, {7, 128 << 10}};
+  const Extent reads[] = {{0, 512}, {1, 4096}, {1000, 65536}, {kImageBytes / kSector - 1, 512}, {7, 128 << 10}};
   for (auto r : reads) {
     std::vector<uint8_t> got(r.bytes);
     auto st = d.read(r.sector, got);
@@ -197,10 +200,7 @@ TEST_P(BlkAcceptance, WritesLandInTheFile) {
   auto g = connect();
   ASSERT_TRUE(g);
   BlkDriver d = driver(*g);
-  struct {
-    uint64_t sector;
-    size_t bytes;
-  } writes[] = {{0, 512}, {9, 4096}, {2048, 65536}, {kImageBytes / kSector - 8, 4096}};
+  const Extent writes[] = {{0, 512}, {9, 4096}, {2048, 65536}, {kImageBytes / kSector - 8, 4096}};
   for (auto w : writes) {
     auto data = pattern(w.sector, w.bytes);
     ASSERT_FALSE(file_has(image_, w.sector * kSector, data));  // The check below can fail.
