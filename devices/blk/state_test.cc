@@ -73,7 +73,7 @@ TEST(BlkState, RefusesEveryMalformedField) {
 // Every case above is a seed of the fuzz target (fuzz/fuzz_blk_state.cc), byte for byte.
 // Regenerate after changing the cases or the format: MOSS_WRITE_BLK_STATE_SEEDS=1 blk_state_test
 TEST(BlkState, FuzzSeedsAreTheCasesAbove) {
-  virtio::expect_seed_files(cases(), "fuzz_blk_state", "MOSS_WRITE_BLK_STATE_SEEDS");
+  virtio::expect_seed_files(cases(), &virtio::StateCase::bytes, "fuzz_blk_state", "MOSS_WRITE_BLK_STATE_SEEDS");
 }
 
 TEST(BlkState, AcceptsTheLargestDevice) {

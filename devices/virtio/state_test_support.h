@@ -1,20 +1,17 @@
 // The checks every worker's saved-state test makes (blk/state_test.cc, vsock/state_test.cc),
 // given its encode_state and decode_state: the named cases are accepted (and re-encode to the
-// same bytes) or refused with the sentence they name; they are the fuzz seeds under
-// fuzz/corpus/<target>, byte for byte; and every mutation of a valid blob is refused or
-// canonical.
+// same bytes) or refused with the sentence they name (their seed files: seed_files.h); and
+// every mutation of a valid blob is refused or canonical.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "devices/virtio/seed_files.h"
 
 namespace moss::virtio {
 
@@ -66,25 +63,6 @@ void expect_cases(const std::vector<StateCase>& cases, Encode encode, Decode dec
       ASSERT_FALSE(d.ok()) << "accepted a blob that should say: " << c.needle;
       EXPECT_NE(d.error().message.find(c.needle), std::string::npos) << d.error().message;
     }
-  }
-}
-
-// The files of fuzz/corpus/`target` are `cases`, byte for byte; with the environment variable
-// `write_env` set, (re)writes them first.
-inline void expect_seed_files(const std::vector<StateCase>& cases, const std::string& target, const char* write_env) {
-  const std::string dir = std::string(MOSS_SOURCE_DIR) + "/fuzz/corpus/" + target + "/";
-  const bool write = std::getenv(write_env) != nullptr;
-  for (const StateCase& c : cases) {
-    const std::string path = dir + c.name;
-    if (write) {
-      std::filesystem::create_directories(dir);
-      std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(c.bytes.data()),
-                                                  static_cast<std::streamsize>(c.bytes.size()));
-    }
-    std::ifstream in(path, std::ios::binary);
-    ASSERT_TRUE(in.good()) << path << " is missing; run with " << write_env << "=1 to write it";
-    std::vector<uint8_t> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_EQ(got, c.bytes) << path << " differs from the case; run with " << write_env << "=1";
   }
 }
 

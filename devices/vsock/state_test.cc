@@ -54,7 +54,7 @@ TEST(VsockState, RefusesEveryMalformedField) {
 // Every case above is a seed of the fuzz target (fuzz/fuzz_vsock_state.cc), byte for byte.
 // Regenerate after changing the cases or the format: MOSS_WRITE_VSOCK_STATE_SEEDS=1 vsock_state_test
 TEST(VsockState, FuzzSeedsAreTheCasesAbove) {
-  virtio::expect_seed_files(cases(), "fuzz_vsock_state", "MOSS_WRITE_VSOCK_STATE_SEEDS");
+  virtio::expect_seed_files(cases(), &virtio::StateCase::bytes, "fuzz_vsock_state", "MOSS_WRITE_VSOCK_STATE_SEEDS");
 }
 
 // Every single-bit flip and random rewrites: refused with a sentence, or canonical.
