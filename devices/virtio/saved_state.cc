@@ -57,4 +57,18 @@ void put_ring(std::vector<uint8_t>& out, size_t at, const RingPosition& r) {
   put_le<uint16_t>(out, at + 4, r.used_idx);
 }
 
+Result<void> DriverFeatures::set(uint64_t acked) {
+  if (expected_ && acked != *expected_) {
+    return make_error("the driver's features differ from those in the saved state being restored");
+  }
+  acked_ = acked;
+  return {};
+}
+
+Result<void> DriverFeatures::expect(uint64_t features) {
+  if (acked_ != 0 && acked_ != features) return make_error("the driver's features differ from those in the saved state");
+  expected_ = features;
+  return {};
+}
+
 }  // namespace moss::virtio

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -61,5 +62,28 @@ struct StateFormat {
 };
 
 void put_ring(std::vector<uint8_t>& out, size_t at, const RingPosition& r);
+
+// The features a device's driver accepted, held against a loaded state's: after a load the
+// driver must accept exactly the state's features, and a driver that already accepted others
+// makes the load fail.
+class DriverFeatures {
+ public:
+  uint64_t acked() const { return acked_; }
+  // SET_FEATURES.
+  Result<void> set(uint64_t acked);
+  // A state loaded whose driver had accepted `features`.
+  Result<void> expect(uint64_t features);
+  // What a saved state records: the accepted features, or those a loaded state expects.
+  uint64_t saved() const { return acked_ != 0 ? acked_ : expected_.value_or(0); }
+  // The driver starts over.
+  void reset() {
+    acked_ = 0;
+    expected_.reset();
+  }
+
+ private:
+  uint64_t acked_ = 0;
+  std::optional<uint64_t> expected_;
+};
 
 }  // namespace moss::virtio
