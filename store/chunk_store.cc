@@ -17,6 +17,7 @@
 #include <set>
 #include <thread>
 
+#include "base/file.h"
 #include "base/syscall.h"
 
 namespace moss::store {
@@ -104,16 +105,9 @@ Result<void> write_new_file(const ChunkStore& store, const std::string& path, st
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return io_error(store, "create " + path, errno);
   UniqueFd f(fd);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(f.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::unlink(path.c_str());
-      return io_error(store, "write " + path, e);
-    }
-    done += n;
+  if (auto w = write_all(f.get(), bytes.data(), bytes.size()); !w) {
+    ::unlink(path.c_str());
+    return io_error(store, "write " + path, w.error().err);
   }
   if (sync && ::fsync(f.get()) != 0) {
     int e = errno;

@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 
+#include "base/file.h"
 #include "store/spore.h"
 
 namespace moss::store {
@@ -208,17 +209,11 @@ Result<void> pack_spore(const ChunkStore& store, const std::string& spore_path, 
   UniqueFd f(fd);
   uint64_t done = 0;
   auto put = [&](std::span<const uint8_t> b) -> Result<void> {
-    size_t off = 0;
-    while (off < b.size()) {
-      ssize_t n = ::write(f.get(), b.data() + off, b.size() - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        int e = errno;
-        ::unlink(tmp.c_str());
-        if (e == ENOSPC || e == EDQUOT) return make_error("cannot write the pack " + out_path + ": the disk is full", e);
-        return sys_error_code(e, "write", "the pack " + out_path);
-      }
-      off += n;
+    if (auto w = write_all(f.get(), b.data(), b.size()); !w) {
+      int e = w.error().err;
+      ::unlink(tmp.c_str());
+      if (e == ENOSPC || e == EDQUOT) return make_error("cannot write the pack " + out_path + ": the disk is full", e);
+      return sys_error_code(e, "write", "the pack " + out_path);
     }
     done += b.size();
     return {};

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/file.h"
 #include "base/syscall.h"
 
 namespace moss::store {
@@ -38,16 +39,9 @@ Result<void> publish_manifest(const std::string& path, std::span<const uint8_t> 
     return write_error("the spore " + path, e);
   }
   UniqueFd f(fd);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(f.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      cleanup();
-      return write_error("the spore " + path, e);
-    }
-    done += n;
+  if (auto w = write_all(f.get(), bytes.data(), bytes.size()); !w) {
+    cleanup();
+    return write_error("the spore " + path, w.error().err);
   }
   if (::fsync(f.get()) != 0 || ::close(f.release()) != 0) {
     int e = errno;

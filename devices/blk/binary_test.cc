@@ -26,19 +26,10 @@ using std::chrono::seconds;
 
 std::string moss_blk() { return moss::test::build_dir() + "/moss-blk"; }
 
-bool exists(const std::string& path) {
-  struct stat st;
-  return ::lstat(path.c_str(), &st) == 0;
-}
+using moss::test::path_exists;
 
 // Someone listens on `path` (a stale socket file alone does not count).
-bool listening(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  return ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-}
+bool listening(const std::string& path) { return moss::test::connect_unix(path).valid(); }
 
 // One line, starting with the program name: what a user sees for a mistake.
 void expect_one_sentence(const std::string& err) {
@@ -74,7 +65,7 @@ TEST(BlkBinary, UnreadableDiskExitsOneWithoutCreatingTheSocket) {
   EXPECT_EQ(r.exit_code, 1);
   expect_one_sentence(r.err);
   EXPECT_NE(r.err.find(dir.path() + "/missing.img"), std::string::npos) << r.err;
-  EXPECT_FALSE(exists(sock));
+  EXPECT_FALSE(path_exists(sock));
   auto fd = moss::test::run({moss_blk(), "--fd", "77", "--disk", dir.file("d.img", 4096)}, seconds(10));
   EXPECT_EQ(fd.exit_code, 1);
   EXPECT_NE(fd.err.find("--fd 77 is not an open socket"), std::string::npos) << fd.err;
@@ -109,7 +100,7 @@ class BlkBinaryTest : public GuestDriverTest {
     auto r = p.wait(seconds(5));
     EXPECT_FALSE(r.timed_out);
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_FALSE(exists(sock_));
+    EXPECT_FALSE(path_exists(sock_));
   }
   // Queue 0 of 256 entries with `n` reads of 64 KiB (sector i * 128), kicked.
   std::vector<Req> reads_in_flight(int n) {
@@ -168,7 +159,7 @@ TEST_F(BlkBinaryTest, LiveSocketIsRefusedAndAStaleOneReplaced) {
   // Killed outright, the first leaves its socket behind; the next worker replaces it.
   ASSERT_EQ(::kill(first->pid(), SIGKILL), 0);
   first->wait(seconds(5));
-  ASSERT_TRUE(exists(sock_));
+  ASSERT_TRUE(path_exists(sock_));
   auto third = start_worker();
   connect_frontend();
   EXPECT_TRUE(fe().get_queue_num().ok());
@@ -179,7 +170,7 @@ TEST_F(BlkBinaryTest, LiveSocketIsRefusedAndAStaleOneReplaced) {
   auto r = moss::test::run({moss_blk(), "--socket-path", file, "--disk", disk_path_}, seconds(10));
   EXPECT_EQ(r.exit_code, 1);
   expect_one_sentence(r.err);
-  EXPECT_TRUE(exists(file));
+  EXPECT_TRUE(path_exists(file));
 }
 
 // One disk, one writer (base/disk_lock.h): a second worker on a disk a running one serves is
@@ -195,7 +186,7 @@ TEST_F(BlkBinaryTest, ASecondWorkerOnTheSameDiskIsRefused) {
     EXPECT_EQ(second.exit_code, 1) << second.err;
     expect_one_sentence(second.err);
     EXPECT_NE(second.err.find("the disk " + disk_path_ + " is in use by another process"), std::string::npos) << second.err;
-    EXPECT_FALSE(exists(sock2));
+    EXPECT_FALSE(path_exists(sock2));
   }
   expect_clean_exit(*first, SIGTERM);
   moss::test::Process third({moss_blk(), "--socket-path", sock2, "--disk", disk_path_});

@@ -19,9 +19,7 @@
 #include <thread>
 
 #include "devices/blk/state.h"
-#include "devices/blk/test_guest.h"
-#include "devices/blk/worker.h"
-#include "devices/worker/runtime.h"
+#include "devices/blk/test_worker.h"
 #include "ipc/channel.h"
 #include "ipc/worker.capnp.h"
 
@@ -74,46 +72,28 @@ Answer decode_answer(std::span<const uint8_t> bytes) {
   return a;
 }
 
-class BlkWorkerTest : public GuestDriverTest {
+class BlkWorkerTest : public InProcessWorkerTest {
  protected:
   void TearDown() override {
     stop();
-    GuestDriverTest::TearDown();
+    InProcessWorkerTest::TearDown();
   }
 
   // A worker serving a fresh vhost-user socketpair, with a control socketpair; negotiated.
   void start(Conn c = {}) {
-    auto d = Disk::open(disk_path_, c.read_only);
-    ASSERT_TRUE(d.ok()) << d.error().message;
-    disk_ = std::make_shared<Disk>(std::move(*d));
-    auto engine = Engine::create(*disk_);
-    ASSERT_TRUE(engine.ok()) << engine.error().message;
-    auto w = runtime::Runtime::create(
-        worker_spec(disk_, std::shared_ptr<Engine>(std::move(*engine)), DeviceOptions{c.num_queues, c.serial}, disk_path_));
-    ASSERT_TRUE(w.ok()) << w.error().message;
-    worker_ = std::move(*w);
+    make_worker(c);
+    if (HasFatalFailure()) return;
     int cv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cv), 0);
     control_.reset(cv[0]);
     ASSERT_TRUE(worker_->watch_control(UniqueFd(cv[1])).ok());
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    frontend_.emplace(UniqueFd(sv[0]));
-    served_ = false;
-    thread_ = std::thread([this, fd = sv[1]] {
-      auto r = worker_->serve_connection(UniqueFd(fd));
-      serve_result_ = r.ok() ? "" : r.error().message;
-      served_ = true;
-    });
-    negotiate(c);
+    serve(c);
   }
 
   void stop() {
     frontend_.reset();
     control_.reset();
-    if (thread_.joinable()) thread_.join();
-    worker_.reset();
-    disk_.reset();
+    finish();
   }
 
   Answer receive() {
@@ -144,36 +124,7 @@ class BlkWorkerTest : public GuestDriverTest {
     return used;
   }
 
-  // DEVICE_STATE, as a frontend does it: the whole state over a pipe, then CHECK_DEVICE_STATE.
-  Result<std::vector<uint8_t>> save_state() {
-    int p[2];
-    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
-    UniqueFd rd(p[0]), wr(p[1]);
-    MOSS_TRY_VOID(fe().set_device_state_fd(vhost_user::kTransferSave, wr.get()));
-    wr.reset();
-    std::vector<uint8_t> blob;
-    uint8_t buf[4096];
-    for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;) blob.insert(blob.end(), buf, buf + n);
-    MOSS_TRY_VOID(fe().check_device_state());
-    return blob;
-  }
-  Result<void> load_state(const std::vector<uint8_t>& bytes) {
-    int p[2];
-    EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
-    UniqueFd rd(p[0]), wr(p[1]);
-    MOSS_TRY_VOID(fe().set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
-    rd.reset();
-    EXPECT_EQ(::write(wr.get(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-    wr.reset();
-    return fe().check_device_state();
-  }
-
-  std::shared_ptr<Disk> disk_;
-  std::unique_ptr<runtime::Runtime> worker_;
   UniqueFd control_;
-  std::thread thread_;
-  std::string serve_result_;
-  std::atomic<bool> served_ = false;
 };
 
 // ---- The broker's control channel ----
@@ -314,12 +265,7 @@ TEST_F(BlkWorkerTest, StoppingARingWithRequestsInFlightReturnsEachOnceAndTakesNo
 
 TEST_F(BlkWorkerTest, StateRestoredIntoAFreshWorkerDecidesWhereTheRingsStart) {
   start({.serial = "ctl"});
-  start_queue(0);
-  for (int i = 0; i < 5; i++) read(0, i, 512);
-  kick(0);
-  wait_used(0, 5);
-  auto base = fe().get_vring_base(0);
-  ASSERT_TRUE(base.ok()) << base.error().message;
+  ASSERT_NO_FATAL_FAILURE(read_then_stop(5));
   auto blob = save_state();
   ASSERT_TRUE(blob.ok()) << blob.error().message;
   // Offered while stopped, so the next worker must take it.
@@ -341,12 +287,7 @@ TEST_F(BlkWorkerTest, StateRestoredIntoAFreshWorkerDecidesWhereTheRingsStart) {
 
 TEST_F(BlkWorkerTest, BadStateIsRefusedAndChangesNothing) {
   start({.serial = "ctl"});
-  start_queue(0);
-  for (int i = 0; i < 7; i++) read(0, i, 512);
-  kick(0);
-  wait_used(0, 7);
-  auto base = fe().get_vring_base(0);
-  ASSERT_TRUE(base.ok()) << base.error().message;
+  ASSERT_NO_FATAL_FAILURE(read_then_stop(7));
   auto blob = save_state();
   ASSERT_TRUE(blob.ok()) << blob.error().message;
   auto s = decode_state(*blob);
@@ -372,7 +313,7 @@ TEST_F(BlkWorkerTest, BadStateIsRefusedAndChangesNothing) {
   auto again = save_state();
   ASSERT_TRUE(again.ok()) << again.error().message;
   EXPECT_EQ(*again, *blob);
-  restart_queue(0, 128, *base);
+  restart_queue(0, 128, 7);
   Req r = read(0, 64, 512);
   kick(0);
   wait_one(0, r);

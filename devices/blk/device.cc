@@ -112,11 +112,7 @@ uint64_t BlkDevice::protocol_features() const {
 Result<void> BlkDevice::set_features(uint64_t acked) {
   // A legacy driver (no VERSION_1) is served too: on x86 its rings and requests are the same
   // bytes, and the parser takes any descriptor layout.
-  if (expected_features_ && acked != *expected_features_) {
-    return make_error("the driver's features differ from those in the saved state being restored");
-  }
-  acked_ = acked;
-  return {};
+  return features_.set(acked);
 }
 
 Result<std::vector<uint8_t>> BlkDevice::get_config(uint32_t offset, uint32_t size) {
@@ -130,7 +126,7 @@ Result<void> BlkDevice::set_config(uint32_t, std::span<const uint8_t>, uint32_t)
 
 DiskGeometry BlkDevice::geometry() const {
   return DiskGeometry{disk_.info().capacity_sectors, disk_.info().read_only,
-                      (acked_ & fbit(feature::kDiscard)) != 0, (acked_ & fbit(feature::kWriteZeroes)) != 0};
+                      (features_.acked() & fbit(feature::kDiscard)) != 0, (features_.acked() & fbit(feature::kWriteZeroes)) != 0};
 }
 
 // ---- Rings ----
@@ -140,7 +136,7 @@ Result<void> BlkDevice::on_queue_started(uint32_t index, const vhost_user::Vring
   QueueState& qs = queues_[index];
   MOSS_ASSERT(qs.in_flight == 0);
   qs = QueueState{};
-  MOSS_TRY(virtio::Queue* queue, rings_.start(index, vring, acked_));
+  MOSS_TRY(virtio::Queue* queue, rings_.start(index, vring, features_.acked()));
   auto refuse = [&](Error e) -> Result<void> {
     rings_.discard(index);
     qs = QueueState{};
@@ -213,9 +209,8 @@ void BlkDevice::on_memory_changing() {
 
 void BlkDevice::reset() {
   for (uint32_t q = 0; q < queues_.size(); q++) MOSS_ASSERT(!rings_.started(q));  // The Backend stopped them.
-  acked_ = 0;
+  features_.reset();
   std::fill(positions_.begin(), positions_.end(), QueuePosition{});
-  expected_features_.reset();
   expected_positions_.clear();
 }
 
@@ -444,7 +439,7 @@ uint32_t BlkDevice::in_flight() const {
 SavedState BlkDevice::state() const {
   MOSS_ASSERT(in_flight() == 0);
   SavedState s;
-  s.acked_features = acked_ != 0 ? acked_ : expected_features_.value_or(0);
+  s.acked_features = features_.saved();
   s.capacity_sectors = disk_.info().capacity_sectors;
   s.read_only = disk_.info().read_only;
   s.serial = serial_;
@@ -462,10 +457,7 @@ Result<std::vector<uint8_t>> BlkDevice::save_state() { return encode_state(state
 Result<void> BlkDevice::load_state(std::span<const uint8_t> bytes) {
   MOSS_TRY(SavedState s, decode_state(bytes));
   MOSS_TRY_VOID(check_state_fits(s, disk_.info(), serial_, num_queues()));
-  if (acked_ != 0 && acked_ != s.acked_features) {
-    return make_error("the driver's features differ from those in the saved state");
-  }
-  expected_features_ = s.acked_features;
+  MOSS_TRY_VOID(features_.expect(s.acked_features));
   expected_positions_ = s.queues;
   positions_ = s.queues;  // What a save reports until the rings start.
   return {};

@@ -147,7 +147,7 @@ class BlkDevice final : public runtime::Device {
   };
 
   DiskGeometry geometry() const;
-  bool write_through() const { return !(acked_ & (uint64_t{1} << feature::kFlush)); }
+  bool write_through() const { return !(features_.acked() & (uint64_t{1} << feature::kFlush)); }
   void process(uint32_t q);
   void start_request(uint32_t q, uint16_t head);
   void complete(uint32_t q, uint16_t head);
@@ -160,13 +160,12 @@ class BlkDevice final : public runtime::Device {
   Engine& engine_;
   const std::string serial_;
   const std::array<uint8_t, kConfigSize> config_;
-  uint64_t acked_ = 0;
+  virtio::DriverFeatures features_;
   virtio::RingSet rings_;
   std::vector<QueueState> queues_;
   // Where each ring stood when it last stopped: what save_state records.
   std::vector<QueuePosition> positions_;
-  // From load_state: what the frontend's features and ring positions must match.
-  std::optional<uint64_t> expected_features_;
+  // From load_state: what the frontend's ring positions must match.
   std::vector<QueuePosition> expected_positions_;
   Counters counters_;
   Event engine_event_;

@@ -22,55 +22,20 @@
 #include <thread>
 
 #include "devices/blk/state.h"
-#include "devices/blk/test_guest.h"
-#include "devices/blk/worker.h"
-#include "devices/worker/runtime.h"
+#include "devices/blk/test_worker.h"
 
 namespace moss::blk {
 namespace {
 
 using namespace testing;
 
-class BlkDeviceTest : public GuestDriverTest {
+class BlkDeviceTest : public InProcessWorkerTest {
  protected:
-  void TearDown() override {
-    disconnect();
-    GuestDriverTest::TearDown();
-  }
-
   // Starts a worker on a thread, serving a fresh socketpair, and negotiates over it.
   void connect(Conn c = {}) {
-    auto d = Disk::open(disk_path_, c.read_only);
-    ASSERT_TRUE(d.ok()) << d.error().message;
-    disk_ = std::make_shared<Disk>(std::move(*d));
-    auto engine = Engine::create(*disk_);
-    ASSERT_TRUE(engine.ok()) << engine.error().message;
-    auto w = runtime::Runtime::create(
-        worker_spec(disk_, std::shared_ptr<Engine>(std::move(*engine)), DeviceOptions{c.num_queues, c.serial}, disk_path_));
-    ASSERT_TRUE(w.ok()) << w.error().message;
-    worker_ = std::move(*w);
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    frontend_.emplace(UniqueFd(sv[0]));
-    thread_ = std::thread([this, fd = sv[1]] {
-      auto r = worker_->serve_connection(UniqueFd(fd));
-      serve_result_ = r.ok() ? "" : r.error().message;
-    });
-    negotiate(c);
+    make_worker(c);
+    if (!HasFatalFailure()) serve(c);
   }
-
-  // Closes the frontend's socket and waits for the worker to finish with it.
-  void disconnect() {
-    frontend_.reset();
-    if (thread_.joinable()) thread_.join();
-    worker_.reset();
-    disk_.reset();
-  }
-
-  std::shared_ptr<Disk> disk_;
-  std::unique_ptr<runtime::Runtime> worker_;
-  std::thread thread_;
-  std::string serve_result_;
 };
 
 TEST_F(BlkDeviceTest, OffersFeaturesAndConfigSpace) {
@@ -410,24 +375,11 @@ TEST_F(BlkDeviceTest, MemoryTableChangeWhileRunning) {
 
 TEST_F(BlkDeviceTest, StateSaveAndLoadRoundTrip) {
   connect({.serial = "state-test"});
-  start_queue(0);
-  for (int i = 0; i < 5; i++) read(0, i, 512);
-  kick(0);
-  wait_used(0, 5);
-  auto base = fe().get_vring_base(0);
-  ASSERT_TRUE(base.ok());
-  EXPECT_EQ(*base, 5u);
+  ASSERT_NO_FATAL_FAILURE(read_then_stop(5));
 
-  int p[2];
-  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
-  UniqueFd rd(p[0]), wr(p[1]);
-  auto own = fe().set_device_state_fd(vhost_user::kTransferSave, wr.get());
-  ASSERT_TRUE(own.ok()) << own.error().message;
-  wr.reset();
-  std::vector<uint8_t> blob;
-  uint8_t buf[4096];
-  for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;) blob.insert(blob.end(), buf, buf + n);
-  ASSERT_TRUE(fe().check_device_state().ok());
+  auto saved_blob = save_state();
+  ASSERT_TRUE(saved_blob.ok()) << saved_blob.error().message;
+  const std::vector<uint8_t> blob = *saved_blob;
   auto saved = decode_state(blob);
   ASSERT_TRUE(saved.ok()) << saved.error().message;
   EXPECT_EQ(saved->acked_features, features_ & ~fbit(vhost_user::kFeatureProtocolFeatures));
@@ -438,24 +390,14 @@ TEST_F(BlkDeviceTest, StateSaveAndLoadRoundTrip) {
   disconnect();
 
   // A new worker on the same disk and guest memory takes the state and goes on.
-  auto load = [&](const std::vector<uint8_t>& bytes) {
-    int lp[2];
-    EXPECT_EQ(::pipe2(lp, O_CLOEXEC), 0);
-    UniqueFd lr(lp[0]), lw(lp[1]);
-    EXPECT_TRUE(fe().set_device_state_fd(vhost_user::kTransferLoad, lr.get()).ok());
-    lr.reset();
-    EXPECT_EQ(::write(lw.get(), bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-    lw.reset();
-    return fe().check_device_state();
-  };
   connect({.serial = "state-test"});
-  ASSERT_TRUE(load(blob).ok());
+  ASSERT_TRUE(load_state(blob).ok());
   // The ring must resume where the state says: base 4 would lose track of a request.
   EXPECT_FALSE(configure_queue(0, 128, false, 4).ok());
   disconnect();
 
   connect({.serial = "state-test"});
-  ASSERT_TRUE(load(blob).ok());
+  ASSERT_TRUE(load_state(blob).ok());
   restart_queue(0, 128, 5);
   Req r = read(0, 64, 512);
   kick(0);
@@ -465,10 +407,10 @@ TEST_F(BlkDeviceTest, StateSaveAndLoadRoundTrip) {
 
   // The state of another disk (here: another serial) is refused.
   connect({.serial = "other"});
-  EXPECT_FALSE(load(blob).ok());
+  EXPECT_FALSE(load_state(blob).ok());
   auto garbage = blob;
   garbage[0] ^= 1;
-  EXPECT_FALSE(load(garbage).ok());
+  EXPECT_FALSE(load_state(garbage).ok());
 }
 
 TEST_F(BlkDeviceTest, InflightRequestsOfADeadBackendAreResubmittedInOrder) {

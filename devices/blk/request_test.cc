@@ -4,27 +4,12 @@
 
 #include <cstring>
 
+#include "devices/virtio/test_chain.h"
+
 namespace moss::blk {
 namespace {
 
-// Builds chains out of host buffers: the parser only sees spans.
-struct ChainBuilder {
-  std::vector<std::vector<uint8_t>> storage;
-  virtio::DescriptorChain chain;
-  ChainBuilder& readable(std::vector<uint8_t> bytes) {
-    storage.push_back(std::move(bytes));
-    chain.readable.emplace_back(storage.back().data(), storage.back().size());
-    chain.readable_bytes += storage.back().size();
-    return *this;
-  }
-  ChainBuilder& writable(size_t n) {
-    storage.emplace_back(n, 0xee);
-    chain.writable.emplace_back(storage.back().data(), n);
-    chain.writable_bytes += n;
-    return *this;
-  }
-  ChainBuilder() { storage.reserve(16); }  // Spans point into storage: no reallocation.
-};
+using virtio::testing::ChainBuilder;
 
 std::vector<uint8_t> header(uint32_t type, uint64_t sector) {
   std::vector<uint8_t> h(16, 0);

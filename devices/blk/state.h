@@ -7,7 +7,7 @@
 // state instead of showing the guest a changed device. Nothing is in flight when state is
 // saved (rings are stopped, so I/O was drained).
 //
-// Layout, version 1, little-endian:
+// Layout, version 1, little-endian (the header and ring positions of devices/virtio/saved_state.h):
 //   0  char[8] "MOSSBLK\0"    8  u32 version     12 u32 total length in bytes
 //   16 u64 acked features     24 u64 capacity in 512-byte sectors
 //   32 u16 num_queues (1-256) 34 u8 flags (bit 0 read-only)   35 u8 serial length (0-20)
@@ -23,15 +23,11 @@
 #include <vector>
 
 #include "base/result.h"
+#include "devices/virtio/saved_state.h"
 
 namespace moss::blk {
 
-struct QueuePosition {
-  bool valid = false;  // The ring had been started (and then stopped) when state was saved.
-  uint16_t next_avail = 0;
-  uint16_t used_idx = 0;
-  bool operator==(const QueuePosition&) const = default;
-};
+using QueuePosition = virtio::RingPosition;
 
 struct SavedState {
   static constexpr uint32_t kVersion = 1;

@@ -2,12 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <random>
+#include "devices/virtio/state_test_support.h"
 
 namespace moss::blk {
 namespace {
@@ -22,149 +17,76 @@ SavedState sample() {
   return s;
 }
 
-void expect_refused(std::vector<uint8_t> bytes, const std::string& needle) {
-  auto d = decode_state(bytes);
-  ASSERT_FALSE(d.ok()) << "accepted a blob that should say: " << needle;
-  EXPECT_NE(d.error().message.find(needle), std::string::npos) << d.error().message;
-}
-
 TEST(BlkState, RoundTripsEveryField) {
-  SavedState s = sample();
-  auto bytes = encode_state(s);
-  EXPECT_EQ(bytes.size(), 64u + 3 * 8);
-  auto d = decode_state(bytes);
-  ASSERT_TRUE(d.ok()) << d.error().message;
-  EXPECT_EQ(*d, s);
+  virtio::expect_round_trip(sample(), 64u + 3 * 8, encode_state, decode_state);
 }
 
-// A named blob and what decode_state must say: accept it (empty needle) or refuse it with a
-// sentence containing `needle`. Also the seeds of fuzz/corpus/fuzz_blk_state (named as here).
-struct Case {
-  std::string name;
-  std::vector<uint8_t> bytes;
-  std::string needle;
-};
-
-std::vector<Case> cases() {
-  const auto good = encode_state(sample());
-  std::vector<Case> out;
-  auto add = [&](std::string name, std::string needle, auto change) {
-    auto b = good;
-    change(b);
-    out.push_back({std::move(name), std::move(b), std::move(needle)});
-  };
+// A named blob and what decode_state must say (virtio::StateCase). Also the seeds of
+// fuzz/corpus/fuzz_blk_state (named as here).
+std::vector<virtio::StateCase> cases() {
+  virtio::StateCases c{encode_state(sample()), {}};
   // Valid states.
-  out.push_back({"valid-three-queues", good, ""});
+  c.accept("valid-three-queues", c.good);
   SavedState one;
   one.acked_features = (uint64_t{1} << 32) | (1 << 29) | (1 << 28) | (1 << 9) | (1 << 13) | (1 << 14);
   one.capacity_sectors = 16384;
   one.serial = "moss0123456789abcdef";
   one.queues = {{true, 40, 40}};
-  out.push_back({"valid-one-queue", encode_state(one), ""});
+  c.accept("valid-one-queue", encode_state(one));
   SavedState fresh;
   fresh.capacity_sectors = 1;
   fresh.queues.assign(4, QueuePosition{});
-  out.push_back({"valid-never-started", encode_state(fresh), ""});
+  c.accept("valid-never-started", encode_state(fresh));
   SavedState largest;
   largest.queues.assign(256, QueuePosition{true, 1, 1});
-  out.push_back({"valid-256-queues", encode_state(largest), ""});
+  c.accept("valid-256-queues", encode_state(largest));
   // Malformed ones.
-  out.push_back({"empty", {}, "shorter than its header"});
-  out.push_back({"short-header", std::vector<uint8_t>(good.begin(), good.begin() + 63), "shorter than its header"});
-  add("bad-magic", "magic", [](auto& b) { b[0] = 'X'; });
-  add("version-2", "has version 2", [](auto& b) { b[8] = 2; });
-  add("one-byte-long", "says it is 88 bytes but 89 arrived", [](auto& b) { b.push_back(0); });
-  add("one-byte-short", "says it is 88 bytes but 87 arrived", [](auto& b) { b.pop_back(); });
-  add("zero-queues", "has 0 queues", [](auto& b) { b[32] = 0; });
+  c.refuse("empty", {}, "shorter than its header");
+  c.refuse("short-header", std::vector<uint8_t>(c.good.begin(), c.good.begin() + 63), "shorter than its header");
+  c.refuse_changed("bad-magic", "magic", [](auto& b) { b[0] = 'X'; });
+  c.refuse_changed("version-2", "has version 2", [](auto& b) { b[8] = 2; });
+  c.refuse_changed("one-byte-long", "says it is 88 bytes but 89 arrived", [](auto& b) { b.push_back(0); });
+  c.refuse_changed("one-byte-short", "says it is 88 bytes but 87 arrived", [](auto& b) { b.pop_back(); });
+  c.refuse_changed("zero-queues", "has 0 queues", [](auto& b) { b[32] = 0; });
   // The length field and the size still say 3 queues.
-  add("queue-count-mismatch", "wrong length for 4 queues", [](auto& b) { b[32] = 4; });
-  add("unknown-flags", "unknown flags", [](auto& b) { b[34] = 2; });
-  add("serial-too-long", "serial longer than 20", [](auto& b) { b[35] = 21; });
-  add("serial-padding", "reserved", [](auto& b) { b[36 + 19] = 'x'; });  // Past the 14-byte serial.
-  add("reserved-header", "reserved", [](auto& b) { b[60] = 1; });
-  add("queue-reserved", "queue 1", [](auto& b) { b[64 + 8 + 1] = 1; });
+  c.refuse_changed("queue-count-mismatch", "wrong length for 4 queues", [](auto& b) { b[32] = 4; });
+  c.refuse_changed("unknown-flags", "unknown flags", [](auto& b) { b[34] = 2; });
+  c.refuse_changed("serial-too-long", "serial longer than 20", [](auto& b) { b[35] = 21; });
+  c.refuse_changed("serial-padding", "reserved", [](auto& b) { b[36 + 19] = 'x'; });  // Past the 14-byte serial.
+  c.refuse_changed("reserved-header", "reserved", [](auto& b) { b[60] = 1; });
+  c.refuse_changed("queue-reserved", "queue 1", [](auto& b) { b[64 + 8 + 1] = 1; });
   // Queue 1 was never started yet has a position.
-  add("never-started-position", "never started", [](auto& b) { b[64 + 8 + 2] = 5; });
+  c.refuse_changed("never-started-position", "never started", [](auto& b) { b[64 + 8 + 2] = 5; });
   // Queue 0: used 0, avail 0x9000, more than a ring ahead.
-  add("avail-too-far-ahead", "more requests taken than a ring can hold", [](auto& b) {
+  c.refuse_changed("avail-too-far-ahead", "more requests taken than a ring can hold", [](auto& b) {
     b[64 + 4] = 0;
     b[64 + 2] = 0;
     b[64 + 3] = 0x90;
   });
-  return out;
+  return std::move(c.list);
 }
 
 TEST(BlkState, RefusesEveryMalformedField) {
-  for (const Case& c : cases()) {
-    SCOPED_TRACE(c.name);
-    if (c.needle.empty()) {
-      auto d = decode_state(c.bytes);
-      ASSERT_TRUE(d.ok()) << d.error().message;
-      EXPECT_EQ(encode_state(*d), c.bytes);
-    } else {
-      expect_refused(c.bytes, c.needle);
-    }
-  }
+  virtio::expect_cases(cases(), encode_state, decode_state);
 }
 
 // Every case above is a seed of the fuzz target (fuzz/fuzz_blk_state.cc), byte for byte.
 // Regenerate after changing the cases or the format: MOSS_WRITE_BLK_STATE_SEEDS=1 blk_state_test
 TEST(BlkState, FuzzSeedsAreTheCasesAbove) {
-  const std::string dir = std::string(MOSS_SOURCE_DIR) + "/fuzz/corpus/fuzz_blk_state/";
-  const bool write = std::getenv("MOSS_WRITE_BLK_STATE_SEEDS") != nullptr;
-  for (const Case& c : cases()) {
-    const std::string path = dir + c.name;
-    if (write) {
-      std::filesystem::create_directories(dir);
-      std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(c.bytes.data()),
-                                                  static_cast<std::streamsize>(c.bytes.size()));
-    }
-    std::ifstream in(path, std::ios::binary);
-    ASSERT_TRUE(in.good()) << path << " is missing; run with MOSS_WRITE_BLK_STATE_SEEDS=1 to write it";
-    std::vector<uint8_t> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_EQ(got, c.bytes) << path << " differs from the case; run with MOSS_WRITE_BLK_STATE_SEEDS=1";
-  }
+  virtio::expect_seed_files(cases(), &virtio::StateCase::bytes, "fuzz_blk_state", "MOSS_WRITE_BLK_STATE_SEEDS");
 }
 
 TEST(BlkState, AcceptsTheLargestDevice) {
   SavedState s;
   s.queues.assign(256, QueuePosition{true, 1, 1});
-  auto bytes = encode_state(s);
-  EXPECT_EQ(bytes.size(), SavedState::kMaxBytes);
-  auto d = decode_state(bytes);
-  ASSERT_TRUE(d.ok()) << d.error().message;
-  EXPECT_EQ(*d, s);
+  virtio::expect_round_trip(s, SavedState::kMaxBytes, encode_state, decode_state);
 }
 
 // Every single-bit flip and a batch of random rewrites of a valid blob: the decoder never
 // reads out of bounds (the sanitizer build checks), and whatever it accepts re-encodes to
 // exactly the bytes it read: the format has one spelling for each state.
 TEST(BlkState, MutatedBlobsAreRefusedOrCanonical) {
-  const auto good = encode_state(sample());
-  auto check = [](const std::vector<uint8_t>& b) {
-    auto d = decode_state(b);
-    if (d.ok()) {
-      EXPECT_EQ(encode_state(*d), b);
-    } else {
-      EXPECT_FALSE(d.error().message.empty());
-    }
-  };
-  for (size_t i = 0; i < good.size(); i++) {
-    for (int bitn = 0; bitn < 8; bitn++) {
-      auto b = good;
-      b[i] ^= static_cast<uint8_t>(1 << bitn);
-      check(b);
-    }
-  }
-  std::mt19937 rng(42);
-  for (int round = 0; round < 2000; round++) {
-    auto b = good;
-    b.resize(rng() % (good.size() + 16));
-    for (int k = 0; k < 4; k++) {
-      if (!b.empty()) b[rng() % b.size()] = static_cast<uint8_t>(rng());
-    }
-    check(b);
-  }
+  virtio::expect_mutations_refused_or_canonical(encode_state(sample()), 42, encode_state, decode_state);
 }
 
 }  // namespace

@@ -2,12 +2,12 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "devices/null/fuzz_input.h"
+#include "devices/virtio/seed_files.h"
 
 namespace moss::null {
 namespace {
@@ -64,20 +64,7 @@ TEST(NullRequest, AnswersEveryCaseAndReadsGiveZeros) {
 // Every case above is a seed of the fuzz target (fuzz/fuzz_null_request.cc), byte for byte.
 // Regenerate after changing the cases or the format: MOSS_WRITE_NULL_SEEDS=1 null_request_test
 TEST(NullRequest, FuzzSeedsAreTheCasesAbove) {
-  const std::string dir = std::string(MOSS_SOURCE_DIR) + "/fuzz/corpus/fuzz_null_request/";
-  const bool write = std::getenv("MOSS_WRITE_NULL_SEEDS") != nullptr;
-  for (const Case& c : cases()) {
-    const std::string path = dir + c.name;
-    if (write) {
-      std::filesystem::create_directories(dir);
-      std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(c.input.data()),
-                                                  static_cast<std::streamsize>(c.input.size()));
-    }
-    std::ifstream in(path, std::ios::binary);
-    ASSERT_TRUE(in.good()) << path << " is missing; run with MOSS_WRITE_NULL_SEEDS=1 to write it";
-    std::vector<uint8_t> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_EQ(got, c.input) << path << " differs from the case; run with MOSS_WRITE_NULL_SEEDS=1";
-  }
+  virtio::expect_seed_files(cases(), &Case::input, "fuzz_null_request", "MOSS_WRITE_NULL_SEEDS");
 }
 
 }  // namespace

@@ -33,21 +33,10 @@ using std::chrono::seconds;
 
 std::string moss_vsock() { return moss::test::build_dir() + "/moss-vsock"; }
 
-bool exists(const std::string& path) {
-  struct stat st;
-  return ::lstat(path.c_str(), &st) == 0;
-}
+using moss::test::connect_unix;
+using moss::test::path_exists;
 
-UniqueFd connect_to(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
-  return s;
-}
-
-bool listening(const std::string& path) { return connect_to(path).valid(); }
+bool listening(const std::string& path) { return connect_unix(path).valid(); }
 
 void wait_listening(const std::string& path) {
   for (int i = 0; i < 400 && !listening(path); i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -109,7 +98,7 @@ TEST(VsockBinary, UnusableSocketPathsExitOne) {
   auto fd = moss::test::run({moss_vsock(), "--fd", "77", "--guest-cid", "3", "--uds-path", dir.path() + "/u"}, seconds(10));
   EXPECT_EQ(fd.exit_code, 1);
   EXPECT_NE(fd.err.find("--fd 77 is not an open socket"), std::string::npos) << fd.err;
-  EXPECT_FALSE(exists(dir.path() + "/u"));
+  EXPECT_FALSE(path_exists(dir.path() + "/u"));
 }
 
 TEST(VsockBinary, SigtermExitsZeroAndRemovesBothSockets) {
@@ -137,15 +126,15 @@ TEST(VsockBinary, SigtermExitsZeroAndRemovesBothSockets) {
   EXPECT_TRUE(*features & (1ull << 32));
   // A host program that asks for a port: the guest has no driver running, so nothing answers
   // it yet; SIGTERM must not wait for it.
-  UniqueFd host = connect_to(uds);
+  UniqueFd host = connect_unix(uds);
   ASSERT_TRUE(host.valid());
   ASSERT_EQ(::write(host.get(), "CONNECT 5\n", 10), 10);
   ASSERT_EQ(::kill(p.pid(), SIGTERM), 0);
   auto r = p.wait(seconds(5));
   EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_FALSE(exists(sock));
-  EXPECT_FALSE(exists(uds));
+  EXPECT_FALSE(path_exists(sock));
+  EXPECT_FALSE(path_exists(uds));
 }
 
 TEST(VsockBinary, FdModeExitsZeroWhenTheFrontendCloses) {
@@ -168,7 +157,7 @@ TEST(VsockBinary, FdModeExitsZeroWhenTheFrontendCloses) {
   auto r = p.wait(seconds(5));
   EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_FALSE(exists(uds));
+  EXPECT_FALSE(path_exists(uds));
 }
 
 TEST(VsockBinary, ControlFdAnswersDescribeAndShutdownEndsItWithZero) {
@@ -216,7 +205,7 @@ TEST(VsockBinary, HostProgramWithNoGuestConnectedIsClosed) {
   moss::test::Process p({moss_vsock(), "--socket-path", sock, "--guest-cid", "3", "--uds-path", uds});
   wait_listening(uds);
   for (const char* line : {"CONNECT 5\n", "HELLO\n"}) {
-    UniqueFd host = connect_to(uds);
+    UniqueFd host = connect_unix(uds);
     ASSERT_TRUE(host.valid());
     timeval tv{3, 0};
     ::setsockopt(host.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

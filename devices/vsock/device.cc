@@ -108,11 +108,7 @@ uint64_t VsockDevice::features() const {
 uint64_t VsockDevice::protocol_features() const { return bit(pf::kConfig) | bit(pf::kDeviceState); }
 
 Result<void> VsockDevice::set_features(uint64_t acked) {
-  if (expected_features_ && acked != *expected_features_) {
-    return make_error("the driver's features differ from those in the saved state being restored");
-  }
-  acked_ = acked;
-  return {};
+  return features_.set(acked);
 }
 
 Result<std::vector<uint8_t>> VsockDevice::get_config(uint32_t offset, uint32_t size) {
@@ -129,7 +125,7 @@ Result<void> VsockDevice::set_config(uint32_t, std::span<const uint8_t>, uint32_
 
 Result<void> VsockDevice::on_queue_started(uint32_t index, const vhost_user::Vring& vring) {
   MOSS_ASSERT(index < kNumQueues);
-  MOSS_TRY(virtio::Queue* queue, rings_.start(index, vring, acked_));
+  MOSS_TRY(virtio::Queue* queue, rings_.start(index, vring, features_.acked()));
   RingPosition& want = expected_positions_[index];
   if (want.valid) {
     if (want.next_avail != queue->last_avail_idx() || want.used_idx != queue->used_idx()) {
@@ -164,20 +160,19 @@ void VsockDevice::on_memory_changing() {
 
 void VsockDevice::reset() {
   for (uint32_t q = 0; q < kNumQueues; q++) MOSS_ASSERT(!rings_.started(q));  // The Backend stopped them.
-  acked_ = 0;
+  features_.reset();
   // The driver starts over: its connections are gone, so ours go too, silently.
   table_.clear();
   run_actions();
   reset_event_pending_ = true;
   positions_ = {};
   expected_positions_ = {};
-  expected_features_.reset();
 }
 
 Result<std::vector<uint8_t>> VsockDevice::save_state() {
   SavedState s;
   s.guest_cid = options_.guest_cid;
-  s.acked_features = acked_ != 0 ? acked_ : expected_features_.value_or(0);
+  s.acked_features = features_.saved();
   for (uint32_t q = 0; q < kNumQueues; q++) {
     s.rings[q] = expected_positions_[q].valid ? expected_positions_[q] : positions_[q];
   }
@@ -190,10 +185,7 @@ Result<void> VsockDevice::load_state(std::span<const uint8_t> bytes) {
     return make_error("the saved state is for guest CID " + std::to_string(s.guest_cid) + ", but this worker serves CID " +
                       std::to_string(options_.guest_cid));
   }
-  if (acked_ != 0 && acked_ != s.acked_features) {
-    return make_error("the driver's features differ from those in the saved state");
-  }
-  expected_features_ = s.acked_features;
+  MOSS_TRY_VOID(features_.expect(s.acked_features));
   expected_positions_ = s.rings;
   // The guest's connections are not carried: it learns so from TRANSPORT_RESET.
   table_.clear();

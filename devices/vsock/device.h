@@ -157,13 +157,12 @@ class VsockDevice final : public runtime::Device {
 
   const DeviceOptions options_;
   event_base* loop_;
-  uint64_t acked_ = 0;
+  virtio::DriverFeatures features_;
   virtio::RingSet rings_;
   // Where each ring stood when it last stopped (save_state), and from load_state where each
-  // must start and the features the driver must accept.
+  // must start (features_ holds the features the driver must accept).
   std::array<RingPosition, kNumQueues> positions_{};
   std::array<RingPosition, kNumQueues> expected_positions_{};
-  std::optional<uint64_t> expected_features_;
   ConnectionTable table_;
   std::map<ConnKey, HostSocket> sockets_;
   std::map<int, ConnKey> by_fd_;

@@ -278,6 +278,18 @@ class VsockDeviceTest : public ::testing::Test {
     return *r;
   }
 
+  // On the open connection guest port 1025 <-> host port 5000, whose host end is `host`: the
+  // guest's "hello" reaches the host, and the host's "world" the guest.
+  void expect_hello_world(int host) {
+    send(guest(Op::kRw, 1025, 5000, 5), "hello");
+    ASSERT_TRUE(wait_readable(host, 5000));  // The connector's socketpair does not block.
+    EXPECT_EQ(read_some(host), "hello");
+    ASSERT_EQ(::write(host, "world", 5), 5);
+    Received r = expect_packet(Op::kRw);
+    EXPECT_EQ(r.payload, "world");
+    EXPECT_EQ(r.header.dst_port, 1025u);
+  }
+
   std::string dir_, uds_;
   UniqueFd mem_fd_;
   uint8_t* host_ = nullptr;
@@ -404,13 +416,7 @@ TEST_F(VsockDeviceTest, GuestConnectsToTheHostListenerAndDataFlowsBothWays) {
   ASSERT_TRUE(wait_readable(l->get(), kWaitMs));
   UniqueFd host(::accept4(l->get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(host.valid());
-  send(guest(Op::kRw, 1025, 5000, 5), "hello");
-  ASSERT_TRUE(wait_readable(host.get(), 5000));  // The connector's socketpair does not block.
-  EXPECT_EQ(read_some(host.get()), "hello");
-  ASSERT_EQ(::write(host.get(), "world", 5), 5);
-  r = expect_packet(Op::kRw);
-  EXPECT_EQ(r.payload, "world");
-  EXPECT_EQ(r.header.dst_port, 1025u);
+  ASSERT_NO_FATAL_FAILURE(expect_hello_world(host.get()));
 }
 
 // moss-vsock --connect-fd: the starter connects for the worker, which touches no path.
@@ -433,12 +439,7 @@ TEST_F(VsockDeviceTest, GuestConnectionsGoThroughTheConnectorWhenThereIsOne) {
   Received r = expect_packet(Op::kResponse);
   EXPECT_EQ(r.header.src_port, 5000u);
   ASSERT_TRUE(host.valid());
-  send(guest(Op::kRw, 1025, 5000, 5), "hello");
-  ASSERT_TRUE(wait_readable(host.get(), 5000));  // The connector's socketpair does not block.
-  EXPECT_EQ(read_some(host.get()), "hello");
-  ASSERT_EQ(::write(host.get(), "world", 5), 5);
-  r = expect_packet(Op::kRw);
-  EXPECT_EQ(r.payload, "world");
+  ASSERT_NO_FATAL_FAILURE(expect_hello_world(host.get()));
   EXPECT_FALSE(wait_readable(l->get(), 0)) << "the worker connected to <uds>_5000 itself";
   // A refusal is an RST for the guest.
   send(guest(Op::kRequest, 1026, 6000));

@@ -5,29 +5,14 @@
 #include <cstring>
 #include <functional>
 
+#include "devices/virtio/test_chain.h"
+
 namespace moss::vsock {
 namespace {
 
 constexpr uint64_t kCid = 42;
 
-// Builds chains out of host buffers: the parser only sees spans.
-struct ChainBuilder {
-  std::vector<std::vector<uint8_t>> storage;
-  virtio::DescriptorChain chain;
-  ChainBuilder() { storage.reserve(16); }  // Spans point into storage: no reallocation.
-  ChainBuilder& readable(std::vector<uint8_t> bytes) {
-    storage.push_back(std::move(bytes));
-    chain.readable.emplace_back(storage.back().data(), storage.back().size());
-    chain.readable_bytes += storage.back().size();
-    return *this;
-  }
-  ChainBuilder& writable(size_t n) {
-    storage.emplace_back(n, 0xee);
-    chain.writable.emplace_back(storage.back().data(), n);
-    chain.writable_bytes += n;
-    return *this;
-  }
-};
+using virtio::testing::ChainBuilder;
 
 PacketHeader good(Op op, uint32_t len = 0) {
   PacketHeader h;

@@ -8,7 +8,8 @@
 // guest drops the connections it had. Nothing is held between events, so every ring's next
 // available index equals its used index.
 //
-// Layout, version 1, little-endian, 56 bytes:
+// Layout, version 1, little-endian, 56 bytes (the header and ring positions of
+// devices/virtio/saved_state.h):
 //   0  char[8] "MOSSVSK\0"   8  u32 version   12 u32 total length in bytes (56)
 //   16 u64 guest CID         24 u64 acked features
 //   32 3 x { u8 flags (bit 0: the ring was started), u8 0, u16 next_avail, u16 used_idx,
@@ -22,15 +23,11 @@
 #include <vector>
 
 #include "base/result.h"
+#include "devices/virtio/saved_state.h"
 
 namespace moss::vsock {
 
-struct RingPosition {
-  bool valid = false;  // The ring had been started (and then stopped) when state was saved.
-  uint16_t next_avail = 0;
-  uint16_t used_idx = 0;
-  bool operator==(const RingPosition&) const = default;
-};
+using RingPosition = virtio::RingPosition;
 
 struct SavedState {
   static constexpr uint32_t kVersion = 1;

@@ -26,6 +26,7 @@
 #include "tests/harness/blk_driver.h"
 #include "tests/harness/guest.h"
 #include "tests/harness/malformed.h"
+#include "tests/harness/stream_bytes.h"
 
 namespace moss::harness {
 namespace {
@@ -38,29 +39,11 @@ constexpr uint64_t kImageBytes = (8ull << 20) + 3 * kSector;
 
 // ---- Helpers ----
 
-// Deterministic bytes that differ per (seed, offset): a mismatch anywhere shows.
-std::vector<uint8_t> pattern(uint64_t seed, size_t n) {
-  std::vector<uint8_t> out(n);
-  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    out[i] = static_cast<uint8_t>(x);
-  }
-  return out;
-}
-
-std::vector<uint8_t> file_bytes(const std::string& path, uint64_t offset, size_t n) {
-  std::vector<uint8_t> out(n);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  EXPECT_GE(fd, 0) << path;
-  if (fd < 0) return {};
-  ssize_t got = ::pread(fd, out.data(), n, static_cast<off_t>(offset));
-  ::close(fd);
-  EXPECT_EQ(got, static_cast<ssize_t>(n));
-  return out;
-}
+// A run of the disk: where it starts and how many bytes.
+struct Extent {
+  uint64_t sector;
+  size_t bytes;
+};
 
 bool file_has(const std::string& path, uint64_t offset, const std::vector<uint8_t>& want) {
   return file_bytes(path, offset, want.size()) == want;
@@ -81,12 +64,6 @@ uint8_t status_of(const Result<uint8_t>& r) {
 }
 
 std::string name_of(BackendKind k) { return k == BackendKind::kMossBlk ? "moss_blk" : "qsd"; }
-
-// Reports a result that is recorded, not asserted (shown in the test's output and XML).
-void note(const std::string& key, const std::string& text) {
-  std::cout << "[   NOTE   ] " << text << std::endl;
-  ::testing::Test::RecordProperty(key, text);
-}
 
 // One backend process on a fresh image, per test.
 class BlkBackendTest {
@@ -190,10 +167,7 @@ TEST_P(BlkAcceptance, ReadsReturnTheFilesBytes) {
   auto g = connect();
   ASSERT_TRUE(g);
   BlkDriver d = driver(*g);
-  struct {
-    uint64_t sector;
-    size_t bytes;
-  } reads[] = {{0, 512}, {1, 4096}, {1000, 65536}, {kImageBytes / kSector - 1, 512}, {7, 128 << 10}};
+  const Extent reads[] = {{0, 512}, {1, 4096}, {1000, 65536}, {kImageBytes / kSector - 1, 512}, {7, 128 << 10}};
   for (auto r : reads) {
     std::vector<uint8_t> got(r.bytes);
     auto st = d.read(r.sector, got);
@@ -226,10 +200,7 @@ TEST_P(BlkAcceptance, WritesLandInTheFile) {
   auto g = connect();
   ASSERT_TRUE(g);
   BlkDriver d = driver(*g);
-  struct {
-    uint64_t sector;
-    size_t bytes;
-  } writes[] = {{0, 512}, {9, 4096}, {2048, 65536}, {kImageBytes / kSector - 8, 4096}};
+  const Extent writes[] = {{0, 512}, {9, 4096}, {2048, 65536}, {kImageBytes / kSector - 8, 4096}};
   for (auto w : writes) {
     auto data = pattern(w.sector, w.bytes);
     ASSERT_FALSE(file_has(image_, w.sector * kSector, data));  // The check below can fail.

@@ -1,11 +1,17 @@
-// Small helpers the vsock harness tests share: text as bytes and back, a seeded byte pattern
-// (so both ends can check a stream without keeping a copy), and a send that finishes.
+// Small helpers the harness tests share: text as bytes and back, a seeded byte pattern (so both
+// ends can check a stream or an image without keeping a copy), a send that finishes, reading
+// back a file's bytes, and notes recorded in a test's output.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include <cerrno>
 #include <cstdint>
+#include <iostream>
 #include <span>
 #include <string>
 #include <vector>
@@ -37,6 +43,24 @@ inline bool write_all(int fd, std::span<const uint8_t> b) {
     b = b.subspan(static_cast<size_t>(n));
   }
   return true;
+}
+
+// `n` bytes of the file at `path` from `offset`; a short read fails the test.
+inline std::vector<uint8_t> file_bytes(const std::string& path, uint64_t offset, size_t n) {
+  std::vector<uint8_t> out(n);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << path;
+  if (fd < 0) return {};
+  ssize_t got = ::pread(fd, out.data(), n, static_cast<off_t>(offset));
+  ::close(fd);
+  EXPECT_EQ(got, static_cast<ssize_t>(n));
+  return out;
+}
+
+// Reports a result that is recorded, not asserted (shown in the test's output and XML).
+inline void note(const std::string& key, const std::string& text) {
+  std::cout << "[   NOTE   ] " << text << std::endl;
+  ::testing::Test::RecordProperty(key, text);
 }
 
 }  // namespace moss::harness

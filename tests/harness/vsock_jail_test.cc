@@ -203,6 +203,27 @@ class JailedVsock : public ::testing::Test {
     return !status_;
   }
 
+  // The guest connects to port 5000: the worker reaches the listener "<uds>_5000" beside its
+  // socket from its jail, and bytes go both ways. The connection is left open: the guest's
+  // end in `*key`, the host's in `*host`.
+  void expect_guest_initiated_connection(ConnKey* key, UniqueFd* host) {
+    VsockDriver& g = *driver_;
+    auto listener = host_listen(uds_, 5000);
+    ASSERT_TRUE(listener.ok()) << listener.error().message;
+    auto gkey = g.connect(5000, 1025);
+    ASSERT_TRUE(gkey.ok()) << gkey.error().message << "\nits log:\n" << worker_log();
+    auto accepted = host_accept(listener->get());
+    ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+    ASSERT_TRUE(g.write(*gkey, bytes("hello host")).ok());
+    EXPECT_EQ(text(read_exactly(accepted->get(), 10)), "hello host");
+    ASSERT_TRUE(write_all(accepted->get(), bytes("hello guest")));
+    auto got = g.read_exactly(*gkey, 11);
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    EXPECT_EQ(text(*got), "hello guest");
+    *key = *gkey;
+    *host = std::move(*accepted);
+  }
+
   std::optional<TempDir> dir_, logs_;
   std::string uds_, log_path_;
   pid_t pid_ = -1;
@@ -233,18 +254,9 @@ TEST_F(JailedVsock, CarriesHostAndGuestInitiatedConnections) {
   EXPECT_EQ(text(read_exactly(host->get(), 14)), "from the guest");
 
   // Guest-initiated: the worker connects to "<uds>_5000" in the directory its jail kept.
-  auto listener = host_listen(uds_, 5000);
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  auto gkey = g.connect(5000, 1025);
-  ASSERT_TRUE(gkey.ok()) << gkey.error().message << "\nits log:\n" << worker_log();
-  auto accepted = host_accept(listener->get());
-  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
-  ASSERT_TRUE(g.write(*gkey, bytes("hello host")).ok());
-  EXPECT_EQ(text(read_exactly(accepted->get(), 10)), "hello host");
-  ASSERT_TRUE(write_all(accepted->get(), bytes("hello guest")));
-  got = g.read_exactly(*gkey, 11);
-  ASSERT_TRUE(got.ok()) << got.error().message;
-  EXPECT_EQ(text(*got), "hello guest");
+  ConnKey gkey;
+  UniqueFd accepted;
+  ASSERT_NO_FATAL_FAILURE(expect_guest_initiated_connection(&gkey, &accepted));
 
   // 1 MiB each way on the host-initiated stream, within credit both ways.
   auto up = pattern(1, 1 << 20), down = pattern(2, 1 << 20);
@@ -261,14 +273,14 @@ TEST_F(JailedVsock, CarriesHostAndGuestInitiatedConnections) {
   EXPECT_EQ(g.credit_violations(), 0u);
 
   // Half-closes and resets both ways.
-  ASSERT_TRUE(g.shutdown(*gkey, vsock::kShutdownSend).ok());
-  EXPECT_TRUE(reads_eof(accepted->get()));
+  ASSERT_TRUE(g.shutdown(gkey, vsock::kShutdownSend).ok());
+  EXPECT_TRUE(reads_eof(accepted.get()));
   ASSERT_EQ(::shutdown(host->get(), SHUT_WR), 0);
   ASSERT_TRUE(g.wait_for([&, k = *key] { return g.stream(k).peer_shutdown & vsock::kShutdownSend; }, "SHUTDOWN").ok());
   ASSERT_TRUE(g.reset(*key).ok());
   EXPECT_TRUE(drains_to_eof(host->get()));
-  accepted->reset();
-  ASSERT_TRUE(g.wait_for([&, k = *gkey] { return g.stream(k).reset; }, "RST").ok());
+  accepted.reset();
+  ASSERT_TRUE(g.wait_for([&, k = gkey] { return g.stream(k).reset; }, "RST").ok());
 
   // Refusals: nobody listens on the port; the guest refuses a host program; a bad line.
   auto refused = g.connect(6001, 1026);
@@ -394,18 +406,9 @@ TEST_F(JailedVsock, AsMossRunStartsItTheJailKeepsNoDirectoryYetGuestsReachSocket
   EXPECT_EQ(text(read_exactly(host->get(), 11)), "to the host");
 
   // Guest-initiated: "<socket>_5000", a program's listener beside the socket.
-  auto listener = host_listen(uds_, 5000);
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  auto gkey = g.connect(5000, 1025);
-  ASSERT_TRUE(gkey.ok()) << gkey.error().message << "\nits log:\n" << worker_log();
-  auto accepted = host_accept(listener->get());
-  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
-  ASSERT_TRUE(g.write(*gkey, bytes("hello host")).ok());
-  EXPECT_EQ(text(read_exactly(accepted->get(), 10)), "hello host");
-  ASSERT_TRUE(write_all(accepted->get(), bytes("hello guest")));
-  auto got = g.read_exactly(*gkey, 11);
-  ASSERT_TRUE(got.ok()) << got.error().message;
-  EXPECT_EQ(text(*got), "hello guest");
+  ConnKey gkey;
+  UniqueFd accepted;
+  ASSERT_NO_FATAL_FAILURE(expect_guest_initiated_connection(&gkey, &accepted));
   // Nobody on the port: refused, as before.
   auto refused = g.connect(6001, 1026);
   ASSERT_FALSE(refused.ok());

@@ -25,6 +25,7 @@
 #include "tests/harness/blk_driver.h"
 #include "tests/harness/guest.h"
 #include "tests/harness/malformed.h"
+#include "tests/harness/stream_bytes.h"
 
 namespace moss::harness {
 namespace {
@@ -37,33 +38,6 @@ constexpr uint64_t kImageBytes = 8ull << 20;
 constexpr uint32_t kBytes = 64 << 10;            // Per request.
 constexpr uint64_t kSectorsPer = kBytes / kSector;
 constexpr uint64_t kReadArea = 8192;             // Reads come from the second half (4 MiB on), never written.
-
-std::vector<uint8_t> pattern(uint64_t seed, size_t n) {
-  std::vector<uint8_t> out(n);
-  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    out[i] = static_cast<uint8_t>(x);
-  }
-  return out;
-}
-
-std::vector<uint8_t> file_bytes(const std::string& path, uint64_t offset, size_t n) {
-  std::vector<uint8_t> out(n);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  EXPECT_GE(fd, 0) << path;
-  if (fd < 0) return {};
-  EXPECT_EQ(::pread(fd, out.data(), n, static_cast<off_t>(offset)), static_cast<ssize_t>(n));
-  ::close(fd);
-  return out;
-}
-
-void note(const std::string& key, const std::string& text) {
-  std::cout << "[   NOTE   ] " << text << std::endl;
-  ::testing::Test::RecordProperty(key, text);
-}
 
 // One moss-blk process with a control socket, on an image of its own (shared by a second
 // worker when a test moves state across processes).

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/child.h"
+#include "base/fd.h"
 
 namespace moss::test {
 
@@ -50,6 +51,12 @@ void check_spawn(const std::vector<std::string>& argv);
 // Direct children of `pid`, from /proc.
 std::vector<pid_t> children_of(pid_t pid);
 bool process_exists(pid_t pid);
+
+// Whether anything is at `path` (lstat: a dangling link counts).
+bool path_exists(const std::string& path);
+// A stream socket connected to the unix socket at `path`; invalid when nobody listens there (a
+// stale socket file alone does not count).
+UniqueFd connect_unix(const std::string& path);
 
 // Paths of the build tree, from the environment CTest sets (MOSS_BUILD_DIR).
 std::string build_dir();
