@@ -343,7 +343,10 @@ Peer moss_null_peer(const std::string& column, const std::string& dir, uint64_t 
   pid_t pid = ::fork();
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::execl(binary.c_str(), "moss-null", "--socket-path", path.c_str(), "--capacity", cap.c_str(), nullptr);
+    // --no-read-zeroes: like the peer's null-co (read-zeroes is off by default), it leaves
+    // read buffers alone, so both sides measure the transport and neither touches the data.
+    ::execl(binary.c_str(), "moss-null", "--socket-path", path.c_str(), "--capacity", cap.c_str(), "--no-read-zeroes",
+            nullptr);
     ::_exit(127);
   }
   // Guest::connect retries until the socket is there.
@@ -950,9 +953,10 @@ void write_results(const Options& o, const Facts& facts, const Section& disk, co
 
   out << "\n## Transport only: null backends\n\n"
       << "moss null: the moss-null worker (`devices/null/`: the worker runtime, vhost-user `Backend` and "
-         "device-side rings with a device that parses each request and answers OK without I/O, reads "
-         "giving zeros); qsd null-co: "
-         "`--blockdev driver=null-co,size=" << o.size << "` (bytes) exported the same way. Neither touches a disk, so every row "
+         "device-side rings with a device that parses each request and answers OK without I/O, with "
+         "`--no-read-zeroes`); qsd null-co: "
+         "`--blockdev driver=null-co,size=" << o.size << "` (bytes; read-zeroes off, its default) exported the same way. "
+         "Neither touches a disk or the data, so every row "
          "is in requests per second, and CPU is given per request.\n\n"
       << "| workload | QD | s x rounds | moss null req/s | qsd null-co req/s | moss / qsd | CPU us/req moss null | CPU us/req qsd null-co |\n"
       << "|---|---|---|---|---|---|---|---|\n";

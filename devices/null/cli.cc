@@ -15,6 +15,9 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
     } else if (opt.name() == "--num-queues") {
       MOSS_TRY(uint64_t n, opt.number(1, 256, "a number from 1 to 256"));
       o.device.num_queues = static_cast<uint32_t>(n);
+    } else if (opt.name() == "--no-read-zeroes") {
+      MOSS_TRY_VOID(opt.flag());
+      o.device.read_zeroes = false;
     } else {
       return false;
     }
@@ -26,7 +29,7 @@ Result<CliOptions> parse_cli(std::span<const char* const> args) {
 }
 
 std::string usage_text() {
-  return "usage: moss-null (--socket-path PATH | --fd N) --capacity BYTES [--num-queues N] [--control-fd N]\n"
+  return "usage: moss-null (--socket-path PATH | --fd N) --capacity BYTES [--num-queues N] [--no-read-zeroes] [--control-fd N]\n"
          "       moss-null --print-capabilities\n"
          "\n"
          "A virtio-blk vhost-user backend with no disk: every request is parsed and answered at\n"
@@ -36,6 +39,7 @@ std::string usage_text() {
          "  --fd N                serve the already-connected vhost-user socket N; exit when it closes\n"
          "  --capacity BYTES      the disk size the guest sees, a multiple of 512\n"
          "  --num-queues N        request queues to offer, 1 to 256 (default 1)\n"
+         "  --no-read-zeroes      leave a read's buffers as they are (qemu null-co's read-zeroes=off)\n"
          "  --control-fd N        answer the broker's control requests (ipc/worker.capnp) on N\n"
          "  --print-capabilities  print the vhost-user capabilities as JSON and exit\n"
          "\n"

@@ -79,7 +79,7 @@ void NullDevice::process(uint32_t q) {
       if (!chain.ok()) return rings_.break_ring(q, chain.error().message);
       if (!*chain) break;
       --budget;
-      Answer a = answer_request(**chain, disk);
+      Answer a = answer_request(**chain, disk, options_.read_zeroes);
       if (!a.status) return rings_.break_ring(q, "a chain has no room for the status byte");
       ++stats_.requests;
       if (*a.status != blk::kOk) {

@@ -17,6 +17,10 @@ namespace moss::null {
 struct Options {
   uint64_t capacity_bytes = 0;  // A multiple of 512.
   uint32_t num_queues = 1;      // 1..256.
+  // Reads fill the guest's buffers with zeros; off (--no-read-zeroes), they are left as they
+  // are, as qemu's null-co with read-zeroes=off: the bench's transport row, where neither
+  // peer touches the data.
+  bool read_zeroes = true;
 };
 
 constexpr uint32_t kMaxQueueSize = 1024;

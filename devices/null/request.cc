@@ -4,7 +4,7 @@
 
 namespace moss::null {
 
-Answer answer_request(const virtio::DescriptorChain& chain, const blk::DiskGeometry& disk) {
+Answer answer_request(const virtio::DescriptorChain& chain, const blk::DiskGeometry& disk, bool zero_reads) {
   blk::Parsed p = blk::parse_request(chain, disk);
   Answer a;
   if (!p.request) {
@@ -24,7 +24,7 @@ Answer answer_request(const virtio::DescriptorChain& chain, const blk::DiskGeome
     for (auto seg : r.in_data) {
       if (written == want) break;
       uint64_t n = std::min<uint64_t>(seg.size(), want - written);
-      std::memset(seg.data(), 0, n);
+      if (zero_reads || r.type == blk::Type::kGetId) std::memset(seg.data(), 0, n);
       written += n;
     }
   }

@@ -21,7 +21,9 @@ struct Answer {
   uint64_t data_bytes = 0;          // Of a request that parsed.
 };
 
-// Writes the answer (zeros and the status byte) into `chain`'s writable buffers.
-Answer answer_request(const virtio::DescriptorChain& chain, const blk::DiskGeometry& disk);
+// Writes the answer (zeros and the status byte) into `chain`'s writable buffers. With
+// `zero_reads` false, a read's data buffers are left as they are and still reported written
+// (qemu's null-co with read-zeroes=off: for measuring the transport alone); GET_ID is zeroed.
+Answer answer_request(const virtio::DescriptorChain& chain, const blk::DiskGeometry& disk, bool zero_reads = true);
 
 }  // namespace moss::null

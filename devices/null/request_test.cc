@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,28 @@ TEST(NullRequest, AnswersEveryCaseAndReadsGiveZeros) {
       for (uint32_t i = 0; i + 1 < a.used_len; i++) ASSERT_EQ(d.chain.writable[0][i], 0) << i;
     }
   }
+}
+
+// Without read zeroes (the bench's transport row) a read leaves the guest's bytes alone and is
+// still answered in full; GET_ID is zeroed either way (it is no read of the disk).
+TEST(NullRequest, WithoutReadZeroesAReadLeavesTheBuffersAlone) {
+  for (bool zero : {true, false}) {
+    SCOPED_TRACE(zero ? "read zeroes" : "no read zeroes");
+    fuzz::Decoded d;
+    ASSERT_TRUE(fuzz::decode(cases()[0].input, d));  // read-4k
+    auto& data = d.chain.writable[0];
+    std::fill(data.begin(), data.end(), 0xa5);
+    Answer a = answer_request(d.chain, d.disk, zero);
+    EXPECT_EQ(a.status, blk::kOk);
+    EXPECT_EQ(a.used_len, 4097u);
+    EXPECT_EQ(data[0], zero ? 0 : 0xa5);
+    EXPECT_EQ(data[4095], zero ? 0 : 0xa5);
+  }
+  fuzz::Decoded id;
+  ASSERT_TRUE(fuzz::decode(cases()[3].input, id));  // get-id
+  std::fill(id.chain.writable[0].begin(), id.chain.writable[0].end(), 0xa5);
+  EXPECT_EQ(answer_request(id.chain, id.disk, false).used_len, 21u);
+  EXPECT_EQ(id.chain.writable[0][0], 0);
 }
 
 // Every case above is a seed of the fuzz target (fuzz/fuzz_null_request.cc), byte for byte.
