@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -182,7 +183,18 @@ struct Vcpu {
   pid_t pid = -1;
   UniqueFd ctl;
   uint64_t spawn_ns = 0;
+  UniqueFd ram;
 };
+
+// Guest RAM: a memfd the broker keeps (a spore reads it; a restore fills it) and the vcpu
+// process maps. Sealed against resizing, since the workers map it too.
+Result<UniqueFd> make_guest_ram(uint64_t bytes) {
+  MOSS_TRY(int fd, MOSS_SYS(memfd_create("moss-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
+  UniqueFd ram(fd);
+  if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) return sys_error("size guest RAM (" + std::to_string(bytes >> 20) + " MiB)");
+  MOSS_TRY_VOID(MOSS_SYS(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
+  return ram;
+}
 
 // Starts the vcpu process with the VM's fds (every number in its argv and start message is
 // the one pass_fd() gave) and sends it the start message.
@@ -192,6 +204,7 @@ Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
     return sys_error("create the control channel");
   }
   UniqueFd ours(sv[0]), theirs(sv[1]);
+  MOSS_TRY(UniqueFd ram, make_guest_ram(o.mem_bytes));
   ChildSpec spec;
   spec.path = self_dir() + "/moss-vcpu";
   spec.argv = {"moss-vcpu", "--control-fd", std::to_string(spec.pass_fd(theirs.get()))};
@@ -205,6 +218,7 @@ Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
   start.setKvmFd(spec.pass_fd(p.kvm.get()));
   start.setKernelFd(spec.pass_fd(p.kernel.get()));
   start.setInitrdFd(p.initrd ? spec.pass_fd(p.initrd.get()) : -1);
+  start.setMemFd(spec.pass_fd(ram.get()));
   vmdevices::describe(p.devices, spec, start);
   spec.sandbox = jail::vcpu(o.cpus, p.devices.size(), vmdevices::total_queues(p.devices), o.mem_bytes, !o.no_sandbox);
   Vcpu v;
@@ -213,6 +227,7 @@ Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
   if (!pid) return make_error("cannot start the vcpu process: " + pid.error().message, pid.error().err);
   v.pid = *pid;
   v.ctl = std::move(ours);
+  v.ram = std::move(ram);
   vmdevices::vcpu_started(p.devices);
   p.kvm.reset();  // The broker itself never touches the VM.
   if (auto r = ipc::send_message(v.ctl.get(), mb); !r) {
@@ -262,7 +277,7 @@ int run_vm(const cli::RunOptions& options) {
     return kExitFailure;
   }
   console_cleanup.armed = false;  // The VM runs: the console file is its.
-  Session session(options, StartedVcpu{vcpu->pid, std::move(vcpu->ctl), vcpu->spawn_ns}, std::move(*workers),
+  Session session(options, StartedVcpu{vcpu->pid, std::move(vcpu->ctl), vcpu->spawn_ns, std::move(vcpu->ram)}, std::move(*workers),
                   std::move(*endpoint), std::move(*console), std::move(*vsock));
   return session.run();
 }

@@ -36,6 +36,7 @@ Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<S
                  std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock)
     : options_(options),
       spawn_ns_(vcpu.spawn_ns),
+      ram_(std::move(vcpu.ram)),
       loop_(make_loop()),
       console_(std::move(console)),
       vsock_(std::move(vsock)),

@@ -33,6 +33,7 @@ struct StartedVcpu {
   pid_t pid = -1;
   UniqueFd control;
   uint64_t spawn_ns = 0;
+  UniqueFd ram;  // Guest RAM's memfd, which the vcpu process maps (read for a spore).
 };
 
 class Session {
@@ -59,6 +60,7 @@ class Session {
 
   const cli::RunOptions& options_;
   uint64_t spawn_ns_;
+  UniqueFd ram_;    // Guest RAM (StartedVcpu::ram).
   EventLoop loop_;  // First: every part's events go before it.
   ConsoleSink console_;
   std::unique_ptr<vmvsock::Plan> vsock_;

@@ -20,6 +20,13 @@ struct MachineConfig {
   # The VM's virtio devices, each a virtio-pci function on PCI bus 0 in this order (disks
   # first, so /dev/vda is the first), served by a vhost-user backend.
   devices @6 :List(VhostUserDevice);
+  # Guest RAM: a memfd of exactly memBytes, sealed against shrinking and growing, which the
+  # broker made (and keeps, to read RAM into a spore and to fill it from one). -1: the vcpu
+  # process makes its own (tests that drive it directly).
+  memFd @7 :Int32 = -1;
+  # Set: no kernel is loaded; the VM continues from this state (a spore), restored in KVM's
+  # order before the first KVM_RUN, RAM already in memFd. kernelFd and initrdFd are -1.
+  restore @8 :MachineRestore;
 }
 
 # A virtio device whose rings and configuration live in a vhost-user backend (a moss worker or
@@ -74,6 +81,10 @@ struct BrokerToVcpu {
     # while paused: answered by `machineState`, and by `restored`.
     saveMachineState @8 :Void;
     restoreMachineState @9 :MachineRestore;
+    # Whether saveMachineState could save every device (each backend speaks vhost-user
+    # DEVICE_STATE): answered `restored` (yes) or `refused` naming the first that cannot.
+    # Asked before anything is paused, so a suspend that cannot succeed changes nothing.
+    checkSave @10 :Void;
   }
   version @3 :UInt32;
 }
@@ -114,6 +125,17 @@ struct MachineState {
   vm @1 :VmState;
   uart @2 :Data;        # vcpu/uart.h Uart::state(): a versioned blob
   i8042 @3 :Data;       # vcpu/i8042.h I8042::state(): a versioned blob
+  # One per MachineConfig.devices, in order. Saving stops each device's rings
+  # (GET_VRING_BASE) and takes its backend's state; `resume` starts them again.
+  devices @4 :List(DeviceState);
+}
+
+# One virtio device of the machine: the vcpu process's side (its virtio-pci transport and PCI
+# config space, with the ring positions GET_VRING_BASE gave) and the backend's (the bytes it
+# wrote to SET_DEVICE_STATE_FD, opaque to everyone but a backend of the same kind).
+struct DeviceState {
+  transport @0 :Data;   # vcpu/virtio_pci.h state blob, versioned by the vcpu process
+  backend @1 :Data;     # vhost-user DEVICE_STATE bytes; empty if the driver never started it
 }
 
 struct MachineRestore {

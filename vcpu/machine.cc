@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cinttypes>
@@ -41,6 +42,34 @@ uint64_t monotonic_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+namespace {
+
+// Device workers map guest RAM's file: sealed, its size can never change under them (a shrink
+// would turn their accesses into SIGBUS). The broker's memfd must already be so; ours is
+// made so here.
+constexpr int kRamSeals = F_SEAL_SHRINK | F_SEAL_GROW;
+
+Result<UniqueFd> guest_ram_file(const MachineConfig& config) {
+  if (config.mem_fd >= 0) {
+    UniqueFd fd(config.mem_fd);
+    struct stat st;
+    MOSS_TRY_VOID(MOSS_SYS(fstat(fd.get(), &st)));
+    int seals = fcntl(fd.get(), F_GET_SEALS);
+    if (static_cast<uint64_t>(st.st_size) != config.mem_bytes || seals < 0 || (seals & kRamSeals) != kRamSeals) {
+      return make_error("the guest RAM file the broker passed is not a sealed memfd of " +
+                        std::to_string(config.mem_bytes) + " bytes");
+    }
+    return fd;
+  }
+  MOSS_TRY(int mfd, MOSS_SYS(memfd_create("moss-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
+  UniqueFd fd(mfd);
+  MOSS_TRY_VOID(MOSS_SYS(ftruncate(mfd, static_cast<off_t>(config.mem_bytes))));
+  MOSS_TRY_VOID(MOSS_SYS(fcntl(mfd, F_ADD_SEALS, kRamSeals | F_SEAL_SEAL)));
+  return fd;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, ConsoleFn console) {
   std::unique_ptr<Machine> m(new Machine());
   m->config_ = config;
@@ -52,12 +81,8 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
   // Guest RAM: one memfd (later shared with device workers), low part below the PCI hole and
   // the rest above 4 GiB, mapped contiguously in our address space.
   auto map = boot::memory_map(config.mem_bytes);
-  MOSS_TRY(int mfd, MOSS_SYS(memfd_create("moss-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
-  m->memfd_.reset(mfd);
-  MOSS_TRY_VOID(MOSS_SYS(ftruncate(mfd, static_cast<off_t>(config.mem_bytes))));
-  // Device workers map this file: sealed, its size can never change under them (a shrink
-  // would turn their accesses into SIGBUS).
-  MOSS_TRY_VOID(MOSS_SYS(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)));
+  MOSS_TRY(m->memfd_, guest_ram_file(config));
+  const int mfd = m->memfd_.get();
   void* ram = mmap(nullptr, config.mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, mfd, 0);
   if (ram == MAP_FAILED) return sys_error("map guest memory");
   m->ram_ = ram;

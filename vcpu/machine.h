@@ -41,6 +41,9 @@ struct MachineConfig {
   int kvm_fd = -1;
   int kernel_fd = -1;
   int initrd_fd = -1;  // -1: no initrd.
+  // Guest RAM: a memfd of exactly mem_bytes sealed against shrinking and growing (the
+  // broker's), or -1 to make one here.
+  int mem_fd = -1;
   // The virtio devices, each served by a vhost-user backend over spec.fd, in PCI slot order.
   std::vector<VhostUserDeviceSpec> devices;
 };

@@ -86,6 +86,7 @@ Result<MachineConfig> read_start(int ctl) {
     c.kvm_fd = s.getKvmFd();
     c.kernel_fd = s.getKernelFd();
     c.initrd_fd = s.getInitrdFd();
+    c.mem_fd = s.getMemFd();
     for (auto d : s.getDevices()) {
       VhostUserDeviceSpec spec;
       spec.name = d.getName().cStr();

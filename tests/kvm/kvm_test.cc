@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <gtest/gtest.h>
@@ -20,6 +21,8 @@
 #include <sstream>
 #include <thread>
 #include <utility>
+
+#include <capnp/pretty-print.h>
 
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
@@ -330,10 +333,15 @@ class VcpuDriver {
     int k = open(kernel.c_str(), O_RDONLY | O_CLOEXEC);
     EXPECT_GE(kvm, 0);
     EXPECT_GE(k, 0);
+    // Guest RAM is ours, as the broker's is: a restore carries RAM and state together.
+    ram_ = memfd_create("moss-test-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    EXPECT_GE(ram_, 0);
+    EXPECT_EQ(ftruncate(ram_, static_cast<off_t>(kRamBytes)), 0);
+    EXPECT_EQ(fcntl(ram_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
     pid_ = fork();
     if (pid_ == 0) {
-      int hi[3] = {fcntl(sv[1], F_DUPFD, 10), fcntl(kvm, F_DUPFD, 10), fcntl(k, F_DUPFD, 10)};
-      for (int i = 0; i < 3; i++) dup2(hi[i], 3 + i);
+      int hi[4] = {fcntl(sv[1], F_DUPFD, 10), fcntl(kvm, F_DUPFD, 10), fcntl(k, F_DUPFD, 10), fcntl(ram_, F_DUPFD, 10)};
+      for (int i = 0; i < 4; i++) dup2(hi[i], 3 + i);
       std::string path = build_dir() + "/moss-vcpu";
       execl(path.c_str(), "moss-vcpu", "--control-fd", "3", nullptr);
       _exit(127);
@@ -345,18 +353,30 @@ class VcpuDriver {
     auto msg = mb.initRoot<ipc::BrokerToVcpu>();
     msg.setVersion(ipc::PROTOCOL_VERSION);
     auto start = msg.initStart();
-    start.setMemBytes(64ull << 20);
+    start.setMemBytes(kRamBytes);
     start.setCpus(1);
     start.setCmdline("");
     start.setKvmFd(4);
     start.setKernelFd(5);
     start.setInitrdFd(-1);
+    start.setMemFd(6);
     EXPECT_TRUE(ipc::send_message(ctl_, mb).ok());
   }
   ~VcpuDriver() {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
     close(ctl_);
+    close(ram_);
+  }
+  // Guest RAM, which outlives the VM with dup().
+  int ram() const { return ram_; }
+  // Makes this (paused) VM's RAM a copy of `from`'s, as a restore does before the state goes in.
+  void load_ram(int from) {
+    std::vector<char> buf(1 << 20);
+    for (off_t off = 0; off < static_cast<off_t>(kRamBytes); off += static_cast<off_t>(buf.size())) {
+      ASSERT_EQ(pread(from, buf.data(), buf.size(), off), static_cast<ssize_t>(buf.size()));
+      ASSERT_EQ(pwrite(ram_, buf.data(), buf.size(), off), static_cast<ssize_t>(buf.size()));
+    }
   }
   // Sends a request built by `fill`; returns the next reply that is not console output.
   std::unique_ptr<ipc::Packet> call(const std::function<void(ipc::BrokerToVcpu::Builder)>& fill) {
@@ -389,7 +409,8 @@ class VcpuDriver {
     auto end = std::chrono::steady_clock::now() + timeout;
     while (console_.find(needle, from) == std::string::npos && std::chrono::steady_clock::now() < end) {
       if (auto r = next_reply(seconds(1))) {
-        ADD_FAILURE() << "unexpected message while waiting for console output";
+        ADD_FAILURE() << "unexpected message while waiting for console output: "
+                      << capnp::prettyPrint(r->root<ipc::VcpuToBroker>()).flatten().cStr();
         return false;
       }
     }
@@ -398,7 +419,9 @@ class VcpuDriver {
   const std::string& console() const { return console_; }
 
  private:
+  static constexpr uint64_t kRamBytes = 64ull << 20;
   int ctl_ = -1;
+  int ram_ = -1;
   pid_t pid_ = -1;
   std::string console_;
 };
@@ -461,8 +484,10 @@ KVM_TEST(VcpuControl, SavedMachineStateContinuesInAFreshVcpuProcess) {
   std::unique_ptr<ipc::Packet> saved;
   size_t saved_ticks = 0;
   std::chrono::steady_clock::time_point saved_at;
+  int saved_ram = -1;
   {
     VcpuDriver d(guest("counter"));
+    saved_ram = dup(d.ram());
     // The counter's ticks are a busy loop: slow under PVM's emulation on a loaded host.
     ASSERT_TRUE(d.wait_console("tick 0000000000000003\n", seconds(180))) << d.console();
     ASSERT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
@@ -499,6 +524,8 @@ KVM_TEST(VcpuControl, SavedMachineStateContinuesInAFreshVcpuProcess) {
   EXPECT_NE(std::string(bad->root<ipc::VcpuToBroker>().getRefused().cStr()).find("the saved CPUID differs"), std::string::npos)
       << bad->root<ipc::VcpuToBroker>().getRefused().cStr();
   auto restore_at = std::chrono::steady_clock::now();
+  d.load_ram(saved_ram);
+  close(saved_ram);
   auto restored = d.call([&](auto m) { m.initRestoreMachineState().setState(state); });
   ASSERT_TRUE(restored);
   auto r = restored->root<ipc::VcpuToBroker>();
@@ -530,8 +557,14 @@ KVM_TEST(VcpuControl, SavedMachineStateContinuesInAFreshVcpuProcess) {
 }
 
 // Runs `kernel` until `line` is printed, pauses it, saves the whole machine and kills that
-// vcpu process; returns the saved message and how many lines the guest had finished.
-std::pair<std::unique_ptr<ipc::Packet>, size_t> save_and_kill(const std::string& kernel, const std::string& line) {
+// vcpu process; returns the saved message, how many lines the guest had finished and (a dup
+// of) its RAM.
+struct Saved {
+  std::unique_ptr<ipc::Packet> message;
+  size_t lines = 0;
+  int ram = -1;
+};
+Saved save_and_kill(const std::string& kernel, const std::string& line) {
   VcpuDriver d(kernel);
   EXPECT_TRUE(d.wait_console(line, seconds(60))) << d.console();
   EXPECT_TRUE(d.call([](auto m) { m.setPause(); })->root<ipc::VcpuToBroker>().isPaused());
@@ -539,14 +572,14 @@ std::pair<std::unique_ptr<ipc::Packet>, size_t> save_and_kill(const std::string&
   EXPECT_TRUE(saved && saved->root<ipc::VcpuToBroker>().isMachineState())
       << (saved && saved->root<ipc::VcpuToBroker>().isRefused() ? saved->root<ipc::VcpuToBroker>().getRefused().cStr() : "");
   d.next_reply(seconds(1));
-  return {std::move(saved), static_cast<size_t>(std::count(d.console().begin(), d.console().end(), '\n'))};
+  return {std::move(saved), static_cast<size_t>(std::count(d.console().begin(), d.console().end(), '\n')), dup(d.ram())};
 }
 
 KVM_TEST(VcpuControl, TscDeadlineTimerKeepsFiringAfterARestoreInAFreshVcpuProcess) {
   require_kvm();
   // The guest counts LAPIC timer interrupts in TSC-deadline mode, re-arming IA32_TSC_DEADLINE
   // in each; the count goes on only while the timer fires.
-  auto [saved, lines] = save_and_kill(guest("timer"), "timer 0000000000000003\n");
+  auto [saved, lines, saved_ram] = save_and_kill(guest("timer"), "timer 0000000000000003\n");
   ASSERT_TRUE(saved && saved->root<ipc::VcpuToBroker>().isMachineState());
   auto state = saved->root<ipc::VcpuToBroker>().getMachineState();
   // The fresh VM runs the same guest first (its RAM must hold the same code and IDT), and so
@@ -572,6 +605,10 @@ KVM_TEST(VcpuControl, TscDeadlineTimerKeepsFiringAfterARestoreInAFreshVcpuProces
     cpu.setLapic(lapic);
   });
   ASSERT_TRUE(far && far->root<ipc::VcpuToBroker>().isRestored());
+  // The saved vCPU may have stopped inside the interrupt handler or a call: its stack (and
+  // anything else in RAM) must be the saved VM's, not this one's.
+  d.load_ram(saved_ram);
+  close(saved_ram);
   auto restored = d.call([&](auto m) { m.initRestoreMachineState().setState(state); });
   ASSERT_TRUE(restored);
   auto r = restored->root<ipc::VcpuToBroker>();
