@@ -15,14 +15,14 @@
 namespace moss {
 
 inline constexpr std::chrono::milliseconds kGenerationTimeout{5000};
-inline constexpr size_t kGenerationEntropyBytes = 64;  // 512 bits from the host's getrandom().
 
 // On `agent_fd`, a stream connected to the guest agent (after the vsock worker's CONNECT/OK)
-// on which nothing was sent yet: HELLO (version 2), GENERATION{generation, realtime_ns or 0,
-// fresh entropy}, and waits up to `timeout` for the agent's acknowledgement. The fd is
-// borrowed and left open; the protocol lets it carry EXEC or SHUTDOWN frames next (not a new
-// ExecClient, which starts with its own HELLO). Errors are one sentence: an
-// agent too old for generations, the agent's refusal, the time-out, a closed connection.
+// on which nothing was sent yet: HELLO (version 2), GENERATION{generation, realtime_ns (none:
+// leave the guest's clock), kGenerationEntropyBytes fresh from getrandom()}, and waits up to
+// `timeout` for the agent's acknowledgement (agent::renew_generation, guest/agent/client.h).
+// The fd is borrowed and left open; the protocol lets it carry EXEC or SHUTDOWN frames next
+// (not a new ExecClient, which starts with its own HELLO). Errors are one sentence: an agent
+// too old for generations, the agent's refusal, the time-out, a closed connection.
 Result<void> renew_generation(int agent_fd, uint64_t generation, std::optional<int64_t> realtime_ns,
                               std::chrono::milliseconds timeout = kGenerationTimeout);
 

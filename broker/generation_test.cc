@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "base/child.h"
+#include "guest/agent/client.h"
 #include "guest/agent/generation.h"
 #include "guest/agent/protocol.h"
 #include "guest/agent/server.h"
@@ -80,8 +81,8 @@ TEST_F(GenerationTest, AgentTakesTheGenerationEntropyAndClock) {
   EXPECT_EQ(slurp(g_dir + "/realtime"), std::to_string(now));
   // Fresh host entropy each time.
   std::string e7 = slurp(g_dir + "/entropy-7"), e8 = slurp(g_dir + "/entropy-8");
-  EXPECT_EQ(e7.size(), kGenerationEntropyBytes);
-  EXPECT_EQ(e8.size(), kGenerationEntropyBytes);
+  EXPECT_EQ(e7.size(), agent::kGenerationEntropyBytes);
+  EXPECT_EQ(e8.size(), agent::kGenerationEntropyBytes);
   EXPECT_NE(e7, e8);
 }
 

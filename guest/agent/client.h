@@ -137,6 +137,16 @@ class ExecClient {
 // the answer leaves it), so a refusal is reported.
 Result<void> send_shutdown(int sock, int status, std::chrono::milliseconds timeout);
 
+// How many bytes of host entropy renew_generation() sends: 512 bits from getrandom().
+inline constexpr size_t kGenerationEntropyBytes = 64;
+
+// On `fd`, a stream connected to the guest agent (after vsock_handshake) on which nothing was
+// sent yet: HELLO (version 2), GENERATION{generation (>= 1), realtime_ns (0: leave the guest's
+// clock), fresh entropy from getrandom()}, and waits up to `timeout` for GENERATION_ACK. The fd
+// is borrowed and left open. Errors are one sentence: an agent too old for generations, its
+// refusal, the time-out, a closed connection.
+Result<void> renew_generation(int fd, uint64_t generation, int64_t realtime_ns, std::chrono::milliseconds timeout);
+
 // Runs a whole session with poll_once() and returns its outcome. Signals and window sizes
 // cannot be injected: use ExecClient for that.
 Result<ExecOutcome> run_exec(UniqueFd sock, const ExecRequest& req, ExecClient::UserFds fds);
