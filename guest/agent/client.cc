@@ -41,6 +41,9 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+Result<void> read_answer(int fd, uint32_t port, std::chrono::milliseconds timeout, Clock::time_point deadline,
+                         bool* not_listening);
+
 Result<void> handshake(int fd, uint32_t port, std::chrono::milliseconds timeout, bool* not_listening) {
   Clock::time_point deadline = Clock::now() + timeout;
   std::string connect = "CONNECT " + std::to_string(port) + "\n";
@@ -60,6 +63,13 @@ Result<void> handshake(int fd, uint32_t port, std::chrono::milliseconds timeout,
     if (r <= 0) return timeout_error("the vsock worker took no CONNECT request within " +
                                      std::to_string(timeout.count()) + " ms");
   }
+  return read_answer(fd, port, timeout, deadline, not_listening);
+}
+
+// The vsock worker's answer to CONNECT <port>: "OK <n>\n", read byte by byte so nothing past
+// the newline is taken.
+Result<void> read_answer(int fd, uint32_t port, std::chrono::milliseconds timeout, Clock::time_point deadline,
+                         bool* not_listening) {
   std::string line;
   for (;;) {
     char c;
@@ -108,6 +118,13 @@ bool is_nonblocking(int fd) {
 Result<void> vsock_handshake(int fd, uint32_t port, std::chrono::milliseconds timeout) {
   bool not_listening = false;
   return handshake(fd, port, timeout, &not_listening);
+}
+
+std::string connect_line(uint32_t port) { return "CONNECT " + std::to_string(port) + "\n"; }
+
+Result<void> vsock_handshake_answer(int fd, uint32_t port, std::chrono::milliseconds timeout, bool* not_listening) {
+  bool ignored = false;
+  return read_answer(fd, port, timeout, Clock::now() + timeout, not_listening ? not_listening : &ignored);
 }
 
 Result<UniqueFd> connect_agent(const std::string& uds_path, std::chrono::milliseconds timeout, uint32_t port) {

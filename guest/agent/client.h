@@ -31,6 +31,13 @@ namespace moss::agent {
 // (nothing listens on that port in the guest yet), an answer other than OK, the time-out.
 Result<void> vsock_handshake(int fd, uint32_t port, std::chrono::milliseconds timeout);
 
+// The two halves of vsock_handshake(), for when one process sends CONNECT and another reads
+// the answer (moss exec: the VM's broker connects and sends, the client reads). The line sent:
+std::string connect_line(uint32_t port);
+// Waits up to `timeout` for "OK <n>\n" on `fd`. *not_listening (may be null) is set when the
+// worker closed the connection: nothing listens on `port` in the guest (yet).
+Result<void> vsock_handshake_answer(int fd, uint32_t port, std::chrono::milliseconds timeout, bool* not_listening);
+
 // Connects to the vsock worker's socket `uds_path` and does the handshake, trying again every
 // 20 ms while the guest is not listening yet (the connection refused or closed at CONNECT)
 // until `timeout` has passed. Blocks: call it where blocking is fine (a thread, or once the
