@@ -256,9 +256,9 @@ moss::Result<moss::UniqueFd> relisten_agent() {
 moss::Result<void> renew_generation(const moss::agent::Frame& g) {
   auto done = moss::agent::apply_generation(g);
   if (done.ok()) {
-    (Line() << "generation " << static_cast<long>(g.generation)).emit();
+    (Line() << "generation " << std::to_string(g.generation)).emit();
   } else {
-    (Line() << "warning: generation " << static_cast<long>(g.generation) << ": " << done.error().message).emit();
+    (Line() << "warning: generation " << std::to_string(g.generation) << ": " << done.error().message).emit();
   }
   return done;
 }
