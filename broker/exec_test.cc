@@ -140,5 +140,140 @@ TEST_F(ExecTest, AnAgentThatNeverListensOrNeverAnswersIsATimeOut) {
   EXPECT_EQ(none.error().message, "no VM named absent is running");
 }
 
+// ---- The moss binary's `exec` verb against the fake broker: the agent's session code runs the
+// programs on this host, so the whole client side (stdio, status, signals) runs for real.
+
+// The agent's session code in children, forked before any thread of the test: each serves one
+// end of a socketpair, on which the fake broker first puts the worker's OK line.
+struct Agents {
+  std::vector<ChildProcess> children;
+  std::vector<UniqueFd> hosts;
+  explicit Agents(int n) {
+    for (int i = 0; i < n; i++) {
+      int sv[2];
+      EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+      pid_t pid = fork();
+      if (pid == 0) {
+        dup2(sv[1], 3);
+        syscall(SYS_close_range, 4U, ~0U, 0U);
+        _exit(agent::serve_connection(UniqueFd(3)) < 0 ? 0 : 1);
+      }
+      children.emplace_back(pid);
+      EXPECT_EQ(write(sv[1], "OK 1024\n", 8), 8);
+      close(sv[1]);
+      hosts.emplace_back(sv[0]);
+    }
+  }
+  // The broker's hook: the next agent's connection.
+  std::function<Result<UniqueFd>()> hook() {
+    return [this]() -> Result<UniqueFd> {
+      if (next_ >= hosts.size()) return make_error("no more agents");
+      return std::move(hosts[next_++]);
+    };
+  }
+  size_t next_ = 0;
+};
+
+std::string moss_binary() {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  EXPECT_GT(n, 0);
+  std::string dir(self, n > 0 ? static_cast<size_t>(n) : 0);
+  return dir.substr(0, dir.rfind('/')) + "/moss";
+}
+
+// `moss exec ARGS` with MOSS_RUNTIME_DIR=dir, stdin from `in` (or /dev/null), its stdout and
+// stderr collected.
+struct MossExec {
+  ChildProcess child;
+  UniqueFd out, err;
+  MossExec(const std::string& dir, const std::vector<std::string>& args, const std::string& in = "") {
+    int o[2], e[2], i[2];
+    EXPECT_EQ(pipe2(o, O_CLOEXEC), 0);
+    EXPECT_EQ(pipe2(e, O_CLOEXEC), 0);
+    EXPECT_EQ(pipe2(i, O_CLOEXEC), 0);
+    std::string bin = moss_binary();
+    std::vector<std::string> argv = {bin, "exec"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_t pid = fork();
+    if (pid == 0) {
+      dup2(i[0], 0);
+      dup2(o[1], 1);
+      dup2(e[1], 2);
+      setenv("MOSS_RUNTIME_DIR", dir.c_str(), 1);
+      std::vector<char*> a;
+      for (auto& s : argv) a.push_back(s.data());
+      a.push_back(nullptr);
+      execv(a[0], a.data());
+      _exit(126);
+    }
+    child = ChildProcess(pid);
+    close(o[1]);
+    close(e[1]);
+    close(i[0]);
+    out.reset(o[0]);
+    err.reset(e[0]);
+    if (!in.empty()) {
+      EXPECT_EQ(write(i[1], in.data(), in.size()), static_cast<ssize_t>(in.size()));
+    }
+    close(i[1]);
+  }
+  static std::string drain(int fd) {
+    std::string s;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) s.append(buf, static_cast<size_t>(n));
+    return s;
+  }
+  // Exit code (128 + N for signal N), reading its output to the end first.
+  int finish(std::string* o, std::string* e) {
+    *o = drain(out.get());
+    *e = drain(err.get());
+    auto st = child.wait();
+    EXPECT_TRUE(st.ok());
+    return !st.ok() ? -1 : WIFEXITED(*st) ? WEXITSTATUS(*st) : 128 + WTERMSIG(*st);
+  }
+};
+
+TEST_F(ExecTest, MossExecRunsProgramsWithItsStdioTwiceAtOnce) {
+  Agents agents(3);
+  start_broker("fake", agents.hook());
+  MossExec a(dir(), {"fake", "--", "sh", "-c", "echo hi; echo err >&2; exit 3"});
+  MossExec b(dir(), {"fake", "--", "sh", "-c", "echo hi; echo err >&2; exit 3"});
+  std::string out, err;
+  EXPECT_EQ(a.finish(&out, &err), 3);
+  EXPECT_EQ(out, "hi\n");
+  EXPECT_EQ(err, "err\n");
+  EXPECT_EQ(b.finish(&out, &err), 3);
+  EXPECT_EQ(out, "hi\n");
+  EXPECT_EQ(err, "err\n");
+  MossExec c(dir(), {"fake", "--env", "GREETING=hello there", "--workdir", "/", "--", "sh", "-c",
+                     "echo \"$GREETING in $(pwd)\"; wc -c"},
+             "12345");
+  EXPECT_EQ(c.finish(&out, &err), 0) << err;
+  EXPECT_EQ(out, "hello there in /\n5\n");
+  // The broker has no more agents: its sentence, moss's failure status.
+  MossExec d(dir(), {"fake", "--", "true"});
+  EXPECT_EQ(d.finish(&out, &err), 125);
+  EXPECT_EQ(err, "moss: the VM named fake cannot reach its guest agent: no more agents\n");
+}
+
+TEST_F(ExecTest, MossExecPassesSignalsToTheProgram) {
+  Agents agents(1);
+  start_broker("sig", agents.hook());
+  MossExec a(dir(), {"sig", "--", "sh", "-c", "trap 'echo got TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done"});
+  // Wait for "ready", then SIGTERM to moss exec reaches the program.
+  std::string got;
+  char buf[64];
+  while (got.find("ready\n") == std::string::npos) {
+    ssize_t n = read(a.out.get(), buf, sizeof buf);
+    ASSERT_GT(n, 0) << got;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ASSERT_EQ(kill(a.child.pid(), SIGTERM), 0);
+  std::string out, err;
+  EXPECT_EQ(a.finish(&out, &err), 9) << err;
+  EXPECT_EQ(out, "got TERM\n");
+}
+
 }  // namespace
 }  // namespace moss
