@@ -142,6 +142,7 @@ Result<UniqueFd> Session::agent_connection() {
   // moss exec: the control socket is the access control; the connection goes to the agent's
   // port only (the broker sends CONNECT), and the client reads the worker's answer.
   if (vm_ending()) return make_error("the VM is stopping");
+  if (vcpu_.paused()) return make_error("the VM is paused (moss resume " + options_.name + " lets it run)");
   if (!vsock_) return make_error("the VM has no vsock device, so no agent can be reached");
   auto sock = vsock_->connect_agent();
   if (!sock) return make_error("cannot reach the VM's vsock worker: " + sock.error().message);
