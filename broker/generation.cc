@@ -4,9 +4,7 @@
 #include <time.h>
 
 #include <cerrno>
-#include <thread>
 
-#include "broker/vm_vsock.h"
 #include "guest/agent/client.h"
 
 namespace moss {
@@ -30,27 +28,6 @@ Result<uint64_t> fresh_generation() {
     if (r != static_cast<ssize_t>(sizeof g)) return sys_error("draw", "a generation number (getrandom)");
     g &= ~(1ull << 63);
     if (g != 0) return g;
-  }
-}
-
-Result<void> renew_vm_generation(const vmvsock::Plan& vsock, uint64_t generation, std::optional<int64_t> realtime_ns,
-                                 std::chrono::milliseconds timeout) {
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + timeout;
-  auto left = [&] {
-    auto l = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    return l < std::chrono::milliseconds(1) ? std::chrono::milliseconds(1) : l;
-  };
-  for (;;) {
-    MOSS_TRY(UniqueFd sock, vsock.connect_agent());
-    bool not_listening = false;
-    auto answered = agent::vsock_handshake_answer(sock.get(), agent::kAgentPort, left(), &not_listening);
-    if (answered) return renew_generation(sock.get(), generation, realtime_ns, left());
-    if (!not_listening || Clock::now() + std::chrono::milliseconds(20) >= deadline) {
-      return Error("cannot give the guest its new generation: " + answered.error().message, answered.error().err,
-                   answered.error().kind);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
 

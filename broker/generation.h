@@ -14,10 +14,6 @@
 
 namespace moss {
 
-namespace vmvsock {
-class Plan;
-}
-
 inline constexpr std::chrono::milliseconds kGenerationTimeout{5000};
 
 // On `agent_fd`, a stream connected to the guest agent (after the vsock worker's CONNECT/OK)
@@ -36,12 +32,5 @@ int64_t realtime_now_ns();
 // A generation number for a restore: random, 1..2^63-1, so that two restores of one spore
 // (issue 13, acceptance 2) get different numbers without any shared counter.
 Result<uint64_t> fresh_generation();
-
-// What the broker does after a restore, before any command: a fresh connection to the agent
-// through the VM's vsock worker (Plan::connect_agent, asking again every 20 ms while nothing
-// listens in the guest yet: its TRANSPORT_RESET may not be handled yet), then
-// renew_generation() on it, all within `timeout`. Blocks for at most `timeout`.
-Result<void> renew_vm_generation(const vmvsock::Plan& vsock, uint64_t generation, std::optional<int64_t> realtime_ns,
-                                 std::chrono::milliseconds timeout = kGenerationTimeout);
 
 }  // namespace moss

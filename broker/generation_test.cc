@@ -2,7 +2,6 @@
 // over a socketpair) and against peers that refuse, say nothing, or hang up.
 #include "broker/generation.h"
 
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,7 +15,6 @@
 #include <thread>
 
 #include "base/child.h"
-#include "broker/vm_vsock.h"
 #include "guest/agent/client.h"
 #include "guest/agent/generation.h"
 #include "guest/agent/protocol.h"
@@ -147,67 +145,6 @@ TEST(Generation, FreshNumbersAreNonZeroPositiveAndDiffer) {
   EXPECT_NE(*a, 0u);
   EXPECT_LT(*a, 1ull << 63);
   EXPECT_NE(*a, *b);
-}
-
-// After a restore: through the VM's vsock worker (here a thread playing the worker and the
-// agent on the Plan's listener), asking again while nothing listens, then the renewal.
-TEST_F(GenerationTest, RenewVmGenerationGoesThroughTheWorkerAndWaitsForTheListener) {
-  auto p = vmvsock::Plan::prepare(g_dir + "/rt", "", 0);
-  ASSERT_TRUE(p.ok()) << p.error().message;
-  device::vsock::Host host = (*p)->worker_host();
-  int lfl = fcntl(host.listener.get(), F_GETFL);
-  ASSERT_EQ(fcntl(host.listener.get(), F_SETFL, lfl & ~O_NONBLOCK), 0);  // The thread waits in accept.
-  agent::Frame got;
-  int refused = 0;
-  std::thread worker([&] {
-    for (;;) {
-      UniqueFd c(accept4(host.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (!c.valid()) return;
-      char line[32] = {};
-      for (size_t i = 0; i < sizeof line - 1 && read(c.get(), line + i, 1) == 1 && line[i] != '\n'; i++) {
-      }
-      EXPECT_EQ(std::string(line), "CONNECT 1124\n");
-      if (refused++ < 2) continue;  // Closed at CONNECT: nothing listens in the guest yet.
-      EXPECT_EQ(write(c.get(), "OK 9\n", 5), 5);
-      std::string out;
-      agent::Frame hello;
-      hello.type = agent::MsgType::kHello;
-      hello.version_min = hello.version_max = 2;
-      EXPECT_TRUE(agent::encode(agent::Direction::kToHost, hello, &out).ok());
-      agent::Decoder d(agent::Direction::kToAgent);
-      char buf[4096];
-      int frames = 0;
-      agent::Frame f;
-      while (frames < 2) {
-        agent::DecodeStatus st = d.next(&f);
-        if (st == agent::DecodeStatus::kFrame) {
-          if (++frames == 2) got = f;
-          continue;
-        }
-        ASSERT_EQ(st, agent::DecodeStatus::kNeedMore);
-        ssize_t n = read(c.get(), buf, sizeof buf);
-        ASSERT_GT(n, 0);
-        d.feed(buf, static_cast<size_t>(n));
-      }
-      agent::Frame ack;
-      ack.type = agent::MsgType::kGenerationAck;
-      ack.generation = got.generation;
-      EXPECT_TRUE(agent::encode(agent::Direction::kToHost, ack, &out).ok());
-      EXPECT_EQ(write(c.get(), out.data(), out.size()), static_cast<ssize_t>(out.size()));
-      char eof;
-      (void)!read(c.get(), &eof, 1);  // Until the broker's side closes.
-      return;
-    }
-  });
-  auto r = renew_vm_generation(**p, 77, 1234567890123456789, milliseconds(5000));
-  EXPECT_TRUE(r.ok()) << r.error().message;
-  shutdown(host.listener.get(), SHUT_RDWR);
-  worker.join();
-  EXPECT_EQ(refused, 3);
-  EXPECT_EQ(got.type, agent::MsgType::kGeneration);
-  EXPECT_EQ(got.generation, 77u);
-  EXPECT_EQ(got.realtime_ns, 1234567890123456789);
-  EXPECT_EQ(got.data.size(), agent::kGenerationEntropyBytes);
 }
 
 }  // namespace
