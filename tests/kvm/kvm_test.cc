@@ -966,7 +966,7 @@ LINUX_TEST(LinuxGuest, ExecRunsProgramsInANamedVmAndItsGenerationIsRenewed) {
   EXPECT_EQ(cat.exit_code, 0) << describe(cat);
   EXPECT_EQ(cat.out.substr(0, 3), "42\n") << describe(cat);
   EXPECT_EQ(cat.out.find("-rw-r--r--", 3), 3u) << describe(cat);
-  EXPECT_NE(vm.out().find("moss-init: generation 42"), std::string::npos) << vm.out();
+  EXPECT_TRUE(vm.wait_for_output("moss-init: generation 42", seconds(30))) << vm.out();
   // No such VM: one sentence, moss's failure status.
   auto none = run({moss(), "exec", "nobody", "--", "true"}, seconds(30), env);
   EXPECT_EQ(none.exit_code, 125) << describe(none);
