@@ -288,6 +288,34 @@ KVM_TEST(VmProcess, NamedVmIsListedQueriedAndStoppedFromAnotherProcess) {
   std::filesystem::remove_all(rt);
 }
 
+// moss exec through a real broker and vsock worker, to a guest with no agent (a freestanding
+// guest never drives its vsock device): the worker refuses CONNECT 1124, moss exec asks again
+// until its 30 s are up and fails with one sentence; a paused VM is refused at once.
+KVM_TEST(VmProcess, ExecToAVmWithoutAgentTimesOutAndAPausedOneIsRefused) {
+  require_kvm();
+  auto rt = std::filesystem::temp_directory_path() / ("moss-rt-e-" + std::to_string(getpid()));
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt.string()}};
+  Process p({moss(), "run", "--name", "noagent", "--kernel", guest("spin"), "--initrd", "none", "--mem", "64M"}, env);
+  ASSERT_TRUE(p.wait_for_output("spinning", seconds(60))) << p.out();
+  auto t0 = std::chrono::steady_clock::now();
+  auto o = run({moss(), "exec", "noagent", "--", "true"}, seconds(60), env);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(o.exit_code, 125) << describe(o);
+  EXPECT_EQ(o.err, "moss: the guest agent of the VM named noagent was not listening within 30 s (is the guest up, "
+                   "with moss-init?)\n")
+      << describe(o);
+  EXPECT_GE(took, 29.0);
+  EXPECT_EQ(run({moss(), "pause", "noagent"}, seconds(20), env).exit_code, 0);
+  auto paused = run({moss(), "exec", "noagent", "--", "true"}, seconds(20), env);
+  EXPECT_EQ(paused.exit_code, 125) << describe(paused);
+  EXPECT_EQ(paused.err, "moss: the VM named noagent cannot reach its guest agent: the VM is paused (moss resume noagent "
+                        "lets it run)\n")
+      << describe(paused);
+  EXPECT_EQ(run({moss(), "stop", "noagent"}, seconds(30), env).exit_code, 0);
+  EXPECT_EQ(p.wait(seconds(10)).exit_code, 128 + SIGTERM);
+  std::filesystem::remove_all(rt);
+}
+
 KVM_TEST(VmProcess, PauseParksTheVcpusAndResumeLetsThemGo) {
   require_kvm();
   auto rt = std::filesystem::temp_directory_path() / ("moss-rt-p-" + std::to_string(getpid()));
