@@ -87,12 +87,15 @@ std::string to_json(const VmStats& s);
 std::string table_header();
 std::string table_row(const VmStats& s);
 
-enum class Verb { kStats, kStop, kPause, kResume };
+enum class Verb { kStats, kStop, kPause, kResume, kAgent };
 
 // Pure decoders of what a peer sends (fuzzed in fuzz/fuzz_broker_peers.cc): a request as the
 // broker reads it, and a stats reply as `moss stats` reads it.
 Result<Verb> decode_request(std::span<const uint8_t> packet);
 Result<VmStats> decode_stats_reply(std::span<const uint8_t> packet);
+// The reply to an agent request as `moss exec` reads it: ok (the socket is attached), or the
+// broker's sentence why not.
+Result<void> decode_agent_reply(std::span<const uint8_t> packet);
 
 // The broker's side, one reply per connection (broker/control_server.h reads the request
 // with decode_request() and answers from its loop). A reply that cannot be sent is dropped:
@@ -102,6 +105,9 @@ void answer_stopping(int conn);
 void answer_error(int conn, const std::string& message);
 // Answers pause/resume: done, or the sentence why not.
 void answer_pause(int conn, Verb verb, const Result<void>& outcome);
+// Answers an agent request: `agent` (a socket connected to the guest agent, CONNECT sent) is
+// attached to the reply, or the sentence why there is none.
+void answer_agent(int conn, const Result<UniqueFd>& agent);
 
 // The client's side: one request on a fresh connection to N's socket.
 Result<VmStats> query_stats(const std::string& dir, const std::string& name);
@@ -109,5 +115,9 @@ Result<VmStats> query_stats(const std::string& dir, const std::string& name);
 Result<void> request_stop(const std::string& dir, const std::string& name, int wait_seconds);
 // Pauses or resumes N's vCPUs; returns once they are.
 Result<void> request_pause(const std::string& dir, const std::string& name, bool pause);
+// A connection to N's guest agent, from its broker (the control socket is the VM's access
+// control): the vsock worker's socket on which "CONNECT <agent port>\n" was sent; the caller
+// reads the answer (agent::vsock_handshake_answer) and then speaks the agent protocol.
+Result<UniqueFd> request_agent(const std::string& dir, const std::string& name);
 
 }  // namespace moss::control

@@ -75,6 +75,9 @@ void ControlServer::serve(std::shared_ptr<UniqueFd> conn, control::Verb verb) {
       hooks_.pause(verb == V::kPause,
                    [conn, verb](const Result<void>& outcome) { control::answer_pause(conn->get(), verb, outcome); });
       return;
+    case V::kAgent:
+      control::answer_agent(conn->get(), hooks_.agent ? hooks_.agent() : Result<UniqueFd>(make_error("this VM has no agent")));
+      return;
   }
 }
 

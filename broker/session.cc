@@ -55,7 +55,8 @@ Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<S
                                             stop_requested_ = true;
                                             vcpu_.stop();
                                           },
-                                          [this](bool p, auto done) { pause(p, std::move(done)); }});
+                                          [this](bool p, auto done) { pause(p, std::move(done)); },
+                                          [this] { return agent_connection(); }});
   }
   for (int sig : kStopSignals) {
     signals_.push_back(Event::on_signal(loop_.get(), sig, [this](int s, short) { on_signal(s); }));
@@ -135,6 +136,17 @@ void Session::pause(bool pause, std::function<void(const Result<void>&)> done) {
     return;
   }
   vcpu_.set_paused(pause, std::move(done));
+}
+
+Result<UniqueFd> Session::agent_connection() {
+  // moss exec: the control socket is the access control; the connection goes to the agent's
+  // port only (the broker sends CONNECT), and the client reads the worker's answer.
+  if (vm_ending()) return make_error("the VM is stopping");
+  if (vcpu_.paused()) return make_error("the VM is paused (moss resume " + options_.name + " lets it run)");
+  if (!vsock_) return make_error("the VM has no vsock device, so no agent can be reached");
+  auto sock = vsock_->connect_agent();
+  if (!sock) return make_error("cannot reach the VM's vsock worker: " + sock.error().message);
+  return sock;
 }
 
 int Session::finish() {

@@ -54,6 +54,7 @@ class Session {
   bool vm_ending() const;
   void stats(std::function<void(const control::VmStats&)> answer);
   void pause(bool pause, std::function<void(const Result<void>&)> done);
+  Result<UniqueFd> agent_connection();  // For moss exec (ControlServer::Hooks::agent).
   int finish();
   int finish_vm();
   void write_stats() const;
