@@ -40,6 +40,7 @@
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
 #include "ipc/guest_abi.h"
+#include "store/spore.h"
 #include "vcpu/bzimage.h"
 #include "vcpu/kvm_caps.h"
 
@@ -236,6 +237,15 @@ Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
   return v;
 }
 
+// What a suspend of this VM records besides the vcpu process's state.
+SporeSource spore_source(const Prepared& p, uint64_t generation) {
+  SporeSource s;
+  s.cmdline = p.cmdline;
+  s.generation = generation;
+  for (const auto& d : p.devices) s.devices.push_back({d.kind, d.record});
+  return s;
+}
+
 }  // namespace
 
 // The steps of `moss run`: check what can be checked, prepare the host side, plan the
@@ -278,7 +288,7 @@ int run_vm(const cli::RunOptions& options) {
   }
   console_cleanup.armed = false;  // The VM runs: the console file is its.
   Session session(options, StartedVcpu{vcpu->pid, std::move(vcpu->ctl), vcpu->spawn_ns, std::move(vcpu->ram)}, std::move(*workers),
-                  std::move(*endpoint), std::move(*console), std::move(*vsock));
+                  std::move(*endpoint), std::move(*console), std::move(*vsock), spore_source(*prepared, 0));
   return session.run();
 }
 
@@ -321,6 +331,31 @@ int control_command(const cli::Command& command) {
     std::fprintf(stderr, "moss: %s\n", outcome.error().message.c_str());
     return kExitFailure;
   }
+  return 0;
+}
+
+int suspend_command(const cli::Command& command) {
+  std::string dir = control::runtime_dir();
+  control::SuspendArgs args;
+  args.keep_running = command.keep_running;
+  // The broker runs elsewhere (its own working directory and environment): it is given
+  // absolute paths, the store resolved here.
+  auto spore = store::absolute_path(command.spore_output);
+  Result<std::string> store_dir = command.store_dir.empty() ? store::default_store_dir() : store::absolute_path(command.store_dir);
+  Result<std::string> outcome = make_error("");
+  if (!spore) outcome = spore.error();
+  else if (!store_dir) outcome = store_dir.error();
+  else if (::access(spore->c_str(), F_OK) == 0) outcome = make_error("the spore " + *spore + " exists already; suspend writes a new one");
+  else {
+    args.spore = *spore;
+    args.store = *store_dir;
+    outcome = control::request_suspend(dir, command.vm_name, args);
+  }
+  if (!outcome) {
+    std::fprintf(stderr, "moss: %s\n", outcome.error().message.c_str());
+    return kExitFailure;
+  }
+  std::printf("%s\n", outcome->c_str());
   return 0;
 }
 

@@ -33,7 +33,8 @@ EventLoop make_loop() {
 }  // namespace
 
 Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<StartedWorker> workers,
-                 std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock)
+                 std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock,
+                 SporeSource spore)
     : options_(options),
       spawn_ns_(vcpu.spawn_ns),
       ram_(std::move(vcpu.ram)),
@@ -46,7 +47,8 @@ Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<S
                {[this] { return vcpu_.reaped() || (vcpu_.drain(), vcpu_.has_exit()); }, [this] { return stop_vm(); }}),
       command_(loop_.get(), options, vsock_.get(),
                {[this] { return vm_ending(); }, [this] { stop_vm(); },
-                [this](const char* data, size_t size) { vcpu_.console_input(data, size); }}) {
+                [this](const char* data, size_t size) { vcpu_.console_input(data, size); }}),
+      spore_(std::move(spore)) {
   if (endpoint) {
     control_.emplace(loop_.get(), std::move(*endpoint),
                      ControlServer::Hooks{[this](auto answer) { stats(std::move(answer)); },
@@ -55,7 +57,8 @@ Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<S
                                             stop_requested_ = true;
                                             vcpu_.stop();
                                           },
-                                          [this](bool p, auto done) { pause(p, std::move(done)); }});
+                                          [this](bool p, auto done) { pause(p, std::move(done)); },
+                                          [this](const control::SuspendArgs& a, auto done) { suspend(a, std::move(done)); }});
   }
   for (int sig : kStopSignals) {
     signals_.push_back(Event::on_signal(loop_.get(), sig, [this](int s, short) { on_signal(s); }));
@@ -72,6 +75,7 @@ int Session::run() {
   // The child may have exited before the SIGCHLD handler was installed.
   on_signal(SIGCHLD);
   if (!vcpu_.reaped()) loop_.dispatch();
+  finish_suspend_after_loop();  // A spore still being written when the VM ended.
   signals_.clear();
   command_.close();
   workers_.stop_all();
@@ -109,7 +113,10 @@ bool Session::vm_ending() const {
 void Session::stats(std::function<void(const control::VmStats&)> answer) {
   control::VmStats s;
   s.name = options_.name;
-  s.state = stop_signal_ || stop_requested_ || vcpu_.has_exit() ? "stopping" : vcpu_.paused() ? "paused" : "running";
+  s.state = stop_signal_ || stop_requested_ || vcpu_.has_exit() ? "stopping"
+            : suspend_                                             ? "suspending"
+            : vcpu_.paused()                                       ? "paused"
+                                                                   : "running";
   s.uptime_ms = (monotonic_ns() - spawn_ns_) / 1000000;
   s.cpus = options_.cpus;
   s.mem_bytes = options_.mem_bytes;
@@ -132,6 +139,10 @@ void Session::stats(std::function<void(const control::VmStats&)> answer) {
 void Session::pause(bool pause, std::function<void(const Result<void>&)> done) {
   if (vcpu_.has_exit() || stop_signal_ || stop_requested_) {
     done(make_error("the VM is stopping"));
+    return;
+  }
+  if (suspend_) {
+    done(make_error("the VM is being suspended"));
     return;
   }
   vcpu_.set_paused(pause, std::move(done));
@@ -207,6 +218,10 @@ int Session::finish_vm() {
       }
       return x.status & 0xff;
     case R::STOPPED:
+      if (!suspended_to_.empty() && !stop_requested_ && !stop_signal_) {
+        std::fprintf(stderr, "moss: the VM was suspended to %s\n", suspended_to_.c_str());
+        return 0;
+      }
       if (stop_requested_ && !stop_signal_) {
         std::fprintf(stderr, "moss: the VM was stopped (moss stop %s)\n", options_.name.c_str());
         return 128 + SIGTERM;  // As if it had been sent SIGTERM, which is what moss stop means.

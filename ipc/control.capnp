@@ -18,7 +18,16 @@ struct ControlRequest {
     stop @2 :Void;      # As SIGTERM to the broker: the VM is stopped in order.
     pause @3 :Void;     # Every vCPU parked outside KVM_RUN; answered once they are.
     resume @4 :Void;
+    # Write the VM into a spore (moss suspend); answered `suspended` once it is written (and
+    # the VM resumed with keepRunning, else stopping), or `error` with the sentence why not.
+    suspend @5 :SuspendRequest;
   }
+}
+
+struct SuspendRequest {
+  spore @0 :Text;         # Absolute path of the spore to write (must not exist).
+  store @1 :Text;         # Absolute path of the chunk store.
+  keepRunning @2 :Bool;   # Resume the VM afterwards instead of stopping it.
 }
 
 # VmStats is also the JSON of `moss stats --json` (ipc/json.h): $Json.name gives its keys.
@@ -63,5 +72,6 @@ struct ControlReply {
     error @3 :Text;
     paused @4 :Void;
     resumed @5 :Void;
+    suspended @6 :Text;   # One sentence: where the spore is, and what it took.
   }
 }
