@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "devices/blk/module.h"
 #include "vcpu/bzimage.h"
 
 namespace moss::sporemf {
@@ -174,6 +175,36 @@ Result<void> machine_state_of(spore::Manifest::Reader m, ipc::MachineState::Buil
   return {};
 }
 
+Result<void> check_devices(capnp::List<spore::Device>::Reader recorded, const std::vector<DeviceRecord>& given) {
+  size_t spore_disks = 0, given_disks = 0;
+  for (auto d : recorded) spore_disks += d.getKind() == "blk";
+  for (const auto& d : given) given_disks += d.kind == "blk";
+  if (spore_disks != given_disks) {
+    return make_error("the spore's VM had " + std::to_string(spore_disks) + " disk" + (spore_disks == 1 ? "" : "s") +
+                      " and " + std::to_string(given_disks) + (given_disks == 1 ? " was" : " were") +
+                      " given; give each of its disks with --disk, in its order");
+  }
+  if (recorded.size() != given.size()) {
+    return make_error("the spore's VM had " + std::to_string(recorded.size()) + " devices and this one would have " +
+                      std::to_string(given.size()));
+  }
+  unsigned disk = 0;
+  for (unsigned i = 0; i < given.size(); i++) {
+    auto r = recorded[i];
+    if (r.getKind() != given[i].kind.c_str()) {
+      return make_error("the spore's device " + std::to_string(i + 1) + " is a " + r.getKind().cStr() +
+                        " device and this VM's a " + given[i].kind + " device");
+    }
+    if (given[i].kind != "blk") continue;
+    disk++;
+    auto c = r.getConfig();
+    MOSS_TRY(auto was, device::blk::decode_disk_record(std::span<const uint8_t>(c.begin(), c.size())));
+    MOSS_TRY(auto now, device::blk::decode_disk_record(given[i].config));
+    MOSS_TRY_VOID(device::blk::same_disk(was, now, "disk " + std::to_string(disk)));
+  }
+  return {};
+}
+
 std::span<const FeatureRegister> feature_registers() {
   static const FeatureRegister kRegs[] = {
       // Leaf 1: ECX 27 OSXSAVE follows the guest's CR4, 31 is the hypervisor bit moss sets;
@@ -218,7 +249,8 @@ Result<void> check_host(spore::HostContract::Reader c, const HostFacts& host) {
       uint32_t want = reg_of(g, fr.reg) & ~fr.ignored;
       if (want == 0) continue;
       const kvm_cpuid_entry2* h = find_leaf(host.supported_cpuid, g.function, g.index);
-      uint32_t have = h ? reg_of(*h, fr.reg) : 0;
+      const kvm_cpuid_entry2* v = find_leaf(host.vcpu_cpuid, g.function, g.index);
+      uint32_t have = (h ? reg_of(*h, fr.reg) : 0) | (v ? reg_of(*v, fr.reg) : 0);
       uint32_t missing = want & ~have;
       if (missing) {
         int bit = __builtin_ctz(missing);

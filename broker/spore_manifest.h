@@ -67,10 +67,19 @@ Result<void> machine_state_of(spore::Manifest::Reader m, ipc::MachineState::Buil
 // Guest RAM bytes of the manifest's machine (its RAM ranges must be memory_map's for it).
 Result<uint64_t> ram_bytes_of(spore::Manifest::Reader m);
 
+// The devices a restore planned (the user's --disk in order, then vsock), each with what it
+// records now, against the spore's: the same count and kinds in order, each disk the same
+// size, identity and read-only flag (devices/blk/module.h). One sentence naming the device.
+Result<void> check_devices(capnp::List<spore::Device>::Reader recorded, const std::vector<DeviceRecord>& given);
+
 // This host, as a restore checks it against a spore's host contract.
 struct HostFacts {
   std::string arch;
   std::vector<kvm_cpuid_entry2> supported_cpuid;  // KVM_GET_SUPPORTED_CPUID
+  // What this host's KVM reports (KVM_GET_CPUID2) for a vCPU given supported_cpuid: some KVMs
+  // (PVM) show a vCPU more than they list as supported, and a spore records what its vCPU
+  // showed. A feature is offered when either has it.
+  std::vector<kvm_cpuid_entry2> vcpu_cpuid;
   std::vector<uint32_t> kvm_caps;                 // The KVM_CAP_* present (checked among required ones).
   uint32_t tsc_khz = 0;                           // The host's TSC frequency (KVM_GET_TSC_KHZ), 0 unknown.
   bool tsc_scaling = false;                       // KVM_CAP_TSC_CONTROL
