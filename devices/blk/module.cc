@@ -259,8 +259,14 @@ Result<DiskRecord> decode_disk_record(std::span<const uint8_t> in) {
   return r;
 }
 
-Result<DiskRecord> record_disk(int fd, bool readonly, const std::string& what) {
+Result<DiskRecord> record_disk(int fd_in, bool readonly, const std::string& what) {
   constexpr uint64_t kSample = 1ull << 20;
+  // A file description of our own: the worker may have turned O_DIRECT on for the one it
+  // shares with us, whose alignment rules buffered reads here need not follow.
+  int own = open(("/proc/self/fd/" + std::to_string(fd_in)).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (own < 0) return sys_error("read", what);
+  UniqueFd reopened(own);
+  const int fd = reopened.get();
   DiskRecord r;
   r.readonly = readonly;
   r.bytes = disk_bytes(fd);
