@@ -56,6 +56,16 @@ constexpr const char* kSporeStoreText =
     "A spore is a directory (0700) holding its manifest (0600); its memory lives in a chunk store\n"
     "that spores share: $XDG_DATA_HOME/moss/store, else ~/.local/share/moss/store, or --store DIR\n"
     "(directories 0700, files 0600: they hold guest RAM).\n";
+constexpr const char* kExecText =
+    "usage: moss exec NAME [-t] [--env K=V]... [--workdir DIR] -- CMD ARGS...\n\n"
+    "Runs CMD in the running VM NAME (moss run --name NAME) through its guest agent, exactly as\n"
+    "moss run -- CMD does: stdin, stdout and stderr are this process's, signals go to CMD, -t\n"
+    "gives it a pseudo-terminal, --env and --workdir set its environment and working directory.\n"
+    "It waits up to 30 s for the guest's agent to listen (a VM still booting).\n"
+    "The VM is one started by you, found in the runtime directory ($MOSS_RUNTIME_DIR, else\n"
+    "$XDG_RUNTIME_DIR/moss, else /run/moss for root, else /tmp/moss-UID).\n"
+    "Exit status: CMD's (128+N if signal N ended it); 2 for bad usage; 125 when there is no VM\n"
+    "of that name, its agent cannot be reached, or the connection broke (one sentence on stderr).\n";
 
 constexpr const char* kControlText =
     "The VM is one started with moss run --name NAME by you, found in the runtime directory\n"
@@ -67,6 +77,7 @@ constexpr const char* kControlText =
 
 std::string usage() {
   return std::string(kRunSynopsis) +
+         "       moss exec NAME [-t] [--env K=V]... [--workdir DIR] -- CMD ARGS...\n"
          "       moss ls | moss stats NAME | moss stop NAME | moss pause NAME | moss resume NAME\n"
          "       moss device blk|vsock ARGS... (moss device KIND --help)\n"
          "       moss suspend NAME --out SPORE [--keep-running] [--store DIR]\n"
@@ -83,6 +94,7 @@ std::string usage() {
 std::string usage(const std::string& topic) {
   if (std::string u = spore_usage(topic); !u.empty()) return u;
   if (topic == "run") return std::string(kRunSynopsis) + "\n" + kRunText;
+  if (topic == "exec") return kExecText;
   if (topic == "ls") {
     return "usage: moss ls\n\nLists your named VMs that are running (moss run --name NAME): name, state, uptime,\n"
            "vCPUs, memory, the resident memory of all its processes, disks.\n" +
@@ -229,6 +241,62 @@ Result<uint32_t> parse_seconds(const std::string& text) {
   return static_cast<uint32_t>(n);
 }
 
+// -t, --env K=V and --workdir DIR at args[*i] (a command's options, for run and exec): false
+// if args[*i] is none of them; *i moves past a value.
+Result<bool> parse_command_option(const std::vector<std::string>& args, size_t* i, RunOptions* o) {
+  const std::string& a = args[*i];
+  auto value = [&](const char* name) -> Result<std::string> {
+    if (*i + 1 >= args.size()) return make_error(std::string(name) + " needs a value");
+    return args[++*i];
+  };
+  if (a == "-t" || a == "--tty") {
+    o->tty = true;
+  } else if (a == "--env") {
+    MOSS_TRY(std::string v, value("--env"));
+    size_t eq = v.find('=');
+    if (eq == std::string::npos || eq == 0) return make_error("--env needs KEY=VALUE, not '" + v + "'");
+    o->env.push_back(v);
+  } else if (a == "--workdir") {
+    MOSS_TRY(o->workdir, value("--workdir"));
+    if (o->workdir.empty() || o->workdir[0] != '/') return make_error("--workdir needs an absolute path in the guest");
+  } else {
+    return false;
+  }
+  return true;
+}
+
+Result<Command> parse_exec(const std::vector<std::string>& args) {
+  Command c;
+  c.verb = Command::Verb::kExec;
+  if (args.size() < 2 || args[1].empty() || args[1][0] == '-') {
+    if (args.size() >= 2 && (args[1] == "--help" || args[1] == "-h")) {
+      c.verb = Command::Verb::kHelp;
+      c.help_topic = "exec";
+      return c;
+    }
+    return make_error("moss exec needs the name of a running VM: moss exec NAME -- CMD ARGS...");
+  }
+  c.vm_name = args[1];
+  MOSS_TRY_VOID(control::check_name(c.vm_name));
+  for (size_t i = 2; i < args.size(); i++) {
+    if (args[i] == "--") {
+      c.run.has_command = true;
+      c.run.command.assign(args.begin() + static_cast<long>(i) + 1, args.end());
+      if (c.run.command.empty()) return make_error("'--' must be followed by the command to run in the guest");
+      return c;
+    }
+    if (args[i] == "--help" || args[i] == "-h") {
+      c.verb = Command::Verb::kHelp;
+      c.help_topic = "exec";
+      return c;
+    }
+    MOSS_TRY(bool known, parse_command_option(args, &i, &c.run));
+    if (!known) return make_error("unknown option '" + args[i] + "' for moss exec (see moss exec --help)");
+  }
+  return make_error("moss exec needs a command: moss exec " + c.vm_name + " -- CMD ARGS...");
+}
+
+
 // Which verb's options parse_run reads: they share moss run's, less what does not apply.
 enum class RunMode { kRun, kRestore, kSporeCreate };
 
@@ -300,16 +368,9 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i, Run
     } else if (a == "--name") {
       MOSS_TRY(o.name, value("--name"));
       MOSS_TRY_VOID(control::check_name(o.name));
-    } else if (a == "-t" || a == "--tty") {
-      o.tty = true;
-    } else if (a == "--env") {
-      MOSS_TRY(std::string v, value("--env"));
-      size_t eq = v.find('=');
-      if (eq == std::string::npos || eq == 0) return make_error("--env needs KEY=VALUE, not '" + v + "'");
-      o.env.push_back(v);
-    } else if (a == "--workdir") {
-      MOSS_TRY(o.workdir, value("--workdir"));
-      if (o.workdir.empty() || o.workdir[0] != '/') return make_error("--workdir needs an absolute path in the guest");
+    } else if (a == "-t" || a == "--tty" || a == "--env" || a == "--workdir") {
+      MOSS_TRY(bool known, parse_command_option(args, &i, &o));
+      MOSS_ASSERT(known);
     } else if (a == "--boot-timeout") {
       MOSS_TRY(std::string v, value("--boot-timeout"));
       MOSS_TRY(o.boot_timeout_s, parse_seconds(v));
@@ -418,11 +479,11 @@ Result<Command> parse(const std::vector<std::string>& args) {
     if (args.size() > 2) return make_error("moss help takes at most one verb (moss help run)");
     if (args.size() == 2) {
       c.help_topic = args[1] == "list" ? "ls" : args[1];
-      static const char* const kTopics[] = {"run", "ls", "stats", "stop", "pause", "resume", "device", "suspend", "restore", "spore"};
+      static const char* const kTopics[] = {"run", "exec", "ls", "stats", "stop", "pause", "resume", "device", "suspend", "restore", "spore"};
       if (std::find(std::begin(kTopics), std::end(kTopics), c.help_topic) == std::end(kTopics) &&
           !is_spore_verb(c.help_topic)) {
         return make_error("moss help knows no verb '" + args[1] +
-                          "' (this version has: run, ls, stats, stop, pause, resume, device, suspend, restore, spore, inspect, pack, unpack, store)");
+                          "' (this version has: run, exec, ls, stats, stop, pause, resume, device, suspend, restore, spore, inspect, pack, unpack, store)");
       }
     }
     return c;
@@ -480,6 +541,7 @@ Result<Command> parse(const std::vector<std::string>& args) {
     c.device_args.assign(args.begin() + 2, args.end());
     return c;
   }
+  if (args[0] == "exec") return parse_exec(args);
   if (args[0] == "suspend") return parse_suspend(args);
   if (args[0] == "restore") return parse_spore_run(args, 1, RunMode::kRestore);
   if (args[0] == "spore") {
@@ -492,7 +554,7 @@ Result<Command> parse(const std::vector<std::string>& args) {
   }
   if (is_spore_verb(args[0])) return parse_spore_command(args);
   return make_error("unknown command '" + args[0] +
-                    "' (this version has: run, ls, stats, stop, pause, resume, device, suspend, restore, spore, inspect, pack, unpack, store; see moss --help)");
+                    "' (this version has: run, exec, ls, stats, stop, pause, resume, device, suspend, restore, spore, inspect, pack, unpack, store; see moss --help)");
 }
 
 }  // namespace moss::cli

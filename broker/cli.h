@@ -58,13 +58,14 @@ struct RunOptions {
 
 struct Command {
   enum class Verb { kRun, kDevice, kList, kStats, kStop, kPause, kResume, kHelp, kVersion,
-                    kStoreGc, kPack, kUnpack, kInspect, kSuspend, kRestore, kSporeCreate };
+                    kStoreGc, kPack, kUnpack, kInspect, kSuspend, kRestore, kSporeCreate, kExec };
   Verb verb = Verb::kHelp;
   RunOptions run;
   // moss device KIND ARGS...: run a device worker standalone (its own program parses ARGS).
   std::string device;
   std::vector<std::string> device_args;
-  std::string vm_name;  // moss stats|stop|pause|resume NAME
+  std::string vm_name;  // moss stats|stop|pause|resume|exec NAME
+  // moss exec NAME [-t] [--env K=V]... [--workdir DIR] -- CMD: run.command, .tty, .env, .workdir.
   // kHelp: whose usage to print ("" for moss's own; "run", "ls", "stats", "stop", "pause",
   // "resume", "device"), from `moss VERB --help` (or -h) and `moss help VERB`.
   std::string help_topic;

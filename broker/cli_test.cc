@@ -51,6 +51,46 @@ TEST(Parse, BadInputGetsOneSentence) {
   EXPECT_NE(parse({"frobnicate"}).error().message.find("unknown command"), std::string::npos);
 }
 
+TEST(Parse, ExecTakesANameTheCommandsOptionsAndACommand) {
+  auto c = parse({"exec", "dev", "-t", "--env", "A=1", "--env", "B=x=y", "--workdir", "/tmp", "--", "sh", "-c", "exit 3"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->verb, Command::Verb::kExec);
+  EXPECT_EQ(c->vm_name, "dev");
+  EXPECT_TRUE(c->run.tty);
+  EXPECT_EQ(c->run.env, (std::vector<std::string>{"A=1", "B=x=y"}));
+  EXPECT_EQ(c->run.workdir, "/tmp");
+  EXPECT_TRUE(c->run.has_command);
+  EXPECT_EQ(c->run.command, (std::vector<std::string>{"sh", "-c", "exit 3"}));
+  // Options after -- are the command's.
+  auto d = parse({"exec", "dev", "--", "ls", "-t", "--env"});
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_FALSE(d->run.tty);
+  EXPECT_EQ(d->run.command, (std::vector<std::string>{"ls", "-t", "--env"}));
+  for (auto help : {std::vector<std::string>{"exec", "--help"}, {"exec", "dev", "-h"}, {"help", "exec"}}) {
+    auto h = parse(help);
+    ASSERT_TRUE(h.ok()) << h.error().message;
+    EXPECT_EQ(h->verb, Command::Verb::kHelp);
+    EXPECT_EQ(h->help_topic, "exec");
+  }
+  EXPECT_NE(usage("exec").find("usage: moss exec NAME"), std::string::npos);
+  EXPECT_NE(usage().find("moss exec NAME"), std::string::npos);
+}
+
+TEST(Parse, ExecRefusalsAreOneSentence) {
+  EXPECT_EQ(parse({"exec"}).error().message, "moss exec needs the name of a running VM: moss exec NAME -- CMD ARGS...");
+  EXPECT_EQ(parse({"exec", "-t", "--", "ls"}).error().message,
+            "moss exec needs the name of a running VM: moss exec NAME -- CMD ARGS...");
+  EXPECT_EQ(parse({"exec", "dev"}).error().message, "moss exec needs a command: moss exec dev -- CMD ARGS...");
+  EXPECT_EQ(parse({"exec", "dev", "--"}).error().message, "'--' must be followed by the command to run in the guest");
+  EXPECT_EQ(parse({"exec", "dev", "--mem", "1G", "--", "ls"}).error().message,
+            "unknown option '--mem' for moss exec (see moss exec --help)");
+  EXPECT_EQ(parse({"exec", "dev", "--env", "NOVALUE", "--", "ls"}).error().message, "--env needs KEY=VALUE, not 'NOVALUE'");
+  EXPECT_EQ(parse({"exec", "dev", "--workdir", "rel", "--", "ls"}).error().message,
+            "--workdir needs an absolute path in the guest");
+  EXPECT_EQ(parse({"exec", "dev", "--env"}).error().message, "--env needs a value");
+  EXPECT_NE(parse({"exec", "../x", "--", "ls"}).error().message.find("is not a valid VM name"), std::string::npos);
+}
+
 TEST(Parse, DisksKeepTheirOrderAndReadOnlyFlag) {
   auto c = parse({"run", "--disk", "a.img", "--vhost-user-blk", "/run/qsd.sock", "--disk", "/dev/sdb,ro"});
   ASSERT_TRUE(c.ok()) << c.error().message;
@@ -175,7 +215,7 @@ TEST(Parse, EveryVerbsHelpIsThatVerbsUsage) {
   // A worker's --help is the worker's.
   EXPECT_EQ(parse({"device", "blk", "--help"})->verb, Command::Verb::kDevice);
   EXPECT_EQ(parse({"help", "tape"}).error().message,
-            "moss help knows no verb 'tape' (this version has: run, ls, stats, stop, pause, resume, device, suspend, "
+            "moss help knows no verb 'tape' (this version has: run, exec, ls, stats, stop, pause, resume, device, suspend, "
             "restore, spore, inspect, pack, unpack, store)");
   EXPECT_EQ(usage(""), usage());
 }

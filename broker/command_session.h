@@ -3,8 +3,8 @@
 // With a command, moss-init dials the host when its agent is up: the vsock worker's connect
 // request for the agent's port comes in on the vsock plan's connect channel (which also
 // carries the worker's other connect requests), and the command runs over that connection
-// (agent::ExecClient, driven by this loop) with the user's stdin, stdout and stderr; -t puts
-// the terminal in raw mode and passes window sizes on. Signals go to the command while it
+// (AgentCommand, broker/exec_session.h, driven by this loop) with the user's stdin, stdout and
+// stderr; -t puts the terminal in raw mode and passes window sizes on. Signals go to the command while it
 // runs. When it is done the guest is asked to power off, and stopped if it does not. A guest
 // whose agent never dials is stopped at --boot-timeout. Without a command, a terminal's typed
 // input goes to the guest console.
@@ -21,6 +21,7 @@
 #include "guest/agent/client.h"
 #include "base/event.h"
 #include "broker/cli.h"
+#include "broker/exec_session.h"
 #include "broker/vm_vsock.h"
 
 namespace moss {
@@ -47,7 +48,7 @@ class CommandSession {
   void close();
 
   // For moss's result: the command's client (null: the agent never connected), and so on.
-  const agent::ExecClient* client() const { return client_.get(); }
+  const agent::ExecClient* client() const { return command_ ? &command_->client() : nullptr; }
   bool shutdown_sent() const { return shutdown_sent_; }
   const std::string& boot_failure() const { return boot_failure_; }
   uint64_t agent_connected_ns() const { return agent_connected_ns_; }
@@ -55,29 +56,21 @@ class CommandSession {
 
  private:
   void accept_agent();
-  agent::ExecRequest exec_request();
-  void agent_ready(int fd, short what);
-  void sync_agent();
   void command_done();
   void boot_timed_out();
   void guest_ignores_shutdown();
   void read_stdin();
-  void set_raw_terminal();
-  void restore_terminal();
-  bool command_running() const { return client_ && !client_->finished(); }
+  bool command_running() const { return command_ && command_->running(); }
 
   event_base* loop_;
   const cli::RunOptions& options_;
   vmvsock::Plan* vsock_;
   Hooks hooks_;
-  Event stdin_, agent_dial_, boot_timeout_, shutdown_grace_, winch_;
-  std::unique_ptr<agent::ExecClient> client_;
-  std::vector<Event> agent_watches_;  // One per ExecClient::watches() entry, remade after each event.
+  Event stdin_, agent_dial_, boot_timeout_, shutdown_grace_;
+  std::unique_ptr<AgentCommand> command_;  // The command, once the agent connected.
   std::string boot_failure_;          // The agent did not connect within --boot-timeout.
   bool shutdown_sent_ = false;
   int forwarded_signals_ = 0;
-  termios saved_termios_{};
-  bool raw_terminal_ = false;
   uint64_t agent_connected_ns_ = 0, command_exited_ns_ = 0;
 };
 

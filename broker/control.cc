@@ -70,6 +70,7 @@ Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string&
       s.setKeepRunning(request.suspend.keep_running);
       break;
     }
+    case Verb::kAgent: req.setAgent(); break;
   }
   MOSS_TRY_VOID(ipc::send_message(sock.get(), mb));
   std::vector<uint8_t> buf(ipc::kMaxPacketBytes + 1);
@@ -330,6 +331,7 @@ Result<Request> decode_request(std::span<const uint8_t> bytes) {
         verb = Verb::kSuspend;
         break;
       }
+      case ipc::ControlRequest::AGENT: verb = Verb::kAgent; break;
       default: break;
     }
   })) {
@@ -342,6 +344,49 @@ Result<Request> decode_request(std::span<const uint8_t> bytes) {
   }
   request.verb = *verb;
   return request;
+}
+
+void answer_agent(int conn, const Result<UniqueFd>& agent) {
+  if (!agent) return answer_error(conn, agent.error().message);
+  capnp::MallocMessageBuilder mb;
+  init_reply(mb).setAgent();
+  kj::Array<capnp::word> flat = capnp::messageToFlatArray(mb);
+  auto bytes = flat.asBytes();
+  iovec iov{bytes.begin(), bytes.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  int fd = agent->get();
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  ssize_t n;
+  do {
+    n = sendmsg(conn, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  // Not sent: the client sees the connection close without an answer.
+}
+
+Result<void> decode_agent_reply(std::span<const uint8_t> bytes) {
+  MOSS_TRY(auto packet, ipc::decode_packet(bytes));
+  std::string error;
+  bool ok = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto r = packet->root<ipc::ControlReply>();
+    if (r.getVersion() != ipc::CONTROL_PROTOCOL_VERSION) return;
+    if (r.isError()) error = r.getError().cStr();
+    ok = r.isAgent();
+  })) {
+    error = std::string("the VM's broker sent a malformed reply: ") + e->getDescription().cStr();
+  }
+  if (!error.empty()) return make_error(error);
+  if (!ok) return make_error("the VM's broker answered with something else than an agent connection");
+  return {};
 }
 
 Result<VmStats> decode_stats_reply(std::span<const uint8_t> bytes) {
@@ -394,6 +439,52 @@ Result<void> request_stop(const std::string& dir, const std::string& name, int w
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return make_error("the VM named " + name + " is still stopping after " + std::to_string(wait_seconds) + " s");
+}
+
+Result<UniqueFd> request_agent(const std::string& dir, const std::string& name) {
+  MOSS_TRY(UniqueFd sock, connect_to(dir, name));
+  capnp::MallocMessageBuilder mb;
+  auto req = mb.initRoot<ipc::ControlRequest>();
+  req.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
+  req.setAgent();
+  MOSS_TRY_VOID(ipc::send_message(sock.get(), mb));
+  std::vector<uint8_t> buf(ipc::kMaxPacketBytes + 1);
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  iovec iov{buf.data(), buf.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = recvmsg(sock.get(), &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  // Every fd that came, owned at once (a broker sends at most one).
+  std::vector<UniqueFd> fds;
+  if (n >= 0) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; i++) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        fds.emplace_back(fd);
+      }
+    }
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    return timeout_error("the VM named " + name + " did not answer within " + std::to_string(kIoTimeoutSeconds + 5) + " s");
+  }
+  if (n < 0) return sys_error("get an answer from", "the VM named " + name);
+  if (n == 0) return make_error("the VM named " + name + " closed its control socket without answering");
+  if (static_cast<size_t>(n) > ipc::kMaxPacketBytes || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    return make_error("the VM named " + name + " sent an oversized reply");
+  }
+  auto decoded = decode_agent_reply(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
+  if (!decoded) return make_error("the VM named " + name + " cannot reach its guest agent: " + decoded.error().message);
+  if (fds.size() != 1) return make_error("the VM named " + name + " answered without the agent connection");
+  return std::move(fds[0]);
 }
 
 Result<void> request_pause(const std::string& dir, const std::string& name, bool pause) {

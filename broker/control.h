@@ -87,7 +87,7 @@ std::string to_json(const VmStats& s);
 std::string table_header();
 std::string table_row(const VmStats& s);
 
-enum class Verb { kStats, kStop, kPause, kResume, kSuspend };
+enum class Verb { kStats, kStop, kPause, kResume, kAgent, kSuspend };
 
 // moss suspend's request: paths as the client resolved them (absolute: the broker's working
 // directory is not the client's).
@@ -107,6 +107,9 @@ struct Request {
 // must be absolute and not empty.
 Result<Request> decode_request(std::span<const uint8_t> packet);
 Result<VmStats> decode_stats_reply(std::span<const uint8_t> packet);
+// The reply to an agent request as `moss exec` reads it: ok (the socket is attached), or the
+// broker's sentence why not.
+Result<void> decode_agent_reply(std::span<const uint8_t> packet);
 
 // The broker's side, one reply per connection (broker/control_server.h reads the request
 // with decode_request() and answers from its loop). A reply that cannot be sent is dropped:
@@ -118,6 +121,9 @@ void answer_error(int conn, const std::string& message);
 void answer_pause(int conn, Verb verb, const Result<void>& outcome);
 // Answers suspend: the sentence saying where the spore is, or why there is none.
 void answer_suspend(int conn, const Result<std::string>& outcome);
+// Answers an agent request: `agent` (a socket connected to the guest agent, CONNECT sent) is
+// attached to the reply, or the sentence why there is none.
+void answer_agent(int conn, const Result<UniqueFd>& agent);
 
 // The client's side: one request on a fresh connection to N's socket.
 Result<VmStats> query_stats(const std::string& dir, const std::string& name);
@@ -128,5 +134,9 @@ Result<void> request_pause(const std::string& dir, const std::string& name, bool
 // Asks N to write itself into a spore; returns the broker's sentence once it is written.
 // Waits as long as the write takes (the broker answers when it is done or has failed).
 Result<std::string> request_suspend(const std::string& dir, const std::string& name, const SuspendArgs& args);
+// A connection to N's guest agent, from its broker (the control socket is the VM's access
+// control): the vsock worker's socket on which "CONNECT <agent port>\n" was sent; the caller
+// reads the answer (agent::vsock_handshake_answer) and then speaks the agent protocol.
+Result<UniqueFd> request_agent(const std::string& dir, const std::string& name);
 
 }  // namespace moss::control

@@ -76,6 +76,9 @@ void ControlServer::serve(std::shared_ptr<UniqueFd> conn, const control::Request
       hooks_.pause(verb == V::kPause,
                    [conn, verb](const Result<void>& outcome) { control::answer_pause(conn->get(), verb, outcome); });
       return;
+    case V::kAgent:
+      control::answer_agent(conn->get(), hooks_.agent ? hooks_.agent() : Result<UniqueFd>(make_error("this VM has no agent")));
+      return;
     case V::kSuspend:
       if (!hooks_.suspend) {
         control::answer_error(conn->get(), "this VM cannot be suspended");

@@ -1,5 +1,5 @@
 // The broker's side of a named VM's control socket (broker/control.h): `moss stop`, `pause`,
-// `resume` and `stats` from other processes, served from the broker's loop. Nothing here
+// `resume`, `stats` and `exec` from other processes, served from the broker's loop. Nothing here
 // blocks: a client is read when its request arrives (one that sends none within 2 s is
 // dropped), and answered when the answer is known (pause and resume once the vcpu process
 // says so, stats once the workers have answered or their deadline has passed).
@@ -26,6 +26,8 @@ class ControlServer {
     std::function<void()> stop;  // After the client was told "stopping".
     // Pauses or resumes the VM and passes the outcome to `done` (from the loop).
     std::function<void(bool pause, std::function<void(const Result<void>&)> done)> pause;
+    // A socket to the guest agent on which CONNECT was sent (moss exec); must not block.
+    std::function<Result<UniqueFd>()> agent;
     // Writes the VM into a spore and passes the outcome (a sentence) to `done` (from the loop).
     std::function<void(const control::SuspendArgs& args, std::function<void(const Result<std::string>&)> done)> suspend;
   };

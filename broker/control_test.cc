@@ -4,6 +4,7 @@
 #include "broker/control_server.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -126,6 +127,7 @@ TEST_F(ControlTest, StatsAndStopRoundTrip) {
                          },
                          [&] { stopped = true; },
                          [](bool, auto done) { done(Result<void>()); },
+                         {},
                          [](const SuspendArgs&, auto done) { done(make_error("not here")); }};
   auto r = [&] {
     ServerThread server(std::move(*e), h);
@@ -172,6 +174,7 @@ TEST_F(ControlTest, ASilentClientAndASlowAnswerDoNotHoldUpOthers) {
                            s.name = "busy";
                            if (owed) owed(s);
                          },
+                         {},
                          {}};
   ServerThread server(std::move(*e), h);
   auto silent = privdir::Dir::open(dir(), "runtime directory", false);
@@ -187,6 +190,49 @@ TEST_F(ControlTest, ASilentClientAndASlowAnswerDoNotHoldUpOthers) {
   slow.join();
   ASSERT_TRUE(stats.ok()) << stats.error().message;
   EXPECT_EQ(stats->name, "busy");
+}
+
+// moss exec: the broker's agent connection comes back with the reply (SCM_RIGHTS), or its
+// sentence why not.
+TEST_F(ControlTest, AgentConnectionIsPassedBackOrRefusedWithASentence) {
+  auto e = Endpoint::claim(dir(), "ex");
+  ASSERT_TRUE(e.ok());
+  UniqueFd worker_end;  // The fake vsock worker's side of what the broker hands out.
+  bool refuse = false;
+  ControlServer::Hooks h{[](auto) {}, [] {}, [](bool, auto) {},
+                         [&]() -> Result<UniqueFd> {
+                           if (refuse) return make_error("the VM is stopping");
+                           int sv[2];
+                           if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return make_error("socketpair");
+                           worker_end.reset(sv[1]);
+                           return UniqueFd(sv[0]);
+                         },
+                         {}};
+  ServerThread server(std::move(*e), h);
+  auto a = request_agent(dir(), "ex");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  // The same socket: bytes go both ways between the client's fd and the worker's end.
+  ASSERT_EQ(write(a->get(), "ping", 4), 4);
+  char buf[8] = {};
+  ASSERT_EQ(read(worker_end.get(), buf, sizeof buf), 4);
+  EXPECT_EQ(std::string(buf, 4), "ping");
+  ASSERT_EQ(write(worker_end.get(), "pong", 4), 4);
+  ASSERT_EQ(read(a->get(), buf, sizeof buf), 4);
+  EXPECT_EQ(std::string(buf, 4), "pong");
+  EXPECT_NE(fcntl(a->get(), F_GETFD) & FD_CLOEXEC, 0);
+  refuse = true;
+  auto r = request_agent(dir(), "ex");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "the VM named ex cannot reach its guest agent: the VM is stopping");
+  auto none = request_agent(dir(), "nobody");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().message, "no VM named nobody is running");
+}
+
+TEST(ControlDecode, AgentReplyRefusesWhatIsNotOne) {
+  EXPECT_FALSE(decode_agent_reply(std::span<const uint8_t>()).ok());
+  const uint8_t junk[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  EXPECT_FALSE(decode_agent_reply(junk).ok());
 }
 
 TEST_F(ControlTest, UnknownVmIsOneSentence) {
@@ -213,7 +259,7 @@ TEST_F(ControlTest, SuspendCarriesItsPathsAndItsAnswer) {
   auto e = Endpoint::claim(dir(), "sp");
   ASSERT_TRUE(e.ok());
   SuspendArgs seen;
-  ControlServer::Hooks h{[](auto) {}, [] {}, [](bool, auto done) { done(Result<void>()); },
+  ControlServer::Hooks h{[](auto) {}, [] {}, [](bool, auto done) { done(Result<void>()); }, {},
                          [&](const SuspendArgs& a, auto done) {
                            seen = a;
                            if (a.spore == "/x/refused") done(make_error("disk 1 cannot save its state"));

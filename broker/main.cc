@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "broker/cli.h"
+#include "broker/exec.h"
 #include "broker/run.h"
 #include "broker/spore_commands.h"
 
@@ -35,6 +36,8 @@ int main(int argc, char** argv) {
       return moss::suspend_command(*cmd);
     case moss::cli::Command::Verb::kDevice:
       return moss::exec_device(cmd->device, cmd->device_args);
+    case moss::cli::Command::Verb::kExec:
+      return moss::exec_command(*cmd);
     case moss::cli::Command::Verb::kList:
     case moss::cli::Command::Verb::kStats:
     case moss::cli::Command::Verb::kStop:

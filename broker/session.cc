@@ -58,6 +58,7 @@ Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<S
                                             vcpu_.stop();
                                           },
                                           [this](bool p, auto done) { pause(p, std::move(done)); },
+                                          [this] { return agent_connection(); },
                                           [this](const control::SuspendArgs& a, auto done) { suspend(a, std::move(done)); }});
   }
   for (int sig : kStopSignals) {
@@ -146,6 +147,16 @@ void Session::pause(bool pause, std::function<void(const Result<void>&)> done) {
     return;
   }
   vcpu_.set_paused(pause, std::move(done));
+}
+
+Result<UniqueFd> Session::agent_connection() {
+  // moss exec: the control socket is the access control; the connection goes to the agent's
+  // port only (the broker sends CONNECT), and the client reads the worker's answer.
+  if (vm_ending()) return make_error("the VM is stopping");
+  if (!vsock_) return make_error("the VM has no vsock device, so no agent can be reached");
+  auto sock = vsock_->connect_agent();
+  if (!sock) return make_error("cannot reach the VM's vsock worker: " + sock.error().message);
+  return sock;
 }
 
 int Session::finish() {

@@ -101,6 +101,7 @@ class Session {
   void start_spore_writer(std::unique_ptr<capnp::MallocMessageBuilder> state);
   void spore_written();
   void finish_suspend_after_loop();
+  Result<UniqueFd> agent_connection();  // For moss exec (ControlServer::Hooks::agent).
   int finish();
   int finish_vm();
   void write_stats() const;

@@ -14,6 +14,7 @@
 #include "base/syscall.h"
 #include "broker/control.h"
 #include "devices/vsock/hybrid.h"
+#include "guest/agent/client.h"
 
 namespace moss::vmvsock {
 namespace {
@@ -80,10 +81,22 @@ device::vsock::Host Plan::worker_host() {
 }
 
 Result<UniqueFd> Plan::connect_port(uint32_t port) const {
-  if (dir_.valid()) {
-    return privdir::connect_at(dir_, vsock::guest_port_path(kSocketName, port), SOCK_STREAM | SOCK_NONBLOCK);
-  }
-  std::string path = vsock::guest_port_path(socket_, port);
+  return connect_socket(dir_.valid() ? vsock::guest_port_path(kSocketName, port) : vsock::guest_port_path(socket_, port));
+}
+
+Result<UniqueFd> Plan::connect_agent() const {
+  MOSS_TRY(UniqueFd sock, connect_socket(dir_.valid() ? std::string(kSocketName) : socket_));
+  // A fresh socket's buffer takes the short line whole.
+  std::string line = agent::connect_line(agent::kAgentPort);
+  ssize_t n = send(sock.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n < 0) return sys_error("send", "CONNECT to the vsock worker");
+  if (static_cast<size_t>(n) != line.size()) return make_error("the vsock worker took only part of CONNECT");
+  return sock;
+}
+
+Result<UniqueFd> Plan::connect_socket(const std::string& name) const {
+  if (dir_.valid()) return privdir::connect_at(dir_, name, SOCK_STREAM | SOCK_NONBLOCK);
+  const std::string& path = name;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) return make_error(path + " is too long", ENAMETOOLONG);

@@ -55,9 +55,17 @@ class Plan {
   // socketpair instead, and the other end is returned: the agent's connection (once).
   std::optional<UniqueFd> serve_connect_requests();
 
+  // A host-initiated connection to the guest agent (moss exec): a socket connected to the
+  // hybrid socket (the worker's listener) with "CONNECT <agent port>\n" sent; the caller
+  // reads the worker's "OK <n>" answer. Never blocks.
+  Result<UniqueFd> connect_agent() const;
+
  private:
   explicit Plan(cid::Lease lease) : lease_(std::move(lease)) {}
   Result<UniqueFd> connect_port(uint32_t port) const;
+  // A non-blocking stream socket connected to `name` in dir_ (the default socket's directory)
+  // or, without it, to the absolute path `name`.
+  Result<UniqueFd> connect_socket(const std::string& name) const;
 
   cid::Lease lease_;
   privdir::Dir runtime_, dir_;  // dir_: <runtime>/cid-<N>, the default socket's; else invalid.

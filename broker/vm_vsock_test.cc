@@ -152,6 +152,28 @@ TEST(VmVsock, TheWorkerGetsTheListenerAndTheConnectChannelAndNoPath) {
   EXPECT_FALSE(again.connect.valid());
 }
 
+// moss exec: the broker connects to the worker's listener (the hybrid socket) and asks for the
+// agent's port, for the default socket (through its private directory) and a given path.
+TEST(VmVsock, AnAgentConnectionReachesTheWorkersListenerWithConnectSent) {
+  Dirs d;
+  for (std::string given : {std::string(), (d.root / "vm.sock").string()}) {
+    auto p = Plan::prepare(d.runtime, given, 0);
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    device::vsock::Host host = (*p)->worker_host();  // What the worker would accept on.
+    auto c = (*p)->connect_agent();
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    UniqueFd w(accept4(host.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(w.valid()) << given;
+    char buf[32] = {};
+    ssize_t n = read(w.get(), buf, sizeof buf);
+    EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), "CONNECT 1124\n") << given;
+    ASSERT_EQ(write(w.get(), "OK 7\n", 5), 5);
+    pollfd pf{c->get(), POLLIN, 0};
+    ASSERT_EQ(poll(&pf, 1, 2000), 1);
+    EXPECT_EQ(read(c->get(), buf, sizeof buf), 5);
+  }
+}
+
 TEST(VmVsock, GuestConnectionsReachSocketUnderscorePortThroughTheBroker) {
   Dirs d;
   std::string sock = (d.root / "vm.sock").string();

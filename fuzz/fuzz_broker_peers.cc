@@ -1,7 +1,8 @@
 // libFuzzer target: every message a peer of the broker sends it, through the same pure
 // decoders the broker uses. Selector byte (mod 3): 0 = a device worker's reply
 // (broker/worker_control.cc), 1 = a request on a VM's control socket (broker/control.cc, the
-// server side), 2 = a stats reply as `moss stats` reads it. Then the packet bytes.
+// server side), 2 = a stats reply as `moss stats` reads it (and the same bytes as an agent
+// reply, as `moss exec` reads it). Then the packet bytes.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -22,6 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     default: {
       auto s = moss::control::decode_stats_reply(packet);
       if (s.ok()) (void)moss::control::to_json(*s);
+      auto a = moss::control::decode_agent_reply(packet);
+      if (!a.ok() && a.error().message.empty()) __builtin_trap();
       break;
     }
   }

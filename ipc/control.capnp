@@ -1,5 +1,5 @@
-# The per-VM control socket (`moss run --name N`): `moss ls`, `moss stats N` and `moss stop N`
-# talk to the broker that runs the VM.
+# The per-VM control socket (`moss run --name N`): `moss ls`, `moss stats N`, `moss stop N` and
+# `moss exec N` talk to the broker that runs the VM.
 #
 # Transport: SOCK_SEQPACKET Unix socket in the runtime directory, one Cap'n Proto message per
 # packet (ipc/channel.h), one request and one reply per connection. Only processes of the
@@ -18,9 +18,13 @@ struct ControlRequest {
     stop @2 :Void;      # As SIGTERM to the broker: the VM is stopped in order.
     pause @3 :Void;     # Every vCPU parked outside KVM_RUN; answered once they are.
     resume @4 :Void;
+    agent @5 :Void;     # `moss exec`: a connection to the guest agent, answered `agent` with the
+                        # socket attached (SCM_RIGHTS). The broker has sent "CONNECT 1124\n" on it
+                        # to the vsock worker; the client reads the "OK <n>" line, then speaks the
+                        # agent protocol (guest/agent/protocol.h).
     # Write the VM into a spore (moss suspend); answered `suspended` once it is written (and
     # the VM resumed with keepRunning, else stopping), or `error` with the sentence why not.
-    suspend @5 :SuspendRequest;
+    suspend @6 :SuspendRequest;
   }
 }
 
@@ -72,6 +76,7 @@ struct ControlReply {
     error @3 :Text;
     paused @4 :Void;
     resumed @5 :Void;
-    suspended @6 :Text;   # One sentence: where the spore is, and what it took.
+    agent @6 :Void;     # The agent connection is attached to this packet.
+    suspended @7 :Text;   # One sentence: where the spore is, and what it took.
   }
 }

@@ -181,10 +181,9 @@ Result<std::vector<uint8_t>> VsockDevice::save_state() {
 
 Result<void> VsockDevice::load_state(std::span<const uint8_t> bytes) {
   MOSS_TRY(SavedState s, decode_state(bytes));
-  if (s.guest_cid != options_.guest_cid) {
-    return make_error("the saved state is for guest CID " + std::to_string(s.guest_cid) + ", but this worker serves CID " +
-                      std::to_string(options_.guest_cid));
-  }
+  // s.guest_cid is the CID the saved VM had. A restored VM gets a new lease (two restores of
+  // one spore run side by side), so this worker keeps serving the CID it was started with; the
+  // TRANSPORT_RESET below makes the guest's driver read guest_cid again from the config.
   MOSS_TRY_VOID(features_.expect(s.acked_features));
   expected_positions_ = s.rings;
   // The guest's connections are not carried: it learns so from TRANSPORT_RESET.

@@ -101,7 +101,7 @@ class VsockDeviceTest : public ::testing::Test {
 
   void start_unnegotiated() { start({}, false); }
   void start(Limits limits = {}, bool negotiated = true) {
-    DeviceOptions o{kCid, uds_, limits, connect_host_};
+    DeviceOptions o{cid_, uds_, limits, connect_host_};
     auto w = runtime::Runtime::create(worker_spec(o));
     ASSERT_TRUE(w.ok()) << w.error().message;
     worker_ = std::move(*w);
@@ -121,6 +121,7 @@ class VsockDeviceTest : public ::testing::Test {
     if (negotiated) negotiate();
   }
 
+  uint64_t cid_ = kCid;  // Set before start(): the CID the worker serves.
   // Set before start(): DeviceOptions::connect_host.
   std::function<Result<UniqueFd>(uint32_t)> connect_host_;
 
@@ -237,7 +238,7 @@ class VsockDeviceTest : public ::testing::Test {
   }
 
   PacketHeader guest(Op op, uint32_t guest_port, uint32_t host_port, uint32_t len = 0) {
-    return PacketHeader{kCid, kHostCid, guest_port, host_port, len, kTypeStream, static_cast<uint16_t>(op), 0, 65536, 0};
+    return PacketHeader{cid_, kHostCid, guest_port, host_port, len, kTypeStream, static_cast<uint16_t>(op), 0, 65536, 0};
   }
 
   // The next packet the device put on the receive queue.
@@ -274,7 +275,7 @@ class VsockDeviceTest : public ::testing::Test {
     if (!r) return {};
     EXPECT_EQ(r->header.op, static_cast<uint16_t>(op)) << "got " << op_name(r->header.op);
     EXPECT_EQ(r->header.src_cid, kHostCid);
-    EXPECT_EQ(r->header.dst_cid, kCid);
+    EXPECT_EQ(r->header.dst_cid, cid_);
     return *r;
   }
 
@@ -379,12 +380,9 @@ TEST_F(VsockDeviceTest, StateMovesToAFreshWorkerWhichResetsTheGuestsConnections)
   disconnect();
   listener_.reset();  // The next worker listens on the same path.
 
-  // A fresh worker refuses what is not its state, and changes nothing.
+  // A fresh worker refuses what is not a state, and changes nothing.
   start_unnegotiated();
   negotiate_features();
-  SavedState other = *s;
-  other.guest_cid = kCid + 1;
-  EXPECT_FALSE(load_state(encode_state(other)).ok());
   EXPECT_FALSE(load_state(std::vector<uint8_t>(blob->begin(), blob->end() - 1)).ok());
   auto fresh = save_state();
   ASSERT_TRUE(fresh.ok()) << fresh.error().message;
@@ -401,6 +399,56 @@ TEST_F(VsockDeviceTest, StateMovesToAFreshWorkerWhichResetsTheGuestsConnections)
   auto reset = queues_[kEventQueue]->pop_used();
   ASSERT_TRUE(reset.ok() && *reset);
   EXPECT_EQ(*mem_.read_obj<uint32_t>(event), kEventTransportReset);
+}
+
+// A restored VM gets a CID of its own (two restores of one spore run side by side): the worker
+// serves the CID it was started with, whatever CID the saved state was taken under, and the
+// TRANSPORT_RESET after the load makes the guest read it again from the config.
+TEST_F(VsockDeviceTest, StateOfAnotherCidLoadsAndTheWorkerKeepsItsOwn) {
+  start();
+  std::array<uint16_t, kNumQueues> bases{};
+  for (uint32_t q = 0; q < kNumQueues; q++) {
+    auto b = fe_->get_vring_base(q);
+    ASSERT_TRUE(b.ok()) << b.error().message;
+    bases[q] = static_cast<uint16_t>(*b);
+  }
+  auto blob = save_state();
+  ASSERT_TRUE(blob.ok()) << blob.error().message;
+  ASSERT_EQ(decode_state(*blob)->guest_cid, kCid);
+  disconnect();
+  listener_.reset();
+
+  cid_ = kCid + 5;
+  start_unnegotiated();
+  negotiate_features();
+  auto loaded = load_state(*blob);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  auto cfg = fe_->get_config(0, 8);
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  uint64_t cid;
+  std::memcpy(&cid, cfg->data(), 8);
+  EXPECT_EQ(cid, kCid + 5) << "the saved CID replaced the worker's";
+  auto again = save_state();
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(decode_state(*again)->guest_cid, kCid + 5);
+  start_rings(false, bases);
+  const uint64_t event = alloc(4);
+  ASSERT_TRUE(mem_.write_obj<uint32_t>(event, 0xffffffff).ok());
+  virtio::DriverQueue::Buffer b{event, 4};
+  ASSERT_TRUE(queues_[kEventQueue]->add_chain({}, std::span(&b, 1)).ok());
+  kick(kEventQueue);
+  ASSERT_TRUE(wait_readable(call_[kEventQueue].get(), kWaitMs));
+  auto reset = queues_[kEventQueue]->pop_used();
+  ASSERT_TRUE(reset.ok() && *reset);
+  EXPECT_EQ(*mem_.read_obj<uint32_t>(event), kEventTransportReset);
+  // Packets now carry the new CID: a guest request from it is answered to it.
+  auto l = listen_unix(guest_port_path(uds_, 5000), 64, true);
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  post_rx(4);
+  PacketHeader h = guest(Op::kRequest, 1025, 5000);
+  send(h);
+  Received r = expect_packet(Op::kResponse);
+  EXPECT_EQ(r.header.dst_cid, kCid + 5);
 }
 
 TEST_F(VsockDeviceTest, GuestConnectsToTheHostListenerAndDataFlowsBothWays) {

@@ -2,10 +2,12 @@
 // a small versioned binary format and its pure decoder.
 //
 // What a resumed device needs beyond what the frontend re-sends: the features the driver
-// accepted, where each of the three rings stood, and the guest CID the guest saw (a worker for
-// another CID refuses the state). Connections are not carried: after a load the device sends
+// accepted, where each of the three rings stood, and the guest CID the guest saw (a record: a
+// worker loading the state keeps the CID it was started with, since a restored VM has a CID
+// lease of its own). Connections are not carried: after a load the device sends
 // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue, as for any new frontend, and the
-// guest drops the connections it had. Nothing is held between events, so every ring's next
+// guest drops the connections it had and reads its CID again (Linux: virtio_transport's
+// event handler re-reads guest_cid from the config and resets every connected socket). Nothing is held between events, so every ring's next
 // available index equals its used index.
 //
 // Layout, version 1, little-endian, 56 bytes (the header and ring positions of

@@ -6,11 +6,14 @@
 //   moss-agent-exec --uds PATH [--port N] [--timeout-ms N] [-t] [--env K=V]... [--workdir DIR]
 //                   [--shutdown] -- CMD [ARG]...
 //   moss-agent-exec --uds PATH --shutdown-only STATUS
+//   moss-agent-exec --uds PATH --generation N [--realtime] [-- CMD [ARG]...]
 //
 // --uds: the vsock worker's Unix socket (CONNECT/OK handshake, retried until the guest listens
 // or --timeout-ms, default 60000, passes). -t: a pty; if stdin is a terminal it is put in raw
 // mode for the session and its size is forwarded (SIGWINCH). SIGINT/SIGTERM/SIGHUP/SIGQUIT
 // are forwarded to the program. --shutdown: afterwards, end the VM with the program's status.
+// --generation N: first, on a connection of its own, give the guest generation N (fresh host
+// entropy; --realtime: also step its clock to the host's), as the broker does after a restore.
 // Exit status: the program's (128+N for signal N), 125 if the session failed.
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +21,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -42,7 +46,8 @@ void on_signal(int sig) {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "moss-agent-exec: %s\nusage: moss-agent-exec --uds PATH [--port N] [--timeout-ms N] [-t] [--env K=V]... "
-               "[--workdir DIR] [--shutdown] -- CMD [ARG]...\n       moss-agent-exec --uds PATH --shutdown-only STATUS\n",
+               "[--workdir DIR] [--shutdown] -- CMD [ARG]...\n       moss-agent-exec --uds PATH --shutdown-only STATUS\n"
+               "       moss-agent-exec --uds PATH --generation N [--realtime] [-- CMD [ARG]...]\n",
                why);
   std::exit(2);
 }
@@ -61,7 +66,8 @@ bool parse_u32(const char* s, uint32_t* out) {
 int main(int argc, char** argv) {
   std::string uds;
   uint32_t port = moss::agent::kAgentPort, timeout_ms = 60000, shutdown_only = 0;
-  bool has_shutdown_only = false, shutdown = false;
+  bool has_shutdown_only = false, shutdown = false, realtime = false;
+  uint64_t generation = 0;
   moss::agent::ExecRequest req;
   int i = 1;
   for (; i < argc; ++i) {
@@ -87,6 +93,12 @@ int main(int argc, char** argv) {
       req.cwd = value();
     } else if (a == "--shutdown") {
       shutdown = true;
+    } else if (a == "--generation") {
+      uint32_t g = 0;
+      if (!parse_u32(value(), &g) || g == 0) usage("--generation takes a number from 1");
+      generation = g;
+    } else if (a == "--realtime") {
+      realtime = true;
     } else if (a == "--shutdown-only") {
       if (!parse_u32(value(), &shutdown_only) || shutdown_only > 255) usage("--shutdown-only takes 0-255");
       has_shutdown_only = true;
@@ -96,8 +108,25 @@ int main(int argc, char** argv) {
   }
   for (; i < argc; ++i) req.argv.push_back(argv[i]);
   if (uds.empty()) usage("--uds PATH is required");
-  if (req.argv.empty() && !has_shutdown_only) usage("no command after --");
+  if (req.argv.empty() && !has_shutdown_only && generation == 0) usage("no command after --");
   signal(SIGPIPE, SIG_IGN);
+
+  if (generation != 0) {
+    auto conn = moss::agent::connect_agent(uds, std::chrono::milliseconds(timeout_ms), port);
+    if (!conn) {
+      std::fprintf(stderr, "moss-agent-exec: %s\n", conn.error().message.c_str());
+      return 125;
+    }
+    timespec now = {};
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t ns = realtime ? static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec : 0;
+    auto renewed = moss::agent::renew_generation(conn->get(), generation, ns, std::chrono::milliseconds(5000));
+    if (!renewed) {
+      std::fprintf(stderr, "moss-agent-exec: %s\n", renewed.error().message.c_str());
+      return 125;
+    }
+    if (req.argv.empty() && !has_shutdown_only) return 0;
+  }
 
   auto sock = moss::agent::connect_agent(uds, std::chrono::milliseconds(timeout_ms), port);
   if (!sock) {

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -40,6 +41,9 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+Result<void> read_answer(int fd, uint32_t port, std::chrono::milliseconds timeout, Clock::time_point deadline,
+                         bool* not_listening);
+
 Result<void> handshake(int fd, uint32_t port, std::chrono::milliseconds timeout, bool* not_listening) {
   Clock::time_point deadline = Clock::now() + timeout;
   std::string connect = "CONNECT " + std::to_string(port) + "\n";
@@ -59,6 +63,13 @@ Result<void> handshake(int fd, uint32_t port, std::chrono::milliseconds timeout,
     if (r <= 0) return timeout_error("the vsock worker took no CONNECT request within " +
                                      std::to_string(timeout.count()) + " ms");
   }
+  return read_answer(fd, port, timeout, deadline, not_listening);
+}
+
+// The vsock worker's answer to CONNECT <port>: "OK <n>\n", read byte by byte so nothing past
+// the newline is taken.
+Result<void> read_answer(int fd, uint32_t port, std::chrono::milliseconds timeout, Clock::time_point deadline,
+                         bool* not_listening) {
   std::string line;
   for (;;) {
     char c;
@@ -107,6 +118,13 @@ bool is_nonblocking(int fd) {
 Result<void> vsock_handshake(int fd, uint32_t port, std::chrono::milliseconds timeout) {
   bool not_listening = false;
   return handshake(fd, port, timeout, &not_listening);
+}
+
+std::string connect_line(uint32_t port) { return "CONNECT " + std::to_string(port) + "\n"; }
+
+Result<void> vsock_handshake_answer(int fd, uint32_t port, std::chrono::milliseconds timeout, bool* not_listening) {
+  bool ignored = false;
+  return read_answer(fd, port, timeout, Clock::now() + timeout, not_listening ? not_listening : &ignored);
 }
 
 Result<UniqueFd> connect_agent(const std::string& uds_path, std::chrono::milliseconds timeout, uint32_t port) {
@@ -486,6 +504,104 @@ Result<ExecOutcome> run_exec(UniqueFd sock, const ExecRequest& req, ExecClient::
   ExecClient c(std::move(sock), req, fds);
   while (!c.finished()) MOSS_TRY_VOID(c.poll_once(-1));
   return c.outcome();
+}
+
+// ------------------------------------------------------------- generation --
+
+namespace {
+
+Result<std::string> host_entropy(size_t n) {
+  std::string out(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = getrandom(out.data() + got, n - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return sys_error("draw", "entropy for the guest (getrandom)");
+    got += static_cast<size_t>(r);
+  }
+  return out;
+}
+
+// Waits for `events` on `fd` until `deadline`: false on the time-out.
+Result<bool> wait_until(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, events, 0};
+    int r = poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return sys_error("wait for", "the guest agent");
+    if (r > 0) return true;
+  }
+}
+
+}  // namespace
+
+Result<void> renew_generation(int fd, uint64_t generation, int64_t realtime_ns, std::chrono::milliseconds timeout) {
+  MOSS_ASSERT(generation >= 1);
+  MOSS_ASSERT(realtime_ns >= 0);
+  Clock::time_point deadline = Clock::now() + timeout;
+  std::string out;
+  Frame hello;
+  hello.type = MsgType::kHello;
+  hello.version_min = hello.version_max = kGenerationVersion;
+  MOSS_ASSERT(encode(Direction::kToAgent, hello, &out).ok());
+  Frame g;
+  g.type = MsgType::kGeneration;
+  g.generation = generation;
+  g.realtime_ns = realtime_ns;
+  MOSS_TRY(g.data, host_entropy(kGenerationEntropyBytes));
+  MOSS_ASSERT(encode(Direction::kToAgent, g, &out).ok());
+
+  const std::string late = "the guest agent did not acknowledge generation " + std::to_string(generation) + " within " +
+                           std::to_string(timeout.count()) + " ms";
+  size_t sent = 0;
+  while (sent < out.size()) {
+    ssize_t w = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0) {
+      sent += static_cast<size_t>(w);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return sys_error("send", "the new generation to the guest agent");
+    MOSS_TRY(bool ready, wait_until(fd, POLLOUT, deadline));
+    if (!ready) return timeout_error(late);
+  }
+
+  Decoder dec(Direction::kToHost);
+  bool hello_seen = false;
+  for (;;) {
+    Frame f;
+    DecodeStatus s;
+    while ((s = dec.next(&f)) == DecodeStatus::kFrame) {
+      if (f.type == MsgType::kError) {
+        return make_error("the guest agent refused the new generation: " + f.data);
+      }
+      if (!hello_seen) {
+        if (f.type != MsgType::kHello || f.version_min != kGenerationVersion)
+          return make_error("the guest agent answered something else than HELLO version 2");
+        hello_seen = true;
+        continue;
+      }
+      if (f.type != MsgType::kGenerationAck || f.generation != generation)
+        return make_error("the guest agent answered the new generation with " + std::string(type_name(f.type)));
+      return {};
+    }
+    if (s == DecodeStatus::kError) {
+      return make_error("the guest agent sent a bad message: " + dec.error()->message);
+    }
+    char buf[4096];
+    ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (r > 0) {
+      dec.feed(buf, static_cast<size_t>(r));
+      continue;
+    }
+    if (r == 0) return make_error("the guest agent closed the connection before acknowledging the new generation");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return sys_error("read", "the guest agent's answer");
+    MOSS_TRY(bool ready, wait_until(fd, POLLIN, deadline));
+    if (!ready) return timeout_error(late);
+  }
 }
 
 }  // namespace moss::agent

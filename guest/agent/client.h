@@ -31,6 +31,13 @@ namespace moss::agent {
 // (nothing listens on that port in the guest yet), an answer other than OK, the time-out.
 Result<void> vsock_handshake(int fd, uint32_t port, std::chrono::milliseconds timeout);
 
+// The two halves of vsock_handshake(), for when one process sends CONNECT and another reads
+// the answer (moss exec: the VM's broker connects and sends, the client reads). The line sent:
+std::string connect_line(uint32_t port);
+// Waits up to `timeout` for "OK <n>\n" on `fd`. *not_listening (may be null) is set when the
+// worker closed the connection: nothing listens on `port` in the guest (yet).
+Result<void> vsock_handshake_answer(int fd, uint32_t port, std::chrono::milliseconds timeout, bool* not_listening);
+
 // Connects to the vsock worker's socket `uds_path` and does the handshake, trying again every
 // 20 ms while the guest is not listening yet (the connection refused or closed at CONNECT)
 // until `timeout` has passed. Blocks: call it where blocking is fine (a thread, or once the
@@ -136,6 +143,16 @@ class ExecClient {
 // to `timeout` for the agent's HELLO or the end of the connection (the VM may go down before
 // the answer leaves it), so a refusal is reported.
 Result<void> send_shutdown(int sock, int status, std::chrono::milliseconds timeout);
+
+// How many bytes of host entropy renew_generation() sends: 512 bits from getrandom().
+inline constexpr size_t kGenerationEntropyBytes = 64;
+
+// On `fd`, a stream connected to the guest agent (after vsock_handshake) on which nothing was
+// sent yet: HELLO (version 2), GENERATION{generation (>= 1), realtime_ns (0: leave the guest's
+// clock), fresh entropy from getrandom()}, and waits up to `timeout` for GENERATION_ACK. The fd
+// is borrowed and left open. Errors are one sentence: an agent too old for generations, its
+// refusal, the time-out, a closed connection.
+Result<void> renew_generation(int fd, uint64_t generation, int64_t realtime_ns, std::chrono::milliseconds timeout);
 
 // Runs a whole session with poll_once() and returns its outcome. Signals and window sizes
 // cannot be injected: use ExecClient for that.

@@ -18,6 +18,10 @@ void put_u32(std::string* out, uint32_t v) {
   put_u16(out, static_cast<uint16_t>(v));
   put_u16(out, static_cast<uint16_t>(v >> 16));
 }
+void put_u64(std::string* out, uint64_t v) {
+  put_u32(out, static_cast<uint32_t>(v));
+  put_u32(out, static_cast<uint32_t>(v >> 32));
+}
 void put_string(std::string* out, std::string_view s) {
   put_u32(out, static_cast<uint32_t>(s.size()));
   out->append(s);
@@ -37,6 +41,12 @@ class Reader {
     if (n_ - pos_ < 2) return fail();
     *v = static_cast<uint16_t>(p_[pos_] | p_[pos_ + 1] << 8);
     pos_ += 2;
+    return true;
+  }
+  bool u64(uint64_t* v) {
+    uint32_t lo = 0, hi = 0;
+    if (!u32(&lo) || !u32(&hi)) return false;
+    *v = static_cast<uint64_t>(hi) << 32 | lo;
     return true;
   }
   bool u32(uint32_t* v) {
@@ -97,11 +107,13 @@ bool valid_type(uint8_t t) {
     case MsgType::kShutdown:
     case MsgType::kCredit:
     case MsgType::kStreamClosed:
+    case MsgType::kGeneration:
     case MsgType::kStarted:
     case MsgType::kStdout:
     case MsgType::kStderr:
     case MsgType::kExit:
     case MsgType::kError:
+    case MsgType::kGenerationAck:
       return true;
   }
   return false;
@@ -120,12 +132,14 @@ bool allowed(Direction d, MsgType t) {
     case MsgType::kSignal:
     case MsgType::kWinsize:
     case MsgType::kShutdown:
+    case MsgType::kGeneration:
       return d == Direction::kToAgent;
     case MsgType::kStarted:
     case MsgType::kStdout:
     case MsgType::kStderr:
     case MsgType::kExit:
     case MsgType::kError:
+    case MsgType::kGenerationAck:
       return d == Direction::kToHost;
   }
   return false;
@@ -142,13 +156,14 @@ uint32_t fixed_size(MsgType t) {
     case MsgType::kWinsize:
     case MsgType::kStreamClosed: return 4;
     case MsgType::kCredit:
-    case MsgType::kExit: return 8;
+    case MsgType::kExit:
+    case MsgType::kGenerationAck: return 8;
     default: return 0;
   }
 }
 bool has_fixed_size(MsgType t) {
   return t != MsgType::kExec && t != MsgType::kStdin && t != MsgType::kStdout && t != MsgType::kStderr &&
-         t != MsgType::kError;
+         t != MsgType::kError && t != MsgType::kGeneration;
 }
 // Upper bound on the payload of a variable-size type.
 uint32_t max_size(MsgType t) {
@@ -158,6 +173,7 @@ uint32_t max_size(MsgType t) {
     case MsgType::kStdout:
     case MsgType::kStderr: return kMaxDataPayload;
     case MsgType::kError: return 4 + kMaxErrorBytes;
+    case MsgType::kGeneration: return 16 + kMaxEntropyBytes;
     default: return fixed_size(t);
   }
 }
@@ -300,6 +316,17 @@ const char* parse_payload(MsgType t, Reader& r, Frame* f) {
       r.rest(&f->data);
       break;
     }
+    case MsgType::kGeneration: {
+      uint64_t ns = 0;
+      r.u64(&f->generation);
+      r.u64(&ns);
+      f->realtime_ns = static_cast<int64_t>(ns);
+      r.rest(&f->data);
+      break;
+    }
+    case MsgType::kGenerationAck:
+      r.u64(&f->generation);
+      break;
   }
   if (!r.ok()) return "truncated payload";
   return nullptr;
@@ -323,6 +350,8 @@ std::string_view type_name(MsgType t) {
     case MsgType::kStderr: return "STDERR";
     case MsgType::kExit: return "EXIT";
     case MsgType::kError: return "ERROR";
+    case MsgType::kGeneration: return "GENERATION";
+    case MsgType::kGenerationAck: return "GENERATION_ACK";
   }
   return "unknown";
 }
@@ -382,6 +411,15 @@ static const char* frame_problem(Direction d, const Frame& f) {
       }
       return nullptr;
     }
+    case MsgType::kGeneration:
+      if (f.generation == 0) return "generation: number 0 (generations start at 1)";
+      if (f.realtime_ns < 0) return "generation: negative realtime";
+      if (f.data.size() < kMinEntropyBytes || f.data.size() > kMaxEntropyBytes)
+        return "generation: entropy not 32-512 bytes";
+      return nullptr;
+    case MsgType::kGenerationAck:
+      if (f.generation == 0) return "generation: number 0 (generations start at 1)";
+      return nullptr;
   }
   return "unknown message type";
 }
@@ -444,6 +482,14 @@ Result<void> encode(Direction d, const Frame& f, std::string* out) {
     case MsgType::kError:
       put_u32(&p, static_cast<uint32_t>(f.error));
       p.append(f.data);
+      break;
+    case MsgType::kGeneration:
+      put_u64(&p, f.generation);
+      put_u64(&p, static_cast<uint64_t>(f.realtime_ns));
+      p.append(f.data);
+      break;
+    case MsgType::kGenerationAck:
+      put_u64(&p, f.generation);
       break;
   }
   put_header(out, f.type, p.size());

@@ -23,6 +23,14 @@
 //   A: EXIT{...}                                 after the program was reaped and its output
 //                                                read to EAGAIN/EOF and sent
 //   H: SHUTDOWN{status} (optional; also valid right after HELLO), or close.
+//
+// Generation (version 2). Right after HELLO, before (or instead of) EXEC, the host may send
+// GENERATION{generation, realtime_ns, entropy}; the agent answers GENERATION_ACK{generation}
+// once it has mixed the entropy into the kernel's pool (RNDADDENTROPY, credited), stepped
+// CLOCK_REALTIME to realtime_ns (unless 0: leave the clock) and published the number in
+// /run/moss/generation; or ERROR{kResource} if it could not. The connection then takes EXEC,
+// SHUTDOWN or another GENERATION as after HELLO. A restored VM gets one before any command
+// runs, so two VMs restored from one spore draw different random numbers.
 // SHUTDOWN makes moss-init report `status` through the exit port and power off, as it does
 // when a kernel-command-line program ends. A protocol error is answered ERROR{kProtocol} and the
 // connection closed (the program, if any, is killed).
@@ -61,8 +69,9 @@ namespace moss::agent {
 // stays clear of the privileged range other guest software may use; 0x464 = 1124 = 1024 + 100.
 inline constexpr uint32_t kAgentPort = 1124;
 
-inline constexpr uint16_t kProtocolVersion = 1;  // The newest version both sides speak.
+inline constexpr uint16_t kProtocolVersion = 2;  // The newest version both sides speak.
 inline constexpr uint16_t kMinProtocolVersion = 1;
+inline constexpr uint16_t kGenerationVersion = 2;  // The first version with GENERATION.
 inline constexpr uint32_t kHelloMagic = 0x7373'6f6d;  // "moss" as little-endian bytes.
 
 inline constexpr size_t kHeaderSize = 8;
@@ -77,6 +86,8 @@ inline constexpr uint32_t kMaxSignal = 64;               // Linux _NSIG - 1.
 inline constexpr uint32_t kMaxExitCode = 255;
 inline constexpr uint32_t kInitialWindow = 256u << 10;   // Credit per stream at EXEC.
 inline constexpr uint32_t kMaxWindow = 16u << 20;        // Credit outstanding per stream.
+inline constexpr uint32_t kMinEntropyBytes = 32;         // GENERATION's entropy: 256 bits at least,
+inline constexpr uint32_t kMaxEntropyBytes = 512;        // and at most the kernel pool's size.
 
 enum class MsgType : uint8_t {
   kHello = 0x01,         // both: u32 magic, u16 min_version, u16 max_version
@@ -88,6 +99,9 @@ enum class MsgType : uint8_t {
   kShutdown = 0x07,      // to agent: u32 status 0..255
   kCredit = 0x08,        // both: u8 stream, u8 zero[3], u32 bytes 1..kMaxWindow
   kStreamClosed = 0x09,  // both: u8 stream, u8 zero[3]
+  kGeneration = 0x0a,    // to agent (version 2): u64 generation (>= 1), i64 realtime_ns (0: do not
+                         //          step; else > 0, ns since the epoch), then the entropy
+                         //          (kMinEntropyBytes..kMaxEntropyBytes bytes)
   kStarted = 0x10,       // to host: u32 pid (> 0)
   kStdout = 0x11,        // to host: 1..kMaxDataPayload bytes
   kStderr = 0x12,        // to host: 1..kMaxDataPayload bytes
@@ -95,6 +109,7 @@ enum class MsgType : uint8_t {
                          //          u16 zero, u32 code (exit code 0..255 or signal 1..64)
   kError = 0x14,         // to host: u32 ErrorCode, then the message (1..kMaxErrorBytes bytes,
                          //          no control characters)
+  kGenerationAck = 0x15, // to host (version 2): u64 generation (the one now in effect)
 };
 
 enum class Direction { kToAgent, kToHost };
@@ -144,13 +159,15 @@ struct Frame {
   uint16_t version_min = 0;  // kHello
   uint16_t version_max = 0;  // kHello
   ExecRequest exec;          // kExec
-  std::string data;          // kStdin, kStdout, kStderr; the message of kError
+  std::string data;          // kStdin, kStdout, kStderr; the message of kError; kGeneration's entropy
   uint32_t number = 0;       // kSignal: signal; kShutdown: status; kStarted: pid; kCredit: bytes
   Stream stream = Stream::kStdin;  // kCredit, kStreamClosed
   uint16_t rows = 0;         // kWinsize
   uint16_t cols = 0;         // kWinsize
   ExitInfo exit;             // kExit
   ErrorCode error = ErrorCode::kProtocol;  // kError
+  uint64_t generation = 0;   // kGeneration, kGenerationAck
+  int64_t realtime_ns = 0;   // kGeneration (its entropy is in `data`)
   bool operator==(const Frame&) const = default;
 };
 

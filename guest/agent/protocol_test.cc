@@ -167,6 +167,16 @@ TEST(AgentProtocol, EveryHostMessageRoundTrips) {
   expect_round_trip(Direction::kToAgent, sc, "closed-stdout");
   sc.stream = Stream::kStderr;
   expect_round_trip(Direction::kToAgent, sc, "closed-stderr");
+
+  Frame gen = make(MsgType::kGeneration);
+  gen.generation = 1;
+  gen.data.assign(kMinEntropyBytes, '\x5a');
+  expect_round_trip(Direction::kToAgent, gen, "generation-no-clock");
+  gen.generation = 0xfedcba9876543210ull;
+  gen.realtime_ns = 1765000000123456789;
+  gen.data.assign(kMaxEntropyBytes, '\0');
+  gen.data[7] = '\xff';
+  expect_round_trip(Direction::kToAgent, gen, "generation-clock");
 }
 
 TEST(AgentProtocol, EveryAgentMessageRoundTrips) {
@@ -209,6 +219,22 @@ TEST(AgentProtocol, EveryAgentMessageRoundTrips) {
   e.error = ErrorCode::kProtocol;
   e.data.assign(kMaxErrorBytes, 'e');
   expect_round_trip(Direction::kToHost, e, "error-max");
+
+  Frame ack = make(MsgType::kGenerationAck);
+  ack.generation = 0x0102030405060708ull;
+  expect_round_trip(Direction::kToHost, ack, "generation-ack");
+}
+
+TEST(AgentProtocol, GenerationLayoutIsLittleEndianAndEntropyLast) {
+  Frame gen = make(MsgType::kGeneration);
+  gen.generation = 0x0102030405060708ull;
+  gen.realtime_ns = 0x1112131415161718;
+  gen.data.assign(kMinEntropyBytes, 'e');
+  std::string bytes;
+  ASSERT_TRUE(encode(Direction::kToAgent, gen, &bytes).ok());
+  std::string want = raw(0x0a, std::string("\x08\x07\x06\x05\x04\x03\x02\x01\x18\x17\x16\x15\x14\x13\x12\x11", 16) +
+                                   std::string(kMinEntropyBytes, 'e'));
+  EXPECT_EQ(bytes, want);
 }
 
 TEST(AgentProtocol, ShorthandsEncodeTheSameBytes) {
@@ -374,6 +400,20 @@ std::vector<Bad> malformed_frames() {
     if (with_n) le32(&s, n);
     return s;
   };
+  auto gen_p = [&](uint64_t g, int64_t ns, size_t entropy) {
+    std::string s;
+    le32(&s, static_cast<uint32_t>(g));
+    le32(&s, static_cast<uint32_t>(g >> 32));
+    le32(&s, static_cast<uint32_t>(static_cast<uint64_t>(ns)));
+    le32(&s, static_cast<uint32_t>(static_cast<uint64_t>(ns) >> 32));
+    return s + std::string(entropy, 'r');
+  };
+  auto ack_p = [&](uint64_t g) {
+    std::string s;
+    le32(&s, static_cast<uint32_t>(g));
+    le32(&s, static_cast<uint32_t>(g >> 32));
+    return s;
+  };
   std::string big_arg(kMaxStringBytes + 1, 'a');
   std::string big_cwd(kMaxCwdBytes + 1, 'c');
   std::vector<std::string> many_env(kMaxEnvc + 1, "A=1");
@@ -438,6 +478,16 @@ std::vector<Bad> malformed_frames() {
       {"exec-arg-too-long", A, raw(kExec, exec_payload(0, 0, 0, "", {"ls", big_arg}, {})), "exec request: argument too long"},
       {"exec-env-too-long", A, raw(kExec, exec_payload(0, 0, 0, "", argv, {"A=" + big_arg})), "exec request: environment entry too long"},
       {"exec-cwd-too-long", A, raw(kExec, exec_payload(0, 0, 0, big_cwd, argv, {})), "exec request: working directory too long"},
+      {"generation-to-host", H, raw(0x0a, gen_p(1, 0, 32)), "a message the host never receives"},
+      {"generation-ack-to-agent", A, raw(0x15, ack_p(1)), "a message the agent never receives"},
+      {"generation-zero", A, raw(0x0a, gen_p(0, 0, 32)), "generation: number 0 (generations start at 1)"},
+      {"generation-negative-clock", A, raw(0x0a, gen_p(1, -1, 32)), "generation: negative realtime"},
+      {"generation-entropy-short", A, raw(0x0a, gen_p(1, 0, 31)), "generation: entropy not 32-512 bytes"},
+      {"generation-entropy-none", A, raw(0x0a, gen_p(1, 0, 0)), "generation: entropy not 32-512 bytes"},
+      {"generation-entropy-long", A, raw(0x0a, gen_p(1, 0, 513)), "payload length wrong for the message type"},
+      {"generation-truncated", A, raw(0x0a, gen_p(1, 0, 0).substr(0, 12)), "truncated payload"},
+      {"generation-ack-zero", H, raw(0x15, ack_p(0)), "generation: number 0 (generations start at 1)"},
+      {"generation-ack-short", H, raw(0x15, ack_p(1).substr(0, 4)), "payload length wrong for the message type"},
       {"exec-too-many-env", A, raw(kExec, exec_payload(0, 0, 0, "", argv, many_env)), "exec request: too many environment entries"},
   };
 }

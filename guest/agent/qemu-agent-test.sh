@@ -6,7 +6,8 @@
 # stderr apart, 64 MiB through cat byte-identical, a program that reads no stdin is not held up
 # by unread input, a pty (tty names /dev/pts/N; prompt, window size, ^C interrupts sleep, exit
 # status, when python3 is there to drive a terminal), two sessions at once, SHUTDOWN ends the VM
-# with "moss-init: exit N". A second boot with moss.dial=PORT checks that moss-init connects to
+# with "moss-init: exit N", GENERATION renews the guest's entropy and /run/moss/generation. A
+# second boot with moss.dial=PORT checks that moss-init connects to
 # the host (a guest-initiated connection, reaching the worker's "<uds>_PORT") and serves the
 # agent there: the way `moss run` reaches it.
 #
@@ -119,6 +120,20 @@ wait_gone "$first" 30 || fail "the first session did not end once the second had
 wait "$first" || fail "the first session failed"
 [ "$(cat "$WORK/first.txt")" = "first done" ] || fail "the first session printed '$(cat "$WORK/first.txt")'"
 log "pipes, signals, 64 MiB, unread stdin, tty, exec failure, two sessions: OK"
+# A new generation (issue 13), as the broker gives a restored VM: moss-init (PID 1, root) mixes
+# the host's entropy into the kernel pool (RNDADDENTROPY), steps the clock to the host's and
+# publishes the number in /run/moss/generation (0644).
+X --generation 7 --realtime || fail "renewing the generation failed (status $?)"
+X --generation 8 || fail "renewing the generation again failed (status $?)"
+out=$(X -- sh -c 'cat /run/moss/generation; ls -l /run/moss/generation; ls -a /run/moss | wc -l'); st=$?
+[ $st -eq 0 ] || fail "reading the generation gave status $st: $out"
+[ "$(echo "$out" | sed -n 1p)" = 8 ] || fail "/run/moss/generation holds '$(echo "$out" | sed -n 1p)', not 8"
+echo "$out" | sed -n 2p | grep -q '^-rw-r--r--' || fail "/run/moss/generation is not 0644: $(echo "$out" | sed -n 2p)"
+[ "$(echo "$out" | sed -n 3p | tr -d ' ')" = 3 ] || fail "/run/moss holds more than the generation: $out"
+grep -q "moss-init: generation 7" "$CONSOLE" && grep -q "moss-init: generation 8" "$CONSOLE" ||
+  fail "moss-init did not report the generations on its console"
+! grep -q "moss-init: warning: generation" "$CONSOLE" || fail "$(grep "moss-init: warning: generation" "$CONSOLE")"
+log "generations 7 and 8: OK"
 
 if command -v python3 >/dev/null; then
   python3 - "$EXEC" "$UDS" >"$WORK/pty.log" 2>&1 <<'EOF' || fail "the interactive pty session failed (pty.log)"

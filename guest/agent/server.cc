@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/vm_sockets.h>
@@ -28,15 +29,48 @@ bool set_nonblock(int fd) {
   return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 }
 
+int64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
 }  // namespace
 
-Server::Server(UniqueFd listen_fd) : listen_(std::move(listen_fd)) {
-  if (listen_.valid() && !set_nonblock(listen_.get())) listen_.reset();
+Server::Server(UniqueFd listen_fd, GenerationHandler on_generation, Relisten relisten)
+    : listen_(std::move(listen_fd)), on_generation_(on_generation), relisten_(relisten) {
+  if (listen_.valid() && !set_nonblock(listen_.get())) listener_failed();
 }
 
 void Server::add_connection(UniqueFd conn) {
   if (sessions_.size() >= kMaxSessions) return;  // `conn` closes: the host sees EOF.
-  sessions_.push_back(std::make_unique<Session>(std::move(conn)));
+  sessions_.push_back(std::make_unique<Session>(std::move(conn), on_generation_));
+}
+
+void Server::listener_failed() {
+  listen_.reset();
+  if (relisten_ == nullptr || relisten_at_ms_ >= 0) return;
+  relisten_at_ms_ = now_ms() + relisten_delay_ms_;
+}
+
+void Server::try_relisten() {
+  if (relisten_at_ms_ < 0 || now_ms() < relisten_at_ms_) return;
+  relisten_at_ms_ = -1;
+  auto fd = relisten_();
+  if (fd.ok() && set_nonblock(fd->get())) {
+    listen_ = std::move(fd).value();
+    relisten_delay_ms_ = kFirstRelistenDelayMs;
+    ++relistens_;
+    return;
+  }
+  relisten_delay_ms_ = relisten_delay_ms_ * 2 > kMaxRelistenDelayMs ? kMaxRelistenDelayMs : relisten_delay_ms_ * 2;
+  relisten_at_ms_ = now_ms() + relisten_delay_ms_;
+}
+
+int Server::timeout_ms() const {
+  if (relisten_at_ms_ < 0) return -1;
+  int64_t left = relisten_at_ms_ - now_ms();
+  return left < 0 ? 0 : static_cast<int>(left);
 }
 
 void Server::fill(std::vector<pollfd>* fds) {
@@ -47,9 +81,10 @@ void Server::fill(std::vector<pollfd>* fds) {
 
 void Server::handle(const pollfd* fds, size_t n) {
   size_t at = 0;
-  bool accept_now = false;
-  if (listen_.valid() && at < n) {
-    accept_now = fds[at].revents != 0;
+  bool accept_now = false, listener_broken = false;
+  if (listen_.valid() && at < n && fds[at].fd == listen_.get()) {
+    listener_broken = (fds[at].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+    accept_now = !listener_broken && fds[at].revents != 0;
     ++at;
   }
   for (size_t i = 0; i < sessions_.size() && i < counts_.size(); ++i) {
@@ -63,15 +98,22 @@ void Server::handle(const pollfd* fds, size_t n) {
     if (shutdown_status_ < 0 && s->shutdown_requested(&st)) shutdown_status_ = st;
   }
   std::erase_if(sessions_, [](const std::unique_ptr<Session>& s) { return s->done(); });
+  if (listener_broken) listener_failed();
   if (accept_now) accept_all();
+  try_relisten();
 }
 
 void Server::accept_all() {
   for (;;) {
     int c = accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      return;  // EAGAIN, or a failure the next connection may not have (EMFILE, ENOMEM).
+      if (errno == EINTR || errno == ECONNABORTED || errno == ECONNRESET || errno == EPROTO) continue;
+      // EAGAIN, or a failure the next connection may not have (EMFILE, ENOMEM).
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM)
+        return;
+      listener_failed();  // EINVAL (no longer listening), EBADF, ...: make a new one.
+      return;
     }
     add_connection(UniqueFd(c));
   }
@@ -168,7 +210,7 @@ int run_server(Server* server, bool until_idle) {
     fds.clear();
     fds.push_back({sig.fd(), POLLIN, 0});
     server->fill(&fds);
-    int r = poll(fds.data(), fds.size(), -1);
+    int r = poll(fds.data(), fds.size(), server->timeout_ms());
     if (r < 0) {
       if (errno == EINTR) continue;
       break;
@@ -183,8 +225,8 @@ int run_server(Server* server, bool until_idle) {
   return status;
 }
 
-int serve_connection(UniqueFd conn) {
-  Server server{UniqueFd()};
+int serve_connection(UniqueFd conn, GenerationHandler on_generation) {
+  Server server{UniqueFd(), on_generation};
   server.add_connection(std::move(conn));
   return run_server(&server, true);
 }

@@ -17,18 +17,35 @@
 
 namespace moss::agent {
 
+// Makes a new listening socket when the old one failed (moss-init: listen_vsock(kAgentPort)).
+using Relisten = Result<UniqueFd> (*)();
+
 class Server {
  public:
   static constexpr size_t kMaxSessions = 64;  // Beyond this a new connection is closed at once.
+  static constexpr int kFirstRelistenDelayMs = 20;
+  static constexpr int kMaxRelistenDelayMs = 5000;
 
   // `listen_fd`: a listening stream socket (made non-blocking here), or an empty UniqueFd.
-  explicit Server(UniqueFd listen_fd);
+  // `on_generation`: what each session does with a GENERATION (session.h). `relisten`: if the
+  // listener reports an error (POLLERR/POLLHUP, or accept() fails for a reason that is not
+  // about one connection), it is closed and `relisten` called to make a new one, after
+  // kFirstRelistenDelayMs, then with the delay doubling up to kMaxRelistenDelayMs while it
+  // fails: a vsock transport reset or a broken listener never stops the agent for good, and
+  // never makes it spin. Without `relisten` a broken listener is only closed.
+  explicit Server(UniqueFd listen_fd, GenerationHandler on_generation = nullptr, Relisten relisten = nullptr);
 
   void add_connection(UniqueFd conn);
 
   // Appends the pollfds to wait on; handle() takes them back (with revents) in the same order.
   void fill(std::vector<pollfd>* fds);
   void handle(const pollfd* fds, size_t n);
+  // The poll time-out the caller should use: -1, or the milliseconds until the next attempt
+  // to listen again. handle() (with n == 0 if poll timed out) makes the attempt when due.
+  int timeout_ms() const;
+  bool listening() const { return listen_.valid(); }
+  // Times the listener was re-created, for tests and the console.
+  uint64_t relistens() const { return relistens_; }
 
   // Routes a reaped child's wait status to its session. False: no session's program.
   bool child_exited(pid_t pid, int status);
@@ -43,8 +60,15 @@ class Server {
 
  private:
   void accept_all();
+  void listener_failed();
+  void try_relisten();
 
   UniqueFd listen_;
+  GenerationHandler on_generation_;
+  Relisten relisten_;
+  int64_t relisten_at_ms_ = -1;  // CLOCK_MONOTONIC; -1: none pending.
+  int relisten_delay_ms_ = kFirstRelistenDelayMs;
+  uint64_t relistens_ = 0;
   std::vector<std::unique_ptr<Session>> sessions_;
   std::vector<size_t> counts_;  // Entries each session added in the last fill().
   int shutdown_status_ = -1;
@@ -82,6 +106,6 @@ Result<UniqueFd> dial_vsock(uint32_t cid, uint32_t port);
 int run_server(Server* server, bool until_idle);
 
 // run_server() over one connection: serves it to its end.
-int serve_connection(UniqueFd conn);
+int serve_connection(UniqueFd conn, GenerationHandler on_generation = nullptr);
 
 }  // namespace moss::agent

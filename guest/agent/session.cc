@@ -26,7 +26,8 @@ constexpr uint32_t kCreditBatch = kInitialWindow / 4;
 
 }  // namespace
 
-Session::Session(UniqueFd sock) : sock_(std::move(sock)) {
+Session::Session(UniqueFd sock, GenerationHandler on_generation)
+    : sock_(std::move(sock)), on_generation_(on_generation) {
   if (!set_nonblock(sock_.get())) finish();
 }
 
@@ -142,13 +143,14 @@ void Session::on_frame(const Frame& f) {
     case Phase::kHello: {
       if (f.type != MsgType::kHello) return protocol_error("the first message is not HELLO");
       if (f.version_min > kProtocolVersion || f.version_max < kMinProtocolVersion) {
-        send_error(ErrorCode::kVersion, "the agent speaks protocol version 1 only");
+        send_error(ErrorCode::kVersion, "the agent speaks protocol versions 1-2 only");
         phase_ = Phase::kClosing;
         return;
       }
       Frame h;
       h.type = MsgType::kHello;
       h.version_min = h.version_max = f.version_max < kProtocolVersion ? f.version_max : kProtocolVersion;
+      version_ = h.version_max;
       if (!encode(Direction::kToHost, h, &out_).ok()) abort();
       phase_ = Phase::kExec;
       return;
@@ -159,7 +161,11 @@ void Session::on_frame(const Frame& f) {
         shutdown_status_ = static_cast<int>(f.number);
         return;
       }
-      return protocol_error("expected EXEC or SHUTDOWN after HELLO");
+      if (f.type == MsgType::kGeneration) {
+        if (version_ < kGenerationVersion) return protocol_error("GENERATION needs protocol version 2");
+        return renew_generation(f);
+      }
+      return protocol_error("expected EXEC, GENERATION or SHUTDOWN after HELLO");
     case Phase::kRunning:
     case Phase::kExited:
       break;
@@ -245,6 +251,21 @@ void Session::start(const ExecRequest& req) {
   outs_[1] = std::move(c.err);
   encode_simple(MsgType::kStarted, static_cast<uint32_t>(pid_), &out_);
   phase_ = Phase::kRunning;
+}
+
+void Session::renew_generation(const Frame& f) {
+  Result<void> applied = on_generation_ != nullptr ? on_generation_(f)
+                                                   : Result<void>(Error("this agent cannot renew the guest's generation"));
+  if (!applied.ok()) {
+    send_error(ErrorCode::kResource, "cannot renew the generation: " + applied.error().message);
+    phase_ = Phase::kClosing;
+    return;
+  }
+  Frame ack;
+  ack.type = MsgType::kGenerationAck;
+  ack.generation = f.generation;
+  if (!encode(Direction::kToHost, ack, &out_).ok()) abort();
+  // Still in Phase::kExec: EXEC, SHUTDOWN or another GENERATION may follow.
 }
 
 void Session::child_exited(int status) {

@@ -18,9 +18,16 @@
 
 namespace moss::agent {
 
+// Applies a GENERATION frame (its generation, realtime_ns and entropy in data) to the system
+// the agent runs in: moss-init's is guest/agent/generation.h's apply_generation(). Returns why
+// it could not (the host gets ERROR{kResource} with the sentence).
+using GenerationHandler = Result<void> (*)(const Frame& generation);
+
 class Session {
  public:
-  explicit Session(UniqueFd sock);  // A connected stream socket; made non-blocking here.
+  // A connected stream socket, made non-blocking here. Without `on_generation` a GENERATION is
+  // answered ERROR{kResource}.
+  explicit Session(UniqueFd sock, GenerationHandler on_generation = nullptr);
   ~Session();                 // Kills the program's process group if it still runs.
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -52,6 +59,7 @@ class Session {
   void on_socket_readable();
   void on_frame(const Frame& f);
   void start(const ExecRequest& req);
+  void renew_generation(const Frame& f);
   void protocol_error(const char* what);
   void send_error(ErrorCode code, const std::string& message);
   void progress();
@@ -65,6 +73,8 @@ class Session {
   UniqueFd sock_;
   Decoder dec_{Direction::kToAgent};
   Phase phase_ = Phase::kHello;
+  uint16_t version_ = 0;  // Agreed at HELLO.
+  GenerationHandler on_generation_;
   bool pty_ = false;
   std::string out_;  // Encoded frames for the host.
   size_t out_pos_ = 0;

@@ -35,6 +35,7 @@
 #include <string_view>
 #include <vector>
 
+#include "guest/agent/generation.h"
 #include "guest/agent/protocol.h"
 #include "guest/agent/server.h"
 #include "guest/moss-init/cmdline.h"
@@ -244,6 +245,24 @@ void load_modules() {
 
 [[noreturn]] void report_and_power_off(int status);
 
+// The agent's listener, made again when it broke (Server's Relisten).
+moss::Result<moss::UniqueFd> relisten_agent() {
+  auto fd = moss::agent::listen_vsock(moss::agent::kAgentPort);
+  if (fd.ok()) (Line() << "agent: listening again on vsock port " << static_cast<long>(moss::agent::kAgentPort)).emit();
+  return fd;
+}
+
+// GENERATION from the host (a restored VM): entropy, clock, /run/moss/generation.
+moss::Result<void> renew_generation(const moss::agent::Frame& g) {
+  auto done = moss::agent::apply_generation(g);
+  if (done.ok()) {
+    (Line() << "generation " << static_cast<long>(g.generation)).emit();
+  } else {
+    (Line() << "warning: generation " << static_cast<long>(g.generation) << ": " << done.error().message).emit();
+  }
+  return done;
+}
+
 // PID 1's loop: the agent's connections (the listener's, and the one dialled to the host)
 // and every child that ends (orphans re-parented to PID 1 included). Ends the VM when an
 // agent connection asks for SHUTDOWN.
@@ -257,8 +276,11 @@ void load_modules() {
     fds.clear();
     fds.push_back({have_sig ? sig.fd() : -1, POLLIN, 0});
     server->fill(&fds);
-    // Without the SIGCHLD pipe, look for ended children now and then.
-    int r = poll(fds.data(), fds.size(), have_sig ? -1 : 200);
+    // Without the SIGCHLD pipe, look for ended children now and then. A listener being made
+    // again (after a vsock transport reset broke it) has its own time-out.
+    int timeout = server->timeout_ms();
+    if (!have_sig && (timeout < 0 || timeout > 200)) timeout = 200;
+    int r = poll(fds.data(), fds.size(), timeout);
     if (r < 0 && errno != EINTR) {
       warn_errno("wait for", "events", errno);
       report_and_power_off(kStatusInitError);
@@ -329,7 +351,7 @@ int main() {
     config = r.config;
   }
   bool listening = listen_fd.valid();
-  moss::agent::Server server(std::move(listen_fd));
+  moss::agent::Server server(std::move(listen_fd), renew_generation, relisten_agent);
   if (config.dial_port != 0 && listening) {
     // The host waits for this connection to run its program: a failure here would leave it
     // waiting, so end the VM instead (the host reports the status).

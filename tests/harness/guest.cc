@@ -146,7 +146,7 @@ vhost_user::Frontend& Guest::frontend() {
   return *frontend_;
 }
 
-Result<void> Guest::handshake(bool reconnecting) {
+Result<void> Guest::handshake(bool reconnecting, std::optional<std::span<const uint8_t>> state) {
   vhost_user::Frontend& fe = *frontend_;
   vhost_user::Negotiation want;
   want.features = options_.device_features | (1ull << feature::kVersion1);
@@ -181,11 +181,28 @@ Result<void> Guest::handshake(bool reconnecting) {
       inflight_fd_ = std::move(in.fd);
     }
     MOSS_TRY_VOID(fe.set_inflight_fd(inflight_info_, inflight_fd_.get()));
-  } else if (reconnecting) {
+  } else if (reconnecting && !state) {
     return make_error("the backend no longer offers INFLIGHT_SHMFD, so requests in flight cannot be resubmitted");
   }
 
   MOSS_TRY_VOID(fe.set_mem_table(vhost_user::MemoryRegion{0, ram_->size(), reinterpret_cast<uint64_t>(ram_->host()), 0}, ram_->fd()));
+  if (state) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return make_error("cannot make the state pipe", errno);
+    UniqueFd rd(p[0]), wr(p[1]);
+    MOSS_TRY(UniqueFd theirs, fe.set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
+    rd.reset();
+    int out = theirs.valid() ? theirs.get() : wr.get();
+    for (size_t off = 0; off < state->size();) {
+      ssize_t w = ::write(out, state->data() + off, state->size() - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return make_error("cannot write the device state to the backend", errno);
+      off += static_cast<size_t>(w);
+    }
+    wr.reset();
+    theirs.reset();
+    MOSS_TRY_VOID(fe.check_device_state());
+  }
 
   for (uint32_t i = 0; i < queues_.size(); ++i) {
     Queue& q = queues_[i];
@@ -277,6 +294,32 @@ Result<void> Guest::reconnect(const std::string& socket_path) {
   frontend_.reset();
   MOSS_TRY_VOID(open_socket(socket_path));
   return handshake(true);
+}
+
+Result<void> Guest::restore(const std::string& socket_path, std::span<const uint8_t> state) {
+  frontend_.reset();
+  MOSS_TRY_VOID(open_socket(socket_path));
+  return handshake(true, state);
+}
+
+Result<std::vector<uint8_t>> Guest::save_state() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return make_error("cannot make the state pipe", errno);
+  UniqueFd rd(p[0]), wr(p[1]);
+  MOSS_TRY(UniqueFd theirs, frontend().set_device_state_fd(vhost_user::kTransferSave, wr.get()));
+  wr.reset();
+  int in = theirs.valid() ? theirs.get() : rd.get();
+  std::vector<uint8_t> blob;
+  uint8_t buf[4096];
+  for (;;) {
+    ssize_t n = ::read(in, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return make_error("cannot read the device state", errno);
+    if (n == 0) break;
+    blob.insert(blob.end(), buf, buf + n);
+  }
+  MOSS_TRY_VOID(frontend().check_device_state());
+  return blob;
 }
 
 Result<uint32_t> Guest::stop_queue(uint32_t index) { return frontend().get_vring_base(index); }

@@ -149,6 +149,13 @@ class Guest {
   // the backend left it. Needs the inflight buffer: without it the backend cannot know which
   // requests it had taken, and the caller should start a fresh Guest instead.
   Result<void> reconnect(const std::string& socket_path);
+  // A VMM's restore: connects (disconnect() first if still connected) to a fresh backend,
+  // negotiates, loads `state` (SET_DEVICE_STATE_FD + CHECK_DEVICE_STATE) before any ring
+  // starts, then restarts every ring at its used index (a backend whose state holds no buffer
+  // taken and not returned, as moss-vsock's). No inflight buffer needed.
+  Result<void> restore(const std::string& socket_path, std::span<const uint8_t> state);
+  // DEVICE_STATE save over the connection (every ring stopped first, see stop_queue()).
+  Result<std::vector<uint8_t>> save_state();
   // Stops queue `index` with GET_VRING_BASE and returns the backend's next avail index.
   Result<uint32_t> stop_queue(uint32_t index);
   // A barrier, for a test about to check that something did not happen: returns once a moss
@@ -172,7 +179,7 @@ class Guest {
   static Result<std::unique_ptr<Guest>> create(const GuestOptions& options);
   Result<void> open_socket(const std::string& path);
   Result<void> use_socket(UniqueFd sock);
-  Result<void> handshake(bool reconnecting);
+  Result<void> handshake(bool reconnecting, std::optional<std::span<const uint8_t>> state = std::nullopt);
   Result<void> start_queue(uint32_t index, uint16_t base);
 
   std::unique_ptr<GuestRam> ram_;

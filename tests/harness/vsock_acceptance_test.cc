@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "devices/vsock/malformed.h"
+#include "devices/vsock/state.h"
 #include "tests/harness/guest.h"
 #include "tests/harness/stream_bytes.h"
 #include "tests/harness/vsock_driver.h"
@@ -407,6 +408,68 @@ TEST_F(VsockAcceptance, NewFrontendGetsTransportResetAndTheOldConnectionsClose) 
   EXPECT_TRUE(rst.ok()) << rst.error().message;
   again = {};
   expect_serves_a_fresh_guest();
+}
+
+// A restore (issue 13): the frontend saves the worker's state (DEVICE_STATE, every ring
+// stopped) and loads it into a fresh worker started with another CID, as a restored VM gets a
+// CID lease of its own. The guest sees the new worker's CID in the config, TRANSPORT_RESET on
+// the event queue, its old connections gone, and a new connection works.
+TEST_F(VsockAcceptance, StateLoadedIntoAWorkerOfAnotherCidGivesTheNewCidAndTransportReset) {
+  TestGuest g = connect_guest();
+  ASSERT_TRUE(g.driver);
+  auto [host, key] = host_initiated(g);
+  auto [host2, key2] = guest_initiated(g, 1025);
+  ASSERT_TRUE(host.valid() && host2.valid());
+  ASSERT_EQ(g->transport_resets(), 1u);
+  for (uint32_t q = 0; q < g.guest->num_queues(); q++) {
+    auto base = g.guest->stop_queue(q);
+    ASSERT_TRUE(base.ok()) << base.error().message << "\n" << worker_->log();
+  }
+  auto saved = g.guest->save_state();
+  ASSERT_TRUE(saved.ok()) << saved.error().message << "\n" << worker_->log();
+  auto state = vsock::decode_state(*saved);
+  ASSERT_TRUE(state.ok()) << state.error().message;
+  EXPECT_EQ(state->guest_cid, kCid);
+
+  constexpr uint64_t kNewCid = kCid + 10;
+  VsockProcessOptions o;
+  o.guest_cid = kNewCid;
+  auto fresh = VsockProcess::start(o);
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message;
+  std::unique_ptr<VsockProcess> b = std::move(*fresh);
+  worker_.reset();  // The saved VM's worker ends with it: its host sockets close.
+  EXPECT_TRUE(reads_eof(host.get()));
+  EXPECT_TRUE(reads_eof(host2.get()));
+
+  auto restored = g.guest->restore(b->socket_path(), *saved);
+  ASSERT_TRUE(restored.ok()) << restored.error().message << "\n" << b->log();
+  EXPECT_EQ(g->config_guest_cid(), kNewCid) << "the saved CID replaced the worker's";
+  auto reset = g->wait_for([&] { return g->transport_resets() >= 2; }, "TRANSPORT_RESET after the load");
+  ASSERT_TRUE(reset.ok()) << reset.error().message << "\n" << b->log();
+  EXPECT_EQ(g->transport_resets(), 2u);
+  // The guest's stale stream gets an RST if it still uses it (sent from the new CID).
+  EXPECT_TRUE(g->stream(key2).reset) << "TRANSPORT_RESET did not end the guest's streams";
+  g->forget(key2);
+  ASSERT_TRUE(g->send(g->header(key2, Op::kRw, 3), bytes("old")).ok());
+  auto rst = g->take_unclaimed(
+      [k2 = key2](const VsockPacket& p) { return p.header.op == static_cast<uint16_t>(Op::kRst) && p.header.dst_port == k2.guest_port; },
+      "RST for a stale stream");
+  EXPECT_TRUE(rst.ok()) << rst.error().message;
+  // A new connection from a host program reaches the restored guest, both ways.
+  auto h = host_connect(b->uds_path(), kGuestService);
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  auto k = g->accept(kGuestService);
+  ASSERT_TRUE(k.ok()) << k.error().message << "\n" << b->log();
+  auto ok = read_line(h->get());
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(*ok, "OK " + std::to_string(k->host_port));
+  ASSERT_TRUE(g->write(*k, bytes("ping")).ok());
+  EXPECT_EQ(text(read_exactly(h->get(), 4)), "ping");
+  ASSERT_TRUE(write_all(h->get(), bytes("pong")));
+  auto got = g->read_exactly(*k, 4);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(text(*got), "pong");
+  EXPECT_TRUE(b->alive()) << b->log();
 }
 
 TEST_F(VsockAcceptance, ConnectionLimitRefusesTheNextOne) {

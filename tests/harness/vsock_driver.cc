@@ -279,8 +279,10 @@ Result<bool> VsockDriver::pump(Clock::time_point until) {
       MOSS_TRY(uint32_t id, guest_.memory().read_obj<uint32_t>(gpa));
       if (u->second == vsock::kEventSize && id == vsock::kEventTransportReset) {
         ++transport_resets_;
-        // As Linux does: every stream of this transport is gone.
+        // As Linux does: every stream of this transport is gone, and the guest's CID is read
+        // again from the config (it changes when a restored VM gets a CID of its own).
         for (auto& [key, s] : streams_) s.reset = true;
+        o_.guest_cid = config_guest_cid();
       } else {
         ++device_errors_;
       }

@@ -931,6 +931,81 @@ LINUX_TEST(LinuxGuest, VsockBothWaysAndTwoVmsHaveDifferentCids) {
   EXPECT_FALSE(std::filesystem::exists(rt + "/cid-" + cid_b));
 }
 
+// moss exec (issue 13): a named VM started without a command still runs its agent, and moss
+// exec runs programs in it as moss run -- CMD would (status, separate streams, stdin, --env,
+// --workdir), two at once. A generation renewed over a live agent connection (as the broker
+// does after a restore) is what programs read in /run/moss/generation.
+LINUX_TEST(LinuxGuest, ExecRunsProgramsInANamedVmAndItsGenerationIsRenewed) {
+  require_kvm();
+  Scratch s;
+  std::string rt = (s.dir / "rt").string(), sock = (s.dir / "x.sock").string();
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
+  Process vm({moss(), "run", "--name", "x", "--vsock-socket", sock}, env);
+  ASSERT_TRUE(vm.wait_for_output("moss-init: ready", seconds(400))) << vm.out();
+  {
+    Process a({moss(), "exec", "x", "--", "sh", "-c", "echo hi; exit 3"}, env);
+    Process b({moss(), "exec", "x", "--", "sh", "-c", "echo hi; exit 3"}, env);
+    auto oa = a.wait(seconds(120));
+    auto ob = b.wait(seconds(120));
+    EXPECT_EQ(oa.exit_code, 3) << describe(oa);
+    EXPECT_EQ(oa.out, "hi\n") << describe(oa);
+    EXPECT_EQ(oa.err, "") << describe(oa);
+    EXPECT_EQ(ob.exit_code, 3) << describe(ob);
+    EXPECT_EQ(ob.out, "hi\n") << describe(ob);
+  }
+  // stdin from a pipe, --env, --workdir, stderr apart, death by a signal: as moss run -- CMD.
+  auto e = run({"sh", "-c",
+                "printf 'one\\ntwo\\n' | " + quote(moss()) +
+                    " exec x --env 'GREETING=hello there' --workdir /tmp -- "
+                    "sh -c 'echo \"$GREETING in $(pwd)\"; wc -l; echo oops >&2; kill -TERM $$'"},
+               seconds(120), env);
+  EXPECT_EQ(e.exit_code, 128 + SIGTERM) << describe(e);
+  EXPECT_EQ(e.out, "hello there in /tmp\n2\n") << describe(e);
+  EXPECT_EQ(e.err, "oops\n") << describe(e);
+  // The generation, renewed from the host over the agent (moss-agent-exec does what the broker
+  // does after a restore: renew_generation()).
+  auto g = run({build_dir() + "/moss-agent-exec", "--uds", sock, "--timeout-ms", "30000", "--generation", "42"},
+               seconds(60));
+  EXPECT_EQ(g.exit_code, 0) << describe(g);
+  auto cat = run({moss(), "exec", "x", "--", "sh", "-c", "cat /run/moss/generation; ls -l /run/moss/generation"},
+                 seconds(60), env);
+  EXPECT_EQ(cat.exit_code, 0) << describe(cat);
+  EXPECT_EQ(cat.out.substr(0, 3), "42\n") << describe(cat);
+  EXPECT_EQ(cat.out.find("-rw-r--r--", 3), 3u) << describe(cat);
+  EXPECT_NE(vm.out().find("moss-init: generation 42"), std::string::npos) << vm.out();
+  // No such VM: one sentence, moss's failure status.
+  auto none = run({moss(), "exec", "nobody", "--", "true"}, seconds(30), env);
+  EXPECT_EQ(none.exit_code, 125) << describe(none);
+  EXPECT_EQ(none.err, "moss: no VM named nobody is running\n") << describe(none);
+  auto stop = run({moss(), "stop", "x"}, seconds(60), env);
+  EXPECT_EQ(stop.exit_code, 0) << describe(stop);
+  EXPECT_EQ(vm.wait(seconds(30)).exit_code, 128 + SIGTERM);
+}
+
+LINUX_TEST(LinuxGuest, ExecWithATerminalIsAnInteractiveShell) {
+  require_kvm();
+  Scratch s;
+  std::string rt = (s.dir / "rt").string();
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
+  Process vm({moss(), "run", "--name", "t"}, env);
+  ASSERT_TRUE(vm.wait_for_output("moss-init: ready", seconds(400))) << vm.out();
+  setenv("MOSS_RUNTIME_DIR", rt.c_str(), 1);  // For the terminal's moss exec.
+  {
+    Terminal t({moss(), "exec", "t", "-t", "--", "sh"});
+    ASSERT_TRUE(t.wait_for("# ", 0, seconds(120))) << t.screen();
+    size_t mark = t.size();
+    t.type("tty; stty size\r");
+    EXPECT_TRUE(t.wait_for("/dev/pts/", mark, seconds(30))) << t.screen();
+    EXPECT_TRUE(t.wait_for("40 100", mark, seconds(30))) << "the terminal size did not reach the guest: " << t.screen();
+    t.type("exit 5\r");
+    EXPECT_EQ(t.wait_exit(seconds(60)), 5) << t.screen();
+  }
+  unsetenv("MOSS_RUNTIME_DIR");
+  auto stop = run({moss(), "stop", "t"}, seconds(60), env);
+  EXPECT_EQ(stop.exit_code, 0) << describe(stop);
+  EXPECT_EQ(vm.wait(seconds(30)).exit_code, 128 + SIGTERM);
+}
+
 // ---- The freestanding virtio-blk guest (tests/guests/virtio_blk.c): its own minimal driver
 // through moss's virtio-pci transport and the real moss-blk worker; the disk contract is in
 // that file.
