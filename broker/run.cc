@@ -109,7 +109,7 @@ Result<Prepared> prepare(const cli::RunOptions& o, device::vsock::Host vsock) {
   p.cmdline = kBaseCmdline;
   if (!o.append.empty()) p.cmdline += " " + o.append;
   // moss-init connects to the host when its agent is up; the command then goes over that.
-  if (o.has_command) p.cmdline += " " + guest::encode_dial(agent::kAgentPort);
+  if (o.has_command || !o.create_spore.empty()) p.cmdline += " " + guest::encode_dial(agent::kAgentPort);
   MOSS_TRY_VOID(boot::plan_boot(*kernel, o.mem_bytes, initrd_size, p.cmdline.size()));
 
   auto meminfo = read_text_file("/proc/meminfo");
@@ -329,10 +329,8 @@ int restore_vm(const cli::RunOptions& given) {
   }
   console_cleanup.armed = false;
   LOG_INFO("restoring %s as generation %llu", given.from.c_str(), static_cast<unsigned long long>(loaded->generation));
-  // GENERATION HANDOFF (issue 13, "A new generation on every restore"): once the restored
-  // guest's agent is reachable, the broker gives it loaded->generation with
-  // renew_generation() (broker/generation.h, wip/gspore) on a host-made connection to the
-  // agent port, before any command runs. Not wired here yet: see the report of wip/bspore.
+  // The new generation goes to the guest's agent once it answers (Session::run,
+  // broker/restored_agent.h), before any command runs.
   Session session(options, StartedVcpu{vcpu->pid, std::move(vcpu->ctl), vcpu->spawn_ns, std::move(vcpu->ram)},
                   std::move(*workers), std::move(*endpoint), std::move(*console), std::move(*vsock), std::move(source));
   return session.run();
@@ -352,7 +350,12 @@ int run_vm(const cli::RunOptions& options) {
     return kExitUsage;
   }
   if (failed(check_stats_file(options.stats_file))) return kExitFailure;
-  auto console = ConsoleSink::open(!options.has_command, options.console_file);
+  // moss spore create: the spore must not exist yet (checked again when it is written).
+  if (!options.create_spore.empty() && access(options.create_spore.c_str(), F_OK) == 0) {
+    std::fprintf(stderr, "moss: the spore %s exists already; spore create writes a new one\n", options.create_spore.c_str());
+    return kExitFailure;
+  }
+  auto console = ConsoleSink::open(!options.has_command && options.create_spore.empty(), options.console_file);
   if (failed(console)) return kExitFailure;
   // Until the VM runs, a failure leaves behind no --console file that this run created.
   struct ConsoleCleanup {
@@ -364,7 +367,7 @@ int run_vm(const cli::RunOptions& options) {
   } console_cleanup{&*console};
   // Every VM has a vsock device (with a command, the way its agent is reached).
   auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket,
-                                      options.has_command ? agent::kAgentPort : 0);
+                                      options.has_command || !options.create_spore.empty() ? agent::kAgentPort : 0);
   if (failed(vsock)) return kExitFailure;
   auto prepared = prepare(options, (*vsock)->worker_host());
   if (failed(prepared)) return kExitFailure;

@@ -24,6 +24,7 @@
 #include "broker/console_sink.h"
 #include "broker/control.h"
 #include "broker/control_server.h"
+#include "broker/restored_agent.h"
 #include "broker/vcpu_link.h"
 #include "broker/vm_vsock.h"
 #include "broker/worker_supervisor.h"
@@ -101,6 +102,10 @@ class Session {
   void start_spore_writer(std::unique_ptr<capnp::MallocMessageBuilder> state);
   void spore_written();
   void finish_suspend_after_loop();
+  // moss spore create: the guest's agent is up; capture the VM into the spore.
+  void create_spore(UniqueFd agent);
+  // A restored VM's agent took its new generation (or not); a command runs next.
+  void restored_agent_done(RestoredAgent::Done done);
   Result<UniqueFd> agent_connection();  // For moss exec (ControlServer::Hooks::agent).
   int finish();
   int finish_vm();
@@ -120,6 +125,9 @@ class Session {
   SporeSource spore_;
   std::unique_ptr<SuspendJob> suspend_;
   std::string suspended_to_;     // The spore a suspend wrote before it stopped the VM.
+  UniqueFd create_agent_;        // moss spore create: the agent's connection, held until the capture.
+  std::unique_ptr<RestoredAgent> restored_agent_;
+  std::string agent_failure_;    // Why a spore create or a restored VM's command could not go on.
   bool stop_requested_ = false;  // moss stop NAME.
   int stop_signal_ = 0;          // SIGINT, SIGTERM or SIGHUP to moss itself.
 };
