@@ -1738,5 +1738,88 @@ KVM_TEST(Spore, PackedAndUnpackedElsewhereTheSporeResumes) {
   restored.wait(seconds(20));
 }
 
+
+// ---- Spores of Linux guests (issue 13 acceptance 1 and 2): unrun on PVM, they join the
+// nested batch.
+
+// A Linux VM with a disk keeps counting in memory and appending to a file on its disk;
+// suspended and restored in a fresh moss, the count goes on, the file holds every line,
+// moss exec answers, and the guest's monotonic clock did not jump.
+LINUX_TEST(SporeLinux, ARestoredVmKeepsItsMemoryItsDiskAndItsClock) {
+  require_kvm();
+  Scratch s;
+  std::string rt = (s.dir / "rt").string(), store = (s.dir / "store").string(), spore = (s.dir / "dev.spore").string();
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
+  std::string disk = s.image("data.img", 64 << 20, 9);
+  ASSERT_EQ(run({"mkfs.ext4", "-q", "-F", disk}, seconds(60)).exit_code, 0);
+  Process vm({moss(), "run", "--name", "dev", "--cpus", "2", "--disk", disk}, env);
+  ASSERT_TRUE(vm.wait_for_output("moss-init: ready", seconds(400))) << vm.out();
+  auto start = run({moss(), "exec", "dev", "--", "sh", "-c",
+                    "mkdir -p /mnt && mount /dev/vda /mnt && "
+                    "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo line $i >> /mnt/log; sync; sleep 0.2; done) "
+                    ">/dev/null 2>&1 & sleep 2; cat /proc/uptime"},
+                   seconds(120), env);
+  ASSERT_EQ(start.exit_code, 0) << describe(start);
+  auto sus = run({moss(), "suspend", "dev", "--out", spore, "--store", store}, seconds(300), env);
+  ASSERT_EQ(sus.exit_code, 0) << describe(sus);
+  auto ended = vm.wait(seconds(60));
+  EXPECT_EQ(ended.exit_code, 0) << describe(ended);
+  Process restored({moss(), "restore", spore, "--name", "dev", "--disk", disk, "--store", store}, env);
+  auto after = run({moss(), "exec", "dev", "--", "sh", "-c",
+                    "a=$(cat /tmp/count); sleep 1; b=$(cat /tmp/count); echo $a $b; "
+                    "tail -n 1 /mnt/log; cat /run/moss/generation; "
+                    "for c in 0 1; do taskset -c $c sleep 1 && echo slept-$c; done; cat /proc/uptime"},
+                   seconds(120), env);
+  EXPECT_EQ(after.exit_code, 0) << describe(after);
+  std::istringstream in(after.out);
+  long a = 0, b = 0;
+  in >> a >> b;
+  EXPECT_GT(a, 5) << "the count started again: " << describe(after);
+  EXPECT_GT(b, a) << "the count does not go on: " << describe(after);
+  EXPECT_NE(after.out.find("line "), std::string::npos) << describe(after);
+  EXPECT_NE(after.out.find("\n1\n"), std::string::npos) << "generation 1: " << describe(after);
+  EXPECT_NE(after.out.find("slept-0"), std::string::npos) << describe(after);
+  EXPECT_NE(after.out.find("slept-1"), std::string::npos) << describe(after);
+  // Monotonic time: the uptime after the restore is within seconds of the one before it (the
+  // time the VM spent as a spore does not count).
+  double up_before = std::stod(start.out), up_after = std::stod(after.out.substr(after.out.rfind("slept-1") + 8));
+  EXPECT_LT(up_after - up_before, 60.0) << describe(start) << describe(after);
+  EXPECT_EQ(run({moss(), "stop", "dev"}, seconds(60), env).exit_code, 0);
+  restored.wait(seconds(60));
+  // The log on the disk holds every line in order, none lost across the suspend.
+  auto log = run({"sh", "-c", "debugfs -R 'cat /log' " + quote(disk) + " 2>/dev/null"}, seconds(60));
+  std::istringstream lines(log.out);
+  std::string word;
+  long n = 0, prev = 0;
+  while (lines >> word >> n) {
+    EXPECT_EQ(n, prev + 1) << "a line is missing before line " << n;
+    prev = n;
+  }
+  EXPECT_GT(prev, b) << log.out.substr(0, 2000);
+}
+
+// moss spore create, then moss run --from SPORE -- CMD twice at once: each exits with its
+// command's status and output, on its own CID, with its own random bytes and generation 1.
+LINUX_TEST(SporeLinux, SporeCreateThenRunFromTwiceAtOnce) {
+  require_kvm();
+  Scratch s;
+  std::string rt = (s.dir / "rt").string(), store = (s.dir / "store").string(), spore = (s.dir / "base.spore").string();
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
+  auto create = run({moss(), "spore", "create", spore, "--store", store}, seconds(400), env);
+  ASSERT_EQ(create.exit_code, 0) << describe(create);
+  EXPECT_NE(create.err.find("moss: the VM was suspended to " + spore), std::string::npos) << describe(create);
+  std::string cmd = "echo out; echo err >&2; head -c 16 /dev/urandom | od -An -tx1; cat /run/moss/generation; exit 7";
+  Process a({moss(), "run", "--from", spore, "--store", store, "--", "sh", "-c", cmd}, env);
+  Process b({moss(), "run", "--from", spore, "--store", store, "--", "sh", "-c", cmd}, env);
+  auto oa = a.wait(seconds(300)), ob = b.wait(seconds(300));
+  for (const Outcome* o : {&oa, &ob}) {
+    EXPECT_EQ(o->exit_code, 7) << describe(*o);
+    EXPECT_EQ(o->out.rfind("out\n", 0), 0u) << describe(*o);
+    EXPECT_EQ(o->err, "err\n") << describe(*o);
+    EXPECT_NE(o->out.find("\n1\n"), std::string::npos) << "generation 1: " << describe(*o);
+  }
+  EXPECT_NE(oa.out, ob.out) << "two restores of one spore read the same random bytes";
+}
+
 }  // namespace
 }  // namespace moss::test
