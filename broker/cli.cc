@@ -15,7 +15,9 @@ constexpr const char* kRunSynopsis =
     "usage: moss run [--kernel FILE] [--initrd FILE|none] [--append ARGS] [--mem SIZE] [--cpus N]\n"
     "                [--disk PATH[,ro]]... [--vhost-user-blk SOCKET[,peer-uid=N]]... [--name NAME]\n"
     "                [--stats FILE] [--vsock-socket PATH] [--console FILE] [--no-sandbox]\n"
-    "                [-t] [--env K=V]... [--workdir DIR] [--boot-timeout SECONDS] [-- CMD ARGS...]\n";
+    "                [-t] [--env K=V]... [--workdir DIR] [--boot-timeout SECONDS] [-- CMD ARGS...]\n"
+    "       moss run --from SPORE [--store DIR] [--disk PATH[,ro]]... [--clock realtime] [output options]\n"
+    "                [-- CMD ARGS...]\n";
 
 constexpr const char* kRunText =
     "moss run -- CMD boots a VM and runs CMD in it through the guest agent, as if it ran here:\n"
@@ -45,8 +47,15 @@ constexpr const char* kRunText =
     "mode: host programs connect to its Unix socket (--vsock-socket, default: in the runtime\n"
     "directory, see moss stats) and send \"CONNECT <port>\\n\"; the guest's connections to host port\n"
     "N reach the socket PATH_N.\n"
+    "moss run --from SPORE continues the VM a spore holds (moss spore create, moss suspend) instead\n"
+    "of booting one, then runs CMD in it through its agent; --disk names the spore's disks again\n"
+    "(see moss restore --help).\n"
     "Exit status: CMD's; 2 for bad usage; 125 when moss itself fails (one sentence on stderr).\n";
 
+constexpr const char* kSporeStoreText =
+    "A spore is a directory (0700) holding its manifest (0600); its memory lives in a chunk store\n"
+    "that spores share: $XDG_DATA_HOME/moss/store, else ~/.local/share/moss/store, or --store DIR\n"
+    "(directories 0700, files 0600: they hold guest RAM).\n";
 constexpr const char* kExecText =
     "usage: moss exec NAME [-t] [--env K=V]... [--workdir DIR] -- CMD ARGS...\n\n"
     "Runs CMD in the running VM NAME (moss run --name NAME) through its guest agent, exactly as\n"
@@ -71,6 +80,9 @@ std::string usage() {
          "       moss exec NAME [-t] [--env K=V]... [--workdir DIR] -- CMD ARGS...\n"
          "       moss ls | moss stats NAME | moss stop NAME | moss pause NAME | moss resume NAME\n"
          "       moss device blk|vsock ARGS... (moss device KIND --help)\n"
+         "       moss suspend NAME --out SPORE [--keep-running] [--store DIR]\n"
+         "       moss restore SPORE --name NAME [--disk PATH[,ro]]... [--clock realtime] [--store DIR]\n"
+         "       moss spore create SPORE [run options] [--store DIR]\n"
          "       moss inspect SPORE | moss pack SPORE -o FILE | moss unpack FILE -o DIR | moss store gc\n"
          "       moss --help | --version | moss VERB --help\n"
          "\n" +
@@ -102,6 +114,40 @@ std::string usage(const std::string& topic) {
     return "usage: moss " + topic + " NAME\n\nmoss pause parks the VM NAME's vCPUs (its clock and devices keep running) and\n"
            "returns once every one is parked; moss resume lets them run again.\n" +
            std::string(kControlText);
+  }
+  if (topic == "suspend") {
+    return "usage: moss suspend NAME --out SPORE [--keep-running] [--store DIR]\n\n"
+           "Captures the running VM NAME (moss run --name NAME) into the spore SPORE, which must not\n"
+           "exist: its RAM, every vCPU, the VM's clock and interrupt controllers, and every device's\n"
+           "state. The VM then ends (its moss run exits 0, saying where the spore is), or runs on with\n"
+           "--keep-running. A device that cannot save its state (a vhost-user backend without\n"
+           "DEVICE_STATE) makes it fail before anything is paused; any failure leaves no spore and the\n"
+           "VM running. Disks are not in the spore: it records each disk's size and identity.\n" +
+           std::string(kSporeStoreText) +
+           "Exit status: 0; 2 for bad usage; 125 when it fails (one sentence on stderr).\n";
+  }
+  if (topic == "restore") {
+    return "usage: moss restore SPORE --name NAME [--disk PATH[,ro]]... [--clock realtime] [--store DIR]\n"
+           "                    [--stats FILE] [--vsock-socket PATH] [--console FILE] [--no-sandbox]\n\n"
+           "Continues the VM the spore SPORE holds, as the named VM NAME, with its console on stdout\n"
+           "(or --console FILE) until it powers off or is stopped, like moss run --name. Before the\n"
+           "guest runs an instruction, the spore is checked (its version, every chunk's hash) and so is\n"
+           "this host (its architecture, every CPUID feature and KVM capability the spore's guest was\n"
+           "given, a TSC frequency KVM can keep): each refusal is one sentence. Disks are not in the\n"
+           "spore: give each of its disks with --disk, in its order; a disk whose size or identity\n"
+           "differs from what the spore recorded is refused (moss never opens a path it read from a\n"
+           "spore). The guest gets a new vsock CID and a new generation; its monotonic clock continues\n"
+           "where it stopped, and --clock realtime steps its clock by the time the spore slept.\n" +
+           std::string(kSporeStoreText) +
+           "Exit status: as moss run's; 2 for bad usage; 125 when moss fails (one sentence on stderr).\n";
+  }
+  if (topic == "spore") {
+    return "usage: moss spore create SPORE [run options] [--store DIR]\n\n"
+           "Boots a VM as moss run would with the same options (no --name, no command), waits until\n"
+           "its guest agent is up, captures it into the spore SPORE, and stops it: moss run --from\n"
+           "SPORE -- CMD then starts from there.\n" +
+           std::string(kSporeStoreText) +
+           "Exit status: 0; 2 for bad usage; 125 when it fails (one sentence on stderr).\n";
   }
   if (topic == "device") {
     return "usage: moss device blk|vsock ARGS...\n"
@@ -250,9 +296,15 @@ Result<Command> parse_exec(const std::vector<std::string>& args) {
   return make_error("moss exec needs a command: moss exec " + c.vm_name + " -- CMD ARGS...");
 }
 
-Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
+
+// Which verb's options parse_run reads: they share moss run's, less what does not apply.
+enum class RunMode { kRun, kRestore, kSporeCreate };
+
+Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i, RunMode mode = RunMode::kRun) {
   RunOptions o;
   bool boot_timeout_given = false;
+  bool clock_given = false;
+  std::string machine_option;  // The first option that shapes a booted machine (a spore has its own).
   for (; i < args.size(); i++) {
     const std::string& a = args[i];
     if (a == "--") {
@@ -268,6 +320,23 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
     if (a == "--help" || a == "-h") {
       o.help = true;
       return o;
+    }
+    if (machine_option.empty() && (a == "--kernel" || a == "--initrd" || a == "--append" || a == "--mem" ||
+                                   a == "--cpus" || a == "--device" || a == "--vhost-user-blk")) {
+      machine_option = a;
+    }
+    if (a == "--from") {
+      if (mode != RunMode::kRun) return make_error("--from is an option of moss run");
+      MOSS_TRY(o.from, value("--from"));
+      if (o.from.empty()) return make_error("--from needs a spore");
+    } else if (a == "--store") {
+      MOSS_TRY(o.store_dir, value("--store"));
+      if (o.store_dir.empty()) return make_error("--store needs a directory");
+    } else if (a == "--clock") {
+      MOSS_TRY(std::string v, value("--clock"));
+      if (v != "realtime") return make_error("--clock takes only 'realtime' (the default keeps the guest's clock continuous)");
+      o.realtime_clock = true;
+      clock_given = true;
     } else if (a == "--kernel") {
       MOSS_TRY(o.kernel, value("--kernel"));
     } else if (a == "--initrd") {
@@ -323,7 +392,82 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i) {
   if (!o.has_command && (o.tty || !o.env.empty() || !o.workdir.empty() || boot_timeout_given)) {
     return make_error("-t, --env, --workdir and --boot-timeout apply to a command: add -- CMD ARGS...");
   }
+  const bool from_spore = mode == RunMode::kRestore || !o.from.empty();
+  if (from_spore && !machine_option.empty()) {
+    return make_error(machine_option + " does not apply to a spore: its machine (kernel, memory, vCPUs, devices) is the one it captured");
+  }
+  if (!from_spore && clock_given) return make_error("--clock applies to a spore (moss restore, moss run --from)");
+  if (mode == RunMode::kRun && o.from.empty() && !o.store_dir.empty()) {
+    return make_error("--store applies to a spore (moss run --from SPORE)");
+  }
+  if (mode == RunMode::kRestore && o.has_command) {
+    return make_error("moss restore takes no command (moss run --from SPORE -- CMD runs one)");
+  }
+  if (mode == RunMode::kSporeCreate) {
+    if (o.has_command) return make_error("moss spore create takes no command: it captures the VM once its agent is up");
+    if (!o.name.empty()) return make_error("moss spore create takes no --name (the VM it boots is captured, then stopped)");
+  }
   return o;
+}
+
+// moss suspend NAME --out SPORE [--keep-running] [--store DIR]
+Result<Command> parse_suspend(const std::vector<std::string>& args) {
+  Command c;
+  std::vector<std::string> positional;
+  for (size_t i = 1; i < args.size(); i++) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      c.help_topic = "suspend";
+      return c;
+    }
+    if (a == "--out" || a == "-o" || a == "--store") {
+      if (i + 1 >= args.size() || args[i + 1].empty()) return make_error("moss suspend: " + a + " needs a value");
+      (a == "--store" ? c.store_dir : c.spore_output) = args[++i];
+    } else if (a == "--keep-running") {
+      c.keep_running = true;
+    } else if (!a.empty() && a[0] == '-') {
+      return make_error("unknown option '" + a + "' for moss suspend (see moss suspend --help)");
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (positional.size() != 1) return make_error("moss suspend needs exactly one VM name");
+  MOSS_TRY_VOID(control::check_name(positional[0]));
+  if (c.spore_output.empty()) return make_error("moss suspend needs --out SPORE, the spore to write");
+  c.verb = Command::Verb::kSuspend;
+  c.vm_name = positional[0];
+  return c;
+}
+
+// moss restore SPORE --name NAME ... and moss spore create SPORE ...: SPORE first, then run's
+// options.
+Result<Command> parse_spore_run(const std::vector<std::string>& args, size_t at, RunMode mode) {
+  Command c;
+  const std::string verb = mode == RunMode::kRestore ? "restore" : "spore create";
+  const std::string topic = mode == RunMode::kRestore ? "restore" : "spore";
+  std::string spore;
+  if (at < args.size() && (args[at] == "--help" || args[at] == "-h")) {
+    c.help_topic = topic;
+    return c;
+  }
+  if (at >= args.size() || args[at].empty() || args[at][0] == '-') {
+    return make_error("moss " + verb + " needs the spore first (moss " + verb + " SPORE ...)");
+  }
+  spore = args[at];
+  MOSS_TRY(c.run, parse_run(args, at + 1, mode));
+  if (c.run.help) {
+    c.help_topic = topic;
+    return c;
+  }
+  if (mode == RunMode::kRestore) {
+    if (c.run.name.empty()) return make_error("moss restore needs --name NAME, the name of the VM it continues");
+    c.run.from = spore;
+    c.verb = Command::Verb::kRestore;
+  } else {
+    c.run.create_spore = spore;
+    c.verb = Command::Verb::kSporeCreate;
+  }
+  return c;
 }
 
 }  // namespace
@@ -335,11 +479,11 @@ Result<Command> parse(const std::vector<std::string>& args) {
     if (args.size() > 2) return make_error("moss help takes at most one verb (moss help run)");
     if (args.size() == 2) {
       c.help_topic = args[1] == "list" ? "ls" : args[1];
-      static const char* const kTopics[] = {"run", "exec", "ls", "stats", "stop", "pause", "resume", "device"};
+      static const char* const kTopics[] = {"run", "exec", "ls", "stats", "stop", "pause", "resume", "device", "suspend", "restore", "spore"};
       if (std::find(std::begin(kTopics), std::end(kTopics), c.help_topic) == std::end(kTopics) &&
           !is_spore_verb(c.help_topic)) {
         return make_error("moss help knows no verb '" + args[1] +
-                          "' (this version has: run, exec, ls, stats, stop, pause, resume, device, inspect, pack, unpack, store)");
+                          "' (this version has: run, exec, ls, stats, stop, pause, resume, device, suspend, restore, spore, inspect, pack, unpack, store)");
       }
     }
     return c;
@@ -398,9 +542,19 @@ Result<Command> parse(const std::vector<std::string>& args) {
     return c;
   }
   if (args[0] == "exec") return parse_exec(args);
+  if (args[0] == "suspend") return parse_suspend(args);
+  if (args[0] == "restore") return parse_spore_run(args, 1, RunMode::kRestore);
+  if (args[0] == "spore") {
+    if (args.size() >= 2 && (args[1] == "--help" || args[1] == "-h")) {
+      c.help_topic = "spore";
+      return c;
+    }
+    if (args.size() < 2 || args[1] != "create") return make_error("moss spore needs a subcommand: moss spore create SPORE");
+    return parse_spore_run(args, 2, RunMode::kSporeCreate);
+  }
   if (is_spore_verb(args[0])) return parse_spore_command(args);
   return make_error("unknown command '" + args[0] +
-                    "' (this version has: run, exec, ls, stats, stop, pause, resume, device, inspect, pack, unpack, store; see moss --help)");
+                    "' (this version has: run, exec, ls, stats, stop, pause, resume, device, suspend, restore, spore, inspect, pack, unpack, store; see moss --help)");
 }
 
 }  // namespace moss::cli

@@ -47,11 +47,18 @@ struct RunOptions {
   // agent before the VM is stopped (an initramfs without moss-init never does); 0: forever.
   uint32_t boot_timeout_s = 300;
   bool help = false;  // --help or -h among the options: print run's usage instead.
+  // Spores: `moss run --from SPORE` and `moss restore SPORE` continue the VM a spore holds
+  // (its RAM, vCPUs and devices; mem_bytes and cpus then come from it).
+  std::string from;             // The spore; empty: boot a kernel.
+  std::string store_dir;        // --store DIR; empty: the default store (store::default_store_dir()).
+  bool realtime_clock = false;  // --clock realtime: step the guest's clock by the time the spore slept.
+  // `moss spore create SPORE`: boot, wait for the agent, suspend to this spore, stop.
+  std::string create_spore;
 };
 
 struct Command {
   enum class Verb { kRun, kDevice, kList, kStats, kStop, kPause, kResume, kHelp, kVersion,
-                    kStoreGc, kPack, kUnpack, kInspect, kExec };
+                    kStoreGc, kPack, kUnpack, kInspect, kSuspend, kRestore, kSporeCreate, kExec };
   Verb verb = Verb::kHelp;
   RunOptions run;
   // moss device KIND ARGS...: run a device worker standalone (its own program parses ARGS).
@@ -66,6 +73,10 @@ struct Command {
   std::string spore_input;   // SPORE (pack, inspect) or FILE (unpack).
   std::string spore_output;  // -o
   std::string store_dir;     // --store DIR; empty: the default store.
+  // moss suspend NAME --out SPORE [--keep-running] (vm_name, spore_output, store_dir).
+  bool keep_running = false;
+  // moss restore SPORE and moss spore create SPORE are runs: their options are in `run`
+  // (run.from, run.create_spore).
 };
 
 Result<Command> parse(const std::vector<std::string>& args);

@@ -215,8 +215,8 @@ TEST(Parse, EveryVerbsHelpIsThatVerbsUsage) {
   // A worker's --help is the worker's.
   EXPECT_EQ(parse({"device", "blk", "--help"})->verb, Command::Verb::kDevice);
   EXPECT_EQ(parse({"help", "tape"}).error().message,
-            "moss help knows no verb 'tape' (this version has: run, exec, ls, stats, stop, pause, resume, device, inspect, pack, "
-            "unpack, store)");
+            "moss help knows no verb 'tape' (this version has: run, exec, ls, stats, stop, pause, resume, device, suspend, "
+            "restore, spore, inspect, pack, unpack, store)");
   EXPECT_EQ(usage(""), usage());
 }
 
@@ -253,6 +253,122 @@ TEST(Parse, CommandOptionsGoToTheAgent) {
     refused({"run", "--boot-timeout", bad, "--", "true"}, "--boot-timeout needs whole seconds");
   }
   refused({"run", "--boot-timeout", "5"}, "add -- CMD");
+}
+
+}  // namespace
+}  // namespace moss::cli
+
+namespace moss::cli {
+namespace {
+
+TEST(ParseSpores, SuspendTakesANameAndTheSporeToWrite) {
+  auto c = parse({"suspend", "dev", "--out", "dev.spore"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->verb, Command::Verb::kSuspend);
+  EXPECT_EQ(c->vm_name, "dev");
+  EXPECT_EQ(c->spore_output, "dev.spore");
+  EXPECT_FALSE(c->keep_running);
+  EXPECT_TRUE(c->store_dir.empty());
+  c = parse({"suspend", "--keep-running", "dev", "-o", "s", "--store", "/st"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_TRUE(c->keep_running);
+  EXPECT_EQ(c->store_dir, "/st");
+  EXPECT_EQ(c->spore_output, "s");
+  EXPECT_EQ(parse({"suspend", "dev"}).error().message, "moss suspend needs --out SPORE, the spore to write");
+  EXPECT_EQ(parse({"suspend", "--out", "s"}).error().message, "moss suspend needs exactly one VM name");
+  EXPECT_EQ(parse({"suspend", "a", "b", "--out", "s"}).error().message, "moss suspend needs exactly one VM name");
+  EXPECT_NE(parse({"suspend", "dev", "--out"}).error().message.find("needs a value"), std::string::npos);
+  EXPECT_NE(parse({"suspend", "dev", "--out", "s", "--now"}).error().message.find("unknown option '--now'"), std::string::npos);
+  EXPECT_NE(parse({"suspend", "a/b", "--out", "s"}).error().message.find("not a valid VM name"), std::string::npos);
+}
+
+TEST(ParseSpores, RestoreIsARunFromTheSporeWithItsOwnMachine) {
+  auto c = parse({"restore", "dev.spore", "--name", "dev", "--disk", "data.img", "--disk", "b.img,ro", "--clock", "realtime",
+                  "--store", "/st", "--console", "c.log", "--stats", "s.json", "--vsock-socket", "/v", "--no-sandbox"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->verb, Command::Verb::kRestore);
+  EXPECT_EQ(c->run.from, "dev.spore");
+  EXPECT_EQ(c->run.name, "dev");
+  ASSERT_EQ(c->run.disks.size(), 2u);
+  EXPECT_EQ(c->run.disks[0].path, "data.img");
+  EXPECT_TRUE(c->run.disks[1].readonly);
+  EXPECT_TRUE(c->run.realtime_clock);
+  EXPECT_EQ(c->run.store_dir, "/st");
+  EXPECT_EQ(c->run.console_file, "c.log");
+  EXPECT_EQ(c->run.stats_file, "s.json");
+  EXPECT_EQ(c->run.vsock_socket, "/v");
+  EXPECT_TRUE(c->run.no_sandbox);
+  EXPECT_FALSE(parse({"restore", "s", "--name", "d"})->run.realtime_clock);
+  EXPECT_EQ(parse({"restore", "s"}).error().message, "moss restore needs --name NAME, the name of the VM it continues");
+  EXPECT_NE(parse({"restore", "--name", "d"}).error().message.find("needs the spore first"), std::string::npos);
+  EXPECT_NE(parse({"restore"}).error().message.find("needs the spore first"), std::string::npos);
+  for (const char* opt : {"--kernel", "--initrd", "--append", "--mem", "--cpus", "--vhost-user-blk"}) {
+    auto r = parse({"restore", "s", "--name", "d", opt, "1"});
+    ASSERT_FALSE(r.ok()) << opt;
+    EXPECT_EQ(r.error().message, std::string(opt) +
+                                     " does not apply to a spore: its machine (kernel, memory, vCPUs, devices) is the one "
+                                     "it captured");
+  }
+  EXPECT_NE(parse({"restore", "s", "--name", "d", "--clock", "utc"}).error().message.find("only 'realtime'"), std::string::npos);
+  EXPECT_NE(parse({"restore", "s", "--name", "d", "--", "true"}).error().message.find("takes no command"), std::string::npos);
+  EXPECT_NE(parse({"restore", "s", "--name", "d", "--from", "x"}).error().message.find("--from is an option of moss run"),
+            std::string::npos);
+}
+
+TEST(ParseSpores, RunFromASporeTakesACommandButNoMachine) {
+  auto c = parse({"run", "--from", "base.spore", "--store", "/st", "--", "python3", "-V"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->verb, Command::Verb::kRun);
+  EXPECT_EQ(c->run.from, "base.spore");
+  EXPECT_EQ(c->run.store_dir, "/st");
+  EXPECT_EQ(c->run.command, (std::vector<std::string>{"python3", "-V"}));
+  EXPECT_NE(parse({"run", "--from", "s", "--mem", "1G"}).error().message.find("--mem does not apply to a spore"),
+            std::string::npos);
+  EXPECT_EQ(parse({"run", "--store", "/st"}).error().message, "--store applies to a spore (moss run --from SPORE)");
+  EXPECT_EQ(parse({"run", "--clock", "realtime"}).error().message,
+            "--clock applies to a spore (moss restore, moss run --from)");
+  EXPECT_EQ(parse({"run", "--from", ""}).error().message, "--from needs a spore");
+}
+
+TEST(ParseSpores, SporeCreateBootsWithRunsOptions) {
+  auto c = parse({"spore", "create", "base.spore", "--kernel", "K", "--mem", "1G", "--cpus", "2", "--disk", "d.img",
+                  "--store", "/st"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->verb, Command::Verb::kSporeCreate);
+  EXPECT_EQ(c->run.create_spore, "base.spore");
+  EXPECT_TRUE(c->run.from.empty());
+  EXPECT_EQ(c->run.kernel, "K");
+  EXPECT_EQ(c->run.mem_bytes, 1ull << 30);
+  EXPECT_EQ(c->run.cpus, 2u);
+  EXPECT_EQ(c->run.store_dir, "/st");
+  EXPECT_NE(parse({"spore", "create", "s", "--", "true"}).error().message.find("takes no command"), std::string::npos);
+  EXPECT_NE(parse({"spore", "create", "s", "--name", "x"}).error().message.find("takes no --name"), std::string::npos);
+  EXPECT_EQ(parse({"spore"}).error().message, "moss spore needs a subcommand: moss spore create SPORE");
+  EXPECT_EQ(parse({"spore", "grow", "s"}).error().message, "moss spore needs a subcommand: moss spore create SPORE");
+  EXPECT_NE(parse({"spore", "create"}).error().message.find("needs the spore first"), std::string::npos);
+}
+
+TEST(ParseSpores, EachSporeVerbHasItsHelp) {
+  for (auto args : std::vector<std::vector<std::string>>{{"suspend", "--help"},
+                                                         {"suspend", "dev", "-h"},
+                                                         {"restore", "--help"},
+                                                         {"restore", "s", "--name", "d", "--help"},
+                                                         {"spore", "--help"},
+                                                         {"spore", "create", "-h"},
+                                                         {"spore", "create", "s", "--help"},
+                                                         {"help", "suspend"},
+                                                         {"help", "restore"},
+                                                         {"help", "spore"}}) {
+    auto c = parse(args);
+    ASSERT_TRUE(c.ok()) << args[0] << ": " << c.error().message;
+    EXPECT_EQ(c->verb, Command::Verb::kHelp) << args[0];
+    std::string text = usage(c->help_topic);
+    std::string verb = args[0] == "help" ? args[1] : args[0];
+    EXPECT_EQ(text.rfind("usage: moss " + verb, 0), 0u) << text;
+  }
+  EXPECT_NE(usage("restore").find("~/.local/share/moss/store"), std::string::npos);
+  EXPECT_NE(usage().find("moss suspend NAME --out SPORE"), std::string::npos);
+  EXPECT_NE(usage("run").find("moss run --from SPORE"), std::string::npos);
 }
 
 }  // namespace

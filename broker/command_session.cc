@@ -24,7 +24,7 @@ CommandSession::CommandSession(event_base* loop, const cli::RunOptions& options,
   }
   shutdown_grace_ = Event::timer(loop, [this](int, short) { guest_ignores_shutdown(); });
   boot_timeout_ = Event::timer(loop, [this](int, short) { boot_timed_out(); });
-  if (options_.has_command && options_.boot_timeout_s > 0) {
+  if ((options_.has_command || !options_.create_spore.empty()) && options_.boot_timeout_s > 0) {
     boot_timeout_.add(std::chrono::seconds(options_.boot_timeout_s));
   }
   if (vsock_) {
@@ -59,8 +59,19 @@ void CommandSession::accept_agent() {
     agent_dial_.reset();
   }
   if (!agent || command_) return;
+  if (!options_.has_command && hooks_.agent_up) {
+    boot_timeout_.del();
+    hooks_.agent_up(std::move(*agent));
+    return;
+  }
+  start_command(std::move(*agent));
+}
+
+void CommandSession::start_command(UniqueFd agent) {
+  if (command_ || !options_.has_command) return;
+  boot_timeout_.del();
   agent_connected_ns_ = monotonic_ns();
-  command_ = std::make_unique<AgentCommand>(loop_, std::move(*agent),
+  command_ = std::make_unique<AgentCommand>(loop_, std::move(agent),
                                             AgentCommand::Options{options_.command, options_.env, options_.workdir, options_.tty},
                                             [this] { command_done(); });
 }
@@ -80,7 +91,8 @@ void CommandSession::command_done() {
 void CommandSession::boot_timed_out() {
   if (command_ || hooks_.vm_ending()) return;
   boot_failure_ = "the guest's agent did not connect within " + std::to_string(options_.boot_timeout_s) +
-                  " s of the start (--boot-timeout), so the command never ran";
+                  " s of the start (--boot-timeout), so " +
+                  (options_.has_command ? "the command never ran" : "no spore was made");
   hooks_.stop_vm();
 }
 

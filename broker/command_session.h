@@ -32,6 +32,9 @@ class CommandSession {
     std::function<bool()> vm_ending;  // The VM is over or on its way out.
     std::function<void()> stop_vm;    // Asks the vcpu process to stop the VM.
     std::function<void(const char* data, size_t size)> console_input;
+    // moss spore create (no command): the guest's agent dialled, so it is up; the connection
+    // is the hook's. Null: not wanted.
+    std::function<void(UniqueFd agent)> agent_up;
   };
 
   // `vsock` (may be null: no vsock device) outlives this.
@@ -46,6 +49,9 @@ class CommandSession {
   bool forward_signal(int sig);
   // The loop is over: leaves the terminal as it was and watches nothing more.
   void close();
+  // Runs the command over `agent`, a connection the broker made to the guest's agent (a
+  // restored VM, whose agent dialled before its spore was taken), as if the guest had dialled.
+  void start_command(UniqueFd agent);
 
   // For moss's result: the command's client (null: the agent never connected), and so on.
   const agent::ExecClient* client() const { return command_ ? &command_->client() : nullptr; }

@@ -45,9 +45,16 @@ Result<UniqueFd> connect_to(const std::string& dir, const std::string& name) {
   return sock;
 }
 
-// One request, and the raw bytes of the reply packet.
-Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string& name, Verb verb) {
+// One request, and the raw bytes of the reply packet. `wait_seconds`: how long the answer
+// may take (0: the default for a request the broker answers at once or within a pause).
+Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string& name, const Request& request,
+                                      int wait_seconds = 0) {
+  const Verb verb = request.verb;
   MOSS_TRY(UniqueFd sock, connect_to(dir, name));
+  if (wait_seconds > 0) {
+    timeval tv{wait_seconds, 0};
+    MOSS_TRY_VOID(MOSS_SYS(setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  }
   capnp::MallocMessageBuilder mb;
   auto req = mb.initRoot<ipc::ControlRequest>();
   req.setVersion(ipc::CONTROL_PROTOCOL_VERSION);
@@ -56,6 +63,13 @@ Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string&
     case Verb::kStop: req.setStop(); break;
     case Verb::kPause: req.setPause(); break;
     case Verb::kResume: req.setResume(); break;
+    case Verb::kSuspend: {
+      auto s = req.initSuspend();
+      s.setSpore(request.suspend.spore);
+      s.setStore(request.suspend.store);
+      s.setKeepRunning(request.suspend.keep_running);
+      break;
+    }
     case Verb::kAgent: req.setAgent(); break;
   }
   MOSS_TRY_VOID(ipc::send_message(sock.get(), mb));
@@ -65,7 +79,8 @@ Result<std::vector<uint8_t>> transact(const std::string& dir, const std::string&
     n = recv(sock.get(), buf.data(), buf.size(), MSG_TRUNC);
   } while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-    return timeout_error("the VM named " + name + " did not answer within " + std::to_string(kIoTimeoutSeconds + 5) + " s");
+    return timeout_error("the VM named " + name + " did not answer within " +
+                         std::to_string(wait_seconds > 0 ? wait_seconds : kIoTimeoutSeconds + 5) + " s");
   }
   if (n < 0) return sys_error("get an answer from", "the VM named " + name);
   if (n == 0) return make_error("the VM named " + name + " closed its control socket without answering");
@@ -274,6 +289,13 @@ void answer_error(int conn, const std::string& message) {
   (void)ipc::send_message(conn, mb);
 }
 
+void answer_suspend(int conn, const Result<std::string>& outcome) {
+  if (!outcome) return answer_error(conn, outcome.error().message);
+  capnp::MallocMessageBuilder mb;
+  init_reply(mb).setSuspended(*outcome);
+  (void)ipc::send_message(conn, mb);
+}
+
 void answer_pause(int conn, Verb verb, const Result<void>& outcome) {
   if (!outcome) return answer_error(conn, outcome.error().message);
   capnp::MallocMessageBuilder mb;
@@ -283,9 +305,11 @@ void answer_pause(int conn, Verb verb, const Result<void>& outcome) {
   (void)ipc::send_message(conn, mb);
 }
 
-Result<Verb> decode_request(std::span<const uint8_t> bytes) {
+Result<Request> decode_request(std::span<const uint8_t> bytes) {
   MOSS_TRY(auto packet, ipc::decode_packet(bytes));
   std::optional<Verb> verb;
+  Request request;
+  std::string refusal;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
     auto req = packet->root<ipc::ControlRequest>();
     if (req.getVersion() != ipc::CONTROL_PROTOCOL_VERSION) return;
@@ -294,17 +318,32 @@ Result<Verb> decode_request(std::span<const uint8_t> bytes) {
       case ipc::ControlRequest::STOP: verb = Verb::kStop; break;
       case ipc::ControlRequest::PAUSE: verb = Verb::kPause; break;
       case ipc::ControlRequest::RESUME: verb = Verb::kResume; break;
+      case ipc::ControlRequest::SUSPEND: {
+        auto s = req.getSuspend();
+        request.suspend.spore = s.getSpore().cStr();
+        request.suspend.store = s.getStore().cStr();
+        request.suspend.keep_running = s.getKeepRunning();
+        auto absolute = [](const std::string& p) { return !p.empty() && p[0] == '/' && p.find('\0') == std::string::npos; };
+        if (!absolute(request.suspend.spore) || !absolute(request.suspend.store)) {
+          refusal = "a suspend request needs the absolute paths of the spore and the store";
+          return;
+        }
+        verb = Verb::kSuspend;
+        break;
+      }
       case ipc::ControlRequest::AGENT: verb = Verb::kAgent; break;
       default: break;
     }
   })) {
     (void)e;
   }
+  if (!refusal.empty()) return make_error(refusal);
   if (!verb) {
     return make_error("this broker does not understand the request (control protocol version " +
                       std::to_string(ipc::CONTROL_PROTOCOL_VERSION) + ")");
   }
-  return *verb;
+  request.verb = *verb;
+  return request;
 }
 
 void answer_agent(int conn, const Result<UniqueFd>& agent) {
@@ -383,12 +422,12 @@ Result<VmStats> decode_stats_reply(std::span<const uint8_t> bytes) {
 }
 
 Result<VmStats> query_stats(const std::string& dir, const std::string& name) {
-  MOSS_TRY(auto bytes, transact(dir, name, Verb::kStats));
+  MOSS_TRY(auto bytes, transact(dir, name, Request{Verb::kStats, {}}));
   return decode_stats_reply(bytes);
 }
 
 Result<void> request_stop(const std::string& dir, const std::string& name, int wait_seconds) {
-  MOSS_TRY(auto bytes, transact(dir, name, Verb::kStop));
+  MOSS_TRY(auto bytes, transact(dir, name, Request{Verb::kStop, {}}));
   bool ok = false;
   if (auto packet = ipc::decode_packet(bytes)) {
     KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { ok = (*packet)->root<ipc::ControlReply>().isStopping(); })) { (void)e; }
@@ -449,7 +488,7 @@ Result<UniqueFd> request_agent(const std::string& dir, const std::string& name) 
 }
 
 Result<void> request_pause(const std::string& dir, const std::string& name, bool pause) {
-  MOSS_TRY(auto bytes, transact(dir, name, pause ? Verb::kPause : Verb::kResume));
+  MOSS_TRY(auto bytes, transact(dir, name, Request{pause ? Verb::kPause : Verb::kResume, {}}));
   MOSS_TRY(auto packet, ipc::decode_packet(bytes));
   std::string error;
   bool ok = false;
@@ -463,6 +502,33 @@ Result<void> request_pause(const std::string& dir, const std::string& name, bool
   if (!error.empty()) return make_error("the VM named " + name + " could not " + (pause ? "pause" : "resume") + ": " + error);
   if (!ok) return make_error("the VM named " + name + " answered something else");
   return {};
+}
+
+}  // namespace moss::control
+
+namespace moss::control {
+
+Result<std::string> request_suspend(const std::string& dir, const std::string& name, const SuspendArgs& args) {
+  // A write of many GiB to a slow disk: the broker answers when it is done or has failed
+  // (and a broker that dies closes the connection).
+  constexpr int kSuspendWaitSeconds = 3600;
+  MOSS_TRY(auto bytes, transact(dir, name, Request{Verb::kSuspend, args}, kSuspendWaitSeconds));
+  MOSS_TRY(auto packet, ipc::decode_packet(bytes));
+  std::string error, done;
+  bool ok = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto r = packet->root<ipc::ControlReply>();
+    if (r.isError()) error = r.getError().cStr();
+    if (r.isSuspended()) {
+      ok = true;
+      done = r.getSuspended().cStr();
+    }
+  })) {
+    (void)e;
+  }
+  if (!error.empty()) return make_error("the VM named " + name + " could not be suspended: " + error);
+  if (!ok) return make_error("the VM named " + name + " answered something else than its suspend");
+  return done;
 }
 
 }  // namespace moss::control

@@ -87,11 +87,25 @@ std::string to_json(const VmStats& s);
 std::string table_header();
 std::string table_row(const VmStats& s);
 
-enum class Verb { kStats, kStop, kPause, kResume, kAgent };
+enum class Verb { kStats, kStop, kPause, kResume, kAgent, kSuspend };
+
+// moss suspend's request: paths as the client resolved them (absolute: the broker's working
+// directory is not the client's).
+struct SuspendArgs {
+  std::string spore;
+  std::string store;
+  bool keep_running = false;
+};
+
+struct Request {
+  Verb verb = Verb::kStats;
+  SuspendArgs suspend;  // kSuspend
+};
 
 // Pure decoders of what a peer sends (fuzzed in fuzz/fuzz_broker_peers.cc): a request as the
-// broker reads it, and a stats reply as `moss stats` reads it.
-Result<Verb> decode_request(std::span<const uint8_t> packet);
+// broker reads it, and a stats reply as `moss stats` reads it. A suspend request's paths
+// must be absolute and not empty.
+Result<Request> decode_request(std::span<const uint8_t> packet);
 Result<VmStats> decode_stats_reply(std::span<const uint8_t> packet);
 // The reply to an agent request as `moss exec` reads it: ok (the socket is attached), or the
 // broker's sentence why not.
@@ -105,6 +119,8 @@ void answer_stopping(int conn);
 void answer_error(int conn, const std::string& message);
 // Answers pause/resume: done, or the sentence why not.
 void answer_pause(int conn, Verb verb, const Result<void>& outcome);
+// Answers suspend: the sentence saying where the spore is, or why there is none.
+void answer_suspend(int conn, const Result<std::string>& outcome);
 // Answers an agent request: `agent` (a socket connected to the guest agent, CONNECT sent) is
 // attached to the reply, or the sentence why there is none.
 void answer_agent(int conn, const Result<UniqueFd>& agent);
@@ -115,6 +131,9 @@ Result<VmStats> query_stats(const std::string& dir, const std::string& name);
 Result<void> request_stop(const std::string& dir, const std::string& name, int wait_seconds);
 // Pauses or resumes N's vCPUs; returns once they are.
 Result<void> request_pause(const std::string& dir, const std::string& name, bool pause);
+// Asks N to write itself into a spore; returns the broker's sentence once it is written.
+// Waits as long as the write takes (the broker answers when it is done or has failed).
+Result<std::string> request_suspend(const std::string& dir, const std::string& name, const SuspendArgs& args);
 // A connection to N's guest agent, from its broker (the control socket is the VM's access
 // control): the vsock worker's socket on which "CONNECT <agent port>\n" was sent; the caller
 // reads the answer (agent::vsock_handshake_answer) and then speaks the agent protocol.

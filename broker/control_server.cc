@@ -60,8 +60,9 @@ void ControlServer::read_request(uint64_t id, short what) {
   serve(std::move(conn), *request);
 }
 
-void ControlServer::serve(std::shared_ptr<UniqueFd> conn, control::Verb verb) {
+void ControlServer::serve(std::shared_ptr<UniqueFd> conn, const control::Request& request) {
   using V = control::Verb;
+  const V verb = request.verb;
   switch (verb) {
     case V::kStats:
       hooks_.stats([conn](const control::VmStats& s) { control::answer_stats(conn->get(), s); });
@@ -77,6 +78,14 @@ void ControlServer::serve(std::shared_ptr<UniqueFd> conn, control::Verb verb) {
       return;
     case V::kAgent:
       control::answer_agent(conn->get(), hooks_.agent ? hooks_.agent() : Result<UniqueFd>(make_error("this VM has no agent")));
+      return;
+    case V::kSuspend:
+      if (!hooks_.suspend) {
+        control::answer_error(conn->get(), "this VM cannot be suspended");
+        return;
+      }
+      hooks_.suspend(request.suspend,
+                     [conn](const Result<std::string>& outcome) { control::answer_suspend(conn->get(), outcome); });
       return;
   }
 }

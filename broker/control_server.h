@@ -28,6 +28,8 @@ class ControlServer {
     std::function<void(bool pause, std::function<void(const Result<void>&)> done)> pause;
     // A socket to the guest agent on which CONNECT was sent (moss exec); must not block.
     std::function<Result<UniqueFd>()> agent;
+    // Writes the VM into a spore and passes the outcome (a sentence) to `done` (from the loop).
+    std::function<void(const control::SuspendArgs& args, std::function<void(const Result<std::string>&)> done)> suspend;
   };
 
   ControlServer(event_base* loop, control::Endpoint endpoint, Hooks hooks);
@@ -45,7 +47,7 @@ class ControlServer {
   };
   void accept_clients();
   void read_request(uint64_t id, short what);
-  void serve(std::shared_ptr<UniqueFd> conn, control::Verb verb);
+  void serve(std::shared_ptr<UniqueFd> conn, const control::Request& request);
 
   event_base* loop_;
   std::optional<control::Endpoint> endpoint_;

@@ -127,7 +127,8 @@ TEST_F(ControlTest, StatsAndStopRoundTrip) {
                          },
                          [&] { stopped = true; },
                          [](bool, auto done) { done(Result<void>()); },
-                         {}};
+                         {},
+                         [](const SuspendArgs&, auto done) { done(make_error("not here")); }};
   auto r = [&] {
     ServerThread server(std::move(*e), h);
     EXPECT_TRUE(request_pause(dir(), "rt", true).ok());
@@ -173,6 +174,7 @@ TEST_F(ControlTest, ASilentClientAndASlowAnswerDoNotHoldUpOthers) {
                            s.name = "busy";
                            if (owed) owed(s);
                          },
+                         {},
                          {}};
   ServerThread server(std::move(*e), h);
   auto silent = privdir::Dir::open(dir(), "runtime directory", false);
@@ -204,7 +206,8 @@ TEST_F(ControlTest, AgentConnectionIsPassedBackOrRefusedWithASentence) {
                            if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return make_error("socketpair");
                            worker_end.reset(sv[1]);
                            return UniqueFd(sv[0]);
-                         }};
+                         },
+                         {}};
   ServerThread server(std::move(*e), h);
   auto a = request_agent(dir(), "ex");
   ASSERT_TRUE(a.ok()) << a.error().message;
@@ -244,6 +247,39 @@ TEST(ControlProcess, StatsOfThisProcessAreNonZero) {
   EXPECT_GT(p.rss_kib, 0u);
   auto gone = process_stats("gone", 0x7ffffff0);
   EXPECT_EQ(gone.rss_kib, 0u);
+}
+
+}  // namespace
+}  // namespace moss::control
+
+namespace moss::control {
+namespace {
+
+TEST_F(ControlTest, SuspendCarriesItsPathsAndItsAnswer) {
+  auto e = Endpoint::claim(dir(), "sp");
+  ASSERT_TRUE(e.ok());
+  SuspendArgs seen;
+  ControlServer::Hooks h{[](auto) {}, [] {}, [](bool, auto done) { done(Result<void>()); }, {},
+                         [&](const SuspendArgs& a, auto done) {
+                           seen = a;
+                           if (a.spore == "/x/refused") done(make_error("disk 1 cannot save its state"));
+                           else done(std::string("the VM is in the spore ") + a.spore);
+                         }};
+  ServerThread server(std::move(*e), h);
+  auto ok = request_suspend(dir(), "sp", {"/x/dev.spore", "/x/store", true});
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(*ok, "the VM is in the spore /x/dev.spore");
+  EXPECT_EQ(seen.store, "/x/store");
+  EXPECT_TRUE(seen.keep_running);
+  auto no = request_suspend(dir(), "sp", {"/x/refused", "/x/store", false});
+  ASSERT_FALSE(no.ok());
+  EXPECT_EQ(no.error().message, "the VM named sp could not be suspended: disk 1 cannot save its state");
+  EXPECT_FALSE(seen.keep_running);
+  // Relative paths are refused by the decoder: the broker's working directory is not the client's.
+  auto rel = request_suspend(dir(), "sp", {"dev.spore", "/x/store", false});
+  ASSERT_FALSE(rel.ok());
+  EXPECT_NE(rel.error().message.find("absolute paths"), std::string::npos) << rel.error().message;
+  EXPECT_FALSE(request_suspend(dir(), "nobody", {"/a", "/b", false}).ok());
 }
 
 }  // namespace

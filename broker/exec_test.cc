@@ -59,7 +59,7 @@ class ExecTest : public ::testing::Test {
     wake_ = Event::on_fd(loop_->get(), wake_theirs_.get(), EV_READ, [this](int, short) { loop_->break_loop(); });
     wake_.add();
     control_.emplace(loop_->get(), std::move(*e),
-                     ControlServer::Hooks{[](auto) {}, [] {}, [](bool, auto) {}, std::move(agent)});
+                     ControlServer::Hooks{[](auto) {}, [] {}, [](bool, auto) {}, std::move(agent), {}});
     loop_thread_ = std::thread([this] { loop_->dispatch(); });
   }
 

@@ -29,7 +29,11 @@ int main(int argc, char** argv) {
       std::printf("moss %s\n", MOSS_VERSION);
       return 0;
     case moss::cli::Command::Verb::kRun:
+    case moss::cli::Command::Verb::kRestore:
+    case moss::cli::Command::Verb::kSporeCreate:
       return moss::run_vm(cmd->run);
+    case moss::cli::Command::Verb::kSuspend:
+      return moss::suspend_command(*cmd);
     case moss::cli::Command::Verb::kDevice:
       return moss::exec_device(cmd->device, cmd->device_args);
     case moss::cli::Command::Verb::kExec:

@@ -40,6 +40,9 @@
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
 #include "ipc/guest_abi.h"
+#include "broker/restore.h"
+#include "broker/spore_manifest.h"
+#include "store/spore.h"
 #include "vcpu/bzimage.h"
 #include "vcpu/kvm_caps.h"
 
@@ -106,7 +109,7 @@ Result<Prepared> prepare(const cli::RunOptions& o, device::vsock::Host vsock) {
   p.cmdline = kBaseCmdline;
   if (!o.append.empty()) p.cmdline += " " + o.append;
   // moss-init connects to the host when its agent is up; the command then goes over that.
-  if (o.has_command) p.cmdline += " " + guest::encode_dial(agent::kAgentPort);
+  if (o.has_command || !o.create_spore.empty()) p.cmdline += " " + guest::encode_dial(agent::kAgentPort);
   MOSS_TRY_VOID(boot::plan_boot(*kernel, o.mem_bytes, initrd_size, p.cmdline.size()));
 
   auto meminfo = read_text_file("/proc/meminfo");
@@ -198,13 +201,17 @@ Result<UniqueFd> make_guest_ram(uint64_t bytes) {
 
 // Starts the vcpu process with the VM's fds (every number in its argv and start message is
 // the one pass_fd() gave) and sends it the start message.
-Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
+Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p, const restore::Loaded* from = nullptr,
+                        UniqueFd filled_ram = {}) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return sys_error("create the control channel");
   }
   UniqueFd ours(sv[0]), theirs(sv[1]);
-  MOSS_TRY(UniqueFd ram, make_guest_ram(o.mem_bytes));
+  UniqueFd ram = std::move(filled_ram);
+  if (!ram) {
+    MOSS_TRY(ram, make_guest_ram(o.mem_bytes));
+  }
   ChildSpec spec;
   spec.path = self_dir() + "/moss-vcpu";
   spec.argv = {"moss-vcpu", "--control-fd", std::to_string(spec.pass_fd(theirs.get()))};
@@ -216,10 +223,16 @@ Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
   start.setCpus(o.cpus);
   start.setCmdline(p.cmdline);
   start.setKvmFd(spec.pass_fd(p.kvm.get()));
-  start.setKernelFd(spec.pass_fd(p.kernel.get()));
+  start.setKernelFd(p.kernel ? spec.pass_fd(p.kernel.get()) : -1);
   start.setInitrdFd(p.initrd ? spec.pass_fd(p.initrd.get()) : -1);
   start.setMemFd(spec.pass_fd(ram.get()));
   vmdevices::describe(p.devices, spec, start);
+  if (from) {
+    // No kernel: the VM continues from the spore's state, RAM already filled.
+    auto r = start.initRestore();
+    r.setRealtimeClock(o.realtime_clock);
+    MOSS_TRY_VOID(sporemf::machine_state_of(from->spore.manifest->root(), r.initState()));
+  }
   spec.sandbox = jail::vcpu(o.cpus, p.devices.size(), vmdevices::total_queues(p.devices), o.mem_bytes, !o.no_sandbox);
   Vcpu v;
   v.spawn_ns = monotonic_ns();
@@ -236,6 +249,93 @@ Result<Vcpu> start_vcpu(const cli::RunOptions& o, Prepared& p) {
   return v;
 }
 
+// What a suspend of this VM records besides the vcpu process's state.
+SporeSource spore_source(const Prepared& p, uint64_t generation) {
+  SporeSource s;
+  s.cmdline = p.cmdline;
+  s.generation = generation;
+  for (const auto& d : p.devices) s.devices.push_back({d.kind, d.record});
+  return s;
+}
+
+// `moss restore SPORE` and `moss run --from SPORE`: run_vm's steps, with the machine the
+// spore holds instead of a kernel. Everything is checked before the vcpu process starts.
+int restore_vm(const cli::RunOptions& given) {
+  auto loaded = restore::load(given.from, given.store_dir);
+  if (failed(loaded)) return kExitFailure;
+  cli::RunOptions options = given;  // The spore's machine.
+  options.mem_bytes = loaded->mem_bytes;
+  options.cpus = loaded->cpus;
+  if (failed(check_stats_file(options.stats_file))) return kExitFailure;
+  Prepared p;
+  p.cmdline = loaded->cmdline;
+  {
+    auto kvm = host::open_kvm(host::kvm_path());
+    if (failed(kvm)) return kExitFailure;
+    p.kvm = std::move(*kvm);
+  }
+  if (failed(kvm_check_api(p.kvm.get()))) return kExitFailure;
+  auto contract = loaded->spore.manifest->root().getHost();
+  std::vector<uint32_t> caps;
+  for (uint32_t c : contract.getKvmCapabilities()) caps.push_back(c);
+  auto host = restore::host_facts(p.kvm.get(), caps);
+  if (failed(host)) return kExitFailure;
+  if (auto ok = sporemf::check_host(contract, *host); !ok) {
+    std::fprintf(stderr, "moss: cannot restore %s here: %s\n", given.from.c_str(), ok.error().message.c_str());
+    return kExitFailure;
+  }
+  if (options.cpus > kvm_max_vcpus(p.kvm.get())) {
+    std::fprintf(stderr, "moss: the spore's VM has %u vCPUs, more than this host's KVM allows\n", options.cpus);
+    return kExitFailure;
+  }
+  if (options.tty && !isatty(STDIN_FILENO)) {
+    std::fprintf(stderr, "moss: -t needs a terminal on stdin\n");
+    return kExitUsage;
+  }
+  auto console = ConsoleSink::open(!options.has_command, options.console_file);
+  if (failed(console)) return kExitFailure;
+  struct ConsoleCleanup {
+    ConsoleSink* sink;
+    bool armed = true;
+    ~ConsoleCleanup() {
+      if (armed) sink->remove_if_unused();
+    }
+  } console_cleanup{&*console};
+  // A new CID: two VMs of one spore run side by side (the worker keeps it; the guest re-reads
+  // it on TRANSPORT_RESET).
+  auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket, 0);
+  if (failed(vsock)) return kExitFailure;
+  auto devices = vmdevices::plan(options, (*vsock)->worker_host());
+  if (failed(devices)) return kExitFailure;
+  p.devices = std::move(*devices);
+  if (auto ok = restore::check_devices(loaded->spore.manifest->root(), p.devices); !ok) {
+    std::fprintf(stderr, "moss: cannot restore %s with these disks: %s\n", given.from.c_str(), ok.error().message.c_str());
+    return kExitFailure;
+  }
+  auto ram = make_guest_ram(options.mem_bytes);
+  if (failed(ram)) return kExitFailure;
+  if (failed(restore::fill_ram(*loaded, ram->get()))) return kExitFailure;
+  if (options.no_sandbox) std::fputs(jail::no_sandbox_warning().c_str(), stderr);
+  auto endpoint = claim_endpoint(options);
+  if (failed(endpoint)) return kExitFailure;
+  block_session_signals();
+  SporeSource source = spore_source(p, loaded->generation);
+  auto workers = vmdevices::start_workers(p.devices, self_dir(), !options.no_sandbox);
+  if (failed(workers)) return kExitFailure;
+  auto vcpu = start_vcpu(options, p, &*loaded, std::move(*ram));
+  if (failed(vcpu)) {
+    vmdevices::kill_workers(*workers);
+    return kExitFailure;
+  }
+  console_cleanup.armed = false;
+  LOG_INFO("restoring %s as generation %llu", given.from.c_str(), static_cast<unsigned long long>(loaded->generation));
+  // The new generation goes to the guest's agent once it answers (Session::run,
+  // broker/restored_agent.h), before any command runs.
+  Session session(options, StartedVcpu{vcpu->pid, std::move(vcpu->ctl), vcpu->spawn_ns, std::move(vcpu->ram)},
+                  std::move(*workers), std::move(*endpoint), std::move(*console), std::move(*vsock), std::move(source));
+  return session.run();
+}
+
 }  // namespace
 
 // The steps of `moss run`: check what can be checked, prepare the host side, plan the
@@ -244,12 +344,18 @@ int run_vm(const cli::RunOptions& options) {
   ensure_stdio();
   // A reader of our stdout that goes away is an EPIPE for the guest program, not our death.
   signal(SIGPIPE, SIG_IGN);
+  if (!options.from.empty()) return restore_vm(options);
   if (options.tty && !isatty(STDIN_FILENO)) {
     std::fprintf(stderr, "moss: -t needs a terminal on stdin\n");
     return kExitUsage;
   }
   if (failed(check_stats_file(options.stats_file))) return kExitFailure;
-  auto console = ConsoleSink::open(!options.has_command, options.console_file);
+  // moss spore create: the spore must not exist yet (checked again when it is written).
+  if (!options.create_spore.empty() && access(options.create_spore.c_str(), F_OK) == 0) {
+    std::fprintf(stderr, "moss: the spore %s exists already; spore create writes a new one\n", options.create_spore.c_str());
+    return kExitFailure;
+  }
+  auto console = ConsoleSink::open(!options.has_command && options.create_spore.empty(), options.console_file);
   if (failed(console)) return kExitFailure;
   // Until the VM runs, a failure leaves behind no --console file that this run created.
   struct ConsoleCleanup {
@@ -261,7 +367,7 @@ int run_vm(const cli::RunOptions& options) {
   } console_cleanup{&*console};
   // Every VM has a vsock device (with a command, the way its agent is reached).
   auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket,
-                                      options.has_command ? agent::kAgentPort : 0);
+                                      options.has_command || !options.create_spore.empty() ? agent::kAgentPort : 0);
   if (failed(vsock)) return kExitFailure;
   auto prepared = prepare(options, (*vsock)->worker_host());
   if (failed(prepared)) return kExitFailure;
@@ -278,7 +384,7 @@ int run_vm(const cli::RunOptions& options) {
   }
   console_cleanup.armed = false;  // The VM runs: the console file is its.
   Session session(options, StartedVcpu{vcpu->pid, std::move(vcpu->ctl), vcpu->spawn_ns, std::move(vcpu->ram)}, std::move(*workers),
-                  std::move(*endpoint), std::move(*console), std::move(*vsock));
+                  std::move(*endpoint), std::move(*console), std::move(*vsock), spore_source(*prepared, 0));
   return session.run();
 }
 
@@ -321,6 +427,31 @@ int control_command(const cli::Command& command) {
     std::fprintf(stderr, "moss: %s\n", outcome.error().message.c_str());
     return kExitFailure;
   }
+  return 0;
+}
+
+int suspend_command(const cli::Command& command) {
+  std::string dir = control::runtime_dir();
+  control::SuspendArgs args;
+  args.keep_running = command.keep_running;
+  // The broker runs elsewhere (its own working directory and environment): it is given
+  // absolute paths, the store resolved here.
+  auto spore = store::absolute_path(command.spore_output);
+  Result<std::string> store_dir = command.store_dir.empty() ? store::default_store_dir() : store::absolute_path(command.store_dir);
+  Result<std::string> outcome = make_error("");
+  if (!spore) outcome = spore.error();
+  else if (!store_dir) outcome = store_dir.error();
+  else if (::access(spore->c_str(), F_OK) == 0) outcome = make_error("the spore " + *spore + " exists already; suspend writes a new one");
+  else {
+    args.spore = *spore;
+    args.store = *store_dir;
+    outcome = control::request_suspend(dir, command.vm_name, args);
+  }
+  if (!outcome) {
+    std::fprintf(stderr, "moss: %s\n", outcome.error().message.c_str());
+    return kExitFailure;
+  }
+  std::printf("%s\n", outcome->c_str());
   return 0;
 }
 

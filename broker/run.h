@@ -19,5 +19,7 @@ int run_vm(const cli::RunOptions& options);
 int exec_device(const std::string& kind, const std::vector<std::string>& args);
 // `moss ls`, `moss stats NAME`, `moss stop NAME`.
 int control_command(const cli::Command& command);
+// `moss suspend NAME --out SPORE`: asks NAME's broker to write the spore (broker/session.h).
+int suspend_command(const cli::Command& command);
 
 }  // namespace moss

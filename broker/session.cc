@@ -14,7 +14,9 @@
 #include "broker/clock.h"
 #include "broker/launcher.h"
 #include "broker/run.h"
+#include "broker/generation.h"
 #include "broker/stats_file.h"
+#include "store/spore.h"
 
 namespace moss {
 namespace {
@@ -33,7 +35,8 @@ EventLoop make_loop() {
 }  // namespace
 
 Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<StartedWorker> workers,
-                 std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock)
+                 std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock,
+                 SporeSource spore)
     : options_(options),
       spawn_ns_(vcpu.spawn_ns),
       ram_(std::move(vcpu.ram)),
@@ -46,7 +49,10 @@ Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<S
                {[this] { return vcpu_.reaped() || (vcpu_.drain(), vcpu_.has_exit()); }, [this] { return stop_vm(); }}),
       command_(loop_.get(), options, vsock_.get(),
                {[this] { return vm_ending(); }, [this] { stop_vm(); },
-                [this](const char* data, size_t size) { vcpu_.console_input(data, size); }}) {
+                [this](const char* data, size_t size) { vcpu_.console_input(data, size); },
+                options.create_spore.empty() ? std::function<void(UniqueFd)>()
+                                             : [this](UniqueFd agent) { create_spore(std::move(agent)); }}),
+      spore_(std::move(spore)) {
   if (endpoint) {
     control_.emplace(loop_.get(), std::move(*endpoint),
                      ControlServer::Hooks{[this](auto answer) { stats(std::move(answer)); },
@@ -56,7 +62,8 @@ Session::Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<S
                                             vcpu_.stop();
                                           },
                                           [this](bool p, auto done) { pause(p, std::move(done)); },
-                                          [this] { return agent_connection(); }});
+                                          [this] { return agent_connection(); },
+                                          [this](const control::SuspendArgs& a, auto done) { suspend(a, std::move(done)); }});
   }
   for (int sig : kStopSignals) {
     signals_.push_back(Event::on_signal(loop_.get(), sig, [this](int s, short) { on_signal(s); }));
@@ -72,7 +79,18 @@ int Session::run() {
   sigprocmask(SIG_UNBLOCK, &handled, nullptr);
   // The child may have exited before the SIGCHLD handler was installed.
   on_signal(SIGCHLD);
+  if (spore_.generation > 0 && vsock_ && !vcpu_.reaped()) {
+    // A restored VM. GENERATION HANDOFF: its agent gets the new generation (broker/generation.h)
+    // before any command runs.
+    std::optional<int64_t> realtime;
+    if (options_.realtime_clock) realtime = realtime_now_ns();
+    restored_agent_ = std::make_unique<RestoredAgent>(loop_.get(), vsock_->socket_path(), spore_.generation, realtime,
+                                                      options_.has_command,
+                                                      [this](RestoredAgent::Done d) { restored_agent_done(std::move(d)); });
+  }
   if (!vcpu_.reaped()) loop_.dispatch();
+  restored_agent_.reset();      // Gives up on an agent that never answered.
+  finish_suspend_after_loop();  // A spore still being written when the VM ended.
   signals_.clear();
   command_.close();
   workers_.stop_all();
@@ -110,7 +128,10 @@ bool Session::vm_ending() const {
 void Session::stats(std::function<void(const control::VmStats&)> answer) {
   control::VmStats s;
   s.name = options_.name;
-  s.state = stop_signal_ || stop_requested_ || vcpu_.has_exit() ? "stopping" : vcpu_.paused() ? "paused" : "running";
+  s.state = stop_signal_ || stop_requested_ || vcpu_.has_exit() ? "stopping"
+            : suspend_                                             ? "suspending"
+            : vcpu_.paused()                                       ? "paused"
+                                                                   : "running";
   s.uptime_ms = (monotonic_ns() - spawn_ns_) / 1000000;
   s.cpus = options_.cpus;
   s.mem_bytes = options_.mem_bytes;
@@ -133,6 +154,10 @@ void Session::stats(std::function<void(const control::VmStats&)> answer) {
 void Session::pause(bool pause, std::function<void(const Result<void>&)> done) {
   if (vcpu_.has_exit() || stop_signal_ || stop_requested_) {
     done(make_error("the VM is stopping"));
+    return;
+  }
+  if (suspend_) {
+    done(make_error("the VM is being suspended"));
     return;
   }
   vcpu_.set_paused(pause, std::move(done));
@@ -186,12 +211,49 @@ void Session::write_stats() const {
   write_stats_file(options_.stats_file, t, vcpu_.usage());
 }
 
+void Session::create_spore(UniqueFd agent) {
+  create_agent_ = std::move(agent);
+  LOG_INFO("the guest's agent is up; capturing the VM into %s", options_.create_spore.c_str());
+  control::SuspendArgs args;
+  auto spore = store::absolute_path(options_.create_spore);
+  auto store_dir = options_.store_dir.empty() ? store::default_store_dir() : store::absolute_path(options_.store_dir);
+  auto fail = [this](const std::string& why) {
+    agent_failure_ = "no spore was made: " + why;
+    stop_vm();
+  };
+  if (!spore) return fail(spore.error().message);
+  if (!store_dir) return fail(store_dir.error().message);
+  args.spore = *spore;
+  args.store = *store_dir;
+  suspend(args, [this, fail](const Result<std::string>& outcome) {
+    create_agent_.reset();
+    if (!outcome) fail(outcome.error().message);
+  });
+}
+
+void Session::restored_agent_done(RestoredAgent::Done done) {
+  if (!done.generation) {
+    LOG_WARN("the restored guest did not take its new generation: %s", done.generation.error().message.c_str());
+    if (options_.has_command && !vm_ending()) {
+      agent_failure_ = "the command did not run: " + done.generation.error().message;
+      stop_vm();
+    }
+    return;
+  }
+  LOG_INFO("the restored guest took generation %llu", static_cast<unsigned long long>(spore_.generation));
+  if (done.command) command_.start_command(std::move(*done.command));
+}
+
 // finish() without a command's outcome: how the VM ended.
 int Session::finish_vm() {
   using R = ipc::ExitInfo::Reason;
   const VcpuExit& x = vcpu_.exit();
   if (!vcpu_.protocol_error().empty()) {
     std::fprintf(stderr, "moss: %s\n", vcpu_.protocol_error().c_str());
+    return kExitFailure;
+  }
+  if (!agent_failure_.empty() && vcpu_.has_exit() && x.reason == R::STOPPED) {
+    std::fprintf(stderr, "moss: %s; the VM was stopped\n", agent_failure_.c_str());
     return kExitFailure;
   }
   if (!command_.boot_failure().empty() && vcpu_.has_exit() && x.reason == R::STOPPED) {
@@ -219,6 +281,10 @@ int Session::finish_vm() {
       }
       return x.status & 0xff;
     case R::STOPPED:
+      if (!suspended_to_.empty() && !stop_requested_ && !stop_signal_) {
+        std::fprintf(stderr, "moss: the VM was suspended to %s\n", suspended_to_.c_str());
+        return 0;
+      }
       if (stop_requested_ && !stop_signal_) {
         std::fprintf(stderr, "moss: the VM was stopped (moss stop %s)\n", options_.name.c_str());
         return 128 + SIGTERM;  // As if it had been sent SIGTERM, which is what moss stop means.

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "base/event.h"
@@ -22,9 +24,11 @@
 #include "broker/console_sink.h"
 #include "broker/control.h"
 #include "broker/control_server.h"
+#include "broker/restored_agent.h"
 #include "broker/vcpu_link.h"
 #include "broker/vm_vsock.h"
 #include "broker/worker_supervisor.h"
+#include "store/spore.h"
 
 namespace moss {
 
@@ -36,14 +40,49 @@ struct StartedVcpu {
   UniqueFd ram;  // Guest RAM's memfd, which the vcpu process maps (read for a spore).
 };
 
+// What a suspend records of the VM besides the vcpu process's state (broker/spore_manifest.h).
+struct SporeSource {
+  struct Device {
+    std::string kind;
+    // What the spore records of it, taken while the VM is paused (devices/module.h); empty:
+    // nothing.
+    std::function<Result<std::vector<uint8_t>>()> record;
+  };
+  std::vector<Device> devices;  // In guest order.
+  std::string cmdline;
+  uint64_t generation = 0;      // The running VM's: 0 when booted, a spore's + 1 when restored.
+};
+
+// A suspend under way (broker/session_suspend.cc): the client's answer, the writer thread and
+// what it reports through `wake`.
+struct SuspendJob {
+  control::SuspendArgs args;
+  std::function<void(const Result<std::string>&)> done;
+  bool answered = false;
+  // The writer thread and its outcome, which it posts through `wake` when done.
+  std::thread writer;
+  UniqueFd wake;
+  Event woken;
+  Result<store::SporeWritten> written = make_error("the spore was not written");
+
+  void answer(const Result<std::string>& outcome) {
+    if (answered) return;
+    answered = true;
+    done(outcome);
+  }
+};
+
+
 class Session {
  public:
   // run_vm() blocked SIGCHLD, SIGINT, SIGTERM and SIGHUP before starting any child; run()
   // unblocks them once the loop handles them.
   Session(const cli::RunOptions& options, StartedVcpu vcpu, std::vector<StartedWorker> workers,
-          std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock);
+          std::optional<control::Endpoint> endpoint, ConsoleSink console, std::unique_ptr<vmvsock::Plan> vsock,
+          SporeSource spore = {});
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
+  ~Session();
 
   // Supervises the VM until it has ended and every process of it is gone; moss's exit status.
   int run();
@@ -54,6 +93,19 @@ class Session {
   bool vm_ending() const;
   void stats(std::function<void(const control::VmStats&)> answer);
   void pause(bool pause, std::function<void(const Result<void>&)> done);
+  // moss suspend: checkSave, pause, saveMachineState, then the spore is written on a thread
+  // of its own (the loop keeps serving the vcpu process, the workers and signals; the VM is
+  // paused meanwhile), then the VM stops or resumes. `done` gets one sentence either way.
+  using SuspendDone = std::function<void(const Result<std::string>&)>;
+  void suspend(const control::SuspendArgs& args, SuspendDone done);
+  void suspend_failed(const Error& error, bool paused);
+  void start_spore_writer(std::unique_ptr<capnp::MallocMessageBuilder> state);
+  void spore_written();
+  void finish_suspend_after_loop();
+  // moss spore create: the guest's agent is up; capture the VM into the spore.
+  void create_spore(UniqueFd agent);
+  // A restored VM's agent took its new generation (or not); a command runs next.
+  void restored_agent_done(RestoredAgent::Done done);
   Result<UniqueFd> agent_connection();  // For moss exec (ControlServer::Hooks::agent).
   int finish();
   int finish_vm();
@@ -70,6 +122,12 @@ class Session {
   CommandSession command_;
   std::optional<ControlServer> control_;
   std::vector<Event> signals_;
+  SporeSource spore_;
+  std::unique_ptr<SuspendJob> suspend_;
+  std::string suspended_to_;     // The spore a suspend wrote before it stopped the VM.
+  UniqueFd create_agent_;        // moss spore create: the agent's connection, held until the capture.
+  std::unique_ptr<RestoredAgent> restored_agent_;
+  std::string agent_failure_;    // Why a spore create or a restored VM's command could not go on.
   bool stop_requested_ = false;  // moss stop NAME.
   int stop_signal_ = 0;          // SIGINT, SIGTERM or SIGHUP to moss itself.
 };

@@ -42,27 +42,72 @@ void VcpuLink::kill(const char* why) {
   ::kill(pid_, SIGKILL);
 }
 
-void VcpuLink::set_paused(bool pause, PauseDone done) {
-  auto sent = send([pause](auto m) {
-    if (pause) m.setPause();
-    else m.setResume();
-  });
-  if (!sent) {
-    done(sent);
+void VcpuLink::request(const std::function<void(ipc::BrokerToVcpu::Builder)>& fill, Waiter waiter) {
+  if (reaped_ || have_exit_) {
+    waiter(make_error("the vcpu process has ended"));
     return;
   }
-  waiting_.push_back(std::move(done));
+  auto sent = send(fill);
+  if (!sent) {
+    waiter(sent.error());
+    return;
+  }
+  waiting_.push_back(std::move(waiter));
+}
+
+void VcpuLink::answer(const Result<ipc::VcpuToBroker::Reader>& a) {
+  if (waiting_.empty()) return;
+  Waiter w = std::move(waiting_.front());
+  waiting_.pop_front();
+  w(a);
+}
+
+namespace {
+
+// A yes-or-refused answer: ok when it is `expected`.
+Result<void> plain_answer(const Result<ipc::VcpuToBroker::Reader>& a, ipc::VcpuToBroker::Which expected) {
+  if (!a) return a.error();
+  if (a->which() == expected) return {};
+  if (a->isRefused()) return make_error(a->getRefused().cStr());
+  return make_error("the vcpu process answered something else");
+}
+
+}  // namespace
+
+void VcpuLink::set_paused(bool pause, PauseDone done) {
+  request(
+      [pause](auto m) {
+        if (pause) m.setPause();
+        else m.setResume();
+      },
+      [this, pause, done = std::move(done)](const Result<ipc::VcpuToBroker::Reader>& a) {
+        Result<void> r = plain_answer(a, pause ? ipc::VcpuToBroker::PAUSED : ipc::VcpuToBroker::RESUMED);
+        if (r) paused_ = pause;
+        done(r);
+      });
+}
+
+void VcpuLink::check_save(PauseDone done) {
+  request([](auto m) { m.setCheckSave(); }, [done = std::move(done)](const Result<ipc::VcpuToBroker::Reader>& a) {
+    done(plain_answer(a, ipc::VcpuToBroker::RESTORED));
+  });
+}
+
+void VcpuLink::save_machine(StateDone done) {
+  request([](auto m) { m.setSaveMachineState(); }, [done = std::move(done)](const Result<ipc::VcpuToBroker::Reader>& a) {
+    if (a && a->isMachineState()) {
+      auto copy = std::make_unique<capnp::MallocMessageBuilder>();
+      copy->setRoot(a->getMachineState());
+      done(std::move(copy));
+      return;
+    }
+    Result<void> r = plain_answer(a, ipc::VcpuToBroker::MACHINE_STATE);
+    done(r ? make_error("the vcpu process answered something else") : r.error());
+  });
 }
 
 void VcpuLink::console_input(const char* data, size_t size) {
   (void)send([&](auto m) { m.setConsoleInput(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(data), size)); });
-}
-
-void VcpuLink::answer_pause(const Result<void>& outcome) {
-  if (waiting_.empty()) return;
-  PauseDone done = std::move(waiting_.front());
-  waiting_.pop_front();
-  done(outcome);
 }
 
 void VcpuLink::drain() {
@@ -98,19 +143,18 @@ bool VcpuLink::handle_packet(ipc::VcpuToBroker::Reader msg) {
     }
     case ipc::VcpuToBroker::STARTED: first_run_ns_ = msg.getStarted().getFirstRunNs(); return true;
     case ipc::VcpuToBroker::PAUSED:
-      paused_ = true;
-      answer_pause({});
-      return true;
     case ipc::VcpuToBroker::RESUMED:
-      paused_ = false;
-      answer_pause({});
-      return true;
-    case ipc::VcpuToBroker::REFUSED: answer_pause(make_error(msg.getRefused().cStr())); return true;
+    case ipc::VcpuToBroker::REFUSED:
     case ipc::VcpuToBroker::CPU_STATE:
     case ipc::VcpuToBroker::MACHINE_STATE:
     case ipc::VcpuToBroker::RESTORED:
-      protocol_error_ = "the vcpu process sent CPU state nobody asked for";
-      return false;
+      if (waiting_.empty()) {
+        if (!msg.isCpuState() && !msg.isMachineState()) return true;  // An answer to nobody (a late one).
+        protocol_error_ = "the vcpu process sent machine state nobody asked for";
+        return false;
+      }
+      answer(msg);
+      return true;
     case ipc::VcpuToBroker::EXITED: record_exit(msg.getExited()); return true;
   }
   return true;
@@ -147,6 +191,7 @@ bool VcpuLink::reap() {
   wait_status_ = status;
   usage_ = ru;
   drain();  // Whatever the child sent before it exited (its exit report).
+  while (!waiting_.empty()) answer(make_error("the vcpu process ended before it answered"));
   hooks_.ended();
   return true;
 }

@@ -10,7 +10,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
+
+#include <capnp/message.h>
 
 #include "base/event.h"
 #include "base/fd.h"
@@ -49,6 +52,13 @@ class VcpuLink {
   void kill(const char* why);
   // Pauses or resumes the vCPUs; `done` gets the vcpu process's answer (answers come in order).
   void set_paused(bool pause, PauseDone done);
+  // Whether the machine's state can be saved (every device's backend has DEVICE_STATE): ok,
+  // or the vcpu process's sentence naming the device that cannot.
+  void check_save(PauseDone done);
+  // The whole machine's state, only while paused (ipc/vcpu.capnp saveMachineState), copied
+  // into a message of its own (root: ipc::MachineState).
+  using StateDone = std::function<void(Result<std::unique_ptr<capnp::MallocMessageBuilder>>)>;
+  void save_machine(StateDone done);
   void console_input(const char* data, size_t size);
   // Reads every message the vcpu process sent so far (its exit report, say).
   void drain();
@@ -69,7 +79,6 @@ class VcpuLink {
  private:
   bool handle_packet(ipc::VcpuToBroker::Reader msg);
   void record_exit(ipc::ExitInfo::Reader x);
-  void answer_pause(const Result<void>& outcome);
   void lingers();
   Result<void> send(const std::function<void(ipc::BrokerToVcpu::Builder)>& fill);
 
@@ -77,7 +86,12 @@ class VcpuLink {
   UniqueFd control_;
   Hooks hooks_;
   Event readable_, stop_grace_, exit_grace_;
-  std::deque<PauseDone> waiting_;  // pause/resume requests the vcpu process has not answered.
+  // Requests the vcpu process has not answered, oldest first: each gets its answer, or the
+  // error why none comes.
+  using Waiter = std::function<void(const Result<ipc::VcpuToBroker::Reader>&)>;
+  void request(const std::function<void(ipc::BrokerToVcpu::Builder)>& fill, Waiter waiter);
+  void answer(const Result<ipc::VcpuToBroker::Reader>& answer);
+  std::deque<Waiter> waiting_;
   bool paused_ = false;
   bool have_exit_ = false;
   VcpuExit exit_;

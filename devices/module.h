@@ -81,6 +81,9 @@ struct Device {
   std::optional<WorkerPlan> worker;  // None for an external backend (--vhost-user-blk).
   GuestDevice guest;
   UniqueFd vhost_user;  // The vcpu process's end of the vhost-user connection.
+  // What a spore records of the device (store/spore.capnp Device.config), taken while the VM
+  // is paused for it: for blk, the disk's size and identity. None: nothing (empty config).
+  std::function<Result<std::vector<uint8_t>>()> record;
 };
 
 // A connected pair of stream sockets for a vhost-user connection: {vcpu's end, worker's}.

@@ -22,7 +22,16 @@ struct ControlRequest {
                         # socket attached (SCM_RIGHTS). The broker has sent "CONNECT 1124\n" on it
                         # to the vsock worker; the client reads the "OK <n>" line, then speaks the
                         # agent protocol (guest/agent/protocol.h).
+    # Write the VM into a spore (moss suspend); answered `suspended` once it is written (and
+    # the VM resumed with keepRunning, else stopping), or `error` with the sentence why not.
+    suspend @6 :SuspendRequest;
   }
+}
+
+struct SuspendRequest {
+  spore @0 :Text;         # Absolute path of the spore to write (must not exist).
+  store @1 :Text;         # Absolute path of the chunk store.
+  keepRunning @2 :Bool;   # Resume the VM afterwards instead of stopping it.
 }
 
 # VmStats is also the JSON of `moss stats --json` (ipc/json.h): $Json.name gives its keys.
@@ -68,5 +77,6 @@ struct ControlReply {
     paused @4 :Void;
     resumed @5 :Void;
     agent @6 :Void;     # The agent connection is attached to this packet.
+    suspended @7 :Text;   # One sentence: where the spore is, and what it took.
   }
 }

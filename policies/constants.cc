@@ -39,6 +39,10 @@ constexpr uint64_t kKvmSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, 8);
 constexpr uint64_t kKvmGetCpuid2 = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x91, 8);
 // struct kvm_xsave: its fixed part is 4096 bytes (the flexible tail adds nothing to sizeof).
 constexpr uint64_t kKvmGetXsave2 = _IOC(_IOC_READ, KVMIO, 0xcf, 4096);
+// struct kvm_xsave's C++ sizeof is 4100 with newer headers (its flexible extra[] array); the
+// kernel's and moss-vcpu's number (vcpu/kvm.h kKvmSetXsave) encode the 4096-byte region.
+constexpr uint64_t kKvmGetXsave = _IOC(_IOC_READ, KVMIO, 0xa4, 4096);
+constexpr uint64_t kKvmSetXsave = _IOC(_IOC_WRITE, KVMIO, 0xa5, 4096);
 
 const Named kConstants[] = {
     // mmap / mprotect
@@ -75,7 +79,7 @@ const Named kConstants[] = {
     // KVM, vCPU fd
     C(KVM_RUN), C(KVM_GET_REGS), C(KVM_SET_REGS), C(KVM_GET_SREGS), C(KVM_SET_SREGS), C(KVM_GET_FPU),
     C(KVM_SET_FPU), C(KVM_GET_LAPIC), C(KVM_SET_LAPIC), C(KVM_GET_MP_STATE), C(KVM_SET_MP_STATE),
-    C(KVM_GET_VCPU_EVENTS), C(KVM_SET_VCPU_EVENTS), C(KVM_GET_XSAVE), C(KVM_SET_XSAVE), C(KVM_GET_XCRS),
+    C(KVM_GET_VCPU_EVENTS), C(KVM_SET_VCPU_EVENTS), {"KVM_GET_XSAVE", kKvmGetXsave}, {"KVM_SET_XSAVE", kKvmSetXsave}, C(KVM_GET_XCRS),
     C(KVM_SET_XCRS), C(KVM_GET_DEBUGREGS), C(KVM_SET_DEBUGREGS), C(KVM_KVMCLOCK_CTRL), C(KVM_GET_TSC_KHZ),
     C(KVM_SET_TSC_KHZ), {"KVM_SET_CPUID2", kKvmSetCpuid2}, {"KVM_GET_MSRS", kKvmGetMsrs},
     {"KVM_SET_MSRS", kKvmSetMsrs},

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstring>
 
@@ -119,7 +120,12 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
   }
   m->ioeventfd_any_length_ = kvm_check_extension(m->vm_->fd(), KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
   for (const auto& spec : config.devices) MOSS_TRY_VOID(m->add_vhost_user_device(spec));
-  MOSS_TRY_VOID(m->load_kernel(config));
+  if (config.restore) {
+    MOSS_TRY_VOID(m->restore_from(*config.restore));
+    m->config_.restore.reset();  // The state is applied; no second copy of it stays around.
+  } else {
+    MOSS_TRY_VOID(m->load_kernel(config));
+  }
   return m;
 }
 
@@ -378,6 +384,7 @@ Result<void> Machine::pause() {
 }
 
 void Machine::resume() {
+  restart_devices();
   std::lock_guard<std::mutex> lock(park_mu_);
   pause_flag_.store(false);
   park_cv_.notify_all();
@@ -426,7 +433,7 @@ std::vector<uint8_t> Machine::save_i8042() {
 
 Result<void> Machine::restore_machine(const std::vector<VcpuState>& cpus, const VmState& vm, const UartState& uart,
                                       const I8042State& i8042, bool realtime) {
-  if (!pause_flag_.load()) return make_error("the VM must be paused to restore its state");
+  if (!pause_flag_.load() && !threads_.empty()) return make_error("the VM must be paused to restore its state");
   std::vector<FdKvmIoctl> ios;
   for (auto& v : vcpus_) ios.emplace_back(v.fd());
   std::vector<KvmIoctl*> ptrs;
@@ -441,6 +448,94 @@ Result<void> Machine::restore_machine(const std::vector<VcpuState>& cpus, const 
   }
   std::lock_guard<std::mutex> lock(i8042_mu_);
   i8042_.restore(i8042);
+  return {};
+}
+
+Result<void> Machine::check_save() {
+  std::lock_guard<std::mutex> lock(pci_mu_);
+  for (auto& d : virtio_) MOSS_TRY_VOID(d.backend->can_save());
+  return {};
+}
+
+Result<std::vector<SavedDevice>> Machine::save_devices() {
+  if (!pause_flag_.load()) return make_error("the VM must be paused to save its devices");
+  std::lock_guard<std::mutex> lock(pci_mu_);
+  for (auto& d : virtio_) MOSS_TRY_VOID(d.backend->can_save());
+  std::vector<SavedDevice> out;
+  for (auto& d : virtio_) {
+    virtio_pci::TransportState t = d.transport->state();
+    if (t.failed) {
+      // Given up on: its backend is not asked (it may be gone); it comes back failed.
+      out.push_back({virtio_pci::encode_transport_state(t), {}});
+      continue;
+    }
+    MOSS_TRY(SavedBackend b, d.backend->save());
+    for (size_t q = 0; q < t.queues.size(); q++) {
+      if (b.bases[q]) {
+        t.queues[q].started = true;
+        t.queues[q].base = *b.bases[q];
+      }
+      // A masked queue's interrupt waits in its call eventfd (no irqfd): the PBA records it,
+      // and the count goes back for this VM's own resume.
+      if (d.routes[q]) continue;
+      uint64_t count = 0;
+      if (read(d.backend->call_fd(static_cast<uint16_t>(q)), &count, sizeof count) == sizeof count && count) {
+        uint16_t v = t.queues[q].queue.vector;
+        if (v < t.msix.size()) t.pba[v / 64] |= 1ull << (v % 64);
+        if (write(d.backend->call_fd(static_cast<uint16_t>(q)), &count, sizeof count) < 0) {
+          return sys_error("signal", "a call eventfd again");
+        }
+      }
+    }
+    out.push_back({virtio_pci::encode_transport_state(t), std::move(b.state)});
+  }
+  return out;
+}
+
+void Machine::restart_devices() {
+  std::lock_guard<std::mutex> lock(pci_mu_);
+  for (size_t i = 0; i < virtio_.size(); i++) {
+    auto& d = virtio_[i];
+    if (!d.backend->stopped_for_save()) continue;
+    auto r = d.backend->restart();
+    if (!r) d.transport->fail(config_.devices[i].name + ": restarting its rings after a save failed: " + r.error().message);
+    sync_device(i);
+  }
+}
+
+Result<void> Machine::restore_from(const MachineRestoreData& saved) {
+  // Everything is checked before anything changes: the device list, then each transport
+  // against its device (the vCPUs' states are checked by restore_machine_state first).
+  if (saved.devices.size() != virtio_.size()) {
+    return make_error("the saved machine has " + std::to_string(saved.devices.size()) + " devices; this VM has " +
+                      std::to_string(virtio_.size()));
+  }
+  std::vector<virtio_pci::TransportState> transports;
+  for (size_t i = 0; i < virtio_.size(); i++) {
+    auto t = virtio_pci::decode_transport_state(saved.devices[i].transport, virtio_[i].backend->info());
+    if (!t) return make_error(config_.devices[i].name + ": " + t.error().message);
+    // A device given up on (failed) comes back failed, without its backend's state.
+    const bool running = std::any_of(t->queues.begin(), t->queues.end(), [](auto& q) { return q.started; });
+    if (!t->failed && (running || !saved.devices[i].backend.empty())) {
+      MOSS_TRY_VOID(virtio_[i].backend->can_save());
+    }
+    transports.push_back(std::move(*t));
+  }
+  MOSS_TRY_VOID(restore_machine(saved.cpus, saved.vm, saved.uart, saved.i8042, saved.realtime));
+  // Devices last: their interrupts (each running ring's call is signalled once) land in the
+  // restored LAPICs, not in ones about to be overwritten.
+  std::lock_guard<std::mutex> lock(pci_mu_);
+  for (size_t i = 0; i < virtio_.size(); i++) {
+    auto& d = virtio_[i];
+    const auto& t = transports[i];
+    d.transport->restore(t);
+    sync_device(i);
+    if (d.transport->state().failed && !t.failed) {
+      return make_error(config_.devices[i].name + ": KVM refused its restored interrupt or notification routes");
+    }
+    if (t.failed) continue;
+    MOSS_TRY_VOID(d.backend->restore(t.driver_features, t.queues, saved.devices[i].backend));
+  }
   return {};
 }
 

@@ -34,6 +34,24 @@ namespace moss {
 // The number is part of the host/guest contract (ipc/guest_abi.h).
 constexpr uint16_t kExitPort = guest_abi::kExitPort;
 
+// One virtio device of a saved machine (ipc/vcpu.capnp DeviceState): the transport blob
+// (virtio_pci.h encode_transport_state, with the ring bases) and the backend's bytes.
+struct SavedDevice {
+  std::vector<uint8_t> transport;
+  std::vector<uint8_t> backend;
+};
+
+// A saved machine to continue instead of booting a kernel (MachineConfig.restore), already
+// decoded (vcpu/cpu_state_codec.h); the device blobs are checked against the devices here.
+struct MachineRestoreData {
+  std::vector<VcpuState> cpus;
+  VmState vm;
+  UartState uart;
+  I8042State i8042;
+  std::vector<SavedDevice> devices;
+  bool realtime = false;
+};
+
 struct MachineConfig {
   uint64_t mem_bytes = 0;
   uint32_t cpus = 1;
@@ -46,6 +64,8 @@ struct MachineConfig {
   int mem_fd = -1;
   // The virtio devices, each served by a vhost-user backend over spec.fd, in PCI slot order.
   std::vector<VhostUserDeviceSpec> devices;
+  // Set: no kernel is loaded; create() restores this machine (RAM is already in mem_fd).
+  std::optional<MachineRestoreData> restore;
 };
 
 struct MachineExit {
@@ -73,7 +93,9 @@ class Machine {
   void console_input(const uint8_t* data, size_t len);
 
   // Parks every vCPU outside KVM_RUN (returns once all are parked), and lets them go again.
-  // While paused the vCPUs' state can be saved and restored.
+  // While paused the vCPUs' state can be saved and restored. resume() first starts the
+  // devices' rings again if save_devices() stopped them (a device that cannot is failed:
+  // its driver sees DEVICE_NEEDS_RESET).
   Result<void> pause();
   void resume();
   bool paused() const { return pause_flag_.load(); }
@@ -88,12 +110,22 @@ class Machine {
   // (restore_machine_state, kvm.h), then the device models, last.
   Result<void> restore_machine(const std::vector<VcpuState>& cpus, const VmState& vm, const UartState& uart,
                                const I8042State& i8042, bool realtime);
+  // Whether save_devices() can save every device; else one sentence naming the first that
+  // cannot. Changes nothing.
+  Result<void> check_save();
+  // Only while paused: stops each device's rings and takes its state, in device order. On
+  // failure the rings stay stopped until resume().
+  Result<std::vector<SavedDevice>> save_devices();
   uint64_t first_run_ns() const { return first_run_ns_; }
   uint64_t first_exit_ns() const { return first_exit_ns_.load(); }
 
  private:
   Machine() = default;
   Result<void> load_kernel(const MachineConfig& config);
+  // create()'s last step with MachineConfig.restore: checks every device blob, then restores
+  // the vCPUs and VM, then the devices (transports, KVM routes, backends), last.
+  Result<void> restore_from(const MachineRestoreData& saved);
+  void restart_devices();
   Result<void> add_vhost_user_device(const VhostUserDeviceSpec& spec);
   // Brings KVM's ioeventfds, irqfds and MSI routes in line with what a device's transport
   // wants now (after the guest touched its config space or BAR). Holds pci_mu_.

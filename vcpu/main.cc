@@ -76,6 +76,7 @@ Result<MachineConfig> read_start(int ctl) {
   if (!packet) return make_error("the broker closed the control channel before starting the VM");
   MachineConfig c;
   bool ok = false;
+  std::string restore_error;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
     auto msg = packet->root<ipc::BrokerToVcpu>();
     if (msg.getVersion() != ipc::PROTOCOL_VERSION || !msg.isStart()) return;
@@ -87,6 +88,28 @@ Result<MachineConfig> read_start(int ctl) {
     c.kernel_fd = s.getKernelFd();
     c.initrd_fd = s.getInitrdFd();
     c.mem_fd = s.getMemFd();
+    if (s.hasRestore()) {
+      // Decoded and checked here, before any KVM object exists (vcpu/cpu_state_codec.h).
+      auto restore = s.getRestore();
+      auto state = decode_machine_state(restore.getState());
+      if (!state) {
+        restore_error = "the saved machine cannot be restored: " + state.error().message;
+        return;
+      }
+      MachineRestoreData data;
+      data.cpus = std::move(state->cpus);
+      data.vm = state->vm;
+      data.uart = state->uart;
+      data.i8042 = state->i8042;
+      data.realtime = restore.getRealtimeClock();
+      for (auto d : restore.getState().getDevices()) {
+        SavedDevice sd;
+        sd.transport.assign(d.getTransport().begin(), d.getTransport().end());
+        sd.backend.assign(d.getBackend().begin(), d.getBackend().end());
+        data.devices.push_back(std::move(sd));
+      }
+      c.restore = std::move(data);
+    }
     for (auto d : s.getDevices()) {
       VhostUserDeviceSpec spec;
       spec.name = d.getName().cStr();
@@ -105,6 +128,7 @@ Result<MachineConfig> read_start(int ctl) {
   })) {
     return make_error(std::string("the start message is malformed: ") + e->getDescription().cStr());
   }
+  if (!restore_error.empty()) return make_error(restore_error);
   if (!ok) return make_error("the first control message is not a start message of this version");
   return c;
 }
@@ -113,6 +137,7 @@ int run(int ctl, bool jailed) {
   auto config = read_start(ctl);
   if (!config) {
     LOG_ERROR("%s", config.error().message.c_str());
+    (void)send_exit(ctl, {MachineExit::Reason::kError, 0, config.error().message}, 0);
     return 1;
   }
   int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -226,11 +251,25 @@ int run(int ctl, bool jailed) {
             reply(ctl, r, [](auto x) { x.setRestored(); });
             break;
           }
+          case ipc::BrokerToVcpu::CHECK_SAVE:
+            reply(ctl, m.check_save(), [](auto r) { r.setRestored(); });
+            break;
           case ipc::BrokerToVcpu::SAVE_MACHINE_STATE: {
-            auto cpus = m.save_cpus();
+            // Devices first: stopping their rings finishes what is in flight, whose
+            // completions (used rings in RAM, interrupts in the LAPICs) the vCPU state then
+            // holds. A failure leaves the rings stopped until `resume`.
+            auto devices = m.save_devices();
+            Result<std::vector<VcpuState>> cpus =
+                devices ? m.save_cpus() : Result<std::vector<VcpuState>>(devices.error());
             Result<VmState> vm = cpus ? m.save_vm() : Result<VmState>(cpus.error());
             reply(ctl, vm ? Result<void>() : Result<void>(vm.error()), [&](auto r) {
               auto out = r.initMachineState();
+              auto devs = out.initDevices(static_cast<unsigned>(devices->size()));
+              for (unsigned i = 0; i < devices->size(); i++) {
+                const auto& d = (*devices)[i];
+                devs[i].setTransport(kj::arrayPtr(d.transport.data(), d.transport.size()));
+                devs[i].setBackend(kj::arrayPtr(d.backend.data(), d.backend.size()));
+              }
               auto list = out.initCpus(static_cast<unsigned>(cpus->size()));
               for (unsigned i = 0; i < cpus->size(); i++) encode_cpu_state((*cpus)[i], list[i]);
               encode_vm_state(*vm, out.initVm());

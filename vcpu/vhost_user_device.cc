@@ -1,8 +1,12 @@
 #include "vcpu/vhost_user_device.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "base/syscall.h"
@@ -52,7 +56,9 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::connect(UniqueFd sock,
   if (!(offered & bit(pf::kConfig))) {
     return make_error("the vhost-user backend cannot serve the device configuration (no CONFIG protocol feature)");
   }
-  d->protocol_ = offered & (bit(pf::kMq) | bit(pf::kReplyAck) | bit(pf::kConfig) | bit(pf::kResetDevice));
+  d->name_ = spec.name;
+  d->protocol_ = offered & (bit(pf::kMq) | bit(pf::kReplyAck) | bit(pf::kConfig) | bit(pf::kResetDevice) |
+                            bit(pf::kDeviceState));
   MOSS_TRY_VOID(fe.set_protocol_features(d->protocol_));
   MOSS_TRY_VOID(fe.set_owner());
   uint64_t queues = 1;
@@ -124,23 +130,30 @@ Result<uint64_t> VhostUserDevice::user_address(uint64_t gpa, uint64_t len) const
   return make_error("the driver placed a ring outside guest memory");
 }
 
+Result<void> VhostUserDevice::start_ring(uint16_t q, const virtio_pci::QueueState& s, uint16_t base) {
+  // Split ring sizes (2.7): 16-byte descriptors, then 6 + 2n for the driver area and
+  // 6 + 8n for the device area; check each lies in guest memory before handing it over.
+  MOSS_TRY(uint64_t desc, user_address(s.desc, 16ull * s.size));
+  MOSS_TRY(uint64_t avail, user_address(s.driver, 6 + 2ull * s.size));
+  MOSS_TRY(uint64_t used, user_address(s.device, 6 + 8ull * s.size));
+  MOSS_TRY_VOID(fe_.set_vring_num(q, s.size));
+  MOSS_TRY_VOID(fe_.set_vring_base(q, base));
+  MOSS_TRY_VOID(fe_.set_vring_addr({q, 0, desc, used, avail, 0}));
+  MOSS_TRY_VOID(fe_.set_vring_call(q, calls_[q].get()));
+  MOSS_TRY_VOID(fe_.set_vring_kick(q, kicks_[q].get()));
+  MOSS_TRY_VOID(fe_.set_vring_enable(q, true));
+  started_.push_back(q);
+  return {};
+}
+
 Result<void> VhostUserDevice::activate(uint64_t features, std::span<const virtio_pci::QueueState> queues) {
   MOSS_TRY_VOID(fe_.set_features(features | bit(vhost_user::kFeatureProtocolFeatures)));
+  activated_ = true;
+  rings_.assign(info_.num_queues, virtio_pci::QueueState{});
   for (uint16_t q = 0; q < queues.size() && q < info_.num_queues; q++) {
-    const auto& s = queues[q];
-    if (!s.enabled) continue;
-    // Split ring sizes (2.7): 16-byte descriptors, then 6 + 2n for the driver area and
-    // 6 + 8n for the device area; check each lies in guest memory before handing it over.
-    MOSS_TRY(uint64_t desc, user_address(s.desc, 16ull * s.size));
-    MOSS_TRY(uint64_t avail, user_address(s.driver, 6 + 2ull * s.size));
-    MOSS_TRY(uint64_t used, user_address(s.device, 6 + 8ull * s.size));
-    MOSS_TRY_VOID(fe_.set_vring_num(q, s.size));
-    MOSS_TRY_VOID(fe_.set_vring_base(q, 0));
-    MOSS_TRY_VOID(fe_.set_vring_addr({q, 0, desc, used, avail, 0}));
-    MOSS_TRY_VOID(fe_.set_vring_kick(q, kicks_[q].get()));
-    MOSS_TRY_VOID(fe_.set_vring_call(q, calls_[q].get()));
-    MOSS_TRY_VOID(fe_.set_vring_enable(q, true));
-    started_.push_back(q);
+    if (!queues[q].enabled) continue;
+    rings_[q] = queues[q];
+    MOSS_TRY_VOID(start_ring(q, queues[q], 0));
   }
   return {};
 }
@@ -149,8 +162,166 @@ Result<void> VhostUserDevice::reset() {
   // GET_VRING_BASE stops each ring once its in-flight requests are done (the spec's way to
   // take a ring back); RESET_DEVICE then clears what else the backend keeps.
   auto started = std::exchange(started_, {});
+  activated_ = false;
+  stopped_.clear();
   for (uint16_t q : started) MOSS_TRY_VOID(fe_.get_vring_base(q));
   if (protocol_ & bit(pf::kResetDevice)) MOSS_TRY_VOID(fe_.reset_device());
+  return {};
+}
+
+Result<void> VhostUserDevice::can_save() const {
+  if (protocol_ & bit(pf::kDeviceState)) return {};
+  return make_error(name_ + ": its vhost-user backend cannot save its state (no DEVICE_STATE)");
+}
+
+namespace {
+
+// Waits until `fd` is ready for `events` or the deadline passes.
+Result<void> wait_fd(int fd, short events, std::chrono::steady_clock::time_point deadline, const std::string& what) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, events, 0};
+    int n = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("poll", what);
+    if (n == 0) return make_error(what + " did not finish within " + std::to_string(kBackendStateTimeoutMs / 1000) + " s");
+    return {};
+  }
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> VhostUserDevice::take_state() {
+  int p[2];
+  MOSS_TRY_VOID(MOSS_SYS(pipe2(p, O_CLOEXEC | O_NONBLOCK)));
+  UniqueFd rd(p[0]), wr(p[1]);
+  MOSS_TRY(UniqueFd theirs, fe_.set_device_state_fd(vhost_user::kTransferSave, wr.get()));
+  // Our copy of the write end goes, so the backend closing its copy is EOF here.
+  wr.reset();
+  if (theirs.valid()) {
+    rd = std::move(theirs);
+    MOSS_TRY(int flags, MOSS_SYS(fcntl(rd.get(), F_GETFL)));
+    MOSS_TRY_VOID(MOSS_SYS(fcntl(rd.get(), F_SETFL, flags | O_NONBLOCK)));
+  }
+  const std::string what = "the backend's state transfer";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBackendStateTimeoutMs);
+  std::vector<uint8_t> bytes;
+  uint8_t buf[16384];
+  for (;;) {
+    ssize_t n = ::read(rd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      MOSS_TRY_VOID(wait_fd(rd.get(), POLLIN, deadline, what));
+      continue;
+    }
+    if (n < 0) return sys_error("read", what);
+    if (n == 0) break;
+    if (bytes.size() + static_cast<size_t>(n) > kMaxBackendStateBytes) {
+      return make_error("the backend sent more than " + std::to_string(kMaxBackendStateBytes >> 20) +
+                        " MiB of device state");
+    }
+    bytes.insert(bytes.end(), buf, buf + n);
+  }
+  MOSS_TRY_VOID(fe_.check_device_state());
+  return bytes;
+}
+
+Result<void> VhostUserDevice::give_state(std::span<const uint8_t> state) {
+  int p[2];
+  MOSS_TRY_VOID(MOSS_SYS(pipe2(p, O_CLOEXEC | O_NONBLOCK)));
+  UniqueFd rd(p[0]), wr(p[1]);
+  MOSS_TRY(UniqueFd theirs, fe_.set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
+  rd.reset();
+  if (theirs.valid()) {
+    wr = std::move(theirs);
+    MOSS_TRY(int flags, MOSS_SYS(fcntl(wr.get(), F_GETFL)));
+    MOSS_TRY_VOID(MOSS_SYS(fcntl(wr.get(), F_SETFL, flags | O_NONBLOCK)));
+  }
+  const std::string what = "the backend's state transfer";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBackendStateTimeoutMs);
+  size_t done = 0;
+  while (done < state.size()) {
+    ssize_t n = ::write(wr.get(), state.data() + done, state.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      MOSS_TRY_VOID(wait_fd(wr.get(), POLLOUT, deadline, what));
+      continue;
+    }
+    if (n < 0) return sys_error("write", what);
+    done += static_cast<size_t>(n);
+  }
+  wr.reset();  // EOF: the backend loads what it read.
+  return fe_.check_device_state();
+}
+
+Result<SavedBackend> VhostUserDevice::save() {
+  MOSS_TRY_VOID(can_save());
+  SavedBackend out;
+  out.bases.resize(info_.num_queues);
+  out.activated = activated_;
+  if (!activated_) return out;
+  // Stop every running ring; the backend answers once what it took from the ring is done.
+  // A second save without a restart between finds them stopped already.
+  for (uint16_t q : std::vector<uint16_t>(started_)) {
+    auto base = fe_.get_vring_base(q);
+    if (!base) return make_error(name_ + ": stopping queue " + std::to_string(q) + " failed: " + base.error().message);
+    if (*base > 0xffff) return make_error(name_ + ": the backend gave queue " + std::to_string(q) + " a base above 65535");
+    started_.erase(std::find(started_.begin(), started_.end(), q));
+    stopped_.emplace_back(q, static_cast<uint16_t>(*base));
+  }
+  for (auto [q, base] : stopped_) out.bases[q] = base;
+  auto state = take_state();
+  if (!state) return make_error(name_ + ": saving its state failed: " + state.error().message);
+  out.state = std::move(*state);
+  return out;
+}
+
+Result<void> VhostUserDevice::restart() {
+  auto stopped = std::exchange(stopped_, {});
+  for (auto [q, base] : stopped) {
+    MOSS_TRY_VOID(start_ring(q, rings_[q], base));
+    uint64_t one = 1;
+    if (::write(kicks_[q].get(), &one, sizeof one) < 0 && errno != EAGAIN) return sys_error("kick", "queue " + std::to_string(q));
+  }
+  return {};
+}
+
+Result<void> VhostUserDevice::restore(uint64_t features, std::span<const virtio_pci::SavedQueue> queues,
+                                      std::span<const uint8_t> state) {
+  MOSS_ASSERT(queues.size() == info_.num_queues);
+  bool any = false;
+  for (const auto& q : queues) any |= q.started;
+  if (!any && state.empty()) return {};
+  MOSS_TRY_VOID(can_save());
+  auto failed = [&](const std::string& why) { return make_error(name_ + ": restoring its state failed: " + why); };
+  if (auto r = fe_.set_features(features | bit(vhost_user::kFeatureProtocolFeatures)); !r) return failed(r.error().message);
+  activated_ = true;
+  rings_.assign(info_.num_queues, virtio_pci::QueueState{});
+  // The rings' geometry and positions first (not started: the backend takes its state only
+  // while every ring is stopped), then the state, then the kicks that start them.
+  for (uint16_t q = 0; q < queues.size(); q++) {
+    if (!queues[q].started) continue;
+    const auto& s = queues[q].queue;
+    rings_[q] = s;
+    auto r = [&]() -> Result<void> {
+      MOSS_TRY(uint64_t desc, user_address(s.desc, 16ull * s.size));
+      MOSS_TRY(uint64_t avail, user_address(s.driver, 6 + 2ull * s.size));
+      MOSS_TRY(uint64_t used, user_address(s.device, 6 + 8ull * s.size));
+      MOSS_TRY_VOID(fe_.set_vring_num(q, s.size));
+      MOSS_TRY_VOID(fe_.set_vring_base(q, queues[q].base));
+      MOSS_TRY_VOID(fe_.set_vring_addr({q, 0, desc, used, avail, 0}));
+      return {};
+    }();
+    if (!r) return failed(r.error().message);
+  }
+  if (auto r = give_state(state); !r) return failed(r.error().message);
+  for (uint16_t q = 0; q < queues.size(); q++) {
+    if (!queues[q].started) continue;
+    if (auto r = start_ring(q, queues[q].queue, queues[q].base); !r) return failed(r.error().message);
+    uint64_t one = 1;
+    if (::write(kicks_[q].get(), &one, sizeof one) < 0 && errno != EAGAIN) return sys_error("kick", "queue " + std::to_string(q));
+    if (::write(calls_[q].get(), &one, sizeof one) < 0 && errno != EAGAIN) return sys_error("signal", "queue " + std::to_string(q));
+  }
   return {};
 }
 

@@ -1,5 +1,7 @@
 #include "vcpu/virtio_pci.h"
 
+#include <cstring>
+
 #include "base/log.h"
 
 // Section numbers refer to the Virtual I/O Device (VIRTIO) Version 1.2 specification.
@@ -50,15 +52,157 @@ uint64_t merge(uint64_t reg, uint64_t pos, uint32_t size, uint64_t value) {
   return (reg & ~(mask << (8 * pos))) | ((value & mask) << (8 * pos));
 }
 
+void put(std::vector<uint8_t>& b, size_t off, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; i++) b[off + i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint64_t get(std::span<const uint8_t> b, size_t off, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++) v |= static_cast<uint64_t>(b[off + i]) << (8 * i);
+  return v;
+}
+
+constexpr char kStateMagic[8] = {'M', 'O', 'S', 'S', 'V', 'P', 'C', 'I'};
+constexpr uint16_t kCommandBits = 0x0001 | 0x0002 | 0x0004 | 0x0400;  // pci.cc's writable ones.
+constexpr uint8_t kStatusBits = kStatusAcknowledge | kStatusDriver | kStatusDriverOk | kStatusFeaturesOk |
+                                kStatusNeedsReset | kStatusFailed;
+
 }  // namespace
+
+uint64_t offered_features(const DeviceInfo& info) {
+  return (info.features & kPassedFeatures) | (1ull << kFeatureVersion1);  // 4.1.2: a modern-only device.
+}
+
+std::vector<uint8_t> encode_transport_state(const TransportState& s) {
+  MOSS_ASSERT(s.queues.size() <= kMaxQueues && s.msix.size() <= kMaxQueues + 1u);
+  size_t total = TransportState::kHeaderBytes + s.queues.size() * TransportState::kQueueBytes +
+                 s.msix.size() * TransportState::kVectorBytes;
+  std::vector<uint8_t> b(total, 0);
+  std::memcpy(b.data(), kStateMagic, 8);
+  put(b, 8, TransportState::kVersion, 4);
+  put(b, 12, total, 4);
+  put(b, 16, s.command, 2);
+  put(b, 18, s.msix_control, 2);
+  put(b, 20, s.queues.size(), 2);
+  put(b, 22, s.msix.size(), 2);
+  put(b, 24, s.bar, 8);
+  put(b, 32, s.device_feature_select, 4);
+  put(b, 36, s.driver_feature_select, 4);
+  put(b, 40, s.driver_features, 8);
+  b[48] = s.status;
+  b[49] = s.config_generation;
+  put(b, 50, s.config_vector, 2);
+  put(b, 52, s.queue_select, 2);
+  b[54] = s.failed ? 1 : 0;
+  put(b, 56, s.pba[0], 8);
+  put(b, 64, s.pba[1], 8);
+  size_t off = TransportState::kHeaderBytes;
+  for (const auto& q : s.queues) {
+    put(b, off, q.queue.size, 2);
+    b[off + 2] = q.queue.enabled ? 1 : 0;
+    b[off + 3] = q.started ? 1 : 0;
+    put(b, off + 4, q.queue.vector, 2);
+    put(b, off + 6, q.base, 2);
+    put(b, off + 8, q.queue.desc, 8);
+    put(b, off + 16, q.queue.driver, 8);
+    put(b, off + 24, q.queue.device, 8);
+    off += TransportState::kQueueBytes;
+  }
+  for (const auto& e : s.msix) {
+    put(b, off, e.address_lo, 4);
+    put(b, off + 4, e.address_hi, 4);
+    put(b, off + 8, e.data, 4);
+    put(b, off + 12, e.control, 4);
+    off += TransportState::kVectorBytes;
+  }
+  return b;
+}
+
+Result<TransportState> decode_transport_state(std::span<const uint8_t> b, const DeviceInfo& info) {
+  const std::string what = "the saved virtio-pci transport state";
+  if (b.size() < TransportState::kHeaderBytes) return make_error(what + " is truncated");
+  if (std::memcmp(b.data(), kStateMagic, 8) != 0) return make_error(what + " does not start with MOSSVPCI");
+  if (get(b, 8, 4) != TransportState::kVersion) {
+    return make_error(what + " has version " + std::to_string(get(b, 8, 4)) + "; this moss reads version " +
+                      std::to_string(TransportState::kVersion));
+  }
+  const uint64_t nq = get(b, 20, 2), nv = get(b, 22, 2);
+  if (nq != info.num_queues) {
+    return make_error(what + " has " + std::to_string(nq) + " queues; the device has " + std::to_string(info.num_queues));
+  }
+  if (nv != nq + 1) return make_error(what + " has " + std::to_string(nv) + " MSI-X vectors; the device has " + std::to_string(nq + 1));
+  const size_t total = TransportState::kHeaderBytes + nq * TransportState::kQueueBytes + nv * TransportState::kVectorBytes;
+  if (get(b, 12, 4) != total || b.size() != total) return make_error(what + " has the wrong length");
+  TransportState s;
+  s.command = static_cast<uint16_t>(get(b, 16, 2));
+  if (s.command & ~kCommandBits) return make_error(what + " sets PCI command bits a guest cannot set");
+  s.msix_control = static_cast<uint16_t>(get(b, 18, 2));
+  if (s.msix_control & ~(kMsixEnable | kMsixFunctionMask)) return make_error(what + " sets MSI-X control bits a guest cannot set");
+  s.bar = get(b, 24, 8);
+  if (s.bar & (kBarSize - 1)) return make_error(what + " places BAR 0 at an address not aligned to its size");
+  s.device_feature_select = static_cast<uint32_t>(get(b, 32, 4));
+  s.driver_feature_select = static_cast<uint32_t>(get(b, 36, 4));
+  s.driver_features = get(b, 40, 8);
+  const uint64_t offered = offered_features(info);
+  if (s.driver_features & ~offered) return make_error(what + " holds driver features the device does not offer");
+  s.status = b[48];
+  if (s.status & ~kStatusBits) return make_error(what + " has an unknown device status bit");
+  if ((s.status & kStatusFeaturesOk) && !(s.driver_features & (1ull << kFeatureVersion1))) {
+    return make_error(what + " has FEATURES_OK without VERSION_1");
+  }
+  if ((s.status & kStatusDriverOk) && !(s.status & kStatusFeaturesOk)) {
+    return make_error(what + " has DRIVER_OK without FEATURES_OK");
+  }
+  const bool live = s.status & kStatusDriverOk;
+  s.config_generation = b[49];
+  auto vector_ok = [&](uint64_t v) { return v == kNoVector || v < nv; };
+  s.config_vector = static_cast<uint16_t>(get(b, 50, 2));
+  if (!vector_ok(s.config_vector)) return make_error(what + " gives the configuration an MSI-X vector the device lacks");
+  s.queue_select = static_cast<uint16_t>(get(b, 52, 2));
+  if (b[54] & ~1u || b[55]) return make_error(what + " has reserved bits set");
+  s.failed = b[54] & 1;
+  s.pba[0] = get(b, 56, 8);
+  s.pba[1] = get(b, 64, 8);
+  for (uint64_t v = nv; v < 128; v++) {
+    if ((s.pba[v / 64] >> (v % 64)) & 1) return make_error(what + " marks an MSI-X vector the device lacks pending");
+  }
+  size_t off = TransportState::kHeaderBytes;
+  for (uint64_t i = 0; i < nq; i++, off += TransportState::kQueueBytes) {
+    const std::string qn = what + " of queue " + std::to_string(i);
+    SavedQueue q;
+    q.queue.size = static_cast<uint16_t>(get(b, off, 2));
+    if (q.queue.size && (q.queue.size > info.max_queue_size || (q.queue.size & (q.queue.size - 1)))) {
+      return make_error(qn + " has a size that is not a power of 2 up to " + std::to_string(info.max_queue_size));
+    }
+    if (b[off + 2] > 1 || b[off + 3] > 1) return make_error(qn + " has reserved bits set");
+    q.queue.enabled = b[off + 2];
+    q.started = b[off + 3];
+    q.queue.vector = static_cast<uint16_t>(get(b, off + 4, 2));
+    if (!vector_ok(q.queue.vector)) return make_error(qn + " uses an MSI-X vector the device lacks");
+    q.base = static_cast<uint16_t>(get(b, off + 6, 2));
+    q.queue.desc = get(b, off + 8, 8);
+    q.queue.driver = get(b, off + 16, 8);
+    q.queue.device = get(b, off + 24, 8);
+    if (q.started && (!live || !q.queue.enabled || !q.queue.size || s.failed)) {
+      return make_error(qn + " has a running ring on a queue the driver did not start");
+    }
+    if (!q.started && q.base) return make_error(qn + " has a ring position for a ring that never ran");
+    s.queues.push_back(q);
+  }
+  for (uint64_t i = 0; i < nv; i++, off += TransportState::kVectorBytes) {
+    MsixEntryState e{static_cast<uint32_t>(get(b, off, 4)), static_cast<uint32_t>(get(b, off + 4, 4)),
+                     static_cast<uint32_t>(get(b, off + 8, 4)), static_cast<uint32_t>(get(b, off + 12, 4))};
+    if (e.control & ~1u) return make_error(what + " sets reserved MSI-X vector control bits");
+    s.msix.push_back(e);
+  }
+  return s;
+}
 
 Transport::Transport(const DeviceInfo& info, VirtioBackend& backend, uint64_t bar_address)
     : info_(info), backend_(backend), queues_(info.num_queues), msix_(info.num_queues + 1u) {
   MOSS_ASSERT(info.num_queues >= 1 && info.num_queues <= kMaxQueues);
   MOSS_ASSERT(info.config_size <= kDeviceMaxSize);
   MOSS_ASSERT(info.max_queue_size >= 1 && (info.max_queue_size & (info.max_queue_size - 1)) == 0);
-  info_.features &= kPassedFeatures;
-  info_.features |= 1ull << kFeatureVersion1;  // 4.1.2: a modern-only device.
+  info_.features = offered_features(info);
   config_ = std::make_shared<pci::ConfigSpace>(kVirtioVendor, static_cast<uint16_t>(kModernDeviceBase + info.device_id),
                                                info.pci_class, kVirtioVendor, static_cast<uint16_t>(0x40 + info.device_id),
                                                1 /* revision: modern */);
@@ -319,6 +463,46 @@ std::optional<MsiMessage> Transport::queue_interrupt(uint16_t queue) const {
   uint16_t v = queues_[queue].vector;
   if (v >= msix_.size() || (msix_[v].control & 1)) return std::nullopt;
   return MsiMessage{(static_cast<uint64_t>(msix_[v].address_hi) << 32) | msix_[v].address_lo, msix_[v].data};
+}
+
+TransportState Transport::state() const {
+  TransportState s;
+  s.command = static_cast<uint16_t>(config_->read(0x04, 2) & kCommandBits);
+  s.msix_control = static_cast<uint16_t>(config_->read(msix_cap_ + 2u, 2) & (kMsixEnable | kMsixFunctionMask));
+  s.bar = config_->bar_address(0);
+  s.device_feature_select = device_feature_select_;
+  s.driver_feature_select = driver_feature_select_;
+  s.driver_features = driver_features_;
+  s.status = status_;
+  s.config_generation = config_generation_;
+  s.config_vector = config_vector_;
+  s.queue_select = queue_select_;
+  s.failed = failed_;
+  for (const auto& q : queues_) s.queues.push_back(SavedQueue{q, false, 0});
+  for (const auto& e : msix_) s.msix.push_back({e.address_lo, e.address_hi, e.data, e.control});
+  return s;
+}
+
+void Transport::restore(const TransportState& s) {
+  MOSS_ASSERT(s.queues.size() == queues_.size() && s.msix.size() == msix_.size());
+  config_->write(0x04, 2, s.command);
+  config_->write(0x10, 4, static_cast<uint32_t>(s.bar));
+  config_->write(0x14, 4, static_cast<uint32_t>(s.bar >> 32));
+  config_->write(msix_cap_ + 2u, 2, s.msix_control);
+  device_feature_select_ = s.device_feature_select;
+  driver_feature_select_ = s.driver_feature_select;
+  driver_features_ = s.driver_features;
+  status_ = s.status;
+  config_generation_ = s.config_generation;
+  config_vector_ = s.config_vector;
+  queue_select_ = s.queue_select;
+  failed_ = s.failed;
+  for (size_t i = 0; i < queues_.size(); i++) queues_[i] = s.queues[i].queue;
+  for (size_t i = 0; i < msix_.size(); i++) {
+    msix_[i] = {s.msix[i].address_lo, s.msix[i].address_hi, s.msix[i].data, s.msix[i].control};
+  }
+  config_written();
+  generation_++;
 }
 
 }  // namespace moss::virtio_pci

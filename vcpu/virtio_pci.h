@@ -79,6 +79,62 @@ struct MsiMessage {
   bool operator==(const MsiMessage&) const = default;
 };
 
+// Everything of a transport the guest can see or set, as Transport::state() gives it and
+// restore() applies it; the ring positions are the backend's (GET_VRING_BASE), filled in by
+// whoever stopped the rings. encode_transport_state() makes the versioned blob a spore holds
+// (ipc/vcpu.capnp DeviceState.transport); decode_transport_state() checks it against the
+// device it is loaded into.
+//
+// Layout, version 1, little-endian:
+//   0 char[8] "MOSSVPCI"   8 u32 version   12 u32 total length in bytes
+//  16 u16 PCI command      18 u16 MSI-X message control   20 u16 queues   22 u16 MSI-X vectors
+//  24 u64 BAR 0 address (as programmed, flag bits clear)
+//  32 u32 device feature select   36 u32 driver feature select   40 u64 driver features
+//  48 u8 status  49 u8 config generation  50 u16 config vector  52 u16 queue select
+//  54 u8 flags (bit 0: failed)  55 u8 0   56 u64[2] PBA (bit v: vector v pending)
+//  72 queues x { u16 size, u8 enabled, u8 flags (bit 0: ring started, base valid), u16 vector,
+//                u16 ring base (next available index), u64 desc, u64 driver, u64 device }
+//  .. vectors x { u32 address lo, u32 address hi, u32 data, u32 control }
+// The decoder checks every field against the DeviceInfo, the exact length and that reserved
+// bits are zero.
+struct MsixEntryState {
+  uint32_t address_lo = 0, address_hi = 0, data = 0, control = 1;
+  bool operator==(const MsixEntryState&) const = default;
+};
+struct SavedQueue {
+  QueueState queue;
+  bool started = false;   // The backend ran this ring: `base` is where it stopped.
+  uint16_t base = 0;
+  bool operator==(const SavedQueue& o) const {
+    return queue.size == o.queue.size && queue.enabled == o.queue.enabled && queue.vector == o.queue.vector &&
+           queue.desc == o.queue.desc && queue.driver == o.queue.driver && queue.device == o.queue.device &&
+           started == o.started && base == o.base;
+  }
+};
+struct TransportState {
+  static constexpr uint32_t kVersion = 1;
+  static constexpr size_t kHeaderBytes = 72, kQueueBytes = 32, kVectorBytes = 16;
+  uint16_t command = 0;
+  uint16_t msix_control = 0;  // Only the enable and function-mask bits.
+  uint64_t bar = 0;
+  uint32_t device_feature_select = 0, driver_feature_select = 0;
+  uint64_t driver_features = 0;
+  uint8_t status = 0;
+  uint8_t config_generation = 0;
+  uint16_t config_vector = kNoVector;
+  uint16_t queue_select = 0;
+  bool failed = false;
+  uint64_t pba[2] = {0, 0};
+  std::vector<SavedQueue> queues;
+  std::vector<MsixEntryState> msix;
+  bool operator==(const TransportState&) const = default;
+};
+std::vector<uint8_t> encode_transport_state(const TransportState& s);
+// Pure: an Error names the first thing wrong, in one sentence.
+Result<TransportState> decode_transport_state(std::span<const uint8_t> bytes, const DeviceInfo& info);
+// The features a transport for `info` offers the driver (the device's, filtered, plus VERSION_1).
+uint64_t offered_features(const DeviceInfo& info);
+
 class Transport {
  public:
   // `backend` must outlive the transport. The BAR starts at `bar_address` (kBarSize-aligned).
@@ -107,6 +163,12 @@ class Transport {
   void fail(const std::string& why);
   // Bumped whenever queue_interrupt() of any queue, or bar(), may have changed.
   uint64_t generation() const { return generation_; }
+
+  // What the guest can see or set (ring bases left unset: they are the backend's).
+  TransportState state() const;
+  // Applies a state decode_transport_state() accepted for this device's DeviceInfo, on a
+  // transport the guest has not touched; the backend is not called. Bumps generation().
+  void restore(const TransportState& s);
 
   // A notify write that reached the transport instead of an ioeventfd; the owner kicks.
   // Returns the queue index, or nullopt for a write outside the notify area.

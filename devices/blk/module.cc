@@ -11,7 +11,10 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <memory>
 #include <utility>
+
+#include <xxhash.h>
 
 #include "base/disk_lock.h"
 #include "base/file.h"
@@ -101,6 +104,15 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
   dev.kind = "blk";
   dev.name = "disk " + std::to_string(index + 1) + " (" + d.path + ")";
   dev.guest = guest_device(vm.cpus);
+  // A spore records the disk as it is when the VM is paused: the broker keeps a copy of the
+  // fd for that (the worker gets the disk itself).
+  int copy = fcntl(disk.get(), F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) return sys_error("keep", "the disk " + d.path);
+  auto kept = std::make_shared<UniqueFd>(copy);
+  dev.record = [kept, readonly = d.readonly, what = "the disk " + d.path]() -> Result<std::vector<uint8_t>> {
+    MOSS_TRY(DiskRecord r, record_disk(kept->get(), readonly, what));
+    return encode_disk_record(r);
+  };
   MOSS_TRY(auto conn, vhost_user_pair());
   MOSS_TRY(auto control, control_pair());
   dev.vhost_user = std::move(conn.first);
@@ -203,6 +215,105 @@ uint64_t disk_bytes(int fd) {
     return ioctl(fd, BLKGETSIZE64, &size) == 0 ? size : 0;
   }
   return static_cast<uint64_t>(st.st_size);
+}
+
+namespace {
+
+void put_le(std::vector<uint8_t>& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; i++) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+uint64_t get_le(std::span<const uint8_t> in, size_t at, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; i++) v |= static_cast<uint64_t>(in[at + static_cast<size_t>(i)]) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_disk_record(const DiskRecord& r) {
+  std::vector<uint8_t> out;
+  put_le(out, kDiskRecordVersion, 4);
+  put_le(out, r.readonly ? 1 : 0, 4);
+  put_le(out, r.bytes, 8);
+  put_le(out, r.id_hi, 8);
+  put_le(out, r.id_lo, 8);
+  return out;
+}
+
+Result<DiskRecord> decode_disk_record(std::span<const uint8_t> in) {
+  if (in.size() != kDiskRecordBytes) {
+    return make_error("the spore's record of a disk is " + std::to_string(in.size()) + " bytes, not " +
+                      std::to_string(kDiskRecordBytes));
+  }
+  if (get_le(in, 0, 4) != kDiskRecordVersion) {
+    return make_error("the spore's record of a disk has version " + std::to_string(get_le(in, 0, 4)) +
+                      ", which this moss does not know");
+  }
+  uint64_t flags = get_le(in, 4, 4);
+  if (flags & ~1ull) return make_error("the spore's record of a disk has unknown flags");
+  DiskRecord r;
+  r.readonly = flags & 1;
+  r.bytes = get_le(in, 8, 8);
+  r.id_hi = get_le(in, 16, 8);
+  r.id_lo = get_le(in, 24, 8);
+  return r;
+}
+
+Result<DiskRecord> record_disk(int fd_in, bool readonly, const std::string& what) {
+  constexpr uint64_t kSample = 1ull << 20;
+  // A file description of our own: the worker may have turned O_DIRECT on for the one it
+  // shares with us, whose alignment rules buffered reads here need not follow.
+  int own = open(("/proc/self/fd/" + std::to_string(fd_in)).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (own < 0) return sys_error("read", what);
+  UniqueFd reopened(own);
+  const int fd = reopened.get();
+  DiskRecord r;
+  r.readonly = readonly;
+  r.bytes = disk_bytes(fd);
+  XXH3_state_t* state = XXH3_createState();
+  if (state == nullptr) return make_error("out of memory to read " + what);
+  XXH3_128bits_reset(state);
+  std::vector<uint8_t> buf(kSample);
+  // The first MiB, and the last MiB when the disk is larger (the two may overlap).
+  std::vector<std::pair<uint64_t, uint64_t>> spans{{0, r.bytes < kSample ? r.bytes : kSample}};
+  if (r.bytes > kSample) spans.push_back({r.bytes - kSample, kSample});
+  Result<void> read_ok;
+  for (auto [start, want] : spans) {
+    size_t got = 0;
+    while (got < want) {
+      ssize_t n = pread(fd, buf.data() + got, want - got, static_cast<off_t>(start + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        read_ok = n < 0 ? sys_error("read", what) : make_error(what + " ended before its size");
+        break;
+      }
+      got += static_cast<size_t>(n);
+    }
+    if (!read_ok) break;
+    XXH3_128bits_update(state, buf.data(), got);
+  }
+  XXH128_hash_t h = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  if (!read_ok) return read_ok.error();
+  r.id_hi = h.high64;
+  r.id_lo = h.low64;
+  return r;
+}
+
+Result<void> same_disk(const DiskRecord& recorded, const DiskRecord& given, const std::string& what) {
+  if (recorded.bytes != given.bytes) {
+    return make_error(what + " is " + std::to_string(given.bytes) + " bytes and the spore's disk was " +
+                      std::to_string(recorded.bytes) + "; give the disk the spore was made with");
+  }
+  if (recorded.id_hi != given.id_hi || recorded.id_lo != given.id_lo) {
+    return make_error(what + " is not the disk the spore was made with (its first and last MiB differ); give that disk, "
+                      "unchanged since the suspend");
+  }
+  if (recorded.readonly != given.readonly) {
+    return make_error(what + std::string(" was ") + (recorded.readonly ? "read-only" : "writable") +
+                      " when the spore was made; give it " + (recorded.readonly ? "with ,ro" : "without ,ro"));
+  }
+  return {};
 }
 
 const Module& module() {

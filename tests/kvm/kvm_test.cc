@@ -23,6 +23,12 @@
 #include <utility>
 
 #include <capnp/pretty-print.h>
+#include <capnp/any.h>
+#include <capnp/serialize.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <algorithm>
 
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
@@ -1363,6 +1369,484 @@ KVM_TEST(Sandbox, TheVcpuProcessCannotMakeAnotherVmOnceItsOwnIsSetUp) {
 KVM_TEST(Sandbox, ForbiddenSyscallKillsTheVcpuProcessAndTheBrokerSaysSo) {
   require_kvm();
   expect_vcpu_killed_by_sigsys_on_sigusr2("vcpu:on-sigusr2");
+}
+
+
+// ---- Spores through the CLI (moss suspend, moss restore, the store): freestanding guests,
+// so they run on PVM. The counter guest keeps all of its state in registers and prints one
+// tick a line: a VM restored from a spore continues its count instead of starting again.
+
+struct SporeScratch {
+  std::filesystem::path dir;
+  std::map<std::string, std::string> env;
+  explicit SporeScratch(const std::string& tag) {
+    dir = std::filesystem::temp_directory_path() / ("moss-spore-" + tag + "-" + std::to_string(getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    env = {{"MOSS_RUNTIME_DIR", (dir / "rt").string()}, {"XDG_DATA_HOME", (dir / "data").string()}};
+  }
+  ~SporeScratch() { std::filesystem::remove_all(dir); }
+  std::string path(const std::string& name) const { return (dir / name).string(); }
+  std::string store() const { return path("store"); }
+};
+
+std::vector<std::string> counter_args(const std::string& name, std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {moss(), "run", "--name", name, "--kernel", guest("counter"), "--initrd", "none",
+                                   "--mem", "64M"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+// The ticks the counter guest printed, in order (whole lines only).
+std::vector<uint64_t> ticks(const std::string& out) {
+  std::vector<uint64_t> t;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (in.eof()) break;  // The last line may be cut short.
+    auto at = line.find("tick ");
+    if (at == std::string::npos || line.size() < at + 5 + 16) continue;
+    t.push_back(std::stoull(line.substr(at + 5, 16), nullptr, 16));
+  }
+  return t;
+}
+
+std::string tick_line(uint64_t n) {
+  char want[64];
+  std::snprintf(want, sizeof want, "tick %016llx", static_cast<unsigned long long>(n));
+  return want;
+}
+
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 0777;
+}
+
+// A VM restored from `spore` continues the count that ended at `last`: its first whole tick
+// is the next one (or the one after, when the suspend cut a line short), never a new start.
+void expect_count_continues(Process& restored, uint64_t last) {
+  ASSERT_TRUE(restored.wait_for_output(tick_line(last + 2), seconds(60))) << restored.out();
+  auto t = ticks(restored.out());
+  ASSERT_FALSE(t.empty()) << restored.out();
+  EXPECT_TRUE(t.front() == last + 1 || t.front() == last + 2) << "suspended after tick " << last << ", restored at tick "
+                                                              << t.front() << ":\n" << restored.out();
+  for (size_t i = 1; i < t.size(); i++) EXPECT_EQ(t[i], t[i - 1] + 1) << restored.out();
+}
+
+KVM_TEST(Spore, ASuspendedCounterContinuesInAFreshMoss) {
+  require_kvm();
+  SporeScratch s("continue");
+  Process vm(counter_args("count"), s.env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(3), seconds(60))) << vm.out();
+  auto sus = run({moss(), "suspend", "count", "--out", s.path("count.spore"), "--store", s.store()}, seconds(60), s.env);
+  EXPECT_EQ(sus.exit_code, 0) << describe(sus);
+  EXPECT_NE(sus.out.find("the VM is in the spore " + s.path("count.spore")), std::string::npos) << describe(sus);
+  auto ended = vm.wait(seconds(30));
+  EXPECT_EQ(ended.exit_code, 0) << describe(ended);
+  EXPECT_NE(ended.err.find("moss: the VM was suspended to " + s.path("count.spore")), std::string::npos) << describe(ended);
+  auto before = ticks(ended.out);
+  ASSERT_FALSE(before.empty());
+  // Spores and the store hold guest RAM: directories 0700, files 0600.
+  EXPECT_EQ(mode_of(s.path("count.spore")), 0700u);
+  EXPECT_EQ(mode_of(s.path("count.spore/manifest")), 0600u);
+  EXPECT_EQ(mode_of(s.store()), 0700u);
+  for (auto& e : std::filesystem::recursive_directory_iterator(s.store() + "/chunks")) {
+    EXPECT_EQ(mode_of(e.path().string()), e.is_directory() ? 0700u : 0600u) << e.path();
+  }
+  auto json = run({moss(), "inspect", s.path("count.spore")}, seconds(30));
+  EXPECT_EQ(json.exit_code, 0) << describe(json);
+  EXPECT_NE(json.out.find("\"name\": \"count\""), std::string::npos) << json.out.substr(0, 2000);
+  EXPECT_NE(json.out.find("\"kind\": \"vsock\""), std::string::npos);
+
+  Process restored({moss(), "restore", s.path("count.spore"), "--name", "count", "--store", s.store()}, s.env);
+  expect_count_continues(restored, before.back());
+  // The restored VM is a named VM like any other, and can be suspended again.
+  auto st = run({moss(), "stats", "count"}, seconds(10), s.env);
+  EXPECT_NE(st.out.find("\"state\": \"running\""), std::string::npos) << describe(st);
+  auto again = run({moss(), "suspend", "count", "--out", s.path("again.spore"), "--store", s.store()}, seconds(60), s.env);
+  EXPECT_EQ(again.exit_code, 0) << describe(again);
+  auto second = restored.wait(seconds(30));
+  EXPECT_EQ(second.exit_code, 0) << describe(second);
+  auto json2 = run({moss(), "inspect", s.path("again.spore")}, seconds(30));
+  EXPECT_NE(json2.out.find("\"generation\": \"1\""), std::string::npos) << json2.out.substr(json2.out.find("identity"));
+}
+
+KVM_TEST(Spore, KeepRunningLeavesTheVmRunningAndTheSporeRestoresBesideIt) {
+  require_kvm();
+  SporeScratch s("keep");
+  Process vm(counter_args("keep"), s.env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(2), seconds(60))) << vm.out();
+  auto sus = run({moss(), "suspend", "keep", "--out", s.path("k.spore"), "--keep-running", "--store", s.store()},
+                 seconds(60), s.env);
+  EXPECT_EQ(sus.exit_code, 0) << describe(sus);
+  EXPECT_NE(sus.out.find("the VM runs on"), std::string::npos) << describe(sus);
+  uint64_t at_suspend = ticks(vm.out()).back();
+  ASSERT_TRUE(vm.wait_for_output(tick_line(at_suspend + 2), seconds(60))) << "no tick after the suspend:\n" << vm.out();
+  // The spore runs beside the VM it came from, under another name (and another CID).
+  Process copy({moss(), "restore", s.path("k.spore"), "--name", "copy", "--store", s.store()}, s.env);
+  expect_count_continues(copy, at_suspend);
+  auto a = run({moss(), "stats", "keep"}, seconds(10), s.env), b = run({moss(), "stats", "copy"}, seconds(10), s.env);
+  auto cid = [](const std::string& json) {
+    auto at = json.find("\"vsock_cid\": ");
+    return at == std::string::npos ? std::string() : json.substr(at, json.find(',', at) - at);
+  };
+  EXPECT_NE(cid(a.out), "");
+  EXPECT_NE(cid(a.out), cid(b.out)) << a.out << b.out;
+  EXPECT_EQ(run({moss(), "stop", "copy"}, seconds(30), s.env).exit_code, 0);
+  EXPECT_EQ(run({moss(), "stop", "keep"}, seconds(30), s.env).exit_code, 0);
+  copy.wait(seconds(20));
+  vm.wait(seconds(20));
+}
+
+// A backend without vhost-user DEVICE_STATE (qemu-storage-daemon 7.2) cannot be saved: the
+// suspend says so and changes nothing: the VM was never paused, no spore, nothing in the store.
+KVM_TEST(Spore, ABackendWithoutDeviceStateFailsTheSuspendBeforeAnythingIsPaused) {
+  require_kvm();
+  if (access("/usr/bin/qemu-storage-daemon", X_OK) != 0) GTEST_SKIP() << "SKIP: qemu-storage-daemon is not installed";
+  SporeScratch s("qsd");
+  std::string img = s.path("q.img"), sock = s.path("qsd.sock");
+  { std::ofstream(img) << std::string(1 << 20, 'q'); }
+  Process qsd({"qemu-storage-daemon", "--blockdev", "driver=file,node-name=f,filename=" + img, "--export",
+               "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=" + sock + ",writable=on"});
+  for (int i = 0; i < 600 && access(sock.c_str(), F_OK) != 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(access(sock.c_str(), F_OK), 0) << "qemu-storage-daemon made no socket";
+  Process vm(counter_args("ext", {"--vhost-user-blk", sock}), s.env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(2), seconds(60))) << vm.out();
+  auto sus = run({moss(), "suspend", "ext", "--out", s.path("e.spore"), "--store", s.store()}, seconds(60), s.env);
+  EXPECT_EQ(sus.exit_code, 125) << describe(sus);
+  EXPECT_EQ(std::count(sus.err.begin(), sus.err.end(), '\n'), 1) << describe(sus);
+  EXPECT_NE(sus.err.find("moss: the VM named ext could not be suspended: "), std::string::npos) << describe(sus);
+  EXPECT_NE(sus.err.find(sock), std::string::npos) << "the sentence names the device: " << describe(sus);
+  EXPECT_FALSE(std::filesystem::exists(s.path("e.spore")));
+  auto st = run({moss(), "stats", "ext"}, seconds(10), s.env);
+  EXPECT_NE(st.out.find("\"state\": \"running\""), std::string::npos) << describe(st);
+  uint64_t now = ticks(vm.out()).back();
+  EXPECT_TRUE(vm.wait_for_output(tick_line(now + 1), seconds(60))) << vm.out();
+  EXPECT_EQ(run({moss(), "stop", "ext"}, seconds(30), s.env).exit_code, 0);
+  vm.wait(seconds(20));
+  kill(qsd.pid(), SIGTERM);
+  qsd.wait(seconds(10));
+}
+
+// A real spore of a VM with a disk, corrupted each way restore must refuse, one sentence each,
+// before the guest runs: and the same spore, uncorrupted, with the same disk, restores.
+KVM_TEST(Spore, CorruptSporesForeignHostsAndOtherDisksAreRefused) {
+  require_kvm();
+  SporeScratch s("refuse");
+  std::string disk = s.path("d.img");
+  {
+    std::ofstream f(disk, std::ios::binary);
+    for (int i = 0; i < (4 << 20) / 8; i++) f.write("diskdata", 8);
+  }
+  Process vm(counter_args("r", {"--disk", disk}), s.env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(2), seconds(60))) << vm.out();
+  auto sus = run({moss(), "suspend", "r", "--out", s.path("r.spore"), "--store", s.store()}, seconds(60), s.env);
+  ASSERT_EQ(sus.exit_code, 0) << describe(sus);
+  uint64_t last = ticks(vm.wait(seconds(30)).out).back();
+  auto refused = [&](const std::string& spore, std::vector<std::string> extra, const std::string& needle) {
+    std::vector<std::string> argv = {moss(), "restore", spore, "--name", "r2", "--store", s.store()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto o = run(argv, seconds(60), s.env);
+    EXPECT_EQ(o.exit_code, 125) << needle << ": " << describe(o);
+    EXPECT_NE(o.err.find(needle), std::string::npos) << describe(o);
+    EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << describe(o);
+    EXPECT_EQ(o.out.find("tick"), std::string::npos) << "the guest ran: " << describe(o);
+  };
+  auto copy = [&](const std::string& name) {
+    std::filesystem::copy(s.path("r.spore"), s.path(name), std::filesystem::copy_options::recursive);
+    return s.path(name);
+  };
+  auto manifest = [](const std::string& spore) {
+    std::ifstream f(spore + "/manifest", std::ios::binary);
+    return std::vector<char>{std::istreambuf_iterator<char>(f), {}};
+  };
+  auto write_manifest = [](const std::string& spore, const std::vector<char>& bytes) {
+    std::ofstream(spore + "/manifest", std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<long>(bytes.size()));
+  };
+  // The disks: none, one of another size, one of the same size with other bytes.
+  refused(s.path("r.spore"), {}, "the spore's VM had 1 disk and 0 were given");
+  std::string small = s.path("small.img"), other = s.path("other.img");
+  { std::ofstream(small) << std::string(1 << 20, 'x'); }
+  { std::ofstream(other) << std::string(4 << 20, 'x'); }
+  refused(s.path("r.spore"), {"--disk", small}, "disk 1 is 1048576 bytes and the spore's disk was 4194304");
+  refused(s.path("r.spore"), {"--disk", other}, "disk 1 is not the disk the spore was made with");
+  // A cut manifest; a format version this moss does not know.
+  auto bytes = manifest(s.path("r.spore"));
+  std::string cut = copy("cut.spore");
+  write_manifest(cut, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2)));
+  refused(cut, {"--disk", disk}, cut);
+  std::string newer = copy("newer.spore");
+  {
+    kj::ArrayPtr<const capnp::word> words(reinterpret_cast<const capnp::word*>(bytes.data()), bytes.size() / 8);
+    capnp::FlatArrayMessageReader reader(words);
+    capnp::MallocMessageBuilder mb;
+    mb.setRoot(reader.getRoot<capnp::AnyPointer>().getAs<capnp::AnyStruct>());
+    auto root = mb.getRoot<capnp::AnyStruct>();
+    // formatVersion is the Manifest's first field: its data section's first word.
+    root.getDataSection()[0] = 2;
+    auto flat = capnp::messageToFlatArray(mb);
+    write_manifest(newer, std::vector<char>(reinterpret_cast<const char*>(flat.begin()), reinterpret_cast<const char*>(flat.end())));
+  }
+  refused(newer, {"--disk", disk}, "version 2");
+  // A CPU feature no host has: leaf 7.0 EDX bit 0 (reserved) set in the host contract's CPUID.
+  std::string alien = copy("alien.spore");
+  {
+    std::string json = run({moss(), "inspect", s.path("r.spore")}, seconds(30)).out;
+    auto at = json.find("\"cpuid\": \"");
+    ASSERT_NE(at, std::string::npos);
+    std::string hex = json.substr(at + 10, json.find('"', at + 10) - at - 10);
+    // Find that hex (the contract's copy of vCPU 0's table) in the manifest's bytes and set the bit there.
+    std::vector<char> table;
+    for (size_t i = 0; i + 1 < hex.size(); i += 2) table.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    auto m = manifest(alien);
+    auto pos = std::search(m.begin(), m.end(), table.begin(), table.end());
+    ASSERT_NE(pos, m.end());
+    bool set = false;
+    for (size_t e = 0; e + 40 <= table.size(); e += 40) {
+      uint32_t fn, idx;
+      std::memcpy(&fn, table.data() + e, 4);
+      std::memcpy(&idx, table.data() + e + 4, 4);
+      if (fn == 7 && idx == 0) {
+        pos[static_cast<long>(e + 24)] |= 1;  // EDX: function, index, flags, eax, ebx, ecx, edx.
+        set = true;
+      }
+    }
+    ASSERT_TRUE(set) << "the spore's CPUID has no leaf 7.0";
+    write_manifest(alien, m);
+  }
+  refused(alien, {"--disk", disk}, "CPUID leaf 0x7.0 EDX bit 0");
+  // A flipped byte in a stored chunk: named, and nothing runs.
+  std::string victim;
+  for (auto& e : std::filesystem::recursive_directory_iterator(s.store() + "/chunks")) {
+    if (e.is_regular_file()) victim = e.path().string();
+  }
+  ASSERT_FALSE(victim.empty());
+  std::string saved = victim + ".orig";
+  std::filesystem::copy_file(victim, saved);
+  {
+    std::fstream f(victim, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekg(20);
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp(20);
+    c ^= 0x40;
+    f.write(&c, 1);
+  }
+  std::string chunk_name = victim.substr(victim.rfind('/') + 1);
+  refused(s.path("r.spore"), {"--disk", disk}, chunk_name.substr(0, 8));
+  std::filesystem::rename(saved, victim);
+  // Whole again, with its own disk: it runs on.
+  Process restored({moss(), "restore", s.path("r.spore"), "--name", "r2", "--store", s.store(), "--disk", disk}, s.env);
+  expect_count_continues(restored, last);
+  EXPECT_EQ(run({moss(), "stop", "r2"}, seconds(30), s.env).exit_code, 0);
+  restored.wait(seconds(20));
+}
+
+// kill -9 in the middle of a suspend (held between writing the chunks and recording the spore
+// by the broker's test hook): no half spore, and the store is usable after.
+void kill_during_suspend(const std::string& victim_role) {
+  SporeScratch s("kill-" + victim_role);
+  auto env = s.env;
+  env["MOSS_TEST_SUSPEND_HOLD"] = "chunks";
+  Process vm(counter_args("k", {"--disk", [&] {
+                                  std::ofstream(s.path("d.img")) << std::string(1 << 20, 'd');
+                                  return s.path("d.img");
+                                }()}),
+             env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(2), seconds(60))) << vm.out();
+  std::string spore = s.path("k.spore");
+  Process sus({moss(), "suspend", "k", "--out", spore, "--store", s.store()}, s.env);
+  for (int i = 0; i < 600 && access((spore + ".hold").c_str(), F_OK) != 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (access((spore + ".hold").c_str(), F_OK) != 0) FAIL() << "the suspend never reached its chunks: " << describe(sus.wait(seconds(30)));
+  pid_t victim = victim_role == "broker" ? vm.pid() : child_named(vm.pid(), victim_role);
+  ASSERT_GT(victim, 0) << victim_role;
+  kill(victim, SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::filesystem::remove(spore + ".hold");  // Lets a writer that is still alive go on.
+  auto client = sus.wait(seconds(60));
+  auto ended = vm.wait(seconds(60));
+  EXPECT_FALSE(ended.timed_out) << describe(ended);
+  if (victim_role == "broker") {
+    EXPECT_NE(client.exit_code, 0) << describe(client);
+    EXPECT_EQ(std::count(client.err.begin(), client.err.end(), '\n'), 1) << describe(client);
+  } else {
+    EXPECT_NE(ended.exit_code, 0) << "the VM lost a process and ended with an error: " << describe(ended);
+  }
+  // Either no spore or a whole one (the state was taken before the kill), never a half one.
+  if (std::filesystem::exists(spore)) {
+    auto json = run({moss(), "inspect", spore}, seconds(30));
+    EXPECT_EQ(json.exit_code, 0) << "a spore that exists is whole: " << describe(json);
+  }
+  for (auto& e : std::filesystem::directory_iterator(s.dir)) {
+    EXPECT_EQ(e.path().filename().string().find("k.spore."), std::string::npos) << "left behind: " << e.path();
+  }
+  auto gc = run({moss(), "store", "gc", "--store", s.store()}, seconds(60));
+  EXPECT_EQ(gc.exit_code, 0) << describe(gc);
+  // A later suspend works.
+  Process vm2(counter_args("k2"), s.env);
+  ASSERT_TRUE(vm2.wait_for_output(tick_line(2), seconds(60))) << vm2.out();
+  auto sus2 = run({moss(), "suspend", "k2", "--out", s.path("k2.spore"), "--store", s.store()}, seconds(60), s.env);
+  EXPECT_EQ(sus2.exit_code, 0) << describe(sus2);
+  vm2.wait(seconds(30));
+  EXPECT_EQ(run({moss(), "inspect", s.path("k2.spore")}, seconds(30)).exit_code, 0);
+}
+
+KVM_TEST(Spore, KillingTheBrokerMidSuspendLeavesNoHalfSpore) {
+  require_kvm();
+  kill_during_suspend("broker");
+}
+KVM_TEST(Spore, KillingTheVcpuProcessMidSuspendLeavesNoHalfSpore) {
+  require_kvm();
+  kill_during_suspend("moss-vcpu");
+}
+KVM_TEST(Spore, KillingAWorkerMidSuspendLeavesNoHalfSpore) {
+  require_kvm();
+  kill_during_suspend("moss-blk");
+}
+
+// A store on a small tmpfs that fills: one sentence, no spore, no chunk left, the VM runs on.
+KVM_TEST(Spore, AFullStoreFailsTheSuspendWithOneSentenceAndTheVmRunsOn) {
+  require_kvm();
+  if (geteuid() != 0) GTEST_SKIP() << "SKIP: mounting a small tmpfs needs root";
+  SporeScratch s("full");
+  std::filesystem::create_directories(s.path("small"));
+  ASSERT_EQ(mount("tmpfs", s.path("small").c_str(), "tmpfs", 0, "size=256k,mode=0700"), 0) << strerror(errno);
+  struct Unmount {
+    std::string p;
+    ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
+  } unmount{s.path("small")};
+  // The counter guest's RAM is mostly zero and compresses to little: random bytes take most of
+  // the tmpfs first, leaving less room than the spore's chunks and manifest need.
+  {
+    std::ofstream junk(s.path("small/junk"), std::ios::binary);
+    std::string fill(240 * 1024, '\0');
+    uint64_t x = 88172645463325252ull;
+    for (auto& c : fill) c = static_cast<char>(x ^= x << 13, x ^= x >> 7, x ^= x << 17);
+    junk.write(fill.data(), static_cast<long>(fill.size()));
+  }
+  Process vm(counter_args("full"), s.env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(2), seconds(60))) << vm.out();
+  std::string store = s.path("small/store");
+  auto sus = run({moss(), "suspend", "full", "--out", s.path("small/f.spore"), "--store", store}, seconds(60), s.env);
+  EXPECT_EQ(sus.exit_code, 125) << describe(sus);
+  EXPECT_EQ(std::count(sus.err.begin(), sus.err.end(), '\n'), 1) << describe(sus);
+  EXPECT_NE(sus.err.find("could not be suspended"), std::string::npos) << describe(sus);
+  EXPECT_FALSE(std::filesystem::exists(s.path("small/f.spore")));
+  size_t files = 0;
+  if (std::filesystem::exists(store)) {
+    for (auto& e : std::filesystem::recursive_directory_iterator(store)) files += e.is_regular_file() && e.path().filename() != "lock";
+  }
+  EXPECT_EQ(files, 0u) << "the failed suspend left files in the store";
+  uint64_t now = ticks(vm.out()).back();
+  EXPECT_TRUE(vm.wait_for_output(tick_line(now + 1), seconds(60))) << "the VM did not run on: " << vm.out();
+  EXPECT_EQ(run({moss(), "stop", "full"}, seconds(30), s.env).exit_code, 0);
+  vm.wait(seconds(20));
+}
+
+// moss pack, then moss unpack into another store and directory: the unpacked spore resumes.
+KVM_TEST(Spore, PackedAndUnpackedElsewhereTheSporeResumes) {
+  require_kvm();
+  SporeScratch s("pack");
+  Process vm(counter_args("p"), s.env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(2), seconds(60))) << vm.out();
+  ASSERT_EQ(run({moss(), "suspend", "p", "--out", s.path("p.spore"), "--store", s.store()}, seconds(60), s.env).exit_code, 0);
+  uint64_t last = ticks(vm.wait(seconds(30)).out).back();
+  auto pack = run({moss(), "pack", s.path("p.spore"), "-o", s.path("p.mossp"), "--store", s.store()}, seconds(60));
+  ASSERT_EQ(pack.exit_code, 0) << describe(pack);
+  std::filesystem::remove_all(s.path("p.spore"));
+  std::filesystem::remove_all(s.store());
+  std::filesystem::create_directories(s.path("elsewhere"));
+  auto unpack = run({moss(), "unpack", s.path("p.mossp"), "-o", s.path("elsewhere/p.spore"), "--store", s.path("store2")},
+                    seconds(60));
+  ASSERT_EQ(unpack.exit_code, 0) << describe(unpack);
+  Process restored({moss(), "restore", s.path("elsewhere/p.spore"), "--name", "p", "--store", s.path("store2")}, s.env);
+  expect_count_continues(restored, last);
+  EXPECT_EQ(run({moss(), "stop", "p"}, seconds(30), s.env).exit_code, 0);
+  restored.wait(seconds(20));
+}
+
+
+// ---- Spores of Linux guests (issue 13 acceptance 1 and 2): unrun on PVM, they join the
+// nested batch.
+
+// A Linux VM with a disk keeps counting in memory and appending to a file on its disk;
+// suspended and restored in a fresh moss, the count goes on, the file holds every line,
+// moss exec answers, and the guest's monotonic clock did not jump.
+LINUX_TEST(SporeLinux, ARestoredVmKeepsItsMemoryItsDiskAndItsClock) {
+  require_kvm();
+  Scratch s;
+  std::string rt = (s.dir / "rt").string(), store = (s.dir / "store").string(), spore = (s.dir / "dev.spore").string();
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
+  std::string disk = s.image("data.img", 64 << 20, 9);
+  ASSERT_EQ(run({"mkfs.ext4", "-q", "-F", disk}, seconds(60)).exit_code, 0);
+  Process vm({moss(), "run", "--name", "dev", "--cpus", "2", "--disk", disk}, env);
+  ASSERT_TRUE(vm.wait_for_output("moss-init: ready", seconds(400))) << vm.out();
+  auto start = run({moss(), "exec", "dev", "--", "sh", "-c",
+                    "mkdir -p /mnt && mount /dev/vda /mnt && "
+                    "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo line $i >> /mnt/log; sync; sleep 0.2; done) "
+                    ">/dev/null 2>&1 & sleep 2; cat /proc/uptime"},
+                   seconds(120), env);
+  ASSERT_EQ(start.exit_code, 0) << describe(start);
+  auto sus = run({moss(), "suspend", "dev", "--out", spore, "--store", store}, seconds(300), env);
+  ASSERT_EQ(sus.exit_code, 0) << describe(sus);
+  auto ended = vm.wait(seconds(60));
+  EXPECT_EQ(ended.exit_code, 0) << describe(ended);
+  Process restored({moss(), "restore", spore, "--name", "dev", "--disk", disk, "--store", store}, env);
+  auto after = run({moss(), "exec", "dev", "--", "sh", "-c",
+                    "a=$(cat /tmp/count); sleep 1; b=$(cat /tmp/count); echo $a $b; "
+                    "tail -n 1 /mnt/log; cat /run/moss/generation; "
+                    "for c in 0 1; do taskset -c $c sleep 1 && echo slept-$c; done; cat /proc/uptime"},
+                   seconds(120), env);
+  EXPECT_EQ(after.exit_code, 0) << describe(after);
+  std::istringstream in(after.out);
+  long a = 0, b = 0;
+  in >> a >> b;
+  EXPECT_GT(a, 5) << "the count started again: " << describe(after);
+  EXPECT_GT(b, a) << "the count does not go on: " << describe(after);
+  EXPECT_NE(after.out.find("line "), std::string::npos) << describe(after);
+  EXPECT_NE(after.out.find("\n1\n"), std::string::npos) << "generation 1: " << describe(after);
+  EXPECT_NE(after.out.find("slept-0"), std::string::npos) << describe(after);
+  EXPECT_NE(after.out.find("slept-1"), std::string::npos) << describe(after);
+  // Monotonic time: the uptime after the restore is within seconds of the one before it (the
+  // time the VM spent as a spore does not count).
+  double up_before = std::stod(start.out), up_after = std::stod(after.out.substr(after.out.rfind("slept-1") + 8));
+  EXPECT_LT(up_after - up_before, 60.0) << describe(start) << describe(after);
+  EXPECT_EQ(run({moss(), "stop", "dev"}, seconds(60), env).exit_code, 0);
+  restored.wait(seconds(60));
+  // The log on the disk holds every line in order, none lost across the suspend.
+  auto log = run({"sh", "-c", "debugfs -R 'cat /log' " + quote(disk) + " 2>/dev/null"}, seconds(60));
+  std::istringstream lines(log.out);
+  std::string word;
+  long n = 0, prev = 0;
+  while (lines >> word >> n) {
+    EXPECT_EQ(n, prev + 1) << "a line is missing before line " << n;
+    prev = n;
+  }
+  EXPECT_GT(prev, b) << log.out.substr(0, 2000);
+}
+
+// moss spore create, then moss run --from SPORE -- CMD twice at once: each exits with its
+// command's status and output, on its own CID, with its own random bytes and generation 1.
+LINUX_TEST(SporeLinux, SporeCreateThenRunFromTwiceAtOnce) {
+  require_kvm();
+  Scratch s;
+  std::string rt = (s.dir / "rt").string(), store = (s.dir / "store").string(), spore = (s.dir / "base.spore").string();
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
+  auto create = run({moss(), "spore", "create", spore, "--store", store}, seconds(400), env);
+  ASSERT_EQ(create.exit_code, 0) << describe(create);
+  EXPECT_NE(create.err.find("moss: the VM was suspended to " + spore), std::string::npos) << describe(create);
+  std::string cmd = "echo out; echo err >&2; head -c 16 /dev/urandom | od -An -tx1; cat /run/moss/generation; exit 7";
+  Process a({moss(), "run", "--from", spore, "--store", store, "--", "sh", "-c", cmd}, env);
+  Process b({moss(), "run", "--from", spore, "--store", store, "--", "sh", "-c", cmd}, env);
+  auto oa = a.wait(seconds(300)), ob = b.wait(seconds(300));
+  for (const Outcome* o : {&oa, &ob}) {
+    EXPECT_EQ(o->exit_code, 7) << describe(*o);
+    EXPECT_EQ(o->out.rfind("out\n", 0), 0u) << describe(*o);
+    EXPECT_EQ(o->err, "err\n") << describe(*o);
+    EXPECT_NE(o->out.find("\n1\n"), std::string::npos) << "generation 1: " << describe(*o);
+  }
+  EXPECT_NE(oa.out, ob.out) << "two restores of one spore read the same random bytes";
 }
 
 }  // namespace
