@@ -892,6 +892,9 @@ KVM_TEST(VcpuControl, DiskIoGoesOnInTheSameProcessWhenTheVmResumesAfterASave) {
       auto d2 = again->root<ipc::VcpuToBroker>().getMachineState().getDevices();
       ASSERT_EQ(d2.size(), 1u);
       EXPECT_TRUE(d2[0].getTransport() == devices[0].getTransport());
+      // Devices are restored only into a fresh process; here that is refused, whole.
+      auto rewind = d.call([&](auto m) { m.initRestoreMachineState().setState(saved->root<ipc::VcpuToBroker>().getMachineState()); });
+      EXPECT_EQ(refusal(rewind), "a saved machine with devices is restored by starting a fresh vcpu process with it");
     }
     ASSERT_TRUE(d.call([](auto m) { m.setResume(); })->root<ipc::VcpuToBroker>().isResumed());
     if (i == 0) {
