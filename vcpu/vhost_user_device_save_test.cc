@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include "devices/virtio/driver.h"
 #include "tests/harness/guest.h"
+#include "tests/harness/vsock_process.h"
 #include "tests/harness/worker_process.h"
 #include "vcpu/vhost_user_device.h"
 
@@ -251,6 +253,93 @@ TEST(VhostUserDeviceSave, ABackendWithoutDeviceStateCannotSave) {
   auto s = (*d)->save();
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().message, c.error().message);
+}
+
+// moss-vsock through the same path: its state goes to a fresh worker, which tells the guest
+// that its connections are gone with VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue.
+TEST(VhostUserDeviceSave, VsockStateMovesToAFreshWorkerWhichSendsTransportReset) {
+  auto r = GuestRam::create(16 << 20);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto ram = std::move(*r);
+  std::vector<SharedRegion> memory{{0, ram->size(), ram->host(), ram->fd(), 0}};
+  std::vector<virtio::DriverQueue> queues;
+  std::vector<virtio_pci::QueueState> qs;
+  for (int q = 0; q < 3; q++) {
+    auto base = ram->alloc(virtio::DriverQueue::footprint(64));
+    ASSERT_TRUE(base.ok());
+    auto dq = virtio::DriverQueue::create(ram->memory(), *base, 64, false, false);
+    ASSERT_TRUE(dq.ok()) << dq.error().message;
+    virtio_pci::QueueState s;
+    s.size = 64;
+    s.enabled = true;
+    s.vector = static_cast<uint16_t>(q);
+    s.desc = dq->config().desc_gpa;
+    s.driver = dq->config().avail_gpa;
+    s.device = dq->config().used_gpa;
+    qs.push_back(s);
+    queues.push_back(std::move(*dq));
+  }
+  // The event queue (2) gets two 8-byte buffers: moss-vsock sends TRANSPORT_RESET when its
+  // rings first start (its fresh table has no connection of the guest's), and again after a
+  // restore.
+  std::map<uint16_t, uint64_t> events;  // By head.
+  for (int i = 0; i < 2; i++) {
+    uint64_t e = *ram->alloc(8, 8);
+    std::memset(ram->bytes(e, 8).data(), 0xff, 8);
+    virtio::DriverQueue::Buffer ev[] = {{e, 8}};
+    auto head = queues[2].add_chain({}, ev);
+    ASSERT_TRUE(head.ok()) << head.error().message;
+    events[*head] = e;
+  }
+  auto next_event = [&]() -> std::optional<uint32_t> {
+    for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10); std::chrono::steady_clock::now() < end;) {
+      auto e = queues[2].pop_used();
+      EXPECT_TRUE(e.ok()) << e.error().message;
+      if (!e.ok()) return std::nullopt;
+      if (*e) {
+        uint64_t gpa = events.at((*e)->first);
+        uint32_t id;
+        std::memcpy(&id, ram->bytes(gpa, 4).data(), 4);
+        return id;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return std::nullopt;
+  };
+
+  VhostUserDeviceSpec spec;
+  spec.name = "vsock (cid 3)";
+  spec.virtio_id = 19;
+  spec.pci_class = 0x088000;
+  spec.config_size = 8;
+  spec.num_queues = 3;
+  spec.min_queues = 3;
+  harness::VsockProcessOptions o;
+  o.pass_fd = true;
+  auto w1 = harness::VsockProcess::start(o);
+  ASSERT_TRUE(w1.ok()) << w1.error().message;
+  auto d1 = VhostUserDevice::connect((*w1)->take_connection(), spec, memory);
+  ASSERT_TRUE(d1.ok()) << d1.error().message;
+  const uint64_t features = (*d1)->info().features & kVersion1;
+  ASSERT_TRUE((*d1)->activate(features, qs).ok());
+  EXPECT_EQ(next_event(), std::optional<uint32_t>(0));  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+  auto saved = (*d1)->save();
+  ASSERT_TRUE(saved.ok()) << saved.error().message;
+  ASSERT_EQ(saved->bases.size(), 3u);
+  EXPECT_EQ(saved->bases[2], std::optional<uint16_t>(1));  // The event queue took one buffer.
+  EXPECT_FALSE(saved->state.empty());
+  d1->reset();
+  (*w1)->kill9();
+
+  auto w2 = harness::VsockProcess::start(o);
+  ASSERT_TRUE(w2.ok()) << w2.error().message;
+  auto d2 = VhostUserDevice::connect((*w2)->take_connection(), spec, memory);
+  ASSERT_TRUE(d2.ok()) << d2.error().message;
+  std::vector<virtio_pci::SavedQueue> sq;
+  for (int q = 0; q < 3; q++) sq.push_back({qs[q], true, *saved->bases[q]});
+  auto restored = (*d2)->restore(features, sq, saved->state);
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  EXPECT_EQ(next_event(), std::optional<uint32_t>(0)) << "no TRANSPORT_RESET after the restore";
 }
 
 }  // namespace
