@@ -1941,6 +1941,33 @@ KVM_TEST(Spore, KillingAWorkerMidSuspendLeavesNoHalfSpore) {
   kill_during_suspend("moss-blk");
 }
 
+// moss store gc while a suspend is writing (held after its chunks, before its spore exists):
+// gc waits for the writer, and keeps every chunk the new spore names.
+KVM_TEST(Spore, StoreGcDuringASuspendKeepsTheChunksBeingWritten) {
+  require_kvm();
+  SporeScratch s("gc");
+  auto env = s.env;
+  env["MOSS_TEST_SUSPEND_HOLD"] = "chunks";
+  Process vm(counter_args("g"), env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(2), seconds(60))) << vm.out();
+  std::string spore = s.path("g.spore");
+  Process sus({moss(), "suspend", "g", "--out", spore, "--store", s.store()}, s.env);
+  for (int i = 0; i < 600 && access((spore + ".hold").c_str(), F_OK) != 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (access((spore + ".hold").c_str(), F_OK) != 0) FAIL() << "the suspend never reached its chunks: " << describe(sus.wait(seconds(30)));
+  Process gc({moss(), "store", "gc", "--store", s.store()});
+  EXPECT_FALSE(gc.wait_for_output("store", seconds(2))) << "gc ran while a suspend held the store: " << gc.out();
+  std::filesystem::remove(spore + ".hold");
+  auto client = sus.wait(seconds(60));
+  EXPECT_EQ(client.exit_code, 0) << describe(client);
+  auto g = gc.wait(seconds(60));
+  EXPECT_EQ(g.exit_code, 0) << describe(g);
+  uint64_t last = ticks(vm.wait(seconds(30)).out).back();
+  Process restored({moss(), "restore", spore, "--name", "g", "--store", s.store()}, s.env);
+  expect_count_continues(restored, last);
+  EXPECT_EQ(run({moss(), "stop", "g"}, seconds(30), s.env).exit_code, 0);
+  restored.wait(seconds(20));
+}
+
 // A store on a small tmpfs that fills: one sentence, no spore, no chunk left, the VM runs on.
 KVM_TEST(Spore, AFullStoreFailsTheSuspendWithOneSentenceAndTheVmRunsOn) {
   require_kvm();
