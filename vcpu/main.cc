@@ -284,8 +284,13 @@ int run(int ctl, bool jailed) {
             // Everything is decoded and checked before KVM sees any of it.
             auto req = msg.getRestoreMachineState();
             auto d = decode_machine_state(req.getState());
-            Result<void> r = d ? m.restore_machine(d->cpus, d->vm, d->uart, d->i8042, req.getRealtimeClock())
-                               : Result<void>(d.error());
+            Result<void> r = d ? Result<void>() : Result<void>(d.error());
+            // Devices come back only in a fresh process (MachineConfig.restore): their
+            // backends' state cannot be rewound under a running VM. Never a partial restore.
+            if (r && req.getState().getDevices().size() != 0) {
+              r = make_error("a saved machine with devices is restored by starting a fresh vcpu process with it");
+            }
+            if (r) r = m.restore_machine(d->cpus, d->vm, d->uart, d->i8042, req.getRealtimeClock());
             reply(ctl, r, [](auto x) { x.setRestored(); });
             break;
           }

@@ -185,3 +185,37 @@ TEST_F(SporeCli, AStoreOnAFullFilesystemFailsWithOneSentenceAndLeavesNothingPart
 
 }  // namespace
 }  // namespace moss::test
+
+namespace moss::test {
+namespace {
+
+// The suspend, restore and spore create verbs' bad input, before any VM or KVM is needed:
+// one sentence each, and nothing made.
+TEST_F(SporeCli, SuspendRestoreAndSporeCreateRefuseBadInputWithOneSentence) {
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", (dir_ / "rt").string()}};
+  expect_one_sentence(run({moss(), "suspend", "nobody", "--out", (dir_ / "n.spore").string(), "--store", store_}, seconds(30), env),
+                      125, "no VM named nobody is running");
+  EXPECT_FALSE(fs::exists(dir_ / "n.spore"));
+  expect_one_sentence(run({moss(), "suspend", "nobody", "--out", (dir_ / "dev.spore").string()}, seconds(30), env), 125,
+                      "the spore " + (dir_ / "dev.spore").string() + " exists already");
+  expect_one_sentence(run({moss(), "suspend", "nobody"}, seconds(30), env), 2, "moss suspend needs --out SPORE");
+  expect_one_sentence(run({moss(), "restore", (dir_ / "nope").string(), "--name", "r", "--store", store_}, seconds(30), env),
+                      125, "there is no spore at " + (dir_ / "nope").string());
+  expect_one_sentence(run({moss(), "restore", (dir_ / "dev.spore").string()}, seconds(30), env), 2,
+                      "moss restore needs --name NAME");
+  expect_one_sentence(run({moss(), "restore", (dir_ / "dev.spore").string(), "--name", "r", "--mem", "1G"}, seconds(30), env), 2,
+                      "--mem does not apply to a spore");
+  // The store library's test spore has 4 MiB of RAM at 0: no machine moss makes.
+  expect_one_sentence(run({moss(), "restore", (dir_ / "dev.spore").string(), "--name", "r", "--store", store_}, seconds(30), env),
+                      125, "the spore's RAM is smaller than any machine moss makes");
+  expect_one_sentence(run({moss(), "run", "--from", (dir_ / "cut").string(), "--", "true"}, seconds(30), env), 125,
+                      "there is no spore at " + (dir_ / "cut").string());
+  expect_one_sentence(run({moss(), "spore", "create", (dir_ / "dev.spore").string(), "--kernel", "/nonexistent"}, seconds(30), env),
+                      125, "exists already");
+  expect_one_sentence(run({moss(), "spore", "create", (dir_ / "s.spore").string(), "--", "true"}, seconds(30), env), 2,
+                      "takes no command");
+  EXPECT_FALSE(fs::exists(dir_ / "rt" / "r.sock"));
+}
+
+}  // namespace
+}  // namespace moss::test

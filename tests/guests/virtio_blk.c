@@ -12,6 +12,13 @@
  *   - at least 16 sectors, and FLUSH offered;
  *   - sectors 0..7 read as zeros; the write of pattern B to sectors 8..15 and the flush
  *     complete with VIRTIO_BLK_S_OK; sectors 8..15 then still read as zeros.
+ * Built with -DVIRTIO_BLK_LOOP (the guest virtio_blk_loop), it then keeps doing I/O for the
+ * suspend tests: LOOP_ROUNDS rounds, round i writing 4 KiB of pattern C (the word at byte
+ * offset o is o * 0x9e3779b1 + 0x6c6f6f70) to sectors 16 + 8i..23 + 8i, reading it back and
+ * printing "virtio-blk-guest: round i", about 20 ms apart; then it reads every round's sectors
+ * again. The disk then needs at least 16 + 8 * LOOP_ROUNDS sectors.
+ * Every completion must be the one request submitted: a used element beyond it (a request
+ * done twice) fails the guest.
  * On success the last console line is "virtio-blk-guest: ok" and the status is 0; every failed
  * step prints "virtio-blk-guest: FAIL ..." and returns its own status (enum step below).
  *
@@ -40,7 +47,11 @@ enum step {
   kReadBackMismatch = 14,
   kDeviceNeedsReset = 15, /* DEVICE_NEEDS_RESET or a used element we did not submit */
   kNoFlush = 16,        /* the null contract: FLUSH not offered */
+  kLoopFailed = 17,     /* a round of the loop build failed */
 };
+
+#define LOOP_ROUNDS 48
+#define PATTERN_C 0x6c6f6f70u /* "loop" */
 
 /* ---- port I/O, MMIO, console ------------------------------------------------------------ */
 
@@ -298,6 +309,10 @@ static int submit(uint32_t type, uint64_t sector, void* data, uint32_t len) {
   DESC[n].flags = VIRTQ_DESC_F_WRITE;
   DESC[n].next = 0;
 
+  if (*USED_IDX != used_idx) {
+    puts("virtio-blk-guest: a used element arrived for no request (one done twice?)\n");
+    return -1;
+  }
   AVAIL_RING[avail_idx % queue_size] = 0; /* the chain's head */
   barrier(); /* x86 keeps stores in order; the compiler must too */
   *AVAIL_IDX = ++avail_idx;
@@ -510,6 +525,30 @@ int guest_main(void) {
   if (submit(VIRTIO_BLK_T_IN, 8, buffer, sizeof buffer)) return fail(kReadBackFailed, "reading back sectors 8-15");
   if (check_written_sectors()) return fail(kReadBackMismatch, "sectors 8-15 do not hold what the contract says");
   puts("virtio-blk-guest: read back sectors 8-15 ok\n");
+#ifdef VIRTIO_BLK_LOOP
+  if (capacity < 16 + 8 * LOOP_ROUNDS) return fail(kTooSmall, "the disk is too small for the loop");
+  for (uint32_t round = 0; round < LOOP_ROUNDS; round++) {
+    uint32_t first = (16 + 8 * round) * 512;
+    for (uint32_t i = 0; i < 1024; i++) w[i] = pattern(first + 4 * i, PATTERN_C);
+    if (submit(VIRTIO_BLK_T_OUT, 16 + 8 * round, buffer, sizeof buffer)) return fail(kLoopFailed, "writing a round");
+    for (uint32_t i = 0; i < 1024; i++) w[i] = 0xa5a5a5a5u;
+    if (submit(VIRTIO_BLK_T_IN, 16 + 8 * round, buffer, sizeof buffer)) return fail(kLoopFailed, "reading a round back");
+    if (check_pattern(first, PATTERN_C)) return fail(kLoopFailed, "a round's sectors do not hold pattern C");
+    puts("virtio-blk-guest: round ");
+    putdec(round);
+    puts("\n");
+    uint64_t t0 = pit_now();
+    while (pit_now() - t0 < PIT_HZ / 50) {
+    }
+  }
+  for (uint32_t round = 0; round < LOOP_ROUNDS; round++) {
+    for (uint32_t i = 0; i < 1024; i++) w[i] = 0xa5a5a5a5u;
+    if (submit(VIRTIO_BLK_T_IN, 16 + 8 * round, buffer, sizeof buffer)) return fail(kLoopFailed, "reading the rounds again");
+    if (check_pattern((16 + 8 * round) * 512, PATTERN_C)) return fail(kLoopFailed, "a round's sectors changed");
+  }
+  if (*USED_IDX != used_idx) return fail(kLoopFailed, "a used element arrived for no request (one done twice?)");
+  puts("virtio-blk-guest: rounds ok\n");
+#endif
   puts("virtio-blk-guest: ok\n");
   return kOk;
 }
