@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "base/syscall.h"
+#include "broker/generation.h"
 #include "vcpu/kvm_caps.h"
 
 namespace moss::restore {
@@ -53,7 +54,9 @@ Result<Loaded> load(const std::string& spore, const std::string& store_dir) {
                       " vCPU states for a machine of " + std::to_string(l.cpus));
   }
   l.cmdline = root.getMachine().getCmdline().cStr();
-  l.generation = root.getIdentity().getGeneration() + 1;
+  // A fresh random generation, not the spore's plus one: two restores of one spore are two
+  // VMs and must differ (as VMGenID's ids do).
+  MOSS_TRY(l.generation, fresh_generation());
   return l;
 }
 

@@ -107,7 +107,10 @@ struct ChunkRef {
 }
 
 struct Identity {
-  generation @0 :UInt64;          # Incremented on every restore (the guest agent sees it).
+  # The VM's generation: 0 until it is first restored, then a fresh random number (1..2^63-1)
+  # on every restore, so that two restores of one spore differ, as VMGenID's ids do. The
+  # guest agent publishes it in /run/moss/generation.
+  generation @0 :UInt64;
   vsockCid @1 :UInt32;
   name @2 :Text;                  # The VM's --name when captured, "" for none.
   mac @3 :Data;                   # The virtio-net MAC (6 bytes), empty without a NIC.

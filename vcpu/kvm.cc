@@ -267,9 +267,24 @@ Result<std::vector<kvm_cpuid_entry2>> get_cpuid2(KvmIoctl& io) {
   return make_error("KVM reports an implausible number of CPUID leaves for this vCPU");
 }
 
+// Whether two CPUID entries are the same leaf with the same values, apart from the bits KVM
+// rewrites while the guest runs (kvm_update_cpuid_runtime): they mirror CR4.OSXSAVE and
+// CR4.PKE, APIC_BASE's enable bit, MISC_ENABLE's MWAIT bit and XCR0 (the XSAVE sizes of leaf
+// 0xd), all of which the restored registers and MSRs bring back. A Linux guest sets them all
+// while it boots, so a saved vCPU shows them and a freshly set-up one does not.
 bool same_cpuid(const kvm_cpuid_entry2& a, const kvm_cpuid_entry2& b) {
-  return a.function == b.function && a.index == b.index && a.flags == b.flags && a.eax == b.eax && a.ebx == b.ebx &&
-         a.ecx == b.ecx && a.edx == b.edx;
+  if (a.function != b.function || a.index != b.index || a.flags != b.flags) return false;
+  uint32_t ebx = ~0u, ecx = ~0u, edx = ~0u;
+  if (a.function == 1) {
+    ecx &= ~((1u << 27) | (1u << 3));  // OSXSAVE, MONITOR
+    edx &= ~(1u << 9);                 // APIC
+  } else if (a.function == 7 && a.index == 0) {
+    ecx &= ~(1u << 4);                 // OSPKE
+  } else if (a.function == 0xd && (a.index == 0 || a.index == 1)) {
+    ebx = 0;                           // XSAVE area size for the XCR0 (and XSS) in force
+  }
+  return a.eax == b.eax && (a.ebx & ebx) == (b.ebx & ebx) && (a.ecx & ecx) == (b.ecx & ecx) &&
+         (a.edx & edx) == (b.edx & edx);
 }
 
 }  // namespace
@@ -359,8 +374,9 @@ Result<void> check_vcpu_state_fits(const KvmStateCaps& caps, const VcpuState& s)
 //     (x2APIC, TSC deadline) the vCPU has; state set before it is refused or dropped. KVM
 //     takes a CPUID only before the vCPU's first KVM_RUN (a later KVM_SET_CPUID2 must be
 //     identical), and moss-vcpu forbids KVM_SET_CPUID2 once set-up is done (vcpu.policy): so
-//     the CPUID is set at set-up, and here the vCPU's CPUID (KVM_GET_CPUID2) must equal the
-//     saved one, or the state is refused before anything changes.
+//     the CPUID is set at set-up (a vCPU restored at start is given the saved one), and here
+//     the vCPU's CPUID (KVM_GET_CPUID2) must equal the saved one apart from the bits KVM
+//     rewrites at run time (same_cpuid), or the state is refused before anything changes.
 //  2. The TSC frequency, before any TSC value is written: KVM scales the TSC MSR by it.
 //  3. MP state, general and special registers, XSAVE, XCRs, debug registers. Special
 //     registers before the LAPIC: KVM_SET_SREGS writes APIC_BASE, and a change of the APIC's

@@ -137,6 +137,26 @@ TEST(KvmStateOrder, ANonZeroDeadlineIsWrittenAfterTheTsc) {
   EXPECT_EQ(indices(cpu.msrs_written), (std::vector<std::string>{"0x10", "0xc0000080", "0x174", "0x6e0"}));
 }
 
+// A Linux guest turns on CR4.OSXSAVE, its APIC and XCR0 components while it boots, and KVM
+// mirrors them into CPUID leaves 1, 7 and 0xd: a vCPU set up afresh shows them clear. Those
+// bits alone do not make another CPUID; any other bit of the same leaves does.
+TEST(KvmStateOrder, CpuidBitsKvmRewritesAtRunTimeAreNotADifference) {
+  std::vector<std::string> log;
+  FakeKvm cpu("cpu", &log);
+  cpu.cpuid = {kvm_cpuid_entry2{1, 0, 0, 0x306a9, 0x800, 0x80000000, 0x178bfbff, {}},
+               kvm_cpuid_entry2{0xd, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, 7, 0x240, 0x340, 0, {}}};
+  auto s = saved_state();
+  s.cpuid = cpu.cpuid;
+  s.cpuid[0].ecx |= (1u << 27) | (1u << 3);  // OSXSAVE, MONITOR
+  s.cpuid[0].edx |= 1u << 9;                  // APIC
+  s.cpuid[1].ebx = 0x340;                      // the XSAVE size for the guest's XCR0
+  ASSERT_TRUE(restore_vcpu_state(cpu, host_caps(), s));
+  s.cpuid[0].ecx ^= 1u << 28;                  // AVX: a feature, not a run-time mirror
+  auto r = restore_vcpu_state(cpu, host_caps(), s);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("the saved CPUID differs"), std::string::npos) << r.error().message;
+}
+
 TEST(KvmStateOrder, AnotherCpuidIsRefusedBeforeAnythingChanges) {
   std::vector<std::string> log;
   FakeKvm cpu("cpu", &log);

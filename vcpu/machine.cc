@@ -108,7 +108,10 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config, Co
   MOSS_TRY(auto listed_msrs, kvm_msr_index_list(config.kvm_fd));
   for (uint32_t i = 0; i < config.cpus; i++) {
     MOSS_TRY(KvmVcpu v, m->vm_->create_vcpu(i));
-    MOSS_TRY_VOID(v.set_cpuid(x86::cpuid_for_vcpu(supported, i, config.cpus)));
+    // A restored vCPU gets the CPUID its guest saw (the broker checked this host offers it);
+    // restore_vcpu_state then finds it in place.
+    if (config.restore && i < config.restore->cpus.size()) MOSS_TRY_VOID(v.set_cpuid(config.restore->cpus[i].cpuid));
+    else MOSS_TRY_VOID(v.set_cpuid(x86::cpuid_for_vcpu(supported, i, config.cpus)));
     MOSS_TRY_VOID(v.set_msrs(x86::boot_msrs()));
     MOSS_TRY_VOID(v.setup_lapic_lints());
     if (i == 0) {
