@@ -125,7 +125,8 @@ Result<void> fill_ram(const Loaded& loaded, int ram) {
   for (const auto& r : sporemf::ram_ranges(loaded.mem_bytes)) {
     regions.push_back({r.guest_addr, {static_cast<uint8_t*>(map) + r.file_offset, r.bytes}});
   }
-  auto filled = store::load_ram(st, loaded.spore, regions);
+  // A fresh memfd reads as zeros: zero chunks leave their pages untouched (never allocated).
+  auto filled = store::load_ram(st, loaded.spore, regions, /*ram_is_zero=*/true);
   munmap(map, loaded.mem_bytes);
   return filled;
 }

@@ -196,7 +196,7 @@ Result<Spore> read_spore(const std::string& path_in) {
   return s;
 }
 
-Result<void> load_ram(const ChunkStore& store, const Spore& spore, std::span<const RamRegionMut> ram) {
+Result<void> load_ram(const ChunkStore& store, const Spore& spore, std::span<const RamRegionMut> ram, bool ram_is_zero) {
   const Manifest& m = *spore.manifest;
   for (const auto& range : m.ranges()) {
     const RamRegionMut* dest = nullptr;
@@ -214,7 +214,7 @@ Result<void> load_ram(const ChunkStore& store, const Spore& spore, std::span<con
       size_t n = m.chunk_size(range, i);
       uint8_t* at = base + uint64_t{m.chunk_bytes()} * i;
       if (range.chunks[i].zero) {
-        std::memset(at, 0, n);
+        if (!ram_is_zero) std::memset(at, 0, n);
         continue;
       }
       MOSS_TRY(auto bytes, store.read(range.chunks[i].id, n, spore.path));

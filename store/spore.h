@@ -72,9 +72,12 @@ struct Spore {
 // Reads and checks SPORE/manifest; errors name the spore.
 Result<Spore> read_spore(const std::string& path);
 
-// Fills `ram` from the spore's chunks (zero chunks are written as zeros), verifying each.
-// `ram` must cover the manifest's memory ranges. Errors name the chunk and the spore.
-Result<void> load_ram(const ChunkStore& store, const Spore& spore, std::span<const RamRegionMut> ram);
+// Fills `ram` from the spore's chunks, verifying each. Zero chunks are written as zeros, or,
+// when `ram_is_zero` (a fresh memfd), skipped: their pages are never touched, so a restored
+// guest's untouched memory costs the host nothing, as it did before the suspend. `ram` must
+// cover the manifest's memory ranges. Errors name the chunk and the spore.
+Result<void> load_ram(const ChunkStore& store, const Spore& spore, std::span<const RamRegionMut> ram,
+                      bool ram_is_zero = false);
 
 // The chunk list of manifest bytes, for ChunkStore::gc.
 Result<std::vector<ChunkId>> chunks_of_manifest(std::span<const uint8_t> manifest_bytes);

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -42,13 +43,13 @@ class SporeTest : public ::testing::Test {
     options.chunk_bytes = 65536;
     return write_spore(*store_, (dir_ / name).string(), message, {&region, 1}, options);
   }
-  std::vector<uint8_t> load(const std::string& name) {
+  std::vector<uint8_t> load(const std::string& name, bool ram_is_zero = false) {
     auto s = read_spore((dir_ / name).string());
     EXPECT_TRUE(s.ok()) << s.error().message;
     if (!s.ok()) return {};
     std::vector<uint8_t> out(ram_.size(), 0xee);
     RamRegionMut region{0, out};
-    auto r = load_ram(*store_, *s, {&region, 1});
+    auto r = load_ram(*store_, *s, {&region, 1}, ram_is_zero);
     EXPECT_TRUE(r.ok()) << r.error().message;
     return out;
   }
@@ -67,6 +68,16 @@ mode_t mode_of(const fs::path& p) {
   struct stat st;
   EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
   return st.st_mode & 07777;
+}
+
+// Into RAM that already reads as zeros (a fresh memfd) the zero chunks are not written: their
+// pages stay untouched. The 0xee filler shows which bytes load_ram wrote.
+TEST_F(SporeTest, IntoZeroedRamTheZeroChunksAreNotTouched) {
+  ASSERT_TRUE(write("z.spore", ram_).ok());
+  auto out = load("z.spore", /*ram_is_zero=*/true);
+  ASSERT_EQ(out.size(), ram_.size());
+  EXPECT_TRUE(std::all_of(out.begin(), out.begin() + (512 << 10), [](uint8_t b) { return b == 0xee; }));
+  EXPECT_TRUE(std::equal(out.begin() + (512 << 10), out.end(), ram_.begin() + (512 << 10)));
 }
 
 TEST_F(SporeTest, WrittenSporeReadsBackTheSameRam) {

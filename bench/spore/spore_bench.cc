@@ -79,6 +79,7 @@ struct Child {
     c.start_ms = now_ms();
     c.pid = fork();
     if (c.pid == 0) {
+      setsid();  // No terminal's signals: the bench ends its children itself.
       int devnull = open("/dev/null", O_RDWR);
       dup2(devnull, 0);
       dup2(p[1], 1);
@@ -308,8 +309,13 @@ SuspendFigures moss_suspend(const Env& e, bool fill, const std::string& keep_spo
   Child vm = boot_moss(e, "spb");
   if (fill) fill_random(memfd_of(vm.pid), kFillOffset, kFillBytes);
   Timed t = timed({e.moss, "suspend", "spb", "--out", spore, "--store", store});
-  int vm_status = vm.wait_exit(120);
-  if (t.status != 0) die("moss suspend failed (the VM ended with " + std::to_string(vm_status) + ")", t.out + vm.text);
+  if (t.status != 0) {
+    Timed st = timed({e.moss, "stats", "spb"});
+    kill(vm.pid, SIGTERM);
+    int vm_status = vm.wait_exit(120);
+    die("moss suspend failed (the VM ended with " + std::to_string(vm_status) + ")", t.out + st.out + vm.text);
+  }
+  vm.wait_exit(120);
   SuspendFigures f{t.ms, (tree_bytes(store) + tree_bytes(spore)) / 1048576.0};
   if (!keep_spore.empty()) {
     fs::remove_all(keep_spore);
@@ -458,6 +464,12 @@ int main(int argc, char** argv) {
   }
   e.moss = build + "/moss";
   fs::create_directories(e.scratch);
+  // Named VMs' control sockets in a runtime directory of the bench's own (the nested test
+  // host's /run is the outer host's, read-only).
+  const std::string runtime = e.scratch + "/rt";
+  fs::create_directories(runtime);
+  fs::permissions(runtime, fs::perms::owner_all, fs::perm_options::replace);
+  setenv("MOSS_RUNTIME_DIR", runtime.c_str(), 1);
   const std::string kept_moss = e.scratch + "/kept-moss", kept_qemu = e.scratch + "/kept-qemu.mig";
 
   std::vector<double> ms_boot, mb_boot, qs_boot, qb_boot, ms_fill, mb_fill, qs_fill, qb_fill;
