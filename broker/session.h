@@ -59,6 +59,9 @@ struct SuspendJob {
   control::SuspendArgs args;
   std::function<void(const Result<std::string>&)> done;
   bool answered = false;
+  // The VM was paused by `moss pause` before the suspend: it stays paused whatever happens
+  // (a spore of a paused VM is what Firecracker takes too), and resumes only by moss resume.
+  bool user_paused = false;
   // The writer thread and its outcome, which it posts through `wake` when done.
   std::thread writer;
   UniqueFd wake;

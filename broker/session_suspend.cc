@@ -104,21 +104,25 @@ Session::~Session() {
 void Session::suspend(const control::SuspendArgs& args, SuspendDone done) {
   if (suspend_) return done(make_error("a suspend of this VM is under way"));
   if (vm_ending()) return done(make_error("the VM is stopping"));
-  if (vcpu_.paused()) return done(make_error("the VM is paused (moss pause); resume it before suspending it"));
   if (!ram_) return done(make_error("this VM's RAM is not the broker's to read"));
   suspend_ = std::make_unique<SuspendJob>();
   suspend_->args = args;
   suspend_->done = std::move(done);
+  suspend_->user_paused = vcpu_.paused();
   LOG_INFO("suspending the VM to %s", args.spore.c_str());
   vcpu_.check_save([this](const Result<void>& ok) {
     if (!ok) return suspend_failed(ok.error(), /*paused=*/false);
     if (vm_ending()) return suspend_failed(Error{"the VM is stopping"}, false);
-    vcpu_.set_paused(true, [this](const Result<void>& paused) {
-      if (!paused) return suspend_failed(paused.error(), false);
+    auto save = [this] {
       vcpu_.save_machine([this](Result<std::unique_ptr<capnp::MallocMessageBuilder>> state) {
         if (!state) return suspend_failed(state.error(), true);
         start_spore_writer(std::move(*state));
       });
+    };
+    if (suspend_->user_paused) return save();
+    vcpu_.set_paused(true, [this, save](const Result<void>& paused) {
+      if (!paused) return suspend_failed(paused.error(), false);
+      save();
     });
   });
 }
@@ -127,7 +131,7 @@ void Session::suspend_failed(const Error& error, bool paused) {
   MOSS_ASSERT(suspend_);
   std::unique_ptr<SuspendJob> job = std::move(suspend_);
   LOG_WARN("the suspend failed: %s", error.message.c_str());
-  if (paused && !vm_ending()) {
+  if (paused && !vm_ending() && !job->user_paused) {
     // The VM runs on as before: the client hears why once it does.
     auto shared = std::shared_ptr<SuspendJob>(std::move(job));
     vcpu_.set_paused(false, [shared, error, this](const Result<void>& resumed) {
@@ -187,6 +191,11 @@ void Session::spore_written() {
                          mib(options_.mem_bytes) + " RAM, " + std::to_string(w.zero_chunks) + " zero, " +
                          std::to_string(w.new_chunks) + " new in the store, " + mib(w.new_bytes) + ")";
   std::unique_ptr<SuspendJob> job = std::move(suspend_);
+  if (job->args.keep_running && job->user_paused) {
+    // Its rings start again with the vCPUs, at moss resume.
+    job->answer(sentence + "; the VM stays paused (moss resume lets it run)");
+    return;
+  }
   if (job->args.keep_running) {
     auto shared = std::shared_ptr<SuspendJob>(std::move(job));
     vcpu_.set_paused(false, [this, shared, sentence](const Result<void>& resumed) {

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -2042,6 +2043,34 @@ KVM_TEST(Spore, AFullStoreFailsTheSuspendWithOneSentenceAndTheVmRunsOn) {
   vm.wait(seconds(20));
 }
 
+// A VM paused by moss pause can be suspended (a spore of a paused VM, as Firecracker takes
+// them): with --keep-running it stays paused until moss resume, and then counts on; the spore
+// restores beside it.
+KVM_TEST(Spore, APausedVmIsSuspendedAndStaysPausedUntilResumed) {
+  require_kvm();
+  SporeScratch s("paused");
+  Process vm(counter_args("pz"), s.env);
+  ASSERT_TRUE(vm.wait_for_output(tick_line(2), seconds(60))) << vm.out();
+  ASSERT_EQ(run({moss(), "pause", "pz"}, seconds(30), s.env).exit_code, 0);
+  auto sus = run({moss(), "suspend", "pz", "--keep-running", "--out", s.path("pz.spore"), "--store", s.store()},
+                 seconds(60), s.env);
+  ASSERT_EQ(sus.exit_code, 0) << describe(sus);
+  EXPECT_NE(sus.out.find("the VM stays paused"), std::string::npos) << describe(sus);
+  auto st = run({moss(), "stats", "pz"}, seconds(10), s.env);
+  EXPECT_NE(st.out.find("\"state\": \"paused\""), std::string::npos) << describe(st);
+  vm.wait_for_output("(nothing: the console catches up)", seconds(1));
+  ASSERT_FALSE(ticks(vm.out()).empty()) << vm.out();
+  const uint64_t at_pause = ticks(vm.out()).back();
+  ASSERT_EQ(run({moss(), "resume", "pz"}, seconds(30), s.env).exit_code, 0);
+  EXPECT_TRUE(vm.wait_for_output(tick_line(at_pause + 2), seconds(60))) << vm.out();
+  EXPECT_EQ(run({moss(), "stop", "pz"}, seconds(30), s.env).exit_code, 0);
+  vm.wait(seconds(20));
+  Process restored({moss(), "restore", s.path("pz.spore"), "--name", "pz", "--store", s.store()}, s.env);
+  expect_count_continues(restored, at_pause);
+  EXPECT_EQ(run({moss(), "stop", "pz"}, seconds(30), s.env).exit_code, 0);
+  restored.wait(seconds(20));
+}
+
 // moss pack, then moss unpack into another store and directory: the unpacked spore resumes.
 KVM_TEST(Spore, PackedAndUnpackedElsewhereTheSporeResumes) {
   require_kvm();
@@ -2142,6 +2171,49 @@ LINUX_TEST(SporeLinux, ARestoredVmKeepsItsMemoryItsDiskAndItsClock) {
     last = static_cast<long>(i);
   }
   EXPECT_GE(last, b) << "the disk lost lines written before or after the suspend";
+}
+
+// The stored chunks a spore's memory map names (moss inspect's JSON: a chunk that is not all
+// zero is {"hi": "...", "lo": "..."}).
+std::set<std::string> stored_chunks(const std::string& spore) {
+  auto j = run({moss(), "inspect", spore}, seconds(60));
+  EXPECT_EQ(j.exit_code, 0) << describe(j);
+  std::set<std::string> ids;
+  for (size_t at = j.out.find("\"hi\":"); at != std::string::npos; at = j.out.find("\"hi\":", at + 1)) {
+    ids.insert(j.out.substr(at, j.out.find('}', at) - at));
+  }
+  return ids;
+}
+
+// Issue 13, acceptance 3: a Linux guest of 1 GiB just after boot gives a spore far smaller
+// than 1 GiB (zero pages are not stored, the rest is compressed), and two spores of it taken a
+// minute apart share most of their chunks in the store.
+LINUX_TEST(SporeLinux, SporesOfAnIdleGuestAreSmallAndShareMostChunks) {
+  require_kvm();
+  Scratch s;
+  std::string rt = (s.dir / "rt").string(), store = (s.dir / "store").string();
+  std::map<std::string, std::string> env{{"MOSS_RUNTIME_DIR", rt}};
+  Process vm({moss(), "run", "--name", "idle", "--mem", "1G"}, env);
+  ASSERT_TRUE(vm.wait_for_output("moss-init: ready", seconds(400))) << vm.out();
+  auto first = run({moss(), "suspend", "idle", "--keep-running", "--out", (s.dir / "a.spore").string(), "--store", store},
+                   seconds(300), env);
+  ASSERT_EQ(first.exit_code, 0) << describe(first);
+  uint64_t store_bytes = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(store)) {
+    if (e.is_regular_file()) store_bytes += e.file_size();
+  }
+  EXPECT_LT(store_bytes, (1ull << 30) / 8) << "a spore of an idle 1 GiB guest holds " << (store_bytes >> 20) << " MiB";
+  std::this_thread::sleep_for(seconds(60));
+  auto second = run({moss(), "suspend", "idle", "--out", (s.dir / "b.spore").string(), "--store", store}, seconds(300), env);
+  ASSERT_EQ(second.exit_code, 0) << describe(second);
+  EXPECT_EQ(vm.wait(seconds(120)).exit_code, 0);
+  auto a = stored_chunks((s.dir / "a.spore").string()), b = stored_chunks((s.dir / "b.spore").string());
+  size_t shared = 0;
+  for (const auto& id : a) shared += b.count(id);
+  std::printf("spores a minute apart: %zu and %zu stored chunks, %zu shared; the first took %llu MiB\n", a.size(),
+              b.size(), shared, static_cast<unsigned long long>(store_bytes >> 20));
+  ASSERT_GT(a.size(), 0u);
+  EXPECT_GT(shared * 2, b.size()) << a.size() << " and " << b.size() << " chunks, " << shared << " shared";
 }
 
 // moss spore create, then moss run --from SPORE -- CMD twice at once: each exits with its
