@@ -33,16 +33,18 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "broker/defaults.h"
 #include "guest/moss-init/cmdline.h"
 
 namespace {
 
-double now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+using moss::bench::fmt;
+using moss::bench::median;
+using moss::bench::now_ms;
+using moss::bench::ratio;
+using moss::bench::read_stats;
+
 
 struct Run {
   int status = -1;
@@ -103,39 +105,9 @@ Run run(const std::vector<std::string>& argv, const std::string& marker, int kil
   return r;
 }
 
-std::map<std::string, double> read_stats(const std::string& path) {
-  std::map<std::string, double> m;
-  std::ifstream f(path);
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  for (char& c : text) {
-    if (c == '{' || c == '}' || c == ',' || c == ':' || c == '"') c = ' ';
-  }
-  std::istringstream in(text);
-  std::string key;
-  double v;
-  while (in >> key >> v) m[key] = v;
-  return m;
-}
 
-double median(std::vector<double> v) {
-  if (v.empty()) return -1;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
-std::string fmt(double v, const char* unit) {
-  if (v < 0) return "n/a";
-  char b[64];
-  std::snprintf(b, sizeof b, "%.1f %s", v, unit);
-  return b;
-}
 
-std::string ratio(double a, double b) {
-  if (a <= 0 || b <= 0) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2fx", a / b);
-  return buf;
-}
 
 [[noreturn]] void fail(const std::string& why, const Run& r) {
   std::fprintf(stderr, "startup_bench: %s (status %d)\n--- output:\n%s\n", why.c_str(), r.status, r.out.c_str());

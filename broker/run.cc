@@ -157,6 +157,15 @@ void ensure_stdio() {
 }
 
 
+// Until the VM runs, a failure leaves behind no --console file that this run created.
+struct ConsoleCleanup {
+  ConsoleSink* sink;
+  bool armed = true;
+  ~ConsoleCleanup() {
+    if (armed) sink->remove_if_unused();
+  }
+};
+
 // Prints "moss: SENTENCE" when `r` failed, and says whether it did.
 template <typename T>
 bool failed(const Result<T>& r) {
@@ -294,13 +303,7 @@ int restore_vm(const cli::RunOptions& given) {
   }
   auto console = ConsoleSink::open(!options.has_command, options.console_file);
   if (failed(console)) return kExitFailure;
-  struct ConsoleCleanup {
-    ConsoleSink* sink;
-    bool armed = true;
-    ~ConsoleCleanup() {
-      if (armed) sink->remove_if_unused();
-    }
-  } console_cleanup{&*console};
+  ConsoleCleanup console_cleanup{&*console};
   // A new CID: two VMs of one spore run side by side (the worker keeps it; the guest re-reads
   // it on TRANSPORT_RESET).
   auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket, 0);
@@ -357,14 +360,7 @@ int run_vm(const cli::RunOptions& options) {
   }
   auto console = ConsoleSink::open(!options.has_command && options.create_spore.empty(), options.console_file);
   if (failed(console)) return kExitFailure;
-  // Until the VM runs, a failure leaves behind no --console file that this run created.
-  struct ConsoleCleanup {
-    ConsoleSink* sink;
-    bool armed = true;
-    ~ConsoleCleanup() {
-      if (armed) sink->remove_if_unused();
-    }
-  } console_cleanup{&*console};
+  ConsoleCleanup console_cleanup{&*console};
   // Every VM has a vsock device (with a command, the way its agent is reached).
   auto vsock = vmvsock::Plan::prepare(control::runtime_dir(), options.vsock_socket,
                                       options.has_command || !options.create_spore.empty() ? agent::kAgentPort : 0);

@@ -44,21 +44,23 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "broker/defaults.h"
 #include "guest/moss-init/cmdline.h"
 
 namespace {
+
+using moss::bench::fmt;
+using moss::bench::median;
+using moss::bench::now_ms;
+using moss::bench::ratio;
+using moss::bench::read_stats;
 
 namespace fs = std::filesystem;
 
 constexpr uint64_t kGuestBytes = 1ull << 30;
 constexpr uint64_t kFillOffset = 512ull << 20, kFillBytes = 512ull << 20;
 
-double now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 // A failed step: thrown, so that the step can be taken again (see attempt()).
 struct Failure {
@@ -185,19 +187,6 @@ Timed timed(const std::vector<std::string>& argv, double timeout_s = 600) {
   return t;
 }
 
-std::map<std::string, double> read_stats(const std::string& path) {
-  std::map<std::string, double> m;
-  std::ifstream f(path);
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  for (char& c : text) {
-    if (c == '{' || c == '}' || c == ',' || c == ':' || c == '"') c = ' ';
-  }
-  std::istringstream in(text);
-  std::string key;
-  double v;
-  while (in >> key >> v) m[key] = v;
-  return m;
-}
 
 uint64_t tree_bytes(const std::string& path) {
   uint64_t total = 0;
@@ -297,25 +286,8 @@ class Qmp {
   std::string buf_;
 };
 
-double median(std::vector<double> v) {
-  if (v.empty()) return -1;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
-std::string fmt(double v, const char* unit) {
-  if (v < 0) return "n/a";
-  char b[64];
-  std::snprintf(b, sizeof b, "%.1f %s", v, unit);
-  return b;
-}
 
-std::string ratio(double a, double b) {
-  if (a <= 0 || b <= 0) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2fx", a / b);
-  return buf;
-}
 
 struct Env {
   std::string moss, kernel, initrd, scratch;

@@ -35,7 +35,14 @@ interop_setup() {
 interop_cleanup() {
   local pid
   for pid in "${CHILDREN[@]}"; do
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    alive "$pid" || continue
+    # A child may be `timeout` running QEMU: it passes TERM on, while a KILL of it would leave
+    # QEMU behind, orphaned. So TERM first; then KILL the child and whatever it started.
+    kill -TERM "$pid" 2>/dev/null
+    wait_exit "$pid" 10 && continue
+    pkill -KILL -P "$pid" 2>/dev/null
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
   done
   [ -n "${KEEP_WORK:-}" ] && { echo "kept $WORK"; return; }
   rm -rf "$WORK"
