@@ -58,7 +58,6 @@ using moss::bench::read_stats;
 
 namespace fs = std::filesystem;
 
-constexpr uint64_t kGuestBytes = 1ull << 30;
 constexpr uint64_t kFillOffset = 512ull << 20, kFillBytes = 512ull << 20;
 
 
