@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <kj/exception.h>
+
 #include "devices/blk/module.h"
 #include "vcpu/bzimage.h"
 
@@ -68,7 +70,20 @@ std::vector<RamRange> ram_ranges(uint64_t mem_bytes) {
 
 std::string transport_model(size_t device_index) { return "virtio-pci-" + std::to_string(device_index); }
 
-Result<void> build(spore::Manifest::Builder out, ipc::MachineState::Reader state, const MachineFacts& f) {
+// Cap'n Proto reads a message lazily: a pointer the decoders did not follow can still be out
+// of bounds, and capnp throws when it is read. A spore's manifest comes from a file and the
+// machine state from the jailed vcpu process, so each reader below turns that into a sentence.
+template <typename F>
+auto malformed_is_an_error(const char* what, F f) -> decltype(f()) {
+  decltype(f()) r = make_error(std::string(what) + " is malformed");
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { r = f(); })) {
+    std::string why = e->getDescription().cStr();
+    return make_error(std::string(what) + " is malformed (" + why.substr(0, why.find('\n')) + ")");
+  }
+  return r;
+}
+
+Result<void> build_unguarded(spore::Manifest::Builder out, ipc::MachineState::Reader state, const MachineFacts& f) {
   auto cpus = state.getCpus();
   if (f.cpus == 0 || cpus.size() != f.cpus) {
     return make_error("the vcpu process saved " + std::to_string(cpus.size()) + " vCPUs of a machine with " +
@@ -120,7 +135,7 @@ Result<void> build(spore::Manifest::Builder out, ipc::MachineState::Reader state
   return {};
 }
 
-Result<uint64_t> ram_bytes_of(spore::Manifest::Reader m) {
+Result<uint64_t> ram_bytes_of_unguarded(spore::Manifest::Reader m) {
   uint64_t total = 0;
   for (auto r : m.getMachine().getRamRanges()) {
     if (r.getBytes() > (1ull << 50) || total + r.getBytes() < total) return make_error("the spore's RAM is implausibly large");
@@ -137,7 +152,7 @@ Result<uint64_t> ram_bytes_of(spore::Manifest::Reader m) {
   return total;
 }
 
-Result<void> machine_state_of(spore::Manifest::Reader m, ipc::MachineState::Builder out) {
+Result<void> machine_state_of_unguarded(spore::Manifest::Reader m, ipc::MachineState::Builder out) {
   auto machine = m.getMachine();
   const unsigned ndev = machine.getDevices().size();
   if (m.getVcpus().size() != machine.getCpus() || machine.getCpus() == 0) {
@@ -175,7 +190,7 @@ Result<void> machine_state_of(spore::Manifest::Reader m, ipc::MachineState::Buil
   return {};
 }
 
-Result<void> check_devices(capnp::List<spore::Device>::Reader recorded, const std::vector<DeviceRecord>& given) {
+Result<void> check_devices_unguarded(capnp::List<spore::Device>::Reader recorded, const std::vector<DeviceRecord>& given) {
   size_t spore_disks = 0, given_disks = 0;
   for (auto d : recorded) spore_disks += d.getKind() == "blk";
   for (const auto& d : given) given_disks += d.kind == "blk";
@@ -235,7 +250,7 @@ Result<std::vector<kvm_cpuid_entry2>> decode_cpuid(std::span<const uint8_t> byte
   return out;
 }
 
-Result<void> check_host(spore::HostContract::Reader c, const HostFacts& host) {
+Result<void> check_host_unguarded(spore::HostContract::Reader c, const HostFacts& host) {
   if (c.getArch() != host.arch.c_str()) {
     return make_error(std::string("the spore was made on a ") + c.getArch().cStr() + " host and this one is " + host.arch);
   }
@@ -275,6 +290,22 @@ Result<void> check_host(spore::HostContract::Reader c, const HostFacts& host) {
                       std::to_string(host.tsc_khz) + " kHz, and its KVM cannot scale it (no KVM_CAP_TSC_CONTROL)");
   }
   return {};
+}
+
+Result<void> build(spore::Manifest::Builder out, ipc::MachineState::Reader state, const MachineFacts& f) {
+  return malformed_is_an_error("the vcpu process's machine state", [&] { return build_unguarded(out, state, f); });
+}
+Result<uint64_t> ram_bytes_of(spore::Manifest::Reader m) {
+  return malformed_is_an_error("the spore's manifest", [&] { return ram_bytes_of_unguarded(m); });
+}
+Result<void> machine_state_of(spore::Manifest::Reader m, ipc::MachineState::Builder out) {
+  return malformed_is_an_error("the spore's manifest", [&] { return machine_state_of_unguarded(m, out); });
+}
+Result<void> check_devices(capnp::List<spore::Device>::Reader recorded, const std::vector<DeviceRecord>& given) {
+  return malformed_is_an_error("the spore's manifest", [&] { return check_devices_unguarded(recorded, given); });
+}
+Result<void> check_host(spore::HostContract::Reader c, const HostFacts& host) {
+  return malformed_is_an_error("the spore's manifest", [&] { return check_host_unguarded(c, host); });
 }
 
 }  // namespace moss::sporemf
