@@ -23,29 +23,6 @@ std::string bounded(capnp::Text::Reader t) {
 
 }  // namespace
 
-std::string Description::detail(const std::string& key) const {
-  for (const auto& [k, v] : details) {
-    if (k == key) return v;
-  }
-  return "";
-}
-
-uint64_t Stats::counter(const std::string& name) const {
-  for (const auto& [n, v] : counters) {
-    if (n == name) return v;
-  }
-  return 0;
-}
-
-Reply::Kind expected_reply(Request r) {
-  switch (r) {
-    case Request::kDescribe: return Reply::Kind::kDescription;
-    case Request::kStats: return Reply::Kind::kStats;
-    case Request::kShutdown: return Reply::Kind::kShuttingDown;
-  }
-  return Reply::Kind::kError;
-}
-
 Result<Reply> decode_reply(std::span<const uint8_t> bytes) {
   MOSS_TRY(auto packet, ipc::decode_packet(bytes));
   Reply out;
@@ -100,20 +77,6 @@ Result<Reply> decode_reply(std::span<const uint8_t> bytes) {
   }
   if (!problem.empty()) return make_error(problem);
   return out;
-}
-
-std::vector<uint8_t> encode_request(Request r) {
-  capnp::MallocMessageBuilder mb;
-  auto m = mb.initRoot<ipc::BrokerToWorker>();
-  m.setVersion(ipc::WORKER_PROTOCOL_VERSION);
-  switch (r) {
-    case Request::kDescribe: m.setDescribe(); break;
-    case Request::kStats: m.setStats(); break;
-    case Request::kShutdown: m.setShutdown(); break;
-  }
-  kj::Array<capnp::word> flat = capnp::messageToFlatArray(mb);
-  auto bytes = flat.asBytes();
-  return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
 Result<Reply> call(int fd, Request r, int timeout_ms) {

@@ -30,7 +30,7 @@ using namespace testing;
 using runtime::ControlRequest;
 
 std::vector<uint8_t> request_bytes(ControlRequest kind, uint32_t version = ipc::WORKER_PROTOCOL_VERSION) {
-  return runtime::encode_control_request(kind, version);
+  return worker::encode_request(kind, version);
 }
 
 // A decoded WorkerToBroker (the broker's own decoder lives above devices/; this is the test's).

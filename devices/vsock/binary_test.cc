@@ -174,7 +174,7 @@ TEST(VsockBinary, ControlFdAnswersDescribeAndShutdownEndsItWithZero) {
   theirs.reset();
   their_control.reset();
   auto ask = [&](runtime::ControlRequest r) -> std::vector<uint8_t> {
-    auto req = runtime::encode_control_request(r);
+    auto req = worker::encode_request(r);
     EXPECT_EQ(::send(control.get(), req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
     std::vector<uint8_t> buf(ipc::kMaxPacketBytes);
     pollfd pf{control.get(), POLLIN, 0};

@@ -9,32 +9,6 @@
 
 namespace moss::runtime {
 
-Stats& Stats::operator+=(const Stats& o) {
-  requests += o.requests;
-  errors += o.errors;
-  bytes_in += o.bytes_in;
-  bytes_out += o.bytes_out;
-  for (const auto& [name, value] : o.counters) {
-    bool found = false;
-    for (auto& [n, v] : counters) {
-      if (n == name) {
-        v += value;
-        found = true;
-        break;
-      }
-    }
-    if (!found) counters.emplace_back(name, value);
-  }
-  return *this;
-}
-
-uint64_t Stats::counter(const std::string& name) const {
-  for (const auto& [n, v] : counters) {
-    if (n == name) return v;
-  }
-  return 0;
-}
-
 Result<std::vector<uint8_t>> config_read(std::span<const uint8_t> space, uint32_t offset, uint32_t size,
                                          const char* name) {
   if (offset > space.size() || size > space.size() - offset) {
@@ -69,20 +43,6 @@ Result<ControlRequest> decode_control_request(std::span<const uint8_t> bytes) {
   }
   if (!problem.empty()) return make_error(problem);
   return out;
-}
-
-std::vector<uint8_t> encode_control_request(ControlRequest request, uint32_t version) {
-  capnp::MallocMessageBuilder mb;
-  auto m = mb.initRoot<ipc::BrokerToWorker>();
-  m.setVersion(version != 0 ? version : ipc::WORKER_PROTOCOL_VERSION);
-  switch (request) {
-    case ControlRequest::kDescribe: m.setDescribe(); break;
-    case ControlRequest::kStats: m.setStats(); break;
-    case ControlRequest::kShutdown: m.setShutdown(); break;
-  }
-  kj::Array<capnp::word> flat = capnp::messageToFlatArray(mb);
-  auto bytes = flat.asBytes();
-  return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
 std::vector<uint8_t> encode_control_reply(const ControlReply& r) {

@@ -15,7 +15,7 @@ namespace moss::runtime {
 namespace {
 
 std::vector<uint8_t> request_bytes(ControlRequest kind, uint32_t version = ipc::WORKER_PROTOCOL_VERSION) {
-  return encode_control_request(kind, version);
+  return worker::encode_request(kind, version);
 }
 
 TEST(WorkerControl, DecodesEveryRequestKind) {

@@ -20,35 +20,16 @@
 #include <utility>
 #include <vector>
 
+#include "ipc/worker_messages.h"
 #include "vhost-user/backend.h"
 
 struct event_base;
 
 namespace moss::runtime {
 
-// The broker's `stats` (ipc/worker.capnp WorkerStats): the counters every device has, and
-// named ones of its own.
-struct Stats {
-  uint64_t requests = 0;   // Requests (chains, packets) returned to the guest.
-  uint64_t errors = 0;     // Of those, answered with an error.
-  uint64_t bytes_in = 0;   // Payload bytes taken from the guest.
-  uint64_t bytes_out = 0;  // Payload bytes given to the guest.
-  uint32_t in_flight = 0;
-  std::vector<std::pair<std::string, uint64_t>> counters;
-
-  // Adds `o`'s counters (named ones by name) to these; in_flight is not a sum over time and
-  // stays.
-  Stats& operator+=(const Stats& o);
-  uint64_t counter(const std::string& name) const;
-  bool operator==(const Stats&) const = default;
-};
-
-// The broker's `describe` (ipc/worker.capnp WorkerDescription).
-struct Description {
-  std::string kind;  // "blk", "vsock", "null"
-  uint32_t num_queues = 0;
-  std::vector<std::pair<std::string, std::string>> details;
-};
+// The broker's `stats` and `describe` (ipc/worker.capnp), one shape for both ends.
+using worker::Description;
+using worker::Stats;
 
 class Device : public vhost_user::DeviceInterface {
  public:
