@@ -71,14 +71,7 @@ void describe(std::vector<device::Device>& devices, ChildSpec& vcpu, ipc::Machin
     auto out = list[i];
     out.setName(d.name);
     out.setFd(vcpu.pass_fd(d.vhost_user.get()));
-    out.setVirtioId(d.guest.virtio_id);
-    out.setPciClass(d.guest.pci_class);
-    out.setConfigSize(d.guest.config_size);
-    out.setNumQueues(d.guest.num_queues);
-    out.setMinQueues(d.guest.min_queues);
-    out.setMultiqueueFeature(d.guest.multiqueue_feature);
-    out.setQueueCountOffset(d.guest.queue_count_offset);
-    out.setMaxQueueSize(d.guest.max_queue_size);
+    encode_guest_device(d.guest, out);
   }
 }
 

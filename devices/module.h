@@ -21,6 +21,7 @@
 
 #include "base/fd.h"
 #include "base/result.h"
+#include "ipc/vhost_user_device.h"
 #include "policies/builtin.h"
 #include "policies/sandbox.h"
 
@@ -60,26 +61,12 @@ struct WorkerPlan {
   std::vector<UniqueFd> owned_;
 };
 
-// How the vcpu process shows the device to the guest: a virtio-pci function whose rings and
-// configuration are served over vhost-user (ipc/vcpu.capnp VhostUserDevice says what each
-// field means).
-struct GuestDevice {
-  uint16_t virtio_id = 0;
-  uint32_t pci_class = 0;
-  uint32_t config_size = 0;
-  uint16_t num_queues = 1;
-  uint16_t min_queues = 1;
-  int16_t multiqueue_feature = -1;
-  int32_t queue_count_offset = -1;
-  uint16_t max_queue_size = 256;
-};
-
 // One device of a VM, planned.
 struct Device {
   std::string kind;  // Its module's: "blk", "vsock", "null". Workers are told apart by it.
   std::string name;  // For messages: "disk 1 (disk.img)", "the vsock device".
   std::optional<WorkerPlan> worker;  // None for an external backend (--vhost-user-blk).
-  GuestDevice guest;
+  GuestDevice guest;  // How the vcpu process shows it to the guest (ipc/vhost_user_device.h).
   UniqueFd vhost_user;  // The vcpu process's end of the vhost-user connection.
   // What a spore records of the device (store/spore.capnp Device.config), taken while the VM
   // is paused for it: for blk, the disk's size and identity. None: nothing (empty config).

@@ -111,18 +111,7 @@ Result<MachineConfig> read_start(int ctl) {
       c.restore = std::move(data);
     }
     for (auto d : s.getDevices()) {
-      VhostUserDeviceSpec spec;
-      spec.name = d.getName().cStr();
-      spec.fd = d.getFd();
-      spec.virtio_id = d.getVirtioId();
-      spec.pci_class = d.getPciClass();
-      spec.config_size = d.getConfigSize();
-      spec.num_queues = d.getNumQueues();
-      spec.min_queues = d.getMinQueues();
-      spec.multiqueue_feature = d.getMultiqueueFeature();
-      spec.queue_count_offset = d.getQueueCountOffset();
-      spec.max_queue_size = d.getMaxQueueSize();
-      c.devices.push_back(std::move(spec));
+      c.devices.push_back(VhostUserDeviceSpec{decode_guest_device(d), d.getName().cStr(), d.getFd()});
     }
     ok = true;
   })) {

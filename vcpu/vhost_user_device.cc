@@ -19,7 +19,7 @@ namespace pf = vhost_user::protocol_feature;
 
 }  // namespace
 
-Result<void> check_spec(const VhostUserDeviceSpec& s) {
+Result<void> check_spec(const GuestDevice& s) {
   if (s.virtio_id == 0) return make_error("the device has no virtio device id");
   if (s.config_size > virtio_pci::kDeviceMaxSize) {
     return make_error("the device's configuration of " + std::to_string(s.config_size) + " bytes is larger than " +

@@ -26,6 +26,7 @@
 
 #include "base/fd.h"
 #include "base/result.h"
+#include "ipc/vhost_user_device.h"
 #include "vcpu/virtio_pci.h"
 #include "vhost-user/frontend.h"
 
@@ -40,23 +41,15 @@ struct SharedRegion {
   uint64_t fd_offset = 0;
 };
 
-// A device as the broker describes it in the start message (ipc/vcpu.capnp VhostUserDevice,
-// which says what each field means). Nothing here depends on the kind of device.
-struct VhostUserDeviceSpec {
+// A device as the broker describes it in the start message: its guest device (which says
+// nothing of its kind), and for this process its name and the vhost-user socket.
+struct VhostUserDeviceSpec : GuestDevice {
   std::string name;  // For messages: "disk 1 (disk.img)".
   int fd = -1;
-  uint16_t virtio_id = 0;
-  uint32_t pci_class = 0;
-  uint32_t config_size = 0;
-  uint16_t num_queues = 1;
-  uint16_t min_queues = 1;
-  int16_t multiqueue_feature = -1;
-  int32_t queue_count_offset = -1;
-  uint16_t max_queue_size = 256;
 };
 
 // Whether `spec` describes a device a virtio-pci transport can carry; one sentence if not.
-Result<void> check_spec(const VhostUserDeviceSpec& spec);
+Result<void> check_spec(const GuestDevice& spec);
 
 // What save() took of a device: where each ring stopped, and the backend's own bytes.
 struct SavedBackend {
