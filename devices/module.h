@@ -54,6 +54,13 @@ struct WorkerPlan {
   }
   // Gives the worker a fd whose owner keeps it open until the worker has started.
   int pass_borrowed(int fd) { return fds.pass(fd); }
+  // Passes `fd` and appends "OPTION N" to argv (N: its number in the worker).
+  void pass_as(std::string option, UniqueFd fd) { option_value(std::move(option), std::to_string(pass(std::move(fd)))); }
+  // Appends "OPTION VALUE" to argv.
+  void option_value(std::string option, std::string value) {
+    argv.push_back(std::move(option));
+    argv.push_back(std::move(value));
+  }
   // The worker runs: the broker closes its copies of the fds passed.
   void started() { owned_.clear(); }
 
@@ -73,6 +80,44 @@ struct Device {
   std::function<Result<std::vector<uint8_t>>()> record;
 };
 
+// How a worker started by hand (`moss device KIND ARGS`) was told its options: the value of
+// option NAME ("--name V" or "--name=V"), or nullopt.
+using ArgLookup = std::function<std::optional<std::string>(std::string_view name)>;
+
+// What a module says of a device whose worker the broker starts.
+struct WorkerDevice {
+  std::string kind;         // Device::kind
+  std::string name;         // Device::name
+  GuestDevice guest;        // Device::guest
+  std::string program;      // WorkerPlan::program, and argv[0]
+  std::string description;  // WorkerPlan::description
+  sandbox::Role role = sandbox::Role::kBlk;
+  sandbox::Limits limits;
+  bool control = true;  // Whether the worker gets a control channel.
+};
+// Plans it with a fresh vhost-user connection (the vcpu process's end in Device::vhost_user,
+// the worker's passed as "--fd N") and, with `control`, a control channel (the broker's end in
+// WorkerPlan::control, the worker's passed as "--control-fd N"). The module then appends its
+// own fds and options to the plan's argv.
+Result<Device> plan_worker(WorkerDevice d);
+
+// The limits every worker starts from, for a worker holding up to `fds` descriptors beyond
+// the 64 any worker may (stdio, its vhost-user socket and control channel, the event loop and
+// libevent's signal pipe, up to 8 guest memory regions, the few fds of its own a device opens
+// before the jail): 16 tasks (one thread: clone is in no worker's policy; room for the test
+// hooks' probes, which fork one child at a time), 64 MiB of file (a worker writes no file of
+// its own unless its module says so; only its stderr can be one, a file the user sent the
+// broker's stderr to, and RLIMIT_FSIZE bounds the offset of every write to it, so a little
+// room rather than none), no locked memory. A module raises what its device needs.
+sandbox::Limits worker_limits(uint64_t fds);
+inline constexpr uint64_t kMiB = 1ull << 20;
+
+// A worker's numeric option as `arg` gives it (`moss device KIND ARGS`): `fallback` if absent
+// or not a decimal number, at most `max`.
+uint64_t number_arg(const ArgLookup& arg, std::string_view name, uint64_t fallback, uint64_t max);
+// A decimal number, all of `text`; nullopt for anything else.
+std::optional<uint64_t> parse_number(std::string_view text);
+
 // A connected pair of stream sockets for a vhost-user connection: {vcpu's end, worker's}.
 Result<std::pair<UniqueFd, UniqueFd>> vhost_user_pair();
 // A worker control channel (SOCK_SEQPACKET): {broker's end, worker's}.
@@ -84,10 +129,6 @@ struct Option {
   std::optional<std::string> value;
 };
 std::vector<Option> split_options(std::string_view text);
-
-// How a worker started by hand (`moss device KIND ARGS`) was told its options: the value of
-// option NAME ("--name V" or "--name=V"), or nullopt.
-using ArgLookup = std::function<std::optional<std::string>(std::string_view name)>;
 
 // A kind of device.
 class Module {

@@ -65,16 +65,16 @@ TEST(BlkModule, ADiskIsAWorkerGivenItsConnectionDiskAndControlChannelByNumber) {
   WorkerPlan& w = *d.worker;
   EXPECT_EQ(w.program, "moss-blk");
   EXPECT_EQ(w.description, "blk worker for " + img);
-  EXPECT_EQ(w.argv, (std::vector<std::string>{"moss-blk", "--fd", "3", "--disk-fd", "4", "--control-fd", "5", "--disk",
+  EXPECT_EQ(w.argv, (std::vector<std::string>{"moss-blk", "--fd", "3", "--control-fd", "4", "--disk-fd", "5", "--disk",
                                               img, "--readonly", "--num-queues", "2"}));
   ASSERT_EQ(w.fds.size(), 3u);
-  // fd 4 is the image, opened here: the jailed worker has no path to open.
+  // fd 5 is the image, opened here: the jailed worker has no path to open.
   struct stat want {};
   ASSERT_EQ(stat(img.c_str(), &want), 0);
-  EXPECT_EQ(stat_of(w.fds[1]).st_ino, want.st_ino);
-  EXPECT_EQ(fcntl(w.fds[1], F_GETFL) & O_ACCMODE, O_RDONLY);
+  EXPECT_EQ(stat_of(w.fds[2]).st_ino, want.st_ino);
+  EXPECT_EQ(fcntl(w.fds[2], F_GETFL) & O_ACCMODE, O_RDONLY);
   EXPECT_TRUE(S_ISSOCK(stat_of(w.fds[0]).st_mode));
-  EXPECT_TRUE(S_ISSOCK(stat_of(w.fds[2]).st_mode));
+  EXPECT_TRUE(S_ISSOCK(stat_of(w.fds[1]).st_mode));
   EXPECT_TRUE(w.control.valid());
   EXPECT_TRUE(d.vhost_user.valid());
   EXPECT_EQ(w.role, sandbox::Role::kBlk);

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -23,7 +22,6 @@
 namespace moss::device::blk {
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint16_t kVirtioId = 2;
 constexpr uint32_t kPciClass = 0x010000;  // Mass storage, SCSI: what QEMU's virtio-blk-pci reports.
 // struct virtio_blk_config up to write_zeroes_may_unmap and its padding (5.2.4): what QEMU's
@@ -100,10 +98,13 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
   // lock is on this open file, so it stays with the worker this fd is passed to.
   MOSS_TRY_VOID(lock_disk(fd, d.readonly, "the disk " + d.path));
 
-  Device dev;
-  dev.kind = "blk";
-  dev.name = "disk " + std::to_string(index + 1) + " (" + d.path + ")";
-  dev.guest = guest_device(vm.cpus);
+  MOSS_TRY(Device dev, device::plan_worker({.kind = "blk",
+                                             .name = "disk " + std::to_string(index + 1) + " (" + d.path + ")",
+                                             .guest = guest_device(vm.cpus),
+                                             .program = "moss-blk",
+                                             .description = "blk worker for " + d.path,
+                                             .role = sandbox::Role::kBlk,
+                                             .limits = limits(vm.cpus, disk_bytes(disk.get()))}));
   // A spore records the disk as it is when the VM is paused: the broker keeps a copy of the
   // fd for that (the worker gets the disk itself).
   int copy = fcntl(disk.get(), F_DUPFD_CLOEXEC, 3);
@@ -113,31 +114,12 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
     MOSS_TRY(DiskRecord r, record_disk(kept->get(), readonly, what));
     return encode_disk_record(r);
   };
-  MOSS_TRY(auto conn, vhost_user_pair());
-  MOSS_TRY(auto control, control_pair());
-  dev.vhost_user = std::move(conn.first);
-  WorkerPlan& w = dev.worker.emplace();
-  w.program = "moss-blk";
-  w.description = "blk worker for " + d.path;
-  w.role = sandbox::Role::kBlk;
-  w.limits = limits(vm.cpus, disk_bytes(disk.get()));
-  w.control = std::move(control.first);
-  w.argv = {"moss-blk"};
-  w.argv.insert(w.argv.end(), {"--fd", std::to_string(w.pass(std::move(conn.second)))});
-  w.argv.insert(w.argv.end(), {"--disk-fd", std::to_string(w.pass(std::move(disk)))});
-  w.argv.insert(w.argv.end(), {"--control-fd", std::to_string(w.pass(std::move(control.second)))});
-  w.argv.insert(w.argv.end(), {"--disk", d.path});
+  WorkerPlan& w = *dev.worker;
+  w.pass_as("--disk-fd", std::move(disk));
+  w.option_value("--disk", d.path);
   if (d.readonly) w.argv.push_back("--readonly");
-  w.argv.insert(w.argv.end(), {"--num-queues", std::to_string(vm.cpus)});
+  w.option_value("--num-queues", std::to_string(vm.cpus));
   return dev;
-}
-
-std::optional<uint64_t> number(const std::optional<std::string>& v) {
-  if (!v) return std::nullopt;
-  uint64_t n = 0;
-  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-  if (ec != std::errc() || end != v->data() + v->size()) return std::nullopt;
-  return n;
 }
 
 class BlkModule final : public Module {
@@ -148,7 +130,7 @@ class BlkModule final : public Module {
   }
   sandbox::Role role() const override { return sandbox::Role::kBlk; }
   sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
-    uint64_t queues = number(arg("--num-queues")).value_or(1);
+    uint64_t queues = number_arg(arg, "--num-queues", 1, 256);
     auto path = arg("--disk");
     if (!path) path = arg("--blk-file");
     uint64_t bytes = 0;
@@ -158,22 +140,20 @@ class BlkModule final : public Module {
       UniqueFd fd(::open(path->c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
       if (fd.valid()) bytes = disk_bytes(fd.get());
     }
-    return limits(static_cast<uint32_t>(queues > 256 ? 256 : queues), bytes);
+    return limits(static_cast<uint32_t>(queues), bytes);
   }
 };
 
 }  // namespace
 
 GuestDevice guest_device(uint32_t cpus) {
-  GuestDevice g;
-  g.virtio_id = kVirtioId;
-  g.pci_class = kPciClass;
-  g.config_size = kConfigSize;
-  g.num_queues = static_cast<uint16_t>(cpus < kMaxQueues ? cpus : kMaxQueues);
-  g.min_queues = 1;
-  g.multiqueue_feature = kFeatureMq;
-  g.queue_count_offset = kNumQueuesOffset;
-  return g;
+  return {.virtio_id = kVirtioId,
+          .pci_class = kPciClass,
+          .config_size = kConfigSize,
+          .num_queues = static_cast<uint16_t>(cpus < kMaxQueues ? cpus : kMaxQueues),
+          .min_queues = 1,
+          .multiqueue_feature = kFeatureMq,
+          .queue_count_offset = kNumQueuesOffset};
 }
 
 Result<std::vector<Device>> plan_disks(const std::vector<Disk>& disks, const Vm& vm) {
@@ -192,10 +172,9 @@ Result<std::vector<Device>> plan_disks(const std::vector<Disk>& disks, const Vm&
 }
 
 sandbox::Limits limits(uint32_t queues, uint64_t disk_bytes) {
-  sandbox::Limits l;
-  // stdio, the vhost-user socket, the disk, the io_uring and its eventfd, the event loop, up
-  // to 8 guest memory regions, the inflight buffer, and a kick and a call eventfd per queue.
-  l.nofile = 64 + 2ull * queues;
+  // The disk, the io_uring and its eventfd and the inflight buffer fit in the base; then a
+  // kick and a call eventfd per queue.
+  sandbox::Limits l = worker_limits(2ull * queues);
   // clone is not in blk.policy; these are io_uring's io-wq workers, which the kernel counts
   // as the worker's tasks and caps at this limit.
   l.nproc = 64 + 4ull * queues;
