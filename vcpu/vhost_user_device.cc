@@ -191,18 +191,24 @@ Result<void> wait_fd(int fd, short events, std::chrono::steady_clock::time_point
 
 }  // namespace
 
-Result<std::vector<uint8_t>> VhostUserDevice::take_state() {
+Result<UniqueFd> VhostUserDevice::open_state_transfer(uint32_t direction) {
   int p[2];
   MOSS_TRY_VOID(MOSS_SYS(pipe2(p, O_CLOEXEC | O_NONBLOCK)));
-  UniqueFd rd(p[0]), wr(p[1]);
-  MOSS_TRY(UniqueFd theirs, fe_.set_device_state_fd(vhost_user::kTransferSave, wr.get()));
-  // Our copy of the write end goes, so the backend closing its copy is EOF here.
-  wr.reset();
+  const bool save = direction == vhost_user::kTransferSave;
+  UniqueFd ours(save ? p[0] : p[1]), far(save ? p[1] : p[0]);
+  MOSS_TRY(UniqueFd theirs, fe_.set_device_state_fd(direction, far.get()));
+  // Our copy of the backend's end goes, so the backend closing its copy is EOF here (save).
+  far.reset();
   if (theirs.valid()) {
-    rd = std::move(theirs);
-    MOSS_TRY(int flags, MOSS_SYS(fcntl(rd.get(), F_GETFL)));
-    MOSS_TRY_VOID(MOSS_SYS(fcntl(rd.get(), F_SETFL, flags | O_NONBLOCK)));
+    ours = std::move(theirs);
+    MOSS_TRY(int flags, MOSS_SYS(fcntl(ours.get(), F_GETFL)));
+    MOSS_TRY_VOID(MOSS_SYS(fcntl(ours.get(), F_SETFL, flags | O_NONBLOCK)));
   }
+  return ours;
+}
+
+Result<std::vector<uint8_t>> VhostUserDevice::take_state() {
+  MOSS_TRY(UniqueFd rd, open_state_transfer(vhost_user::kTransferSave));
   const std::string what = "the backend's state transfer";
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBackendStateTimeoutMs);
   std::vector<uint8_t> bytes;
@@ -227,16 +233,7 @@ Result<std::vector<uint8_t>> VhostUserDevice::take_state() {
 }
 
 Result<void> VhostUserDevice::give_state(std::span<const uint8_t> state) {
-  int p[2];
-  MOSS_TRY_VOID(MOSS_SYS(pipe2(p, O_CLOEXEC | O_NONBLOCK)));
-  UniqueFd rd(p[0]), wr(p[1]);
-  MOSS_TRY(UniqueFd theirs, fe_.set_device_state_fd(vhost_user::kTransferLoad, rd.get()));
-  rd.reset();
-  if (theirs.valid()) {
-    wr = std::move(theirs);
-    MOSS_TRY(int flags, MOSS_SYS(fcntl(wr.get(), F_GETFL)));
-    MOSS_TRY_VOID(MOSS_SYS(fcntl(wr.get(), F_SETFL, flags | O_NONBLOCK)));
-  }
+  MOSS_TRY(UniqueFd wr, open_state_transfer(vhost_user::kTransferLoad));
   const std::string what = "the backend's state transfer";
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBackendStateTimeoutMs);
   size_t done = 0;

@@ -102,6 +102,9 @@ class VhostUserDevice final : public virtio_pci::VirtioBackend {
   Result<uint64_t> user_address(uint64_t gpa, uint64_t len) const;
   // SET_VRING_NUM, BASE, ADDR, CALL, KICK, ENABLE for one ring; records it as started.
   Result<void> start_ring(uint16_t q, const virtio_pci::QueueState& s, uint16_t base);
+  // A pipe for DEVICE_STATE in `direction` whose far end the backend is given (or the fd it
+  // answers with instead): our end, non-blocking.
+  Result<UniqueFd> open_state_transfer(uint32_t direction);
   Result<std::vector<uint8_t>> take_state();
   Result<void> give_state(std::span<const uint8_t> state);
 

@@ -30,14 +30,8 @@ constexpr size_t kDiskBytes = 1 << 20;
 constexpr uint64_t kVersion1 = 1ull << 32;
 
 VhostUserDeviceSpec blk_spec() {
-  VhostUserDeviceSpec s;
-  s.name = "disk 1 (test.img)";
-  s.virtio_id = 2;
-  s.pci_class = 0x010000;
-  s.config_size = 60;
-  s.multiqueue_feature = 12;
-  s.queue_count_offset = 34;
-  return s;
+  return {{.virtio_id = 2, .pci_class = 0x010000, .config_size = 60, .multiqueue_feature = 12, .queue_count_offset = 34},
+          "disk 1 (test.img)"};
 }
 
 struct Rig {
@@ -307,13 +301,8 @@ TEST(VhostUserDeviceSave, VsockStateMovesToAFreshWorkerWhichSendsTransportReset)
     return std::nullopt;
   };
 
-  VhostUserDeviceSpec spec;
-  spec.name = "vsock (cid 3)";
-  spec.virtio_id = 19;
-  spec.pci_class = 0x088000;
-  spec.config_size = 8;
-  spec.num_queues = 3;
-  spec.min_queues = 3;
+  VhostUserDeviceSpec spec{{.virtio_id = 19, .pci_class = 0x088000, .config_size = 8, .num_queues = 3, .min_queues = 3},
+                           "vsock (cid 3)"};
   harness::VsockProcessOptions o;
   o.pass_fd = true;
   auto w1 = harness::VsockProcess::start(o);

@@ -8,28 +8,14 @@ namespace {
 
 VhostUserDeviceSpec net_like() {
   // Net with two rx/tx pairs and a control queue, its MAC in a 12-byte config: no special case.
-  VhostUserDeviceSpec s;
-  s.name = "net";
-  s.virtio_id = 1;
-  s.pci_class = 0x020000;
-  s.config_size = 12;
-  s.num_queues = 5;
-  s.min_queues = 5;
-  return s;
+  return {{.virtio_id = 1, .pci_class = 0x020000, .config_size = 12, .num_queues = 5, .min_queues = 5}, "net"};
 }
 
 TEST(VhostUserDeviceSpec, AnyKindWithinTheTransportsLimitsIsAccepted) {
   EXPECT_TRUE(check_spec(net_like()).ok());
-  VhostUserDeviceSpec ninep;
-  ninep.virtio_id = 9;
-  ninep.config_size = 2 + 36;  // le16 tag_len and the mount tag.
-  EXPECT_TRUE(check_spec(ninep).ok());
-  VhostUserDeviceSpec blk;
-  blk.virtio_id = 2;
-  blk.config_size = 60;
-  blk.num_queues = 64;
-  blk.multiqueue_feature = 12;
-  blk.queue_count_offset = 34;
+  // 9p: one queue, its config a le16 tag_len and the mount tag.
+  EXPECT_TRUE(check_spec(GuestDevice{.virtio_id = 9, .config_size = 2 + 36}).ok());
+  GuestDevice blk{.virtio_id = 2, .config_size = 60, .num_queues = 64, .multiqueue_feature = 12, .queue_count_offset = 34};
   EXPECT_TRUE(check_spec(blk).ok());
 }
 
