@@ -147,6 +147,25 @@ class BlkModule final : public Module {
     return make_error("disks are given with --disk PATH[,ro] or --vhost-user-blk SOCKET, not --device blk");
   }
   sandbox::Role role() const override { return sandbox::Role::kBlk; }
+  std::string noun() const override { return "disk"; }
+  std::string option() const override { return "--disk"; }
+  Result<void> check_recorded(std::span<const uint8_t> recorded, std::span<const uint8_t> given,
+                              unsigned nth) const override {
+    const std::string what = "disk " + std::to_string(nth);
+    // An external backend's disk is out of moss's reach: nothing was recorded of it, and
+    // nothing can be checked now.
+    if (recorded.empty()) {
+      return make_error(what + " was served by a vhost-user backend when the spore was made, which moss cannot check; "
+                        "a spore restores only with the disks moss served");
+    }
+    if (given.empty()) {
+      return make_error(what + " is given as a vhost-user backend, which cannot be checked against the spore; give each "
+                        "disk with --disk");
+    }
+    MOSS_TRY(DiskRecord was, decode_disk_record(recorded));
+    MOSS_TRY(DiskRecord now, decode_disk_record(given));
+    return same_disk(was, now, what);
+  }
   sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
     uint64_t queues = number(arg("--num-queues")).value_or(1);
     auto path = arg("--disk");
