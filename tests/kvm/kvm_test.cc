@@ -1943,7 +1943,9 @@ void kill_during_suspend(const std::string& victim_role, const std::string& step
   pid_t victim = victim_role == "broker" ? vm.pid() : child_named(vm.pid(), victim_role);
   ASSERT_GT(victim, 0) << victim_role;
   kill(victim, SIGKILL);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // SIGKILL is not synchronous: the victim is gone (or a zombie) before anything goes on.
+  for (int i = 0; i < 1000 && process_exists(victim); i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_FALSE(process_exists(victim)) << victim_role << " outlived SIGKILL";
   std::filesystem::remove(spore + ".hold");  // Lets a writer that is still alive go on.
   auto client = sus.wait(seconds(60));
   auto ended = vm.wait(seconds(60));
