@@ -40,7 +40,7 @@ struct WorkerPlan {
   std::string description;        // "blk worker for disk.img"; messages say "the " + description.
   std::vector<std::string> argv;  // argv[0] included; fd numbers come from pass().
   sandbox::PassedFds fds;         // In order; each lands at the number pass() returned.
-  sandbox::Role role = sandbox::Role::kBlk;  // Names its seccomp policy (policies/ROLE.policy).
+  sandbox::Role role = sandbox::Role("blk");  // Names its seccomp policy (policies/ROLE.policy).
   sandbox::Limits limits;
   // The broker's end of the worker's control channel (ipc/worker.capnp), or invalid.
   UniqueFd control;

@@ -119,7 +119,7 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
   WorkerPlan& w = dev.worker.emplace();
   w.program = "moss-blk";
   w.description = "blk worker for " + d.path;
-  w.role = sandbox::Role::kBlk;
+  w.role = sandbox::Role("blk");
   w.limits = limits(vm.cpus, disk_bytes(disk.get()));
   w.control = std::move(control.first);
   w.argv = {"moss-blk"};
@@ -146,7 +146,7 @@ class BlkModule final : public Module {
   Result<Device> plan(std::string_view, const Vm&) const override {
     return make_error("disks are given with --disk PATH[,ro] or --vhost-user-blk SOCKET, not --device blk");
   }
-  sandbox::Role role() const override { return sandbox::Role::kBlk; }
+  sandbox::Role role() const override { return sandbox::Role("blk"); }
   std::string noun() const override { return "disk"; }
   std::string option() const override { return "--disk"; }
   Result<void> check_recorded(std::span<const uint8_t> recorded, std::span<const uint8_t> given,

@@ -54,7 +54,7 @@ std::string capabilities_json() {
 }
 
 int null_main(int argc, char** argv) {
-  return runtime::worker_main(argc, argv, {"moss-null", sandbox::Role::kNull, usage_text, capabilities_json}, parse_cli,
+  return runtime::worker_main(argc, argv, {"moss-null", sandbox::Role("null"), usage_text, capabilities_json}, parse_cli,
                               [](const CliOptions& o, bool) -> Result<runtime::Prepared> {
                                 runtime::Prepared p;
                                 p.spec = worker_spec(o.device);

@@ -27,7 +27,7 @@ class NullModule final : public Module {
     return null::plan(o, vm);
   }
   // moss-null is a virtio-blk backend without a disk: the blk role's policy covers it.
-  sandbox::Role role() const override { return sandbox::Role::kNull; }
+  sandbox::Role role() const override { return sandbox::Role("null"); }
   sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
     auto q = arg("--num-queues");
     uint64_t queues = q ? number(*q).value_or(1) : 1;

@@ -19,7 +19,7 @@ class VsockModule final : public Module {
   Result<Device> plan(std::string_view, const Vm&) const override {
     return make_error("every VM has one vsock device, which moss run adds itself (--vsock-socket PATH places its socket)");
   }
-  sandbox::Role role() const override { return sandbox::Role::kVsock; }
+  sandbox::Role role() const override { return sandbox::Role("vsock"); }
   sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
     uint64_t max = 256;
     if (auto v = arg("--max-connections")) {
@@ -54,7 +54,7 @@ Result<Device> plan(Host host, const Vm& /*vm: its limits do not depend on the V
   WorkerPlan& w = dev.worker.emplace();
   w.program = "moss-vsock";
   w.description = "vsock worker";
-  w.role = sandbox::Role::kVsock;
+  w.role = sandbox::Role("vsock");
   w.limits = limits();
   w.argv = {"moss-vsock"};
   w.argv.insert(w.argv.end(), {"--fd", std::to_string(w.pass(std::move(conn.second)))});
