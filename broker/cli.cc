@@ -300,103 +300,108 @@ Result<Command> parse_exec(const std::vector<std::string>& args) {
 // Which verb's options parse_run reads: they share moss run's, less what does not apply.
 enum class RunMode { kRun, kRestore, kSporeCreate };
 
-Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i, RunMode mode = RunMode::kRun) {
-  RunOptions o;
-  bool boot_timeout_given = false;
-  bool clock_given = false;
+// What parse_run saw beyond the options themselves, for the checks that tie them together.
+struct RunSeen {
+  bool boot_timeout = false;
+  bool clock = false;
   std::string machine_option;  // The first option that shapes a booted machine (a spore has its own).
-  for (; i < args.size(); i++) {
-    const std::string& a = args[i];
-    if (a == "--") {
-      o.has_command = true;
-      o.command.assign(args.begin() + static_cast<long>(i) + 1, args.end());
-      if (o.command.empty()) return make_error("'--' must be followed by the command to run in the guest");
-      break;
+};
+
+// The value after option args[*i], which *i then points at.
+Result<std::string> option_value(const std::vector<std::string>& args, size_t* i) {
+  if (*i + 1 >= args.size()) return make_error(args[*i] + " needs a value");
+  return args[++*i];
+}
+
+// One option that shapes the machine booted (kernel, memory, vCPUs, devices) at args[*i]:
+// whether it is one.
+Result<bool> parse_machine_option(const std::vector<std::string>& args, size_t* i, RunOptions* o) {
+  const std::string& a = args[*i];
+  if (a == "--kernel") {
+    MOSS_TRY(o->kernel, option_value(args, i));
+  } else if (a == "--initrd") {
+    MOSS_TRY(o->initrd, option_value(args, i));
+    if (o->initrd == "none") {
+      o->no_initrd = true;
+      o->initrd.clear();
     }
-    auto value = [&](const char* name) -> Result<std::string> {
-      if (i + 1 >= args.size()) return make_error(std::string(name) + " needs a value");
-      return args[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      o.help = true;
-      return o;
-    }
-    if (machine_option.empty() && (a == "--kernel" || a == "--initrd" || a == "--append" || a == "--mem" ||
-                                   a == "--cpus" || a == "--device" || a == "--vhost-user-blk")) {
-      machine_option = a;
-    }
-    if (a == "--from") {
-      if (mode != RunMode::kRun) return make_error("--from is an option of moss run");
-      MOSS_TRY(o.from, value("--from"));
-      if (o.from.empty()) return make_error("--from needs a spore");
-    } else if (a == "--store") {
-      MOSS_TRY(o.store_dir, value("--store"));
-      if (o.store_dir.empty()) return make_error("--store needs a directory");
-    } else if (a == "--clock") {
-      MOSS_TRY(std::string v, value("--clock"));
-      if (v != "realtime") return make_error("--clock takes only 'realtime' (the default keeps the guest's clock continuous)");
-      o.realtime_clock = true;
-      clock_given = true;
-    } else if (a == "--kernel") {
-      MOSS_TRY(o.kernel, value("--kernel"));
-    } else if (a == "--initrd") {
-      MOSS_TRY(o.initrd, value("--initrd"));
-      if (o.initrd == "none") {
-        o.no_initrd = true;
-        o.initrd.clear();
-      }
-    } else if (a == "--append") {
-      MOSS_TRY(o.append, value("--append"));
-    } else if (a == "--mem") {
-      MOSS_TRY(std::string v, value("--mem"));
-      MOSS_TRY(o.mem_bytes, parse_size(v));
-    } else if (a == "--cpus") {
-      MOSS_TRY(std::string v, value("--cpus"));
-      MOSS_TRY(o.cpus, parse_cpus(v));
-    } else if (a == "--disk") {
-      MOSS_TRY(std::string v, value("--disk"));
-      MOSS_TRY(Disk d, parse_disk(v));
-      o.disks.push_back(d);
-    } else if (a == "--vhost-user-blk") {
-      MOSS_TRY(std::string v, value("--vhost-user-blk"));
-      MOSS_TRY(Disk d, parse_vhost_user_disk(v));
-      o.disks.push_back(d);
-    } else if (a == "--device") {
-      MOSS_TRY(std::string v, value("--device"));
-      MOSS_TRY(DeviceArg d, parse_device(v));
-      o.devices.push_back(d);
-    } else if (a == "--name") {
-      MOSS_TRY(o.name, value("--name"));
-      MOSS_TRY_VOID(control::check_name(o.name));
-    } else if (a == "-t" || a == "--tty" || a == "--env" || a == "--workdir") {
-      MOSS_TRY(bool known, parse_command_option(args, &i, &o));
-      MOSS_ASSERT(known);
-    } else if (a == "--boot-timeout") {
-      MOSS_TRY(std::string v, value("--boot-timeout"));
-      MOSS_TRY(o.boot_timeout_s, parse_seconds(v));
-      boot_timeout_given = true;
-    } else if (a == "--vsock-socket") {
-      MOSS_TRY(o.vsock_socket, value("--vsock-socket"));
-      if (o.vsock_socket.empty()) return make_error("--vsock-socket needs a path");
-    } else if (a == "--console") {
-      MOSS_TRY(o.console_file, value("--console"));
-      if (o.console_file.empty()) return make_error("--console needs a file");
-    } else if (a == "--no-sandbox") {
-      o.no_sandbox = true;
-    } else if (a == "--stats") {
-      MOSS_TRY(o.stats_file, value("--stats"));
-    } else {
-      return make_error("unknown option '" + a + "' for moss run (see moss run --help)");
-    }
+  } else if (a == "--append") {
+    MOSS_TRY(o->append, option_value(args, i));
+  } else if (a == "--mem") {
+    MOSS_TRY(std::string v, option_value(args, i));
+    MOSS_TRY(o->mem_bytes, parse_size(v));
+  } else if (a == "--cpus") {
+    MOSS_TRY(std::string v, option_value(args, i));
+    MOSS_TRY(o->cpus, parse_cpus(v));
+  } else if (a == "--disk" || a == "--vhost-user-blk") {
+    MOSS_TRY(std::string v, option_value(args, i));
+    MOSS_TRY(Disk d, a == "--disk" ? parse_disk(v) : parse_vhost_user_disk(v));
+    o->disks.push_back(d);
+  } else if (a == "--device") {
+    MOSS_TRY(std::string v, option_value(args, i));
+    MOSS_TRY(DeviceArg d, parse_device(v));
+    o->devices.push_back(d);
+  } else {
+    return false;
   }
-  if (!o.has_command && (o.tty || !o.env.empty() || !o.workdir.empty() || boot_timeout_given)) {
+  return true;
+}
+
+// One option of the run itself (spore, name, command, console, sandbox, stats) at args[*i]:
+// whether it is one.
+Result<bool> parse_session_option(const std::vector<std::string>& args, size_t* i, RunMode mode, RunOptions* o,
+                                  RunSeen* seen) {
+  const std::string& a = args[*i];
+  auto nonempty = [&](std::string* out, const char* what) -> Result<void> {
+    MOSS_TRY(*out, option_value(args, i));
+    if (out->empty()) return make_error(a + " needs " + what);
+    return {};
+  };
+  if (a == "--from") {
+    if (mode != RunMode::kRun) return make_error("--from is an option of moss run");
+    MOSS_TRY_VOID(nonempty(&o->from, "a spore"));
+  } else if (a == "--store") {
+    MOSS_TRY_VOID(nonempty(&o->store_dir, "a directory"));
+  } else if (a == "--clock") {
+    MOSS_TRY(std::string v, option_value(args, i));
+    if (v != "realtime") return make_error("--clock takes only 'realtime' (the default keeps the guest's clock continuous)");
+    o->realtime_clock = true;
+    seen->clock = true;
+  } else if (a == "--name") {
+    MOSS_TRY(o->name, option_value(args, i));
+    MOSS_TRY_VOID(control::check_name(o->name));
+  } else if (a == "-t" || a == "--tty" || a == "--env" || a == "--workdir") {
+    MOSS_TRY(bool known, parse_command_option(args, i, o));
+    MOSS_ASSERT(known);
+  } else if (a == "--boot-timeout") {
+    MOSS_TRY(std::string v, option_value(args, i));
+    MOSS_TRY(o->boot_timeout_s, parse_seconds(v));
+    seen->boot_timeout = true;
+  } else if (a == "--vsock-socket") {
+    MOSS_TRY_VOID(nonempty(&o->vsock_socket, "a path"));
+  } else if (a == "--console") {
+    MOSS_TRY_VOID(nonempty(&o->console_file, "a file"));
+  } else if (a == "--no-sandbox") {
+    o->no_sandbox = true;
+  } else if (a == "--stats") {
+    MOSS_TRY(o->stats_file, option_value(args, i));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The options of a run that do not go together, or not with this verb.
+Result<void> check_run_options(const RunOptions& o, RunMode mode, const RunSeen& seen) {
+  if (!o.has_command && (o.tty || !o.env.empty() || !o.workdir.empty() || seen.boot_timeout)) {
     return make_error("-t, --env, --workdir and --boot-timeout apply to a command: add -- CMD ARGS...");
   }
   const bool from_spore = mode == RunMode::kRestore || !o.from.empty();
-  if (from_spore && !machine_option.empty()) {
-    return make_error(machine_option + " does not apply to a spore: its machine (kernel, memory, vCPUs, devices) is the one it captured");
+  if (from_spore && !seen.machine_option.empty()) {
+    return make_error(seen.machine_option +
+                      " does not apply to a spore: its machine (kernel, memory, vCPUs, devices) is the one it captured");
   }
-  if (!from_spore && clock_given) return make_error("--clock applies to a spore (moss restore, moss run --from)");
+  if (!from_spore && seen.clock) return make_error("--clock applies to a spore (moss restore, moss run --from)");
   if (mode == RunMode::kRun && o.from.empty() && !o.store_dir.empty()) {
     return make_error("--store applies to a spore (moss run --from SPORE)");
   }
@@ -407,6 +412,34 @@ Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i, Run
     if (o.has_command) return make_error("moss spore create takes no command: it captures the VM once its agent is up");
     if (!o.name.empty()) return make_error("moss spore create takes no --name (the VM it boots is captured, then stopped)");
   }
+  return {};
+}
+
+Result<RunOptions> parse_run(const std::vector<std::string>& args, size_t i, RunMode mode = RunMode::kRun) {
+  RunOptions o;
+  RunSeen seen;
+  for (; i < args.size(); i++) {
+    const std::string& a = args[i];
+    if (a == "--") {
+      o.has_command = true;
+      o.command.assign(args.begin() + static_cast<long>(i) + 1, args.end());
+      if (o.command.empty()) return make_error("'--' must be followed by the command to run in the guest");
+      break;
+    }
+    if (a == "--help" || a == "-h") {
+      o.help = true;
+      return o;
+    }
+    MOSS_TRY(bool machine, parse_machine_option(args, &i, &o));
+    if (machine) {
+      // A restore is given its disks again (checked against the spore); nothing else of a machine.
+      if (seen.machine_option.empty() && a != "--disk") seen.machine_option = a;
+      continue;
+    }
+    MOSS_TRY(bool session, parse_session_option(args, &i, mode, &o, &seen));
+    if (!session) return make_error("unknown option '" + a + "' for moss run (see moss run --help)");
+  }
+  MOSS_TRY_VOID(check_run_options(o, mode, seen));
   return o;
 }
 
@@ -470,24 +503,47 @@ Result<Command> parse_spore_run(const std::vector<std::string>& args, size_t at,
   return c;
 }
 
+// moss help [VERB]
+Result<Command> parse_help(const std::vector<std::string>& args) {
+  Command c;
+  if (args.size() > 2) return make_error("moss help takes at most one verb (moss help run)");
+  if (args.size() == 2) {
+    c.help_topic = args[1] == "list" ? "ls" : args[1];
+    static const char* const kTopics[] = {"run", "exec", "ls", "stats", "stop", "pause", "resume", "device", "suspend", "restore", "spore"};
+    if (std::find(std::begin(kTopics), std::end(kTopics), c.help_topic) == std::end(kTopics) &&
+        !is_spore_verb(c.help_topic)) {
+      return make_error("moss help knows no verb '" + args[1] +
+                        "' (this version has: run, exec, ls, stats, stop, pause, resume, device, suspend, restore, spore, inspect, pack, unpack, store)");
+    }
+  }
+  return c;
+}
+
+// moss device KIND ARGS...
+Result<Command> parse_device_verb(const std::vector<std::string>& args) {
+  Command c;
+  if (args.size() == 2 && (args[1] == "--help" || args[1] == "-h")) {
+    c.help_topic = "device";
+    return c;
+  }
+  std::string known;  // The kinds devices/modules.cc lists.
+  for (std::string_view k : device::kinds()) known += (known.empty() ? "" : ", ") + std::string(k);
+  if (args.size() < 2) return make_error("moss device needs a device kind (this version has: " + known + ")");
+  if (device::find(args[1]) == nullptr) {
+    return make_error("unknown device kind '" + args[1] + "' (this version has: " + known + ")");
+  }
+  c.verb = Command::Verb::kDevice;
+  c.device = args[1];
+  c.device_args.assign(args.begin() + 2, args.end());
+  return c;
+}
+
 }  // namespace
 
 Result<Command> parse(const std::vector<std::string>& args) {
   Command c;
   if (args.empty() || args[0] == "--help" || args[0] == "-h") return c;
-  if (args[0] == "help") {
-    if (args.size() > 2) return make_error("moss help takes at most one verb (moss help run)");
-    if (args.size() == 2) {
-      c.help_topic = args[1] == "list" ? "ls" : args[1];
-      static const char* const kTopics[] = {"run", "exec", "ls", "stats", "stop", "pause", "resume", "device", "suspend", "restore", "spore"};
-      if (std::find(std::begin(kTopics), std::end(kTopics), c.help_topic) == std::end(kTopics) &&
-          !is_spore_verb(c.help_topic)) {
-        return make_error("moss help knows no verb '" + args[1] +
-                          "' (this version has: run, exec, ls, stats, stop, pause, resume, device, suspend, restore, spore, inspect, pack, unpack, store)");
-      }
-    }
-    return c;
-  }
+  if (args[0] == "help") return parse_help(args);
   if (args[0] == "--version") {
     c.verb = Command::Verb::kVersion;
     return c;
@@ -525,22 +581,7 @@ Result<Command> parse(const std::vector<std::string>& args) {
     c.vm_name = args[1];
     return c;
   }
-  if (args[0] == "device") {
-    if (args.size() == 2 && is_help(args[1])) {
-      c.help_topic = "device";
-      return c;
-    }
-    std::string known;  // The kinds devices/modules.cc lists.
-    for (std::string_view k : device::kinds()) known += (known.empty() ? "" : ", ") + std::string(k);
-    if (args.size() < 2) return make_error("moss device needs a device kind (this version has: " + known + ")");
-    if (device::find(args[1]) == nullptr) {
-      return make_error("unknown device kind '" + args[1] + "' (this version has: " + known + ")");
-    }
-    c.verb = Command::Verb::kDevice;
-    c.device = args[1];
-    c.device_args.assign(args.begin() + 2, args.end());
-    return c;
-  }
+  if (args[0] == "device") return parse_device_verb(args);
   if (args[0] == "exec") return parse_exec(args);
   if (args[0] == "suspend") return parse_suspend(args);
   if (args[0] == "restore") return parse_spore_run(args, 1, RunMode::kRestore);

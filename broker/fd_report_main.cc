@@ -11,7 +11,7 @@
 #include "policies/sandbox.h"
 
 int main(int argc, char** argv) {
-  moss::sandbox::enter(moss::sandbox::Role::kVcpu);
+  moss::sandbox::enter(moss::sandbox::Role("vcpu"));
   for (int i = 1; i < argc; i++) {
     std::string link = std::string("/proc/self/fd/") + argv[i];
     char target[512];

@@ -10,7 +10,7 @@ constexpr uint64_t kMiB = 1ull << 20;
 
 Sandbox vcpu(uint32_t cpus, size_t devices, size_t queues, uint64_t mem_bytes, bool enabled) {
   Sandbox s;
-  s.role = sandbox::Role::kVcpu;
+  s.role = sandbox::Role("vcpu");
   s.enabled = enabled;
   // fds: stdio, control, KVM, kernel, initrd, the VM, one per vCPU, eventfds of its own, and
   // per vhost-user device its socket and a little room, plus a kick and a call eventfd per

@@ -14,7 +14,7 @@ namespace moss::jail {
 using Limits = sandbox::Limits;
 
 struct Sandbox {
-  sandbox::Role role = sandbox::Role::kVcpu;
+  sandbox::Role role = sandbox::Role("vcpu");
   bool enabled = true;  // false: `moss run --no-sandbox` (debugging only)
   Limits limits;
 };

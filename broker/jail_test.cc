@@ -119,7 +119,7 @@ Child start(Role role, bool jailed) {
   spec.stderr_fd = err_write.get();
   int sv[2];
   UniqueFd theirs, disk;
-  if (role == Role::kBlk) {
+  if (role == Role("blk")) {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     disk.reset(memfd_create("moss-jail-test-disk", MFD_CLOEXEC));
     EXPECT_EQ(ftruncate(disk.get(), 1 << 20), 0);
@@ -127,19 +127,19 @@ Child start(Role role, bool jailed) {
     int fd = spec.pass_fd(sv[1]);
     int disk_fd = spec.pass_fd(disk.get());
     spec.argv = {"moss-blk", "--fd", std::to_string(fd), "--disk-fd", std::to_string(disk_fd), "--disk", "test.img"};
-    spec.sandbox = jail::worker(Role::kBlk, device::blk::limits(1, 1 << 20), jailed);
-  } else if (role == Role::kVsock) {
+    spec.sandbox = jail::worker(Role("blk"), device::blk::limits(1, 1 << 20), jailed);
+  } else if (role == Role("vsock")) {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     c.dir = ScopedDir::make();
     spec.path = build_dir() + "/moss-vsock";
     spec.argv = {"moss-vsock", "--fd", std::to_string(spec.pass_fd(sv[1])), "--guest-cid", "3", "--uds-path",
                  c.dir.path + "/vsock.sock"};
-    spec.sandbox = jail::worker(Role::kVsock, device::vsock::limits(), jailed);
-  } else if (role == Role::kNull) {
+    spec.sandbox = jail::worker(Role("vsock"), device::vsock::limits(), jailed);
+  } else if (role == Role("null")) {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     spec.path = build_dir() + "/moss-null";
     spec.argv = {"moss-null", "--fd", std::to_string(spec.pass_fd(sv[1])), "--capacity", "1048576"};
-    spec.sandbox = jail::worker(Role::kNull, device::null::limits(1), jailed);
+    spec.sandbox = jail::worker(Role("null"), device::null::limits(1), jailed);
   } else {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
     disk.reset(open("/dev/null", O_RDWR | O_CLOEXEC));  // Stands in for /dev/kvm and the kernel.
@@ -229,12 +229,12 @@ TEST(Sandbox, EachLayerHoldsWithoutSeccomp) {
   }
 }
 
-TEST(Sandbox, BlkWorkerProbesAreAllBlocked) { expect_all_blocked(Role::kBlk); }
-TEST(Sandbox, VcpuProcessProbesAreAllBlocked) { expect_all_blocked(Role::kVcpu); }
-TEST(Sandbox, BlkWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kBlk); }
-TEST(Sandbox, VsockWorkerProbesAreAllBlocked) { expect_all_blocked(Role::kVsock); }
-TEST(Sandbox, VsockWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kVsock); }
-TEST(Sandbox, VcpuProcessProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role::kVcpu); }
+TEST(Sandbox, BlkWorkerProbesAreAllBlocked) { expect_all_blocked(Role("blk")); }
+TEST(Sandbox, VcpuProcessProbesAreAllBlocked) { expect_all_blocked(Role("vcpu")); }
+TEST(Sandbox, BlkWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role("blk")); }
+TEST(Sandbox, VsockWorkerProbesAreAllBlocked) { expect_all_blocked(Role("vsock")); }
+TEST(Sandbox, VsockWorkerProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role("vsock")); }
+TEST(Sandbox, VcpuProcessProbesAllSucceedWithoutTheSandbox) { expect_all_allowed(Role("vcpu")); }
 
 // moss-blk's io_uring is its one way around its seccomp policy (a ring's operations are no
 // system calls). From inside the jailed worker, on the ring it serves the guest with: a vsock
@@ -244,12 +244,12 @@ TEST(Sandbox, VcpuProcessProbesAllSucceedWithoutTheSandbox) { expect_all_allowed
 TEST(Sandbox, BlkWorkersRingRefusesSocketsAndOpensFromInsideItsJail) {
   for (bool jailed : {true, false}) {
     ScopedEnv env({{sandbox::kProbeEnv, "blk"}});
-    Child c = start(Role::kBlk, jailed);
+    Child c = start(Role("blk"), jailed);
     ASSERT_GT(c.pid, 0) << c.error.message;
     int status = 0;
     std::string err = c.finish(&status);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << describe_wait_status(status) << "\n" << err;
-    auto results = probe_results(err, Role::kBlk);
+    auto results = probe_results(err, Role("blk"));
     for (const auto& [name, result] : results) std::printf("  %s blk %s: %s\n", jailed ? "jailed" : "unjailed", name.c_str(), result.c_str());
     EXPECT_EQ(results["ring-socket"], "blocked (EACCES)") << (jailed ? "jailed" : "unjailed") << "\n" << err;
     EXPECT_EQ(results["ring-openat"], "blocked (EACCES)") << (jailed ? "jailed" : "unjailed") << "\n" << err;
@@ -275,7 +275,7 @@ std::string status_field(const std::string& status, const std::string& field) {
 
 TEST(Sandbox, JailedWorkerSeenFromOutside) {
   ScopedEnv env({});
-  Child c = start(Role::kBlk, true);
+  Child c = start(Role("blk"), true);
   ASSERT_GT(c.pid, 0) << c.error.message;
   std::string proc = "/proc/" + std::to_string(c.pid);
   std::string status = read_text(proc + "/status");
@@ -348,7 +348,7 @@ TEST(Sandbox, VsockWorkerKeepsItsSocketDirectoryAndNothingElse) {
   ScopedEnv env({});
   ScopedDir outside = ScopedDir::make();
   std::ofstream(outside.path + "/outside.txt") << "not for the worker";
-  Child c = start(Role::kVsock, true);
+  Child c = start(Role("vsock"), true);
   ASSERT_GT(c.pid, 0) << c.error.message;
   const std::string root = "/proc/" + std::to_string(c.pid) + "/root", kept = c.dir.path;
   std::ofstream(kept + "/inside.txt") << "for the worker";
@@ -432,7 +432,7 @@ TEST(Launcher, ChildEnvironmentKeepsOnlyTheNamedVariables) {
   std::vector<char*> env;
   for (auto& v : in) env.push_back(v.data());
   env.push_back(nullptr);
-  auto out = child_environment(env.data(), sandbox::Launch{Role::kBlk, true, 5});
+  auto out = child_environment(env.data(), sandbox::Launch{Role("blk"), true, 5});
   std::vector<std::string> want = {"MOSS_LOG=debug", "MOSS_TEST_PROBE=blk"};
   auto names = child_environment_names();
   if (std::find(names.begin(), names.end(), "ASAN_OPTIONS") != names.end()) {
@@ -523,7 +523,7 @@ TEST(Launcher, ChildThatNeverEntersItsSandboxIsRefused) {
   ChildSpec spec;
   spec.path = "/bin/true";
   spec.argv = {"true"};
-  spec.sandbox = jail::worker(Role::kBlk, device::blk::limits(1, 0), true);
+  spec.sandbox = jail::worker(Role("blk"), device::blk::limits(1, 0), true);
   auto pid = spawn_child(spec);
   ASSERT_FALSE(pid.ok());
   EXPECT_EQ(pid.error().message, "the blk process (/bin/true) exited with status 0 before it entered its sandbox");
@@ -542,7 +542,7 @@ TEST(Launcher, MissingProgramIsOneSentence) {
   ChildSpec spec;
   spec.path = "/nonexistent/moss-blk";
   spec.argv = {"moss-blk"};
-  spec.sandbox = jail::worker(Role::kBlk, device::blk::limits(1, 0), true);
+  spec.sandbox = jail::worker(Role("blk"), device::blk::limits(1, 0), true);
   auto pid = spawn_child(spec);
   ASSERT_FALSE(pid.ok());
   EXPECT_EQ(pid.error().message,
@@ -555,7 +555,7 @@ TEST(Launcher, WrongRoleIsRefusedByTheChild) {
   // moss-vcpu, which enters its sandbox first thing, told it is a blk worker.
   spec.path = build_dir() + "/moss-vcpu";
   spec.argv = {"moss-vcpu", "--help"};
-  spec.sandbox = jail::worker(Role::kBlk, device::blk::limits(1, 1 << 20), true);
+  spec.sandbox = jail::worker(Role("blk"), device::blk::limits(1, 1 << 20), true);
   int err[2];
   ASSERT_EQ(pipe2(err, O_CLOEXEC), 0);
   UniqueFd r(err[0]), w(err[1]);
@@ -571,7 +571,7 @@ TEST(Launcher, WrongRoleIsRefusedByTheChild) {
 // The same jail for a broker that is not root: only its own uid and gid are mapped.
 TEST(Sandbox, WorksForAnUnprivilegedBroker) {
   if (geteuid() != 0) {
-    expect_all_blocked(Role::kBlk);
+    expect_all_blocked(Role("blk"));
     return;
   }
   // As root, become nobody in a child and run the blocked-probes check there.
@@ -591,11 +591,11 @@ TEST(Sandbox, WorksForAnUnprivilegedBroker) {
         (void)!write(pipefd[1], report.data(), report.size());
         _exit(0);
       }
-      Child c = start(Role::kBlk, true);
+      Child c = start(Role("blk"), true);
       if (c.pid <= 0) {
         report = "spawn failed: " + c.error.message;
       } else {
-        auto results = probe_results(c.finish(), Role::kBlk);
+        auto results = probe_results(c.finish(), Role("blk"));
         for (const auto& name : sandbox::probe_names()) {
           if (results[name].rfind("blocked (", 0) != 0) report += name + ": '" + results[name] + "' ";
         }

@@ -5,7 +5,7 @@
 
 #include <kj/exception.h>
 
-#include "devices/blk/module.h"
+#include "devices/modules.h"
 #include "vcpu/bzimage.h"
 
 namespace moss::sporemf {
@@ -190,32 +190,53 @@ Result<void> machine_state_of_unguarded(spore::Manifest::Reader m, ipc::MachineS
   return {};
 }
 
+// Each kind's devices counted in the spore and in what a restore was given, in the order
+// kinds first appear (the spore's first).
+struct KindCount {
+  std::string kind;
+  unsigned recorded = 0, given = 0;
+};
+
+std::vector<KindCount> count_kinds(capnp::List<spore::Device>::Reader recorded, const std::vector<DeviceRecord>& given) {
+  std::vector<KindCount> counts;
+  auto entry = [&](const std::string& kind) -> KindCount& {
+    auto it = std::ranges::find(counts, kind, &KindCount::kind);
+    return it != counts.end() ? *it : counts.emplace_back(KindCount{kind});
+  };
+  for (auto d : recorded) entry(d.getKind().cStr()).recorded++;
+  for (const auto& d : given) entry(d.kind).given++;
+  return counts;
+}
+
 Result<void> check_devices_unguarded(capnp::List<spore::Device>::Reader recorded, const std::vector<DeviceRecord>& given) {
-  size_t spore_disks = 0, given_disks = 0;
-  for (auto d : recorded) spore_disks += d.getKind() == "blk";
-  for (const auto& d : given) given_disks += d.kind == "blk";
-  if (spore_disks != given_disks) {
-    return make_error("the spore's VM had " + std::to_string(spore_disks) + " disk" + (spore_disks == 1 ? "" : "s") +
-                      " and " + std::to_string(given_disks) + (given_disks == 1 ? " was" : " were") +
-                      " given; give each of its disks with --disk, in its order");
+  const auto counts = count_kinds(recorded, given);
+  for (const auto& c : counts) {
+    if (device::find(c.kind) == nullptr) {
+      return make_error("the spore's VM had a device of kind '" + c.kind + "', which this moss does not know");
+    }
   }
-  if (recorded.size() != given.size()) {
-    return make_error("the spore's VM had " + std::to_string(recorded.size()) + " devices and this one would have " +
-                      std::to_string(given.size()));
+  // As many devices of another mix is told device by device below; fewer or more, kind by kind.
+  for (const auto& c : counts) {
+    if (recorded.size() == given.size() || c.recorded == c.given) continue;
+    const device::Module* module = device::find(c.kind);
+    const std::string noun = module->noun();
+    return make_error("the spore's VM had " + std::to_string(c.recorded) + " " + noun + (c.recorded == 1 ? "" : "s") +
+                      " and " + std::to_string(c.given) + (c.given == 1 ? " was" : " were") + " given; give each of its " +
+                      noun + "s with " + module->option() + ", in its order");
   }
-  unsigned disk = 0;
+  MOSS_ASSERT(recorded.size() == given.size());  // Equal counts of every kind.
+  std::vector<KindCount> seen;  // `recorded` counts each kind's devices checked so far.
   for (unsigned i = 0; i < given.size(); i++) {
     auto r = recorded[i];
     if (r.getKind() != given[i].kind.c_str()) {
       return make_error("the spore's device " + std::to_string(i + 1) + " is a " + r.getKind().cStr() +
                         " device and this VM's a " + given[i].kind + " device");
     }
-    if (given[i].kind != "blk") continue;
-    disk++;
+    auto it = std::ranges::find(seen, given[i].kind, &KindCount::kind);
+    unsigned nth = ++(it != seen.end() ? *it : seen.emplace_back(KindCount{given[i].kind})).recorded;
     auto c = r.getConfig();
-    MOSS_TRY(auto was, device::blk::decode_disk_record(std::span<const uint8_t>(c.begin(), c.size())));
-    MOSS_TRY(auto now, device::blk::decode_disk_record(given[i].config));
-    MOSS_TRY_VOID(device::blk::same_disk(was, now, "disk " + std::to_string(disk)));
+    MOSS_TRY_VOID(device::find(given[i].kind)
+                      ->check_recorded(std::span<const uint8_t>(c.begin(), c.size()), given[i].config, nth));
   }
   return {};
 }

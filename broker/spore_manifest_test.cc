@@ -302,10 +302,34 @@ TEST(RestoreDevices, TheDisksMustBeTheRecordedOnesInOrder) {
             "disk 2 was read-only when the spore was made; give it with ,ro");
   EXPECT_EQ(check_devices(recorded, {{"blk", a}, {"blk", b}, {"null", {}}}).error().message,
             "the spore's device 3 is a vsock device and this VM's a null device");
+  // A disk given as an external backend records nothing, and cannot stand for a recorded one.
+  EXPECT_EQ(check_devices(recorded, {{"blk", a}, {"blk", {}}, {"vsock", {}}}).error().message,
+            "disk 2 is given as a vhost-user backend, which cannot be checked against the spore; give each disk with "
+            "--disk");
   // A recorded disk whose record is corrupt is refused with the decoder's sentence.
   devs[0].setConfig(as_data(std::vector<uint8_t>(5)));
   EXPECT_EQ(check_devices(devs.asReader(), {{"blk", a}, {"blk", b}, {"vsock", {}}}).error().message,
             "the spore's record of a disk is 5 bytes, not 32");
+}
+
+// No kind is special to these checks: each kind's module counts, names and compares its own.
+TEST(RestoreDevices, EveryKindIsCountedAndCheckedByItsModule) {
+  capnp::MallocMessageBuilder mb;
+  auto devs = mb.initRoot<spore::MachineConfig>().initDevices(3);
+  devs[0].setKind("null");
+  devs[1].setKind("null");
+  devs[2].setKind("vsock");
+  auto recorded = devs.asReader();
+  EXPECT_TRUE(check_devices(recorded, {{"null", {}}, {"null", {}}, {"vsock", {}}}).ok());
+  EXPECT_EQ(check_devices(recorded, {{"null", {}}, {"vsock", {}}}).error().message,
+            "the spore's VM had 2 null devices and 1 was given; give each of its null devices with --device null, in its "
+            "order");
+  // A kind's record is compared by its module; by default, byte for byte.
+  EXPECT_EQ(check_devices(recorded, {{"null", {}}, {"null", {1}}, {"vsock", {}}}).error().message,
+            "null device 2 is not the one the spore was made with; give that one, with the options it had");
+  devs[1].setKind("gpu");
+  EXPECT_EQ(check_devices(devs.asReader(), {{"null", {}}, {"null", {}}, {"vsock", {}}}).error().message,
+            "the spore's VM had a device of kind 'gpu', which this moss does not know");
 }
 
 }  // namespace

@@ -9,9 +9,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <capnp/message.h>
+
 #include "base/file.h"
 #include "base/log.h"
 #include "base/unix_socket.h"
+#include "ipc/json.capnp.h"
+#include "ipc/json.h"
 
 namespace moss {
 
@@ -52,15 +56,18 @@ void write_stats_file(const std::string& path, const RunTimes& t, const rusage& 
     return;
   }
   fchmod(fd, 0644);
-  std::fprintf(f,
-               "{\"spawn_ns\": %llu, \"first_run_ns\": %llu, \"first_exit_ns\": %llu,\n"
-               " \"agent_connected_ns\": %llu, \"command_exited_ns\": %llu,\n"
-               " \"broker_maxrss_kib\": %ld, \"broker_cpu_ms\": %.3f,\n"
-               " \"vcpu_maxrss_kib\": %ld, \"vcpu_cpu_ms\": %.3f}\n",
-               static_cast<unsigned long long>(t.spawn_ns), static_cast<unsigned long long>(t.first_run_ns),
-               static_cast<unsigned long long>(t.first_exit_ns), static_cast<unsigned long long>(t.agent_connected_ns),
-               static_cast<unsigned long long>(t.command_exited_ns), self.ru_maxrss, cpu_ms(self), child.ru_maxrss,
-               cpu_ms(child));
+  capnp::MallocMessageBuilder message;
+  auto figures = message.initRoot<ipc::RunFigures>();
+  figures.setSpawnNs(t.spawn_ns);
+  figures.setFirstRunNs(t.first_run_ns);
+  figures.setFirstExitNs(t.first_exit_ns);
+  figures.setAgentConnectedNs(t.agent_connected_ns);
+  figures.setCommandExitedNs(t.command_exited_ns);
+  figures.setBrokerMaxrssKib(self.ru_maxrss);
+  figures.setBrokerCpuMs(cpu_ms(self));
+  figures.setVcpuMaxrssKib(child.ru_maxrss);
+  figures.setVcpuCpuMs(cpu_ms(child));
+  std::fputs(ipc::to_json(figures.asReader()).c_str(), f);
   bool written = std::fflush(f) == 0 && !std::ferror(f);
   written = std::fclose(f) == 0 && written;
   if (!written || rename(tmp.c_str(), target.c_str()) != 0) {

@@ -144,7 +144,7 @@ TEST(VmVsock, TheWorkerGetsTheListenerAndTheConnectChannelAndNoPath) {
   socklen_t len = sizeof accepting;
   ASSERT_EQ(getsockopt(w.fds[1], SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len), 0);
   EXPECT_TRUE(accepting);
-  EXPECT_EQ(w.role, sandbox::Role::kVsock);
+  EXPECT_EQ(w.role, sandbox::Role("vsock"));
   EXPECT_FALSE(w.control.valid());  // moss-vsock has no control channel yet.
   // The broker hands these over once.
   auto again = (*p)->worker_host();

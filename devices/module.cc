@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -78,6 +79,13 @@ std::vector<Option> split_options(std::string_view text) {
     else out.push_back({std::string(item.substr(0, eq)), std::string(item.substr(eq + 1))});
   }
   return out;
+}
+
+Result<void> Module::check_recorded(std::span<const uint8_t> recorded, std::span<const uint8_t> given,
+                                    unsigned nth) const {
+  if (std::ranges::equal(recorded, given)) return {};
+  return make_error(noun() + " " + std::to_string(nth) + " is not the one the spore was made with; give that one, "
+                    "with the options it had");
 }
 
 }  // namespace moss::device

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,7 +41,7 @@ struct WorkerPlan {
   std::string description;        // "blk worker for disk.img"; messages say "the " + description.
   std::vector<std::string> argv;  // argv[0] included; fd numbers come from pass().
   sandbox::PassedFds fds;         // In order; each lands at the number pass() returned.
-  sandbox::Role role = sandbox::Role::kBlk;  // Names its seccomp policy (policies/ROLE.policy).
+  sandbox::Role role = sandbox::Role("blk");  // Names its seccomp policy (policies/ROLE.policy).
   sandbox::Limits limits;
   // The broker's end of the worker's control channel (ipc/worker.capnp), or invalid.
   UniqueFd control;
@@ -91,7 +92,7 @@ struct WorkerDevice {
   GuestDevice guest;        // Device::guest
   std::string program;      // WorkerPlan::program, and argv[0]
   std::string description;  // WorkerPlan::description
-  sandbox::Role role = sandbox::Role::kBlk;
+  sandbox::Role role;  // WorkerPlan::role
   sandbox::Limits limits;
   bool control = true;  // Whether the worker gets a control channel.
 };
@@ -142,6 +143,19 @@ class Module {
   virtual sandbox::Role role() const = 0;
   virtual sandbox::Limits standalone_limits(const ArgLookup& arg) const = 0;
   virtual std::vector<std::string> socket_options() const { return {"--socket-path"}; }
+
+  // How a sentence names one device of this kind ("disk"; "s" makes the plural) and the
+  // option that gives one ("--disk"), for a restore given other devices than its spore had.
+  virtual std::string noun() const { return std::string(kind()) + " device"; }
+  virtual std::string option() const { return "--device " + std::string(kind()); }
+  // A restore's check of one device against its spore: `recorded` is what Device::record gave
+  // at the suspend (store/spore.capnp Device.config, from an untrusted file), `given` what the
+  // device planned for the restore gives now; both empty for a kind that records nothing (or
+  // a device that cannot be read, such as an external backend). `nth` counts this kind's
+  // devices from 1. Ok if the restored guest may take it for the device it had; by default,
+  // when the two records are the same bytes.
+  virtual Result<void> check_recorded(std::span<const uint8_t> recorded, std::span<const uint8_t> given,
+                                      unsigned nth) const;
 };
 
 }  // namespace moss::device

@@ -77,7 +77,7 @@ TEST(BlkModule, ADiskIsAWorkerGivenItsConnectionDiskAndControlChannelByNumber) {
   EXPECT_TRUE(S_ISSOCK(stat_of(w.fds[1]).st_mode));
   EXPECT_TRUE(w.control.valid());
   EXPECT_TRUE(d.vhost_user.valid());
-  EXPECT_EQ(w.role, sandbox::Role::kBlk);
+  EXPECT_EQ(w.role, sandbox::Role("blk"));
   EXPECT_EQ(w.limits.fsize, 64ull << 20);  // At least 64 MiB, or the disk's size.
   EXPECT_EQ(w.limits.nofile, blk::limits(2, 1 << 20).nofile);
   // The guest sees a virtio-blk function with a queue per vCPU.
@@ -132,7 +132,7 @@ TEST(VsockModule, TheWorkerGetsItsFdsByNumberAndKeepsNoPath) {
   EXPECT_EQ(d->worker->argv, (std::vector<std::string>{"moss-vsock", "--fd", "3", "--guest-cid", "7", "--uds-fd", "4",
                                                        "--connect-fd", "5"}));
   for (const auto& a : d->worker->argv) EXPECT_EQ(a.find('/'), std::string::npos) << "a path in its argv: " << a;
-  EXPECT_EQ(d->worker->role, sandbox::Role::kVsock);
+  EXPECT_EQ(d->worker->role, sandbox::Role("vsock"));
   EXPECT_EQ(d->guest.virtio_id, 19);
   EXPECT_EQ(d->guest.num_queues, 3);
   EXPECT_EQ(d->guest.min_queues, 3);

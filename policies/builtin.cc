@@ -1,27 +1,7 @@
 #include "policies/builtin.h"
 
-namespace moss::sandbox {
-
-const char* role_name(Role role) {
-  switch (role) {
-    case Role::kVcpu: return "vcpu";
-    case Role::kBlk: return "blk";
-    case Role::kVsock: return "vsock";
-    case Role::kNull: return "null";
-  }
-  return "?";
-}
-
-std::optional<Role> role_from_name(std::string_view name) {
-  for (Role r : all_roles()) {
-    if (name == role_name(r)) return r;
-  }
-  return std::nullopt;
-}
-
-std::vector<Role> all_roles() { return {Role::kVcpu, Role::kBlk, Role::kVsock, Role::kNull}; }
-
-}  // namespace moss::sandbox
+#include <algorithm>
+#include <cstring>
 
 namespace moss::policy {
 namespace {
@@ -35,7 +15,57 @@ const Embedded kPolicies[] = {
 #include "policies/builtin_policies.inc"
 };
 
+// Whether some built-in policy has the line "include NAME".
+bool included(std::string_view name) {
+  for (const auto& p : kPolicies) {
+    std::string_view text = p.text;
+    for (size_t at = 0; at < text.size();) {
+      size_t end = text.find('\n', at);
+      std::string_view line = text.substr(at, end == std::string_view::npos ? std::string_view::npos : end - at);
+      at = end == std::string_view::npos ? text.size() : end + 1;
+      if (line.starts_with("include ")) {
+        std::string_view inc = line.substr(8);
+        inc = inc.substr(0, inc.find_first_of(" \t#"));
+        if (inc == name) return true;
+      }
+    }
+  }
+  return false;
+}
+
 }  // namespace
+}  // namespace moss::policy
+
+namespace moss::sandbox {
+
+Role::Role(std::string_view name) {
+  auto r = role_from_name(name);
+  MOSS_ASSERT(r.has_value());
+  name_ = r->name_;
+}
+
+bool Role::operator==(const Role& o) const { return std::strcmp(name_, o.name_) == 0; }
+bool Role::operator<(const Role& o) const { return std::strcmp(name_, o.name_) < 0; }
+
+std::optional<Role> role_from_name(std::string_view name) {
+  for (const auto& p : policy::kPolicies) {
+    if (name == p.name && !policy::included(name)) return Role(p.name, Role::Checked{});
+  }
+  return std::nullopt;
+}
+
+std::vector<Role> all_roles() {
+  std::vector<Role> roles;
+  for (const auto& p : policy::kPolicies) {
+    if (auto r = role_from_name(p.name)) roles.push_back(*r);
+  }
+  std::sort(roles.begin(), roles.end());
+  return roles;
+}
+
+}  // namespace moss::sandbox
+
+namespace moss::policy {
 
 std::optional<std::string> builtin_text(const std::string& name) {
   for (const auto& p : kPolicies) {

@@ -12,12 +12,29 @@
 
 namespace moss::sandbox {
 
-// A kind of jailed child process. Each has a policy of the same name (vcpu.policy, ...).
-enum class Role { kVcpu, kBlk, kVsock, kNull };
+// A kind of jailed child process, named as its policy file: the role "blk" loads
+// policies/blk.policy. The roles are the built-in policies that no other policy includes
+// (common and vhost-user are only included), so a device's role comes with its policy file
+// and nothing here lists them.
+class Role {
+ public:
+  // The role named `name`; it must be one (MOSS_ASSERT: a name written in moss's own code).
+  // A name from outside goes through role_from_name().
+  explicit Role(std::string_view name);
+  const char* name() const { return name_; }
+  bool operator==(const Role& o) const;
+  bool operator<(const Role& o) const;
 
-const char* role_name(Role role);  // "vcpu", "blk", "vsock", "null"
+ private:
+  struct Checked {};
+  Role(const char* name, Checked) : name_(name) {}
+  friend std::optional<Role> role_from_name(std::string_view name);
+  const char* name_;  // The built-in policy's own name: static storage.
+};
+
+inline const char* role_name(Role role) { return role.name(); }  // "vcpu", "blk", "vsock", "null"
 std::optional<Role> role_from_name(std::string_view name);
-std::vector<Role> all_roles();
+std::vector<Role> all_roles();  // Sorted by name.
 
 }  // namespace moss::sandbox
 

@@ -44,6 +44,19 @@ int run_filtered(Role role, const std::function<int()>& body) {
 
 bool killed_by_sigsys(int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS; }
 
+// The roles are the policy files no other includes: a device's role comes with its file.
+TEST(BuiltinPolicies, TheRolesAreThePoliciesNothingIncludes) {
+  std::vector<std::string> names;
+  for (Role r : sandbox::all_roles()) names.emplace_back(r.name());
+  EXPECT_EQ(names, (std::vector<std::string>{"blk", "null", "vcpu", "vsock"}));
+  EXPECT_FALSE(sandbox::role_from_name("common").has_value());
+  EXPECT_FALSE(sandbox::role_from_name("vhost-user").has_value());
+  EXPECT_FALSE(sandbox::role_from_name("net").has_value());
+  ASSERT_TRUE(sandbox::role_from_name("null").has_value());
+  EXPECT_EQ(*sandbox::role_from_name("null"), Role("null"));
+  EXPECT_FALSE(Role("blk") == Role("vsock"));
+}
+
 TEST(BuiltinPolicies, EveryRoleParsesAndCompiles) {
   for (Role r : sandbox::all_roles()) {
     auto p = builtin(r);
@@ -124,27 +137,27 @@ TEST(BuiltinPolicies, ForbiddenCallsKillWithSigsys) {
 TEST(BuiltinPolicies, VcpuMayStartThreadsButNotProcesses) {
   // clone with thread flags is allowed, a fork-style clone is not; clone3 fails with ENOSYS so
   // glibc falls back to clone.
-  int status = run_filtered(Role::kVcpu, [] {
+  int status = run_filtered(Role("vcpu"), [] {
     long r = syscall(SYS_clone3, nullptr, 0);
     return r == -1 && errno == ENOSYS ? 0 : 1;
   });
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  status = run_filtered(Role::kVcpu, [] { return static_cast<int>(syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)); });
+  status = run_filtered(Role("vcpu"), [] { return static_cast<int>(syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)); });
   EXPECT_TRUE(killed_by_sigsys(status)) << status;
 }
 
 TEST(BuiltinPolicies, VcpuMayUseKvmRunButBlkMayNot) {
   // KVM_RUN on a non-KVM fd fails with ENOTTY when allowed, and kills when not.
   auto kvm_run = [] { return ioctl(0, 0xae80, 0) == -1 && errno == ENOTTY ? 0 : 1; };
-  int status = run_filtered(Role::kVcpu, kvm_run);
+  int status = run_filtered(Role("vcpu"), kvm_run);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kBlk, kvm_run)));
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role("blk"), kvm_run)));
 }
 
 // The vcpu process's second filter: after forbid_ioctls, the set-up ioctls kill on any fd while
 // the others keep working; and that one form of seccomp() is all any role may call.
 TEST(BuiltinPolicies, VcpuMayStackTheSetUpLockAndNothingElseMayCallSeccomp) {
-  int status = run_filtered(Role::kVcpu, [] {
+  int status = run_filtered(Role("vcpu"), [] {
     const uint64_t forbidden[] = {0xae01 /* KVM_CREATE_VM */, 0xae41 /* KVM_CREATE_VCPU */};
     if (!forbid_ioctls(forbidden)) return 2;
     // KVM_RUN is still allowed (ENOTTY on stdin); KVM_CREATE_VCPU now kills.
@@ -155,13 +168,13 @@ TEST(BuiltinPolicies, VcpuMayStackTheSetUpLockAndNothingElseMayCallSeccomp) {
   EXPECT_TRUE(killed_by_sigsys(status)) << status;
   // Any other seccomp() call, in the vcpu role or another, kills.
   auto strict = [] { return static_cast<int>(syscall(SYS_seccomp, 0 /* SECCOMP_SET_MODE_STRICT */, 0, nullptr)); };
-  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kVcpu, strict)));
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role("vcpu"), strict)));
   auto lock = [] {
     const uint64_t forbidden[] = {0xae01};
     return forbid_ioctls(forbidden) ? 0 : 1;
   };
-  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kBlk, lock)));
-  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kVsock, lock)));
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role("blk"), lock)));
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role("vsock"), lock)));
 }
 
 // A ring's operations are no system calls, so a new io_uring would reach what a policy
@@ -180,12 +193,12 @@ TEST(BuiltinPolicies, NoRoleMayMakeAnIoUringAndBlkMayOnlyEnterItsOwn) {
     }))) << sandbox::role_name(r) << ": io_uring_register";
   }
   // io_uring_enter on an fd that is no ring: allowed, so EBADF or EOPNOTSUPP rather than death.
-  int status = run_filtered(Role::kBlk, [] {
+  int status = run_filtered(Role("blk"), [] {
     long r = syscall(SYS_io_uring_enter, 0, 0, 0, 0, nullptr, 0);
     return r == -1 && (errno == EOPNOTSUPP || errno == EBADF) ? 0 : 1;
   });
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  for (Role r : {Role::kVcpu, Role::kVsock}) {
+  for (Role r : {Role("vcpu"), Role("vsock")}) {
     EXPECT_TRUE(killed_by_sigsys(run_filtered(r, [] { return static_cast<int>(syscall(SYS_io_uring_enter, 0, 0, 0, 0, nullptr, 0)); })))
         << sandbox::role_name(r) << ": io_uring_enter";
   }
@@ -194,7 +207,7 @@ TEST(BuiltinPolicies, NoRoleMayMakeAnIoUringAndBlkMayOnlyEnterItsOwn) {
 TEST(BuiltinPolicies, VsockMayConnectUnixStreamSocketsAndNothingElse) {
   // The socket moss-vsock makes for a guest connection, and its connect (to a path that is
   // not there: allowed, so it fails with ENOENT).
-  int status = run_filtered(Role::kVsock, [] {
+  int status = run_filtered(Role("vsock"), [] {
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s < 0) return 1;
     sockaddr_un addr{};
@@ -236,16 +249,16 @@ TEST(BuiltinPolicies, VsockMayConnectUnixStreamSocketsAndNothingElse) {
        }},
   };
   for (const auto& c : killed) {
-    EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kVsock, c.body))) << "vsock: " << c.what;
+    EXPECT_TRUE(killed_by_sigsys(run_filtered(Role("vsock"), c.body))) << "vsock: " << c.what;
   }
   // The other roles may not connect; the vcpu process may not accept either. A standalone
   // moss-blk accepts its next frontend on the listener it made before its filter loaded
   // (allowed: on fd 0, not a socket, ENOTSOCK).
-  for (Role r : {Role::kVcpu, Role::kBlk}) {
+  for (Role r : {Role("vcpu"), Role("blk")}) {
     EXPECT_TRUE(killed_by_sigsys(run_filtered(r, [] { return connect(0, nullptr, 0); }))) << sandbox::role_name(r);
   }
-  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role::kVcpu, [] { return accept4(0, nullptr, nullptr, 0); })));
-  status = run_filtered(Role::kBlk, [] { return accept4(0, nullptr, nullptr, 0) == -1 && errno == ENOTSOCK ? 0 : 1; });
+  EXPECT_TRUE(killed_by_sigsys(run_filtered(Role("vcpu"), [] { return accept4(0, nullptr, nullptr, 0); })));
+  status = run_filtered(Role("blk"), [] { return accept4(0, nullptr, nullptr, 0) == -1 && errno == ENOTSOCK ? 0 : 1; });
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
@@ -278,17 +291,17 @@ TEST(MossPolicyTool, PrintsTheBpfProgram) {
 }
 
 TEST(MossPolicyTool, RefusesAnUnknownRoleWithOneSentence) {
-  EXPECT_EQ(run_tool("net"), "moss-policy: 'net' is not a role (the roles are: vcpu, blk, vsock, null)\n\nstatus 1");
+  EXPECT_EQ(run_tool("net"), "moss-policy: 'net' is not a role (the roles are: blk, null, vcpu, vsock)\n\nstatus 1");
 }
 
 TEST(SandboxLaunch, TheEnvironmentValueRoundTrips) {
-  sandbox::Launch l{Role::kBlk, false, 7};
+  sandbox::Launch l{Role("blk"), false, 7};
   auto back = sandbox::parse_launch(sandbox::format_launch(l));
   ASSERT_TRUE(back.has_value());
-  EXPECT_EQ(back->role, Role::kBlk);
+  EXPECT_EQ(back->role, Role("blk"));
   EXPECT_FALSE(back->jailed);
   EXPECT_EQ(back->report_fd, 7);
-  EXPECT_EQ(sandbox::format_launch({Role::kVcpu, true, 9}), "vcpu:jail:9");
+  EXPECT_EQ(sandbox::format_launch({Role("vcpu"), true, 9}), "vcpu:jail:9");
   for (const char* bad : {"", "vcpu", "vcpu:jail", "vcpu:jail:", "vcpu:jail:x", "net:jail:5", "vcpu:maybe:5",
                           "vcpu:jail:2", "vcpu:jail:5x"}) {
     EXPECT_FALSE(sandbox::parse_launch(bad).has_value()) << bad;
@@ -323,8 +336,8 @@ TEST(SandboxKeepDirs, EachBadDirectoryIsOneSentence) {
       // touch the host's mounts (as root; unprivileged, mounting fails anyway).
       if (unshare(CLONE_NEWNS) != 0) (void)!unshare(CLONE_NEWUSER | CLONE_NEWNS);
       dup2(err[1], 2);
-      setenv(sandbox::kEnv, sandbox::format_launch({Role::kVsock, true, report[1]}).c_str(), 1);
-      sandbox::enter(Role::kVsock, {c.dir});
+      setenv(sandbox::kEnv, sandbox::format_launch({Role("vsock"), true, report[1]}).c_str(), 1);
+      sandbox::enter(Role("vsock"), {c.dir});
       _exit(42);  // enter() returned: the directory was accepted.
     }
     close(report[1]);

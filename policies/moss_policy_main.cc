@@ -42,7 +42,7 @@ void print(const Policy& p, const std::string& origin) {
   }
 }
 
-// "vcpu, blk, vsock".
+// "blk, null, vcpu, vsock".
 std::string role_list() {
   std::string out;
   for (auto r : moss::sandbox::all_roles()) out += (out.empty() ? "" : ", ") + std::string(moss::sandbox::role_name(r));

@@ -68,7 +68,7 @@ struct Limits {
 inline constexpr char kEnv[] = "MOSS_SANDBOX";
 
 struct Launch {
-  Role role = Role::kVcpu;
+  Role role = Role("vcpu");
   bool jailed = true;
   int report_fd = -1;
 };

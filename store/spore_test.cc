@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "store/test_support.h"
@@ -213,6 +214,26 @@ TEST_F(SporeTest, GcThatCannotReadASporeDeletesNothing) {
   EXPECT_EQ(files_under("chunks"), before);
 }
 
+// Whether a process is blocked waiting for a flock on `path` (/proc/locks marks a waiter "->"
+// and names the file by device and inode: "1: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF").
+bool a_flock_waiter_on(const fs::path& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return false;
+  std::ifstream locks("/proc/locks");
+  std::string line;
+  while (std::getline(locks, line)) {
+    std::istringstream in(line);
+    std::string n, arrow, type, advisory, mode, pid, file;
+    in >> n >> arrow >> type >> advisory >> mode >> pid >> file;
+    size_t colon = file.rfind(':');
+    if (arrow == "->" && type == "FLOCK" && colon != std::string::npos &&
+        file.substr(colon + 1) == std::to_string(st.st_ino)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 TEST_F(SporeTest, GcDuringAWriteWaitsAndDeletesNoneOfItsChunks) {
   std::atomic<bool> gc_done{false};
   std::thread gc_thread;
@@ -225,8 +246,14 @@ TEST_F(SporeTest, GcDuringAWriteWaitsAndDeletesNoneOfItsChunks) {
       gc_result = store_->gc(chunks_of_manifest);
       gc_done = true;
     });
-    std::this_thread::sleep_for(300ms);
+    // The fact to wait for: gc is blocked on the store's lock (or, wrongly, done).
+    bool waiting = false;
+    for (int i = 0; i < 2000 && !waiting && !gc_done; i++) {
+      waiting = a_flock_waiter_on(dir_ / "store" / "lock");
+      if (!waiting) std::this_thread::sleep_for(5ms);
+    }
     EXPECT_FALSE(gc_done.load()) << "gc ran while a spore was being written";
+    EXPECT_TRUE(waiting) << "gc never waited for the store's lock";
   };
   auto w = write("a.spore", ram_, options);
   ASSERT_TRUE(w.ok()) << w.error().message;

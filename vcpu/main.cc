@@ -306,7 +306,7 @@ int main(int argc, char** argv) {
   // Before anything else: the jail the broker began (policies/sandbox.h), including
   // PR_SET_PDEATHSIG, so the VM never outlives its supervisor.
   const bool jailed = moss::sandbox::launched_jailed();  // enter() consumes what says so.
-  moss::sandbox::enter(moss::sandbox::Role::kVcpu);
+  moss::sandbox::enter(moss::sandbox::Role("vcpu"));
   moss::log_init("moss-vcpu");
   int ctl = -1;
   for (int i = 1; i + 1 < argc; i++) {

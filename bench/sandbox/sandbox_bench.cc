@@ -94,7 +94,7 @@ SpawnSample spawn_once(const std::string& build, Role role, bool jailed) {
   UniqueFd ours, theirs, other;
   ChildSpec spec;
   std::string vsock_dir;
-  if (role == Role::kVsock) {
+  if (role == Role("vsock")) {
     // Its --uds-path directory is bind-mounted into its jail, so it must exist.
     char tmpl[] = "/tmp/moss-sandbox-bench-vsock.XXXXXX";
     if (mkdtemp(tmpl) == nullptr) std::abort();
@@ -103,8 +103,8 @@ SpawnSample spawn_once(const std::string& build, Role role, bool jailed) {
     spec.path = build + "/moss-vsock";
     spec.argv = {"moss-vsock", "--fd", std::to_string(spec.pass_fd(sv[1])), "--guest-cid", "3", "--uds-path",
                  vsock_dir + "/vsock"};
-    spec.sandbox = moss::jail::worker(Role::kVsock, moss::device::vsock::limits(), jailed);
-  } else if (role == Role::kBlk) {
+    spec.sandbox = moss::jail::worker(Role("vsock"), moss::device::vsock::limits(), jailed);
+  } else if (role == Role("blk")) {
     socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
     other.reset(memfd_create("moss-bench-disk", MFD_CLOEXEC));
     if (ftruncate(other.get(), 1 << 20) != 0) std::abort();
@@ -112,7 +112,7 @@ SpawnSample spawn_once(const std::string& build, Role role, bool jailed) {
     int fd = spec.pass_fd(sv[1]);
     int disk_fd = spec.pass_fd(other.get());
     spec.argv = {"moss-blk", "--fd", std::to_string(fd), "--disk-fd", std::to_string(disk_fd), "--disk", "bench.img"};
-    spec.sandbox = moss::jail::worker(Role::kBlk, moss::device::blk::limits(1, 1 << 20), jailed);
+    spec.sandbox = moss::jail::worker(Role("blk"), moss::device::blk::limits(1, 1 << 20), jailed);
   } else {
     socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
     other.reset(open("/dev/null", O_RDWR | O_CLOEXEC));
@@ -176,7 +176,7 @@ std::string spawn_section(const std::string& build, int runs) {
       "that moment, idle (smaps_rollup).\n\n"
       "| role | mode | wall ms | wall ms, fastest | child CPU ms | broker CPU ms | CPU ms total | PSS KiB |\n"
       "|---|---|---|---|---|---|---|---|\n";
-  for (Role role : {Role::kVcpu, Role::kBlk, Role::kVsock}) {
+  for (Role role : {Role("vcpu"), Role("blk"), Role("vsock")}) {
     for (bool jailed : {true, false}) {
       std::vector<double> wall, ccpu, bcpu, total, pss;
       spawn_once(build, role, jailed);  // Warm the page cache.

@@ -52,7 +52,7 @@ Result<runtime::Prepared> prepare(const CliOptions& o) {
   runtime::Prepared p;
   p.spec = worker_spec(shared_disk, engine, DeviceOptions{o.num_queues, o.serial}, o.disk);
   p.start = [engine](runtime::Runtime&) -> Result<std::shared_ptr<void>> {
-    sandbox::run_own_probes_if_asked(sandbox::Role::kBlk, ring_probes(*engine));
+    sandbox::run_own_probes_if_asked(sandbox::Role("blk"), ring_probes(*engine));
     return std::shared_ptr<void>();
   };
   return p;
@@ -81,7 +81,7 @@ runtime::WorkerSpec worker_spec(std::shared_ptr<const Disk> disk, std::shared_pt
 }
 
 int blk_main(int argc, char** argv) {
-  return runtime::worker_main(argc, argv, {"moss-blk", sandbox::Role::kBlk, usage_text, capabilities_json}, parse_cli,
+  return runtime::worker_main(argc, argv, {"moss-blk", sandbox::Role("blk"), usage_text, capabilities_json}, parse_cli,
                               [](const CliOptions& o, bool) { return prepare(o); });
 }
 

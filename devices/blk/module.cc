@@ -103,7 +103,7 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
                                              .guest = guest_device(vm.cpus),
                                              .program = "moss-blk",
                                              .description = "blk worker for " + d.path,
-                                             .role = sandbox::Role::kBlk,
+                                             .role = sandbox::Role("blk"),
                                              .limits = limits(vm.cpus, disk_bytes(disk.get()))}));
   // A spore records the disk as it is when the VM is paused: the broker keeps a copy of the
   // fd for that (the worker gets the disk itself).
@@ -128,7 +128,26 @@ class BlkModule final : public Module {
   Result<Device> plan(std::string_view, const Vm&) const override {
     return make_error("disks are given with --disk PATH[,ro] or --vhost-user-blk SOCKET, not --device blk");
   }
-  sandbox::Role role() const override { return sandbox::Role::kBlk; }
+  sandbox::Role role() const override { return sandbox::Role("blk"); }
+  std::string noun() const override { return "disk"; }
+  std::string option() const override { return "--disk"; }
+  Result<void> check_recorded(std::span<const uint8_t> recorded, std::span<const uint8_t> given,
+                              unsigned nth) const override {
+    const std::string what = "disk " + std::to_string(nth);
+    // An external backend's disk is out of moss's reach: nothing was recorded of it, and
+    // nothing can be checked now.
+    if (recorded.empty()) {
+      return make_error(what + " was served by a vhost-user backend when the spore was made, which moss cannot check; "
+                        "a spore restores only with the disks moss served");
+    }
+    if (given.empty()) {
+      return make_error(what + " is given as a vhost-user backend, which cannot be checked against the spore; give each "
+                        "disk with --disk");
+    }
+    MOSS_TRY(DiskRecord was, decode_disk_record(recorded));
+    MOSS_TRY(DiskRecord now, decode_disk_record(given));
+    return same_disk(was, now, what);
+  }
   sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
     uint64_t queues = number_arg(arg, "--num-queues", 1, 256);
     auto path = arg("--disk");

@@ -1,6 +1,7 @@
 #include "devices/null/cli.h"
 
 #include "devices/worker/main.h"
+#include "vhost-user/backend_cli.h"
 
 namespace moss::null {
 
@@ -46,15 +47,10 @@ std::string usage_text() {
          "SIGTERM or SIGINT ends it with status 0.\n";
 }
 
-std::string capabilities_json() {
-  return "{\n"
-         "  \"type\": \"block\",\n"
-         "  \"features\": []\n"
-         "}\n";
-}
+std::string capabilities_json() { return vhost_user::capabilities_json("block", {}); }
 
 int null_main(int argc, char** argv) {
-  return runtime::worker_main(argc, argv, {"moss-null", sandbox::Role::kNull, usage_text, capabilities_json}, parse_cli,
+  return runtime::worker_main(argc, argv, {"moss-null", sandbox::Role("null"), usage_text, capabilities_json}, parse_cli,
                               [](const CliOptions& o, bool) -> Result<runtime::Prepared> {
                                 runtime::Prepared p;
                                 p.spec = worker_spec(o.device);

@@ -108,7 +108,7 @@ Result<runtime::Prepared> prepare(const CliOptions& o, bool jailed) {
 }  // namespace
 
 int vsock_main(int argc, char** argv) {
-  return runtime::worker_main(argc, argv, {"moss-vsock", sandbox::Role::kVsock, usage_text, capabilities_json}, parse_cli,
+  return runtime::worker_main(argc, argv, {"moss-vsock", sandbox::Role("vsock"), usage_text, capabilities_json}, parse_cli,
                               prepare);
 }
 

@@ -382,8 +382,8 @@ TEST(AgentServer, SessionWhoseConnectionIsResetEndsAndKillsItsProgram) {
   std::string s = hello(kProtocolVersion);
   ASSERT_TRUE(encode(Direction::kToAgent, e, &s).ok());
   send_all(host.get(), s);
-  for (int i = 0; i < 200 && !std::filesystem::exists(pidfile); i++) serve_once(&server, 10);
-  std::this_thread::sleep_for(milliseconds(50));
+  // The pid is there once its line is whole.
+  for (int i = 0; i < 200 && slurp(pidfile).find('\n') == std::string::npos; i++) serve_once(&server, 10);
   pid_t pid = std::atoi(slurp(pidfile).c_str());
   ASSERT_GT(pid, 0);
   ASSERT_EQ(kill(pid, 0), 0);

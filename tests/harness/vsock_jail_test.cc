@@ -104,7 +104,7 @@ class JailedVsock : public ::testing::Test {
     spec.argv = {"moss-vsock", "--fd", std::to_string(spec.pass_fd(theirs.get())), "--guest-cid", std::to_string(kCid),
                  "--uds-path", uds_arg.empty() ? uds_ : uds_arg};
     spec.stderr_fd = log.get();
-    spec.sandbox = jail::worker(sandbox::Role::kVsock, device::vsock::limits(), true);
+    spec.sandbox = jail::worker(sandbox::Role("vsock"), device::vsock::limits(), true);
     auto pid = spawn_child(spec);
     ASSERT_TRUE(pid.ok()) << pid.error().message << "\nits log:\n" << worker_log();
     pid_ = *pid;

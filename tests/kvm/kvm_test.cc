@@ -74,6 +74,32 @@ KVM_TEST(FreestandingGuest, SerialOutputReachesStdout) {
   EXPECT_NE(o.out.find("moss-test-guest: serial ok\n"), std::string::npos) << describe(o);
 }
 
+// --stats FILE: one JSON object (ipc/json.capnp RunFigures through JsonCodec) with every
+// figure, the steps in the order they came; a guest that runs no agent leaves those at 0.
+KVM_TEST(FreestandingGuest, StatsFileHasEveryFigureAsJson) {
+  require_kvm();
+  std::string file = "/tmp/moss-stats-" + std::to_string(getpid()) + ".json";
+  auto o = run_guest("serial", {"--stats", file});
+  ASSERT_EQ(o.exit_code, 0) << describe(o);
+  std::ifstream f(file);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(file);
+  ASSERT_TRUE(text.starts_with("{") && text.ends_with("}\n")) << text;
+  std::map<std::string, double> v;
+  for (const char* key : {"spawn_ns", "first_run_ns", "first_exit_ns", "agent_connected_ns", "command_exited_ns",
+                          "broker_maxrss_kib", "broker_cpu_ms", "vcpu_maxrss_kib", "vcpu_cpu_ms"}) {
+    std::string quoted = std::string("\"") + key + "\": ";
+    size_t at = text.find(quoted);
+    ASSERT_NE(at, std::string::npos) << key << " missing from " << text;
+    v[key] = std::strtod(text.c_str() + at + quoted.size(), nullptr);
+  }
+  EXPECT_GT(v["spawn_ns"], 0);
+  EXPECT_GE(v["first_run_ns"], v["spawn_ns"]);
+  EXPECT_EQ(v["agent_connected_ns"], 0);  // The serial guest has no agent.
+  EXPECT_GT(v["broker_maxrss_kib"], 0);
+  EXPECT_GT(v["vcpu_maxrss_kib"], 0);
+}
+
 KVM_TEST(FreestandingGuest, I8042ResetEndsTheVmCleanly) {
   require_kvm();
   auto o = run_guest("reset");
@@ -1943,7 +1969,9 @@ void kill_during_suspend(const std::string& victim_role, const std::string& step
   pid_t victim = victim_role == "broker" ? vm.pid() : child_named(vm.pid(), victim_role);
   ASSERT_GT(victim, 0) << victim_role;
   kill(victim, SIGKILL);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // SIGKILL is not synchronous: the victim is gone (or a zombie) before anything goes on.
+  for (int i = 0; i < 1000 && process_exists(victim); i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_FALSE(process_exists(victim)) << victim_role << " outlived SIGKILL";
   std::filesystem::remove(spore + ".hold");  // Lets a writer that is still alive go on.
   auto client = sus.wait(seconds(60));
   auto ended = vm.wait(seconds(60));

@@ -18,3 +18,11 @@ mk root vcpu/v.h '#include "a.h"'
 if "$here/check-layers.sh" "$t/up" >/dev/null; then echo "FAIL: vcpu including broker passed"; exit 1; fi
 if "$here/check-layers.sh" "$t/root" >/dev/null; then echo "FAIL: an include not from the root passed"; exit 1; fi
 echo "check-layers.sh refuses an upward include and a second include root"
+
+# check-function-length.sh: a long broker function fails, braces in strings and namespaces do not count.
+long=$(printf '  x++;\n%.0s' $(seq 1 81))
+mk short broker/s.cc "$(printf 'namespace a {\nint f() {\n  return "}{" == 0;\n}\n}  // namespace a')"
+mk long broker/l.cc "$(printf 'namespace a {\nvoid g(int x) {\n%s}\n}  // namespace a' "$long")"
+"$here/check-function-length.sh" "$t/short" >/dev/null || { echo "FAIL: a short function was refused"; exit 1; }
+if "$here/check-function-length.sh" "$t/long" >/dev/null; then echo "FAIL: an 83-line function passed"; exit 1; fi
+echo "check-function-length.sh refuses a broker function over 80 lines"
