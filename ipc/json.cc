@@ -8,23 +8,16 @@ namespace {
 // capnp's Handler has a protected, non-virtual destructor; ours live on the stack.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
-class Uint64AsNumber final : public capnp::JsonCodec::Handler<uint64_t> {
+// A 64-bit integer as a JSON number (capnp's default is a string, for precision that counts
+// and sizes here never need).
+template <typename T>
+class AsNumber final : public capnp::JsonCodec::Handler<T> {
  public:
-  void encode(const capnp::JsonCodec&, uint64_t value, capnp::JsonValue::Builder output) const override {
+  void encode(const capnp::JsonCodec&, T value, capnp::JsonValue::Builder output) const override {
     output.setNumber(static_cast<double>(value));
   }
-  uint64_t decode(const capnp::JsonCodec&, capnp::JsonValue::Reader input) const override {
-    return static_cast<uint64_t>(input.getNumber());
-  }
-};
-
-class Int64AsNumber final : public capnp::JsonCodec::Handler<int64_t> {
- public:
-  void encode(const capnp::JsonCodec&, int64_t value, capnp::JsonValue::Builder output) const override {
-    output.setNumber(static_cast<double>(value));
-  }
-  int64_t decode(const capnp::JsonCodec&, capnp::JsonValue::Reader input) const override {
-    return static_cast<int64_t>(input.getNumber());
+  T decode(const capnp::JsonCodec&, capnp::JsonValue::Reader input) const override {
+    return static_cast<T>(input.getNumber());
   }
 };
 
@@ -33,8 +26,8 @@ class Int64AsNumber final : public capnp::JsonCodec::Handler<int64_t> {
 }  // namespace
 
 std::string to_json(capnp::DynamicStruct::Reader value, bool pretty) {
-  Uint64AsNumber u64;
-  Int64AsNumber i64;
+  AsNumber<uint64_t> u64;
+  AsNumber<int64_t> i64;
   capnp::JsonCodec codec;
   codec.setPrettyPrint(pretty);
   codec.addTypeHandler(u64);
