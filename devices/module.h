@@ -138,9 +138,10 @@ class Module {
   virtual std::string_view kind() const = 0;
   // Plans one device from `--device KIND,OPTIONS` (OPTIONS: what follows "KIND,").
   virtual Result<Device> plan(std::string_view options, const Vm& vm) const = 0;
-  // Its worker started by hand (moss device KIND ARGS): the role and limits of its sandbox,
-  // and the options naming sockets it makes (removed when it exits: its jail cannot).
-  virtual sandbox::Role role() const = 0;
+  // Its worker's sandbox: the role of its kind's name (policies/KIND.policy).
+  sandbox::Role role() const { return sandbox::Role(kind()); }
+  // Its worker started by hand (moss device KIND ARGS): the limits of its sandbox, and the
+  // options naming sockets it makes (removed when it exits: its jail cannot).
   virtual sandbox::Limits standalone_limits(const ArgLookup& arg) const = 0;
   virtual std::vector<std::string> socket_options() const { return {"--socket-path"}; }
 

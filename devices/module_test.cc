@@ -190,5 +190,14 @@ TEST(SplitOptions, KeysValuesAndFlags) {
   EXPECT_EQ(o[2].value, "x=y");
 }
 
+// Every kind's worker runs under the role of its name: the recipe's policy file is there.
+TEST(Modules, EveryKindHasThePolicyOfItsName) {
+  for (std::string_view kind : kinds()) {
+    auto role = sandbox::role_from_name(kind);
+    ASSERT_TRUE(role.has_value()) << "no policies/" << kind << ".policy for the " << kind << " device";
+    EXPECT_EQ(find(kind)->role(), *role);
+  }
+}
+
 }  // namespace
 }  // namespace moss::device

@@ -103,7 +103,7 @@ Result<Device> plan_worker(const Disk& d, size_t index, const Vm& vm,
                                              .guest = guest_device(vm.cpus),
                                              .program = "moss-blk",
                                              .description = "blk worker for " + d.path,
-                                             .role = sandbox::Role("blk"),
+                                             .role = module().role(),
                                              .limits = limits(vm.cpus, disk_bytes(disk.get()))}));
   // A spore records the disk as it is when the VM is paused: the broker keeps a copy of the
   // fd for that (the worker gets the disk itself).
@@ -128,7 +128,6 @@ class BlkModule final : public Module {
   Result<Device> plan(std::string_view, const Vm&) const override {
     return make_error("disks are given with --disk PATH[,ro] or --vhost-user-blk SOCKET, not --device blk");
   }
-  sandbox::Role role() const override { return sandbox::Role("blk"); }
   std::string noun() const override { return "disk"; }
   std::string option() const override { return "--disk"; }
   Result<void> check_recorded(std::span<const uint8_t> recorded, std::span<const uint8_t> given,

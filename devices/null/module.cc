@@ -17,8 +17,6 @@ class NullModule final : public Module {
     MOSS_TRY(Options o, parse(options));
     return null::plan(o, vm);
   }
-  // moss-null is a virtio-blk backend without a disk: the blk role's policy covers it.
-  sandbox::Role role() const override { return sandbox::Role("null"); }
   sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
     return limits(static_cast<uint32_t>(number_arg(arg, "--num-queues", 1, kMaxQueues)));
   }

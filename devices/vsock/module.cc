@@ -17,7 +17,6 @@ class VsockModule final : public Module {
   Result<Device> plan(std::string_view, const Vm&) const override {
     return make_error("every VM has one vsock device, which moss run adds itself (--vsock-socket PATH places its socket)");
   }
-  sandbox::Role role() const override { return sandbox::Role("vsock"); }
   sandbox::Limits standalone_limits(const ArgLookup& arg) const override {
     return limits(static_cast<uint32_t>(number_arg(arg, "--max-connections", 256, 65536)));
   }
@@ -37,7 +36,7 @@ Result<Device> plan(Host host, const Vm& /*vm: its limits do not depend on the V
                                      .guest = guest_device(),
                                      .program = "moss-vsock",
                                      .description = "vsock worker",
-                                     .role = sandbox::Role("vsock"),
+                                     .role = module().role(),
                                      .limits = limits(),
                                      .control = false}));
   WorkerPlan& w = *dev.worker;
