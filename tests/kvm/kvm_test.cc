@@ -34,6 +34,7 @@
 
 #include "ipc/channel.h"
 #include "ipc/vcpu.capnp.h"
+#include "ipc/vhost_user_device.h"
 #include "tests/kvm/needs.h"
 #include "tests/support/subprocess.h"
 
@@ -390,12 +391,9 @@ KVM_TEST(VmProcess, PauseParksTheVcpusAndResumeLetsThemGo) {
 struct DriverDevice {
   int fd = -1;  // Passed to the vcpu process, then closed here.
   std::string name = "disk 1 (test)";
-  uint16_t virtio_id = 2;
-  uint32_t pci_class = 0x010000;
-  uint32_t config_size = 60;
-  uint16_t num_queues = 1;
-  int16_t multiqueue_feature = 12;
-  int32_t queue_count_offset = 34;
+  // A one-queue virtio-blk function (what the blk module plans for one vCPU).
+  GuestDevice guest{.virtio_id = 2, .pci_class = 0x010000, .config_size = 60, .num_queues = 1, .min_queues = 1,
+                    .multiqueue_feature = 12, .queue_count_offset = 34};
 };
 struct DriverOptions {
   std::vector<DriverDevice> devices;
@@ -452,15 +450,9 @@ class VcpuDriver {
     auto devs = start.initDevices(static_cast<unsigned>(options.devices.size()));
     for (unsigned i = 0; i < options.devices.size(); i++) {
       const auto& dev = options.devices[i];
+      encode_guest_device(dev.guest, devs[i]);
       devs[i].setName(dev.name);
       devs[i].setFd(7 + static_cast<int>(i));
-      devs[i].setVirtioId(dev.virtio_id);
-      devs[i].setPciClass(dev.pci_class);
-      devs[i].setConfigSize(dev.config_size);
-      devs[i].setNumQueues(dev.num_queues);
-      devs[i].setMinQueues(1);
-      devs[i].setMultiqueueFeature(dev.multiqueue_feature);
-      devs[i].setQueueCountOffset(dev.queue_count_offset);
     }
     if (options.restore) options.restore(start.initRestore());
     EXPECT_TRUE(ipc::send_message(ctl_, mb).ok());
