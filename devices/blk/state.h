@@ -29,17 +29,15 @@ namespace moss::blk {
 
 using QueuePosition = virtio::RingPosition;
 
-struct SavedState {
+// acked_features, and rings: 1..256 queue positions.
+struct SavedState : virtio::CommonState {
   static constexpr uint32_t kVersion = 1;
   static constexpr size_t kHeaderBytes = 64;
-  static constexpr size_t kQueueBytes = 8;
-  static constexpr size_t kMaxBytes = kHeaderBytes + kQueueBytes * 256;
+  static constexpr size_t kMaxBytes = kHeaderBytes + virtio::StateFormat::kRingBytes * 256;
 
-  uint64_t acked_features = 0;
   uint64_t capacity_sectors = 0;
   bool read_only = false;
-  std::string serial;                 // At most 20 bytes.
-  std::vector<QueuePosition> queues;  // 1..256 entries.
+  std::string serial;  // At most 20 bytes.
   bool operator==(const SavedState&) const = default;
 };
 

@@ -19,7 +19,6 @@
 // The decoder checks every field, the exact length and that reserved bytes are zero.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -31,13 +30,13 @@ namespace moss::vsock {
 
 using RingPosition = virtio::RingPosition;
 
-struct SavedState {
+// acked_features, and rings: the receive, transmit and event rings' positions.
+struct SavedState : virtio::CommonState {
   static constexpr uint32_t kVersion = 1;
   static constexpr size_t kBytes = 56;
 
+  SavedState() { rings.resize(3); }
   uint64_t guest_cid = 0;
-  uint64_t acked_features = 0;
-  std::array<RingPosition, 3> rings;
   bool operator==(const SavedState&) const = default;
 };
 
