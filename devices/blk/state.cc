@@ -11,8 +11,9 @@ namespace {
 using virtio::get_le;
 using virtio::put_le;
 
-constexpr virtio::StateFormat kFormat{"MOSSBLK", "virtio-blk", "moss-blk", SavedState::kVersion,
-                                      SavedState::kHeaderBytes, 16};
+// Version 1; the queue positions start at 64, the features stand at 16.
+constexpr size_t kHeaderBytes = 64;
+constexpr virtio::StateFormat kFormat{"MOSSBLK", "virtio-blk", "moss-blk", 1, kHeaderBytes, 16};
 constexpr uint8_t kFlagReadOnly = 1;
 
 bool all_zero(std::span<const uint8_t> b) {
@@ -38,7 +39,7 @@ Result<SavedState> decode_state(std::span<const uint8_t> in) {
   s.capacity_sectors = get_le<uint64_t>(in, 24);
   uint16_t nq = get_le<uint16_t>(in, 32);
   if (nq == 0 || nq > 256) return kFormat.bad("has " + std::to_string(nq) + " queues; a device has 1 to 256");
-  if (in.size() != SavedState::kHeaderBytes + virtio::StateFormat::kRingBytes * nq) {
+  if (in.size() != kHeaderBytes + virtio::StateFormat::kRingBytes * nq) {
     return kFormat.bad("has the wrong length for " + std::to_string(nq) + " queues");
   }
   uint8_t flags = in[34];

@@ -29,11 +29,9 @@ namespace moss::blk {
 
 using QueuePosition = virtio::RingPosition;
 
-// acked_features, and rings: 1..256 queue positions.
+// The driver's features and 1..256 queue positions (`rings`), and the disk the guest saw.
 struct SavedState : virtio::CommonState {
-  static constexpr uint32_t kVersion = 1;
-  static constexpr size_t kHeaderBytes = 64;
-  static constexpr size_t kMaxBytes = kHeaderBytes + virtio::StateFormat::kRingBytes * 256;
+  static constexpr size_t kMaxBytes = 64 + virtio::StateFormat::kRingBytes * 256;  // 256 queues.
 
   uint64_t capacity_sectors = 0;
   bool read_only = false;
@@ -41,9 +39,9 @@ struct SavedState : virtio::CommonState {
   bool operator==(const SavedState&) const = default;
 };
 
-// The wire bytes; `s` must be well formed (1-256 queues, a serial of at most 20 bytes).
+// The wire bytes of a well-formed `s` (1-256 queues, a serial of at most 20 bytes), and the
+// pure decoder, which validates everything; its Error says what is wrong in one sentence.
 std::vector<uint8_t> encode_state(const SavedState& s);
-// Pure: validates everything; an Error says what is wrong in one sentence.
 Result<SavedState> decode_state(std::span<const uint8_t> bytes);
 
 }  // namespace moss::blk

@@ -66,27 +66,14 @@ std::vector<virtio::StateCase> cases() {
   return std::move(c.list);
 }
 
-TEST(BlkState, RefusesEveryMalformedField) {
-  virtio::expect_cases(cases(), encode_state, decode_state);
-}
-
-// Every case above is a seed of the fuzz target (fuzz/fuzz_blk_state.cc), byte for byte.
-// Regenerate after changing the cases or the format: MOSS_WRITE_BLK_STATE_SEEDS=1 blk_state_test
-TEST(BlkState, FuzzSeedsAreTheCasesAbove) {
-  virtio::expect_seed_files(cases(), &virtio::StateCase::bytes, "fuzz_blk_state", "MOSS_WRITE_BLK_STATE_SEEDS");
-}
+// RefusesEveryMalformedField, FuzzSeedsAreTheCasesAbove (fuzz/fuzz_blk_state.cc; regenerate
+// with MOSS_WRITE_BLK_STATE_SEEDS=1 blk_state_test), MutatedBlobsAreRefusedOrCanonical.
+MOSS_STATE_FORMAT_TESTS(BlkState, "fuzz_blk_state", "MOSS_WRITE_BLK_STATE_SEEDS", 42)
 
 TEST(BlkState, AcceptsTheLargestDevice) {
   SavedState s;
   s.rings.assign(256, QueuePosition{true, 1, 1});
   virtio::expect_round_trip(s, SavedState::kMaxBytes, encode_state, decode_state);
-}
-
-// Every single-bit flip and a batch of random rewrites of a valid blob: the decoder never
-// reads out of bounds (the sanitizer build checks), and whatever it accepts re-encodes to
-// exactly the bytes it read: the format has one spelling for each state.
-TEST(BlkState, MutatedBlobsAreRefusedOrCanonical) {
-  virtio::expect_mutations_refused_or_canonical(encode_state(sample()), 42, encode_state, decode_state);
 }
 
 }  // namespace

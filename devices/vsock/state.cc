@@ -10,8 +10,8 @@ namespace {
 using virtio::get_le;
 using virtio::put_le;
 
-// The ring positions start at 32; the features stand at 24.
-constexpr virtio::StateFormat kFormat{"MOSSVSK", "virtio-vsock", "moss-vsock", SavedState::kVersion, 32, 24};
+// Version 1; the ring positions start at 32, the features stand at 24.
+constexpr virtio::StateFormat kFormat{"MOSSVSK", "virtio-vsock", "moss-vsock", 1, 32, 24};
 constexpr const char* kRingNames[] = {"receive", "transmit", "event"};
 
 }  // namespace
