@@ -34,18 +34,18 @@
 
 namespace moss::blk {
 
-// Virtio feature bits (virtio 1.2, 5.2.3 and 6).
+// Virtio feature bits (virtio 1.2, 5.2.3 and 6), and the config fields they make valid.
 namespace feature {
-constexpr int kSizeMax = 1;
-constexpr int kSegMax = 2;
-constexpr int kRo = 5;
-constexpr int kBlkSize = 6;
-constexpr int kFlush = 9;
-constexpr int kTopology = 10;
-constexpr int kMq = 12;
-constexpr int kDiscard = 13;
-constexpr int kWriteZeroes = 14;
 using namespace virtio::feature;
+constexpr int kSizeMax = 1;       // size_max
+constexpr int kSegMax = 2;        // seg_max
+constexpr int kRo = 5;            // The disk is read-only.
+constexpr int kBlkSize = 6;       // blk_size
+constexpr int kFlush = 9;         // VIRTIO_BLK_T_FLUSH; without it, every write is written through.
+constexpr int kTopology = 10;     // physical_block_exp, alignment_offset, min_io_size, opt_io_size
+constexpr int kMq = 12;           // num_queues
+constexpr int kDiscard = 13;      // max_discard_sectors, max_discard_seg, discard_sector_alignment
+constexpr int kWriteZeroes = 14;  // max_write_zeroes_sectors, max_write_zeroes_seg, write_zeroes_may_unmap
 }  // namespace feature
 
 struct DeviceOptions {
