@@ -92,8 +92,9 @@ class VirtioDevice : public Device {
   // RESET_DEVICE, with every ring stopped: the driver starts over.
   virtual void driver_reset() {}
 
-  // State (a device whose spec has max_state_bytes; without, these refuse). The device's
-  // saved state with `common` (the driver's features and each ring's position) in it.
+  // State: a device whose spec has max_state_bytes implements these (without, the base
+  // refuses DEVICE_STATE and never calls them). The device's saved state with `common` (the
+  // driver's features and each ring's position) in it.
   virtual Result<std::vector<uint8_t>> write_state(const virtio::CommonState& common) const;
   // Decodes `bytes` and checks them against this device, changing nothing: their common part.
   virtual Result<virtio::CommonState> read_state(std::span<const uint8_t> bytes) const;
