@@ -15,8 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (s.error().message.empty()) __builtin_trap();  // Every refusal says why.
     return 0;
   }
-  if (s->queues.empty() || s->queues.size() > 256 || s->serial.size() > moss::blk::kIdBytes) __builtin_trap();
-  for (const auto& q : s->queues) {
+  if (s->rings.empty() || s->rings.size() > 256 || s->serial.size() > moss::blk::kIdBytes) __builtin_trap();
+  for (const auto& q : s->rings) {
     if (!q.valid && (q.next_avail != 0 || q.used_idx != 0)) __builtin_trap();
   }
   auto again = moss::blk::encode_state(*s);

@@ -15,6 +15,7 @@
 
 #include "devices/blk/cli.h"
 #include "devices/blk/test_guest.h"
+#include "devices/worker/test_binary.h"
 #include "tests/support/disk_lock_wait.h"
 #include "tests/support/subprocess.h"
 
@@ -31,31 +32,16 @@ using moss::test::path_exists;
 // Someone listens on `path` (a stale socket file alone does not count).
 bool listening(const std::string& path) { return moss::test::connect_unix(path).valid(); }
 
-// One line, starting with the program name: what a user sees for a mistake.
-void expect_one_sentence(const std::string& err) {
-  EXPECT_EQ(err.rfind("moss-blk: ", 0), 0u) << err;
-  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
-}
+void expect_one_sentence(const std::string& err) { runtime::testing::expect_one_sentence("moss-blk", err); }
 
 TEST(BlkBinary, PrintCapabilitiesIsTheVhostUserJson) {
-  auto r = moss::test::run({moss_blk(), "--print-capabilities"}, seconds(10));
-  EXPECT_EQ(r.exit_code, 0);
-  EXPECT_EQ(r.out, capabilities_json());
-  EXPECT_EQ(r.err, "");
-  auto h = moss::test::run({moss_blk(), "--help"}, seconds(10));
-  EXPECT_EQ(h.exit_code, 0);
-  EXPECT_NE(h.out.find("usage: moss-blk"), std::string::npos);
+  runtime::testing::expect_capabilities_and_help(moss_blk(), "moss-blk", capabilities_json());
 }
 
 TEST(BlkBinary, BadCommandLineExitsTwo) {
-  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
-           {}, {"--disk", "/x"}, {"--socket-path", "/tmp/x", "--disk", "/x", "--num-queues", "0"}, {"--bogus"}}) {
-    args.insert(args.begin(), moss_blk());
-    auto r = moss::test::run(args, seconds(10));
-    EXPECT_EQ(r.exit_code, 2) << args.size();
-    expect_one_sentence(r.err);
-    EXPECT_EQ(r.out, "");
-  }
+  runtime::testing::expect_usage_errors(
+      moss_blk(), "moss-blk",
+      {{}, {"--disk", "/x"}, {"--socket-path", "/tmp/x", "--disk", "/x", "--num-queues", "0"}, {"--bogus"}});
 }
 
 TEST(BlkBinary, UnreadableDiskExitsOneWithoutCreatingTheSocket) {

@@ -251,7 +251,7 @@ TEST_F(BlkWorkerTest, StoppingARingWithRequestsInFlightReturnsEachOnceAndTakesNo
   ASSERT_TRUE(blob.ok()) << blob.error().message;
   auto state = decode_state(*blob);
   ASSERT_TRUE(state.ok()) << state.error().message;
-  EXPECT_EQ(state->queues[0], (QueuePosition{true, done, done}));
+  EXPECT_EQ(state->rings[0], (QueuePosition{true, done, done}));
   restart_queue(0, 512, *base);
   auto rest = wait_used(0, first.size() + second.size() - done);
   EXPECT_EQ(rest.size(), first.size() + second.size() - done);
@@ -292,7 +292,7 @@ TEST_F(BlkWorkerTest, BadStateIsRefusedAndChangesNothing) {
   ASSERT_TRUE(blob.ok()) << blob.error().message;
   auto s = decode_state(*blob);
   ASSERT_TRUE(s.ok()) << s.error().message;
-  EXPECT_EQ(s->queues[0], (QueuePosition{true, 7, 7}));
+  EXPECT_EQ(s->rings[0], (QueuePosition{true, 7, 7}));
   EXPECT_EQ(s->acked_features, features_ & ~fbit(vhost_user::kFeatureProtocolFeatures));
 
   auto variant = [&](auto change) {
@@ -304,7 +304,7 @@ TEST_F(BlkWorkerTest, BadStateIsRefusedAndChangesNothing) {
       std::vector<uint8_t>(blob->size(), 0x5a),
       std::vector<uint8_t>(blob->begin(), blob->end() - 1),
       variant([](SavedState& v) { v.capacity_sectors += 8; }),
-      variant([](SavedState& v) { v.queues.push_back({}); }),
+      variant([](SavedState& v) { v.rings.push_back({}); }),
       variant([](SavedState& v) { v.serial = "other"; }),
       variant([](SavedState& v) { v.acked_features ^= 1ull << 9; }),
   };

@@ -1,11 +1,11 @@
 // The virtio-blk device (virtio 1.2, 5.2) as a vhost-user DeviceInterface: rings in, disk I/O
 // through the Engine out of order, used elements and interrupts back.
 //
-// One BlkDevice serves one frontend connection (one Backend) on the worker runtime
-// (devices/worker/device.h); the Disk and the Engine outlive it and serve the next. Everything
-// runs on the worker's thread: the Backend calls the DeviceInterface methods, the runtime calls
-// on_kick() when a ring's kick eventfd fired (it has read it), and the device watches the
-// engine's completion fd itself while it lives.
+// One BlkDevice serves one frontend connection (one Backend) on the worker runtime, a
+// runtime::VirtioDevice (devices/worker/virtio_device.h); the Disk and the Engine outlive it
+// and serve the next. Everything runs on the worker's thread: the base calls process() when a
+// ring was kicked, enabled or started, and the device watches the engine's completion fd
+// itself while it lives.
 //
 // Guest input is trusted for nothing: chains go through walk_chain and parse_request, and a
 // request the guest got wrong is answered with VIRTIO_BLK_S_IOERR or UNSUPP in its status
@@ -14,11 +14,10 @@
 // driver resets the device.
 //
 // Quiescing and state travel over vhost-user: GET_VRING_BASE stops a ring and drains what is in
-// flight (on_queue_stopped); with every ring stopped, DEVICE_STATE saves state() or loads a
-// saved one (load_state), which the rings must then start from.
+// flight (ring_stopping); with every ring stopped, DEVICE_STATE saves a SavedState (state.h) or
+// loads one of this disk, which the rings must then start from.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -31,24 +30,22 @@
 #include "devices/blk/request.h"
 #include "devices/blk/state.h"
 #include "base/event.h"
-#include "devices/virtio/rings.h"
-#include "devices/worker/device.h"
-#include "vhost-user/backend.h"
+#include "devices/worker/virtio_device.h"
 
 namespace moss::blk {
 
-// Virtio feature bits (virtio 1.2, 5.2.3 and 6).
+// Virtio feature bits (virtio 1.2, 5.2.3 and 6), and the config fields they make valid.
 namespace feature {
-constexpr int kSizeMax = 1;
-constexpr int kSegMax = 2;
-constexpr int kRo = 5;
-constexpr int kBlkSize = 6;
-constexpr int kFlush = 9;
-constexpr int kTopology = 10;
-constexpr int kMq = 12;
-constexpr int kDiscard = 13;
-constexpr int kWriteZeroes = 14;
 using namespace virtio::feature;
+constexpr int kSizeMax = 1;       // size_max
+constexpr int kSegMax = 2;        // seg_max
+constexpr int kRo = 5;            // The disk is read-only.
+constexpr int kBlkSize = 6;       // blk_size
+constexpr int kFlush = 9;         // VIRTIO_BLK_T_FLUSH; without it, every write is written through.
+constexpr int kTopology = 10;     // physical_block_exp, alignment_offset, min_io_size, opt_io_size
+constexpr int kMq = 12;           // num_queues
+constexpr int kDiscard = 13;      // max_discard_sectors, max_discard_seg, discard_sector_alignment
+constexpr int kWriteZeroes = 14;  // max_write_zeroes_sectors, max_write_zeroes_seg, write_zeroes_may_unmap
 }  // namespace feature
 
 struct DeviceOptions {
@@ -64,7 +61,7 @@ constexpr uint32_t kMaxSegmentBytes = 256 * 1024;  // size_max
 constexpr size_t kConfigSize = 96;  // struct virtio_blk_config up to and including zoned.
 
 // The config space the guest sees (virtio 1.2, 5.2.4). Pure.
-std::array<uint8_t, kConfigSize> config_space(const DiskInfo& disk, uint32_t num_queues);
+std::vector<uint8_t> config_space(const DiskInfo& disk, uint32_t num_queues);
 
 // Whether a saved state was taken of this disk as this worker shows it (capacity, read-only
 // flag, serial, queue count); an Error names what differs. Pure.
@@ -84,7 +81,7 @@ struct Counters {
   bool operator==(const Counters&) const = default;
 };
 
-class BlkDevice final : public runtime::Device {
+class BlkDevice final : public runtime::VirtioDevice {
  public:
   // `disk` and `engine` outlive the device; options.num_queues is 1..256. `loop`: where the
   // device watches the engine's completions.
@@ -94,8 +91,6 @@ class BlkDevice final : public runtime::Device {
   BlkDevice& operator=(const BlkDevice&) = delete;
 
   // runtime::Device.
-  void attach(const vhost_user::Backend& backend) override { rings_.attach(backend); }
-  void on_kick(uint32_t queue) override;
   uint32_t in_flight() const override;
   void drain() override;
   runtime::Stats stats() const override;
@@ -104,29 +99,17 @@ class BlkDevice final : public runtime::Device {
   const Counters& counters() const { return counters_; }
   const std::string& serial() const { return serial_; }
 
-  // The device's state as save_state() writes it: the driver's features (or those a loaded
-  // state expects), and per ring where it stands now if it runs, or where it stopped. Needs
-  // in_flight() == 0 (every ring stopped, or drained).
-  SavedState state() const;
-
-  // DeviceInterface.
-  uint64_t features() const override;
-  uint64_t protocol_features() const override;
-  uint32_t num_queues() const override { return static_cast<uint32_t>(queues_.size()); }
-  uint32_t max_queue_size() const override { return kMaxQueueSize; }
-  Result<void> set_features(uint64_t acked) override;
-  Result<std::vector<uint8_t>> get_config(uint32_t offset, uint32_t size) override;
-  Result<void> set_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags) override;
-  Result<void> on_queue_started(uint32_t index, const vhost_user::Vring& vring) override;
-  uint16_t on_queue_stopped(uint32_t index) override;
-  void on_queue_enabled(uint32_t index, bool enabled) override;
-  void on_memory_changing() override;
-  void reset() override;
-  Result<std::vector<uint8_t>> save_state() override;
-  Result<void> load_state(std::span<const uint8_t> bytes) override;
-  size_t max_state_bytes() const override { return SavedState::kMaxBytes; }
-
  private:
+  // runtime::VirtioDevice.
+  void process(uint32_t q) override;
+  // Sets up inflight tracking (INFLIGHT_SHMFD) and what a previous backend left to resubmit.
+  Result<void> ring_started(uint32_t q, virtio::Queue& queue) override;
+  void ring_stopping(uint32_t q) override;
+  void memory_changing() override;
+  // SavedState: the common part, and the disk as the guest saw it (check_state_fits).
+  Result<std::vector<uint8_t>> write_state(const virtio::CommonState& common) const override;
+  Result<virtio::CommonState> read_state(std::span<const uint8_t> bytes) const override;
+
   enum class Kind : uint8_t { kRead, kWrite, kFlush, kOther };
   struct Slot {
     bool busy = false;
@@ -147,8 +130,7 @@ class BlkDevice final : public runtime::Device {
   };
 
   DiskGeometry geometry() const;
-  bool write_through() const { return !(features_.acked() & (uint64_t{1} << feature::kFlush)); }
-  void process(uint32_t q);
+  bool write_through() const { return !(acked_features() & (uint64_t{1} << feature::kFlush)); }
   void start_request(uint32_t q, uint16_t head);
   void complete(uint32_t q, uint16_t head);
   void on_done(Engine::Tag tag, int res);
@@ -159,14 +141,7 @@ class BlkDevice final : public runtime::Device {
   const Disk& disk_;
   Engine& engine_;
   const std::string serial_;
-  const std::array<uint8_t, kConfigSize> config_;
-  virtio::DriverFeatures features_;
-  virtio::RingSet rings_;
   std::vector<QueueState> queues_;
-  // Where each ring stood when it last stopped: what save_state records.
-  std::vector<QueuePosition> positions_;
-  // From load_state: what the frontend's ring positions must match.
-  std::vector<QueuePosition> expected_positions_;
   Counters counters_;
   Event engine_event_;
 };

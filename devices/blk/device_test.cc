@@ -385,8 +385,8 @@ TEST_F(BlkDeviceTest, StateSaveAndLoadRoundTrip) {
   EXPECT_EQ(saved->acked_features, features_ & ~fbit(vhost_user::kFeatureProtocolFeatures));
   EXPECT_EQ(saved->capacity_sectors, kDiskBytes / 512);
   EXPECT_EQ(saved->serial, "state-test");
-  ASSERT_EQ(saved->queues.size(), 1u);
-  EXPECT_EQ(saved->queues[0], (QueuePosition{true, 5, 5}));
+  ASSERT_EQ(saved->rings.size(), 1u);
+  EXPECT_EQ(saved->rings[0], (QueuePosition{true, 5, 5}));
   disconnect();
 
   // A new worker on the same disk and guest memory takes the state and goes on.

@@ -29,23 +29,19 @@ namespace moss::blk {
 
 using QueuePosition = virtio::RingPosition;
 
-struct SavedState {
-  static constexpr uint32_t kVersion = 1;
-  static constexpr size_t kHeaderBytes = 64;
-  static constexpr size_t kQueueBytes = 8;
-  static constexpr size_t kMaxBytes = kHeaderBytes + kQueueBytes * 256;
+// The driver's features and 1..256 queue positions (`rings`), and the disk the guest saw.
+struct SavedState : virtio::CommonState {
+  static constexpr size_t kMaxBytes = 64 + virtio::StateFormat::kRingBytes * 256;  // 256 queues.
 
-  uint64_t acked_features = 0;
   uint64_t capacity_sectors = 0;
   bool read_only = false;
-  std::string serial;                 // At most 20 bytes.
-  std::vector<QueuePosition> queues;  // 1..256 entries.
+  std::string serial;  // At most 20 bytes.
   bool operator==(const SavedState&) const = default;
 };
 
-// The wire bytes; `s` must be well formed (1-256 queues, a serial of at most 20 bytes).
+// The wire bytes of a well-formed `s` (1-256 queues, a serial of at most 20 bytes), and the
+// pure decoder, which validates everything; its Error says what is wrong in one sentence.
 std::vector<uint8_t> encode_state(const SavedState& s);
-// Pure: validates everything; an Error says what is wrong in one sentence.
 Result<SavedState> decode_state(std::span<const uint8_t> bytes);
 
 }  // namespace moss::blk

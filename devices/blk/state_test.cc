@@ -13,7 +13,7 @@ SavedState sample() {
   s.capacity_sectors = 123456789;
   s.read_only = true;
   s.serial = "moss-serial-01";
-  s.queues = {{true, 17, 17}, {false, 0, 0}, {true, 65535, 65530}};
+  s.rings = {{true, 17, 17}, {false, 0, 0}, {true, 65535, 65530}};
   return s;
 }
 
@@ -31,14 +31,14 @@ std::vector<virtio::StateCase> cases() {
   one.acked_features = (uint64_t{1} << 32) | (1 << 29) | (1 << 28) | (1 << 9) | (1 << 13) | (1 << 14);
   one.capacity_sectors = 16384;
   one.serial = "moss0123456789abcdef";
-  one.queues = {{true, 40, 40}};
+  one.rings = {{true, 40, 40}};
   c.accept("valid-one-queue", encode_state(one));
   SavedState fresh;
   fresh.capacity_sectors = 1;
-  fresh.queues.assign(4, QueuePosition{});
+  fresh.rings.assign(4, QueuePosition{});
   c.accept("valid-never-started", encode_state(fresh));
   SavedState largest;
-  largest.queues.assign(256, QueuePosition{true, 1, 1});
+  largest.rings.assign(256, QueuePosition{true, 1, 1});
   c.accept("valid-256-queues", encode_state(largest));
   // Malformed ones.
   c.refuse("empty", {}, "shorter than its header");
@@ -66,27 +66,14 @@ std::vector<virtio::StateCase> cases() {
   return std::move(c.list);
 }
 
-TEST(BlkState, RefusesEveryMalformedField) {
-  virtio::expect_cases(cases(), encode_state, decode_state);
-}
-
-// Every case above is a seed of the fuzz target (fuzz/fuzz_blk_state.cc), byte for byte.
-// Regenerate after changing the cases or the format: MOSS_WRITE_BLK_STATE_SEEDS=1 blk_state_test
-TEST(BlkState, FuzzSeedsAreTheCasesAbove) {
-  virtio::expect_seed_files(cases(), &virtio::StateCase::bytes, "fuzz_blk_state", "MOSS_WRITE_BLK_STATE_SEEDS");
-}
+// RefusesEveryMalformedField, FuzzSeedsAreTheCasesAbove (fuzz/fuzz_blk_state.cc; regenerate
+// with MOSS_WRITE_BLK_STATE_SEEDS=1 blk_state_test), MutatedBlobsAreRefusedOrCanonical.
+MOSS_STATE_FORMAT_TESTS(BlkState, "fuzz_blk_state", "MOSS_WRITE_BLK_STATE_SEEDS", 42)
 
 TEST(BlkState, AcceptsTheLargestDevice) {
   SavedState s;
-  s.queues.assign(256, QueuePosition{true, 1, 1});
+  s.rings.assign(256, QueuePosition{true, 1, 1});
   virtio::expect_round_trip(s, SavedState::kMaxBytes, encode_state, decode_state);
-}
-
-// Every single-bit flip and a batch of random rewrites of a valid blob: the decoder never
-// reads out of bounds (the sanitizer build checks), and whatever it accepts re-encodes to
-// exactly the bytes it read: the format has one spelling for each state.
-TEST(BlkState, MutatedBlobsAreRefusedOrCanonical) {
-  virtio::expect_mutations_refused_or_canonical(encode_state(sample()), 42, encode_state, decode_state);
 }
 
 }  // namespace

@@ -8,9 +8,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "devices/blk/request.h"
-#include "devices/virtio/rings.h"
 #include "devices/worker/device.h"
+#include "devices/worker/virtio_device.h"
 
 namespace moss::null {
 
@@ -26,35 +25,18 @@ struct Options {
 constexpr uint32_t kMaxQueueSize = 1024;
 constexpr size_t kConfigSize = 60;  // struct virtio_blk_config up to write_zeroes_may_unmap.
 
-class NullDevice final : public runtime::Device {
+class NullDevice final : public runtime::VirtioDevice {
  public:
   explicit NullDevice(Options options);
 
   // runtime::Device.
-  void attach(const vhost_user::Backend& backend) override { rings_.attach(backend); }
-  void on_kick(uint32_t queue) override;
-  runtime::Stats stats() const override;
-
-  // DeviceInterface.
-  uint64_t features() const override;
-  uint64_t protocol_features() const override;
-  uint32_t num_queues() const override { return options_.num_queues; }
-  uint32_t max_queue_size() const override { return kMaxQueueSize; }
-  Result<void> set_features(uint64_t acked) override;
-  Result<std::vector<uint8_t>> get_config(uint32_t offset, uint32_t size) override;
-  Result<void> set_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags) override;
-  Result<void> on_queue_started(uint32_t index, const vhost_user::Vring& vring) override;
-  uint16_t on_queue_stopped(uint32_t index) override;
-  void on_queue_enabled(uint32_t index, bool enabled) override;
-  void on_memory_changing() override { rings_.memory_changing(); }
-  void reset() override { acked_ = 0; }
+  runtime::Stats stats() const override { return stats_; }
 
  private:
-  void process(uint32_t q);
+  // runtime::VirtioDevice.
+  void process(uint32_t q) override;
 
   const Options options_;
-  uint64_t acked_ = 0;
-  virtio::RingSet rings_;
   runtime::Stats stats_;
 };
 

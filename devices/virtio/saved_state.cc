@@ -8,18 +8,28 @@ namespace {
 constexpr size_t kMagicBytes = 8;
 constexpr uint8_t kRingValid = 1;
 
+void put_ring(std::vector<uint8_t>& out, size_t at, const RingPosition& r) {
+  out[at] = r.valid ? kRingValid : 0;
+  put_le<uint16_t>(out, at + 2, r.next_avail);
+  put_le<uint16_t>(out, at + 4, r.used_idx);
+}
+
 }  // namespace
 
 Error StateFormat::bad(const std::string& what) const {
   return make_error(std::string("the saved ") + device + " state " + what);
 }
 
-std::vector<uint8_t> StateFormat::start(size_t total) const {
-  MOSS_ASSERT(total >= header_bytes && total <= UINT32_MAX && std::strlen(magic) == kMagicBytes - 1);
+std::vector<uint8_t> StateFormat::start(const CommonState& s) const {
+  const size_t total = header_bytes + kRingBytes * s.rings.size();
+  MOSS_ASSERT(total <= UINT32_MAX && std::strlen(magic) == kMagicBytes - 1);
+  MOSS_ASSERT(features_at >= 16 && features_at + 8 <= header_bytes);
   std::vector<uint8_t> out(total, 0);
   std::memcpy(out.data(), magic, kMagicBytes);
   put_le<uint32_t>(out, 8, version);
   put_le<uint32_t>(out, 12, static_cast<uint32_t>(total));
+  put_le<uint64_t>(out, features_at, s.acked_features);
+  for (size_t i = 0; i < s.rings.size(); i++) put_ring(out, header_bytes + kRingBytes * i, s.rings[i]);
   return out;
 }
 
@@ -39,22 +49,26 @@ Result<void> StateFormat::check_header(std::span<const uint8_t> in) const {
   return {};
 }
 
-Result<RingPosition> StateFormat::get_ring(std::span<const uint8_t> in, size_t at, const std::string& name) const {
-  uint8_t flags = in[at];
-  if ((flags & ~kRingValid) || in[at + 1] != 0 || get_le<uint16_t>(in, at + 6) != 0) {
-    return bad("has unknown flags or reserved bytes for " + name);
+Result<CommonState> StateFormat::read_common(std::span<const uint8_t> in, std::span<const char* const> names) const {
+  MOSS_ASSERT(in.size() >= header_bytes && (in.size() - header_bytes) % kRingBytes == 0);
+  CommonState s;
+  s.acked_features = get_le<uint64_t>(in, features_at);
+  const size_t count = (in.size() - header_bytes) / kRingBytes;
+  MOSS_ASSERT(names.empty() || names.size() == count);
+  for (size_t i = 0; i < count; i++) {
+    const size_t at = header_bytes + kRingBytes * i;
+    const std::string name = names.empty() ? "queue " + std::to_string(i) : std::string("the ") + names[i] + " ring";
+    uint8_t flags = in[at];
+    if ((flags & ~kRingValid) || in[at + 1] != 0 || get_le<uint16_t>(in, at + 6) != 0) {
+      return bad("has unknown flags or reserved bytes for " + name);
+    }
+    RingPosition r{(flags & kRingValid) != 0, get_le<uint16_t>(in, at + 2), get_le<uint16_t>(in, at + 4)};
+    if (!r.valid && (r.next_avail != 0 || r.used_idx != 0)) {
+      return bad("gives positions for " + name + ", which was never started");
+    }
+    s.rings.push_back(r);
   }
-  RingPosition r{(flags & kRingValid) != 0, get_le<uint16_t>(in, at + 2), get_le<uint16_t>(in, at + 4)};
-  if (!r.valid && (r.next_avail != 0 || r.used_idx != 0)) {
-    return bad("gives positions for " + name + ", which was never started");
-  }
-  return r;
-}
-
-void put_ring(std::vector<uint8_t>& out, size_t at, const RingPosition& r) {
-  out[at] = r.valid ? kRingValid : 0;
-  put_le<uint16_t>(out, at + 2, r.next_avail);
-  put_le<uint16_t>(out, at + 4, r.used_idx);
+  return s;
 }
 
 Result<void> DriverFeatures::set(uint64_t acked) {

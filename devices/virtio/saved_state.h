@@ -1,9 +1,12 @@
 // What every worker's saved state (vhost-user DEVICE_STATE; a spore's per-device blob) is
-// built of: little-endian fields, the common header and the per-ring position.
+// built of: little-endian fields, the common header, the driver's features and the per-ring
+// positions, which end the blob.
 //
-// Header, little-endian: 0 char[8] magic ("MOSSBLK\0"), 8 u32 version, 12 u32 total length in
-// bytes. A ring's position, 8 bytes: u8 flags (bit 0: the ring was started), u8 0,
-// u16 next_avail, u16 used_idx, u16 0. Each device's state.h gives the rest of its layout.
+// Layout, little-endian: 0 char[8] magic ("MOSSBLK\0"), 8 u32 version, 12 u32 total length in
+// bytes; then the device's own fields, with a u64 of the features the driver accepted among
+// them (StateFormat::features_at); from StateFormat::header_bytes to the end, one position per
+// ring, 8 bytes: u8 flags (bit 0: the ring was started), u8 0, u16 next_avail, u16 used_idx,
+// u16 0. Each device's state.h gives the rest of its layout.
 #pragma once
 
 #include <cstddef>
@@ -41,7 +44,16 @@ struct RingPosition {
   bool operator==(const RingPosition&) const = default;
 };
 
-// One device's state format: its header and its error sentences.
+// What every device's saved state holds beside its own fields: the features the driver
+// accepted (or those a loaded state expects) and where each ring stood. A device's SavedState
+// derives from it; the runtime's VirtioDevice keeps this part (devices/worker/virtio_device.h).
+struct CommonState {
+  uint64_t acked_features = 0;
+  std::vector<RingPosition> rings;  // By ring index.
+  bool operator==(const CommonState&) const = default;
+};
+
+// One device's state format: its header, where the common part stands, its error sentences.
 struct StateFormat {
   static constexpr size_t kRingBytes = 8;
 
@@ -49,19 +61,22 @@ struct StateFormat {
   const char* device;   // "virtio-blk", for errors.
   const char* worker;   // "moss-blk", for errors.
   uint32_t version;
-  size_t header_bytes;  // Shorter blobs are refused before anything is read.
+  size_t header_bytes;  // The header and the device's fields: the ring positions follow. Shorter
+                        // blobs are refused before anything is read.
+  size_t features_at;   // Where the u64 of the driver's features stands.
 
   // "the saved virtio-blk state " + what.
   Error bad(const std::string& what) const;
-  // `total` zero bytes starting with the header.
-  std::vector<uint8_t> start(size_t total) const;
+  // The blob of `s`: the header, the features and the ring positions, the device's own fields
+  // zero for it to fill.
+  std::vector<uint8_t> start(const CommonState& s) const;
   // The magic, the version and that the length field is the blob's size.
   Result<void> check_header(std::span<const uint8_t> in) const;
-  // The ring position at `at`; `name` ("queue 2", "the receive ring") is for errors.
-  Result<RingPosition> get_ring(std::span<const uint8_t> in, size_t at, const std::string& name) const;
+  // The features and the ring positions of `in`, whose header was checked and whose length the
+  // device checked is header_bytes and a whole number of rings. `names` names ring i for errors
+  // ("the receive ring"); empty, ring i is "queue i".
+  Result<CommonState> read_common(std::span<const uint8_t> in, std::span<const char* const> names = {}) const;
 };
-
-void put_ring(std::vector<uint8_t>& out, size_t at, const RingPosition& r);
 
 // The features a device's driver accepted, held against a loaded state's: after a load the
 // driver must accept exactly the state's features, and a driver that already accepted others

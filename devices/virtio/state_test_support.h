@@ -99,3 +99,22 @@ void expect_mutations_refused_or_canonical(const std::vector<uint8_t>& good, uin
 }
 
 }  // namespace moss::virtio
+
+// The tests every worker's state format has, in suite `Suite`, over the test file's cases()
+// (its StateCases) and sample() (a valid state) and its namespace's encode_state and
+// decode_state: each case says what it should; every case is a seed of the fuzz target
+// `fuzz_target` (fuzz/corpus/<fuzz_target>), byte for byte (regenerate after changing the
+// cases or the format: `write_env`=1 <the test binary>); every single-bit flip and a batch of
+// random rewrites (seeded with `seed`) of sample()'s bytes are refused with a sentence or
+// canonical (the sanitizer build checks the decoder never reads out of bounds).
+#define MOSS_STATE_FORMAT_TESTS(Suite, fuzz_target, write_env, seed)                                      \
+  TEST(Suite, RefusesEveryMalformedField) {                                                               \
+    ::moss::virtio::expect_cases(cases(), encode_state, decode_state);                                     \
+  }                                                                                                       \
+  TEST(Suite, FuzzSeedsAreTheCasesAbove) {                                                                \
+    ::moss::virtio::expect_seed_files(cases(), &::moss::virtio::StateCase::bytes, fuzz_target, write_env); \
+  }                                                                                                       \
+  TEST(Suite, MutatedBlobsAreRefusedOrCanonical) {                                                        \
+    ::moss::virtio::expect_mutations_refused_or_canonical(encode_state(sample()), seed, encode_state,      \
+                                                          decode_state);                                  \
+  }

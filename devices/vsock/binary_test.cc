@@ -21,6 +21,7 @@
 
 #include "devices/vsock/cli.h"
 #include "devices/worker/control.h"
+#include "devices/worker/test_binary.h"
 #include "ipc/channel.h"
 #include "ipc/worker.capnp.h"
 #include "tests/support/subprocess.h"
@@ -43,11 +44,7 @@ void wait_listening(const std::string& path) {
   ASSERT_TRUE(listening(path)) << "moss-vsock does not listen on " << path;
 }
 
-// One line, starting with the program name: what a user sees for a mistake.
-void expect_one_sentence(const std::string& err) {
-  EXPECT_EQ(err.rfind("moss-vsock: ", 0), 0u) << err;
-  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
-}
+void expect_one_sentence(const std::string& err) { runtime::testing::expect_one_sentence("moss-vsock", err); }
 
 class TempDir {
  public:
@@ -67,24 +64,15 @@ class TempDir {
 };
 
 TEST(VsockBinary, PrintCapabilitiesIsTheVhostUserJson) {
-  auto r = moss::test::run({moss_vsock(), "--print-capabilities"}, seconds(10));
-  EXPECT_EQ(r.exit_code, 0);
-  EXPECT_EQ(r.out, capabilities_json());
-  EXPECT_EQ(r.err, "");
-  auto h = moss::test::run({moss_vsock(), "--help"}, seconds(10));
-  EXPECT_EQ(h.exit_code, 0);
-  EXPECT_NE(h.out.find("usage: moss-vsock"), std::string::npos);
+  runtime::testing::expect_capabilities_and_help(moss_vsock(), "moss-vsock", capabilities_json());
 }
 
 TEST(VsockBinary, BadCommandLineExitsTwo) {
-  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
-           {}, {"--fd", "3", "--uds-path", "/tmp/x"}, {"--fd", "3", "--guest-cid", "1", "--uds-path", "/tmp/x"}, {"--bogus"}}) {
-    args.insert(args.begin(), moss_vsock());
-    auto r = moss::test::run(args, seconds(10));
-    EXPECT_EQ(r.exit_code, 2) << args.size();
-    expect_one_sentence(r.err);
-    EXPECT_EQ(r.out, "");
-  }
+  runtime::testing::expect_usage_errors(moss_vsock(), "moss-vsock",
+                                        {{},
+                                         {"--fd", "3", "--uds-path", "/tmp/x"},
+                                         {"--fd", "3", "--guest-cid", "1", "--uds-path", "/tmp/x"},
+                                         {"--bogus"}});
 }
 
 TEST(VsockBinary, UnusableSocketPathsExitOne) {

@@ -17,9 +17,6 @@
 namespace moss::vsock {
 namespace {
 
-using vhost_user::bit;
-namespace pf = vhost_user::protocol_feature;
-
 constexpr uint64_t fbit(int n) { return uint64_t{1} << n; }
 
 // The writable bytes of `chain` after the header, at most `max`, as iovecs (at most IOV_MAX:
@@ -55,6 +52,19 @@ bool peer_closed(int fd) {
   return ::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
 }
 
+runtime::VirtioSpec spec_of(uint64_t guest_cid) {
+  std::vector<uint8_t> config(kConfigSize);
+  for (size_t i = 0; i < kConfigSize; i++) config[i] = static_cast<uint8_t>(guest_cid >> (8 * i));
+  return runtime::VirtioSpec{"virtio-vsock",
+                             fbit(feature::kVersion1) | fbit(feature::kEventIdx) | fbit(feature::kIndirectDesc),
+                             0,
+                             kNumQueues,
+                             kMaxQueueSize,
+                             {"receive", "transmit", "event"},
+                             std::move(config),
+                             SavedState::kBytes};
+}
+
 }  // namespace
 
 uint64_t monotonic_ms() {
@@ -64,9 +74,9 @@ uint64_t monotonic_ms() {
 }
 
 VsockDevice::VsockDevice(DeviceOptions options, event_base* loop)
-    : options_(std::move(options)),
+    : VirtioDevice(spec_of(options.guest_cid)),
+      options_(std::move(options)),
       loop_(loop),
-      rings_(kNumQueues, "virtio-vsock", {"receive", "transmit", "event"}),
       table_(options_.guest_cid, options_.limits) {
   MOSS_ASSERT(options_.guest_cid >= kMinGuestCid && options_.guest_cid <= kMaxGuestCid);
   timer_ = Event::timer(loop_, [this](int, short) { on_timer(); }, /*persist=*/true);
@@ -101,110 +111,41 @@ runtime::Stats VsockDevice::stats() const {
   return s;
 }
 
-uint64_t VsockDevice::features() const {
-  return fbit(feature::kVersion1) | fbit(feature::kEventIdx) | fbit(feature::kIndirectDesc);
+// ---- Rings and state ----
+
+void VsockDevice::process(uint32_t q) {
+  if (q == kTxQueue) process_tx();
+  if (q == kEventQueue) send_events();
+  settle();
 }
 
-uint64_t VsockDevice::protocol_features() const { return bit(pf::kConfig) | bit(pf::kDeviceState); }
-
-Result<void> VsockDevice::set_features(uint64_t acked) {
-  return features_.set(acked);
-}
-
-Result<std::vector<uint8_t>> VsockDevice::get_config(uint32_t offset, uint32_t size) {
-  std::array<uint8_t, kConfigSize> c;
-  for (size_t i = 0; i < kConfigSize; i++) c[i] = static_cast<uint8_t>(options_.guest_cid >> (8 * i));
-  return runtime::config_read(c, offset, size, "virtio-vsock");
-}
-
-Result<void> VsockDevice::set_config(uint32_t, std::span<const uint8_t>, uint32_t) {
-  return make_error("the virtio-vsock config space (guest_cid) is read-only");
-}
-
-// ---- Rings ----
-
-Result<void> VsockDevice::on_queue_started(uint32_t index, const vhost_user::Vring& vring) {
-  MOSS_ASSERT(index < kNumQueues);
-  MOSS_TRY(virtio::Queue* queue, rings_.start(index, vring, features_.acked()));
-  RingPosition& want = expected_positions_[index];
-  if (want.valid) {
-    if (want.next_avail != queue->last_avail_idx() || want.used_idx != queue->used_idx()) {
-      rings_.discard(index);
-      return make_error("queue " + std::to_string(index) + " resumes at available index " +
-                        std::to_string(vring.base) + " but the restored state says " + std::to_string(want.next_avail) +
-                        " (used index " + std::to_string(want.used_idx) + ")");
-    }
-    want = RingPosition{};
-  }
-  if (vring.enabled) on_kick(index);
-  return {};
-}
-
-uint16_t VsockDevice::on_queue_stopped(uint32_t index) {
-  MOSS_ASSERT(index < kNumQueues);
-  // Nothing is held between events: every chain taken was returned or un-popped.
-  const uint16_t used = rings_.queue(index).used_idx();
-  uint16_t next = rings_.stop(index);
-  positions_[index] = RingPosition{true, next, used};
-  return next;
-}
-
-void VsockDevice::on_queue_enabled(uint32_t index, bool enabled) {
-  if (enabled && rings_.started(index)) on_kick(index);
-}
-
-void VsockDevice::on_memory_changing() {
-  // No span into guest memory outlives an event; the rings are rebuilt before next use.
-  rings_.memory_changing();
-}
-
-void VsockDevice::reset() {
-  for (uint32_t q = 0; q < kNumQueues; q++) MOSS_ASSERT(!rings_.started(q));  // The Backend stopped them.
-  features_.reset();
-  // The driver starts over: its connections are gone, so ours go too, silently.
+void VsockDevice::forget_connections() {
   table_.clear();
   run_actions();
   reset_event_pending_ = true;
-  positions_ = {};
-  expected_positions_ = {};
 }
 
-Result<std::vector<uint8_t>> VsockDevice::save_state() {
+Result<std::vector<uint8_t>> VsockDevice::write_state(const virtio::CommonState& common) const {
   SavedState s;
+  static_cast<virtio::CommonState&>(s) = common;
   s.guest_cid = options_.guest_cid;
-  s.acked_features = features_.saved();
-  for (uint32_t q = 0; q < kNumQueues; q++) {
-    s.rings[q] = expected_positions_[q].valid ? expected_positions_[q] : positions_[q];
-  }
   return encode_state(s);
 }
 
-Result<void> VsockDevice::load_state(std::span<const uint8_t> bytes) {
+Result<virtio::CommonState> VsockDevice::read_state(std::span<const uint8_t> bytes) const {
+  // The saved guest_cid is the CID the saved VM had. A restored VM gets a new lease (two
+  // restores of one spore run side by side), so this worker keeps serving the CID it was
+  // started with; the TRANSPORT_RESET after the load (state_loaded) makes the guest's driver
+  // read guest_cid again from the config.
   MOSS_TRY(SavedState s, decode_state(bytes));
-  // s.guest_cid is the CID the saved VM had. A restored VM gets a new lease (two restores of
-  // one spore run side by side), so this worker keeps serving the CID it was started with; the
-  // TRANSPORT_RESET below makes the guest's driver read guest_cid again from the config.
-  MOSS_TRY_VOID(features_.expect(s.acked_features));
-  expected_positions_ = s.rings;
-  // The guest's connections are not carried: it learns so from TRANSPORT_RESET.
-  table_.clear();
-  run_actions();
-  reset_event_pending_ = true;
-  return {};
-}
-
-void VsockDevice::on_kick(uint32_t queue) {
-  if (queue >= kNumQueues) return;
-  if (queue == kTxQueue) process_tx();
-  if (queue == kEventQueue) send_events();
-  settle();
+  return static_cast<virtio::CommonState&&>(std::move(s));
 }
 
 void VsockDevice::settle() {
   run_actions();
   fill_rx();
   send_events();
-  rings_.signal_used();
+  rings().signal_used();
 }
 
 void VsockDevice::on_timer() {
@@ -215,61 +156,43 @@ void VsockDevice::on_timer() {
 // ---- Transmit: guest -> host ----
 
 void VsockDevice::process_tx() {
-  if (!rings_.ready(kTxQueue)) return;
-  virtio::Queue& queue = rings_.queue(kTxQueue);
-  // At most one ring's worth per event, so a busy guest cannot starve the host sockets or the
-  // vhost-user socket; a self-kick brings us back after the loop has served them.
-  uint32_t budget = rings_.config(kTxQueue).size;
-  bool more = false;
-  for (;;) {
-    queue.disable_notification();
-    while (!rings_.broken(kTxQueue) && budget > 0) {
-      auto head = queue.pop_head();
-      if (!head.ok()) return rings_.break_ring(kTxQueue, head.error().message);
-      if (!*head) break;
-      --budget;
-      auto chain = virtio::walk_chain(rings_.backend().memory(), rings_.config(kTxQueue), **head);
-      if (!chain.ok()) return rings_.break_ring(kTxQueue, chain.error().message);
-      Parsed p = parse_packet(*chain, options_.guest_cid);
-      ++counters_.packets_from_guest;
-      if (p.packet) {
-        const uint64_t violations = table_.counters().protocol_violations;
-        table_.on_packet(*p.packet, monotonic_ms());
-        if (table_.counters().protocol_violations != violations) {
-          LOG_DEBUG("%s from guest port %u to host port %u broke the protocol (credit, state or fwd_cnt): reset",
-                    op_name(p.packet->header.op), p.packet->header.src_port, p.packet->header.dst_port);
-        }
-      } else {
-        LOG_DEBUG("refused a packet: %s", p.rejection->message.c_str());
-        table_.on_refused(*p.rejection);
+  if (!rings().ready(kTxQueue)) return;
+  virtio::Queue& queue = rings().queue(kTxQueue);
+  rings().take_available(kTxQueue, [&](uint16_t head) {
+    auto chain = virtio::walk_chain(rings().backend().memory(), rings().config(kTxQueue), head);
+    if (!chain.ok()) return rings().break_ring(kTxQueue, chain.error().message);
+    Parsed p = parse_packet(*chain, options_.guest_cid);
+    ++counters_.packets_from_guest;
+    if (p.packet) {
+      const uint64_t violations = table_.counters().protocol_violations;
+      table_.on_packet(*p.packet, monotonic_ms());
+      if (table_.counters().protocol_violations != violations) {
+        LOG_DEBUG("%s from guest port %u to host port %u broke the protocol (credit, state or fwd_cnt): reset",
+                  op_name(p.packet->header.op), p.packet->header.src_port, p.packet->header.dst_port);
       }
-      // Connect now (the table wants the answer before the next packet), write what came,
-      // and answer at once, so a burst of bad packets cannot overflow the table's RST queue.
-      run_actions();
-      fill_rx();
-      // Transmit buffers are only read: nothing written into them.
-      auto pushed = queue.push_used(**head, 0);
-      MOSS_ASSERT(pushed.ok());  // We just popped it.
-      rings_.pushed(kTxQueue);
+    } else {
+      LOG_DEBUG("refused a packet: %s", p.rejection->message.c_str());
+      table_.on_refused(*p.rejection);
     }
-    if (rings_.broken(kTxQueue)) return;
-    if (budget == 0) {
-      more = true;
-      break;
-    }
-    if (!queue.enable_notification()) break;
-  }
-  if (more) rings_.kick_self(kTxQueue);
+    // Connect now (the table wants the answer before the next packet), write what came,
+    // and answer at once, so a burst of bad packets cannot overflow the table's RST queue.
+    run_actions();
+    fill_rx();
+    // Transmit buffers are only read: nothing written into them.
+    auto pushed = queue.push_used(head, 0);
+    MOSS_ASSERT(pushed.ok());  // We just popped it.
+    rings().pushed(kTxQueue);
+  });
 }
 
 // ---- Receive: host -> guest ----
 
 VsockDevice::Take VsockDevice::take_rx_buffer(RxBuffer& out, bool ask_for_kick) {
-  virtio::Queue& queue = rings_.queue(kRxQueue);
+  virtio::Queue& queue = rings().queue(kRxQueue);
   for (;;) {
     auto head = queue.pop_head();
     if (!head.ok()) {
-      rings_.break_ring(kRxQueue, head.error().message);
+      rings().break_ring(kRxQueue, head.error().message);
       return Take::kBroken;
     }
     if (!*head) {
@@ -277,13 +200,13 @@ VsockDevice::Take VsockDevice::take_rx_buffer(RxBuffer& out, bool ask_for_kick) 
       if (ask_for_kick && queue.enable_notification()) continue;
       return Take::kNone;
     }
-    auto chain = virtio::walk_chain(rings_.backend().memory(), rings_.config(kRxQueue), **head);
+    auto chain = virtio::walk_chain(rings().backend().memory(), rings().config(kRxQueue), **head);
     if (!chain.ok()) {
-      rings_.break_ring(kRxQueue, chain.error().message);
+      rings().break_ring(kRxQueue, chain.error().message);
       return Take::kBroken;
     }
     if (chain->readable_bytes != 0 || chain->writable_bytes < kHeaderSize) {
-      rings_.break_ring(kRxQueue, "receive buffer " + std::to_string(**head) + " has " + std::to_string(chain->readable_bytes) +
+      rings().break_ring(kRxQueue, "receive buffer " + std::to_string(**head) + " has " + std::to_string(chain->readable_bytes) +
                                 " device-readable and " + std::to_string(chain->writable_bytes) +
                                 " writable bytes (it needs none and at least " + std::to_string(kHeaderSize) + ")");
       return Take::kBroken;
@@ -297,16 +220,16 @@ VsockDevice::Take VsockDevice::take_rx_buffer(RxBuffer& out, bool ask_for_kick) 
 
 void VsockDevice::give_back_rx(size_t n) {
   // Buffers taken but not used are the last ones taken: un-pop them, untouched.
-  virtio::Queue& q = rings_.queue(kRxQueue);
+  virtio::Queue& q = rings().queue(kRxQueue);
   q.set_last_avail_idx(static_cast<uint16_t>(q.last_avail_idx() - n));
 }
 
 void VsockDevice::finish_rx(const RxBuffer& b, const PacketHeader& h, uint32_t payload) {
   auto written = virtio::ChainWriter(b.chain).write(encode_header(h));
   MOSS_ASSERT(written.ok());  // writable_bytes >= kHeaderSize was checked.
-  auto pushed = rings_.queue(kRxQueue).push_used(b.head, kHeaderSize + payload);
+  auto pushed = rings().queue(kRxQueue).push_used(b.head, kHeaderSize + payload);
   MOSS_ASSERT(pushed.ok());
-  rings_.pushed(kRxQueue);
+  rings().pushed(kRxQueue);
   ++counters_.packets_to_guest;
 }
 
@@ -362,13 +285,13 @@ size_t VsockDevice::read_into_rx(RxBuffer& first, const RxItem& item, size_t bud
 }
 
 void VsockDevice::fill_rx() {
-  if (!table_.has_rx_work() || !rings_.ready(kRxQueue)) return;
-  size_t budget = rings_.config(kRxQueue).size;
-  while (table_.has_rx_work() && budget > 0 && !rings_.broken(kRxQueue)) {
+  if (!table_.has_rx_work() || !rings().ready(kRxQueue)) return;
+  size_t budget = rings().config(kRxQueue).size;
+  while (table_.has_rx_work() && budget > 0 && !rings().broken(kRxQueue)) {
     RxBuffer b;
     if (take_rx_buffer(b, true) != Take::kOk) return;
     size_t used = 0;
-    while (used == 0 && !rings_.broken(kRxQueue)) {
+    while (used == 0 && !rings().broken(kRxQueue)) {
       auto item = table_.next_rx(b.room);
       if (!item) break;
       if (item->kind == RxItem::Kind::kPacket) {
@@ -380,37 +303,37 @@ void VsockDevice::fill_rx() {
       run_actions();
     }
     if (used == 0) {
-      if (!rings_.broken(kRxQueue)) give_back_rx(1);  // Nothing for this buffer after all.
+      if (!rings().broken(kRxQueue)) give_back_rx(1);  // Nothing for this buffer after all.
       return;
     }
     budget -= std::min(budget, used);
   }
   // Out of budget with work left: come back after the loop has served everything else.
-  if (budget == 0 && table_.has_rx_work()) rings_.kick_self(kRxQueue);
+  if (budget == 0 && table_.has_rx_work()) rings().kick_self(kRxQueue);
 }
 
 // ---- Event queue ----
 
 void VsockDevice::send_events() {
-  if (!reset_event_pending_ || !rings_.ready(kEventQueue)) return;
-  virtio::Queue& queue = rings_.queue(kEventQueue);
+  if (!reset_event_pending_ || !rings().ready(kEventQueue)) return;
+  virtio::Queue& queue = rings().queue(kEventQueue);
   for (;;) {
     auto head = queue.pop_head();
-    if (!head.ok()) return rings_.break_ring(kEventQueue, head.error().message);
+    if (!head.ok()) return rings().break_ring(kEventQueue, head.error().message);
     if (!*head) {
       if (queue.enable_notification()) continue;
       return;
     }
-    auto chain = virtio::walk_chain(rings_.backend().memory(), rings_.config(kEventQueue), **head);
-    if (!chain.ok()) return rings_.break_ring(kEventQueue, chain.error().message);
+    auto chain = virtio::walk_chain(rings().backend().memory(), rings().config(kEventQueue), **head);
+    if (!chain.ok()) return rings().break_ring(kEventQueue, chain.error().message);
     if (chain->readable_bytes != 0 || chain->writable_bytes < kEventSize) {
-      return rings_.break_ring(kEventQueue, "event buffer " + std::to_string(**head) + " cannot hold a 4-byte event");
+      return rings().break_ring(kEventQueue, "event buffer " + std::to_string(**head) + " cannot hold a 4-byte event");
     }
     auto written = virtio::ChainWriter(*chain).write_obj<uint32_t>(kEventTransportReset);
     MOSS_ASSERT(written.ok());
     auto pushed = queue.push_used(**head, kEventSize);
     MOSS_ASSERT(pushed.ok());
-    rings_.pushed(kEventQueue);
+    rings().pushed(kEventQueue);
     reset_event_pending_ = false;
     ++counters_.transport_resets;
     LOG_INFO("sent TRANSPORT_RESET to the guest");

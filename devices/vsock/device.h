@@ -5,11 +5,12 @@
 // space: le64 guest_cid. Features: VERSION_1, RING_EVENT_IDX, RING_INDIRECT_DESC (stream
 // sockets only: no VIRTIO_VSOCK_F_SEQPACKET).
 //
-// One VsockDevice serves one frontend connection on the worker runtime (devices/worker/);
-// everything runs on the worker's thread. The Backend calls the DeviceInterface methods; the
-// runtime calls on_kick() when a ring's kick eventfd fired; the device watches its host sockets
-// and a 1 s timer (connect time-outs) on the runtime's loop itself; the host listener
-// (worker.h) calls connect_from_host() when a host program sent its CONNECT line.
+// One VsockDevice serves one frontend connection on the worker runtime, a
+// runtime::VirtioDevice (devices/worker/virtio_device.h); everything runs on the worker's
+// thread. The base calls process() when a ring was kicked, enabled or started; the device
+// watches its host sockets and a 1 s timer (connect time-outs) on the runtime's loop itself;
+// the host listener (worker.h) calls connect_from_host() when a host program sent its CONNECT
+// line.
 //
 // State (DEVICE_STATE, state.h): the rings' positions, the driver's features and the guest CID;
 // connections are not carried, and a device that loaded a state sends TRANSPORT_RESET like any
@@ -42,12 +43,10 @@
 
 #include "base/event.h"
 #include "base/fd.h"
-#include "devices/virtio/rings.h"
 #include "devices/vsock/connection.h"
 #include "devices/vsock/packet.h"
 #include "devices/vsock/state.h"
-#include "devices/worker/device.h"
-#include "vhost-user/backend.h"
+#include "devices/worker/virtio_device.h"
 
 namespace moss::vsock {
 
@@ -77,7 +76,7 @@ struct DeviceCounters {
   uint64_t transport_resets = 0;  // TRANSPORT_RESET events delivered.
 };
 
-class VsockDevice final : public runtime::Device {
+class VsockDevice final : public runtime::VirtioDevice {
  public:
   // `loop`: where the device watches its host sockets and its timer.
   VsockDevice(DeviceOptions options, event_base* loop);
@@ -87,8 +86,6 @@ class VsockDevice final : public runtime::Device {
   VsockDevice& operator=(const VsockDevice&) = delete;
 
   // runtime::Device.
-  void attach(const vhost_user::Backend& backend) override { rings_.attach(backend); }
-  void on_kick(uint32_t queue) override;
   runtime::Stats stats() const override;
 
   void on_host_event(int fd, bool readable, bool writable);
@@ -100,24 +97,17 @@ class VsockDevice final : public runtime::Device {
   const ConnectionTable& table() const { return table_; }
   const DeviceCounters& counters() const { return counters_; }
 
-  // DeviceInterface.
-  uint64_t features() const override;
-  uint64_t protocol_features() const override;
-  uint32_t num_queues() const override { return kNumQueues; }
-  uint32_t max_queue_size() const override { return kMaxQueueSize; }
-  Result<void> set_features(uint64_t acked) override;
-  Result<std::vector<uint8_t>> get_config(uint32_t offset, uint32_t size) override;
-  Result<void> set_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags) override;
-  Result<void> on_queue_started(uint32_t index, const vhost_user::Vring& vring) override;
-  uint16_t on_queue_stopped(uint32_t index) override;
-  void on_queue_enabled(uint32_t index, bool enabled) override;
-  void on_memory_changing() override;
-  void reset() override;
-  Result<std::vector<uint8_t>> save_state() override;
-  Result<void> load_state(std::span<const uint8_t> bytes) override;
-  size_t max_state_bytes() const override { return SavedState::kBytes; }
-
  private:
+  // runtime::VirtioDevice.
+  void process(uint32_t q) override;
+  // The driver starts over, or a state was loaded: the guest's connections are gone, so ours go
+  // too (silently), and the guest hears TRANSPORT_RESET.
+  void driver_reset() override { forget_connections(); }
+  void state_loaded() override { forget_connections(); }
+  // SavedState: the common part and the guest CID.
+  Result<std::vector<uint8_t>> write_state(const virtio::CommonState& common) const override;
+  Result<virtio::CommonState> read_state(std::span<const uint8_t> bytes) const override;
+
   struct HostSocket {
     UniqueFd fd;
     bool watch_read = false;
@@ -134,6 +124,7 @@ class VsockDevice final : public runtime::Device {
   };
   enum class Take { kOk, kNone, kBroken };
 
+  void forget_connections();
   void watch(int fd, bool read, bool write);
   void process_tx();
   void fill_rx();
@@ -157,12 +148,6 @@ class VsockDevice final : public runtime::Device {
 
   const DeviceOptions options_;
   event_base* loop_;
-  virtio::DriverFeatures features_;
-  virtio::RingSet rings_;
-  // Where each ring stood when it last stopped (save_state), and from load_state where each
-  // must start (features_ holds the features the driver must accept).
-  std::array<RingPosition, kNumQueues> positions_{};
-  std::array<RingPosition, kNumQueues> expected_positions_{};
   ConnectionTable table_;
   std::map<ConnKey, HostSocket> sockets_;
   std::map<int, ConnKey> by_fd_;

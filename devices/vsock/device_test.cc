@@ -375,7 +375,7 @@ TEST_F(VsockDeviceTest, StateMovesToAFreshWorkerWhichResetsTheGuestsConnections)
   auto s = decode_state(*blob);
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(s->guest_cid, kCid);
-  for (uint32_t q = 0; q < kNumQueues; q++) EXPECT_EQ(s->rings[q], (RingPosition{true, bases[q], bases[q]})) << q;
+  for (uint32_t q = 0; q < kNumQueues; q++) EXPECT_EQ(s->rings[q], (virtio::RingPosition{true, bases[q], bases[q]})) << q;
   EXPECT_EQ(bases[kEventQueue], 1u);
   disconnect();
   listener_.reset();  // The next worker listens on the same path.
@@ -386,7 +386,7 @@ TEST_F(VsockDeviceTest, StateMovesToAFreshWorkerWhichResetsTheGuestsConnections)
   EXPECT_FALSE(load_state(std::vector<uint8_t>(blob->begin(), blob->end() - 1)).ok());
   auto fresh = save_state();
   ASSERT_TRUE(fresh.ok()) << fresh.error().message;
-  EXPECT_EQ(decode_state(*fresh)->rings[kEventQueue], RingPosition{}) << "a refused state changed the device";
+  EXPECT_EQ(decode_state(*fresh)->rings[kEventQueue], virtio::RingPosition{}) << "a refused state changed the device";
   // It takes its own, its rings must start where it says, and the guest hears TRANSPORT_RESET.
   ASSERT_TRUE(load_state(*blob).ok());
   auto again = save_state();

@@ -10,19 +10,16 @@ namespace {
 using virtio::get_le;
 using virtio::put_le;
 
-constexpr virtio::StateFormat kFormat{"MOSSVSK", "virtio-vsock", "moss-vsock", SavedState::kVersion, 16};
-constexpr size_t kRingsAt = 32;
+// Version 1; the ring positions start at 32, the features stand at 24.
+constexpr virtio::StateFormat kFormat{"MOSSVSK", "virtio-vsock", "moss-vsock", 1, 32, 24};
 constexpr const char* kRingNames[] = {"receive", "transmit", "event"};
 
 }  // namespace
 
 std::vector<uint8_t> encode_state(const SavedState& s) {
-  std::vector<uint8_t> out = kFormat.start(SavedState::kBytes);
+  MOSS_ASSERT(s.rings.size() == 3);
+  std::vector<uint8_t> out = kFormat.start(s);
   put_le<uint64_t>(out, 16, s.guest_cid);
-  put_le<uint64_t>(out, 24, s.acked_features);
-  for (size_t i = 0; i < s.rings.size(); i++) {
-    virtio::put_ring(out, kRingsAt + virtio::StateFormat::kRingBytes * i, s.rings[i]);
-  }
   return out;
 }
 
@@ -34,13 +31,13 @@ Result<SavedState> decode_state(std::span<const uint8_t> in) {
   if (s.guest_cid < kMinGuestCid || s.guest_cid > kMaxGuestCid) {
     return kFormat.bad("has guest CID " + std::to_string(s.guest_cid) + ", which no guest can have");
   }
-  s.acked_features = get_le<uint64_t>(in, 24);
+  MOSS_TRY(virtio::CommonState common, kFormat.read_common(in, kRingNames));
+  static_cast<virtio::CommonState&>(s) = std::move(common);
   for (size_t i = 0; i < s.rings.size(); i++) {
-    const std::string name = std::string("the ") + kRingNames[i] + " ring";
-    MOSS_TRY(RingPosition r, kFormat.get_ring(in, kRingsAt + virtio::StateFormat::kRingBytes * i, name));
     // The device holds no buffer between events: everything taken was returned.
-    if (r.next_avail != r.used_idx) return kFormat.bad("has buffers of " + name + " taken and not returned");
-    s.rings[i] = r;
+    if (s.rings[i].next_avail != s.rings[i].used_idx) {
+      return kFormat.bad(std::string("has buffers of the ") + kRingNames[i] + " ring taken and not returned");
+    }
   }
   return s;
 }

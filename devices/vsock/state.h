@@ -19,7 +19,6 @@
 // The decoder checks every field, the exact length and that reserved bytes are zero.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -29,21 +28,17 @@
 
 namespace moss::vsock {
 
-using RingPosition = virtio::RingPosition;
-
-struct SavedState {
-  static constexpr uint32_t kVersion = 1;
+// The driver's features, the positions of the receive, transmit and event rings (`rings`),
+// and the guest CID.
+struct SavedState : virtio::CommonState {
   static constexpr size_t kBytes = 56;
-
+  SavedState() { rings.resize(3); }
   uint64_t guest_cid = 0;
-  uint64_t acked_features = 0;
-  std::array<RingPosition, 3> rings;
   bool operator==(const SavedState&) const = default;
 };
 
-// The wire bytes.
 std::vector<uint8_t> encode_state(const SavedState& s);
-// Pure: validates everything; an Error says what is wrong in one sentence.
+// Pure: checks every field; an Error says in one sentence what is wrong.
 Result<SavedState> decode_state(std::span<const uint8_t> bytes);
 
 }  // namespace moss::vsock

@@ -11,7 +11,7 @@ SavedState sample() {
   SavedState s;
   s.guest_cid = 1234;
   s.acked_features = (uint64_t{1} << 32) | (1 << 29);
-  s.rings = {RingPosition{true, 300, 300}, RingPosition{true, 65535, 65535}, RingPosition{}};
+  s.rings = {virtio::RingPosition{true, 300, 300}, virtio::RingPosition{true, 65535, 65535}, virtio::RingPosition{}};
   return s;
 }
 
@@ -47,20 +47,9 @@ std::vector<virtio::StateCase> cases() {
   return std::move(c.list);
 }
 
-TEST(VsockState, RefusesEveryMalformedField) {
-  virtio::expect_cases(cases(), encode_state, decode_state);
-}
-
-// Every case above is a seed of the fuzz target (fuzz/fuzz_vsock_state.cc), byte for byte.
-// Regenerate after changing the cases or the format: MOSS_WRITE_VSOCK_STATE_SEEDS=1 vsock_state_test
-TEST(VsockState, FuzzSeedsAreTheCasesAbove) {
-  virtio::expect_seed_files(cases(), &virtio::StateCase::bytes, "fuzz_vsock_state", "MOSS_WRITE_VSOCK_STATE_SEEDS");
-}
-
-// Every single-bit flip and random rewrites: refused with a sentence, or canonical.
-TEST(VsockState, MutatedBlobsAreRefusedOrCanonical) {
-  virtio::expect_mutations_refused_or_canonical(encode_state(sample()), 7, encode_state, decode_state);
-}
+// RefusesEveryMalformedField, FuzzSeedsAreTheCasesAbove (fuzz/fuzz_vsock_state.cc; regenerate
+// with MOSS_WRITE_VSOCK_STATE_SEEDS=1 vsock_state_test), MutatedBlobsAreRefusedOrCanonical.
+MOSS_STATE_FORMAT_TESTS(VsockState, "fuzz_vsock_state", "MOSS_WRITE_VSOCK_STATE_SEEDS", 7)
 
 }  // namespace
 }  // namespace moss::vsock

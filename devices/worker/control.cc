@@ -9,15 +9,6 @@
 
 namespace moss::runtime {
 
-Result<std::vector<uint8_t>> config_read(std::span<const uint8_t> space, uint32_t offset, uint32_t size,
-                                         const char* name) {
-  if (offset > space.size() || size > space.size() - offset) {
-    return make_error(std::string("frontend read ") + name + " config bytes " + std::to_string(offset) + "+" +
-                      std::to_string(size) + ", past its " + std::to_string(space.size()) + " bytes");
-  }
-  return std::vector<uint8_t>(space.begin() + offset, space.begin() + offset + size);
-}
-
 Result<ControlRequest> decode_control_request(std::span<const uint8_t> bytes) {
   MOSS_TRY(auto packet, ipc::decode_packet(bytes));
   ControlRequest out = ControlRequest::kDescribe;

@@ -47,11 +47,6 @@ class Device : public vhost_user::DeviceInterface {
   virtual Stats stats() const = 0;
 };
 
-// `size` bytes of a device's config space `space` at `offset` (DeviceInterface::get_config),
-// or an Error naming the device (`name`: "virtio-blk") when the frontend reads past it.
-Result<std::vector<uint8_t>> config_read(std::span<const uint8_t> space, uint32_t offset, uint32_t size,
-                                         const char* name);
-
 // One kind of worker, as the runtime needs to know it.
 struct WorkerSpec {
   Description description;

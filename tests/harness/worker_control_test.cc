@@ -221,8 +221,8 @@ TEST_F(WorkerControl, StoppingTheRingAndMovingOnLosesNothingAndDuplicatesNothing
   ASSERT_TRUE(saved.ok()) << saved.error().message << "\n" << a->log();
   auto decoded = blk::decode_state(*saved);
   ASSERT_TRUE(decoded.ok()) << decoded.error().message;
-  ASSERT_EQ(decoded->queues.size(), 1u);
-  EXPECT_EQ(decoded->queues[0], (blk::QueuePosition{true, kFirst, kFirst}));
+  ASSERT_EQ(decoded->rings.size(), 1u);
+  EXPECT_EQ(decoded->rings[0], (blk::QueuePosition{true, kFirst, kFirst}));
   EXPECT_EQ(decoded->acked_features, guest.acked_features());
   EXPECT_EQ(decoded->capacity_sectors, kImageBytes / kSector);
   EXPECT_EQ(call_ok(*a, Request::kShutdown).kind, worker::Reply::Kind::kShuttingDown);
@@ -262,7 +262,7 @@ TEST_F(WorkerControl, StoppingTheRingAndMovingOnLosesNothingAndDuplicatesNothing
   auto end_state = blk::decode_state(*end);
   ASSERT_TRUE(end_state.ok()) << end_state.error().message;
   const uint16_t all = static_cast<uint16_t>(ops.size() + 1);  // And the flush.
-  EXPECT_EQ(end_state->queues[0], (blk::QueuePosition{true, all, all}));
+  EXPECT_EQ(end_state->rings[0], (blk::QueuePosition{true, all, all}));
   EXPECT_EQ(call_ok(*b, Request::kShutdown).kind, worker::Reply::Kind::kShuttingDown);
   EXPECT_TRUE(exited_zero(wait_exit(*b, 5s))) << "moss-blk " << b->describe() << "\n" << b->log();
 }
