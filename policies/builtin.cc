@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 
 namespace moss::policy {
 namespace {
@@ -15,22 +16,21 @@ const Embedded kPolicies[] = {
 #include "policies/builtin_policies.inc"
 };
 
-// Whether some built-in policy has the line "include NAME".
+// The built-in policies another one includes, as the policy parser reads the includes (so
+// comments, spacing and nesting count as they do there); found once.
 bool included(std::string_view name) {
-  for (const auto& p : kPolicies) {
-    std::string_view text = p.text;
-    for (size_t at = 0; at < text.size();) {
-      size_t end = text.find('\n', at);
-      std::string_view line = text.substr(at, end == std::string_view::npos ? std::string_view::npos : end - at);
-      at = end == std::string_view::npos ? text.size() : end + 1;
-      if (line.starts_with("include ")) {
-        std::string_view inc = line.substr(8);
-        inc = inc.substr(0, inc.find_first_of(" \t#"));
-        if (inc == name) return true;
-      }
+  static const std::set<std::string, std::less<>> names = [] {
+    std::set<std::string, std::less<>> out;
+    for (const auto& p : kPolicies) {
+      const std::string self = p.name;
+      (void)parse(self, [&](const std::string& n) {
+        if (n != self) out.insert(n);
+        return builtin_text(n);
+      });
     }
-  }
-  return false;
+    return out;
+  }();
+  return names.contains(name);
 }
 
 }  // namespace
