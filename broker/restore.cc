@@ -103,15 +103,8 @@ Result<sporemf::HostFacts> host_facts(int kvm_fd, const std::vector<uint32_t>& c
   return h;
 }
 
-Result<void> check_devices(spore::Manifest::Reader manifest, const std::vector<device::Device>& planned) {
-  std::vector<sporemf::DeviceRecord> given;
-  for (const auto& d : planned) {
-    sporemf::DeviceRecord r{d.kind, {}};
-    if (d.record) {
-      MOSS_TRY(r.config, d.record());
-    }
-    given.push_back(std::move(r));
-  }
+Result<void> check_devices(spore::Manifest::Reader manifest, const std::vector<sporemf::DeviceSource>& planned) {
+  MOSS_TRY(auto given, sporemf::take_records(planned));
   return sporemf::check_devices(manifest.getMachine().getDevices(), given);
 }
 

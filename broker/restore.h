@@ -12,7 +12,6 @@
 #include "base/fd.h"
 #include "base/result.h"
 #include "broker/spore_manifest.h"
-#include "devices/module.h"
 #include "store/spore.h"
 
 namespace moss::restore {
@@ -35,10 +34,11 @@ Result<Loaded> load(const std::string& spore, const std::string& store_dir);
 // process checks it again when it restores the vCPUs).
 Result<sporemf::HostFacts> host_facts(int kvm_fd, const std::vector<uint32_t>& caps);
 
-// The devices planned for the restore (the user's --disk in order, then vsock) against the
-// manifest's: the same count and kinds in the same order, and each disk the same size and
-// identity as recorded (devices/blk/module.h DiskRecord).
-Result<void> check_devices(spore::Manifest::Reader manifest, const std::vector<device::Device>& planned);
+// The devices planned for the restore (the user's --disk in order, then vsock), their records
+// taken now, against the manifest's: the same count of each kind, the same kinds in the same
+// order, and each record as its module wants it (a disk the same size and identity as
+// recorded: devices/blk/module.h DiskRecord).
+Result<void> check_devices(spore::Manifest::Reader manifest, const std::vector<sporemf::DeviceSource>& planned);
 
 // Fills the guest RAM memfd `ram` (of `mem_bytes`) from the spore's chunks, each verified.
 Result<void> fill_ram(const Loaded& loaded, int ram);

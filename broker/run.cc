@@ -311,7 +311,8 @@ int restore_vm(const cli::RunOptions& given) {
   auto devices = vmdevices::plan(options, (*vsock)->worker_host());
   if (failed(devices)) return kExitFailure;
   p.devices = std::move(*devices);
-  if (auto ok = restore::check_devices(loaded->spore.manifest->root(), p.devices); !ok) {
+  SporeSource source = spore_source(p, loaded->generation);
+  if (auto ok = restore::check_devices(loaded->spore.manifest->root(), source.devices); !ok) {
     std::fprintf(stderr, "moss: cannot restore %s with these disks: %s\n", given.from.c_str(), ok.error().message.c_str());
     return kExitFailure;
   }
@@ -322,7 +323,6 @@ int restore_vm(const cli::RunOptions& given) {
   auto endpoint = claim_endpoint(options);
   if (failed(endpoint)) return kExitFailure;
   block_session_signals();
-  SporeSource source = spore_source(p, loaded->generation);
   auto workers = vmdevices::start_workers(p.devices, self_dir(), !options.no_sandbox);
   if (failed(workers)) return kExitFailure;
   auto vcpu = start_vcpu(options, p, &*loaded, std::move(*ram));

@@ -25,6 +25,7 @@
 #include "broker/control.h"
 #include "broker/control_server.h"
 #include "broker/restored_agent.h"
+#include "broker/spore_manifest.h"
 #include "broker/vcpu_link.h"
 #include "broker/vm_vsock.h"
 #include "broker/worker_supervisor.h"
@@ -42,13 +43,7 @@ struct StartedVcpu {
 
 // What a suspend records of the VM besides the vcpu process's state (broker/spore_manifest.h).
 struct SporeSource {
-  struct Device {
-    std::string kind;
-    // What the spore records of it, taken while the VM is paused (devices/module.h); empty:
-    // nothing.
-    std::function<Result<std::vector<uint8_t>>()> record;
-  };
-  std::vector<Device> devices;  // In guest order.
+  std::vector<sporemf::DeviceSource> devices;  // In guest order; their records are taken while the VM is paused.
   std::string cmdline;
   uint64_t generation = 0;      // The running VM's: 0 when booted, a spore's + 1 when restored.
 };

@@ -58,18 +58,12 @@ struct WriterInput {
   control::SuspendArgs args;
   std::unique_ptr<capnp::MallocMessageBuilder> state;
   sporemf::MachineFacts facts;
-  std::vector<SporeSource::Device> devices;
+  std::vector<sporemf::DeviceSource> devices;
   UniqueFd ram;
 };
 
 Result<store::SporeWritten> write(WriterInput in) {
-  for (const auto& d : in.devices) {
-    sporemf::DeviceRecord r{d.kind, {}};
-    if (d.record) {
-      MOSS_TRY(r.config, d.record());
-    }
-    in.facts.devices.push_back(std::move(r));
-  }
+  MOSS_TRY(in.facts.devices, sporemf::take_records(in.devices));
   hold_for_test(in.args.spore, "records");
   capnp::MallocMessageBuilder message;
   auto root = message.initRoot<spore::Manifest>();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include <kj/exception.h>
 
@@ -225,15 +226,14 @@ Result<void> check_devices_unguarded(capnp::List<spore::Device>::Reader recorded
                       noun + "s with " + module->option() + ", in its order");
   }
   MOSS_ASSERT(recorded.size() == given.size());  // Equal counts of every kind.
-  std::vector<KindCount> seen;  // `recorded` counts each kind's devices checked so far.
+  std::map<std::string, unsigned> checked;  // Each kind's devices checked so far.
   for (unsigned i = 0; i < given.size(); i++) {
     auto r = recorded[i];
     if (r.getKind() != given[i].kind.c_str()) {
       return make_error("the spore's device " + std::to_string(i + 1) + " is a " + r.getKind().cStr() +
                         " device and this VM's a " + given[i].kind + " device");
     }
-    auto it = std::ranges::find(seen, given[i].kind, &KindCount::kind);
-    unsigned nth = ++(it != seen.end() ? *it : seen.emplace_back(KindCount{given[i].kind})).recorded;
+    const unsigned nth = ++checked[given[i].kind];
     auto c = r.getConfig();
     MOSS_TRY_VOID(device::find(given[i].kind)
                       ->check_recorded(std::span<const uint8_t>(c.begin(), c.size()), given[i].config, nth));
@@ -311,6 +311,18 @@ Result<void> check_host_unguarded(spore::HostContract::Reader c, const HostFacts
                       std::to_string(host.tsc_khz) + " kHz, and its KVM cannot scale it (no KVM_CAP_TSC_CONTROL)");
   }
   return {};
+}
+
+Result<std::vector<DeviceRecord>> take_records(const std::vector<DeviceSource>& devices) {
+  std::vector<DeviceRecord> records;
+  for (const auto& d : devices) {
+    DeviceRecord r{d.kind, {}};
+    if (d.record) {
+      MOSS_TRY(r.config, d.record());
+    }
+    records.push_back(std::move(r));
+  }
+  return records;
 }
 
 Result<void> build(spore::Manifest::Builder out, ipc::MachineState::Reader state, const MachineFacts& f) {

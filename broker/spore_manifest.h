@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <span>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,16 @@ struct DeviceRecord {
   std::string kind;
   std::vector<uint8_t> config;
 };
+
+// A device of a running VM as a spore sees it: its kind, and how to take its record
+// (devices/module.h Device::record; none: it records nothing).
+struct DeviceSource {
+  std::string kind;
+  std::function<Result<std::vector<uint8_t>>()> record;
+};
+// Each device's record, taken now (a suspend takes them with the VM paused; a restore, of the
+// devices it was given), in order.
+Result<std::vector<DeviceRecord>> take_records(const std::vector<DeviceSource>& devices);
 
 // What the broker knows of the VM it suspends (the vcpu process's state comes separately).
 struct MachineFacts {
